@@ -1,0 +1,73 @@
+"""Hardware specs: a GPU, a link, and a cluster of nodes."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from ._base import Spec
+
+__all__ = ["GPUSpec", "LinkSpec", "ClusterSpec", "Dtype"]
+
+Dtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8"]
+
+
+class GPUSpec(Spec):
+    """One accelerator: dense peak FLOP/s per dtype, HBM capacity and bandwidth (vendor datasheets)."""
+
+    name: str
+    peak_flops_per_s: dict[Dtype, float] = Field(description="dense peak FLOP/s by dtype (no sparsity)")
+    hbm_bytes: float = Field(gt=0)
+    hbm_bw_bytes_per_s: float = Field(gt=0)
+    source: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> GPUSpec:
+        if not self.peak_flops_per_s:
+            raise ValueError(f"GPU {self.name!r}: peak_flops_per_s needs at least one dtype")
+        for dtype, flops in self.peak_flops_per_s.items():
+            if flops <= 0:
+                raise ValueError(f"GPU {self.name!r}: peak_flops_per_s[{dtype}]={flops} must be > 0")
+        return self
+
+    def peak_flops(self, dtype: str) -> float:
+        """Dense peak FLOP/s for `dtype`, falling back to the nearest lower-precision dtype listed."""
+        for candidate in (dtype, "bf16", "fp16", "tf32", "fp32"):
+            if candidate in self.peak_flops_per_s:
+                return self.peak_flops_per_s[candidate]  # type: ignore[index]
+        raise ValueError(f"GPU {self.name!r} has no peak FLOP/s for dtype {dtype!r}")
+
+
+class LinkSpec(Spec):
+    """A link class: unidirectional bandwidth available to one endpoint, and per-message latency."""
+
+    name: str
+    bw_bytes_per_s: float = Field(gt=0)
+    latency_s: float = Field(ge=0)
+
+
+class ClusterSpec(Spec):
+    """`num_nodes` identical nodes of `gpus_per_node` GPUs. `intra_node_link` is one GPU's bandwidth to
+    the node fabric (NVLink/NVSwitch, PCIe); `inter_node_link` is one NIC, `nics_per_node` of them per node."""
+
+    name: str = "custom"
+    gpu: GPUSpec
+    num_nodes: int = Field(gt=0)
+    gpus_per_node: int = Field(gt=0)
+    intra_node_link: LinkSpec
+    inter_node_link: LinkSpec
+    nics_per_node: int = Field(default=8, gt=0)
+    intra_node_topology: Literal["nvswitch", "cube-mesh", "pcie", "none"] = "nvswitch"
+    network: Literal["rail-optimized", "fat-tree", "leaf-spine"] = "rail-optimized"
+    oversubscription: float = Field(default=1.0, ge=1.0, description="leaf/spine oversubscription ratio")
+    source: str | None = None
+
+    @property
+    def num_gpus(self) -> int:
+        return self.num_nodes * self.gpus_per_node
+
+    @property
+    def inter_node_bw_per_gpu_bytes_per_s(self) -> float:
+        """NIC bandwidth one GPU gets when all GPUs of a node talk off-node at once."""
+        return self.inter_node_link.bw_bytes_per_s * self.nics_per_node / self.gpus_per_node / self.oversubscription

@@ -1,0 +1,77 @@
+"""`ModelSpec`: the architecture of a Transformer, shared by the cost model and the executor."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from ._base import Spec
+
+__all__ = ["ModelSpec", "Arch", "Activation"]
+
+Arch = Literal["decoder", "encoder", "encoder-decoder"]
+Activation = Literal["gelu", "swiglu", "relu", "geglu"]
+
+
+class ModelSpec(Spec):
+    """A Transformer's shape. For encoder-decoder models `num_layers` counts the encoder layers and
+    `num_decoder_layers` the decoder layers."""
+
+    name: str = "custom"
+    arch: Arch = "decoder"
+    num_layers: int = Field(gt=0)
+    num_decoder_layers: int | None = Field(default=None, ge=0)
+    hidden_size: int = Field(gt=0)
+    num_heads: int = Field(gt=0)
+    num_kv_heads: int | None = Field(default=None, gt=0, description="GQA/MQA key-value heads; None = num_heads")
+    head_dim: int | None = Field(default=None, gt=0, description="None = hidden_size // num_heads")
+    ffn_hidden_size: int | None = Field(default=None, gt=0, description="None = 4 * hidden_size")
+    activation: Activation = "gelu"
+    vocab_size: int = Field(gt=0)
+    max_seq_len: int = Field(gt=0)
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    position: Literal["learned", "rope", "relative"] = "learned"
+    tie_embeddings: bool = True
+    bias: bool = True
+    published_params: float | None = Field(default=None, gt=0, description="parameter count as published")
+    source: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelSpec:
+        if self.head_dim is None and self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}; "
+                "set head_dim explicitly or change num_heads"
+            )
+        if self.num_heads % self.kv_heads:
+            raise ValueError(
+                f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.kv_heads}"
+            )
+        if self.arch == "encoder-decoder" and not self.num_decoder_layers:
+            raise ValueError("num_decoder_layers must be set (> 0) for arch='encoder-decoder'")
+        if self.arch != "encoder-decoder" and self.num_decoder_layers:
+            raise ValueError(f"num_decoder_layers is only valid for arch='encoder-decoder', not {self.arch!r}")
+        return self
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_kv_heads or self.num_heads
+
+    @property
+    def kv_channels(self) -> int:
+        """Per-head dimension."""
+        return self.head_dim or self.hidden_size // self.num_heads
+
+    @property
+    def ffn_size(self) -> int:
+        return self.ffn_hidden_size or 4 * self.hidden_size
+
+    @property
+    def gated_mlp(self) -> bool:
+        return self.activation in ("swiglu", "geglu")
+
+    @property
+    def total_layers(self) -> int:
+        """Transformer blocks in the whole model (encoder + decoder)."""
+        return self.num_layers + (self.num_decoder_layers or 0)

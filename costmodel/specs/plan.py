@@ -1,0 +1,143 @@
+"""`ParallelPlan`: every parallelism knob, the contract between planner, cost model, executor and UI.
+
+A plan file is this model as JSON (`save_plan` / `load_plan`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from ._base import Spec, format_validation_error
+
+__all__ = ["ParallelPlan", "Schedule", "Recompute", "AXES", "save_plan", "load_plan"]
+
+Schedule = Literal["gpipe", "1f1b", "interleaved-1f1b", "zero-bubble"]
+Recompute = Literal["none", "selective", "full"]
+AXES = ("tp", "cp", "dp", "pp")
+"""Mesh axes; `placement` orders them innermost (fastest-varying rank) first."""
+
+
+class ParallelPlan(Spec):
+    """Degrees and knobs of one way to train a model. Rules that need the model or cluster live in
+    `costmodel.check_plan`; this class checks what the plan alone can."""
+
+    dp: int = Field(default=1, gt=0, description="data-parallel degree")
+    tp: int = Field(default=1, gt=0, description="tensor-parallel degree")
+    pp: int = Field(default=1, gt=0, description="pipeline-parallel degree (stages)")
+    cp: int = Field(default=1, gt=0, description="context-parallel degree (ring attention)")
+    ep: int = Field(default=1, gt=0, description="expert-parallel degree (reserved; must be 1)")
+    micro_batch_size: int = Field(default=1, gt=0, description="sequences per micro-batch")
+    virtual_stages: int = Field(default=1, gt=0, description="model chunks per pipeline rank (interleaving)")
+    schedule: Schedule = "1f1b"
+    zero_stage: Literal[0, 1, 2, 3] = Field(default=0, description="0 = DDP, 1/2 = sharded optimizer(+grads), 3 = FSDP")
+    recompute: Recompute = "none"
+    sequence_parallel: bool = False
+    layers_per_stage: tuple[int, ...] | None = Field(
+        default=None, description="transformer blocks per (virtual) stage, pp*virtual_stages entries"
+    )
+    placement: tuple[Literal["tp", "cp", "dp", "pp"], ...] = Field(
+        default=AXES, description="mesh axes innermost first; default puts TP on the fastest links"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ParallelPlan:
+        if self.ep != 1:
+            raise ValueError("ep: expert parallelism is not supported yet; use ep=1")
+        if self.virtual_stages > 1 and self.schedule != "interleaved-1f1b":
+            raise ValueError(
+                f"virtual_stages={self.virtual_stages} needs schedule='interleaved-1f1b' (got {self.schedule!r})"
+            )
+        if self.schedule == "interleaved-1f1b" and self.pp == 1:
+            raise ValueError("schedule='interleaved-1f1b' needs pp > 1")
+        if self.sequence_parallel and self.tp == 1:
+            raise ValueError("sequence_parallel=True needs tp > 1 (it shards activations over the TP group)")
+        if sorted(self.placement) != sorted(AXES):
+            raise ValueError(f"placement={self.placement} must order each of {AXES} exactly once")
+        if self.layers_per_stage is not None:
+            stages = self.pp * self.virtual_stages
+            if len(self.layers_per_stage) != stages:
+                raise ValueError(
+                    f"layers_per_stage has {len(self.layers_per_stage)} entries; "
+                    f"pp*virtual_stages={self.pp}*{self.virtual_stages}={stages} are needed"
+                )
+            if any(n < 0 for n in self.layers_per_stage):
+                raise ValueError(f"layers_per_stage={self.layers_per_stage} has a negative entry")
+        return self
+
+    @property
+    def world_size(self) -> int:
+        """GPUs the plan uses: dp * tp * pp * cp."""
+        return self.dp * self.tp * self.pp * self.cp
+
+    @property
+    def model_parallel_size(self) -> int:
+        return self.tp * self.pp * self.cp
+
+    def num_micro_batches(self, global_batch_size: int) -> int:
+        """Micro-batches per pipeline per step (gradient accumulation steps)."""
+        return global_batch_size // (self.dp * self.micro_batch_size)
+
+    def stage_layers(self, num_layers: int) -> tuple[int, ...]:
+        """Blocks per (virtual) stage: the explicit split, else an even split."""
+        if self.layers_per_stage is not None:
+            return self.layers_per_stage
+        stages = self.pp * self.virtual_stages
+        return tuple([num_layers // stages] * stages)
+
+    def short(self) -> str:
+        """A compact label, e.g. 'dp8-tp8-pp16-v2-mb1-z1-full-sp'."""
+        parts = [f"dp{self.dp}", f"tp{self.tp}", f"pp{self.pp}"]
+        if self.cp > 1:
+            parts.append(f"cp{self.cp}")
+        if self.virtual_stages > 1:
+            parts.append(f"v{self.virtual_stages}")
+        parts.append(f"mb{self.micro_batch_size}")
+        if self.pp > 1:
+            parts.append(self.schedule)
+        if self.zero_stage:
+            parts.append(f"z{self.zero_stage}")
+        if self.recompute != "none":
+            parts.append(self.recompute)
+        if self.sequence_parallel:
+            parts.append("sp")
+        return "-".join(parts)
+
+
+def save_plan(plan: ParallelPlan, path: str | os.PathLike[str]) -> Path:
+    """Write `plan` as JSON atomically (temp file + rename), so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(plan.model_dump_json(indent=2))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_plan(path: str | os.PathLike[str]) -> ParallelPlan:
+    """Read a plan file; a missing, non-JSON or invalid file raises ValueError naming the file and field."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"plan file {str(path)!r} does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"plan file {str(path)!r} is not valid JSON: {exc}") from None
+    if isinstance(data, dict) and "plan" in data and isinstance(data["plan"], dict):
+        data = data["plan"]  # accept a StepEstimate/search-result record that embeds a plan
+    try:
+        return ParallelPlan.model_validate(data)
+    except ValidationError as exc:
+        raise ValueError(f"plan file {str(path)!r}: {format_validation_error(exc)}") from None
+

@@ -1,0 +1,1 @@
+"""paraplan planner."""
