@@ -3,6 +3,7 @@
     from costmodel import estimate, load_model, get_cluster, TrainingSpec, ParallelPlan
 """
 
+from .batch import estimate_batch
 from .catalog import (
     get_cluster,
     get_gpu,
@@ -15,6 +16,9 @@ from .catalog import (
     model_from_hf_config,
 )
 from .checks import PlanError, check_plan, plan_problems
+from .compute import EfficiencyModel
+from .estimate import estimate
+from .feasibility import evaluate
 from .specs import (
     ClusterSpec,
     GPUSpec,
@@ -34,6 +38,7 @@ from .specs import (
 )
 
 __all__ = [
+    "EfficiencyModel", "estimate", "estimate_batch", "evaluate",
     "ClusterSpec", "GPUSpec", "LinkSpec", "MemoryBreakdown", "ModelSpec", "ParallelPlan", "PlanError",
     "Rejection", "StepEstimate", "StepMeasurement", "TimeBreakdown", "TimelineEvent", "TrainingSpec",
     "check_plan", "format_validation_error", "get_cluster", "get_gpu", "get_link", "list_clusters",

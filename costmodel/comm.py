@@ -1,20 +1,29 @@
-"""Communication cost of a plan's collectives (first version: alpha-beta over flat links).
+"""Communication cost of a plan's collectives, priced on the cluster graph.
 
-The interface is `build_comm_model(cluster, plan) -> CommModel` and `CommModel.time_s(axis, op,
-nbytes)`; the topology-aware model replaces the internals behind the same interface.
+`build_comm_model(cluster, plan, topology=None, calibration=None) -> CommModel` places the plan's
+mesh axes on the topology (`costmodel.placement`), and `CommModel.time_s(axis, op, nbytes)` prices
+one collective of a full (unsharded) `nbytes` buffer on that axis's groups with the cheapest
+algorithm (`costmodel.collectives`), with links shared among the axis's concurrent groups.
 
-Formulas: ring collectives (Thakur et al. 2005; NCCL's performance notes): all-reduce moves
-2(n-1)/n of the buffer over each GPU's link, reduce-scatter and all-gather (n-1)/n of the full
-(unsharded) buffer; each of the 2(n-1) or (n-1) steps pays the link latency (alpha)."""
+With a `CalibrationProfile` measured on the same kind of device as the cluster's GPU (`profile.gpu
+== cluster.gpu.name`), groups inside one server use the measured curve for their (op, group size)
+and otherwise a server link fitted to the measured all-reduce curves (alpha-beta least squares);
+traffic that leaves the server is still priced on the topology's network links.
+
+The flat formulas below are kept from the first version (vectorised over n as well) for callers that
+price many degrees at once."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
-from .specs import ClusterSpec, ParallelPlan
+from .calibration import CalibrationProfile
+from .collectives import algorithm_times_s, collective_time_s
+from .placement import GroupLink, place_axis
+from .specs import AXES, ClusterSpec, LinkSpec, ParallelPlan
+from .topology import Topology, build_topology
 
 __all__ = [
     "Axis", "Collective", "GroupLink", "CommModel", "build_comm_model", "group_link",
@@ -28,7 +37,7 @@ ArrayLike = float | np.ndarray
 
 
 def all_reduce_time_s(nbytes: ArrayLike, n: ArrayLike, bw_bytes_per_s: ArrayLike, latency_s: ArrayLike) -> ArrayLike:
-    """Ring all-reduce: 2(n-1)/n * bytes / bw + 2(n-1) * alpha; zero for n == 1."""
+    """Ring all-reduce: 2(n-1)/n * bytes / bw + 2(n-1) * alpha; zero for n == 1 (Thakur et al. 2005)."""
     n = np.asarray(n, dtype=float)
     return np.where(n > 1, 2 * (n - 1) / n * nbytes / bw_bytes_per_s + 2 * (n - 1) * latency_s, 0.0)[()]
 
@@ -54,61 +63,69 @@ def send_recv_time_s(nbytes: ArrayLike, bw_bytes_per_s: ArrayLike, latency_s: Ar
     return latency_s + np.asarray(nbytes, dtype=float) / bw_bytes_per_s
 
 
-@dataclass(frozen=True)
-class GroupLink:
-    """The link one communication group of `size` ranks runs over."""
-
-    size: int
-    bw_bytes_per_s: float
-    latency_s: float
-    crosses_nodes: bool
-
-
-def _axis_stride(plan: ParallelPlan, axis: Axis) -> int:
-    """Rank distance between neighbours on `axis`: product of the degrees of axes placed inside it."""
-    stride = 1
-    for inner in plan.placement:
-        if inner == axis:
-            return stride
-        stride *= getattr(plan, inner)
-    raise AssertionError(f"axis {axis} missing from placement {plan.placement}")
-
-
-def group_link(cluster: ClusterSpec, plan: ParallelPlan, axis: Axis) -> GroupLink:
-    """Where the `axis` group's ranks sit (ranks are laid out node by node) and the link it uses.
-
-    A group whose span stride*size fits in a node runs over the intra-node link; otherwise its
-    traffic crosses NICs, each GPU getting its share of the node's NIC bandwidth."""
-    size = getattr(plan, axis)
-    stride = _axis_stride(plan, axis)
-    span = stride * (size - 1) + 1 if axis != "pp" else stride + 1  # pp talks to its next stage only
-    crosses = size > 1 and span > cluster.gpus_per_node
-    if not crosses:
-        link = cluster.intra_node_link
-        return GroupLink(size, link.bw_bytes_per_s, link.latency_s, False)
-    nic = cluster.inter_node_link
-    bw = min(cluster.intra_node_link.bw_bytes_per_s, cluster.inter_node_bw_per_gpu_bytes_per_s)
-    return GroupLink(size, bw, nic.latency_s, True)
+def _calibrated_cluster(cluster: ClusterSpec, calibration: CalibrationProfile) -> ClusterSpec:
+    """`cluster` with its server link replaced by the alpha-beta fit of the measured all-reduces."""
+    fit = calibration.fit_alpha_beta("all_reduce")
+    if fit is None:
+        return cluster
+    bw, lat = fit
+    link = LinkSpec(name=f"calibrated-{cluster.intra_node_link.name}", bw_bytes_per_s=bw, latency_s=lat)
+    return cluster.model_copy(update={"intra_node_link": link})
 
 
 class CommModel:
-    """Prices collectives on each mesh axis of a plan placed on a cluster."""
+    """Prices collectives on each mesh axis of a plan placed on a cluster graph. `links[axis]` is the
+    axis's GroupLink (links used, bottleneck bandwidth after sharing, hop latency)."""
 
-    def __init__(self, cluster: ClusterSpec, plan: ParallelPlan) -> None:
+    def __init__(self, cluster: ClusterSpec, plan: ParallelPlan, *, topology: Topology | None = None,
+                 calibration: CalibrationProfile | None = None) -> None:
         self.cluster = cluster
         self.plan = plan
-        self.links: dict[str, GroupLink] = {a: group_link(cluster, plan, a) for a in ("tp", "cp", "dp", "pp")}
+        applies = calibration is not None and calibration.gpu == cluster.gpu.name
+        self.calibration = calibration if applies else None
+        if topology is None:
+            base = _calibrated_cluster(cluster, calibration) if applies else cluster
+            topology = build_topology(base)
+        self.topology = topology
+        key = (plan.tp, plan.cp, plan.dp, plan.pp, plan.placement)
+        cache = topology.placement_cache
+        if key not in cache:
+            cache[key] = {a: place_axis(topology, plan, a) for a in AXES}
+        self.links: dict[str, GroupLink] = cache[key]
 
     def time_s(self, axis: Axis, op: Collective, nbytes: ArrayLike) -> ArrayLike:
         """Seconds for one `op` of an `nbytes` buffer (full, unsharded size) on the `axis` group."""
+        if axis not in self.links:
+            raise ValueError(f"axis {axis!r} is not one of {AXES}")
         g = self.links[axis]
-        if op == "send_recv":
-            return send_recv_time_s(nbytes, g.bw_bytes_per_s, g.latency_s) if g.size > 1 else 0.0
-        fn = {"all_reduce": all_reduce_time_s, "reduce_scatter": reduce_scatter_time_s,
-              "all_gather": all_gather_time_s, "all_to_all": all_to_all_time_s}[op]
-        return fn(nbytes, g.size, g.bw_bytes_per_s, g.latency_s)
+        if g.size <= 1:
+            return np.zeros_like(np.asarray(nbytes, dtype=float))[()]
+        if self.calibration is not None and not g.crosses_nodes and op != "send_recv":
+            measured = self.calibration.collective_times_s(op, nbytes, g.size)
+            if measured is not None:
+                return measured[()]
+        return collective_time_s(g, op, nbytes)
+
+    def algorithm(self, axis: Axis, op: Collective, nbytes: float) -> str:
+        """Name of the algorithm `time_s` picks ('ring', 'tree', 'hierarchical', 'pairwise', 'p2p',
+        'measured' or 'none')."""
+        g = self.links[axis]
+        if g.size <= 1:
+            return "none"
+        if (self.calibration is not None and not g.crosses_nodes and op != "send_recv"
+                and self.calibration.collective_curve(op, g.size) is not None):
+            return "measured"
+        times = algorithm_times_s(g, op, nbytes)
+        return min(times, key=lambda k: float(times[k]))
 
 
-def build_comm_model(cluster: ClusterSpec, plan: ParallelPlan) -> CommModel:
-    """The communication model `estimate` uses for `plan` on `cluster`."""
-    return CommModel(cluster, plan)
+def group_link(cluster: ClusterSpec, plan: ParallelPlan, axis: Axis) -> GroupLink:
+    """Where the `axis` group's ranks sit on the cluster's graph and what their traffic meets."""
+    return build_comm_model(cluster, plan).links[axis]
+
+
+def build_comm_model(cluster: ClusterSpec, plan: ParallelPlan, *, topology: Topology | None = None,
+                     calibration: CalibrationProfile | None = None) -> CommModel:
+    """The communication model `estimate` uses for `plan` on `cluster` (graph built from the cluster
+    unless `topology` is given; placement cached per (degrees, placement) on the graph)."""
+    return CommModel(cluster, plan, topology=topology, calibration=calibration)

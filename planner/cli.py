@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -35,6 +36,14 @@ def add_cluster_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster", default="dgx-a100", help="cluster preset or ClusterSpec YAML/JSON file")
     p.add_argument("--nodes", type=int, default=1, help="number of nodes")
     p.add_argument("--gpu", default=None, help="swap the preset's GPU type (e.g. h100-sxm)")
+    p.add_argument("--inter-node-bw", default=None, metavar="BW",
+                   help="what-if NIC bandwidth per NIC, e.g. 400Gbps or 50GB/s")
+    p.add_argument("--intra-node-bw", default=None, metavar="BW",
+                   help="what-if server-fabric (NVLink/PCIe) bandwidth per GPU, e.g. 900GB/s")
+    p.add_argument("--oversubscription", default=None, metavar="RATIO",
+                   help="what-if leaf/spine oversubscription, e.g. 2 or 2:1")
+    p.add_argument("--topology", default=None, metavar="FILE",
+                   help="cluster graph YAML/JSON (nodes and links); sizes the cluster to it")
 
 
 def add_training_args(p: argparse.ArgumentParser) -> None:
@@ -62,10 +71,28 @@ def add_plan_args(p: argparse.ArgumentParser, *, defaults: bool) -> None:
 def build_specs(args: argparse.Namespace) -> tuple[ModelSpec, ClusterSpec, TrainingSpec]:
     model = load_model(args.model)
     cluster = get_cluster(args.cluster, nodes=args.nodes, gpu=args.gpu)
+    cluster, args.topology_graph = _interconnect(args, cluster)
     seq_len = args.seq_len or model.max_seq_len
     global_batch = args.global_batch or 8 * cluster.num_gpus
     training = TrainingSpec(global_batch_size=global_batch, seq_len=seq_len, dtype=args.dtype)
     return model, cluster, training
+
+
+def _interconnect(args: argparse.Namespace, cluster: ClusterSpec) -> tuple[ClusterSpec, Any]:
+    """Apply --inter-node-bw/--intra-node-bw/--oversubscription, or load --topology (then the cluster
+    is sized to the file and the graph is returned for estimate/search's `topology=`)."""
+    from costmodel.whatif import apply_interconnect, cluster_for_topology
+
+    flags = {"inter_node_bw": getattr(args, "inter_node_bw", None),
+             "intra_node_bw": getattr(args, "intra_node_bw", None),
+             "oversubscription": getattr(args, "oversubscription", None)}
+    topo_file = getattr(args, "topology", None)
+    if topo_file is None:
+        return apply_interconnect(cluster, **flags), None
+    given = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v is not None]
+    if given:
+        raise ValueError(f"--topology: cannot be combined with {', '.join(given)}; edit the file's links instead")
+    return cluster_for_topology(cluster, topo_file)
 
 
 _PLAN_FIELDS = {"dp": "dp", "tp": "tp", "pp": "pp", "cp": "cp", "micro_batch": "micro_batch_size",
@@ -107,10 +134,237 @@ def _add_estimate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_estimate(args: argparse.Namespace) -> int:
-    raise NotImplementedError("estimate: being built (costmodel)")
+    from costmodel import estimate
+    from costmodel.feasibility import oom_message
+    from costmodel.report import format_estimate, write_text_atomic
+
+    model, cluster, training = build_specs(args)
+    plan = plan_from_args(args, world_size=cluster.num_gpus)
+    est = estimate(model, cluster, training, plan, timeline=bool(args.timeline))
+    if args.timeline:
+        write_text_atomic(args.timeline, est.chrome_trace_json())
+        print(f"wrote timeline ({len(est.timeline)} events) to {args.timeline}", file=sys.stderr)
+    if args.json:
+        print(est.model_dump_json(indent=2))
+    else:
+        print(format_estimate(est, model=model.name, cluster=f"{cluster.name} x{cluster.num_nodes}"))
+        if not est.fits:
+            print(f"paraplan: warning: {oom_message(est, cluster.gpu.name, max_pp=model.total_layers)}",
+                  file=sys.stderr)
+    return 0
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_estimate]
+def _add_validate_published(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate-published",
+                       help="reproduce published training runs (Megatron-LM SC21, vTrain) and report the error")
+    p.add_argument("--data", default=None, help="folder holding megatron2021/ and vtrain/ (default ../shared/data)")
+    p.add_argument("--out", default=None, metavar="VALIDATION.md", help="write the report section into this file")
+    p.add_argument("--csv", default=None, metavar="FILE", help="write predicted vs published per row as CSV")
+    p.set_defaults(handler=_cmd_validate_published)
+
+
+def _cmd_validate_published(args: argparse.Namespace) -> int:
+    from costmodel.published import run_validation, summary_text, update_validation_doc
+
+    result = run_validation(args.data)
+    print(summary_text(result))
+    if args.csv:
+        from costmodel.report import write_text_atomic
+        write_text_atomic(args.csv, result.rows.to_csv(index=False))
+    if args.out:
+        update_validation_doc(args.out, result)
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------- ui (owned by ui/)
+def _add_ui(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ui", help="start the Streamlit app (plan, inspect, compare, what-if, run)")
+    p.add_argument("--address", default="127.0.0.1", help="address to serve on (default: localhost only)")
+    p.add_argument("--port", type=int, default=8501)
+    p.set_defaults(handler=_cmd_ui)
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    import subprocess
+    from pathlib import Path
+
+    import ui
+
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port {args.port}: use a port between 1 and 65535")
+    app = Path(ui.__file__).parent / "app.py"
+    argv = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.address,
+            "--server.port", str(args.port), "--server.fileWatcherType", "none", "--server.headless", "true",
+            "--browser.gatherUsageStats", "false"]
+    print(f"paraplan ui: http://{args.address}:{args.port}", file=sys.stderr)
+    return subprocess.call(argv)
+
+
+# ---------------------------------------------------------------- plan, sweep (owned by planner/)
+def _add_plan(sub: argparse._SubParsersAction) -> None:
+    from planner.report import add_search_args
+
+    p = sub.add_parser("plan", help="search every parallel plan and print the fastest that fit")
+    add_model_args(p)
+    add_cluster_args(p)
+    add_training_args(p)
+    add_plan_args(p, defaults=False)
+    add_search_args(p)
+    p.add_argument("--top-k", type=int, default=10, help="plans to show (default 10)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--csv", default=None, metavar="FILE", help="write the ranked plans as CSV")
+    p.add_argument("--save", default=None, metavar="PLAN.json", help="write the best plan for the executor")
+    p.set_defaults(handler=_cmd_plan)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from costmodel import save_plan
+    from planner import search
+    from planner.report import constraints_from_args, format_table, result_json, write_csv_atomic
+
+    model, cluster, training = build_specs(args)
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    result = search(model, cluster, training, top_k=args.top_k, progress=progress,
+                    rebalance=not args.no_rebalance, **constraints_from_args(args))
+    print(result_json(result) if args.json else format_table(result))
+    if args.csv:
+        write_csv_atomic(result.to_frame(), args.csv)
+    if args.save and result.best is not None:
+        save_plan(result.best.plan, args.save)
+        print(f"saved {result.best.plan.short()} to {args.save}", file=sys.stderr)
+    return 0 if result.best is not None else 1
+
+
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    from planner.report import add_search_args
+    from planner.sweep import VARIABLES
+
+    p = sub.add_parser("sweep", help="what-if: the best plan as nodes, GPU, bandwidth, batch or seq-len vary")
+    add_model_args(p)
+    add_cluster_args(p)
+    add_training_args(p)
+    add_plan_args(p, defaults=False)
+    add_search_args(p)
+    p.add_argument("--vary", required=True, choices=list(VARIABLES), help="the input to vary")
+    p.add_argument("--values", required=True, help="comma-separated values, e.g. 8,16,32 or h100-sxm,h200")
+    p.add_argument("--csv", default=None, metavar="FILE", help="write the sweep as CSV")
+    p.set_defaults(handler=_cmd_sweep)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from planner import sweep
+    from planner.report import constraints_from_args, write_csv_atomic
+
+    model, cluster, training = build_specs(args)
+    values = [v.strip() for v in args.values.split(",") if v.strip()]
+    df = sweep(model, cluster, training, vary=args.vary, values=values, **constraints_from_args(args))
+    cols = [args.vary, "plan", "num_gpus", "step_time_s", "tokens_per_s", "mfu", "peak_gib", "message"]
+    print(df[cols].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    if args.csv:
+        write_csv_atomic(df, args.csv)
+    return 0
+
+
+# ---- run (executor): launch a plan with torchrun
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="train a plan for real with torchrun (Gloo on CPU, NCCL on GPUs)")
+    p.add_argument("plan_file", metavar="PLAN.json", help="plan file (e.g. from `paraplan search`)")
+    p.add_argument("--model", default="tiny-llama", help="catalog name or ModelSpec YAML/JSON")
+    p.add_argument("--steps", type=int, default=50, help="train until this optimizer step")
+    p.add_argument("--out", default=None, help="run directory (default runs/<plan file name>)")
+    p.add_argument("--global-batch", type=int, default=None, help="sequences per step (default 8)")
+    p.add_argument("--seq-len", type=int, default=None, help="default: the model's max (at most 1024)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-4)")
+    p.add_argument("--warmup-steps", type=int, default=None, help="default lr-decay-steps // 10")
+    p.add_argument("--lr-decay-steps", type=int, default=None, help="cosine length (default --steps)")
+    p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
+                   help="default fp32 on CPU, bf16 on GPUs")
+    p.add_argument("--corpus", default=None, help="text file to train on (default: the built-in corpus)")
+    p.add_argument("--ckpt-every", type=int, default=0, help="checkpoint every N steps and at the end")
+    p.add_argument("--resume", default=None, help="run directory or checkpoint to resume from (any plan)")
+    p.add_argument("--max-restarts", type=int, default=0, help="elastic restarts from the last checkpoint")
+    p.add_argument("--timeout", type=float, default=300.0, help="collective timeout in seconds")
+    p.add_argument("--scale-to", type=int, default=None, metavar="N",
+                   help="shrink the plan to N processes (dp first, then pp, then tp)")
+    p.add_argument("--nnodes", type=int, default=1)
+    p.add_argument("--node-rank", type=int, default=0)
+    p.add_argument("--rdzv-endpoint", default=None, help="HOST:PORT of node 0 (multi-node)")
+    p.add_argument("--log-every", type=int, default=10, help="progress line every N steps")
+    p.add_argument("--dry-run", action="store_true", help="print the torchrun command and exit")
+    p.set_defaults(handler=_cmd_run)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from executor.launch import RunFailed, launch, prepare_run
+
+    out = args.out or str(Path("runs") / Path(args.plan_file).stem)
+    setup = prepare_run(
+        args.plan_file, model=args.model, steps=args.steps, out=out, global_batch=args.global_batch,
+        seq_len=args.seq_len, seed=args.seed, lr=args.lr, warmup_steps=args.warmup_steps,
+        lr_decay_steps=args.lr_decay_steps, ckpt_every=args.ckpt_every, resume=args.resume,
+        max_restarts=args.max_restarts, timeout_s=args.timeout, scale_to=args.scale_to, nnodes=args.nnodes,
+        node_rank=args.node_rank, rdzv_endpoint=args.rdzv_endpoint, dtype=args.dtype, corpus=args.corpus,
+        log_every=args.log_every)
+    for change in setup.changes:
+        print(f"paraplan: scaled: {change}", file=sys.stderr)
+    if args.dry_run:
+        print(setup.command_line())
+        return 0
+    try:
+        result = launch(setup)
+    except RunFailed as exc:
+        print(f"paraplan: error: run failed: {exc}", file=sys.stderr)
+        return 1
+    s = result.summary
+    if s is not None:
+        mfu = f", MFU {s.mfu:.1%}" if s.mfu is not None else ""
+        print(f"paraplan: {setup.plan.short()} on {s.world_size} x {s.device}: {s.steps} steps, "
+              f"{s.step_time_s * 1e3:.1f} ms/step, {s.tokens_per_s:.0f} tokens/s{mfu}; "
+              f"results in {result.out_dir}")
+    return 0
+
+
+# ---------------------------------------------------------------- profile (owned by costmodel/profile)
+def _add_profile(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("profile", help="measure this machine (GEMMs, attention, memory, collectives) "
+                                       "and write a calibration profile")
+    p.add_argument("--out", default="profile.json", help="CalibrationProfile JSON to write (atomically)")
+    p.add_argument("--model", default="gpt3-125m", help="model whose layer GEMM shapes are measured")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--dtype", action="append", default=None, help="dtype(s) to measure (repeatable)")
+    p.add_argument("--nprocs", default="2", help="local processes for collectives, e.g. 2 or 2,4 (0 = skip)")
+    p.add_argument("--sizes", default="1KB-64MB",
+                   help="collective buffer sizes: a range LO-HI (powers of 4) or a list 1KB,1MB (KB = 1024 B)")
+    p.add_argument("--ops", default=None, help="collectives to time, comma-separated (default: all)")
+    p.add_argument("--tokens", type=int, default=None, help="GEMM rows (tokens) per layer GEMM")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds before a collective run is ended")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    p.set_defaults(handler=_cmd_profile)
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from costmodel.calibration import save_profile
+    from costmodel.profile import ProfileConfig, run_profile
+    from costmodel.profile.options import parse_nprocs, parse_ops, parse_sizes
+
+    cfg = ProfileConfig(model=args.model, device=args.device, dtypes=tuple(args.dtype) if args.dtype else None,
+                        tokens=args.tokens, nprocs=parse_nprocs(args.nprocs), sizes_bytes=parse_sizes(args.sizes),
+                        ops=parse_ops(args.ops), repeats=args.repeats, seed=args.seed,
+                        timeout_s=args.timeout, progress=args.progress)
+    profile = run_profile(cfg)
+    save_profile(profile, args.out)
+    print(f"wrote {args.out}: {profile.device}, torch {profile.torch_version}, {len(profile.gemm)} GEMMs, "
+          f"{len(profile.attention)} attention, {len(profile.collectives)} collective points")
+    return 0
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_estimate, _add_validate_published, _add_ui, _add_plan, _add_sweep, _add_run, _add_profile]
 
 
 def build_parser() -> argparse.ArgumentParser:

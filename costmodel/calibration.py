@@ -1,0 +1,203 @@
+"""`CalibrationProfile`: what `paraplan profile` measured on a device (GEMM and attention throughput,
+memory bandwidth, collective times per size and group size), and the look-ups the cost model makes.
+
+Look-ups interpolate between measured points and return None where nothing was measured, so the
+caller falls back to its analytical default. Collective curves are interpolated piecewise-linearly in
+log(bytes)-log(time), and extrapolated above the largest size with the last segment's bandwidth;
+`fit_alpha_beta` fits the ring all-reduce alpha-beta model (Thakur et al. 2005) to all curves."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, ValidationError
+
+from .specs import Spec, format_validation_error
+
+__all__ = [
+    "GemmPoint", "AttentionPoint", "MemBwPoint", "CollectivePoint", "CalibrationProfile",
+    "save_profile", "load_profile",
+]
+
+
+class GemmPoint(Spec):
+    """C[m,n] = A[m,k] @ B[k,n]: 2mnk FLOPs in `time_s` (median)."""
+
+    m: int = Field(gt=0)
+    n: int = Field(gt=0)
+    k: int = Field(gt=0)
+    dtype: str
+    time_s: float = Field(gt=0)
+    flops_per_s: float = Field(gt=0)
+
+
+class AttentionPoint(Spec):
+    """scaled_dot_product_attention forward (causal): 4 * batch * heads * seq^2 * head_dim / 2 FLOPs."""
+
+    batch: int = Field(gt=0)
+    heads: int = Field(gt=0)
+    seq: int = Field(gt=0)
+    head_dim: int = Field(gt=0)
+    dtype: str
+    time_s: float = Field(gt=0)
+    flops_per_s: float = Field(gt=0)
+
+
+class MemBwPoint(Spec):
+    """An elementwise kernel streaming `nbytes` (read + write) in `time_s`."""
+
+    nbytes: float = Field(gt=0)
+    time_s: float = Field(gt=0)
+    bw_bytes_per_s: float = Field(gt=0)
+
+
+class CollectivePoint(Spec):
+    """One collective of a `nbytes` buffer (full size, as CommModel.time_s takes it) over
+    `group_size` ranks: median and spread of the slowest rank's time."""
+
+    op: Literal["all_reduce", "reduce_scatter", "all_gather", "all_to_all", "send_recv"]
+    group_size: int = Field(gt=0)
+    nbytes: float = Field(gt=0)
+    time_s: float = Field(gt=0)
+    time_std_s: float = Field(default=0.0, ge=0)
+
+
+class CalibrationProfile(Spec):
+    """Measured curves of one device; JSON via `save_profile` / `load_profile`."""
+
+    version: int = 1
+    device: str = Field(description="'cpu' or the CUDA device name, e.g. 'NVIDIA H200'")
+    gpu: str | None = Field(default=None, description="catalog GPU this profile calibrates, e.g. 'cpu', 'h200'")
+    torch_version: str
+    backend: Literal["gloo", "nccl"] | None = None
+    created_utc: str = ""
+    seed: int = 0
+    threads: int | None = None
+    model: str | None = Field(default=None, description="model whose GEMM shapes were measured")
+    gemm: tuple[GemmPoint, ...] = ()
+    attention: tuple[AttentionPoint, ...] = ()
+    mem_bw: tuple[MemBwPoint, ...] = ()
+    collectives: tuple[CollectivePoint, ...] = ()
+
+    # ---------------------------------------------------------------- compute look-ups
+    def gemm_flops_per_s(self, m: int, n: int, k: int, dtype: str) -> float | None:
+        """Achieved FLOP/s of an (m,k)x(k,n) GEMM: inverse-distance weighting in log2(m,n,k) over the
+        4 nearest measured shapes of `dtype` (geometric mean); None if `dtype` was not measured."""
+        pts = [(np.log2([p.m, p.n, p.k]), p.flops_per_s) for p in self.gemm if p.dtype == dtype]
+        return _idw(pts, np.log2([m, n, k]))
+
+    def attention_flops_per_s(self, batch: int, heads: int, seq: int, head_dim: int, dtype: str) -> float | None:
+        """Achieved FLOP/s of causal SDPA, interpolated in log2(batch*heads, seq, head_dim)."""
+        pts = [(np.log2([p.batch * p.heads, p.seq, p.head_dim]), p.flops_per_s)
+               for p in self.attention if p.dtype == dtype]
+        return _idw(pts, np.log2([batch * heads, seq, head_dim]))
+
+    def mem_bw_bytes_per_s(self) -> float | None:
+        """Streaming bandwidth: the measurement at the largest buffer (out of cache)."""
+        if not self.mem_bw:
+            return None
+        return max(self.mem_bw, key=lambda p: p.nbytes).bw_bytes_per_s
+
+    # ---------------------------------------------------------------- communication look-ups
+    def collective_curve(self, op: str, group_size: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(sizes in bytes, seconds) measured for `op` over `group_size` ranks, sorted; None if absent."""
+        pts = sorted((p.nbytes, p.time_s) for p in self.collectives if p.op == op and p.group_size == group_size)
+        if not pts:
+            return None
+        arr = np.array(pts)
+        return arr[:, 0], arr[:, 1]
+
+    def collective_times_s(self, op: str, nbytes: np.ndarray | float, group_size: int) -> np.ndarray | None:
+        """Vectorised `collective_time_s`."""
+        curve = self.collective_curve(op, group_size)
+        if curve is None:
+            return None
+        sizes, times = curve
+        b = np.maximum(np.asarray(nbytes, dtype=float), 1.0)
+        if len(sizes) == 1:
+            return np.maximum(times[0], times[0] * b / sizes[0])
+        t = np.exp(np.interp(np.log(b), np.log(sizes), np.log(times)))  # clamps below the smallest size
+        slope = (sizes[-1] - sizes[-2]) / max(times[-1] - times[-2], 1e-12)
+        bw_last = slope if times[-1] > times[-2] else sizes[-1] / times[-1]
+        return np.where(b > sizes[-1], times[-1] + (b - sizes[-1]) / bw_last, t)
+
+    def collective_time_s(self, op: str, nbytes: float, group_size: int) -> float | None:
+        """Seconds for `op` on a `nbytes` buffer over `group_size` ranks, interpolated from the
+        measured curve; None when that (op, group_size) was not measured."""
+        t = self.collective_times_s(op, nbytes, group_size)
+        return None if t is None else float(t)
+
+    def fit_alpha_beta(self, op: str = "all_reduce", *, min_nbytes: float = 0.0,
+                       group_sizes: tuple[int, ...] | None = None) -> tuple[float, float] | None:
+        """(bw_bytes_per_s, latency_s) of the ring model fitted to the measured `op` curves by least
+        squares on relative error: all_reduce t = 2(n-1)/n B/bw + 2(n-1) a; reduce_scatter/all_gather
+        t = (n-1)/n B/bw + (n-1) a. None if fewer than two points or no positive bandwidth fits."""
+        factor = 2.0 if op == "all_reduce" else 1.0
+        rows, ts = [], []
+        for p in self.collectives:
+            if p.op != op or p.group_size < 2 or p.nbytes < min_nbytes:
+                continue
+            if group_sizes is not None and p.group_size not in group_sizes:
+                continue
+            n = p.group_size
+            rows.append([factor * (n - 1) / n * p.nbytes, factor * (n - 1)])
+            ts.append(p.time_s)
+        if len(rows) < 2:
+            return None
+        a, t = np.array(rows), np.array(ts)
+        w = a / t[:, None]
+        coef, *_ = np.linalg.lstsq(w, np.ones_like(t), rcond=None)
+        if coef[1] < 0:  # latency cannot be negative: refit bandwidth alone
+            coef = np.array([np.linalg.lstsq(w[:, :1], np.ones_like(t), rcond=None)[0][0], 0.0])
+        if coef[0] <= 0:
+            return None
+        return float(1.0 / coef[0]), float(coef[1])
+
+
+def _idw(pts: list[tuple[np.ndarray, float]], x: np.ndarray) -> float | None:
+    if not pts:
+        return None
+    d = np.array([np.linalg.norm(p - x) for p, _ in pts])
+    vals = np.log([v for _, v in pts])
+    if d.min() < 1e-9:
+        return float(np.exp(vals[d.argmin()]))
+    near = np.argsort(d)[:4]
+    w = 1.0 / d[near] ** 2
+    return float(np.exp(np.sum(w * vals[near]) / w.sum()))
+
+
+def save_profile(profile: CalibrationProfile, path: str | os.PathLike[str]) -> Path:
+    """Write `profile` as JSON atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(profile.model_dump_json(indent=1))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_profile(path: str | os.PathLike[str]) -> CalibrationProfile:
+    """Read a profile JSON; a missing, malformed or invalid file raises ValueError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"calibration file {str(path)!r} does not exist; create it with `paraplan profile`")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"calibration file {str(path)!r} is not valid JSON: {exc}") from None
+    try:
+        return CalibrationProfile.model_validate(data)
+    except ValidationError as exc:
+        raise ValueError(f"calibration file {str(path)!r}: {format_validation_error(exc)}") from None

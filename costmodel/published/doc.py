@@ -1,0 +1,83 @@
+"""Write the validation section of docs/VALIDATION.md (between its published markers), atomically,
+keeping every other section of the file as it is."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from ..report import write_text_atomic
+from .data import ASSUMPTIONS
+from .validate import ValidationResult
+
+__all__ = ["BEGIN", "END", "update_validation_doc", "render_section"]
+
+BEGIN, END = "<!-- published:begin -->", "<!-- published:end -->"
+
+
+def _table(rows, columns: list[tuple[str, str]]) -> list[str]:
+    head = "| " + " | ".join(title for _, title in columns) + " |"
+    sep = "|" + "|".join("---" for _ in columns) + "|"
+    out = [head, sep]
+    for r in rows.itertuples():
+        cells = []
+        for col, _ in columns:
+            val = getattr(r, col)
+            if col == "error":
+                cells.append(f"{val:+.1%}")
+            elif isinstance(val, float):
+                cells.append(f"{val:.4g}")
+            else:
+                cells.append(str(val))
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def render_section(result: ValidationResult) -> str:
+    """The markdown between the markers: command, summary, constants, assumptions, per-row tables."""
+    lines = [BEGIN, "## Published runs (analytical cost model)", "",
+             "Reproduce: `make validate` (= `paraplan validate-published --out docs/VALIDATION.md`).",
+             "Error = predicted / published - 1. One set of constants for every row (no per-row tuning).", ""]
+    if result.summary.empty:
+        lines += ["No published data was found (expected `../shared/data`).", END]
+        return "\n".join(lines)
+    lines += _table(result.summary, [("set", "set"), ("rows", "rows"), ("mean_abs_error", "mean abs error"),
+                                     ("max_abs_error", "max abs error"), ("mean_signed_error", "mean signed"),
+                                     ("within_10pct", "share within 10%")])
+    lines += ["", "Constants (`costmodel.published.VALIDATION_EFFICIENCY`):", "",
+              "```", *(f"{k} = {v}" for k, v in asdict(result.efficiency).items()), "```", ""]
+    for name, items in ASSUMPTIONS.items():
+        lines.append(f"Assumptions, {name}:")
+        lines += [f"- {a}" for a in items]
+        lines.append("")
+    rows = result.rows
+    cols = [("label", "run"), ("gpus", "GPUs"), ("plan", "plan"), ("published", "published"),
+            ("predicted", "predicted"), ("error", "error")]
+    meg = rows[rows["set"] == "megatron2021"]
+    if not meg.empty:
+        lines += ["### Narayanan et al. 2021, Table 1 (TFLOP/s per GPU)", ""] + _table(meg, cols) + [""]
+    multi = rows[rows["set"] == "vtrain-multi"]
+    if not multi.empty:
+        lines += ["### vTrain multi-node (iteration time, s)", ""] + _table(
+            multi, [("model", "model"), *cols[1:]]) + [""]
+    single = rows[rows["set"] == "vtrain-single"]
+    if not single.empty:
+        worst = single.reindex(single["error"].abs().sort_values(ascending=False).index).head(15)
+        lines += ["### vTrain single-node (iteration time, s): the 15 largest errors of "
+                  f"{len(single)} rows (all rows: `paraplan validate-published --csv FILE`)", ""]
+        lines += _table(worst, [("model", "model"), *cols[1:]]) + [""]
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def update_validation_doc(path: str | Path, result: ValidationResult) -> None:
+    """Replace (or append) the published section of `path`, keeping the rest of the file."""
+    path = Path(path)
+    text = path.read_text() if path.is_file() else "# Validation\n\n"
+    section = render_section(result)
+    if BEGIN in text and END in text and text.index(BEGIN) < text.index(END):
+        start, end = text.index(BEGIN), text.index(END) + len(END)
+        text = text[:start] + section + text[end:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    write_text_atomic(str(path), text)

@@ -1,0 +1,199 @@
+"""`build_engine`: the model of a `ModelSpec` with a `ParallelPlan` applied, its optimizer, and
+`Engine.train_step` (micro-batching, forward/backward or the pipeline schedule, global grad-norm
+clipping, AdamW). With one process the same code is the single-process reference.
+
+Loss scaling: every micro-batch's summed token loss is multiplied by dp / N, where N is the number of
+target tokens (targets != -100) in the whole global batch. DDP/FSDP average gradients over dp, so the
+accumulated gradient is exactly d(mean token loss over the global batch)/dw on every plan."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.fsdp import FSDPModule
+from torch.distributed.optim import ZeroRedundancyOptimizer
+from torch.nn.parallel import DistributedDataParallel
+
+from costmodel.checks import check_plan
+from costmodel.specs import ModelSpec, ParallelPlan, TrainingSpec
+
+from .grads import clip_grad_norm_
+from .init import init_weights
+from .mesh import axis_group, axis_rank, axis_size, build_mesh
+from .model import IGNORE_INDEX, build_model
+from .parallelize import apply_ddp, apply_fsdp, apply_recompute, apply_tp, uses_ddp, uses_fsdp
+from .pipeline import build_schedule, build_stages, split_model
+
+__all__ = ["Engine", "build_engine", "compute_dtype", "ADAM_BETAS", "ADAM_EPS"]
+
+ADAM_BETAS = (0.9, 0.95)
+"""AdamW betas of GPT-3 (Brown et al. 2020, appendix B)."""
+ADAM_EPS = 1e-8
+
+
+def compute_dtype(training: TrainingSpec, device: torch.device) -> torch.dtype:
+    """bf16 mixed precision on CUDA devices that support it when asked; fp32 otherwise (CPU: parity)."""
+    if device.type == "cuda" and training.dtype == "bf16" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+class Engine:
+    """This rank's share of the model, its optimizer and the step. Build with `build_engine`."""
+
+    def __init__(self, *, spec: ModelSpec, plan: ParallelPlan, training: TrainingSpec, mesh: DeviceMesh | None,
+                 device: torch.device, model_parts: list[nn.Module], run_parts: list[nn.Module],
+                 stages: list | None, optimizer: torch.optim.Optimizer, dtype: torch.dtype) -> None:
+        self.spec, self.plan, self.training, self.mesh, self.device = spec, plan, training, mesh, device
+        self.model_parts = model_parts
+        self.optimizer = optimizer
+        self.dp_rank, self.dp_size = axis_rank(mesh, "dp"), axis_size(mesh, "dp")
+        self.pp_rank = axis_rank(mesh, "pp")
+        self.dtype = dtype
+        self._run_parts = run_parts  # model_parts, DDP-wrapped where DDP applies
+        self._stages = stages
+        self._schedule = None
+        self._scale = 1.0
+        self._loss_sums: list[torch.Tensor] = []
+        self._params = [p for part in model_parts for p in part.parameters()]
+
+    @property
+    def local_batch_size(self) -> int:
+        """Rows of the global batch this rank's DP slice holds: global_batch / dp."""
+        return self.training.global_batch_size // self.dp_size
+
+    def _loss_fn(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        ce_sum = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX,
+                                 reduction="sum")
+        self._loss_sums.append(ce_sum.detach())
+        return ce_sum * self._scale
+
+    def _all_reduce(self, t: torch.Tensor) -> torch.Tensor:
+        if self.mesh is None:
+            return t
+        if dist.get_backend() == "nccl":
+            t = t.to(self.device)
+        dist.all_reduce(t)
+        return t.cpu()
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype == torch.float32 or uses_fsdp(self.plan):
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def _micro_batches(self, tokens: torch.Tensor, targets: torch.Tensor) -> Iterator[tuple]:
+        mb = self.plan.micro_batch_size
+        yield from zip(tokens.split(mb), targets.split(mb), strict=True)
+
+    def _sync_context(self, last: bool) -> contextlib.AbstractContextManager:
+        """Reduce DP gradients on the last micro-batch only (DDP no_sync; FSDP replicate-style plans)."""
+        run = self._run_parts[0]
+        if isinstance(run, DistributedDataParallel) and not last:
+            return run.no_sync()
+        if isinstance(run, FSDPModule) and self.plan.zero_stage < 2:
+            run.set_requires_gradient_sync(last)
+        return contextlib.nullcontext()
+
+    def _forward_backward(self, tokens: torch.Tensor, targets: torch.Tensor) -> None:
+        if self._stages is None:
+            n = tokens.shape[0] // self.plan.micro_batch_size
+            for i, (x, y) in enumerate(self._micro_batches(tokens, targets)):
+                with self._sync_context(i == n - 1):
+                    with self._autocast():
+                        logits = self._run_parts[0](x)
+                    self._loss_fn(logits, y).backward()
+            return
+        if self._schedule is None:
+            n = self.local_batch_size // self.plan.micro_batch_size
+            self._schedule = build_schedule(self._stages, self.plan, n_microbatches=n, loss_fn=self._loss_fn)
+        first = any(s.is_first for s in self._stages)
+        last = any(s.is_last for s in self._stages)
+        with self._autocast():
+            self._schedule.step(*([tokens] if first else []), target=targets if last else None)
+        # The schedule's first step also calls loss_fn for shape inference: keep the real micro-batches.
+        self._loss_sums = self._loss_sums[len(self._loss_sums) - self.local_batch_size // self.plan.micro_batch_size:]
+
+    def train_step(self, tokens: torch.Tensor, targets: torch.Tensor, *, lr: float,
+                   max_grad_norm: float = 1.0) -> float:
+        """One optimizer step on this DP rank's rows [global_batch/dp, seq] (int64); returns the mean
+        token loss over the whole global batch, the same on every rank."""
+        if tokens.shape != targets.shape or tokens.ndim != 2:
+            raise ValueError(f"tokens/targets: need equal [rows, seq] shapes, got {tuple(tokens.shape)} "
+                             f"and {tuple(targets.shape)}")
+        if tokens.shape[0] != self.local_batch_size:
+            raise ValueError(f"tokens: this rank feeds global_batch_size/dp={self.local_batch_size} rows, "
+                             f"got {tokens.shape[0]}")
+        tokens, targets = tokens.to(self.device), targets.to(self.device)
+        # Target tokens in the global batch: each is counted by tp*pp*cp ranks holding the same rows.
+        count = self._all_reduce((targets != IGNORE_INDEX).sum().cpu().to(torch.int64))
+        count = int(count) // (self.plan.tp * self.plan.pp * self.plan.cp)
+        self._scale = self.dp_size / max(count, 1)
+        self._loss_sums = []
+        self._forward_backward(tokens, targets)
+        clip_grad_norm_(self._params, max_grad_norm, pp_group=axis_group(self.mesh, "pp"))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        local = torch.stack(self._loss_sums).double().sum().cpu() if self._loss_sums else torch.zeros((),
+                                                                                                      dtype=torch.float64)
+        total = self._all_reduce(local.reshape(1))  # last-stage ranks hold sums; tp*cp copies of each
+        return float(total) / (self.plan.tp * self.plan.cp) / max(count, 1)
+
+
+def _optimizer(params: list[nn.Parameter], plan: ParallelPlan, mesh: DeviceMesh | None, *, lr: float,
+               weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW; decay on matrices only (norms, biases undecayed). ZeRO-1 without TP shards its states
+    with ZeroRedundancyOptimizer; FSDP2 plans shard them with the parameters."""
+    decay = [p for p in params if p.ndim >= 2]
+    rest = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    if plan.zero_stage == 1 and uses_ddp(plan):
+        return ZeroRedundancyOptimizer(groups, optimizer_class=torch.optim.AdamW,
+                                       process_group=axis_group(mesh, "dp"), lr=lr, betas=ADAM_BETAS,
+                                       eps=ADAM_EPS)
+    return torch.optim.AdamW(groups, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, foreach=False)
+
+
+def build_engine(model_spec: ModelSpec, plan: ParallelPlan, training: TrainingSpec, *,
+                 device: torch.device, seed: int = 0, lr: float = 3e-4, weight_decay: float = 0.1,
+                 mesh: DeviceMesh | None = None) -> Engine:
+    """Build the mesh (unless given) over the initialized default process group, the model on the meta
+    device, apply the plan (PP split -> TP/SP -> recompute -> FSDP; materialize; deterministic init
+    from `seed`, the same weights as the single-process model; DDP), and AdamW."""
+    device = torch.device(device)
+    if plan.cp > 1:
+        raise ValueError("cp: context parallelism is not supported by the executor (torch's context_parallel "
+                         "needs CUDA SDPA kernels and does not run on CPU/Gloo); use cp=1")
+    check_plan(model_spec, None, training, plan)
+    mesh = mesh if mesh is not None else build_mesh(plan, device_type=device.type)
+    dtype = compute_dtype(training, device)
+    model = build_model(model_spec, device="meta")
+    model_parts, run_parts, ids = [], [], []
+    for stage, part in split_model(model, plan, pp_rank=axis_rank(mesh, "pp")):
+        if plan.tp > 1:  # 1. tensor (+ sequence) parallel
+            apply_tp(part, mesh["tp"], sequence_parallel=plan.sequence_parallel)
+        apply_recompute(part, plan.recompute)  # 2. activation checkpointing per block
+        if uses_fsdp(plan):  # 3. FSDP2 (ZeRO-2/3, or DP with TP)
+            apply_fsdp(part, plan, mesh["dp"], param_dtype=dtype)
+        part.to_empty(device=device)  # 4. materialize, same values on every plan
+        init_weights(part, model_spec, seed=seed)
+        model_parts.append(part)
+        ids.append(stage)
+        # 5. DDP (ZeRO-0/1 without TP) wraps the real parameters
+        run_parts.append(apply_ddp(part, axis_group(mesh, "dp"), device=device) if uses_ddp(plan) else part)
+    stages = None
+    if plan.pp > 1:
+        stages = build_stages(list(zip(ids, run_parts, strict=True)), plan, device=device,
+                              group=axis_group(mesh, "pp"))
+    params = [p for part in model_parts for p in part.parameters()]
+    optimizer = _optimizer(params, plan, mesh, lr=lr, weight_decay=weight_decay)
+    return Engine(spec=model_spec, plan=plan, training=training, mesh=mesh, device=device,
+                  model_parts=model_parts, run_parts=run_parts, stages=stages, optimizer=optimizer, dtype=dtype)

@@ -1,0 +1,236 @@
+"""Launch a plan for real: validate it, build the `torchrun` command, run it, and explain failures.
+
+    from executor import prepare_run, launch
+    setup = prepare_run("plan.json", model="tiny-llama", steps=50, out="runs/a")
+    result = launch(setup)             # raises RunFailed naming the rank and the cause
+
+Everything that can be checked before a process starts is checked in `prepare_run` (plan file, model,
+plan-vs-model rules via `costmodel.check_plan`, machine capacity, checkpoint to resume from), raising
+`ValueError` with the field and the fix. Single node: torchrun's c10d rendezvous on a free port of
+127.0.0.1. Multi-node: `nnodes`, `node_rank` and `rdzv_endpoint` pass through to torchrun. Elastic
+restarts (`max_restarts`) resume every worker from the run's newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from costmodel import (
+    ModelSpec,
+    ParallelPlan,
+    StepMeasurement,
+    TrainingSpec,
+    check_plan,
+    load_model,
+    load_plan,
+)
+
+from .checkpoint import read_trainer_state, resolve_checkpoint
+from .data import load_corpus
+from .failures import RunFailed, explain_failure
+from .metrics import read_metrics, write_json_atomic
+from .scaling import host_capacity, scale_plan
+
+__all__ = ["RunSetup", "RunResult", "RunFailed", "prepare_run", "launch", "run_plan", "free_port"]
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    """A validated run: the (possibly scaled) plan, resolved training settings and the torchrun command."""
+
+    plan: ParallelPlan
+    model: ModelSpec
+    training: TrainingSpec
+    out_dir: Path
+    steps: int
+    command: tuple[str, ...]
+    env: dict[str, str]
+    changes: tuple[str, ...] = ()
+    resume_from: Path | None = None
+    nproc_per_node: int = 1
+
+    def command_line(self) -> str:
+        return shlex.join(self.command)
+
+
+@dataclass
+class RunResult:
+    """What a finished run left in its directory."""
+
+    out_dir: Path
+    returncode: int
+    elapsed_s: float
+    summary: StepMeasurement | None
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    restarts: int = 0
+
+    @property
+    def losses(self) -> list[float]:
+        return [r["loss"] for r in self.metrics]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on `host` right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _default_global_batch(plan: ParallelPlan) -> int:
+    """8 sequences, rounded up to whole micro-batches per DP rank (and to a multiple of pp micro-batches
+    for interleaved 1F1B)."""
+    unit = plan.dp * plan.micro_batch_size
+    micro_batches = math.ceil(8 / unit)
+    if plan.schedule == "interleaved-1f1b":
+        micro_batches = math.ceil(micro_batches / plan.pp) * plan.pp
+    return unit * micro_batches
+
+
+def _positive(name: str, value: float | None) -> None:
+    if value is not None and value <= 0:
+        raise ValueError(f"{name}={value} must be > 0")
+
+
+def prepare_run(plan: ParallelPlan | str | os.PathLike[str], *, model: str | ModelSpec, steps: int,
+                out: str | os.PathLike[str], global_batch: int | None = None, seq_len: int | None = None,
+                seed: int = 0, lr: float | None = None, warmup_steps: int | None = None,
+                lr_decay_steps: int | None = None, ckpt_every: int = 0, resume: str | os.PathLike[str] | None = None,
+                max_restarts: int = 0, timeout_s: float = 300.0, scale_to: int | None = None,
+                nnodes: int = 1, node_rank: int = 0, rdzv_endpoint: str | None = None, dtype: str | None = None,
+                corpus: str | None = None, log_every: int = 10) -> RunSetup:
+    """Validate a run and build its torchrun command; ValueError (field + fix) on bad input."""
+    plan = load_plan(plan) if not isinstance(plan, ParallelPlan) else plan
+    model_spec = load_model(model) if isinstance(model, str) else model
+    from .model import build_model
+
+    build_model(model_spec, device="meta")  # raises ValueError for what the executor cannot run
+    for name, value in (("steps", steps), ("timeout", timeout_s), ("nnodes", nnodes), ("lr", lr),
+                        ("global_batch", global_batch), ("seq_len", seq_len)):
+        _positive(name, value)
+    if ckpt_every < 0 or max_restarts < 0 or node_rank < 0:
+        raise ValueError("ckpt_every, max_restarts and node_rank must be >= 0")
+    if not 0 <= node_rank < nnodes:
+        raise ValueError(f"node_rank={node_rank} must be in [0, nnodes={nnodes})")
+    if nnodes > 1 and not rdzv_endpoint:
+        raise ValueError("rdzv_endpoint: a multi-node run needs --rdzv-endpoint HOST:PORT of node 0")
+    resume_from = resolve_checkpoint(resume) if resume is not None else None
+    saved = read_trainer_state(resume_from) if resume_from is not None else {}
+    if resume_from is not None and steps <= int(saved["step"]):
+        raise ValueError(f"steps={steps}: the checkpoint {resume_from} is already at step {saved['step']}; "
+                         "ask for more steps")
+
+    changes: tuple[str, ...] = ()
+    capacity = host_capacity() * nnodes
+    if scale_to is not None:
+        if scale_to > capacity:
+            raise ValueError(f"scale_to={scale_to} exceeds the {capacity} processes this machine can host")
+        global_batch = global_batch or saved.get("global_batch_size")
+        plan, changes = scale_plan(plan, model_spec, max_world=scale_to, global_batch=global_batch)
+    elif plan.world_size > capacity:
+        raise ValueError(f"the plan needs {plan.world_size} processes (dp*tp*pp*cp) but this machine hosts at "
+                         f"most {capacity}; pass --scale-to {capacity} (lowers dp first, then pp, then tp)")
+    if plan.world_size % nnodes:
+        raise ValueError(f"nnodes={nnodes} does not divide the plan's {plan.world_size} processes")
+
+    global_batch = global_batch or saved.get("global_batch_size") or _default_global_batch(plan)
+    seq_len = seq_len or saved.get("seq_len") or min(model_spec.max_seq_len, 1024)
+    training = TrainingSpec(global_batch_size=int(global_batch), seq_len=int(seq_len), dtype=dtype or "fp32")
+    check_plan(model_spec, None, training, plan)
+    load_corpus(corpus, min_tokens=int(seq_len) + 2)
+
+    out_dir = Path(out).resolve()
+    nproc = plan.world_size // nnodes
+    worker = ["-m", "executor.train", "--plan", str(out_dir / "plan.json"), "--model", _model_arg(model, out_dir),
+              "--out", str(out_dir), "--steps", str(steps), "--global-batch", str(global_batch),
+              "--seq-len", str(seq_len), "--seed", str(seed), "--ckpt-every", str(ckpt_every),
+              "--timeout", str(timeout_s), "--log-every", str(log_every)]
+    for flag, value in (("--lr", lr), ("--warmup-steps", warmup_steps), ("--lr-decay-steps", lr_decay_steps),
+                        ("--dtype", dtype), ("--corpus", corpus and str(Path(corpus).resolve())),
+                        ("--resume", resume_from)):
+        if value is not None:
+            worker += [flag, str(value)]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+                "--max-restarts", str(max_restarts), "--monitor-interval", "0.5"]
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
+                                                       os.environ.get("PYTHONPATH")]))}
+    if nnodes == 1 and rdzv_endpoint is None:
+        torchrun += ["--nnodes", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}",
+                     "--local-addr", "127.0.0.1"]
+        if sys.platform.startswith("linux") and Path("/sys/class/net/lo").exists():
+            env["GLOO_SOCKET_IFNAME"] = os.environ.get("GLOO_SOCKET_IFNAME", "lo")
+    else:
+        torchrun += ["--nnodes", str(nnodes), "--node-rank", str(node_rank), "--rdzv-backend", "c10d",
+                     "--rdzv-endpoint", str(rdzv_endpoint), "--rdzv-id", f"paraplan-{out_dir.name}"]
+    return RunSetup(plan=plan, model=model_spec, training=training, out_dir=out_dir, steps=steps,
+                    command=tuple(torchrun + worker), env=env, changes=changes, resume_from=resume_from,
+                    nproc_per_node=nproc)
+
+
+def _model_arg(model: str | ModelSpec, out_dir: Path) -> str:
+    """A catalog name or file path as given; a ModelSpec object is written to out_dir/model.json."""
+    if isinstance(model, str):
+        path = Path(model)
+        return str(path.resolve()) if path.is_file() else model
+    return str(out_dir / "model.json")
+
+
+def launch(setup: RunSetup, *, stream: TextIO | None = sys.stdout) -> RunResult:
+    """Run `setup` with torchrun and wait. Output goes to `stream` (None: silent) and `<out>/launch.log`.
+    A failed run raises `RunFailed` with the failing rank and its cause."""
+    out = setup.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out / "failures", ignore_errors=True)
+    write_json_atomic(out / "plan.json", setup.plan.model_dump(mode="json"))
+    if "--model" in setup.command and setup.command[setup.command.index("--model") + 1] == str(out / "model.json"):
+        write_json_atomic(out / "model.json", setup.model.model_dump(mode="json"))
+    write_json_atomic(out / "run.json", {"command": list(setup.command), "changes": list(setup.changes),
+                                         "resume_from": str(setup.resume_from) if setup.resume_from else None})
+    tail: deque[str] = deque(maxlen=400)
+    t0 = time.perf_counter()
+    env = {**os.environ, **setup.env}
+    with open(out / "launch.log", "w") as log:
+        proc = subprocess.Popen(setup.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=env, bufsize=1, errors="replace")
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                log.write(line)
+                tail.append(line)
+                if stream is not None:
+                    stream.write(line)
+                    stream.flush()
+            returncode = proc.wait()
+        except BaseException:
+            proc.terminate()  # torchrun forwards SIGTERM to its workers
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+    elapsed_s = time.perf_counter() - t0
+    restarts = len(re.findall(r"Restarting worker group", "".join(tail)))
+    if returncode != 0:
+        raise RunFailed(explain_failure(out, "".join(tail), returncode), returncode=returncode,
+                        log_path=out / "launch.log")
+    summary_path = out / "summary.json"
+    summary = StepMeasurement.model_validate_json(summary_path.read_text()) if summary_path.is_file() else None
+    return RunResult(out_dir=out, returncode=returncode, elapsed_s=elapsed_s, summary=summary,
+                     metrics=read_metrics(out / "metrics.jsonl"), restarts=restarts)
+
+
+def run_plan(plan: ParallelPlan | str | os.PathLike[str], *, stream: TextIO | None = sys.stdout,
+             **kwargs: Any) -> RunResult:
+    """`prepare_run(plan, **kwargs)` then `launch` - the one call the CLI and the UI need."""
+    return launch(prepare_run(plan, **kwargs), stream=stream)

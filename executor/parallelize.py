@@ -1,0 +1,135 @@
+"""Applying a plan to one model part, in torchtitan's fixed order:
+
+    1. tensor parallel (+ sequence parallel)   - `apply_tp`, DTensor `parallelize_module`
+    2. activation recomputation                - `apply_recompute`, per block
+    3. data parallel: FSDP2 (ZeRO-2/3), FSDP-based replicate (ZeRO-0 with TP) - `apply_fsdp`,
+       on the meta device before materialization
+    4. materialize + deterministic init        - (engine: `to_empty`, `init_weights`)
+    5. DDP (ZeRO-0/1 without TP)               - `apply_ddp`, wraps real parameters
+
+TP follows Megatron-LM (Shoeybi et al. 2019, sec 3): column-parallel q/k/v and w1/w3, row-parallel wo
+and w2, vocabulary-parallel embedding; sequence parallelism (Korthikanti et al. 2022, sec 4.2.2)
+shards the norms' activations along the sequence between the TP regions."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from torch import nn
+from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import Replicate, Shard
+from torch.distributed.tensor.parallel import (
+    ColwiseParallel,
+    PrepareModuleInput,
+    PrepareModuleOutput,
+    RowwiseParallel,
+    SequenceParallel,
+    parallelize_module,
+)
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+
+from costmodel.specs import ParallelPlan
+
+from .model import Transformer
+
+__all__ = ["apply_tp", "apply_recompute", "apply_fsdp", "apply_ddp", "uses_fsdp", "uses_ddp",
+           "selective_policy"]
+
+
+def apply_tp(part: Transformer, tp_mesh: DeviceMesh, *, sequence_parallel: bool) -> None:
+    """Shard `part`'s linears and embedding over `tp_mesh` in place. Blocks exchange activations as
+    plain tensors: replicated [b, s, h] without SP, sequence shards [b, s/tp, h] with SP."""
+    act = Shard(1) if sequence_parallel else Replicate()
+    if part.embed is not None:
+        # Vocab-parallel embedding (rows of the table split over TP); its all-reduced output gets the
+        # learned positions added, then is cut into sequence shards for SP.
+        parallelize_module(part.embed, tp_mesh, {
+            "tok": RowwiseParallel(input_layouts=Replicate(), output_layouts=Replicate()),
+        })
+        if sequence_parallel:
+            parallelize_module(part.embed, tp_mesh, PrepareModuleOutput(
+                output_layouts=Replicate(), desired_output_layouts=Shard(1), use_local_output=True))
+    for block in part.layers.values():
+        norm_style = SequenceParallel() if sequence_parallel else None
+        plan = {
+            "attention": PrepareModuleInput(input_layouts=(act, None), desired_input_layouts=(Replicate(), None),
+                                            use_local_output=True),
+            "attention.wq": ColwiseParallel(),
+            "attention.wk": ColwiseParallel(),
+            "attention.wv": ColwiseParallel(),
+            "attention.wo": RowwiseParallel(output_layouts=act),
+            "feed_forward": PrepareModuleInput(input_layouts=(act,), desired_input_layouts=(Replicate(),),
+                                               use_local_output=True),
+            "feed_forward.w1": ColwiseParallel(),
+            "feed_forward.w2": RowwiseParallel(output_layouts=act),
+        }
+        if block.feed_forward.w3 is not None:
+            plan["feed_forward.w3"] = ColwiseParallel()
+        if norm_style is not None:
+            plan["attention_norm"] = norm_style
+            plan["ffn_norm"] = SequenceParallel()
+        parallelize_module(block, tp_mesh, plan)
+    if part.norm is not None and sequence_parallel:
+        parallelize_module(part.norm, tp_mesh, SequenceParallel())
+    if part.output is not None:
+        parallelize_module(part.output, tp_mesh, ColwiseParallel(input_layouts=act, output_layouts=Replicate(),
+                                                                 use_local_output=True))
+    part.reset_buffers()  # re-tie a tied output to the (now sharded) embedding
+
+
+_SAVE_OPS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default}
+
+
+def selective_policy(ctx: object, op: object, *args: object, **kwargs: object) -> CheckpointPolicy:
+    """Korthikanti et al. 2022's selective recomputation: keep the linear layers' outputs, recompute
+    the attention core, norms and element-wise ops in the backward pass."""
+    return CheckpointPolicy.MUST_SAVE if op in _SAVE_OPS else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def apply_recompute(part: Transformer, mode: str) -> None:
+    """Wrap each block with activation checkpointing: 'full' keeps only block inputs; 'selective'
+    uses torch's selective checkpoint contexts with `selective_policy`; 'none' does nothing."""
+    if mode == "none":
+        return
+    if mode not in ("full", "selective"):
+        raise ValueError(f"recompute: unknown policy {mode!r}; use 'none', 'selective' or 'full'")
+    kwargs: dict[str, object] = {"preserve_rng_state": False}
+    if mode == "selective":
+        kwargs["context_fn"] = partial(create_selective_checkpoint_contexts, selective_policy)
+    for key in list(part.layers.keys()):
+        part.layers[key] = checkpoint_wrapper(part.layers[key], **kwargs)
+
+
+def uses_fsdp(plan: ParallelPlan) -> bool:
+    """FSDP2 (or its replicate) manages data parallelism: ZeRO-2/3, or ZeRO-0/1 combined with TP."""
+    return plan.dp > 1 and (plan.zero_stage >= 2 or plan.tp > 1)
+
+
+def uses_ddp(plan: ParallelPlan) -> bool:
+    """Classic DDP: ZeRO-0/1 without TP (ZeRO-1 adds ZeroRedundancyOptimizer on top)."""
+    return plan.dp > 1 and not uses_fsdp(plan)
+
+
+def apply_fsdp(part: nn.Module, plan: ParallelPlan, dp_mesh: DeviceMesh, *,
+               param_dtype: torch.dtype = torch.float32) -> None:
+    """FSDP2 `fully_shard` per block, then the whole part. ZeRO-3 reshards parameters after forward;
+    ZeRO-2 keeps them gathered until backward (sharded grads and optimizer states only, Rajbhandari
+    et al. 2020). ZeRO-0/1 with TP use 2D FSDP2 with reshard_after_forward=False too: the
+    ZeroRedundancyOptimizer/DDP of the 1D case do not take DTensor parameters."""
+    reshard = plan.zero_stage == 3
+    mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+    for block in part.layers.values():
+        fully_shard(block, mesh=dp_mesh, reshard_after_forward=reshard, mp_policy=mp)
+    fully_shard(part, mesh=dp_mesh, reshard_after_forward=reshard, mp_policy=mp)
+
+
+def apply_ddp(part: nn.Module, dp_group: torch.distributed.ProcessGroup, *,
+              device: torch.device) -> DistributedDataParallel:
+    """DDP over the data-parallel group (wraps materialized parameters; broadcasts rank 0's)."""
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(part, process_group=dp_group, device_ids=ids,
+                                   broadcast_buffers=False, find_unused_parameters=False)

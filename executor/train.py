@@ -1,0 +1,258 @@
+"""The training worker that torchrun starts on every rank: `python -m executor.train --plan P --model M ...`.
+
+Per rank: init the process group (Gloo on CPU, NCCL + Gloo on CUDA, with a timeout), build the engine for
+the plan, optionally resume from a checkpoint (same or different plan), then train: the global batch of
+step s is a pure function of (seed, s) (executor.data), the learning rate follows linear warm-up and
+cosine decay, the engine does gradient accumulation, clipping and AdamW. Rank 0 appends one JSON object
+per step to `<out>/metrics.jsonl` and writes `<out>/summary.json` (a costmodel `StepMeasurement`).
+
+A rank that raises writes `<out>/failures/rank<R>.json` (rank, step, cause) before exiting non-zero, so the
+launcher can name the rank and the cause. After an elastic restart (TORCHELASTIC_RESTART_COUNT > 0) the
+worker resumes from the newest checkpoint of `<out>`.
+
+Test hook: PARAPLAN_FAULT="rank=R,step=S,mode=raise|kill|ckpt-kill" makes rank R raise, SIGKILL itself
+after step S, or SIGKILL itself while checkpoint S is being written - on the first attempt only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.distributed.elastic.multiprocessing.errors import record
+
+from costmodel import TrainingSpec, load_model, load_plan
+
+from .checkpoint import CHECKPOINT_DIRNAME, latest_checkpoint, load_checkpoint, save_checkpoint
+from .data import BatchSource, load_corpus
+from .metrics import (
+    MemoryTracker,
+    MetricsWriter,
+    device_gpu_spec,
+    model_flops_per_step,
+    summarize,
+    write_json_atomic,
+)
+
+__all__ = ["lr_at", "build_arg_parser", "train", "main", "FAILURES_DIRNAME", "DEFAULT_LR"]
+
+FAILURES_DIRNAME = "failures"
+DEFAULT_LR = 3e-4
+DEFAULT_MIN_LR_RATIO = 0.1
+
+
+def lr_at(step: int, *, lr: float, warmup_steps: int, decay_steps: int,
+          min_lr_ratio: float = DEFAULT_MIN_LR_RATIO) -> float:
+    """Learning rate of step `step` (1-based): linear warm-up to `lr` over `warmup_steps`, then cosine decay
+    to `min_lr_ratio * lr` at `decay_steps` (Loshchilov & Hutter 2017, SGDR eq. 5), flat after."""
+    if warmup_steps > 0 and step <= warmup_steps:
+        return lr * step / warmup_steps
+    span = max(1, decay_steps - warmup_steps)
+    progress = min(1.0, max(0.0, (step - warmup_steps) / span))
+    min_lr = lr * min_lr_ratio
+    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m executor.train", description=__doc__.splitlines()[0])
+    p.add_argument("--plan", required=True, help="plan JSON file")
+    p.add_argument("--model", required=True, help="catalog name or ModelSpec YAML/JSON")
+    p.add_argument("--out", required=True, help="run directory (metrics.jsonl, summary.json, checkpoints/)")
+    p.add_argument("--steps", type=int, required=True, help="train until this optimizer step")
+    p.add_argument("--global-batch", type=int, required=True)
+    p.add_argument("--seq-len", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", default=None, help="compute dtype (default fp32 on CPU, bf16 on CUDA)")
+    p.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default {DEFAULT_LR})")
+    p.add_argument("--warmup-steps", type=int, default=None, help="default: lr-decay-steps // 10")
+    p.add_argument("--lr-decay-steps", type=int, default=None, help="cosine length (default: --steps)")
+    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--max-grad-norm", type=float, default=1.0)
+    p.add_argument("--ckpt-every", type=int, default=0, help="checkpoint every N steps and at the end (0: off)")
+    p.add_argument("--ckpt-keep", type=int, default=2)
+    p.add_argument("--resume", default=None, help="checkpoint (or run directory) to start from")
+    p.add_argument("--timeout", type=float, default=300.0, help="process-group (collective) timeout, seconds")
+    p.add_argument("--corpus", default=None, help="text file to train on (default: the generated corpus)")
+    p.add_argument("--log-every", type=int, default=10, help="print a progress line every N steps (0: never)")
+    return p
+
+
+def _parse_fault() -> dict[str, Any] | None:
+    spec = os.environ.get("PARAPLAN_FAULT")
+    if not spec or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+        return None
+    fields = dict(item.split("=", 1) for item in spec.split(",") if "=" in item)
+    return {"rank": int(fields.get("rank", 0)), "step": int(fields.get("step", 1)),
+            "mode": fields.get("mode", "raise")}
+
+
+def _init_distributed(timeout_s: float) -> tuple[torch.device, str]:
+    use_cuda = torch.cuda.is_available()
+    if use_cuda:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+        backend = "cpu:gloo,cuda:nccl"
+    else:
+        device, backend = torch.device("cpu"), "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+    return device, "nccl" if use_cuda else "gloo"
+
+
+def _resume_path(args: argparse.Namespace) -> Path | None:
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+        own = latest_checkpoint(Path(args.out) / CHECKPOINT_DIRNAME)
+        if own is not None:
+            return own  # an elastic restart continues from this run's newest checkpoint
+    if args.resume:
+        found = latest_checkpoint(args.resume) if not Path(args.resume, ".metadata").exists() else None
+        return found or Path(args.resume)
+    return None
+
+
+def train(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Run the training loop on this rank; rank 0 returns the summary (as a dict), other ranks None."""
+    from .engine import build_engine  # imported late: torch.distributed pieces load only in workers
+
+    device, backend = _init_distributed(args.timeout)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    out = Path(args.out)
+    model_spec, plan = load_model(args.model), load_plan(args.plan)
+    if plan.world_size != world:
+        raise ValueError(f"plan needs {plan.world_size} processes (dp*tp*pp*cp) but torchrun started {world}")
+    dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
+    training = TrainingSpec(global_batch_size=args.global_batch, seq_len=args.seq_len, dtype=dtype)
+    fault = _parse_fault()
+
+    memory = MemoryTracker(device)
+    memory.start()
+    resume = _resume_path(args)
+    state: dict[str, Any] = {}
+    if resume is not None:
+        from .checkpoint import read_trainer_state
+
+        state = read_trainer_state(resume)
+    seed = args.seed
+    lr = args.lr if args.lr is not None else state.get("lr", DEFAULT_LR)
+    decay = args.lr_decay_steps if args.lr_decay_steps is not None else state.get("lr_decay_steps", args.steps)
+    warmup = args.warmup_steps if args.warmup_steps is not None else state.get("warmup_steps", decay // 10)
+    engine = build_engine(model_spec, plan, training, device=device, seed=seed, lr=lr,
+                          weight_decay=args.weight_decay)
+    start_step = 0
+    if resume is not None:
+        state = load_checkpoint(engine.model_parts, engine.optimizer, resume)
+        start_step = int(state["step"])
+        if rank == 0:
+            print(f"[paraplan] resumed from {resume} at step {start_step} "
+                  f"(saved by plan {state['plan'].get('dp')}x{state['plan'].get('tp')}x"
+                  f"{state['plan'].get('pp')} dp x tp x pp)", flush=True)
+    corpus = load_corpus(args.corpus, min_tokens=args.seq_len + 2)
+    source = BatchSource(corpus, seed=seed, global_batch_size=args.global_batch, seq_len=args.seq_len,
+                         arch=model_spec.arch, dp_rank=engine.dp_rank, dp_size=engine.dp_size)
+    gpu = device_gpu_spec(device)
+    peak_flops = gpu.peak_flops(dtype) if gpu is not None else None
+    flops_per_step = model_flops_per_step(model_spec, training)
+    tokens_per_step = args.global_batch * args.seq_len
+    writer = MetricsWriter(out / "metrics.jsonl", resume_step=start_step) if rank == 0 else None
+    trainer_state = {"seed": seed, "lr": lr, "warmup_steps": warmup, "lr_decay_steps": decay,
+                     "min_lr_ratio": DEFAULT_MIN_LR_RATIO, "global_batch_size": args.global_batch,
+                     "seq_len": args.seq_len, "plan": plan.model_dump(mode="json"), "model": model_spec.name,
+                     "world_size": world, "corpus": args.corpus}
+    records: list[dict[str, Any]] = []
+    step = start_step
+    try:
+        for step in range(start_step + 1, args.steps + 1):
+            tokens, targets = (t.to(device, non_blocking=True) for t in source.batch(step))
+            step_lr = lr_at(step, lr=lr, warmup_steps=warmup, decay_steps=decay)
+            t0 = time.perf_counter()
+            loss = engine.train_step(tokens, targets, lr=step_lr, max_grad_norm=args.max_grad_norm)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            step_time_s = time.perf_counter() - t0
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss} at step {step}; lower --lr or check the data")
+            tflops = flops_per_step / step_time_s / world / 1e12
+            rec = {"step": step, "loss": loss, "lr": step_lr, "step_time_s": step_time_s,
+                   "tokens_per_s": tokens_per_step / step_time_s, "tflops_per_gpu": tflops,
+                   "mfu": tflops * 1e12 / peak_flops if peak_flops else None,
+                   "peak_bytes": memory.peak_bytes(), "time_unix_s": time.time()}
+            records.append(rec)
+            if writer is not None:
+                writer.write(rec)
+                if args.log_every and (step % args.log_every == 0 or step == args.steps):
+                    print(f"[paraplan] step {step}/{args.steps} loss {loss:.4f} lr {step_lr:.2e} "
+                          f"{step_time_s * 1e3:.1f} ms {rec['tokens_per_s']:.0f} tok/s", flush=True)
+            if fault and fault["rank"] == rank and fault["step"] == step and fault["mode"] in ("raise", "kill"):
+                if fault["mode"] == "kill":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                raise RuntimeError(f"injected fault (PARAPLAN_FAULT) on rank {rank} at step {step}")
+            if args.ckpt_every and (step % args.ckpt_every == 0 or step == args.steps):
+                hook = None
+                if fault and fault["mode"] == "ckpt-kill" and fault["step"] == step:
+                    def hook() -> None:
+                        if fault["rank"] == rank:
+                            os.kill(os.getpid(), signal.SIGKILL)
+                        time.sleep(60)  # the others wait here until torchrun stops them
+                save_checkpoint(engine.model_parts, engine.optimizer, root=out / CHECKPOINT_DIRNAME,
+                                step=step, trainer_state=trainer_state, keep=args.ckpt_keep,
+                                before_commit=hook)
+    finally:
+        if writer is not None:
+            writer.close()
+    peak = torch.tensor([float(memory.peak_bytes())], dtype=torch.float64)
+    dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+    if rank != 0:
+        return None
+    summary = summarize(records, plan=plan, model_name=model_spec.name,
+                        device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                        backend=backend, world_size=world, training=training, flops_per_step=flops_per_step,
+                        peak_flops_per_s=peak_flops, peak_bytes=peak.item())
+    data = summary.model_dump(mode="json")
+    write_json_atomic(out / "summary.json", data)
+    return data
+
+
+def _write_failure(out: str, exc: BaseException) -> None:
+    rank = int(os.environ.get("RANK", "0"))
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f"{Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else "?"
+    try:
+        write_json_atomic(Path(out) / FAILURES_DIRNAME / f"rank{rank}.json",
+                          {"rank": rank, "error": f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
+                           "where": where, "time_unix_s": time.time(),
+                           "restart": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))})
+    except OSError:
+        pass
+
+
+@record
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_arg_parser().parse_args(argv)
+    try:
+        train(args)
+    except Exception as exc:
+        # no destroy_process_group here: peers may be blocked in a collective; exiting lets torchrun
+        # notice the failure and stop them
+        _write_failure(args.out, exc)
+        print(f"[paraplan] rank {os.environ.get('RANK', '0')} failed: {type(exc).__name__}: {exc}",
+              file=sys.stderr, flush=True)
+        raise
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

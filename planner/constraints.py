@@ -1,0 +1,152 @@
+"""What the user fixes or restricts in a search: `Constraints`, built from keyword arguments.
+
+Every knob of `ParallelPlan` can be fixed (`tp=8`, `schedule="1f1b"`, `zero_stage=(1, 3)`) or
+bounded (`max_pp=16`); unknown keywords and bad values raise ValueError naming the field."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from typing import Any
+
+from costmodel.specs import AXES
+
+__all__ = ["Constraints", "SCHEDULES", "RECOMPUTES", "DEFAULT_PLACEMENTS", "ALL_PLACEMENTS"]
+
+SCHEDULES: tuple[str, ...] = ("gpipe", "1f1b", "interleaved-1f1b", "zero-bubble")
+RECOMPUTES: tuple[str, ...] = ("none", "selective", "full")
+ALL_PLACEMENTS: tuple[tuple[str, ...], ...] = tuple(itertools.permutations(AXES))
+DEFAULT_PLACEMENTS: tuple[tuple[str, ...], ...] = tuple(p for p in ALL_PLACEMENTS if p[0] == "tp")
+"""By default TP stays innermost (on the fastest links); the other three axes take every order."""
+
+
+def _ints(name: str, value: Any, *, allowed: Iterable[int] | None = None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    values = (value,) if isinstance(value, int | bool) or not isinstance(value, Iterable) else tuple(value)
+    if not values:
+        raise ValueError(f"{name}: give at least one value (or None to search all)")
+    allowed_set = set(allowed) if allowed is not None else None
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if allowed_set else 1):
+            raise ValueError(f"{name}={value!r}: must be a positive integer or a list of them")
+        if allowed_set is not None and v not in allowed_set:
+            raise ValueError(f"{name}={v!r}: must be one of {sorted(allowed_set)}")
+    return tuple(sorted(set(values)))
+
+
+def _strs(name: str, value: Any, allowed: tuple[str, ...]) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    values = (value,) if isinstance(value, str) else tuple(value)
+    if not values:
+        raise ValueError(f"{name}: give at least one value (or None to search all)")
+    for v in values:
+        if v not in allowed:
+            raise ValueError(f"{name}={v!r}: must be one of {', '.join(allowed)}")
+    return tuple(v for v in allowed if v in values)
+
+
+def _bound(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r}: must be a positive integer")
+    return value
+
+
+def _placements(value: Any) -> tuple[tuple[str, ...], ...]:
+    if value is None:
+        return DEFAULT_PLACEMENTS
+    if value == "all":
+        return ALL_PLACEMENTS
+    items = [value] if isinstance(value, str) or (value and isinstance(value[0], str)) else list(value)
+    out = []
+    for item in items:
+        order = tuple(item.replace(",", "-").split("-")) if isinstance(item, str) else tuple(item)
+        if sorted(order) != sorted(AXES):
+            raise ValueError(f"placement={item!r}: must order each of {', '.join(AXES)} exactly once "
+                             "(e.g. 'tp-cp-dp-pp'), or be 'all'")
+        if order not in out:
+            out.append(order)
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Restrictions on the search space. A tuple fixes a knob to those values; None leaves it free."""
+
+    dp: tuple[int, ...] | None = None
+    tp: tuple[int, ...] | None = None
+    pp: tuple[int, ...] | None = None
+    cp: tuple[int, ...] | None = None
+    max_dp: int | None = None
+    max_tp: int | None = None
+    max_pp: int | None = None
+    max_cp: int | None = None
+    micro_batch_size: tuple[int, ...] | None = None
+    max_micro_batch_size: int = 16
+    virtual_stages: tuple[int, ...] | None = None
+    max_virtual_stages: int = 8
+    schedule: tuple[str, ...] | None = None
+    zero_stage: tuple[int, ...] | None = None
+    recompute: tuple[str, ...] | None = None
+    sequence_parallel: tuple[bool, ...] | None = None
+    placement: tuple[tuple[str, ...], ...] = DEFAULT_PLACEMENTS
+    num_gpus: int | None = None
+    allow_fewer_gpus: bool = False
+    min_gpus: int = 1
+    uneven_stages: bool = True
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> Constraints:
+        """Validate user keywords (`tp=8`, `max_pp=16`, `schedule="1f1b"`, `allow_fewer_gpus=True`)."""
+        known = {f.name for f in fields(cls)}
+        for key in kwargs:
+            if key not in known:
+                raise ValueError(f"{key}: unknown search constraint; known: {', '.join(sorted(known))}")
+        kw = {k: v for k, v in kwargs.items() if v is not None}
+        out: dict[str, Any] = {}
+        for axis in ("dp", "tp", "pp", "cp"):
+            out[axis] = _ints(axis, kw.get(axis))
+            out[f"max_{axis}"] = _bound(f"max_{axis}", kw.get(f"max_{axis}"))
+        out["micro_batch_size"] = _ints("micro_batch_size", kw.get("micro_batch_size"))
+        out["max_micro_batch_size"] = _bound("max_micro_batch_size", kw.get("max_micro_batch_size", 16))
+        out["virtual_stages"] = _ints("virtual_stages", kw.get("virtual_stages"))
+        out["max_virtual_stages"] = _bound("max_virtual_stages", kw.get("max_virtual_stages", 8))
+        out["schedule"] = _strs("schedule", kw.get("schedule"), SCHEDULES)
+        out["zero_stage"] = _ints("zero_stage", kw.get("zero_stage"), allowed=(0, 1, 2, 3))
+        out["recompute"] = _strs("recompute", kw.get("recompute"), RECOMPUTES)
+        sp = kw.get("sequence_parallel")
+        if sp is not None:
+            sp_values = (sp,) if isinstance(sp, bool) else tuple(sp)
+            if not sp_values or any(not isinstance(v, bool) for v in sp_values):
+                raise ValueError(f"sequence_parallel={sp!r}: must be True, False or None (search both)")
+            out["sequence_parallel"] = tuple(sorted(set(sp_values)))
+        out["placement"] = _placements(kw.get("placement"))
+        out["num_gpus"] = _bound("num_gpus", kw.get("num_gpus"))
+        fewer = kw.get("allow_fewer_gpus", False)
+        if not isinstance(fewer, bool):
+            raise ValueError(f"allow_fewer_gpus={fewer!r}: must be True or False")
+        out["allow_fewer_gpus"] = fewer
+        out["min_gpus"] = _bound("min_gpus", kw.get("min_gpus", 1))
+        uneven = kw.get("uneven_stages", True)
+        if not isinstance(uneven, bool):
+            raise ValueError(f"uneven_stages={uneven!r}: must be True (balance layers over stages) or False")
+        out["uneven_stages"] = uneven
+        return cls(**out)
+
+    def axis_allowed(self, axis: str, values: Any) -> Any:
+        """Boolean mask (numpy) of degrees `values` on `axis` that the constraints allow."""
+        import numpy as np
+
+        values = np.asarray(values)
+        mask = np.ones(values.shape, dtype=bool)
+        fixed = getattr(self, axis)
+        if fixed is not None:
+            mask &= np.isin(values, fixed)
+        bound = getattr(self, f"max_{axis}")
+        if bound is not None:
+            mask &= values <= bound
+        return mask

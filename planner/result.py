@@ -1,0 +1,130 @@
+"""What a search returns: `SearchResult` (ranked plans with their exact `StepEstimate`s, Pareto fronts,
+rejections by reason, the explanation when nothing fits) and its tabular views."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from costmodel.specs import ParallelPlan, StepEstimate
+
+__all__ = ["RankedPlan", "SearchResult", "plan_row", "GIB"]
+
+GIB = float(2 ** 30)
+
+
+@dataclass(frozen=True)
+class RankedPlan:
+    """One plan of the result: its rank (1 = fastest) and the cost model's exact estimate."""
+
+    rank: int
+    plan: ParallelPlan
+    estimate: StepEstimate
+
+    @property
+    def step_time_s(self) -> float:
+        return self.estimate.step_time_s
+
+    @property
+    def peak_bytes(self) -> float:
+        return self.estimate.memory.peak_bytes
+
+
+def plan_row(estimate: StepEstimate) -> dict[str, Any]:
+    """One flat row: every knob of the plan and every figure of its estimate."""
+    p, t, m = estimate.plan, estimate.time, estimate.memory
+    return {
+        "plan": p.short(), "num_gpus": estimate.num_gpus,
+        "dp": p.dp, "tp": p.tp, "pp": p.pp, "cp": p.cp, "micro_batch_size": p.micro_batch_size,
+        "virtual_stages": p.virtual_stages, "schedule": p.schedule, "zero_stage": p.zero_stage,
+        "recompute": p.recompute, "sequence_parallel": p.sequence_parallel,
+        "placement": "-".join(p.placement),
+        "layers_per_stage": "" if p.layers_per_stage is None else ",".join(map(str, p.layers_per_stage)),
+        "step_time_s": estimate.step_time_s, "tokens_per_s": estimate.tokens_per_s,
+        "model_tflops_per_gpu": estimate.model_tflops_per_gpu,
+        "hardware_tflops_per_gpu": estimate.hardware_tflops_per_gpu, "mfu": estimate.mfu, "hfu": estimate.hfu,
+        "peak_bytes": m.peak_bytes, "peak_gib": m.peak_bytes / GIB, "capacity_bytes": estimate.capacity_bytes,
+        "compute_s": t.compute_s, "tp_comm_s": t.tp_comm_s, "cp_comm_s": t.cp_comm_s,
+        "dp_comm_s": t.dp_comm_s, "pp_comm_s": t.pp_comm_s, "bubble_s": t.bubble_s,
+        "optimizer_s": t.optimizer_s,
+        "parameters_bytes": m.parameters_bytes, "gradients_bytes": m.gradients_bytes,
+        "optimizer_bytes": m.optimizer_bytes, "activations_bytes": m.activations_bytes,
+        "buffers_bytes": m.buffers_bytes,
+    }
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Ranked plans (fastest first), Pareto fronts and the accounting of the search.
+
+    `rejections` maps a reason (a rule label, or 'oom: does not fit in memory') to the number of
+    candidate plans rejected for it. `message` explains an empty result with numbers."""
+
+    plans: tuple[RankedPlan, ...]
+    pareto_memory: tuple[RankedPlan, ...] = ()
+    pareto_gpus: tuple[RankedPlan, ...] = ()
+    rejections: dict[str, int] = field(default_factory=dict)
+    num_candidates: int = 0
+    num_valid: int = 0
+    num_fit: int = 0
+    num_rescored: int = 0
+    elapsed_s: float = 0.0
+    message: str = ""
+
+    @property
+    def best(self) -> RankedPlan | None:
+        """The fastest plan that fits, or None when nothing fits (see `message`)."""
+        return self.plans[0] if self.plans else None
+
+    @property
+    def plans_per_s(self) -> float:
+        """Candidate plans considered per second of search (generated / elapsed)."""
+        return self.num_candidates / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def __len__(self) -> int:
+        return len(self.plans)
+
+    def __iter__(self):  # noqa: ANN204
+        return iter(self.plans)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per ranked plan, a column for every knob and every figure."""
+        rows = [{"rank": r.rank, **plan_row(r.estimate)} for r in self.plans]
+        return pd.DataFrame(rows, columns=["rank", *_COLUMNS])
+
+    def pareto_frame(self, against: str = "memory") -> pd.DataFrame:
+        """The Pareto front of step time vs peak memory per GPU (`against="memory"`) or vs GPUs used."""
+        if against not in ("memory", "gpus"):
+            raise ValueError(f"against={against!r}: use 'memory' or 'gpus'")
+        front = self.pareto_memory if against == "memory" else self.pareto_gpus
+        return pd.DataFrame([plan_row(r.estimate) for r in front], columns=_COLUMNS)
+
+    def rejections_frame(self) -> pd.DataFrame:
+        """Rejected candidates by reason, most frequent first."""
+        items = sorted(self.rejections.items(), key=lambda kv: (-kv[1], kv[0]))
+        return pd.DataFrame(items, columns=["reason", "plans"])
+
+    def summary(self) -> str:
+        """A few lines: counts, timing, and the best plan or the reason nothing fits."""
+        lines = [f"{self.num_candidates:,} candidate plans, {self.num_valid:,} valid, {self.num_fit:,} fit in "
+                 f"memory; {self.num_rescored} re-scored exactly; {self.elapsed_s:.2f} s "
+                 f"({self.plans_per_s:,.0f} plans/s)"]
+        if self.best is not None:
+            e = self.best.estimate
+            lines.append(f"best: {self.best.plan.short()}  step {e.step_time_s:.3f} s, "
+                         f"{e.tokens_per_s:,.0f} tokens/s, MFU {e.mfu:.1%}, peak {e.memory.peak_bytes / GIB:.1f} GiB")
+        if self.message:
+            lines.append(self.message)
+        return "\n".join(lines)
+
+
+_COLUMNS = [
+    "plan", "num_gpus", "dp", "tp", "pp", "cp", "micro_batch_size", "virtual_stages", "schedule",
+    "zero_stage", "recompute", "sequence_parallel", "placement", "layers_per_stage", "step_time_s",
+    "tokens_per_s", "model_tflops_per_gpu", "hardware_tflops_per_gpu", "mfu", "hfu", "peak_bytes",
+    "peak_gib", "capacity_bytes", "compute_s", "tp_comm_s", "cp_comm_s", "dp_comm_s", "pp_comm_s",
+    "bubble_s", "optimizer_s", "parameters_bytes", "gradients_bytes", "optimizer_bytes",
+    "activations_bytes", "buffers_bytes",
+]

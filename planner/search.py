@@ -1,0 +1,159 @@
+"""`search`: the fastest plans that fit, found by bulk scoring and exact re-scoring.
+
+1. `build_space` enumerates every candidate as arrays and filters the invalid ones in bulk.
+2. `scoring.bulk_scores` prices all candidates at once (`costmodel.estimate_batch`); candidates whose
+   memory lower bound exceeds the GPU are rejected ('oom').
+3. Candidates are re-scored exactly (`costmodel.evaluate`, with the balanced layer split where it
+   helps) in order of their bulk lower bound on step time, until the next lower bound exceeds the
+   k-th best exact time. So the result is exactly what `search_exhaustive` (every candidate through
+   the exact model, one by one) returns, in the same order, at a fraction of the cost.
+
+Ranking key: (step_time_s, GPUs used, peak bytes, candidate order), so results are deterministic."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from costmodel.specs import ClusterSpec, ModelSpec, TrainingSpec
+
+from .constraints import Constraints
+from .explain import LABELS, explain_invalid, explain_oom
+from .pareto import pareto_indices
+from .result import RankedPlan, SearchResult
+from .scoring import ExactScorer, bulk_scores
+from .space import Space, build_space
+
+__all__ = ["search", "search_exhaustive", "OOM_REASON"]
+
+OOM_REASON = "oom: does not fit in GPU memory"
+_PARETO_MAX = 64
+
+
+def _check_request(model: Any, cluster: Any, training: Any, top_k: Any) -> None:
+    for name, value, cls in (("model", model, ModelSpec), ("cluster", cluster, ClusterSpec),
+                             ("training", training, TrainingSpec)):
+        if not isinstance(value, cls):
+            raise ValueError(f"{name}: expected a {cls.__name__}, got {type(value).__name__} "
+                             f"(build one with costmodel's load_model/get_cluster/TrainingSpec)")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k={top_k!r}: must be a positive integer")
+
+
+def _key(est_time: float, world: int, peak: float, index: int) -> tuple[float, int, float, int]:
+    return (est_time, world, peak, index)
+
+
+def search(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, top_k: int = 10,
+           calibration: Any = None, topology: Any = None, progress: bool = False,
+           rebalance: bool = True, **constraints: Any) -> SearchResult:
+    """The `top_k` fastest plans for `model` on `cluster` that fit in memory.
+
+    Keyword constraints fix or bound any knob (`tp=8`, `max_pp=16`, `schedule="1f1b"`,
+    `allow_fewer_gpus=True`; see `planner.Constraints`). `rebalance` also tries the balanced uneven
+    layer split for plans whose layers divide evenly. `progress` shows a tqdm bar on stderr.
+    A malformed request raises ValueError naming the field; an impossible one returns no plans and a
+    `message` with numbers."""
+    t0 = time.perf_counter()
+    _check_request(model, cluster, training, top_k)
+    cons = Constraints.from_kwargs(**constraints)
+    space = build_space(model, cluster, training, cons)
+    rejections = {LABELS[c]: n for c, n in space.rejected.items()}
+    if len(space) == 0:
+        return SearchResult(plans=(), rejections=rejections, num_candidates=space.generated,
+                            elapsed_s=time.perf_counter() - t0,
+                            message=explain_invalid(space.rejected, space.generated, cons))
+    bar = tqdm(total=len(space), desc="scoring plans", unit="plan", disable=not progress, leave=False)
+    bulk = bulk_scores(model, cluster, training, space, calibration=calibration, topology=topology,
+                       rebalance=rebalance, on_chunk=bar.update)
+    bar.close()
+    scorer = ExactScorer(model, cluster, training, space, calibration=calibration, topology=topology,
+                         rebalance=rebalance)
+    cap = cluster.gpu.hbm_bytes
+    fit = bulk["peak_bytes_lb"] <= cap
+    world = space.columns["dp"] * space.columns["tp"] * space.columns["pp"] * space.columns["cp"]
+    lb = bulk["step_time_s_lb"]
+    cand = np.flatnonzero(fit)
+    order = cand[np.lexsort((cand, world[cand], lb[cand]))]
+    ranked: list[tuple[tuple, Any]] = []
+    exact_oom = 0
+    for i in order:
+        if len(ranked) >= top_k and lb[i] > ranked[top_k - 1][0][0]:
+            break
+        est = scorer.best(int(i))
+        if est is None:
+            exact_oom += 1
+            continue
+        ranked.append((_key(est.step_time_s, int(world[i]), est.memory.peak_bytes, int(i)), est))
+        ranked.sort(key=lambda kv: kv[0])
+    oom = int((~fit).sum()) + exact_oom
+    if oom:
+        rejections[OOM_REASON] = oom
+    plans = tuple(RankedPlan(rank + 1, est.plan, est) for rank, (_, est) in enumerate(ranked[:top_k]))
+    message = ""
+    if not plans:
+        message = _no_fit_message(model, cluster, training, cons, space, bulk, scorer)
+    front_mem = _front(scorer, cand, lb, bulk["peak_bytes_lb"], world, mode="memory")
+    front_gpu = _front(scorer, cand, lb, bulk["peak_bytes_lb"], world, mode="gpus")
+    return SearchResult(plans=plans, pareto_memory=front_mem, pareto_gpus=front_gpu, rejections=rejections,
+                        num_candidates=space.generated, num_valid=len(space),
+                        num_fit=len(cand) - exact_oom, num_rescored=scorer.calls,
+                        elapsed_s=time.perf_counter() - t0, message=message)
+
+
+def _front(scorer: ExactScorer, cand: np.ndarray, time_lb: np.ndarray, peak_lb: np.ndarray,
+           world: np.ndarray, *, mode: str) -> tuple[RankedPlan, ...]:
+    """Pareto front of step time vs peak memory (or GPUs used): found on the bulk figures, re-scored
+    exactly, and filtered again on the exact figures."""
+    if cand.size == 0:
+        return ()
+    other = peak_lb[cand] if mode == "memory" else world[cand].astype(float)
+    idx = cand[pareto_indices(time_lb[cand], other)][:_PARETO_MAX]
+    ests = [(int(i), scorer.best(int(i))) for i in idx]
+    ests = [(i, e) for i, e in ests if e is not None]
+    if not ests:
+        return ()
+    t = np.array([e.step_time_s for _, e in ests])
+    o = np.array([e.memory.peak_bytes if mode == "memory" else e.num_gpus for _, e in ests], dtype=float)
+    keep = pareto_indices(t, o)
+    return tuple(RankedPlan(r + 1, ests[j][1].plan, ests[j][1]) for r, j in enumerate(keep))
+
+
+def _no_fit_message(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, cons: Constraints,
+                    space: Space, bulk: dict[str, np.ndarray], scorer: ExactScorer) -> str:
+    i = int(np.argmin(bulk["peak_bytes_lb"]))
+    est = scorer.best(i, require_fit=False)
+    peak = est.memory.peak_bytes if est is not None else float(bulk["peak_bytes_lb"][i])
+
+    def fits_with(nodes: int) -> bool:
+        bigger = ClusterSpec.model_validate({**cluster.model_dump(), "num_nodes": nodes})
+        sp = build_space(model, bigger, training, cons)
+        if len(sp) == 0:
+            return False
+        b = bulk_scores(model, bigger, training, sp, calibration=scorer.calibration)
+        return bool((b["peak_bytes_lb"] <= bigger.gpu.hbm_bytes).any())
+
+    return explain_oom(min_peak_bytes=peak, min_plan=est.plan if est is not None else space.plan(i),
+                       cluster=cluster, constraints=cons, fits_with_gpus=fits_with)
+
+
+def search_exhaustive(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, top_k: int = 10,
+                      calibration: Any = None, topology: Any = None, rebalance: bool = True,
+                      **constraints: Any) -> list[RankedPlan]:
+    """Reference search: every valid candidate through the exact cost model one by one (slow; for
+    tests and small spaces). Returns the ranked plans `search` must return."""
+    _check_request(model, cluster, training, top_k)
+    cons = Constraints.from_kwargs(**constraints)
+    space = build_space(model, cluster, training, cons)
+    scorer = ExactScorer(model, cluster, training, space, calibration=calibration, topology=topology,
+                         rebalance=rebalance)
+    ranked = []
+    for i in range(len(space)):
+        est = scorer.best(i)
+        if est is not None:
+            ranked.append((_key(est.step_time_s, est.num_gpus, est.memory.peak_bytes, i), est))
+    ranked.sort(key=lambda kv: kv[0])
+    return [RankedPlan(r + 1, est.plan, est) for r, (_, est) in enumerate(ranked[:top_k])]

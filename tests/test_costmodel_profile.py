@@ -1,0 +1,77 @@
+"""The profiler: option parsing, and real measurements at a small size (2 Gloo processes on CPU)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from costmodel import load_model
+from costmodel.calibration import load_profile
+from costmodel.profile import ProfileConfig, catalog_gpu_name, run_profile
+from costmodel.profile.compute import gemm_shapes
+from costmodel.profile.options import parse_nprocs, parse_ops, parse_sizes
+from planner.cli import main
+
+SMALL = ["--model", "tiny-gpt", "--device", "cpu", "--nprocs", "2", "--sizes", "4KB,256KB",
+         "--ops", "all_reduce,all_gather,send_recv", "--repeats", "3", "--seed", "7", "--timeout", "150"]
+
+
+def test_option_parsing() -> None:
+    assert parse_sizes("1KB-64KB") == (1024, 4096, 16384, 65536)
+    assert parse_sizes("1MB,4KB") == (4096, 1 << 20)
+    assert parse_nprocs("4,2") == (2, 4) and parse_nprocs("0") == ()
+    assert parse_ops("all_reduce") == ("all_reduce",)
+    with pytest.raises(ValueError, match="--sizes"):
+        parse_sizes("1XB")
+    with pytest.raises(ValueError, match="--nprocs"):
+        parse_nprocs("1")
+    with pytest.raises(ValueError, match="--ops"):
+        parse_ops("broadcast")
+
+
+def test_gemm_shapes_follow_the_model_and_respect_the_flop_cap() -> None:
+    model = load_model("llama2-7b")
+    shapes = gemm_shapes(model, tokens=4096, max_flop=1e9)
+    assert (min(4096, int(1e9 // (2 * 4096 * 11008 * 2))), 11008 * 2, 4096) in shapes  # gated MLP up
+    assert any(n == model.vocab_size for _, n, _ in shapes)
+    assert all(2 * m * n * k <= 1e9 or m == 1 for m, n, k in shapes)
+
+
+def test_catalog_gpu_names() -> None:
+    assert catalog_gpu_name("cpu") == "cpu"
+    assert catalog_gpu_name("NVIDIA H200") == "h200"
+    assert catalog_gpu_name("NVIDIA H100 80GB HBM3") == "h100-sxm"
+    assert catalog_gpu_name("Some Accelerator") is None
+
+
+def test_bad_profile_options_exit_2(capsys) -> None:
+    assert main(["profile", "--nprocs", "1", "--out", "x.json"]) == 2
+    assert "--nprocs" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.xdist_group("dist")
+def test_profile_writes_a_valid_profile_and_repeats_within_noise(tmp_path) -> None:
+    out = tmp_path / "profile.json"
+    assert main(["profile", "--out", str(out), "--no-progress", *SMALL]) == 0
+    first = load_profile(out)
+    assert first.device == "cpu" and first.gpu == "cpu" and first.backend == "gloo"
+    assert first.torch_version and first.model == "tiny-gpt" and first.seed == 7
+    assert first.gemm and first.attention and first.mem_bw
+    assert {(c.op, c.group_size, c.nbytes) for c in first.collectives} == {
+        (op, 2, s) for op in ("all_reduce", "all_gather", "send_recv") for s in (4096.0, 262144.0)}
+    assert first.gemm_flops_per_s(64, 64, 64, "fp32") is not None
+    assert first.collective_time_s("all_reduce", 65536, 2) is not None
+
+    second = run_profile(ProfileConfig(model="tiny-gpt", device="cpu", nprocs=(2,), sizes_bytes=(4096, 262144),
+                                       ops=("all_reduce", "all_gather", "send_recv"), repeats=3, seed=7,
+                                       timeout_s=150, progress=False))
+    assert [(g.m, g.n, g.k) for g in second.gemm] == [(g.m, g.n, g.k) for g in first.gemm]
+    # Same seed, same shapes: medians agree within run-to-run noise on a shared 2-core host
+    # (geometric mean ratio within 3x; single points may swing more under load).
+    gemm_ratio = np.exp(np.mean(np.log([a.flops_per_s / b.flops_per_s for a, b in zip(first.gemm, second.gemm)])))
+    assert 1 / 3 < gemm_ratio < 3
+    pairs = {(c.op, c.nbytes): c.time_s for c in first.collectives}
+    coll_ratio = np.exp(np.mean(np.log([pairs[(c.op, c.nbytes)] / c.time_s for c in second.collectives])))
+    assert 1 / 3 < coll_ratio < 3

@@ -1,0 +1,184 @@
+"""Every page of the Streamlit app, headless (streamlit.testing.v1.AppTest), on the real planner and
+cost model: defaults render results, inputs change them, impossible and invalid input is shown inline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parent.parent / "ui" / "app.py")
+TIMEOUT_S = 120
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    st.cache_data.clear()
+    yield
+    st.cache_data.clear()
+
+
+def _run(at: AppTest) -> AppTest:
+    at.run(timeout=TIMEOUT_S)
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _app(page: str | None = None) -> AppTest:
+    at = _run(AppTest.from_file(APP, default_timeout=TIMEOUT_S))
+    if page:
+        at.switch_page(page)
+        _run(at)
+    return at
+
+
+def _texts(elements) -> str:
+    return " | ".join(str(e.value) for e in elements)
+
+
+def _table(at: AppTest):
+    return at.dataframe(key="plan_table").value
+
+
+def _charts(at: AppTest) -> list:
+    return at.get("arrow_vega_lite_chart")
+
+
+def test_plan_page_defaults_rank_plans_with_figures():
+    at = _app()
+    assert not at.error, _texts(at.error)
+    df = _table(at)
+    assert 1 <= len(df) <= 10
+    for col in ("mfu", "tokens_per_s", "step_time_s", "memory_gib", "headroom_gib"):
+        assert col in df.columns
+    assert (df["headroom_gib"] >= 0).all() and (df["mfu"] > 0).all()
+    assert df["step_time_s"].is_monotonic_increasing  # ranked fastest first
+    assert len(_charts(at)) >= 1  # Pareto front
+    assert {m.label for m in at.metric} >= {"Best tokens/s", "MFU", "Step time"}
+
+
+def test_changing_node_count_or_model_changes_the_table():
+    at = _app()
+    before = _table(at)
+    at.number_input(key="nodes").set_value(8)
+    _run(at)
+    fewer = _table(at)
+    assert not at.error, _texts(at.error)
+    assert (fewer["num_gpus"] <= 64).all() and not fewer.equals(before)
+    at.selectbox(key="model_preset").set_value("llama2-13b")
+    _run(at)
+    other = _table(at)
+    assert not at.error, _texts(at.error)
+    assert not other.equals(fewer)
+    assert other["step_time_s"].iloc[0] < fewer["step_time_s"].iloc[0]  # a 13B model steps faster than 70B
+
+
+def test_impossible_request_shows_the_no_fit_message():
+    at = _app()
+    at.selectbox(key="model_preset").set_value("megatron-gpt-1t")
+    at.number_input(key="nodes").set_value(1)
+    _run(at)
+    assert any("No plan fits" in e.value for e in at.error), _texts(at.error)
+    assert "plan_table" not in {d.key for d in at.dataframe}
+
+
+def test_seq_len_follows_a_smaller_model_and_bad_training_input_is_inline():
+    at = _app()
+    at.selectbox(key="model_preset").set_value("gpt3-13b")  # max_seq_len 2048 < the default 4096
+    _run(at)
+    assert at.number_input(key="seq_len").value == 2048
+    assert not at.error, _texts(at.error)
+    at.number_input(key="seq_len").set_value(4096)
+    _run(at)
+    assert any("seq_len" in e.value and "max_seq_len=2048" in e.value for e in at.error), _texts(at.error)
+
+
+def test_invalid_uploaded_model_file_shows_an_error_not_a_traceback():
+    at = _app()
+    at.radio(key="model_source").set_value("Upload config.json")
+    _run(at)
+    at.file_uploader(key="model_upload").upload("config.json", b'{"model_type": "llama", "hidden_size": ',
+                                                 "application/json")
+    _run(at)
+    assert any("not valid JSON" in e.value for e in at.error), _texts(at.error)
+    at.file_uploader(key="model_upload").set_value(
+        ("config.json", json.dumps({"model_type": "rwkv"}).encode(), "application/json"))
+    _run(at)
+    assert any("model_type 'rwkv'" in e.value for e in at.error), _texts(at.error)
+
+
+def test_uploaded_hf_config_is_planned():
+    config = {"model_type": "llama", "hidden_size": 2048, "intermediate_size": 5632, "num_attention_heads": 32,
+              "num_hidden_layers": 22, "num_key_value_heads": 4, "vocab_size": 32000,
+              "max_position_embeddings": 2048, "_name_or_path": "tinyllama-1.1b"}
+    at = _app()
+    at.radio(key="model_source").set_value("Upload config.json")
+    _run(at)
+    at.file_uploader(key="model_upload").upload("config.json", json.dumps(config).encode(), "application/json")
+    at.number_input(key="nodes").set_value(2)
+    _run(at)
+    assert not at.error, _texts(at.error)
+    assert "tinyllama-1.1b" in _texts(at.caption)
+    assert len(_table(at)) >= 1
+
+
+def test_invalid_uploaded_cluster_file_shows_an_error():
+    at = _app()
+    at.radio(key="cluster_source").set_value("Upload file")
+    _run(at)
+    at.file_uploader(key="cluster_upload").upload("lab.yaml", b"gpu: a100-80gb\ngpus_per_node: 0\n"
+                                                  b"intra_node_link: nvlink3\ninter_node_link: ib-hdr-200\n")
+    _run(at)
+    assert any("gpus_per_node" in e.value for e in at.error), _texts(at.error)
+
+
+def test_constraints_reach_the_search():
+    at = _app()
+    at.number_input(key="c_tp").set_value(4)
+    _run(at)
+    assert not at.error, _texts(at.error)
+    assert set(_table(at)["tp"]) == {4}
+
+
+def test_plan_detail_page_shows_timeline_breakdowns_topology_and_downloads():
+    at = _app("pages/detail.py")
+    assert not at.error, _texts(at.error)
+    assert len(_charts(at)) >= 4  # timeline, time, memory, topology
+    labels = {b.label for b in at.get("download_button")}
+    assert {"Plan JSON", "Chrome trace"} <= labels
+    picks = at.selectbox(key="detail_pick")
+    second = picks.options[1]
+    picks.set_value(second)
+    _run(at)
+    assert not at.error, _texts(at.error)
+
+
+def test_compare_page_highlights_differences():
+    at = _app("pages/compare.py")
+    assert not at.error, _texts(at.error)
+    assert len(at.multiselect(key="compare_pick").value) == 2
+    assert len(_charts(at)) >= 2
+    assert at.dataframe(key="compare_table").value is not None
+
+
+def test_whatif_page_sweeps_and_shows_the_pareto_front():
+    at = _app("pages/whatif.py")
+    at.text_input(key="whatif_values_nodes").set_value("16, 64")
+    _run(at)
+    assert not at.error, _texts(at.error)
+    df = at.dataframe(key="whatif_table").value
+    assert list(df["nodes"]) == [16, 64]
+    assert df["tokens_per_s"].iloc[1] > df["tokens_per_s"].iloc[0]
+    assert len(_charts(at)) >= 3  # throughput, cost, Pareto front
+    at.text_input(key="whatif_values_nodes").set_value("16, many")
+    _run(at)
+    assert any("'many'" in e.value for e in at.error), _texts(at.error)
+
+
+def test_run_and_calibrate_pages_render():
+    for page in ("pages/run.py", "pages/calibrate.py"):
+        at = _app(page)
+        assert not at.error, (page, _texts(at.error))

@@ -1,0 +1,105 @@
+"""The Calibrate page's views: a calibration profile and the validation report (predicted vs measured)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from ui import services
+from ui.jobs import paraplan_argv
+
+__all__ = ["profile_argv", "find_profile", "show_profile", "ValidationReport", "find_validation",
+           "show_validation", "validation_errors"]
+
+_REPO = Path(__file__).resolve().parent.parent
+
+
+def profile_argv(out_dir: Path) -> list[str]:
+    """`paraplan profile` writing into `out_dir` (with whichever output option this build has)."""
+    options = services.cli_options("profile")
+    if "--out" in options:
+        return paraplan_argv("profile", "--out", str(out_dir / "profile.json"))
+    if "--output" in options:
+        return paraplan_argv("profile", "--output", str(out_dir / "profile.json"))
+    return paraplan_argv("profile")
+
+
+def find_profile(out_dir: Path) -> dict[str, Any] | None:
+    """The profile JSON the profiler wrote under `out_dir`."""
+    for path in sorted(out_dir.rglob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(data, dict):
+            return data
+    return None
+
+
+def show_profile(profile: dict[str, Any]) -> None:
+    """Headline fields, then every measured curve (lists of records) as a table and a line chart."""
+    scalars = {k: v for k, v in profile.items() if isinstance(v, str | int | float | bool)}
+    if scalars:
+        st.dataframe(pd.DataFrame([scalars]), hide_index=True, key="profile_fields")
+    for name, value in profile.items():
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            df = pd.DataFrame(value)
+            st.markdown(f"**{name}**")
+            numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c])]
+            if len(numeric) >= 2:
+                st.altair_chart(alt.Chart(df).mark_line(point=True).encode(
+                    x=alt.X(f"{numeric[0]}:Q", scale=alt.Scale(type="log")), y=f"{numeric[-1]}:Q",
+                    tooltip=list(df.columns)).properties(height=200), width="stretch")
+            st.dataframe(df, hide_index=True, key=f"profile_{name}")
+    with st.expander("Profile JSON"):
+        st.json(profile)
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    csv: Path | None
+    markdown: Path | None
+
+
+def find_validation(root: Path = _REPO) -> ValidationReport:
+    """docs/VALIDATION.md and the newest validation CSV under docs/ (None for what is missing)."""
+    docs = root / "docs"
+    md = docs / "VALIDATION.md"
+    csvs = sorted(docs.rglob("*validation*.csv"), key=lambda p: p.stat().st_mtime, reverse=True) if docs.is_dir() else []
+    return ValidationReport(csv=csvs[0] if csvs else None, markdown=md if md.is_file() else None)
+
+
+def validation_errors(df: pd.DataFrame) -> pd.DataFrame:
+    """Adds `step_time_error` (predicted / measured - 1) when both step-time columns are present."""
+    out = df.copy()
+    if {"measured_step_time_s", "predicted_step_time_s"} <= set(out.columns):
+        out["step_time_error"] = out["predicted_step_time_s"] / out["measured_step_time_s"] - 1.0
+    return out
+
+
+def show_validation(df: pd.DataFrame) -> None:
+    """Predicted vs measured step time per plan (scatter with the y = x line), errors, the table."""
+    df = validation_errors(df)
+    if "step_time_error" in df:
+        err = df["step_time_error"].abs()
+        c = st.columns(3)
+        c[0].metric("Plans", len(df))
+        c[1].metric("Mean |error|", f"{err.mean():.1%}")
+        c[2].metric("Max |error|", f"{err.max():.1%}")
+        top = float(max(df["measured_step_time_s"].max(), df["predicted_step_time_s"].max()))
+        line = alt.Chart(pd.DataFrame({"x": [0.0, top], "y": [0.0, top]})).mark_line(
+            color="grey", strokeDash=[4, 4]).encode(x="x:Q", y="y:Q")
+        points = alt.Chart(df).mark_circle(size=80).encode(
+            x=alt.X("measured_step_time_s:Q", title="measured step time (s)"),
+            y=alt.Y("predicted_step_time_s:Q", title="predicted step time (s)"),
+            tooltip=[c for c in df.columns if c in ("plan", "measured_step_time_s", "predicted_step_time_s",
+                                                    "step_time_error")])
+        st.altair_chart((line + points).properties(height=300, title="Predicted vs measured step time"),
+                        width="stretch")
+    st.dataframe(df, hide_index=True, width="stretch")

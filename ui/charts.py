@@ -1,0 +1,177 @@
+"""Altair charts of estimates, searches and runs (pure functions: data in, chart out; no Streamlit)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import altair as alt
+import pandas as pd
+
+from costmodel import MemoryBreakdown, StepEstimate, TimeBreakdown, TimelineEvent
+
+__all__ = [
+    "GIB", "timeline_frame", "gantt_chart", "time_breakdown_frame", "time_breakdown_chart",
+    "memory_frame", "memory_chart", "pareto_chart", "sweep_chart", "run_chart", "compare_time_chart",
+    "compare_memory_chart", "predicted_vs_measured_chart",
+]
+
+GIB = 2**30
+"""Bytes per GiB (memory is shown in GiB, as GPU capacities are quoted)."""
+
+_KIND_ORDER = ["fwd", "bwd", "bwd_input", "bwd_weight", "recompute", "send", "recv", "dp_comm", "optimizer"]
+_KIND_COLORS = ["#4c78a8", "#f58518", "#e45756", "#ff9da6", "#b279a2", "#54a24b", "#88d27a", "#9d755d",
+                "#bab0ac"]
+_TIME_PARTS = [("compute_s", "compute"), ("tp_comm_s", "TP comm"), ("cp_comm_s", "CP comm"),
+               ("dp_comm_s", "DP comm"), ("pp_comm_s", "PP comm"), ("bubble_s", "pipeline bubble"),
+               ("optimizer_s", "optimizer")]
+_MEM_PARTS = [("parameters_bytes", "parameters"), ("gradients_bytes", "gradients"),
+              ("optimizer_bytes", "optimizer states"), ("activations_bytes", "activations"),
+              ("buffers_bytes", "buffers")]
+
+
+def timeline_frame(events: Sequence[TimelineEvent]) -> pd.DataFrame:
+    """One row per simulated event, times in ms, with a label for the tooltip."""
+    rows = [{
+        "stage": f"stage {e.stage}", "stage_index": e.stage, "kind": e.kind, "micro_batch": e.micro_batch,
+        "chunk": e.chunk, "start_ms": e.start_s * 1e3, "end_ms": e.end_s * 1e3,
+        "duration_ms": (e.end_s - e.start_s) * 1e3,
+        "label": str(e.micro_batch) if e.micro_batch >= 0 else "",
+    } for e in events]
+    return pd.DataFrame(rows, columns=["stage", "stage_index", "kind", "micro_batch", "chunk", "start_ms",
+                                       "end_ms", "duration_ms", "label"])
+
+
+def gantt_chart(events: Sequence[TimelineEvent], *, max_labels: int = 400) -> alt.Chart:
+    """Pipeline timeline: one lane per pipeline rank, bars coloured by event kind (fwd/bwd/comm)."""
+    df = timeline_frame(events)
+    stages = [f"stage {i}" for i in sorted(df["stage_index"].unique())]
+    y = alt.Y("stage:N", sort=stages, title=None)
+    bars = alt.Chart(df).mark_bar(stroke="white", strokeWidth=0.3).encode(
+        x=alt.X("start_ms:Q", title="time in step (ms)"), x2="end_ms:Q", y=y,
+        color=alt.Color("kind:N", scale=alt.Scale(domain=_KIND_ORDER, range=_KIND_COLORS), title="event"),
+        tooltip=["stage", "kind", "micro_batch", "chunk", alt.Tooltip("start_ms:Q", format=".2f"),
+                 alt.Tooltip("duration_ms:Q", format=".3f")],
+    )
+    chart = bars
+    compute = df[df["kind"].isin(["fwd", "bwd"])]
+    if 0 < len(compute) <= max_labels:
+        compute = compute.assign(mid_ms=(compute["start_ms"] + compute["end_ms"]) / 2)
+        text = alt.Chart(compute).mark_text(fontSize=8, color="white").encode(
+            x="mid_ms:Q", y=y, text="label:N")
+        chart = bars + text
+    return chart.properties(height=max(120, 26 * len(stages)), title="Pipeline timeline (simulated)")
+
+
+def time_breakdown_frame(time: TimeBreakdown) -> pd.DataFrame:
+    """Step-time parts in seconds and as a share of the step."""
+    total = time.total_s or 1.0
+    return pd.DataFrame([{"part": label, "seconds": getattr(time, key), "share": getattr(time, key) / total}
+                         for key, label in _TIME_PARTS])
+
+
+def time_breakdown_chart(time: TimeBreakdown) -> alt.Chart:
+    """Horizontal bars: where the step's critical path goes."""
+    df = time_breakdown_frame(time)
+    return alt.Chart(df).mark_bar().encode(
+        x=alt.X("seconds:Q", title="seconds per step"),
+        y=alt.Y("part:N", sort=[label for _, label in _TIME_PARTS], title=None),
+        color=alt.Color("part:N", legend=None),
+        tooltip=["part", alt.Tooltip("seconds:Q", format=".4f"), alt.Tooltip("share:Q", format=".1%")],
+    ).properties(height=200, title="Step-time breakdown (critical path)")
+
+
+def memory_frame(stages: Sequence[MemoryBreakdown]) -> pd.DataFrame:
+    """Long frame: one row per (pipeline stage, memory part), in GiB."""
+    rows = []
+    for i, mem in enumerate(stages):
+        for key, label in _MEM_PARTS:
+            rows.append({"stage": f"stage {i}", "stage_index": i, "part": label,
+                         "gib": getattr(mem, key) / GIB, "peak_gib": mem.peak_bytes / GIB})
+    return pd.DataFrame(rows, columns=["stage", "stage_index", "part", "gib", "peak_gib"])
+
+
+def memory_chart(est: StepEstimate) -> alt.Chart:
+    """Memory per pipeline stage (stacked parts, peak tick) against the GPU's capacity (red rule)."""
+    stages = est.stage_memory or (est.memory,)
+    df = memory_frame(stages)
+    order = [f"stage {i}" for i in range(len(stages))]
+    bars = alt.Chart(df).mark_bar().encode(
+        x=alt.X("stage:N", sort=order, title=None),
+        y=alt.Y("sum(gib):Q", title="GiB per GPU"),
+        color=alt.Color("part:N", sort=[label for _, label in _MEM_PARTS], title="memory"),
+        tooltip=["stage", "part", alt.Tooltip("gib:Q", format=".2f")],
+    )
+    peaks = df.drop_duplicates("stage")
+    peak = alt.Chart(peaks).mark_tick(color="black", thickness=2, size=30).encode(
+        x=alt.X("stage:N", sort=order), y="peak_gib:Q", tooltip=[alt.Tooltip("peak_gib:Q", format=".2f")])
+    cap = pd.DataFrame({"capacity_gib": [est.capacity_bytes / GIB], "label": ["GPU capacity"]})
+    rule = alt.Chart(cap).mark_rule(color="red", strokeDash=[6, 3], size=2).encode(
+        y="capacity_gib:Q", tooltip=["label", alt.Tooltip("capacity_gib:Q", format=".1f")])
+    return (bars + peak + rule).properties(height=280, title="Memory per pipeline stage vs capacity")
+
+
+def pareto_chart(df: pd.DataFrame, *, front: pd.DataFrame | None = None) -> alt.Chart:
+    """Step time vs memory per GPU of every ranked plan; the Pareto front drawn as a line."""
+    base = alt.Chart(df).mark_circle(size=70, opacity=0.6).encode(
+        x=alt.X("memory_gib:Q", title="peak memory per GPU (GiB)"),
+        y=alt.Y("step_time_s:Q", title="step time (s)", scale=alt.Scale(zero=False)),
+        color=alt.Color("num_gpus:Q", title="GPUs", scale=alt.Scale(scheme="viridis")),
+        tooltip=["plan", alt.Tooltip("step_time_s:Q", format=".3f"), alt.Tooltip("memory_gib:Q", format=".1f"),
+                 "num_gpus"],
+    )
+    if front is None or front.empty:
+        return base.properties(height=300, title="Step time vs memory")
+    line = alt.Chart(front.sort_values("memory_gib")).mark_line(point=True, color="#e45756").encode(
+        x="memory_gib:Q", y="step_time_s:Q", tooltip=["plan"])
+    return (base + line).properties(height=300, title="Step time vs memory (red: Pareto front)")
+
+
+def sweep_chart(df: pd.DataFrame, *, x: str, y: str, y_title: str, title: str) -> alt.Chart:
+    """One line of the best plan's figure per swept value (categorical x for names, numeric else)."""
+    x_type = "Q" if pd.api.types.is_numeric_dtype(df[x]) else "N"
+    return alt.Chart(df).mark_line(point=True).encode(
+        x=alt.X(f"{x}:{x_type}", title=x), y=alt.Y(f"{y}:Q", title=y_title),
+        tooltip=[c for c in df.columns if c in (x, y, "plan", "num_gpus", "mfu")],
+    ).properties(height=260, title=title)
+
+
+def run_chart(metrics: pd.DataFrame, *, y: str, title: str) -> alt.Chart:
+    """A per-step line (loss or tokens/s) of a running or finished job."""
+    return alt.Chart(metrics).mark_line(point=True).encode(
+        x=alt.X("step:Q", title="step"), y=alt.Y(f"{y}:Q", title=y, scale=alt.Scale(zero=False)),
+        tooltip=["step", alt.Tooltip(f"{y}:Q", format=".4g")],
+    ).properties(height=220, title=title)
+
+
+def compare_time_chart(estimates: dict[str, StepEstimate]) -> alt.Chart:
+    """Stacked step-time breakdown, one bar per plan."""
+    rows = [{"plan": name, **row} for name, est in estimates.items()
+            for row in time_breakdown_frame(est.time).to_dict("records")]
+    return alt.Chart(pd.DataFrame(rows)).mark_bar().encode(
+        x=alt.X("seconds:Q", title="seconds per step"), y=alt.Y("plan:N", title=None, sort=list(estimates)),
+        color=alt.Color("part:N", sort=[label for _, label in _TIME_PARTS], title="part"),
+        tooltip=["plan", "part", alt.Tooltip("seconds:Q", format=".4f")],
+    ).properties(height=60 + 40 * len(estimates), title="Step time by part")
+
+
+def compare_memory_chart(estimates: dict[str, StepEstimate]) -> alt.Chart:
+    """Stacked memory of each plan's most loaded GPU, with the capacity as a rule."""
+    rows = [{"plan": name, "part": label, "gib": getattr(est.memory, key) / GIB}
+            for name, est in estimates.items() for key, label in _MEM_PARTS]
+    bars = alt.Chart(pd.DataFrame(rows)).mark_bar().encode(
+        x=alt.X("sum(gib):Q", title="GiB on the most loaded GPU"), y=alt.Y("plan:N", title=None, sort=list(estimates)),
+        color=alt.Color("part:N", sort=[label for _, label in _MEM_PARTS], title="memory"),
+        tooltip=["plan", "part", alt.Tooltip("gib:Q", format=".2f")],
+    )
+    cap = pd.DataFrame({"capacity_gib": [max(e.capacity_bytes for e in estimates.values()) / GIB]})
+    rule = alt.Chart(cap).mark_rule(color="red", strokeDash=[6, 3], size=2).encode(x="capacity_gib:Q")
+    return (bars + rule).properties(height=60 + 40 * len(estimates), title="Memory per GPU by part")
+
+
+def predicted_vs_measured_chart(df: pd.DataFrame, *, title: str) -> alt.Chart:
+    """Grouped bars: `metric`, `source` (predicted/measured), `value` columns."""
+    return alt.Chart(df).mark_bar().encode(
+        x=alt.X("source:N", title=None), y=alt.Y("value:Q", title=None), color="source:N",
+        column=alt.Column("metric:N", title=None),
+        tooltip=["metric", "source", alt.Tooltip("value:Q", format=".4g")],
+    ).properties(width=140, height=200, title=title)

@@ -1,0 +1,106 @@
+"""Run: train the selected plan for real on this machine (scaled to it), live, then predicted vs measured."""
+
+from __future__ import annotations
+
+import tempfile
+
+import pandas as pd
+import streamlit as st
+
+from costmodel import ParallelPlan, save_plan
+from ui import charts, jobs, runs, services, state
+
+st.title("Run")
+st.caption("Runs a plan with the executor (`paraplan run`: torchrun, Gloo on CPU, NCCL on GPUs) on this "
+           "machine, scaled down to it, with a small catalog model; then compares the measurement with "
+           "the cost model's prediction for the same run.")
+if "run" not in services.cli_subcommands():
+    st.warning("Running plans is not available yet: this build's `paraplan` has no `run` subcommand "
+               "(executor launch API). Nothing is run or shown rather than a made-up result.")
+    st.stop()
+
+job: jobs.Job | None = st.session_state.get("_run_job")
+source = st.radio("Plan", ["Selected plan, scaled to this machine", "Custom plan"], horizontal=True,
+                  key="run_source")
+problem = state.problem()
+plan: ParallelPlan | None = None
+if source.startswith("Selected"):
+    label = state.selected_label()
+    if problem is None or label is None or services.missing("planner.search"):
+        st.info("Pick a plan on the Plan page first, or use a custom plan.")
+    else:
+        view = state.search(problem)
+        if view.fits:
+            labels = [r.label for r in view.ranked]
+            plan = view.by_label(label if label in labels else labels[0]).plan
+            st.caption(f"Selected: {plan.short()} ({plan.world_size} GPUs); the executor scales it to the "
+                       "processes below and says what it changed.")
+else:
+    c = st.columns(4)
+    knobs = {k: int(c[i].number_input(k, 1, 8, 2 if k == "dp" else 1, key=f"run_{k}"))
+             for i, k in enumerate(("dp", "tp", "pp", "micro_batch_size"))}
+    try:
+        plan = ParallelPlan(**knobs)
+    except ValueError as exc:
+        st.error(f"Plan: {exc}")
+
+c = st.columns(4)
+model = c[0].selectbox("Model", runs.LOCAL_MODELS, key="run_model")
+steps = int(c[1].number_input("Steps", 1, 1000, 20, key="run_steps"))
+procs = int(c[2].number_input("Processes", 1, 64, runs.default_procs(), key="run_procs"))
+global_batch = int(c[3].number_input("Global batch", 1, 4096, 8, key="run_global_batch"))
+
+start = st.button("Start run", type="primary", disabled=plan is None or (job is not None and job.running),
+                  key="run_start")
+if start and plan is not None:
+    out = tempfile.mkdtemp(prefix="paraplan-run-")
+    plan_path = save_plan(plan, f"{out}/plan.json")
+    argv = runs.run_argv(plan_path, model=model, steps=steps, procs=procs, global_batch=global_batch, out=out)
+    job = jobs.start_job(argv, out_dir=out)
+    st.session_state["_run_job"] = job
+    st.session_state["_run_steps"] = steps
+
+
+@st.fragment(run_every=1.0)
+def _progress() -> None:
+    current: jobs.Job | None = st.session_state.get("_run_job")
+    if current is None:
+        return
+    total = st.session_state.get("_run_steps", 1)
+    metrics = jobs.read_metrics(current.out_dir / "metrics.jsonl")
+    done = int(metrics["step"].max()) if not metrics.empty else 0
+    status = "running" if current.running else f"finished (exit {current.returncode})"
+    st.progress(min(done / max(total, 1), 1.0), text=f"{status}: step {done} of {total}, "
+                                                      f"{current.elapsed_s:.0f} s")
+    if current.running and st.button("Stop", key="run_stop"):
+        current.stop()
+    if not metrics.empty:
+        left, right = st.columns(2)
+        if "loss" in metrics:
+            left.altair_chart(charts.run_chart(metrics, y="loss", title="Loss per step"), width="stretch")
+        if "tokens_per_s" in metrics:
+            right.altair_chart(charts.run_chart(metrics, y="tokens_per_s", title="Tokens/s per step"),
+                               width="stretch")
+    if not current.running:
+        _finished(current)
+    with st.expander("Log"):
+        st.code(current.log_tail() or "(no output yet)")
+
+
+def _finished(current: jobs.Job) -> None:
+    summary = jobs.read_json(current.out_dir / "summary.json")
+    if current.returncode != 0 or summary is None:
+        st.error(f"The run failed (exit {current.returncode}); see the log below.")
+        return
+    try:
+        measured, predicted = runs.compare(summary)
+    except ValueError as exc:
+        st.error(f"Prediction: {exc}")
+        return
+    st.subheader("Predicted vs measured")
+    rows = runs.comparison_rows(measured, predicted)
+    st.altair_chart(charts.predicted_vs_measured_chart(pd.DataFrame(rows), title=measured.plan.short()))
+    st.dataframe(runs.comparison_table(measured, predicted), hide_index=True, key="run_compare")
+
+
+_progress()

@@ -1,0 +1,96 @@
+"""A local run of a plan: the `paraplan run` command line, and its measurement next to the cost
+model's prediction of the same run (same model, plan, batch and this machine's cluster preset)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from costmodel import (
+    ClusterSpec,
+    Rejection,
+    StepEstimate,
+    StepMeasurement,
+    TrainingSpec,
+    get_cluster,
+    list_clusters,
+    load_model,
+)
+from ui import services
+from ui.charts import GIB
+from ui.jobs import paraplan_argv
+
+__all__ = ["LOCAL_MODELS", "default_procs", "run_argv", "cluster_for_device", "compare", "comparison_rows",
+           "comparison_table"]
+
+LOCAL_MODELS = ["tiny-llama", "tiny-gpt", "tiny-bert", "small-llama"]
+"""Catalog models small enough to train on this machine's CPUs in seconds."""
+
+
+def default_procs() -> int:
+    """Processes for a local run: 2 on a small host, up to 4."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def run_argv(plan_path: str | Path, *, model: str, steps: int, procs: int, global_batch: int,
+             out: str | Path) -> list[str]:
+    """`paraplan run PLAN --model M --steps N --out DIR` plus the options this build supports
+    (`--scale-to`, `--global-batch`)."""
+    argv = paraplan_argv("run", str(plan_path), "--model", model, "--steps", str(steps), "--out", str(out))
+    options = services.cli_options("run")
+    if "--scale-to" in options:
+        argv += ["--scale-to", str(procs)]
+    if "--global-batch" in options:
+        argv += ["--global-batch", str(global_batch)]
+    return argv
+
+
+def cluster_for_device(device: str, world_size: int) -> ClusterSpec:
+    """The catalog preset of the device a run used ('cpu' host, or the DGX-style preset of its GPU),
+    with enough nodes for `world_size` ranks."""
+    name = "cpu"
+    dev = device.lower()
+    if dev != "cpu":
+        for preset in list_clusters():
+            gpu = get_cluster(preset).gpu.name
+            if gpu.split("-")[0] in dev:
+                name = preset
+                break
+    base = get_cluster(name)
+    return get_cluster(name, nodes=max(1, math.ceil(world_size / base.gpus_per_node)))
+
+
+def compare(summary: dict[str, Any]) -> tuple[StepMeasurement, StepEstimate | Rejection]:
+    """The run's `summary.json` as a StepMeasurement, and the cost model's prediction of that run."""
+    measured = StepMeasurement.model_validate(summary)
+    estimate = services.api("costmodel.evaluate") or services.api("costmodel.estimate")
+    if estimate is None:
+        raise ValueError("costmodel.estimate is not available yet")
+    cluster = cluster_for_device(measured.device, measured.world_size)
+    training = TrainingSpec(global_batch_size=measured.global_batch_size, seq_len=measured.seq_len,
+                            dtype="fp32" if measured.device == "cpu" else "bf16")
+    return measured, estimate(load_model(measured.model), cluster, training, measured.plan)
+
+
+def comparison_rows(measured: StepMeasurement, predicted: StepEstimate | Rejection) -> list[dict[str, Any]]:
+    """Long rows (metric, source, value) for the grouped bar chart."""
+    rows = [{"metric": "step time (s)", "source": "measured", "value": measured.step_time_s},
+            {"metric": "tokens/s", "source": "measured", "value": measured.tokens_per_s},
+            {"metric": "peak memory (GiB)", "source": "measured", "value": measured.peak_bytes / GIB}]
+    if isinstance(predicted, StepEstimate):
+        rows += [{"metric": "step time (s)", "source": "predicted", "value": predicted.step_time_s},
+                 {"metric": "tokens/s", "source": "predicted", "value": predicted.tokens_per_s},
+                 {"metric": "peak memory (GiB)", "source": "predicted", "value": predicted.memory.peak_bytes / GIB}]
+    return rows
+
+
+def comparison_table(measured: StepMeasurement, predicted: StepEstimate | Rejection) -> pd.DataFrame:
+    """One row per metric: measured, predicted and the relative error (predicted / measured - 1)."""
+    df = pd.DataFrame(comparison_rows(measured, predicted)).pivot(index="metric", columns="source", values="value")
+    if "predicted" in df:
+        df["error"] = df["predicted"] / df["measured"] - 1.0
+    return df.reset_index()

@@ -1,0 +1,221 @@
+"""The UI's calls into paraplan's public APIs, turned into plain data for the pages (no Streamlit).
+
+Every call goes through a package's public surface (`planner.search`, `costmodel.estimate`, ...). An
+API that has not landed yet is reported by `missing()` so a page can say "not available yet" instead
+of showing a made-up result."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from costmodel import ParallelPlan, Rejection, StepEstimate
+from ui.charts import GIB
+from ui.problem import Problem
+
+__all__ = [
+    "api", "missing", "RankedPlan", "SearchView", "plan_row", "plan_table", "search_view", "estimate_plan",
+    "torchrun_command", "parse_sweep_values", "add_cost", "cli_subcommands", "cli_options", "sweep_frame",
+]
+
+
+def api(dotted: str) -> Any | None:
+    """The object at `package.module.name`, or None while it does not exist yet."""
+    module, _, name = dotted.rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+    return None if inspect.ismodule(obj) else obj  # `planner.search` may still be just the submodule
+
+
+def missing(*dotted: str) -> list[str]:
+    """Which of the given APIs are not available yet."""
+    return [d for d in dotted if api(d) is None]
+
+
+@dataclass(frozen=True)
+class RankedPlan:
+    """One plan of a search result with its estimate (rank 1 = best)."""
+
+    rank: int
+    plan: ParallelPlan
+    estimate: StepEstimate
+
+    @property
+    def label(self) -> str:
+        return f"#{self.rank} {self.plan.short()}"
+
+
+@dataclass(frozen=True)
+class SearchView:
+    """What the Plan page shows: ranked plans, their table, rejections by reason, the Pareto front."""
+
+    ranked: tuple[RankedPlan, ...]
+    table: pd.DataFrame
+    rejections: pd.DataFrame
+    pareto: pd.DataFrame
+    pareto_gpus: pd.DataFrame
+    message: str | None
+    evaluated: int
+    elapsed_s: float
+
+    @property
+    def fits(self) -> bool:
+        return bool(self.ranked)
+
+    def by_label(self, label: str) -> RankedPlan:
+        for r in self.ranked:
+            if r.label == label:
+                return r
+        raise ValueError(f"plan {label!r} is not in the current result; pick one of the ranked plans")
+
+
+def plan_row(plan: ParallelPlan, est: StepEstimate) -> dict[str, Any]:
+    """One table row: the knobs and the figures (units in the column names)."""
+    return {
+        "plan": plan.short(), "dp": plan.dp, "tp": plan.tp, "pp": plan.pp, "cp": plan.cp,
+        "micro_batch": plan.micro_batch_size, "virtual_stages": plan.virtual_stages,
+        "schedule": plan.schedule if plan.pp > 1 else "-", "zero": plan.zero_stage,
+        "recompute": plan.recompute, "seq_parallel": plan.sequence_parallel,
+        "num_gpus": est.num_gpus, "mfu": est.mfu, "tokens_per_s": est.tokens_per_s,
+        "step_time_s": est.step_time_s, "memory_gib": est.memory.peak_bytes / GIB,
+        "headroom_gib": (est.capacity_bytes - est.memory.peak_bytes) / GIB,
+    }
+
+
+def plan_table(ranked: tuple[RankedPlan, ...] | list[RankedPlan]) -> pd.DataFrame:
+    """The ranked plans as a DataFrame indexed by rank."""
+    rows = [{"rank": r.rank, **plan_row(r.plan, r.estimate)} for r in ranked]
+    return pd.DataFrame(rows).set_index("rank") if rows else pd.DataFrame(
+        columns=["plan", "mfu", "tokens_per_s", "step_time_s", "memory_gib", "headroom_gib"])
+
+
+def _front(entries: Any) -> pd.DataFrame:
+    rows = [plan_row(e.plan, e.estimate) for e in entries or ()]
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["plan", "step_time_s", "memory_gib", "num_gpus"])
+
+
+def search_view(problem: Problem, *, top_k: int = 10) -> SearchView:
+    """Run `planner.search` for the problem and shape its `SearchResult` for the pages: ranked plans,
+    rejections by reason, and the Pareto fronts over every plan that fits (not only the top k)."""
+    search = api("planner.search")
+    if search is None:
+        raise RuntimeError("planner.search is not available yet")
+    t0 = time.perf_counter()
+    result = search(problem.model, problem.cluster, problem.training, top_k=top_k, **problem.constraints)
+    elapsed = time.perf_counter() - t0
+    ranked = tuple(RankedPlan(rank=e.rank, plan=e.plan, estimate=e.estimate) for e in result.plans)
+    table = plan_table(ranked)
+    message = result.message or (None if ranked else "No plan fits this model on this cluster.")
+    rejections = result.rejections_frame()
+    rejections = rejections[rejections["plans"] > 0].reset_index(drop=True)
+    return SearchView(ranked=ranked, table=table, rejections=rejections,
+                      pareto=_front(result.pareto_memory), pareto_gpus=_front(result.pareto_gpus),
+                      message=message if not ranked else None, evaluated=int(result.num_candidates),
+                      elapsed_s=elapsed)
+
+
+def estimate_plan(problem: Problem, plan: ParallelPlan, *, timeline: bool = True) -> StepEstimate | Rejection:
+    """`costmodel.evaluate` (an estimate or a Rejection) of one plan, with the simulated timeline."""
+    evaluate = api("costmodel.evaluate")
+    if evaluate is not None:
+        return evaluate(problem.model, problem.cluster, problem.training, plan, timeline=timeline)
+    estimate = api("costmodel.estimate")
+    if estimate is None:
+        raise RuntimeError("costmodel.estimate is not available yet")
+    return estimate(problem.model, problem.cluster, problem.training, plan, timeline=timeline)
+
+
+def torchrun_command(plan: ParallelPlan, *, model: Any) -> str | None:
+    """The executor's torchrun command line for `plan` (None while the executor's builder is missing)."""
+    build = api("executor.launch.torchrun_command") or api("executor.torchrun_command")
+    if build is None:
+        return None
+    cmd = build(plan, model=getattr(model, "name", model))
+    return cmd if isinstance(cmd, str) else " ".join(str(c) for c in cmd)
+
+
+_NUMERIC_SWEEPS = {"nodes": int, "global_batch": int, "seq_len": int, "inter_node_bw": float}
+
+
+def parse_sweep_values(vary: str, text: str) -> list[Any]:
+    """'8, 16, 32' -> [8, 16, 32] for numeric variables; GPU names are checked against the catalog."""
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    if not items:
+        raise ValueError(f"{vary}: give at least one value, comma separated")
+    if vary == "gpu":
+        from costmodel import list_gpus
+
+        known = list_gpus()
+        bad = [s for s in items if s.lower() not in known]
+        if bad:
+            raise ValueError(f"gpu: unknown GPU {', '.join(bad)}; known: {', '.join(known)}")
+        return [s.lower() for s in items]
+    cast = _NUMERIC_SWEEPS.get(vary)
+    if cast is None:
+        raise ValueError(f"vary={vary!r}: choose one of nodes, gpu, inter_node_bw, global_batch, seq_len")
+    out = []
+    for s in items:
+        try:
+            value = cast(float(s)) if cast is int and float(s).is_integer() else cast(s)
+        except ValueError:
+            raise ValueError(f"{vary}: {s!r} is not a {'whole ' if cast is int else ''}number") from None
+        if value <= 0:
+            raise ValueError(f"{vary}: {s!r} must be > 0")
+        out.append(value)
+    return out
+
+
+def add_cost(df: pd.DataFrame, *, price_per_gpu_hour: float = 0.0) -> pd.DataFrame:
+    """GPU-hours (and cost, when a price is given) to train on one billion tokens at the best plan's
+    throughput: num_gpus / tokens_per_s * 1e9 / 3600."""
+    out = df.copy()
+    out["gpu_hours_per_1b_tokens"] = out["num_gpus"] / out["tokens_per_s"] * 1e9 / 3600.0
+    if price_per_gpu_hour > 0:
+        out["cost_per_1b_tokens"] = out["gpu_hours_per_1b_tokens"] * price_per_gpu_hour
+    return out
+
+
+def cli_subcommands() -> list[str]:
+    """The `paraplan` subcommands this build has (the Run and Calibrate pages start them)."""
+    import argparse
+
+    from planner.cli import build_parser
+
+    for action in build_parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return sorted(action.choices)
+    return []
+
+
+def cli_options(subcommand: str) -> list[str]:
+    """The option strings (`--steps`, ...) a `paraplan` subcommand accepts ([] when it is missing)."""
+    import argparse
+
+    from planner.cli import build_parser
+
+    for action in build_parser()._actions:
+        if isinstance(action, argparse._SubParsersAction) and subcommand in action.choices:
+            return [o for a in action.choices[subcommand]._actions for o in a.option_strings]
+    return []
+
+
+def sweep_frame(problem: Problem, *, vary: str, values: list[Any]) -> pd.DataFrame:
+    """`planner.sweep` over `values` of `vary` (inter-node bandwidth given in Gb/s per NIC), with a
+    `fits` column and the swept value kept numeric for charting."""
+    sweep = api("planner.sweep")
+    if sweep is None:
+        raise RuntimeError("planner.sweep is not available yet")
+    passed = [f"{v:g}Gbps" for v in values] if vary == "inter_node_bw" else list(values)
+    df = sweep(problem.model, problem.cluster, problem.training, vary=vary, values=passed, **problem.constraints)
+    df[vary] = list(values)
+    df["fits"] = df["tokens_per_s"].notna()
+    if "peak_gib" in df:
+        df["memory_gib"] = df["peak_gib"]
+    return df

@@ -1,0 +1,89 @@
+"""Session state shared by the pages, and the cached calls (st.cache_data keyed on the specs' JSON).
+
+Re-planning after an input change only re-runs what the change touched: a search result is cached
+per (model, cluster, training, constraints) JSON, an estimate per (problem, plan) JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from costmodel import ParallelPlan, Rejection, StepEstimate
+from ui import services
+from ui.problem import Problem
+
+__all__ = ["set_problem", "problem", "search", "estimate", "selected_label", "select", "TOP_K",
+           "require_problem", "require_api", "sweep"]
+
+TOP_K = 10
+"""Ranked plans a search keeps."""
+
+_PROBLEM = "_problem"
+_SELECTED = "_selected_plan"
+
+
+def set_problem(value: Problem | None) -> None:
+    st.session_state[_PROBLEM] = value
+
+
+def problem() -> Problem | None:
+    return st.session_state.get(_PROBLEM)
+
+
+def require_problem() -> Problem:
+    """The current problem, or stop the page with a pointer to the sidebar's errors."""
+    value = problem()
+    if value is None:
+        st.info("Fix the inputs marked in the sidebar to see results.")
+        st.stop()
+    return value
+
+
+def require_api(*dotted: str, what: str) -> None:
+    """Stop the page with a clear 'not available yet' note when an API it needs has not landed."""
+    absent = services.missing(*dotted)
+    if absent:
+        st.warning(f"{what} is not available yet: this build of paraplan lacks {', '.join(absent)}. "
+                   "No result is shown rather than a made-up one.")
+        st.stop()
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def _search(key: str, top_k: int) -> services.SearchView:
+    return services.search_view(Problem.from_key(key), top_k=top_k)
+
+
+def search(value: Problem, *, top_k: int = TOP_K) -> services.SearchView:
+    """The cached search result for a problem."""
+    return _search(value.key(), top_k)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _estimate(key: str, plan_json: str) -> StepEstimate | Rejection:
+    return services.estimate_plan(Problem.from_key(key), ParallelPlan.model_validate_json(plan_json))
+
+
+def estimate(value: Problem, plan: ParallelPlan) -> StepEstimate | Rejection:
+    """The cached estimate (with timeline) of one plan."""
+    return _estimate(value.key(), plan.model_dump_json())
+
+
+def selected_label() -> str | None:
+    """The label ('#1 dp8-tp8-...') of the plan picked on the Plan page, if any."""
+    return st.session_state.get(_SELECTED)
+
+
+def select(label: str | None) -> None:
+    st.session_state[_SELECTED] = label
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _sweep(key: str, vary: str, values_json: str) -> pd.DataFrame:
+    return services.sweep_frame(Problem.from_key(key), vary=vary, values=json.loads(values_json))
+
+
+def sweep(value: Problem, *, vary: str, values: list) -> pd.DataFrame:
+    """The cached what-if sweep (best plan per value)."""
+    return _sweep(value.key(), vary, json.dumps(values))
