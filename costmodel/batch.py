@@ -115,15 +115,19 @@ def estimate_batch(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpe
     ctx = step_context(model, cluster, training, efficiency=efficiency, calibration=calibration)
     valid = _valid(model, cluster, training, c)
     out = {name: np.full(n, np.nan) for name in BATCH_COLUMNS}
-    degrees = np.stack([c["dp"], c["tp"], c["pp"], c["cp"]], axis=1)
     idx_valid = np.nonzero(valid)[0]
     if idx_valid.size:
-        uniq, inverse = np.unique(degrees[idx_valid], axis=0, return_inverse=True)
-        inverse = inverse.ravel()
-        order = np.argsort(inverse, kind="stable")
-        bounds = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
-        for g, (dp, tp, pp, cp) in enumerate(uniq.tolist()):
-            rows = idx_valid[order[bounds[g]:bounds[g + 1]]]
+        # one group per (dp, tp, pp, cp): a 1-D integer key, grouped by a stable (radix) sort
+        deg = [c[name][idx_valid] for name in ("dp", "tp", "pp", "cp")]
+        key = ((deg[0] * 65536 + deg[1]) * 65536 + deg[2]) * 65536 + deg[3]
+        order = np.argsort(key, kind="stable")
+        sorted_key = key[order]
+        starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
+        bounds = np.r_[starts, sorted_key.size]
+        for g, start in enumerate(starts):
+            first = idx_valid[order[start]]
+            dp, tp, pp, cp = (int(c[name][first]) for name in ("dp", "tp", "pp", "cp"))
+            rows = idx_valid[order[start:bounds[g + 1]]]
             plan = ParallelPlan.model_construct(dp=dp, tp=tp, pp=pp, cp=cp, placement=ParallelPlan().placement)
             comm = comm_model(cluster, plan, topology=topology, calibration=calibration)
             k = Knobs(dp=dp, tp=tp, pp=pp, cp=cp, mb=c["micro_batch_size"][rows],

@@ -12,11 +12,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
+from .constants import check_constants, measured_rate_scale
 from .specs import Spec, format_validation_error
 
 __all__ = [
@@ -65,6 +66,7 @@ class CollectivePoint(Spec):
     nbytes: float = Field(gt=0)
     time_s: float = Field(gt=0)
     time_std_s: float = Field(default=0.0, ge=0)
+    samples_s: tuple[float, ...] = Field(default=(), description="every timing (slowest rank), in run order")
 
 
 class CalibrationProfile(Spec):
@@ -83,25 +85,34 @@ class CalibrationProfile(Spec):
     attention: tuple[AttentionPoint, ...] = ()
     mem_bw: tuple[MemBwPoint, ...] = ()
     collectives: tuple[CollectivePoint, ...] = ()
+    # closed-loop (issue 6): constants fitted by `paraplan calibrate`; EfficiencyModel overrides and
+    # `measured_rate_scale` (costmodel.constants). Empty for a plain `paraplan profile`.
+    constants: dict[str, float] = Field(default_factory=dict, description="fitted cost-model constants")
+    fit: dict[str, Any] = Field(default_factory=dict, description="how the constants were fitted (data, error)")
+
+    @field_validator("constants")
+    @classmethod
+    def _check_constants(cls, value: dict[str, float]) -> dict[str, float]:
+        return check_constants(value)  # closed-loop (issue 6)
 
     # ---------------------------------------------------------------- compute look-ups
     def gemm_flops_per_s(self, m: int, n: int, k: int, dtype: str) -> float | None:
         """Achieved FLOP/s of an (m,k)x(k,n) GEMM: inverse-distance weighting in log2(m,n,k) over the
         4 nearest measured shapes of `dtype` (geometric mean); None if `dtype` was not measured."""
         pts = [(np.log2([p.m, p.n, p.k]), p.flops_per_s) for p in self.gemm if p.dtype == dtype]
-        return _idw(pts, np.log2([m, n, k]))
+        return _scaled(_idw(pts, np.log2([m, n, k])), self)
 
     def attention_flops_per_s(self, batch: int, heads: int, seq: int, head_dim: int, dtype: str) -> float | None:
         """Achieved FLOP/s of causal SDPA, interpolated in log2(batch*heads, seq, head_dim)."""
         pts = [(np.log2([p.batch * p.heads, p.seq, p.head_dim]), p.flops_per_s)
                for p in self.attention if p.dtype == dtype]
-        return _idw(pts, np.log2([batch * heads, seq, head_dim]))
+        return _scaled(_idw(pts, np.log2([batch * heads, seq, head_dim])), self)
 
     def mem_bw_bytes_per_s(self) -> float | None:
         """Streaming bandwidth: the measurement at the largest buffer (out of cache)."""
         if not self.mem_bw:
             return None
-        return max(self.mem_bw, key=lambda p: p.nbytes).bw_bytes_per_s
+        return _scaled(max(self.mem_bw, key=lambda p: p.nbytes).bw_bytes_per_s, self)
 
     # ---------------------------------------------------------------- communication look-ups
     def collective_curve(self, op: str, group_size: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -157,6 +168,11 @@ class CalibrationProfile(Spec):
         if coef[0] <= 0:
             return None
         return float(1.0 / coef[0]), float(coef[1])
+
+
+def _scaled(rate: float | None, profile: CalibrationProfile) -> float | None:
+    """closed-loop (issue 6): a measured rate times the fitted `measured_rate_scale` (1 if none)."""
+    return None if rate is None else rate * measured_rate_scale(profile)
 
 
 def _idw(pts: list[tuple[np.ndarray, float]], x: np.ndarray) -> float | None:

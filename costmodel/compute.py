@@ -30,24 +30,26 @@ class EfficiencyModel:
     GPUSpec). One set for every GPU and run; `make validate` reports how well they reproduce
     published runs (docs/VALIDATION.md)."""
 
-    gemm_max_efficiency: float = 0.84
+    gemm_max_efficiency: float = 0.70
     """fraction of dense peak a large, well-shaped GEMM reaches"""
-    gemm_half_dim: float = 48.0
+    gemm_half_dim: float = 16.0
     """a GEMM dimension of this size halves the efficiency along it"""
     attention_efficiency: float = 0.55
     """fraction of peak of a fused (Flash) attention kernel at long sequences"""
-    mem_efficiency: float = 0.75
+    mem_efficiency: float = 0.70
     """fraction of HBM bandwidth reached by memory-bound kernels"""
-    kernel_overhead_s: float = 2.0e-6
+    kernel_overhead_s: float = 0.0
     """GPU-side launch + tail time added to every kernel"""
-    host_op_s: float = 0.0
+    host_op_s: float = 6.0e-5
     """host (CPU) time to issue one op in eager frameworks; a block never runs faster than its ops
     are issued: time = max(GPU time, ops * host_op_s)"""
+    host_hides_comm: float = 1.0
+    """share of TP/CP communication that runs while the host is still issuing ops (0..1)"""
     elementwise_kernels_per_layer: int = 6
     """memory-bound kernels of a block's forward (2 norms, 2 bias-dropout-adds, activation, rotary/bias)"""
     collective_efficiency: float = 1.0
     """fraction of the alpha-beta collective bandwidth reached in practice (divides comm times)"""
-    p2p_overhead_s: float = 0.0
+    p2p_overhead_s: float = 1.0e-3
     """fixed host/sync time per pipeline send/recv on the critical path"""
     overlap_grad_reduce: bool = True
     """hide the DP gradient reduction behind the last micro-batch's backward (bucketed DDP, ZeRO)"""

@@ -90,6 +90,7 @@ class MemoComm:
         self.inner = inner
         self.links = getattr(inner, "links", None)
         self._memo: dict[tuple, float] = {}
+        self.unit_memo: dict[tuple, tuple] = {}
 
     def time_s(self, axis: str, op: str, nbytes: Any) -> Any:
         if isinstance(nbytes, np.ndarray):
@@ -126,7 +127,7 @@ def estimate(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, pla
     comm = comm_model(cluster, plan, topology=topology, calibration=calibration)
     k = knobs_from_plan(plan)
     if plan.layers_per_stage is None and not timeline:
-        out = step_costs(ctx, k, comm)
+        out = step_costs(ctx, k, comm, memo=getattr(comm, "unit_memo", None))
         stage_mem = _closed_form_stage_memory(ctx, k, comm, out)
         events: tuple = ()
     else:
@@ -163,22 +164,24 @@ def _closed_form_stage_memory(ctx: StepContext, k: Knobs, comm: Any, out: dict) 
     per_rank = sh.num_layers / k.pp
     m = out["num_micro_batches"]
     mids = []
-    base = None
-    for rank in range(1, k.pp - 1):
-        if sh.n_dec or base is None:
-            n_dec = float(_cross_layers_on_rank(rank, k.pp, k.v, sh.n_enc, sh.num_layers)) if sh.n_dec else 0.0
+    if sh.n_dec:
+        for rank in range(1, k.pp - 1):
+            n_dec = float(_cross_layers_on_rank(rank, k.pp, k.v, sh.n_enc, sh.num_layers))
             n_enc = per_rank - n_dec
             params = n_enc * enc.params + n_dec * dec.params
-            state = rank_state(ctx, k, comm, rank, m, n_enc, n_dec, enc, dec, 0.0, 0.0, params, with_time=False)
-            if not sh.n_dec:
-                base = state
-                per_chunk = per_rank * enc.act_bytes / k.v
-                working = state["activations_bytes"] - inflight_chunks(k.schedule, rank, k.pp, m, k.v) * per_chunk
-                fixed = state["peak"] - state["activations_bytes"]
-        else:
-            acts = inflight_chunks(k.schedule, rank, k.pp, m, k.v) * per_chunk + working
-            state = dict(base, activations_bytes=acts, peak=fixed + acts)
-        mids.append(_membreak(state))
+            mids.append(_membreak(rank_state(ctx, k, comm, rank, m, n_enc, n_dec, enc, dec, 0.0, 0.0, params,
+                                             with_time=False)))
+        return (_membreak(ranks[0]), *mids, _membreak(ranks[-1]))
+    state = rank_state(ctx, k, comm, 1, m, per_rank, 0.0, enc, dec, 0.0, 0.0, per_rank * enc.params,
+                       with_time=False)
+    per_chunk = per_rank * enc.act_bytes / k.v
+    working = state["activations_bytes"] - inflight_chunks(k.schedule, 1, k.pp, m, k.v) * per_chunk
+    fixed = {"parameters_bytes": float(state["params_bytes"]), "gradients_bytes": float(state["grads_bytes"]),
+             "optimizer_bytes": float(state["optimizer_bytes"]), "buffers_bytes": float(state["buffers_bytes"])}
+    fixed_peak = float(state["peak"] - state["activations_bytes"])
+    for rank in range(1, k.pp - 1):
+        acts = float(inflight_chunks(k.schedule, rank, k.pp, m, k.v) * per_chunk + working)
+        mids.append(_construct(MemoryBreakdown, **fixed, activations_bytes=acts, peak_bytes=fixed_peak + acts))
     return (_membreak(ranks[0]), *mids, _membreak(ranks[-1]))
 
 
@@ -258,7 +261,11 @@ def _to_estimate(ctx: StepContext, plan: ParallelPlan, out: dict, stage_mem: tup
     """Assemble the StepEstimate (fields computed here are valid by construction)."""
     gpus = plan.world_size
     step = float(out["step_time_s"])
-    model_flops, hw_flops = step_flops(ctx.shape, ctx.global_batch, ctx.seq_len, RECOMPUTE_CODES[plan.recompute])
+    rc = RECOMPUTE_CODES[plan.recompute]
+    flops = ctx.memo.get(("flops", rc))
+    if flops is None:
+        flops = ctx.memo[("flops", rc)] = step_flops(ctx.shape, ctx.global_batch, ctx.seq_len, rc)
+    model_flops, hw_flops = flops
     per_gpu = step * gpus
     time = _construct(TimeBreakdown,
         compute_s=float(out["compute_s"]), tp_comm_s=float(out["tp_comm_s"]), cp_comm_s=float(out["cp_comm_s"]),

@@ -85,6 +85,10 @@ def layer_activation_bytes(shape: ModelShape, b: Num, s: Num, *, tp: Num, sp: Nu
 def inflight_chunks(schedule_code: Num, rank: Num, pp: Num, m: Num, v: Num) -> Num:
     """Model-chunk activations rank `rank` holds at its peak (in units of one micro-batch through one
     chunk of layers): GPipe m; 1F1B / zero-bubble min(p-r, m); interleaved min((v-1)p+2(p-r-1)+1, m*v)."""
+    if not hasattr(schedule_code, "shape") and not hasattr(m, "shape") and not hasattr(v, "shape"):
+        if schedule_code == 2:
+            return min((v - 1) * pp + 2 * (pp - rank - 1) + 1, m * v)
+        return m if schedule_code == 0 else min(pp - rank, m)
     one_f_one_b = _minimum(pp - rank, m)
     inter = _minimum((v - 1) * pp + 2 * (pp - rank - 1) + 1, m * v)
     return ((schedule_code == 0) * m + ((schedule_code == 1) | (schedule_code == 3)) * one_f_one_b

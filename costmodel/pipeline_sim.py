@@ -10,8 +10,10 @@ they delay the receiver but occupy no compute on either rank (a send is a separa
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .pipeline_schedules import BWD, FWD, rank_orders
 from .specs import TimelineEvent
@@ -49,7 +51,7 @@ class PipelineResult:
 
 
 def _times(name: str, values: Sequence[float], n: int, *, allow_scalar: bool = False) -> list[float]:
-    if allow_scalar and isinstance(values, (int, float)):
+    if allow_scalar and isinstance(values, numbers.Real):
         out = [float(values)] * n
     else:
         try:
@@ -66,7 +68,58 @@ def _times(name: str, values: Sequence[float], n: int, *, allow_scalar: bool = F
     return out
 
 
+@lru_cache(maxsize=256)
+def _topo_order(schedule: str, pp: int, m: int, v: int) -> tuple[tuple[int, int, int, int, int, int], ...]:
+    """All ops as (rank, kind, stage, micro_batch, dep, hop) in an order where every op follows its
+    rank predecessor and its cross-stage input `dep` (a position in this order, -1 if none) whose
+    transfer crosses boundary `hop`. Same-rank inputs (the last stage's F before its B, B before
+    W) are implied by the rank order. Found once per shape by running the ranks until all are done."""
+    orders = rank_orders(schedule, pp, m, v)
+    last = pp * v - 1
+    pos_f: dict[int, int] = {}
+    pos_b: dict[int, int] = {}
+    ptr = [0] * pp
+    out: list[tuple[int, int, int, int, int, int]] = []
+    total = sum(len(o) for o in orders)
+    while len(out) < total:
+        before = len(out)
+        for r in range(pp):
+            ops, k = orders[r], ptr[r]
+            while k < len(ops):
+                kind, j, i, x = ops[k]
+                dep = hop = -1
+                if kind == FWD and j:
+                    dep, hop = pos_f.get(x - m, -2), j - 1
+                elif kind == BWD and j < last:
+                    dep, hop = pos_b.get(x + m, -2), j
+                elif kind == BWD and x not in pos_f:
+                    dep = -2
+                if dep == -2:
+                    break
+                (pos_f if kind == FWD else pos_b if kind == BWD else {})[x] = len(out)
+                out.append((r, kind, j, i, dep, hop))
+                k += 1
+            ptr[r] = k
+        if len(out) == before:
+            raise AssertionError(f"{schedule} deadlocked at pp={pp}, m={m}, v={v}")  # our invariant
+    return tuple(out)
+
+
+@lru_cache(maxsize=256)
+def _fast_order(schedule: str, pp: int, m: int, v: int) -> tuple[tuple[int, int, int, int], ...]:
+    """`_topo_order` reduced to what the timing loop reads: (rank, duration key, dep, hop)."""
+    stages = pp * v
+    return tuple((r, kind * stages + j, dep, hop) for r, kind, j, _i, dep, hop in _topo_order(schedule, pp, m, v))
+
+
+@lru_cache(maxsize=256)
+def _in_flight_peaks(schedule: str, pp: int, m: int, v: int) -> tuple[int, ...]:
+    return _peaks(rank_orders(schedule, pp, m, v), pp, None, zero_bubble=schedule == "zero-bubble")[0]
+
+
 def _peaks(orders, pp: int, act: list[float] | None, *, zero_bubble: bool):
+    """Per rank: peak in-flight count and peak activation bytes (ops on a rank run one at a time,
+    so the peak follows from the op order alone). Freed by the backward, under zero-bubble by W."""
     free_kind = 2 if zero_bubble else BWD
     in_flight, act_peak = [], []
     for r in range(pp):
@@ -101,6 +154,7 @@ def simulate_pipeline(*, schedule: str, pp: int, num_micro_batches: int, virtual
     boundary). `act_bytes`: activation bytes one micro-batch keeps on each stage (scalar or per stage)."""
     m, v = num_micro_batches, virtual_stages
     orders = rank_orders(schedule, pp, m, v)
+    topo = _topo_order(schedule, pp, m, v)
     stages = pp * v
     f = _times("fwd_s", fwd_s, stages)
     b = _times("bwd_s", bwd_s, stages)
@@ -116,75 +170,32 @@ def simulate_pipeline(*, schedule: str, pp: int, num_micro_batches: int, virtual
         b = [b[j] - w[j] for j in range(stages)]
     c = _times("p2p_s", p2p_s, stages - 1, allow_scalar=True)
     act = None if act_bytes is None else _times("act_bytes", act_bytes, stages, allow_scalar=True)
-    durs = (f, b, w)
-
-    fe = [-1.0] * (stages * m)     # forward end time per (stage, micro-batch)
-    be = [-1.0] * (stages * m)     # backward (B) end time
-    ptr, free = [0] * pp, [0.0] * pp
-    busy, exposed = [0.0] * pp, [0.0] * pp
-    last = stages - 1
-    raw: list[tuple] = []
-    remaining = sum(len(o) for o in orders)
-    while remaining:
-        progressed = False
-        for r in range(pp):
-            ops, k, t = orders[r], ptr[r], free[r]
-            n, busy_r, exp_r = len(ops), busy[r], exposed[r]
-            while k < n:
-                kind, j, i, x = ops[k]
-                hop = 0.0
-                if kind == FWD:
-                    if j:
-                        pe = fe[x - m]
-                        if pe < 0:
-                            break
-                        hop = c[j - 1]
-                    else:
-                        pe = 0.0
-                elif kind == BWD:
-                    if j < last:
-                        pe = be[x + m]
-                        if pe < 0:
-                            break
-                        hop = c[j]
-                    else:
-                        pe = fe[x]
-                        if pe < 0:
-                            break
-                else:
-                    pe = be[x]
-                    if pe < 0:
-                        break
-                ready = pe + hop
-                if ready > t:
-                    if hop:
-                        exp_r += ready - (pe if pe > t else t)
-                    start = ready
-                else:
-                    start = t
-                d = durs[kind][j]
-                t = start + d
-                busy_r += d
-                if kind == FWD:
-                    fe[x] = t
-                elif kind == BWD:
-                    be[x] = t
-                if with_events:
-                    raw.append((r, kind, i, j, start, t))
-                k += 1
-            if k != ptr[r]:
-                progressed = True
-                remaining -= k - ptr[r]
-                ptr[r], free[r], busy[r], exposed[r] = k, t, busy_r, exp_r
-        if not progressed:
-            raise AssertionError(f"{schedule} deadlocked at pp={pp}, m={m}, v={v}")  # our invariant
+    flat = f + b + w                       # duration of op key kind * stages + stage
+    free, exposed = [0.0] * pp, [0.0] * pp
+    end_s = [0.0] * len(topo)
+    for n, (r, key, dep, hop) in enumerate(_fast_order(schedule, pp, m, v)):
+        t = free[r]
+        if dep >= 0:                       # cross-stage input: producer's end + one transfer
+            pe = end_s[dep]
+            ready = pe + c[hop]
+            if ready > t:
+                exposed[r] += ready - (pe if pe > t else t)
+                t = ready
+        end_s[n] = free[r] = t + flat[key]
+    per_stage = [f[j] + b[j] + (w[j] if zb else 0.0) for j in range(stages)]
+    busy = [m * sum(per_stage[rank::pp]) for rank in range(pp)]
 
     makespan = max(free)
     crit = free.index(makespan)
     bubble = max(0.0, makespan - busy[crit] - exposed[crit])
-    in_flight, act_peak = _peaks(orders, pp, act, zero_bubble=zb)
+    if act is None:
+        in_flight, act_peak = _in_flight_peaks(schedule, pp, m, v), None
+    else:
+        in_flight, act_peak = _peaks(orders, pp, act, zero_bubble=zb)
     events: tuple[TimelineEvent, ...] = ()
     if with_events:
+        raw = [(r, kind, i, j, end_s[n] - flat[kind * stages + j], end_s[n])
+               for n, (r, kind, j, i, _dep, _hop) in enumerate(topo)]
         events = _build_events(raw, pp, stages, c, zb)
     return PipelineResult(makespan_s=makespan, busy_s=tuple(busy), bubble_s=bubble,
                           exposed_p2p_s=exposed[crit], critical_rank=crit, peak_in_flight=in_flight,
@@ -193,9 +204,9 @@ def simulate_pipeline(*, schedule: str, pp: int, num_micro_batches: int, virtual
 
 def _build_events(raw: list[tuple], pp: int, stages: int, c: list[float],
                   zb: bool) -> tuple[TimelineEvent, ...]:
-    """TimelineEvents (validated fields built by us, so `model_construct` skips re-validation)."""
+    """TimelineEvents, ordered by rank and start; a send sits on the producer's rank."""
     names = _KIND_NAMES[zb]
-    make = TimelineEvent.model_construct
+    make = TimelineEvent
     out = []
     for r, kind, i, j, start, end in sorted(raw, key=lambda e: (e[0], e[4])):
         out.append(make(stage=r, kind=names[kind], micro_batch=i, chunk=j // pp, start_s=start, end_s=end))

@@ -8,12 +8,13 @@ same code runs on Python numbers and on arrays."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .compute import EfficiencyModel, Rates, attention_core_time_s, gemm_time_s, memory_time_s
+from .constants import efficiency_with_constants
 from .memory import (
     DTYPE_BYTES,
     inflight_chunks,
@@ -59,6 +60,7 @@ class StepContext:
     head_extra_params: int     # final norms + untied output projection
     hbm_bytes: float
     peak_flops_per_s: float
+    memo: dict = field(default_factory=dict, compare=False, repr=False)  # per-context cache (step FLOPs)
 
     @property
     def eff(self) -> EfficiencyModel:
@@ -68,6 +70,7 @@ class StepContext:
 def build_context(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *,
                   efficiency: EfficiencyModel, calibration: Any = None) -> StepContext:
     """The StepContext of a model on a cluster's GPU for a training spec."""
+    efficiency = efficiency_with_constants(efficiency, calibration)  # closed-loop (issue 6): fitted constants
     shape = model_shape(model)
     gpu = cluster.gpu
     peak = gpu.peak_flops(training.dtype)
@@ -146,12 +149,6 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
     core_bwd_factor = 2.5 if ctx.flash else 2.0
     fwd = gemm_f + core_f + ew_f
     bwd = 2 * (gemm_f + ew_f) + core_bwd_factor * core_f
-    host = ctx.eff.host_op_s
-    if host > 0:  # eager frameworks: the GPU never runs ahead of the host issuing the block's ops
-        ops = (7 if cross else 4) + blocks * (1 if ctx.flash else 4) + ctx.eff.elementwise_kernels_per_layer + (
-            (2 * blocks + cross) * (1 + k.sp) * (tp > 1))
-        fwd = vmax(fwd, ops * host)
-        bwd = vmax(bwd, 2 * ops * host)
     rc = k.recompute
     recompute = (rc == 2) * fwd + (rc == 1) * core_f
     # tensor parallelism: per all-reduce point an AR, or AG + RS under sequence parallelism
@@ -169,6 +166,18 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
         cp_s = cp_s * (1 + (rc == 2))
     else:
         cp_s = 0.0 * b
+    host = ctx.eff.host_op_s
+    if host > 0:
+        # Eager frameworks issue every op from the host; the GPU (compute + communication) never runs
+        # ahead of it, so a block takes max(GPU time, ops * host_op_s); the slack counts as compute.
+        ops = (7 if cross else 4) + blocks * (1 if ctx.flash else 4) + ctx.eff.elementwise_kernels_per_layer + (
+            (2 * blocks + cross) * (1 + k.sp) * (tp > 1))
+        host_s = ops * host * (3 + (rc == 2))
+        hidden_comm = (tp_s + cp_s) * ctx.eff.host_hides_comm
+        slack = vmax(host_s - (fwd + bwd + recompute + hidden_comm), 0.0)
+        fwd = fwd + slack / (3 + (rc == 2))
+        bwd = bwd + slack * (2 / (3 + (rc == 2)))
+        recompute = recompute + slack * ((rc == 2) / (3 + (rc == 2)))
     act = layer_activation_bytes(sh, b, s_loc, tp=tp, sp=k.sp, recompute_code=rc, flash=ctx.flash,
                                  act_bytes=e, cross=cross)
     act_full = layer_activation_bytes(sh, b, s_loc, tp=tp, sp=k.sp, recompute_code=0, flash=ctx.flash,
@@ -219,14 +228,16 @@ def end_costs(ctx: StepContext, k: Knobs, comm: Any) -> tuple[EndCost, EndCost]:
         point = _tp_point(ctx, comm, k.sp, e * m * sh.h)
     else:
         point = 0.0 * m
-    embed = EndCost(memory_time_s(emb_bytes, r, kernels=2), memory_time_s(emb_bytes, r, kernels=2), point,
+    host = ctx.eff.host_op_s   # host floor as in block_costs: ~3 ops embed, ~8 ops head + loss forward
+    embed = EndCost(vmax(memory_time_s(emb_bytes, r, kernels=2), 3 * host),
+                    vmax(memory_time_s(emb_bytes, r, kernels=2), 6 * host), point,
                     ctx.vocab_params / tp + ctx.replicated_embed_params)
     head_gemm = gemm_time_s(m, sh.vocab // tp, sh.h, r)
     loss_bytes = 4 * m * sh.vocab / tp
     norms = ctx.head_extra_params - (0 if sh.tie else ctx.vocab_params)
     head_params = norms + (ctx.vocab_params / tp if (not sh.tie or k.pp > 1) else 0)
-    head = EndCost(head_gemm + memory_time_s(3 * loss_bytes, r, kernels=3),
-                   2 * head_gemm + memory_time_s(2 * loss_bytes, r, kernels=2), point, head_params)
+    head = EndCost(vmax(head_gemm + memory_time_s(3 * loss_bytes, r, kernels=3), 8 * host),
+                   vmax(2 * head_gemm + memory_time_s(2 * loss_bytes, r, kernels=2), 16 * host), point, head_params)
     return embed, head
 
 
@@ -243,7 +254,7 @@ def _cross_layers_on_rank(rank: int, pp: int, v: Num, n_enc: int, n_layers: int)
     return total
 
 
-def step_costs(ctx: StepContext, k: Knobs, comm: Any) -> dict[str, Num]:
+def step_costs(ctx: StepContext, k: Knobs, comm: Any, *, memo: dict | None = None) -> dict[str, Num]:
     """Time and memory breakdown of one step for even stage splits (closed-form pipeline).
 
     Pipeline (Narayanan et al. 2021, sec. 2.2): with T_r the per-micro-batch time of rank r, the step
@@ -254,9 +265,7 @@ def step_costs(ctx: StepContext, k: Knobs, comm: Any) -> dict[str, Num]:
     sh, eff = ctx.shape, ctx.eff
     dp, pp, cp = k.dp, k.pp, k.cp
     m = ctx.global_batch // (dp * k.mb)
-    enc = block_costs(ctx, k, comm, cross=False)
-    dec = block_costs(ctx, k, comm, cross=True) if sh.n_dec else enc
-    embed, head = end_costs(ctx, k, comm)
+    enc, dec, embed, head = _unit_costs(ctx, k, comm, memo)
     n_layers = sh.num_layers
     per_rank = n_layers / pp
     out_ranks = []
@@ -280,7 +289,7 @@ def step_costs(ctx: StepContext, k: Knobs, comm: Any) -> dict[str, Num]:
     slow_last = rl["T"] > r0["T"]
     crit = {key: _sel(slow_last, rl[key], r0[key]) for key in ("fwd", "bwd", "tp", "cp", "T")}
     zb = (k.schedule == 3) * crit["fwd"] / (crit["fwd"] + crit["bwd"]) + (k.schedule != 3)
-    bubble = vmax(sum_t - crit["T"], 0.0) / k.v * zb
+    bubble = vmax(sum_t - crit["T"], 0.0) / k.v * zb if pp > 1 else 0.0 * k.mb
     if pp > 1:
         p2p = p2p_time_s(ctx, k, comm)
         pp_s = 2 * p2p * (m * k.v + pp - 1)
@@ -311,6 +320,25 @@ def step_costs(ctx: StepContext, k: Knobs, comm: Any) -> dict[str, Num]:
     out["_ranks"] = out_ranks
     out["_blocks"] = (enc, dec)
     return out
+
+
+def _unit_costs(ctx: StepContext, k: Knobs, comm: Any, memo: dict | None) -> tuple:
+    """Block, cross-block, embedding and head costs; with `memo` (a dict owned by one CommModel, so
+    fixed degrees) scalar knobs reuse earlier results: they depend on (mb, sp, recompute) only."""
+    key = None
+    if memo is not None and not isinstance(k.mb, np.ndarray):
+        key = (id(ctx), k.mb, k.sp, k.recompute)
+        hit = memo.get(key)
+        if hit is not None and hit[0] is ctx:
+            return hit[1]
+    enc = block_costs(ctx, k, comm, cross=False)
+    dec = block_costs(ctx, k, comm, cross=True) if ctx.shape.n_dec else enc
+    units = (enc, dec, *end_costs(ctx, k, comm))
+    if key is not None:
+        if len(memo) > 4096:
+            memo.clear()
+        memo[key] = (ctx, units)
+    return units
 
 
 def _sel(cond: Num, a: Num, b: Num) -> Num:

@@ -181,7 +181,7 @@ def build_engine(model_spec: ModelSpec, plan: ParallelPlan, training: TrainingSp
         if plan.tp > 1:  # 1. tensor (+ sequence) parallel
             apply_tp(part, mesh["tp"], sequence_parallel=plan.sequence_parallel)
         apply_recompute(part, plan.recompute)  # 2. activation checkpointing per block
-        if uses_fsdp(plan):  # 3. FSDP2 (ZeRO-2/3, or DP with TP)
+        if uses_fsdp(plan):  # 3. FSDP2 fully_shard or replicate (see dp_wrapper)
             apply_fsdp(part, plan, mesh["dp"], param_dtype=dtype)
         part.to_empty(device=device)  # 4. materialize, same values on every plan
         init_weights(part, model_spec, seed=seed)

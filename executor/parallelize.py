@@ -2,10 +2,10 @@
 
     1. tensor parallel (+ sequence parallel)   - `apply_tp`, DTensor `parallelize_module`
     2. activation recomputation                - `apply_recompute`, per block
-    3. data parallel: FSDP2 (ZeRO-2/3), FSDP-based replicate (ZeRO-0 with TP) - `apply_fsdp`,
-       on the meta device before materialization
+    3. data parallel: FSDP2 (ZeRO-1/2/3 with TP/PP, ZeRO-2/3), FSDP-based replicate (ZeRO-0 with
+       TP/PP) - `apply_fsdp`, on the meta device before materialization
     4. materialize + deterministic init        - (engine: `to_empty`, `init_weights`)
-    5. DDP (ZeRO-0/1 without TP)               - `apply_ddp`, wraps real parameters
+    5. DDP (ZeRO-0/1 without TP/PP)             - `apply_ddp`, wraps real parameters
 
 TP follows Megatron-LM (Shoeybi et al. 2019, sec 3): column-parallel q/k/v and w1/w3, row-parallel wo
 and w2, vocabulary-parallel embedding; sequence parallelism (Korthikanti et al. 2022, sec 4.2.2)
@@ -17,6 +17,7 @@ from functools import partial
 
 import torch
 from torch import nn
+from torch.distributed._composable.replicate_with_fsdp import replicate
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
@@ -36,7 +37,7 @@ from costmodel.specs import ParallelPlan
 
 from .model import Transformer
 
-__all__ = ["apply_tp", "apply_recompute", "apply_fsdp", "apply_ddp", "uses_fsdp", "uses_ddp",
+__all__ = ["apply_tp", "apply_recompute", "apply_fsdp", "apply_ddp", "dp_wrapper", "uses_fsdp", "uses_ddp",
            "selective_policy"]
 
 
@@ -104,27 +105,44 @@ def apply_recompute(part: Transformer, mode: str) -> None:
         part.layers[key] = checkpoint_wrapper(part.layers[key], **kwargs)
 
 
+def dp_wrapper(plan: ParallelPlan) -> str:
+    """How data parallelism is applied: 'none' (dp=1); 'ddp' (ZeRO-0/1 on a plain model: DDP, plus
+    ZeroRedundancyOptimizer for ZeRO-1); 'replicate' (ZeRO-0 with TP or PP: torch's FSDP-based
+    replicate, which takes DTensor parameters and pipeline stages); 'fsdp' (FSDP2: ZeRO-2/3, and
+    ZeRO-1 with TP or PP, where ZeroRedundancyOptimizer/DDP cannot be used - sharding gradients too
+    gives the same losses with less memory)."""
+    if plan.dp == 1:
+        return "none"
+    plain = plan.tp == 1 and plan.pp == 1
+    if plan.zero_stage <= 1 and plain:
+        return "ddp"
+    if plan.zero_stage == 0:
+        return "replicate"
+    return "fsdp"
+
+
 def uses_fsdp(plan: ParallelPlan) -> bool:
-    """FSDP2 (or its replicate) manages data parallelism: ZeRO-2/3, or ZeRO-0/1 combined with TP."""
-    return plan.dp > 1 and (plan.zero_stage >= 2 or plan.tp > 1)
+    """FSDP2 or its replicate variant manages data parallelism."""
+    return dp_wrapper(plan) in ("fsdp", "replicate")
 
 
 def uses_ddp(plan: ParallelPlan) -> bool:
-    """Classic DDP: ZeRO-0/1 without TP (ZeRO-1 adds ZeroRedundancyOptimizer on top)."""
-    return plan.dp > 1 and not uses_fsdp(plan)
+    return dp_wrapper(plan) == "ddp"
 
 
 def apply_fsdp(part: nn.Module, plan: ParallelPlan, dp_mesh: DeviceMesh, *,
                param_dtype: torch.dtype = torch.float32) -> None:
-    """FSDP2 `fully_shard` per block, then the whole part. ZeRO-3 reshards parameters after forward;
-    ZeRO-2 keeps them gathered until backward (sharded grads and optimizer states only, Rajbhandari
-    et al. 2020). ZeRO-0/1 with TP use 2D FSDP2 with reshard_after_forward=False too: the
-    ZeroRedundancyOptimizer/DDP of the 1D case do not take DTensor parameters."""
-    reshard = plan.zero_stage == 3
+    """FSDP2 `fully_shard` (or `replicate`) per block, then the whole part. ZeRO-3 reshards parameters
+    after forward; ZeRO-1/2 keep them gathered until backward (sharded gradients and optimizer states,
+    Rajbhandari et al. 2020); `replicate` keeps everything whole and all-reduces gradients (DDP)."""
     mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+    if dp_wrapper(plan) == "replicate":
+        wrap = partial(replicate, mesh=dp_mesh, mp_policy=mp)
+    else:
+        wrap = partial(fully_shard, mesh=dp_mesh, reshard_after_forward=plan.zero_stage == 3, mp_policy=mp)
     for block in part.layers.values():
-        fully_shard(block, mesh=dp_mesh, reshard_after_forward=reshard, mp_policy=mp)
-    fully_shard(part, mesh=dp_mesh, reshard_after_forward=reshard, mp_policy=mp)
+        wrap(block)
+    wrap(part)
 
 
 def apply_ddp(part: nn.Module, dp_group: torch.distributed.ProcessGroup, *,

@@ -364,7 +364,124 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_estimate, _add_validate_published, _add_ui, _add_plan, _add_sweep, _add_run, _add_profile]
+# ---------------------------------------------------------------- validate, calibrate (closed loop, issue 6)
+def _add_validate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="run feasible plans for real on this machine and compare with predictions")
+    p.add_argument("--local", action="store_true", required=True, help="validate on this machine (required)")
+    p.add_argument("--model", default="tiny-llama", help="small catalog model to run (default tiny-llama)")
+    p.add_argument("--procs", type=int, default=4, help="processes (Gloo on CPU; GPUs when present)")
+    p.add_argument("--max-plans", type=int, default=12, help="plans to run (planner's top 3 + a spread)")
+    p.add_argument("--steps", type=int, default=4, help="optimizer steps per run (the first is warm-up)")
+    p.add_argument("--repeats", type=int, default=1, help="runs per plan (min-max shows machine noise)")
+    p.add_argument("--global-batch", type=int, default=8)
+    p.add_argument("--seq-len", type=int, default=None, help="default: the model's max")
+    p.add_argument("--profile", default=None, metavar="FILE",
+                   help="CalibrationProfile of this machine (default: measure one into OUT/profile.json)")
+    p.add_argument("--no-cv", action="store_true", help="skip the leave-one-out calibrated predictions")
+    p.add_argument("--out", default="runs/validate-local", help="folder for validation.csv, summary.json, runs/")
+    p.add_argument("--doc", default=None, metavar="VALIDATION.md", help="also write the report section here")
+    p.set_defaults(handler=_cmd_validate)
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    import shlex
+    from pathlib import Path
+
+    from costmodel.calibration import load_profile, save_profile
+    from costmodel.fit_data import local_cluster
+    from executor.launch import run_plan
+    from planner.closed_loop import LocalValidation, run_local_validation
+    from planner.closed_loop_doc import local_markdown, update_part
+
+    out = Path(args.out)
+    model = load_model(args.model)
+    cfg = LocalValidation(model=model, procs=args.procs, max_plans=args.max_plans, steps=args.steps,
+                          repeats=args.repeats, global_batch=args.global_batch, seq_len=args.seq_len, cv=not args.no_cv)
+    cfg.check()
+    if args.profile:
+        profile = load_profile(args.profile)
+    else:
+        from costmodel.profile import ProfileConfig, run_profile
+
+        print(f"paraplan: profiling this machine for {model.name} (pass --profile to reuse one)", file=sys.stderr)
+        profile = run_profile(ProfileConfig(model=model.name, nprocs=(args.procs,) if args.procs > 1 else (),
+                                            sizes_bytes=tuple(1024 * 4**i for i in range(7)), repeats=3,
+                                            progress=False))
+        save_profile(profile, out / "profile.json")
+    report = run_local_validation(cfg, runner=run_plan, cluster=local_cluster(args.procs), profile=profile,
+                                  out_dir=out, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    s = report.summary
+    print(f"validate --local: {s['plans_run']} plans run ({s['plans_failed']} failed); step time mean |error| "
+          f"{s['step_time_mean_abs_error']:.1%} (max {s['step_time_max_abs_error']:.1%}), Spearman {s['spearman']:.3f}, "
+          f"regret {s['regret']:.3f}; calibrated (leave-one-out): mean |error| "
+          f"{s.get('cv_step_time_mean_abs_error', float('nan')):.1%}, Spearman {s.get('cv_spearman', float('nan')):.3f}; "
+          f"peak memory mean |error| {s['peak_mean_abs_error']:.1%}; wrote {out / 'validation.csv'}")
+    if args.doc:
+        csv_doc = Path(args.doc).with_name("validation_local.csv")
+        csv_doc.write_text((out / "validation.csv").read_text())
+        command = (f"paraplan validate --local --model {args.model} --procs {args.procs} --max-plans {args.max_plans} "
+                   f"--steps {args.steps} --repeats {args.repeats} --global-batch {args.global_batch}"
+                   + (f" --seq-len {args.seq_len}" if args.seq_len else "") + f" --out {shlex.quote(str(out))}")
+        update_part(args.doc, "local", local_markdown(report.rows, s, command=command, csv_name=csv_doc.name))
+    return 0 if s["plans_run"] else 1
+
+
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate", help="fit the cost model's constants to measured runs (held-out scoring)")
+    p.add_argument("summaries", nargs="*", metavar="SUMMARY.json", help="executor summary.json files or run folders")
+    p.add_argument("--vtrain", action="store_true", help="fit on the vTrain A100 measurements (../shared/data/vtrain)")
+    p.add_argument("--data", default=None, help="shared data folder (default ../shared/data)")
+    p.add_argument("--profile", default=None, metavar="FILE", help="measured profile of the runs' machine to build on")
+    p.add_argument("--fit", default=None, metavar="NAMES", help="comma-separated constants to fit (default: by data)")
+    p.add_argument("--holdout", type=float, default=0.3, help="fraction held out for scoring (default 0.3)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-evals", type=int, default=200, help="cost-model evaluations of the fit set per try")
+    p.add_argument("--out", default="calib.json", help="calibration profile to write (estimate/search calibration=)")
+    p.add_argument("--csv", default=None, metavar="FILE", help="per-run predictions before/after as CSV")
+    p.add_argument("--doc", default=None, metavar="VALIDATION.md", help="also write the report section here")
+    p.set_defaults(handler=_cmd_calibrate)
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from costmodel.calibrate import VTRAIN_FIT_NAMES, calibrate
+    from costmodel.calibration import load_profile, save_profile
+    from costmodel.fit_data import observations_from_summaries, vtrain_observations
+    from costmodel.published.validate import VALIDATION_EFFICIENCY
+    from costmodel.report import write_text_atomic
+    from planner.closed_loop_doc import fit_markdown, update_part
+
+    if bool(args.summaries) == bool(args.vtrain):
+        raise ValueError("calibrate: give summary.json files or --vtrain (one of the two)")
+    names = tuple(n.strip() for n in args.fit.split(",") if n.strip()) if args.fit else None
+    profile = load_profile(args.profile) if args.profile else None
+    if args.vtrain:
+        obs = vtrain_observations(args.data)
+        if not obs:
+            print("paraplan: vTrain data not found (expected ../shared/data/vtrain); nothing to fit", file=sys.stderr)
+            return 0
+        fit, saved = calibrate(obs, profile=profile, names=names or VTRAIN_FIT_NAMES, efficiency=VALIDATION_EFFICIENCY,
+                               test_fraction=args.holdout, seed=args.seed, max_evals=args.max_evals, source="vtrain")
+    else:
+        obs = observations_from_summaries(args.summaries)
+        fit, saved = calibrate(obs, profile=profile, names=names, test_fraction=args.holdout, seed=args.seed,
+                               max_evals=args.max_evals, source="summaries")
+    save_profile(saved, args.out)
+    if args.csv:
+        write_text_atomic(args.csv, fit.rows.to_csv(index=False))
+    print(f"calibrate: {len(obs)} runs, fitted {', '.join(fit.names)}\n"
+          f"  fit part:      before {fit.before_fit.text()}\n  fit part:      after  {fit.after_fit.text()}\n"
+          f"  held-out part: before {fit.before_test.text()}\n  held-out part: after  {fit.after_test.text()}\n"
+          f"wrote {args.out}")
+    if args.doc:
+        title = "Calibration on vTrain (A100, Megatron-DeepSpeed)" if args.vtrain else "Calibration on our runs"
+        cmd = ("paraplan calibrate " + ("--vtrain" if args.vtrain else " ".join(args.summaries))
+               + f" --holdout {args.holdout} --seed {args.seed} --max-evals {args.max_evals} --out {args.out}")
+        update_part(args.doc, "calibrate-vtrain" if args.vtrain else "calibrate-runs",
+                    fit_markdown(title, fit, command=cmd, constants=saved.constants))
+    return 0
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_estimate, _add_validate_published, _add_ui, _add_plan, _add_sweep, _add_run, _add_profile, _add_validate, _add_calibrate]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -36,8 +36,7 @@ def _model_input() -> ModelSpec | None:
     try:
         if source == "Preset":
             models = list_models()
-            return load_model(st.selectbox("Model preset", models, index=models.index(DEFAULTS["model"]),
-                                           key="model_preset"))
+            return load_model(st.selectbox("Model preset", models, key="model_preset"))
         if source == "Custom":
             c1, c2 = st.columns(2)
             fields: dict[str, Any] = {
@@ -83,7 +82,7 @@ def _cluster_input() -> ClusterSpec | None:
     st.subheader("Cluster")
     source = st.radio("Cluster from", _CLUSTER_SOURCES, horizontal=True, key="cluster_source")
     try:
-        nodes = int(st.number_input("Nodes", min_value=1, max_value=65536, value=DEFAULTS["nodes"], key="nodes"))
+        nodes = int(st.number_input("Nodes", min_value=1, max_value=65536, key="nodes"))
         if source == "Upload file":
             upload = st.file_uploader("ClusterSpec YAML/JSON (gpu and links may be catalog names)",
                                       type=["yaml", "yml", "json"], key="cluster_upload")
@@ -92,8 +91,7 @@ def _cluster_input() -> ClusterSpec | None:
                 return None
             return cluster_from_upload(upload.getvalue(), upload.name, nodes=nodes)
         clusters = list_clusters()
-        preset = st.selectbox("Cluster preset", clusters, index=clusters.index(DEFAULTS["cluster"]),
-                              key="cluster_preset")
+        preset = st.selectbox("Cluster preset", clusters, key="cluster_preset")
         gpu = st.selectbox("GPU", [_ANY, *list_gpus()], format_func=lambda g: "preset's GPU" if g == _ANY else g,
                            key="gpu")
         gpu = None if gpu == _ANY else gpu
@@ -113,10 +111,8 @@ def _training_input(model: ModelSpec | None):
         st.session_state["_last_model"] = model.name
         if st.session_state.get("seq_len", DEFAULTS["seq_len"]) > model.max_seq_len:
             st.session_state["seq_len"] = model.max_seq_len
-    st.session_state.setdefault("seq_len", DEFAULTS["seq_len"])  # set here, so no widget default clashes
     c1, c2 = st.columns(2)
-    gbs = c1.number_input("Global batch (sequences)", min_value=1, value=DEFAULTS["global_batch_size"],
-                          key="global_batch")
+    gbs = c1.number_input("Global batch (sequences)", min_value=1, key="global_batch")
     seq = c2.number_input("Sequence length", min_value=1, key="seq_len")
     dtype = st.selectbox("Compute dtype", _DTYPES, key="dtype")
     try:
@@ -160,8 +156,16 @@ def _constraints_input() -> dict[str, Any]:
     return out
 
 
+_WIDGET_DEFAULTS = {"model_preset": DEFAULTS["model"], "cluster_preset": DEFAULTS["cluster"],
+                    "nodes": DEFAULTS["nodes"], "global_batch": DEFAULTS["global_batch_size"],
+                    "seq_len": DEFAULTS["seq_len"], "dtype": DEFAULTS["dtype"]}
+
+
 def problem_sidebar() -> Problem | None:
-    """Render the problem form in the sidebar; the validated Problem, or None (errors shown inline)."""
+    """Render the problem form in the sidebar; the validated Problem, or None (errors shown inline).
+    Defaults live in the session state (not in the widgets), so callers and tests may preset any."""
+    for key, value in _WIDGET_DEFAULTS.items():
+        st.session_state.setdefault(key, value)
     with st.sidebar:
         model = _model_input()
         cluster = _cluster_input()

@@ -36,14 +36,14 @@ GBIT = 1e9 / 8
 """Bytes per Gbit."""
 
 DEFAULTS: dict[str, Any] = {
-    "model": "llama3-70b",
+    "model": "llama3-8b",
     "cluster": "dgx-h100",
-    "nodes": 64,
-    "global_batch_size": 1024,
+    "nodes": 8,
+    "global_batch_size": 512,
     "seq_len": 4096,
     "dtype": "bf16",
 }
-"""The problem the app opens with (a 64-node cluster: the re-planning latency target)."""
+"""The problem the app opens with."""
 
 CONSTRAINT_KNOBS = ("dp", "tp", "pp", "cp", "micro_batch_size", "virtual_stages", "schedule", "zero_stage",
                     "recompute", "sequence_parallel")

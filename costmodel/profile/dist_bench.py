@@ -93,7 +93,8 @@ def _worker(rank: int, world: int, port: int, backend: str, ops: list[str], size
                 if rank == 0:
                     rec = {"op": op, "group_size": world if op != "send_recv" else 2, "nbytes": numel * 4,
                            "time_s": statistics.median(times),
-                           "time_std_s": statistics.stdev(times) if len(times) > 1 else 0.0}
+                           "time_std_s": statistics.stdev(times) if len(times) > 1 else 0.0,
+                           "samples_s": times}
                     with open(out_path, "a") as f:
                         f.write(json.dumps(rec) + "\n")
                         f.flush()
@@ -127,6 +128,7 @@ def run_collectives(*, nprocs: int, ops: list[str], sizes: list[int], backend: s
     for p in procs:
         p.start()
     points: list[CollectivePoint] = []
+    expected = len(ops) * len(sizes)
     deadline = time.monotonic() + timeout_s
     try:
         while True:
@@ -134,7 +136,9 @@ def run_collectives(*, nprocs: int, ops: list[str], sizes: list[int], backend: s
             codes = [p.exitcode for p in procs]
             if any(c not in (None, 0) for c in codes):
                 raise RuntimeError(f"collective benchmark: a rank exited with code {codes}")
-            if all(c == 0 for c in codes):
+            if all(c == 0 for c in codes) or len(points) >= expected:
+                for p in procs:  # all points are in: give the ranks a moment to tear down
+                    p.join(timeout=10)
                 return _read_points(out, points, on_point)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"collective benchmark did not finish in {timeout_s:.0f} s "

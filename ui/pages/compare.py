@@ -53,7 +53,8 @@ def _fmt(value: object) -> str:
 
 st.subheader("Side by side")
 st.caption("Rows where the plans differ are highlighted.")
-st.dataframe(table.style.apply(_differs, axis=1).format(_fmt), width="stretch", key="compare_table")
+shown = table.map(_fmt)  # one type per column (values of a row differ in type), formatted once
+st.dataframe(shown.style.apply(_differs, axis=1), width="stretch", key="compare_table")
 
 left, right = st.columns(2)
 with left:

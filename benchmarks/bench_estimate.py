@@ -1,0 +1,116 @@
+"""Speed of the cost model on one core: `estimate` calls per second for a 96-layer model (GPT-3 175B
+on 128 DGX A100 nodes, a different plan each call), and `estimate_batch` plans per second.
+
+Writes the figures into docs/BENCHMARKS.md between the estimate markers.
+Run: `python -m benchmarks estimate` (about 20 s)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from costmodel import (
+    ParallelPlan,
+    TrainingSpec,
+    estimate,
+    estimate_batch,
+    get_cluster,
+    load_model,
+    plan_problems,
+)
+from costmodel.report import write_text_atomic
+
+__all__ = ["main", "scalar_rate", "batch_rate"]
+
+BEGIN, END = "<!-- estimate:begin -->", "<!-- estimate:end -->"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _setup():
+    model = load_model("gpt3-175b")
+    cluster = get_cluster("dgx-a100", nodes=128)
+    training = TrainingSpec(global_batch_size=1536, seq_len=2048)
+    return model, cluster, training
+
+
+def _plans(model, cluster, training) -> list[ParallelPlan]:
+    plans = []
+    for tp, pp, mb, rc, z, sched in itertools.product([2, 4, 8], [4, 8, 16, 32], [1, 2], ["selective", "full"],
+                                                      [0, 1], ["1f1b", "interleaved-1f1b"]):
+        dp = 1024 // (tp * pp)
+        v = 2 if sched == "interleaved-1f1b" else 1
+        plan = ParallelPlan(dp=dp, tp=tp, pp=pp, micro_batch_size=mb, recompute=rc, zero_stage=z,
+                            schedule=sched, virtual_stages=v)
+        if not plan_problems(model, cluster, training, plan):
+            plans.append(plan)
+    return plans
+
+
+def scalar_rate(seconds: float = 5.0) -> tuple[float, int]:
+    """(estimates per second, distinct plans) over repeated passes of a plan list."""
+    model, cluster, training = _setup()
+    plans = _plans(model, cluster, training)
+    for p in plans:                                   # warm the per-degree comm caches
+        estimate(model, cluster, training, p)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for p in plans:
+            estimate(model, cluster, training, p)
+        n += len(plans)
+    return n / (time.perf_counter() - t0), len(plans)
+
+
+def batch_rate(rows: int = 1_000_000) -> tuple[float, int, int]:
+    """(plans per second, rows, valid rows) for one estimate_batch call over a random plan frame."""
+    model, cluster, training = _setup()
+    rng = np.random.default_rng(0)
+    choice = lambda values: rng.choice(np.array(values), rows)  # noqa: E731
+    sched = choice([0, 1, 2, 3])
+    df = pd.DataFrame({
+        "tp": choice([1, 2, 4, 8]), "pp": choice([1, 2, 4, 8, 16, 32]), "cp": 1,
+        "micro_batch_size": choice([1, 2, 4]), "schedule": sched,
+        "virtual_stages": np.where(sched == 2, choice([2, 3]), 1),
+        "zero_stage": choice([0, 1, 2, 3]), "recompute": choice([0, 1, 2]), "sequence_parallel": choice([0, 1])})
+    df["dp"] = 1024 // (df.tp * df.pp)
+    df.loc[df.tp == 1, "sequence_parallel"] = 0
+    df.loc[df.pp == 1, "schedule"] = 1
+    df.loc[df.pp == 1, "virtual_stages"] = 1
+    estimate_batch(model, cluster, training, df.head(1000))          # warm the comm caches
+    t0 = time.perf_counter()
+    out = estimate_batch(model, cluster, training, df)
+    return rows / (time.perf_counter() - t0), rows, int(out["valid"].sum())
+
+
+def main() -> None:
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})   # one core
+    scalar, nplans = scalar_rate()
+    batch, rows, valid = batch_rate()
+    cpu = platform.processor() or platform.machine()
+    lines = [BEGIN, "## Cost model speed (one core)", "",
+             "Reproduce: `python -m benchmarks estimate` (part of `make bench`).", "",
+             "| what | figure |", "|---|---|",
+             f"| `estimate` on GPT-3 175B (96 layers), 1024 GPUs, {nplans} distinct plans in turn | "
+             f"{scalar:,.0f} estimates/s |",
+             f"| `estimate_batch`, {rows:,} random plans ({valid:,} valid) in one call | {batch:,.0f} plans/s |",
+             "", f"Machine: {cpu}, Python {platform.python_version()}, pinned to one core; the host may be "
+             "shared, so figures vary by tens of percent between runs.", END]
+    section = "\n".join(lines)
+    print(section)
+    doc = ROOT / "docs" / "BENCHMARKS.md"
+    text = doc.read_text() if doc.is_file() else "# Benchmarks\n\n"
+    if BEGIN in text and END in text:
+        text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    write_text_atomic(str(doc), text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""`validate --local`: run feasible plans of a small model on this machine, predict each with the cost
+model calibrated by this machine's profile, and compare (the closed loop of issue 6).
+
+1. `select_plans`: the planner's space for `procs` processes (cp = 1: the executor has no context
+   parallelism) is ranked exactly by `planner.search`; we keep the planner's top plans and plans
+   evenly spaced over the rest of the ranking, so the sweep spans fast and slow plans.
+2. Each plan runs for `steps` optimizer steps through the injected `runner` (the CLI passes
+   `executor.launch.run_plan`; this module never imports the executor, DESIGN.md) and its
+   `StepMeasurement` (median step time after warm-up, peak memory over ranks) is read back.
+3. Predictions use the profile with two a-priori constants for a CPU host (`host_constants`):
+   processes share the cores the profile measured, and there is no CUDA context (framework 0 B).
+4. Out-of-fold calibrated predictions (`costmodel.fit.cross_validated`): each plan predicted with
+   constants fitted on the other plans' measurements - the error a user gets after `paraplan calibrate`.
+
+Rows and summary go to `validation.csv` and `summary.json` (metrics in `planner.closed_loop_metrics`)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from costmodel import ClusterSpec, ModelSpec, ParallelPlan, StepMeasurement, TrainingSpec, estimate
+from costmodel.calibration import CalibrationProfile
+from costmodel.constants import MEASURED_RATE_SCALE
+from costmodel.fit import Observation, cross_validated, fit_constants
+from costmodel.report import write_text_atomic
+
+from .closed_loop_metrics import summarize_validation
+from .search import search
+
+__all__ = ["LocalValidation", "ValidationReport", "Runner", "host_constants", "select_plans",
+           "run_local_validation", "LOCAL_FIT_NAMES", "CSV_COLUMNS"]
+
+Runner = Callable[..., Any]
+"""`runner(plan, *, model, steps, out, global_batch, seq_len, stream)` -> object with `.summary`
+(a StepMeasurement); raises on a failed run. `executor.launch.run_plan` has this signature."""
+
+LOCAL_FIT_NAMES = (MEASURED_RATE_SCALE, "host_op_s", "kernel_overhead_s", "collective_efficiency",
+                   "step_overhead_s")
+"""Constants fitted on local runs: measured compute rates already come from the profile."""
+
+CSV_COLUMNS = ("plan", "measured_step_time_s", "predicted_step_time_s", "step_time_error",
+               "cv_predicted_step_time_s", "cv_step_time_error", "measured_peak_bytes", "predicted_peak_bytes",
+               "peak_error", "predicted_rank", "measured_rank", "planner_rank", "planner_top1",
+               "measured_min_s", "measured_max_s", "runs", "dp", "tp", "pp", "micro_batch_size", "schedule",
+               "virtual_stages", "zero_stage", "recompute", "sequence_parallel", "layers_per_stage", "status",
+               "run_dir")
+
+
+@dataclass(frozen=True)
+class LocalValidation:
+    """What to sweep: model, processes, plans, steps per run, runs per plan, global batch, seq len."""
+
+    model: ModelSpec
+    procs: int = 4
+    max_plans: int = 12
+    steps: int = 4
+    repeats: int = 1
+    global_batch: int = 8
+    seq_len: int | None = None
+    top_plans: int = 3
+    cv: bool = True
+
+    def check(self) -> None:
+        for name in ("procs", "max_plans", "steps", "repeats", "global_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}: must be >= 1")
+        if self.steps < 2:
+            raise ValueError(f"steps={self.steps}: need >= 2 (the first step is warm-up and not timed)")
+
+
+@dataclass
+class ValidationReport:
+    """Per-plan rows (`CSV_COLUMNS` and more) and the summary figures."""
+
+    rows: pd.DataFrame
+    summary: dict[str, Any]
+    constants: dict[str, float] = field(default_factory=dict)
+
+    def write(self, out_dir: str | os.PathLike[str]) -> Path:
+        """validation.csv and summary.json in `out_dir` (atomically); returns the CSV path."""
+        out = Path(out_dir)
+        cols = [c for c in CSV_COLUMNS if c in self.rows] + [c for c in self.rows if c not in CSV_COLUMNS]
+        csv_path = out / "validation.csv"
+        write_text_atomic(csv_path, self.rows[cols].to_csv(index=False))
+        write_text_atomic(out / "summary.json", json.dumps({"summary": _jsonable(self.summary),
+                                                            "a_priori_constants": self.constants}, indent=2))
+        return csv_path
+
+
+def host_constants(profile: CalibrationProfile, *, procs: int, cores: int | None = None) -> dict[str, float]:
+    """A-priori constants of `procs` worker processes on this CPU host: measured rates times
+    min(1, cores / (procs * worker_threads)) * worker_threads / profile_threads, where torchrun gives
+    each of several workers 1 thread (all cores for a single worker); framework_bytes 0 (no CUDA)."""
+    cores = cores or os.cpu_count() or 1
+    worker_threads = 1 if procs > 1 else cores
+    share = min(1.0, cores / (procs * worker_threads)) * worker_threads / max(1, profile.threads or 1)
+    return {MEASURED_RATE_SCALE: share, "framework_bytes": 0.0}
+
+
+def select_plans(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, calibration: Any,
+                 max_plans: int, top_plans: int = 3) -> list[tuple[int, ParallelPlan]]:
+    """(planner rank, plan) of up to `max_plans` feasible plans: the planner's `top_plans` best, then
+    evenly spaced over the rest of its exact ranking (distinct plan labels only)."""
+    result = search(model, cluster, training, top_k=10_000, calibration=calibration, cp=1)
+    seen: dict[str, tuple[int, ParallelPlan]] = {}
+    for rp in result.plans:
+        key = rp.plan.short() + str(rp.plan.layers_per_stage)
+        seen.setdefault(key, (rp.rank, rp.plan))
+    ranked = sorted(seen.values(), key=lambda x: x[0])
+    if not ranked:
+        raise ValueError(f"no feasible plan for {model.name} on {cluster.num_gpus} processes: {result.message}")
+    head = ranked[:min(top_plans, max_plans)]
+    rest = ranked[len(head):]
+    k = min(max_plans - len(head), len(rest))
+    picks = [rest[int(round(i))] for i in np.linspace(0, len(rest) - 1, k)] if k > 0 else []
+    return head + picks
+
+
+def _run_one(runner: Runner, plan: ParallelPlan, cfg: LocalValidation, training: TrainingSpec,
+             run_dir: Path) -> tuple[list[StepMeasurement], str]:
+    measurements, status = [], "ok"
+    for r in range(cfg.repeats):
+        out = run_dir if cfg.repeats == 1 else run_dir / f"repeat{r}"
+        try:
+            result = runner(plan, model=cfg.model, steps=cfg.steps, out=str(out), global_batch=training.global_batch_size,
+                            seq_len=training.seq_len, stream=None)
+        except Exception as exc:  # noqa: BLE001 - a failed plan is a row of the report, not the end of it
+            status = f"failed: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
+            continue
+        summary = getattr(result, "summary", None)
+        if summary is None or summary.step_time_s <= 0:
+            status = "failed: the run wrote no summary.json"
+            continue
+        measurements.append(summary)
+    return measurements, status
+
+
+def _row(rank: int, plan: ParallelPlan, est: Any, ms: list[StepMeasurement], status: str, run_dir: Path) -> dict:
+    times = [m.step_time_s for m in ms]
+    row = {"plan": plan.short() + ("" if plan.layers_per_stage is None else "-L" + ".".join(map(str, plan.layers_per_stage))),
+           "planner_rank": rank, "predicted_step_time_s": est.step_time_s,
+           "predicted_peak_bytes": est.memory.peak_bytes,
+           "measured_step_time_s": float(np.median(times)) if times else math.nan,
+           "measured_min_s": min(times) if times else math.nan, "measured_max_s": max(times) if times else math.nan,
+           "measured_peak_bytes": float(np.median([m.peak_bytes for m in ms])) if ms else math.nan,
+           "runs": len(ms), "status": status if not ms or status == "ok" else f"partial: {status}",
+           "run_dir": str(run_dir)}
+    row.update({k: getattr(plan, k) for k in ("dp", "tp", "pp", "micro_batch_size", "schedule", "virtual_stages",
+                                             "zero_stage", "recompute", "sequence_parallel")})
+    row["layers_per_stage"] = "" if plan.layers_per_stage is None else ",".join(map(str, plan.layers_per_stage))
+    return row
+
+
+def run_local_validation(cfg: LocalValidation, *, runner: Runner, cluster: ClusterSpec, profile: CalibrationProfile,
+                         out_dir: str | os.PathLike[str], log: Callable[[str], None] | None = None) -> ValidationReport:
+    """Select, run, predict and score the plans; writes `out_dir`/validation.csv and summary.json."""
+    cfg.check()
+    say = log or (lambda _msg: None)
+    out = Path(out_dir)
+    seq_len = cfg.seq_len or cfg.model.max_seq_len
+    training = TrainingSpec(global_batch_size=cfg.global_batch, seq_len=seq_len, dtype="fp32")
+    consts = host_constants(profile, procs=cfg.procs)
+    calib = profile.model_copy(update={"constants": {**profile.constants, **consts}})
+    plans = select_plans(cfg.model, cluster, training, calibration=calib, max_plans=cfg.max_plans,
+                         top_plans=cfg.top_plans)
+    rows, observations, obs_rows = [], [], []
+    for i, (rank, plan) in enumerate(plans):
+        est = estimate(cfg.model, cluster, training, plan, calibration=calib)
+        run_dir = out / "runs" / f"{i:02d}-{plan.short()}"
+        say(f"[{i + 1}/{len(plans)}] {plan.short()} (planner rank {rank}, predicted {est.step_time_s * 1e3:.1f} ms)")
+        ms, status = _run_one(runner, plan, cfg, training, run_dir)
+        row = _row(rank, plan, est, ms, status, run_dir)
+        say(f"    measured {row['measured_step_time_s'] * 1e3:.1f} ms, peak {row['measured_peak_bytes'] / 2**20:.1f} MiB"
+            if ms else f"    {status}")
+        rows.append(row)
+        if ms:
+            observations.append(Observation(label=row["plan"], model=cfg.model, cluster=cluster, training=training,
+                                            plan=plan, step_time_s=row["measured_step_time_s"], source="local"))
+            obs_rows.append(len(rows) - 1)
+    df = pd.DataFrame(rows)
+    df["planner_top1"] = df["planner_rank"] == df["planner_rank"].min()
+    df["cv_predicted_step_time_s"] = math.nan
+    fitted: dict[str, float] = {}
+    if cfg.cv and len(observations) >= 3:
+        say(f"cross-validating calibrated predictions over {len(observations)} runs")
+        df.loc[obs_rows, "cv_predicted_step_time_s"] = cross_validated(observations, names=LOCAL_FIT_NAMES,
+                                                                       calibration=calib)
+        fitted = fit_constants(observations, names=LOCAL_FIT_NAMES, calibration=calib, test_fraction=0.0).constants
+    df["step_time_error"] = df["predicted_step_time_s"] / df["measured_step_time_s"] - 1
+    df["cv_step_time_error"] = df["cv_predicted_step_time_s"] / df["measured_step_time_s"] - 1
+    df["peak_error"] = df["predicted_peak_bytes"] / df["measured_peak_bytes"] - 1
+    df["predicted_rank"] = df["predicted_step_time_s"].rank(method="min")
+    df["measured_rank"] = df["measured_step_time_s"].rank(method="min")
+    summary = summarize_validation(df)
+    summary.update({"model": cfg.model.name, "procs": cfg.procs, "steps": cfg.steps, "repeats": cfg.repeats,
+                    "global_batch": cfg.global_batch, "seq_len": seq_len, "profile_device": profile.device,
+                    "profile_threads": profile.threads, "fitted_constants": fitted})
+    report = ValidationReport(df, summary, consts)
+    report.write(out)
+    return report
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, float | np.floating):
+        return None if not math.isfinite(float(value)) else float(value)
+    if isinstance(value, np.integer | np.bool_):
+        return value.item()
+    return value
