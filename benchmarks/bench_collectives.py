@@ -1,16 +1,19 @@
 """Accuracy of the calibrated communication model on this machine (Gloo, local processes).
 
-1. Profile: time all-reduce, reduce-scatter, all-gather and all-to-all over 2 and 4 Gloo processes
-   at 1 KiB..64 MiB in powers of 4 (what `paraplan profile --nprocs 2,4` measures).
-2. Validate: an independent run at every power of 2 from 1 KiB to 64 MiB (half the sizes were never
-   profiled), more repeats.
-3. Predict each validation point with `build_comm_model(cpu cluster, dp=n, calibration=profile)`
-   ('curves': the measured curve, interpolated), with the alpha-beta link fitted to the 2-process
-   all-reduces only ('fit n=2': the topology model extrapolating to 4 processes), and with the
-   uncalibrated catalog link ('catalog').
+One launch per group size (2 and 4 Gloo processes) times all-reduce, reduce-scatter, all-gather and
+all-to-all at every power of 2 from 1 KiB to 64 MiB, 12 times each. The timings are split in run
+order: even-numbered ones form the *profile* (kept only at powers of 4, what `paraplan profile
+--nprocs 2,4` measures), odd-numbered ones the *validation* set (all sizes; half were never
+profiled). Interleaving keeps both sets under the same background load of this shared host.
+Each validation point is predicted by `build_comm_model(cpu cluster, dp=n, calibration=profile)`
+('curves': the measured curve, interpolated), by the ring model on the alpha-beta link fitted to the
+2-process all-reduces only ('fit n=2': the topology model extrapolating to 4 processes), and by the
+uncalibrated catalog link ('catalog'); with medians and, separately, minima of the timings.
 
 Writes the tables into docs/VALIDATION.md (between the collectives markers) and the points to
-docs/collectives_accuracy.csv.   Run: `python -m benchmarks collectives` (about 3-6 minutes)."""
+docs/collectives_accuracy.csv, and every timing to docs/collectives_points.json.
+Run: `python -m benchmarks collectives` (about 4-8 minutes); re-analyse the saved timings without
+measuring: `python -m benchmarks.bench_collectives --reuse`."""
 
 from __future__ import annotations
 
@@ -20,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from costmodel import ParallelPlan, get_cluster
-from costmodel.calibration import CalibrationProfile
+from costmodel.calibration import CalibrationProfile, CollectivePoint, load_profile, save_profile
 from costmodel.comm import build_comm_model
 from costmodel.profile.dist_bench import run_collectives
 
@@ -34,12 +38,26 @@ GROUPS = [2, 4]
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def measure(sizes: list[int], *, repeats: int, seed: int) -> CalibrationProfile:
-    """Collective points for every op and group size, as a (collectives-only) profile."""
-    points = []
+def measure(sizes: list[int], *, repeats: int, seed: int) -> list[CollectivePoint]:
+    """Collective points (with every timing) for every op and group size."""
+    points: list[CollectivePoint] = []
     for n in GROUPS:
-        points += run_collectives(nprocs=n, ops=OPS, sizes=sizes, repeats=repeats, seed=seed, timeout_s=900)
-    return CalibrationProfile(device="cpu", gpu="cpu", torch_version="", backend="gloo", collectives=tuple(points))
+        points += run_collectives(nprocs=n, ops=OPS, sizes=sizes, repeats=repeats, seed=seed, timeout_s=1500)
+    return points
+
+
+def split(points: list[CollectivePoint], *, stat: str, profile_sizes: set[int]) -> tuple[CalibrationProfile, CalibrationProfile]:
+    """(profile, validation): even-numbered timings at `profile_sizes`, odd-numbered at all sizes,
+    summarised by `stat` ('median' or 'min')."""
+    f = np.median if stat == "median" else np.min
+
+    def pick(p: CollectivePoint, part: tuple[float, ...]) -> CollectivePoint:
+        return CollectivePoint(op=p.op, group_size=p.group_size, nbytes=p.nbytes, time_s=float(f(part)))
+    prof = [pick(p, p.samples_s[0::2]) for p in points if int(p.nbytes) in profile_sizes]
+    val = [pick(p, p.samples_s[1::2]) for p in points]
+    mk = lambda pts: CalibrationProfile(device="cpu", gpu="cpu", torch_version="", backend="gloo",  # noqa: E731
+                                        collectives=tuple(pts))
+    return mk(prof), mk(val)
 
 
 def predictions(profile: CalibrationProfile, validation: CalibrationProfile) -> pd.DataFrame:
@@ -97,41 +115,58 @@ def write_section(body: str, path: Path = ROOT / "docs" / "VALIDATION.md") -> No
     os.replace(tmp, path)
 
 
-def main() -> None:
-    profile_sizes = [1024 * 4**i for i in range(9)]
-    validation_sizes = [1024 * 2**i for i in range(17)]
-    profile = measure(profile_sizes, repeats=5, seed=0)
-    validation = measure(validation_sizes, repeats=7, seed=1)
-    df = predictions(profile, validation)
-    table = accuracy_table(df)
-    print(table)
+def main(argv: list[str] | None = None) -> None:
+    """Measure (or, with `--reuse`, re-analyse docs/collectives_points.json) and write the report."""
+    raw = ROOT / "docs" / "collectives_points.json"
+    if argv and "--reuse" in argv:
+        points = list(load_profile(raw).collectives)
+    else:
+        sizes = [1024 * 2**i for i in range(17)]
+        points = measure(sizes, repeats=12, seed=0)
+        save_profile(CalibrationProfile(device="cpu", gpu="cpu", torch_version=torch.__version__, backend="gloo",
+                                        collectives=tuple(points)), raw)
+    grid = {1024 * 4**i for i in range(9)}
+    frames, tables = [], []
+    for stat in ("median", "min"):
+        profile, validation = split(points, stat=stat, profile_sizes=grid)
+        df = predictions(profile, validation).assign(stat=stat)
+        frames.append(df)
+        fit = CalibrationProfile(device="cpu", gpu="cpu", torch_version="", collectives=tuple(
+            p for p in profile.collectives if p.group_size == 2 and p.op == "all_reduce")).fit_alpha_beta()
+        fit_txt = f"{fit[0] / 1e9:.2f} GB/s, alpha {fit[1] * 1e6:.0f} us" if fit else "no fit"
+        tables.append(f"### {stat} of 6 timings per point (fitted 2-process link: {fit_txt})\n\n"
+                      + accuracy_table(df))
+        print(tables[-1])
+    df = pd.concat(frames)
     csv = ROOT / "docs" / "collectives_accuracy.csv"
     fd, tmp = tempfile.mkstemp(dir=csv.parent, prefix=".collectives.", suffix=".tmp")
     os.close(fd)
     df.to_csv(tmp, index=False)
     os.replace(tmp, csv)
-    fit = CalibrationProfile(device="cpu", gpu="cpu", torch_version="", collectives=tuple(
-        p for p in profile.collectives if p.group_size == 2 and p.op == "all_reduce")).fit_alpha_beta()
-    fit_txt = f"{fit[0] / 1e9:.2f} GB/s, alpha {fit[1] * 1e6:.0f} us" if fit else "no fit"
     body = f"""## Collectives: calibrated communication model vs measured (Gloo, local processes)
 
 Reproduce: `python -m benchmarks collectives` (writes this section and docs/collectives_accuracy.csv).
-Host: {os.cpu_count()} CPU cores shared with other jobs; torch.distributed Gloo over 127.0.0.1; fp32 buffers;
-each point is the median of 7 timings of the slowest rank. The profile (1 KiB..64 MiB in powers of 4,
-5 repeats) and the validation run (every power of 2, an independent run with another seed) are separate
-measurements, so the 'curves' column includes run-to-run noise; half the validation sizes were never
-profiled. 'fit from n=2' prices 4 processes with the ring model on the link fitted to the 2-process
-all-reduces ({fit_txt}); 'catalog' uses the uncalibrated `cpu` preset link. Errors are mean |pred/meas - 1|.
+Host: {os.cpu_count()} CPU cores shared with other jobs (load average during the run:
+{os.getloadavg()[0]:.1f}); torch.distributed Gloo over 127.0.0.1; fp32 buffers; each timing is the
+slowest rank's. 12 timings per (op, n, size), alternately assigned to the profile (at powers of 4:
+1 KiB..64 MiB) and to the validation set (all powers of 2), so both see the same background load;
+half the validation sizes were never profiled. 'curves' = `build_comm_model(..., calibration=profile)`
+interpolating the measured curve; 'fit from n=2' = the topology's ring model on the alpha-beta link
+fitted to the 2-process all-reduces; 'catalog' = the uncalibrated `cpu` preset link (5 GB/s, 20 us).
+Errors are mean |predicted / measured - 1| per row.
 
-{table}
+{chr(10).join(tables)}
 
 No GPU was lent to this task, so there is no NCCL/H200 profile yet (`paraplan profile --device cuda
 --nprocs N` on a multi-GPU host produces one).
 """
     write_section(body)
+    big = df[(df.nbytes >= 2**20) & (df.stat == "median")]
     print(f"wrote docs/VALIDATION.md ({BEGIN}) and {csv.relative_to(ROOT)}; "
-          f"mean |err| >= 1 MiB (curves) = {np.mean(df[df.nbytes >= 2**20].curves_err):.1%}")
+          f"mean |err| >= 1 MiB (curves, median) = {big.curves_err.mean():.1%}")
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])

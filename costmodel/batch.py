@@ -114,20 +114,16 @@ def estimate_batch(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpe
     n = c["dp"].size
     ctx = step_context(model, cluster, training, efficiency=efficiency, calibration=calibration)
     valid = _valid(model, cluster, training, c)
-    out = {name: np.full(n, np.nan) for name in BATCH_COLUMNS}
+    out = {name: np.empty(n) for name in BATCH_COLUMNS}
     idx_valid = np.nonzero(valid)[0]
     if idx_valid.size:
-        # one group per (dp, tp, pp, cp): a 1-D integer key, grouped by a stable (radix) sort
-        deg = [c[name][idx_valid] for name in ("dp", "tp", "pp", "cp")]
-        key = ((deg[0] * 65536 + deg[1]) * 65536 + deg[2]) * 65536 + deg[3]
-        order = np.argsort(key, kind="stable")
-        sorted_key = key[order]
-        starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
-        bounds = np.r_[starts, sorted_key.size]
-        for g, start in enumerate(starts):
-            first = idx_valid[order[start]]
+        # one group per (dp, tp, pp, cp): a 1-D integer key; each group's rows in ascending order
+        key = ((c["dp"] * 65536 + c["tp"]) * 65536 + c["pp"]) * 65536 + c["cp"]
+        key = np.where(valid, key, -1)
+        for gkey in np.unique(key[idx_valid]).tolist():
+            rows = np.flatnonzero(key == gkey)
+            first = rows[0]
             dp, tp, pp, cp = (int(c[name][first]) for name in ("dp", "tp", "pp", "cp"))
-            rows = idx_valid[order[start:bounds[g + 1]]]
             plan = ParallelPlan.model_construct(dp=dp, tp=tp, pp=pp, cp=cp, placement=ParallelPlan().placement)
             comm = comm_model(cluster, plan, topology=topology, calibration=calibration)
             k = Knobs(dp=dp, tp=tp, pp=pp, cp=cp, mb=c["micro_batch_size"][rows],
@@ -137,15 +133,21 @@ def estimate_batch(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpe
             for name in BATCH_COLUMNS[6:20]:
                 out[name][rows] = res[name]
             out["step_time_s"][rows] = res["step_time_s"]
-        rc = c["recompute"]
+        rc = np.clip(c["recompute"], 0, 2)
         gpus = c["dp"] * c["tp"] * c["pp"] * c["cp"]
-        model_flops, hw_flops = step_flops(ctx.shape, ctx.global_batch, ctx.seq_len, rc)
-        per_gpu = out["step_time_s"] * gpus
-        out["tokens_per_s"] = ctx.global_batch * ctx.seq_len / out["step_time_s"]
-        out["model_tflops_per_gpu"] = model_flops / per_gpu / 1e12
-        out["hardware_tflops_per_gpu"] = hw_flops / per_gpu / 1e12
-        out["mfu"] = model_flops / per_gpu / ctx.peak_flops_per_s
-        out["hfu"] = hw_flops / per_gpu / ctx.peak_flops_per_s
+        table = np.array([step_flops(ctx.shape, ctx.global_batch, ctx.seq_len, code) for code in (0, 1, 2)])
+        model_flops, hw_flops = table[rc, 0], table[rc, 1]
+        with np.errstate(all="ignore"):   # invalid rows hold garbage until they are set to NaN below
+            per_gpu = out["step_time_s"] * gpus
+            out["tokens_per_s"] = ctx.global_batch * ctx.seq_len / out["step_time_s"]
+            out["model_tflops_per_gpu"] = model_flops / per_gpu / 1e12
+            out["hardware_tflops_per_gpu"] = hw_flops / per_gpu / 1e12
+            out["mfu"] = model_flops / per_gpu / ctx.peak_flops_per_s
+            out["hfu"] = hw_flops / per_gpu / ctx.peak_flops_per_s
+    invalid = ~valid
+    if invalid.any():
+        for name in BATCH_COLUMNS:
+            out[name][invalid] = np.nan
     out["fits"] = valid & (np.nan_to_num(out["peak_bytes"], nan=np.inf) <= ctx.hbm_bytes)
     out["valid"] = valid
     return out

@@ -73,6 +73,11 @@ def _calibrated_cluster(cluster: ClusterSpec, calibration: CalibrationProfile) -
     return cluster.model_copy(update={"intra_node_link": link})
 
 
+def _curve_size(op: str, group_size: int) -> int:
+    """The measured curve that prices `op`: send/recv is always between two ranks."""
+    return 2 if op == "send_recv" else group_size
+
+
 class CommModel:
     """Prices collectives on each mesh axis of a plan placed on a cluster graph. `links[axis]` is the
     axis's GroupLink (links used, bottleneck bandwidth after sharing, hop latency)."""
@@ -100,8 +105,8 @@ class CommModel:
         g = self.links[axis]
         if g.size <= 1:
             return np.zeros_like(np.asarray(nbytes, dtype=float))[()]
-        if self.calibration is not None and not g.crosses_nodes and op != "send_recv":
-            measured = self.calibration.collective_times_s(op, nbytes, g.size)
+        if self.calibration is not None and not g.crosses_nodes:
+            measured = self.calibration.collective_times_s(op, nbytes, _curve_size(op, g.size))
             if measured is not None:
                 return measured[()]
         return collective_time_s(g, op, nbytes)
@@ -112,8 +117,8 @@ class CommModel:
         g = self.links[axis]
         if g.size <= 1:
             return "none"
-        if (self.calibration is not None and not g.crosses_nodes and op != "send_recv"
-                and self.calibration.collective_curve(op, g.size) is not None):
+        if (self.calibration is not None and not g.crosses_nodes
+                and self.calibration.collective_curve(op, _curve_size(op, g.size)) is not None):
             return "measured"
         times = algorithm_times_s(g, op, nbytes)
         return min(times, key=lambda k: float(times[k]))

@@ -26,9 +26,9 @@ Num = Any
 
 @dataclass(frozen=True)
 class EfficiencyModel:
-    """Dimensionless software constants of the time model (no hardware numbers: those come from
-    GPUSpec). One set for every GPU and run; `make validate` reports how well they reproduce
-    published runs (docs/VALIDATION.md)."""
+    """Software constants of the time model (no hardware numbers: those come from GPUSpec). One set
+    for every GPU and run, fitted once by a coordinate search over the three published sets of
+    `make validate` (Megatron-LM SC21 Table 1, vTrain multi- and single-node; docs/VALIDATION.md)."""
 
     gemm_max_efficiency: float = 0.70
     """fraction of dense peak a large, well-shaped GEMM reaches"""
@@ -36,20 +36,24 @@ class EfficiencyModel:
     """a GEMM dimension of this size halves the efficiency along it"""
     attention_efficiency: float = 0.55
     """fraction of peak of a fused (Flash) attention kernel at long sequences"""
-    mem_efficiency: float = 0.70
+    mem_efficiency: float = 0.80
     """fraction of HBM bandwidth reached by memory-bound kernels"""
     kernel_overhead_s: float = 0.0
     """GPU-side launch + tail time added to every kernel"""
     host_op_s: float = 6.0e-5
     """host (CPU) time to issue one op in eager frameworks; a block never runs faster than its ops
-    are issued: time = max(GPU time, ops * host_op_s)"""
-    host_hides_comm: float = 1.0
+    are issued: time ~ max(GPU time, ops * host_op_s), see host_overlap_exponent"""
+    host_overlap_exponent: float = 4.0
+    """a block takes (gpu^q + host^q)^(1/q): q -> infinity is a hard max(GPU, host) with a queue that
+    always hides the smaller; finite q blends them near the crossover"""
+    host_hides_comm: float = 0.25
     """share of TP/CP communication that runs while the host is still issuing ops (0..1)"""
-    elementwise_kernels_per_layer: int = 6
-    """memory-bound kernels of a block's forward (2 norms, 2 bias-dropout-adds, activation, rotary/bias)"""
-    collective_efficiency: float = 1.0
+    elementwise_kernels_per_layer: int = 4
+    """memory-bound kernels of a block's forward (2 norms, 2 fused bias-dropout-adds; the activation is
+    fused with its bias)"""
+    collective_efficiency: float = 0.90
     """fraction of the alpha-beta collective bandwidth reached in practice (divides comm times)"""
-    p2p_overhead_s: float = 1.0e-3
+    p2p_overhead_s: float = 2.0e-3
     """fixed host/sync time per pipeline send/recv on the critical path"""
     overlap_grad_reduce: bool = True
     """hide the DP gradient reduction behind the last micro-batch's backward (bucketed DDP, ZeRO)"""

@@ -37,6 +37,7 @@ FITTABLE: dict[str, Bound] = {
     "mem_efficiency": Bound(0.1, 0.98),
     "kernel_overhead_s": Bound(1e-7, 1e-3, log=True),
     "host_op_s": Bound(1e-7, 1e-2, log=True),
+    "host_hides_comm": Bound(0.0, 1.0),
     "collective_efficiency": Bound(0.02, 1.5, log=True),
     "p2p_overhead_s": Bound(1e-7, 1.0, log=True),
     "step_overhead_s": Bound(1e-6, 10.0, log=True),

@@ -179,9 +179,22 @@ def _closed_form_stage_memory(ctx: StepContext, k: Knobs, comm: Any, out: dict) 
     fixed = {"parameters_bytes": float(state["params_bytes"]), "gradients_bytes": float(state["grads_bytes"]),
              "optimizer_bytes": float(state["optimizer_bytes"]), "buffers_bytes": float(state["buffers_bytes"])}
     fixed_peak = float(state["peak"] - state["activations_bytes"])
-    for rank in range(1, k.pp - 1):
-        acts = float(inflight_chunks(k.schedule, rank, k.pp, m, k.v) * per_chunk + working)
-        mids.append(_construct(MemoryBreakdown, **fixed, activations_bytes=acts, peak_bytes=fixed_peak + acts))
+    new, put, pp, v, sched = object.__new__, object.__setattr__, k.pp, k.v, k.schedule
+    for rank in range(1, pp - 1):   # inflight_chunks and _construct inlined: this loop is the hot path
+        if sched == 2:
+            chunks = min((v - 1) * pp + 2 * (pp - rank - 1) + 1, m * v)
+        else:
+            chunks = m if sched == 0 else (min(pp, m) if sched == 3 else min(pp - rank, m))
+        acts = float(chunks * per_chunk + working)
+        values = fixed.copy()
+        values["activations_bytes"] = acts
+        values["peak_bytes"] = fixed_peak + acts
+        obj = new(MemoryBreakdown)
+        put(obj, "__dict__", values)
+        put(obj, "__pydantic_fields_set__", set(values))
+        put(obj, "__pydantic_extra__", None)
+        put(obj, "__pydantic_private__", None)
+        mids.append(obj)
     return (_membreak(ranks[0]), *mids, _membreak(ranks[-1]))
 
 
@@ -196,7 +209,7 @@ def _simulated(ctx: StepContext, k: Knobs, comm: Any, plan: ParallelPlan, *, tim
     layers = plan.stage_layers(sh.num_layers)
     stages = pp * v
     tp_fwd_share = 1.0 / (2 + (k.recompute == 2))
-    f, b, w, act, comp, tps, cps = [], [], [], [], [], [], []
+    f, b, w, act, comp, tps, cps, syncs = [], [], [], [], [], [], [], []
     n_enc_st, n_dec_st = [], []
     start = 0
     for j in range(stages):
@@ -210,8 +223,11 @@ def _simulated(ctx: StepContext, k: Knobs, comm: Any, plan: ParallelPlan, *, tim
                  + first * embed.bwd_s + last * head.bwd_s)
         tp_s = ne * enc.tp_s + nd * dec.tp_s + first * embed.tp_s + last * head.tp_s
         cp_s = ne * enc.cp_s + nd * dec.cp_s
-        f.append(fwd_c + (tp_s + cp_s) * tp_fwd_share)
-        b.append(bwd_c + (tp_s + cp_s) * (1 - tp_fwd_share))
+        sync_f = (j < stages - 1) * ctx.eff.p2p_overhead_s     # blocking send of the forward output
+        sync_b = (j > 0) * ctx.eff.p2p_overhead_s              # ... and of the input gradient
+        f.append(fwd_c + (tp_s + cp_s) * tp_fwd_share + sync_f)
+        b.append(bwd_c + (tp_s + cp_s) * (1 - tp_fwd_share) + sync_b)
+        syncs.append(sync_f + sync_b)
         w.append(0.5 * (ne * enc.bwd_s + nd * dec.bwd_s + last * head.bwd_s) if k.schedule == 3 else 0.0)
         act.append(ne * enc.act_bytes + nd * dec.act_bytes)
         comp.append(fwd_c + bwd_c)
@@ -233,11 +249,13 @@ def _simulated(ctx: StepContext, k: Knobs, comm: Any, plan: ParallelPlan, *, tim
         bwd = sum(b[j] for j in idx)
         peak_act = res.peak_act_bytes[r] if res.peak_act_bytes is not None else 0.0
         ranks.append(rank_state(ctx, k, comm, r, m, ne, nd, enc, dec, fwd, bwd, params, stored_act_bytes=peak_act))
-        ranks[-1].update(comp=sum(comp[j] for j in idx), tp=sum(tps[j] for j in idx), cp=sum(cps[j] for j in idx))
+        ranks[-1].update(comp=sum(comp[j] for j in idx), tp=sum(tps[j] for j in idx), cp=sum(cps[j] for j in idx),
+                         sync=sum(syncs[j] for j in idx))
     crit = ranks[res.critical_rank]
     busy = res.busy_s[res.critical_rank]
+    sync = m * crit["sync"]                     # blocking-send overhead inside the busy time
     per_mb = crit["comp"] + crit["tp"] + crit["cp"]
-    scale = busy / per_mb if per_mb > 0 else 0.0
+    scale = (busy - sync) / per_mb if per_mb > 0 else 0.0
     cp_grad = float(comm.time_s("cp", "all_reduce", max(r["params"] for r in ranks) * ctx.grad_bytes)
                     / ctx.eff.collective_efficiency) if k.cp > 1 else 0.0
     top = max(ranks, key=lambda r: r["peak"])
@@ -245,7 +263,7 @@ def _simulated(ctx: StepContext, k: Knobs, comm: Any, plan: ParallelPlan, *, tim
         "num_micro_batches": m,
         "compute_s": crit["comp"] * scale, "tp_comm_s": crit["tp"] * scale,
         "cp_comm_s": crit["cp"] * scale + cp_grad,
-        "dp_comm_s": max(r["dp"] for r in ranks), "pp_comm_s": res.exposed_p2p_s, "bubble_s": res.bubble_s,
+        "dp_comm_s": max(r["dp"] for r in ranks), "pp_comm_s": res.exposed_p2p_s + sync, "bubble_s": res.bubble_s,
         "optimizer_s": max(r["opt"] for r in ranks) + ctx.eff.step_overhead_s,
         "parameters_bytes": top["params_bytes"], "gradients_bytes": top["grads_bytes"],
         "optimizer_bytes": top["optimizer_bytes"], "activations_bytes": top["activations_bytes"],

@@ -12,7 +12,8 @@
   (three f-wide tensors), FlashAttention (no s^2 tensors, an fp32 log-sum-exp instead) and
   cross-attention follow; with 16-bit activations and a GPT block they reduce to Table 2 exactly.
 - In-flight micro-batches per pipeline rank r of p (Narayanan et al. 2021; Korthikanti 2022 sec. 4.2.3):
-  GPipe holds all m; 1F1B and ZB-H1 (Qi et al. 2023) min(p-r, m); interleaved 1F1B
+  GPipe holds all m; 1F1B min(p-r, m); ZB-H1 (Qi et al. 2023) min(p, m) on every rank (rank r
+  delays its weight-gradient passes by r micro-batches, which keeps their inputs); interleaved 1F1B
   min((v-1)*p + 2*(p-r-1) + 1, m*v) model chunks (Megatron-LM's warm-up count + 1).
 All functions are numpy-broadcastable in their numeric arguments."""
 
@@ -84,14 +85,17 @@ def layer_activation_bytes(shape: ModelShape, b: Num, s: Num, *, tp: Num, sp: Nu
 
 def inflight_chunks(schedule_code: Num, rank: Num, pp: Num, m: Num, v: Num) -> Num:
     """Model-chunk activations rank `rank` holds at its peak (in units of one micro-batch through one
-    chunk of layers): GPipe m; 1F1B / zero-bubble min(p-r, m); interleaved min((v-1)p+2(p-r-1)+1, m*v)."""
+    chunk of layers): GPipe m; 1F1B min(p-r, m); zero-bubble (ZB-H1) min(p, m); interleaved
+    min((v-1)p+2(p-r-1)+1, m*v)."""
     if not hasattr(schedule_code, "shape") and not hasattr(m, "shape") and not hasattr(v, "shape"):
         if schedule_code == 2:
             return min((v - 1) * pp + 2 * (pp - rank - 1) + 1, m * v)
+        if schedule_code == 3:
+            return min(pp, m)
         return m if schedule_code == 0 else min(pp - rank, m)
     one_f_one_b = _minimum(pp - rank, m)
     inter = _minimum((v - 1) * pp + 2 * (pp - rank - 1) + 1, m * v)
-    return ((schedule_code == 0) * m + ((schedule_code == 1) | (schedule_code == 3)) * one_f_one_b
+    return ((schedule_code == 0) * m + (schedule_code == 1) * one_f_one_b + (schedule_code == 3) * _minimum(pp, m)
             + (schedule_code == 2) * inter)
 
 

@@ -12,7 +12,9 @@ Orders follow the published schedules and torch.distributed.pipelining's impleme
   drains the remaining backwards.
 - interleaved-1f1b: Narayanan et al. 2021 (SC21, sec. 2.2.2) as in Megatron-LM and torch's
   `ScheduleInterleaved1F1B`: groups of pp micro-batches per chunk, (v-1)*pp + 2*(pp-r-1) warm-up
-  forwards, backwards visit chunks in reverse. Needs m % pp == 0.
+  forwards, backwards visit chunks in reverse. Needs m % pp == 0. Unlike Megatron we keep this
+  warm-up when m == pp (Megatron then runs all forwards first, a workaround for its blocking p2p,
+  which this model does not have); with v = 1 it is 1F1B with a deeper warm-up (more memory).
 - zero-bubble: ZB-H1 (Qi et al. 2023, "Zero Bubble Pipeline Parallelism", sec. 3.1) as in torch's
   `ScheduleInterleavedZeroBubble` with one chunk: 1F1B order of F and B, rank r delays each W by r
   micro-batches and runs the rest at the end, so W fills the cool-down bubble and rank r holds at

@@ -75,16 +75,10 @@ def price_flows(topo: Topology, flows: list[Flow]) -> PathStats:
     for route in routes:
         for e in route:
             load[e] = load.get(e, 0) + 1
-    graph = topo.graph
-    bw, lat, kinds = float("inf"), 0.0, set()
-    for route in routes:
-        path_lat = 0.0
-        for e in route:
-            d = graph.edges[e]
-            bw = min(bw, d["bw_bytes_per_s"] / load[e])
-            path_lat += d["latency_s"]
-            kinds.add(d["kind"])
-        lat = max(lat, path_lat)
+    attrs = topo.link_attrs
+    bw = min((attrs[e][0] / n for e, n in load.items()), default=float("inf"))
+    kinds = {attrs[e][2] for e in load}
+    lat = max((sum(attrs[e][1] for e in route) for route in set(routes)), default=0.0)
     return PathStats(bw, lat, max(load.values(), default=0), tuple(sorted(kinds)))
 
 

@@ -33,6 +33,11 @@ __all__ = ["StepContext", "Knobs", "BlockCost", "EndCost", "build_context", "blo
 Num = Any
 
 
+P2P_EXPOSED_HOPS = 2
+"""Transfers per stage boundary on the critical path: the first forward travelling down the pipeline
+and the last backward travelling up (steady-state transfers overlap compute, as in the simulator)."""
+
+
 def vmax(a: Num, b: Num) -> Num:
     """max() for numbers, np.maximum for arrays."""
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
@@ -174,7 +179,9 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
             (2 * blocks + cross) * (1 + k.sp) * (tp > 1))
         host_s = ops * host * (3 + (rc == 2))
         hidden_comm = (tp_s + cp_s) * ctx.eff.host_hides_comm
-        slack = vmax(host_s - (fwd + bwd + recompute + hidden_comm), 0.0)
+        gpu_s = fwd + bwd + recompute + hidden_comm
+        q = ctx.eff.host_overlap_exponent   # smooth max(gpu_s, host_s): the queue is not always full
+        slack = (gpu_s**q + host_s**q) ** (1.0 / q) - gpu_s
         fwd = fwd + slack / (3 + (rc == 2))
         bwd = bwd + slack * (2 / (3 + (rc == 2)))
         recompute = recompute + slack * ((rc == 2) / (3 + (rc == 2)))
@@ -193,9 +200,10 @@ def _ct(ctx: StepContext, comm: Any, axis: str, op: str, nbytes: Num) -> Num:
 
 def p2p_time_s(ctx: StepContext, k: Knobs, comm: Any) -> Num:
     """One pipeline transfer of a micro-batch's boundary activations, b*s*h/t (Megatron's
-    scatter/gather optimisation, Narayanan 2021 sec. 4.1), plus the fixed per-transfer overhead."""
+    scatter/gather optimisation, Narayanan 2021 sec. 4.1). The sender's fixed cost per transfer
+    (EfficiencyModel.p2p_overhead_s) is charged to the sending rank, not to the transfer."""
     nbytes = ctx.act_bytes * k.mb * (ctx.seq_len // k.cp) * ctx.shape.h / k.tp
-    return _ct(ctx, comm, "pp", "send_recv", nbytes) + ctx.eff.p2p_overhead_s
+    return _ct(ctx, comm, "pp", "send_recv", nbytes)
 
 
 def _tp_point(ctx: StepContext, comm: Any, sp: Num, nbytes: Num) -> Num:
@@ -280,19 +288,22 @@ def step_costs(ctx: StepContext, k: Knobs, comm: Any, *, memo: dict | None = Non
         cp_s = n_enc * enc.cp_s + n_dec * dec.cp_s
         params = n_enc * enc.params + n_dec * dec.params + first * embed.params + last * head.params
         out_ranks.append(rank_state(ctx, k, comm, rank, m, n_enc, n_dec, enc, dec, fwd, bwd, params))
-        out_ranks[-1].update(fwd=fwd, bwd=bwd, tp=tp_s, cp=cp_s, T=fwd + bwd + tp_s + cp_s)
+        # blocking sends: a rank pays the per-transfer overhead for each chunk's forward output and
+        # backward gradient it sends (all but the very first and very last stage send both)
+        sync = (pp > 1) * (2 * k.v - first - last) * eff.p2p_overhead_s
+        out_ranks[-1].update(fwd=fwd, bwd=bwd, tp=tp_s, cp=cp_s, sync=sync, T=fwd + bwd + tp_s + cp_s + sync)
     r0 = out_ranks[0]
     rl = out_ranks[-1]
     sum_t = (sh.n_enc * (enc.fwd_s + enc.bwd_s + enc.recompute_s + enc.tp_s + enc.cp_s)
              + sh.n_dec * (dec.fwd_s + dec.bwd_s + dec.recompute_s + dec.tp_s + dec.cp_s)
-             + embed.fwd_s + embed.bwd_s + embed.tp_s + head.fwd_s + head.bwd_s + head.tp_s)
+             + embed.fwd_s + embed.bwd_s + embed.tp_s + head.fwd_s + head.bwd_s + head.tp_s
+             + (pp > 1) * (2 * k.v * pp - 2) * eff.p2p_overhead_s)
     slow_last = rl["T"] > r0["T"]
-    crit = {key: _sel(slow_last, rl[key], r0[key]) for key in ("fwd", "bwd", "tp", "cp", "T")}
+    crit = {key: _sel(slow_last, rl[key], r0[key]) for key in ("fwd", "bwd", "tp", "cp", "sync", "T")}
     zb = (k.schedule == 3) * crit["fwd"] / (crit["fwd"] + crit["bwd"]) + (k.schedule != 3)
     bubble = vmax(sum_t - crit["T"], 0.0) / k.v * zb if pp > 1 else 0.0 * k.mb
     if pp > 1:
-        p2p = p2p_time_s(ctx, k, comm)
-        pp_s = 2 * p2p * (m * k.v + pp - 1)
+        pp_s = m * crit["sync"] + P2P_EXPOSED_HOPS * (pp - 1) * p2p_time_s(ctx, k, comm)
     else:
         pp_s = 0.0 * k.mb
     cp_grad = _ct(ctx, comm, "cp", "all_reduce", vmax(r0["params"], rl["params"]) * ctx.grad_bytes) if cp > 1 else 0.0

@@ -48,14 +48,17 @@ class Topology:
         members: dict[str | None, list[str]] = {}
         for n, d in graph.nodes(data=True):
             members.setdefault(d.get("server"), []).append(n)
-        self._server_full = {s: graph.subgraph(ns).copy() for s, ns in members.items() if s is not None}
-        self._fabric = {s: graph.subgraph([n for n in ns if graph.nodes[n]["kind"] != "nic"]).copy()
-                        for s, ns in members.items() if s is not None}
+        self._members = {s: ns for s, ns in members.items() if s is not None}
+        self._server_graphs: dict[tuple[str, bool], nx.Graph] = {}
+        self._signature = _signatures(graph, self._members)
+        self._local_paths: dict[tuple[int, bool, str, str], list[str]] = {}
         self._switches = graph.subgraph(members.get(None, [])).copy()
         self._attach = {n: [m for m in graph.neighbors(n) if graph.nodes[m].get("server") is None]
                         for n, d in graph.nodes(data=True) if d["kind"] == "nic"}
         self._routes: dict[Edge, tuple[Edge, ...]] = {}
         self._net_paths: dict[Edge, list[str]] = {}
+        self.link_attrs: dict[Edge, tuple[float, float, str]] = {}
+        """(bw_bytes_per_s, latency_s, kind) of every directed link a computed route uses."""
         self.placement_cache: dict[Any, Any] = {}
         """Per-(degrees, placement) results of `costmodel.placement`, filled by `CommModel`."""
 
@@ -74,8 +77,34 @@ class Topology:
         shortest path of its fabric; across servers GPU -> its NIC -> network -> NIC -> GPU."""
         key = (self.gpus[a], self.gpus[b])
         if key not in self._routes:
-            self._routes[key] = self._route(*key)
+            route = self._route(*key)
+            for e in route:
+                if e not in self.link_attrs:
+                    d = self.graph.edges[e]
+                    self.link_attrs[e] = (d["bw_bytes_per_s"], d["latency_s"], d["kind"])
+            self._routes[key] = route
         return self._routes[key]
+
+    def _server_graph(self, server: str, *, with_nics: bool) -> nx.Graph:
+        key = (server, with_nics)
+        if key not in self._server_graphs:
+            nodes = [n for n in self._members[server] if with_nics or self.graph.nodes[n]["kind"] != "nic"]
+            self._server_graphs[key] = self.graph.subgraph(nodes).copy()
+        return self._server_graphs[key]
+
+    def _in_server(self, server: str, u: str, v: str, *, with_nics: bool) -> list[str]:
+        """Path inside `server`; servers with the same structure share one computed path."""
+        sig = self._signature.get(server)
+        if sig is None:
+            return self._path(self._server_graph(server, with_nics=with_nics), u, v)
+        cut = len(server) + 1
+        key = (sig, with_nics, u[cut:], v[cut:])
+        if key not in self._local_paths:
+            path = self._path(self._server_graph(server, with_nics=with_nics), u, v)
+            if any(self.graph.nodes[n].get("server") != server for n in path):
+                return path  # left the server (no internal path): do not share
+            self._local_paths[key] = [n[cut:] for n in path]
+        return [f"{server}/{n}" for n in self._local_paths[key]]
 
     def _path(self, graph: nx.Graph, u: str, v: str) -> list[str]:
         try:
@@ -98,15 +127,33 @@ class Topology:
             return ()
         na, nb = self.graph.nodes[ga], self.graph.nodes[gb]
         if na["server"] == nb["server"]:
-            nodes = self._path(self._fabric[na["server"]], ga, gb)
+            nodes = self._in_server(na["server"], ga, gb, with_nics=False)
         elif na.get("nic") and nb.get("nic"):
-            up = self._path(self._server_full[na["server"]], ga, na["nic"])
+            up = self._in_server(na["server"], ga, na["nic"], with_nics=True)
             mid = self._net_path(na["nic"], nb["nic"])
-            down = self._path(self._server_full[nb["server"]], nb["nic"], gb)
+            down = self._in_server(nb["server"], nb["nic"], gb, with_nics=True)
             nodes = up + mid[1:] + down[1:]
         else:
             nodes = nx.shortest_path(self.graph, ga, gb, weight=_weight)
         return tuple(zip(nodes[:-1], nodes[1:], strict=True))
+
+
+def _signatures(graph: nx.Graph, members: dict[str, list[str]]) -> dict[str, int]:
+    """A number per server whose nodes are all named '<server>/<local>': equal numbers mean the same
+    local nodes, kinds and internal links, so routes computed in one hold in the other."""
+    sigs: dict[Any, int] = {}
+    out: dict[str, int] = {}
+    for server, nodes in members.items():
+        prefix = f"{server}/"
+        if not all(n.startswith(prefix) for n in nodes):
+            continue
+        cut = len(prefix)
+        inside = set(nodes)
+        local_nodes = frozenset((n[cut:], graph.nodes[n]["kind"]) for n in nodes)
+        local_edges = frozenset((*sorted((u[cut:], v[cut:])), d["bw_bytes_per_s"], d["latency_s"], d["kind"])
+                                for n in nodes for u, v, d in graph.edges(n, data=True) if v in inside)
+        out[server] = sigs.setdefault((local_nodes, local_edges), len(sigs))
+    return out
 
 
 def _weight(u: str, v: str, d: dict[str, Any]) -> float:

@@ -18,6 +18,8 @@ from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.optim import ZeroRedundancyOptimizer
+from torch.distributed.tensor import DTensor
+from torch.distributed.tensor.parallel import loss_parallel
 from torch.nn.parallel import DistributedDataParallel
 
 from costmodel.checks import check_plan
@@ -30,7 +32,7 @@ from .model import IGNORE_INDEX, build_model
 from .parallelize import apply_ddp, apply_fsdp, apply_recompute, apply_tp, uses_ddp, uses_fsdp
 from .pipeline import build_schedule, build_stages, split_model
 
-__all__ = ["Engine", "build_engine", "compute_dtype", "ADAM_BETAS", "ADAM_EPS"]
+__all__ = ["Engine", "build_engine", "compute_dtype", "uses_loss_parallel", "ADAM_BETAS", "ADAM_EPS"]
 
 ADAM_BETAS = (0.9, 0.95)
 """AdamW betas of GPT-3 (Brown et al. 2020, appendix B)."""
@@ -71,7 +73,8 @@ class Engine:
     def _loss_fn(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         ce_sum = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX,
                                  reduction="sum")
-        self._loss_sums.append(ce_sum.detach())
+        # loss_parallel gives a DTensor replicated over the 1-D TP mesh: its local value is the full sum
+        self._loss_sums.append(ce_sum.detach().to_local() if isinstance(ce_sum, DTensor) else ce_sum.detach())
         return ce_sum * self._scale
 
     def _all_reduce(self, t: torch.Tensor) -> torch.Tensor:
@@ -82,10 +85,14 @@ class Engine:
         dist.all_reduce(t)
         return t.cpu()
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.dtype == torch.float32 or uses_fsdp(self.plan):
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
+    def _autocast(self) -> contextlib.ExitStack:
+        """Mixed precision (autocast unless FSDP2's policy casts) and torch's loss-parallel context."""
+        stack = contextlib.ExitStack()
+        if self.dtype != torch.float32 and not uses_fsdp(self.plan):
+            stack.enter_context(torch.autocast(self.device.type, dtype=self.dtype))
+        if uses_loss_parallel(self.plan):
+            stack.enter_context(loss_parallel())
+        return stack
 
     def _micro_batches(self, tokens: torch.Tensor, targets: torch.Tensor) -> Iterator[tuple]:
         mb = self.plan.micro_batch_size
@@ -104,10 +111,8 @@ class Engine:
         if self._stages is None:
             n = tokens.shape[0] // self.plan.micro_batch_size
             for i, (x, y) in enumerate(self._micro_batches(tokens, targets)):
-                with self._sync_context(i == n - 1):
-                    with self._autocast():
-                        logits = self._run_parts[0](x)
-                    self._loss_fn(logits, y).backward()
+                with self._sync_context(i == n - 1), self._autocast():
+                    self._loss_fn(self._run_parts[0](x), y).backward()
             return
         if self._schedule is None:
             n = self.local_batch_size // self.plan.micro_batch_size
@@ -147,6 +152,12 @@ class Engine:
         return float(total) / (self.plan.tp * self.plan.cp) / max(count, 1)
 
 
+def uses_loss_parallel(plan: ParallelPlan) -> bool:
+    """Vocab-parallel cross-entropy (torch `loss_parallel`) with TP; pipeline stages exchange plain
+    tensors, so plans with PP gather the logits instead."""
+    return plan.tp > 1 and plan.pp == 1
+
+
 def _optimizer(params: list[nn.Parameter], plan: ParallelPlan, mesh: DeviceMesh | None, *, lr: float,
                weight_decay: float) -> torch.optim.Optimizer:
     """AdamW; decay on matrices only (norms, biases undecayed). ZeRO-1 without TP shards its states
@@ -179,7 +190,8 @@ def build_engine(model_spec: ModelSpec, plan: ParallelPlan, training: TrainingSp
     model_parts, run_parts, ids = [], [], []
     for stage, part in split_model(model, plan, pp_rank=axis_rank(mesh, "pp")):
         if plan.tp > 1:  # 1. tensor (+ sequence) parallel
-            apply_tp(part, mesh["tp"], sequence_parallel=plan.sequence_parallel)
+            apply_tp(part, mesh["tp"], sequence_parallel=plan.sequence_parallel,
+                     loss_parallel=uses_loss_parallel(plan))
         apply_recompute(part, plan.recompute)  # 2. activation checkpointing per block
         if uses_fsdp(plan):  # 3. FSDP2 fully_shard or replicate (see dp_wrapper)
             apply_fsdp(part, plan, mesh["dp"], param_dtype=dtype)

@@ -13,11 +13,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunFailed", "explain_failure", "read_failures", "parse_root_cause"]
+__all__ = ["RunFailed", "explain_failure", "read_failures", "parse_report"]
 
 _SECONDARY = re.compile(r"closed by peer|remote worker|Connection reset|peer.*(died|crash)|"
                         r"NCCL.*(abort|watchdog)|ProcessGroup.*(abort|shut)|Broken pipe", re.IGNORECASE)
-_BLOCK = re.compile(r"Root Cause \(first observed failure\):(.*?)(?:={10,}|\Z)", re.DOTALL)
 
 
 class RunFailed(RuntimeError):
@@ -43,32 +42,35 @@ def read_failures(out_dir: Path) -> list[dict[str, Any]]:
     return sorted(records, key=lambda r: r.get("time_unix_s", 0.0))
 
 
-def parse_root_cause(log_tail: str) -> dict[str, Any] | None:
-    """torchrun's first observed failure: {'rank', 'exitcode', 'signal', 'message'} or None."""
-    blocks = _BLOCK.findall(log_tail)
-    if not blocks:
-        return None
-    block = blocks[-1]
-    rank = re.search(r"rank\s*:\s*(\d+)", block)
-    code = re.search(r"exitcode\s*:\s*(-?\d+)", block)
-    sig = re.search(r"\((SIG[A-Z]+)\)", block)
-    msg = re.search(r"(?:traceback|message)\s*:\s*(.+)", block)
-    if rank is None:
-        return None
-    return {"rank": int(rank.group(1)), "exitcode": int(code.group(1)) if code else None,
-            "signal": sig.group(1) if sig else None, "message": msg.group(1).strip() if msg else ""}
+def parse_report(log_tail: str) -> list[dict[str, Any]]:
+    """Every failed rank in torchrun's last failure report: [{'rank', 'exitcode', 'signal'}], in order."""
+    start = log_tail.rfind("Failures:")
+    if start < 0:
+        return []
+    out = []
+    for chunk in re.split(r"\n\s*\[\d+\]:\s*\n", log_tail[start:])[1:]:
+        rank = re.search(r"^\s*rank\s*:\s*(\d+)", chunk, re.MULTILINE)
+        code = re.search(r"^\s*exitcode\s*:\s*(-?\d+)[^\n]*", chunk, re.MULTILINE)
+        if rank is None:
+            continue
+        sig = re.search(r"\((SIG[A-Z0-9]+)\)", code.group(0)) if code else None
+        out.append({"rank": int(rank.group(1)), "exitcode": int(code.group(1)) if code else None,
+                    "signal": sig.group(1) if sig else None})
+    return out
 
 
 def explain_failure(out_dir: Path, log_tail: str, returncode: int) -> str:
     """One line: 'rank R <cause> (...)', from the worker records and torchrun's report."""
     records = read_failures(out_dir)
-    root = parse_root_cause(log_tail)
+    report = parse_report(log_tail)
     log = out_dir / "launch.log"
     primary = [r for r in records if not _SECONDARY.search(r.get("error", ""))]
-    if root is not None and root["signal"] and root["signal"] != "SIGTERM":
+    killed = [e for e in report if e["signal"] and e["signal"] != "SIGTERM"]
+    if killed:
         # a signal other than torchrun's own SIGTERM (SIGKILL by the OOM killer or a user, SIGSEGV) is
         # the root cause; the others' errors follow from it
-        return (f"rank {root['rank']} died from signal {root['signal']} (exit code {root['exitcode']}); "
+        e = killed[0]
+        return (f"rank {e['rank']} died from signal {e['signal']} (exit code {e['exitcode']}); "
                 f"torchrun stopped the other ranks; see {log}")
     if primary:
         r = primary[0]
@@ -77,8 +79,8 @@ def explain_failure(out_dir: Path, log_tail: str, returncode: int) -> str:
     if records:
         r = records[0]
         return f"rank {r['rank']} failed: {r['error']} (at {r.get('where', '?')}); see {log}"
-    if root is not None:
-        return (f"rank {root['rank']} exited with code {root['exitcode']}"
-                f"{': ' + root['message'] if root['message'] else ''}; see {log}")
+    exited = [e for e in report if e["signal"] is None]
+    if exited:
+        return f"rank {exited[0]['rank']} exited with code {exited[0]['exitcode']}; see {log}"
     lines = [ln.strip() for ln in log_tail.splitlines() if ln.strip()]
     return f"torchrun exited with code {returncode}: {lines[-1] if lines else 'no output'}; see {log}"

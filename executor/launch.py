@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import shlex
 import shutil
 import socket
@@ -220,14 +219,14 @@ def launch(setup: RunSetup, *, stream: TextIO | None = sys.stdout) -> RunResult:
                 proc.kill()
             raise
     elapsed_s = time.perf_counter() - t0
-    restarts = len(re.findall(r"Restarting worker group", "".join(tail)))
     if returncode != 0:
         raise RunFailed(explain_failure(out, "".join(tail), returncode), returncode=returncode,
                         log_path=out / "launch.log")
     summary_path = out / "summary.json"
     summary = StepMeasurement.model_validate_json(summary_path.read_text()) if summary_path.is_file() else None
-    return RunResult(out_dir=out, returncode=returncode, elapsed_s=elapsed_s, summary=summary,
-                     metrics=read_metrics(out / "metrics.jsonl"), restarts=restarts)
+    metrics = read_metrics(out / "metrics.jsonl")
+    return RunResult(out_dir=out, returncode=returncode, elapsed_s=elapsed_s, summary=summary, metrics=metrics,
+                     restarts=max((r.get("attempt", 0) for r in metrics), default=0))
 
 
 def run_plan(plan: ParallelPlan | str | os.PathLike[str], *, stream: TextIO | None = sys.stdout,

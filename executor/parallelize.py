@@ -41,9 +41,12 @@ __all__ = ["apply_tp", "apply_recompute", "apply_fsdp", "apply_ddp", "dp_wrapper
            "selective_policy"]
 
 
-def apply_tp(part: Transformer, tp_mesh: DeviceMesh, *, sequence_parallel: bool) -> None:
+def apply_tp(part: Transformer, tp_mesh: DeviceMesh, *, sequence_parallel: bool, loss_parallel: bool = False
+             ) -> None:
     """Shard `part`'s linears and embedding over `tp_mesh` in place. Blocks exchange activations as
-    plain tensors: replicated [b, s, h] without SP, sequence shards [b, s/tp, h] with SP."""
+    plain tensors: replicated [b, s, h] without SP, sequence shards [b, s/tp, h] with SP. With
+    `loss_parallel` the logits stay a vocab-sharded DTensor for torch's `loss_parallel()` cross-entropy
+    (no all-gather of [b, s, vocab]); otherwise they are gathered to a plain replicated tensor."""
     act = Shard(1) if sequence_parallel else Replicate()
     if part.embed is not None:
         # Vocab-parallel embedding (rows of the table split over TP); its all-reduced output gets the
@@ -55,7 +58,7 @@ def apply_tp(part: Transformer, tp_mesh: DeviceMesh, *, sequence_parallel: bool)
             parallelize_module(part.embed, tp_mesh, PrepareModuleOutput(
                 output_layouts=Replicate(), desired_output_layouts=Shard(1), use_local_output=True))
     for block in part.layers.values():
-        norm_style = SequenceParallel() if sequence_parallel else None
+        norm_style = SequenceParallel(use_local_output=True) if sequence_parallel else None
         plan = {
             "attention": PrepareModuleInput(input_layouts=(act, None), desired_input_layouts=(Replicate(), None),
                                             use_local_output=True),
@@ -72,13 +75,14 @@ def apply_tp(part: Transformer, tp_mesh: DeviceMesh, *, sequence_parallel: bool)
             plan["feed_forward.w3"] = ColwiseParallel()
         if norm_style is not None:
             plan["attention_norm"] = norm_style
-            plan["ffn_norm"] = SequenceParallel()
+            plan["ffn_norm"] = SequenceParallel(use_local_output=True)
         parallelize_module(block, tp_mesh, plan)
     if part.norm is not None and sequence_parallel:
-        parallelize_module(part.norm, tp_mesh, SequenceParallel())
+        parallelize_module(part.norm, tp_mesh, SequenceParallel(use_local_output=True))
     if part.output is not None:
-        parallelize_module(part.output, tp_mesh, ColwiseParallel(input_layouts=act, output_layouts=Replicate(),
-                                                                 use_local_output=True))
+        parallelize_module(part.output, tp_mesh, ColwiseParallel(
+            input_layouts=act, output_layouts=Shard(-1) if loss_parallel else Replicate(),
+            use_local_output=not loss_parallel))
     part.reset_buffers()  # re-tie a tied output to the (now sharded) embedding
 
 

@@ -135,6 +135,7 @@ def train(args: argparse.Namespace) -> dict[str, Any] | None:
     dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
     training = TrainingSpec(global_batch_size=args.global_batch, seq_len=args.seq_len, dtype=dtype)
     fault = _parse_fault()
+    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))  # elastic restarts so far
 
     memory = MemoryTracker(device)
     memory.start()
@@ -187,7 +188,7 @@ def train(args: argparse.Namespace) -> dict[str, Any] | None:
             rec = {"step": step, "loss": loss, "lr": step_lr, "step_time_s": step_time_s,
                    "tokens_per_s": tokens_per_step / step_time_s, "tflops_per_gpu": tflops,
                    "mfu": tflops * 1e12 / peak_flops if peak_flops else None,
-                   "peak_bytes": memory.peak_bytes(), "time_unix_s": time.time()}
+                   "peak_bytes": memory.peak_bytes(), "time_unix_s": time.time(), "attempt": attempt}
             records.append(rec)
             if writer is not None:
                 writer.write(rec)

@@ -226,7 +226,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     model, cluster, training = build_specs(args)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     result = search(model, cluster, training, top_k=args.top_k, progress=progress,
-                    rebalance=not args.no_rebalance, **constraints_from_args(args))
+                    rebalance=args.rebalance, **constraints_from_args(args))
     print(result_json(result) if args.json else format_table(result))
     if args.csv:
         write_csv_atomic(result.to_frame(), args.csv)
@@ -408,7 +408,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                                             sizes_bytes=tuple(1024 * 4**i for i in range(7)), repeats=3,
                                             progress=False))
         save_profile(profile, out / "profile.json")
-    report = run_local_validation(cfg, runner=run_plan, cluster=local_cluster(args.procs), profile=profile,
+    cluster = local_cluster(args.procs)
+    if profile.device.lower() != "cpu":  # GPUs: the preset of this GPU, one node of --procs GPUs
+        from costmodel.fit_data import cluster_for_device
+
+        cluster = cluster_for_device(profile.device, args.procs).model_copy(update={"gpus_per_node": args.procs})
+    report = run_local_validation(cfg, runner=run_plan, cluster=cluster, profile=profile,
                                   out_dir=out, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     s = report.summary
     print(f"validate --local: {s['plans_run']} plans run ({s['plans_failed']} failed); step time mean |error| "

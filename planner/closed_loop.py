@@ -7,8 +7,8 @@ model calibrated by this machine's profile, and compare (the closed loop of issu
 2. Each plan runs for `steps` optimizer steps through the injected `runner` (the CLI passes
    `executor.launch.run_plan`; this module never imports the executor, DESIGN.md) and its
    `StepMeasurement` (median step time after warm-up, peak memory over ranks) is read back.
-3. Predictions use the profile with two a-priori constants for a CPU host (`host_constants`):
-   processes share the cores the profile measured, and there is no CUDA context (framework 0 B).
+3. Predictions use the profile with a-priori constants (`host_constants`): on a CPU host the
+   processes share the cores the profile measured; memory is compared without a CUDA context.
 4. Out-of-fold calibrated predictions (`costmodel.fit.cross_validated`): each plan predicted with
    constants fitted on the other plans' measurements - the error a user gets after `paraplan calibrate`.
 
@@ -40,7 +40,7 @@ __all__ = ["LocalValidation", "ValidationReport", "Runner", "host_constants", "s
            "run_local_validation", "LOCAL_FIT_NAMES", "CSV_COLUMNS"]
 
 Runner = Callable[..., Any]
-"""`runner(plan, *, model, steps, out, global_batch, seq_len, stream)` -> object with `.summary`
+"""`runner(plan, *, model, steps, out, global_batch, seq_len, dtype, stream)` -> object with `.summary`
 (a StepMeasurement); raises on a failed run. `executor.launch.run_plan` has this signature."""
 
 LOCAL_FIT_NAMES = (MEASURED_RATE_SCALE, "host_op_s", "kernel_overhead_s", "collective_efficiency",
@@ -49,7 +49,7 @@ LOCAL_FIT_NAMES = (MEASURED_RATE_SCALE, "host_op_s", "kernel_overhead_s", "colle
 
 CSV_COLUMNS = ("plan", "measured_step_time_s", "predicted_step_time_s", "step_time_error",
                "cv_predicted_step_time_s", "cv_step_time_error", "measured_peak_bytes", "predicted_peak_bytes",
-               "peak_error", "predicted_rank", "measured_rank", "planner_rank", "planner_top1",
+               "peak_error", "cv_predicted_peak_bytes", "cv_peak_error", "predicted_rank", "measured_rank", "planner_rank", "planner_top1",
                "measured_min_s", "measured_max_s", "runs", "dp", "tp", "pp", "micro_batch_size", "schedule",
                "virtual_stages", "zero_stage", "recompute", "sequence_parallel", "layers_per_stage", "status",
                "run_dir")
@@ -97,9 +97,13 @@ class ValidationReport:
 
 
 def host_constants(profile: CalibrationProfile, *, procs: int, cores: int | None = None) -> dict[str, float]:
-    """A-priori constants of `procs` worker processes on this CPU host: measured rates times
-    min(1, cores / (procs * worker_threads)) * worker_threads / profile_threads, where torchrun gives
-    each of several workers 1 thread (all cores for a single worker); framework_bytes 0 (no CUDA)."""
+    """A-priori constants of `procs` worker processes on this host. Always framework_bytes 0: the
+    executor measures tensor memory (CUDA allocator peak) or the resident-set rise, not a CUDA context.
+    On a CPU host also the measured rates times min(1, cores / (procs * worker_threads)) *
+    worker_threads / profile_threads: torchrun gives each of several workers 1 thread (a single
+    worker all cores), and the workers share the cores the profile measured one process at a time."""
+    if profile.device.lower() != "cpu":
+        return {"framework_bytes": 0.0}
     cores = cores or os.cpu_count() or 1
     worker_threads = 1 if procs > 1 else cores
     share = min(1.0, cores / (procs * worker_threads)) * worker_threads / max(1, profile.threads or 1)
@@ -132,7 +136,7 @@ def _run_one(runner: Runner, plan: ParallelPlan, cfg: LocalValidation, training:
         out = run_dir if cfg.repeats == 1 else run_dir / f"repeat{r}"
         try:
             result = runner(plan, model=cfg.model, steps=cfg.steps, out=str(out), global_batch=training.global_batch_size,
-                            seq_len=training.seq_len, stream=None)
+                            seq_len=training.seq_len, dtype=training.dtype, stream=None)
         except Exception as exc:  # noqa: BLE001 - a failed plan is a row of the report, not the end of it
             status = f"failed: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
             continue
@@ -167,7 +171,8 @@ def run_local_validation(cfg: LocalValidation, *, runner: Runner, cluster: Clust
     say = log or (lambda _msg: None)
     out = Path(out_dir)
     seq_len = cfg.seq_len or cfg.model.max_seq_len
-    training = TrainingSpec(global_batch_size=cfg.global_batch, seq_len=seq_len, dtype="fp32")
+    dtype = "fp32" if profile.device.lower() == "cpu" else "bf16"  # what the executor runs on the device
+    training = TrainingSpec(global_batch_size=cfg.global_batch, seq_len=seq_len, dtype=dtype)
     consts = host_constants(profile, procs=cfg.procs)
     calib = profile.model_copy(update={"constants": {**profile.constants, **consts}})
     plans = select_plans(cfg.model, cluster, training, calibration=calib, max_plans=cfg.max_plans,
@@ -195,9 +200,11 @@ def run_local_validation(cfg: LocalValidation, *, runner: Runner, cluster: Clust
         df.loc[obs_rows, "cv_predicted_step_time_s"] = cross_validated(observations, names=LOCAL_FIT_NAMES,
                                                                        calibration=calib)
         fitted = fit_constants(observations, names=LOCAL_FIT_NAMES, calibration=calib, test_fraction=0.0).constants
+    df["cv_predicted_peak_bytes"] = _cv_peak(df)
     df["step_time_error"] = df["predicted_step_time_s"] / df["measured_step_time_s"] - 1
     df["cv_step_time_error"] = df["cv_predicted_step_time_s"] / df["measured_step_time_s"] - 1
     df["peak_error"] = df["predicted_peak_bytes"] / df["measured_peak_bytes"] - 1
+    df["cv_peak_error"] = df["cv_predicted_peak_bytes"] / df["measured_peak_bytes"] - 1
     df["predicted_rank"] = df["predicted_step_time_s"].rank(method="min")
     df["measured_rank"] = df["measured_step_time_s"].rank(method="min")
     summary = summarize_validation(df)
@@ -207,6 +214,19 @@ def run_local_validation(cfg: LocalValidation, *, runner: Runner, cluster: Clust
     report = ValidationReport(df, summary, consts)
     report.write(out)
     return report
+
+
+def _cv_peak(df: pd.DataFrame) -> pd.Series:
+    """Leave-one-out calibrated peak: the prediction plus the median (measured - predicted) of the
+    other plans - the per-process bytes the tensor model does not see (on CPU the resident-set rise
+    also counts libtorch code pages, allocator caches and Gloo buffers), fitted as `framework_bytes`."""
+    gap = df["measured_peak_bytes"] - df["predicted_peak_bytes"]
+    out = pd.Series(math.nan, index=df.index)
+    for i in df.index[gap.notna()]:
+        others = gap.drop(index=i).dropna()
+        if len(others):
+            out[i] = df.at[i, "predicted_peak_bytes"] + float(others.median())
+    return out
 
 
 def _jsonable(value: Any) -> Any:

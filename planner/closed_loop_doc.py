@@ -69,7 +69,7 @@ def local_markdown(rows: pd.DataFrame, summary: dict[str, Any], *, command: str,
         f"| step time max abs error | {_pct(s.get('step_time_max_abs_error'))} | {_pct(s.get('cv_step_time_max_abs_error'))} | |",
         f"| Spearman rank correlation | {_num(s.get('spearman'))} | {_num(s.get('cv_spearman'))} | >= 0.8 |",
         f"| planner regret (measured top-1 / best measured) | {_num(s.get('regret'))} | {_num(s.get('cv_regret'))} | <= 1.10 (goal 1.05) |",
-        f"| peak memory mean abs error (per rank, max over ranks) | {_pct(s.get('peak_mean_abs_error'))} | | |",
+        f"| peak memory mean abs error (max over ranks) | {_pct(s.get('peak_mean_abs_error'))} | {_pct(s.get('cv_peak_mean_abs_error'))} | |",
         "",
         f"Plans run: {s.get('plans_run')}, failed: {s.get('plans_failed')}. Planner top-1: "
         f"`{s.get('planner_top1_plan')}`; fastest measured: `{s.get('best_measured_plan')}`.",
@@ -81,14 +81,15 @@ def local_markdown(rows: pd.DataFrame, summary: dict[str, Any], *, command: str,
         lines += ["", f"Machine noise, min - max over {len(runs)} repeated sweeps: mean error "
                   f"{rng('step_time_mean_abs_error', _pct)} (calibrated {rng('cv_step_time_mean_abs_error', _pct)}), "
                   f"Spearman {rng('spearman', _num)}, regret {rng('regret', _num)}."]
-    lines += ["", "| plan | measured ms (min-max) | predicted ms | error | calibrated ms | error | measured MiB | predicted MiB | error |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| plan | measured ms (min-max) | predicted ms | error | calibrated ms | error | measured MiB | predicted MiB | error | calibrated error |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows.sort_values("measured_step_time_s").itertuples():
         lines.append(
             f"| `{r.plan}` | {_num(r.measured_step_time_s * 1e3, '.1f')} ({_num(r.measured_min_s * 1e3, '.0f')}-"
             f"{_num(r.measured_max_s * 1e3, '.0f')}) | {_num(r.predicted_step_time_s * 1e3, '.1f')} | "
             f"{_pct(r.step_time_error)} | {_num(r.cv_predicted_step_time_s * 1e3, '.1f')} | {_pct(r.cv_step_time_error)} | "
-            f"{_num(r.measured_peak_bytes / 2**20, '.1f')} | {_num(r.predicted_peak_bytes / 2**20, '.1f')} | {_pct(r.peak_error)} |")
+            f"{_num(r.measured_peak_bytes / 2**20, '.1f')} | {_num(r.predicted_peak_bytes / 2**20, '.1f')} | {_pct(r.peak_error)} | "
+            f"{_pct(getattr(r, 'cv_peak_error', float('nan')))} |")
     return "\n".join(lines)
 
 

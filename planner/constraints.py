@@ -12,13 +12,16 @@ from typing import Any
 
 from costmodel.specs import AXES
 
-__all__ = ["Constraints", "SCHEDULES", "RECOMPUTES", "DEFAULT_PLACEMENTS", "ALL_PLACEMENTS"]
+__all__ = ["Constraints", "SCHEDULES", "RECOMPUTES", "DEFAULT_PLACEMENTS", "TP_FIRST_PLACEMENTS", "ALL_PLACEMENTS"]
 
 SCHEDULES: tuple[str, ...] = ("gpipe", "1f1b", "interleaved-1f1b", "zero-bubble")
 RECOMPUTES: tuple[str, ...] = ("none", "selective", "full")
 ALL_PLACEMENTS: tuple[tuple[str, ...], ...] = tuple(itertools.permutations(AXES))
-DEFAULT_PLACEMENTS: tuple[tuple[str, ...], ...] = tuple(p for p in ALL_PLACEMENTS if p[0] == "tp")
-"""By default TP stays innermost (on the fastest links); the other three axes take every order."""
+TP_FIRST_PLACEMENTS: tuple[tuple[str, ...], ...] = tuple(p for p in ALL_PLACEMENTS if p[0] == "tp")
+DEFAULT_PLACEMENTS: tuple[tuple[str, ...], ...] = (("tp", "cp", "dp", "pp"), ("tp", "cp", "pp", "dp"))
+"""By default TP, then CP, stay innermost (on the fastest links) and DP and PP take both orders
+(Megatron-LM's order, and pipeline neighbours inside a node); `placement="tp-first"` tries every
+order with TP innermost, `placement="all"` all 24."""
 
 
 def _ints(name: str, value: Any, *, allowed: Iterable[int] | None = None) -> tuple[int, ...] | None:
@@ -61,13 +64,15 @@ def _placements(value: Any) -> tuple[tuple[str, ...], ...]:
         return DEFAULT_PLACEMENTS
     if value == "all":
         return ALL_PLACEMENTS
+    if value == "tp-first":
+        return TP_FIRST_PLACEMENTS
     items = [value] if isinstance(value, str) or (value and isinstance(value[0], str)) else list(value)
     out = []
     for item in items:
         order = tuple(item.replace(",", "-").split("-")) if isinstance(item, str) else tuple(item)
         if sorted(order) != sorted(AXES):
             raise ValueError(f"placement={item!r}: must order each of {', '.join(AXES)} exactly once "
-                             "(e.g. 'tp-cp-dp-pp'), or be 'all'")
+                             "(e.g. 'tp-cp-dp-pp'), or be 'tp-first' or 'all'")
         if order not in out:
             out.append(order)
     return tuple(out)

@@ -49,7 +49,7 @@ def explain_oom(*, min_peak_bytes: float, min_plan: ParallelPlan, cluster: Clust
     nodes; it is tried for 2x, 4x, ... up to `max_growth`x the nodes."""
     cap = cluster.gpu.hbm_bytes
     msg = (f"no plan fits in memory: the smallest any plan needs is {min_peak_bytes / GIB:.1f} GiB per GPU "
-           f"({min_plan.short()}), a {cluster.gpu.name} has {cap / GIB:.1f} GiB")
+           f"({min_plan.short()}); each {cluster.gpu.name} GPU has {cap / GIB:.1f} GiB")
     hints = []
     if constraints.recompute is not None and "full" not in constraints.recompute:
         hints.append("allow recompute=full")

@@ -33,10 +33,11 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-micro-batch", type=int, default=None, help="largest micro-batch size (default 16)")
     p.add_argument("--max-virtual-stages", type=int, default=None, help="largest interleaving depth (default 8)")
     p.add_argument("--placement", action="append", default=None, metavar="ORDER",
-                   help="mesh-axis order innermost first, e.g. tp-cp-dp-pp (repeatable), or 'all'")
+                   help="mesh-axis order innermost first, e.g. tp-cp-dp-pp (repeatable), 'tp-first' or 'all'")
     p.add_argument("--allow-fewer-gpus", action="store_true", help="also consider using fewer GPUs")
     p.add_argument("--min-gpus", type=int, default=None, help="with --allow-fewer-gpus: fewest GPUs to use")
-    p.add_argument("--no-rebalance", action="store_true", help="do not try balanced uneven layer splits")
+    p.add_argument("--rebalance", action="store_true",
+                   help="also try balanced uneven layer splits where the layers divide evenly")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: when stderr is a terminal)")
 
@@ -60,7 +61,7 @@ def constraints_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.max_virtual_stages is not None:
         out["max_virtual_stages"] = args.max_virtual_stages
     if args.placement:
-        out["placement"] = "all" if args.placement == ["all"] else args.placement
+        out["placement"] = args.placement[0] if args.placement in (["all"], ["tp-first"]) else args.placement
     if args.allow_fewer_gpus:
         out["allow_fewer_gpus"] = True
     if args.min_gpus is not None:

@@ -72,6 +72,8 @@ class SearchResult:
     num_rescored: int = 0
     elapsed_s: float = 0.0
     message: str = ""
+    complete: bool = True
+    timings_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def best(self) -> RankedPlan | None:
@@ -82,6 +84,12 @@ class SearchResult:
     def plans_per_s(self) -> float:
         """Candidate plans considered per second of search (generated / elapsed)."""
         return self.num_candidates / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def bulk_plans_per_s(self) -> float:
+        """Valid plans priced per second by the bulk (vectorized) pass."""
+        bulk = self.timings_s.get("bulk_s", 0.0)
+        return self.num_valid / bulk if bulk > 0 else 0.0
 
     def __len__(self) -> int:
         return len(self.plans)
@@ -115,6 +123,9 @@ class SearchResult:
             e = self.best.estimate
             lines.append(f"best: {self.best.plan.short()}  step {e.step_time_s:.3f} s, "
                          f"{e.tokens_per_s:,.0f} tokens/s, MFU {e.mfu:.1%}, peak {e.memory.peak_bytes / GIB:.1f} GiB")
+        if not self.complete:
+            lines.append("note: stopped re-scoring at the max_rescore limit; the order may differ from "
+                         "an exhaustive search")
         if self.message:
             lines.append(self.message)
         return "\n".join(lines)

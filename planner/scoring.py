@@ -118,7 +118,7 @@ def _bulk_figures(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec
 
 
 def bulk_scores(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, space: Space, *,
-                calibration: Any = None, topology: Any = None, rebalance: bool = True,
+                calibration: Any = None, topology: Any = None, rebalance: bool = False,
                 on_chunk: Callable[[int], Any] | None = None) -> dict[str, np.ndarray]:
     """Bulk figures of every candidate: `step_time_s`, `peak_bytes` (closed form, even or fractional
     split) and lower bounds `step_time_s_lb`, `peak_bytes_lb` on the exact figures of the plan the
@@ -137,7 +137,7 @@ class ExactScorer:
     """Exact estimates of candidates (memoized): the best fitting split variant per candidate."""
 
     def __init__(self, model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, space: Space, *,
-                 calibration: Any = None, topology: Any = None, rebalance: bool = True) -> None:
+                 calibration: Any = None, topology: Any = None, rebalance: bool = False) -> None:
         self.model, self.cluster, self.training, self.space = model, cluster, training, space
         self.calibration, self.topology, self.rebalance = calibration, topology, rebalance
         self.calls = 0
@@ -169,6 +169,10 @@ class ExactScorer:
         smallest = min(ests, key=lambda e: (e.memory.peak_bytes, e.step_time_s))
         self._memo[i] = (best_fit, smallest)
         return self._memo[i]
+
+    def scored(self) -> list[StepEstimate | None]:
+        """The best fitting estimate of every candidate scored so far, in candidate order."""
+        return [self._memo[i][0] for i in sorted(self._memo)]
 
     def best(self, i: int, *, require_fit: bool = True) -> StepEstimate | None:
         """The fastest fitting variant of candidate i (None if none fits); with require_fit=False the

@@ -27,10 +27,11 @@ from .result import RankedPlan, SearchResult
 from .scoring import ExactScorer, bulk_scores
 from .space import Space, build_space
 
-__all__ = ["search", "search_exhaustive", "OOM_REASON"]
+__all__ = ["search", "search_exhaustive", "OOM_REASON", "MAX_RESCORE"]
 
 OOM_REASON = "oom: does not fit in GPU memory"
 _PARETO_MAX = 64
+MAX_RESCORE = 4096
 
 
 def _check_request(model: Any, cluster: Any, training: Any, top_k: Any) -> None:
@@ -49,18 +50,22 @@ def _key(est_time: float, world: int, peak: float, index: int) -> tuple[float, i
 
 def search(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, top_k: int = 10,
            calibration: Any = None, topology: Any = None, progress: bool = False,
-           rebalance: bool = True, **constraints: Any) -> SearchResult:
+           rebalance: bool = False, max_rescore: int = MAX_RESCORE, **constraints: Any) -> SearchResult:
     """The `top_k` fastest plans for `model` on `cluster` that fit in memory.
 
     Keyword constraints fix or bound any knob (`tp=8`, `max_pp=16`, `schedule="1f1b"`,
-    `allow_fewer_gpus=True`; see `planner.Constraints`). `rebalance` also tries the balanced uneven
-    layer split for plans whose layers divide evenly. `progress` shows a tqdm bar on stderr.
+    `allow_fewer_gpus=True`; see `planner.Constraints`). Plans whose layers do not divide over the
+    stages get the balanced split (`planner.balance`); `rebalance` also tries it where they divide.
+    At most `max_rescore` candidates are re-scored exactly; `result.complete` says whether the
+    lower bound closed before that (then the result equals `search_exhaustive`'s).
+    `progress` shows a tqdm bar on stderr.
     A malformed request raises ValueError naming the field; an impossible one returns no plans and a
     `message` with numbers."""
     t0 = time.perf_counter()
     _check_request(model, cluster, training, top_k)
     cons = Constraints.from_kwargs(**constraints)
     space = build_space(model, cluster, training, cons)
+    t_space = time.perf_counter()
     rejections = {LABELS[c]: n for c, n in space.rejected.items()}
     if len(space) == 0:
         return SearchResult(plans=(), rejections=rejections, num_candidates=space.generated,
@@ -70,6 +75,7 @@ def search(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, to
     bulk = bulk_scores(model, cluster, training, space, calibration=calibration, topology=topology,
                        rebalance=rebalance, on_chunk=bar.update)
     bar.close()
+    t_bulk = time.perf_counter()
     scorer = ExactScorer(model, cluster, training, space, calibration=calibration, topology=topology,
                          rebalance=rebalance)
     cap = cluster.gpu.hbm_bytes
@@ -80,15 +86,23 @@ def search(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, to
     order = cand[np.lexsort((cand, world[cand], lb[cand]))]
     ranked: list[tuple[tuple, Any]] = []
     exact_oom = 0
+    complete = True
+    rescore_bar = tqdm(total=None, desc="re-scoring", unit="plan", disable=not progress, leave=False)
     for i in order:
         if len(ranked) >= top_k and lb[i] > ranked[top_k - 1][0][0]:
             break
+        if scorer.calls >= max_rescore:
+            complete = False
+            break
+        rescore_bar.update(1)
         est = scorer.best(int(i))
         if est is None:
             exact_oom += 1
             continue
         ranked.append((_key(est.step_time_s, int(world[i]), est.memory.peak_bytes, int(i)), est))
         ranked.sort(key=lambda kv: kv[0])
+    rescore_bar.close()
+    t_rescore = time.perf_counter()
     oom = int((~fit).sum()) + exact_oom
     if oom:
         rejections[OOM_REASON] = oom
@@ -101,25 +115,28 @@ def search(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, to
     return SearchResult(plans=plans, pareto_memory=front_mem, pareto_gpus=front_gpu, rejections=rejections,
                         num_candidates=space.generated, num_valid=len(space),
                         num_fit=len(cand) - exact_oom, num_rescored=scorer.calls,
-                        elapsed_s=time.perf_counter() - t0, message=message)
+                        elapsed_s=time.perf_counter() - t0, message=message, complete=complete,
+                        timings_s={"space_s": t_space - t0, "bulk_s": t_bulk - t_space,
+                                   "rescore_s": t_rescore - t_bulk, "pareto_s": time.perf_counter() - t_rescore})
 
 
 def _front(scorer: ExactScorer, cand: np.ndarray, time_lb: np.ndarray, peak_lb: np.ndarray,
            world: np.ndarray, *, mode: str) -> tuple[RankedPlan, ...]:
-    """Pareto front of step time vs peak memory (or GPUs used): found on the bulk figures, re-scored
-    exactly, and filtered again on the exact figures."""
+    """Pareto front of step time vs peak memory (or GPUs used) over the exactly scored candidates:
+    the ranked ones plus the front of the bulk figures (which brings in the low-memory and
+    few-GPU extremes), each re-scored exactly."""
     if cand.size == 0:
         return ()
     other = peak_lb[cand] if mode == "memory" else world[cand].astype(float)
-    idx = cand[pareto_indices(time_lb[cand], other)][:_PARETO_MAX]
-    ests = [(int(i), scorer.best(int(i))) for i in idx]
-    ests = [(i, e) for i, e in ests if e is not None]
+    for i in cand[pareto_indices(time_lb[cand], other)][:_PARETO_MAX]:
+        scorer.best(int(i))
+    ests = [e for e in scorer.scored() if e is not None]
     if not ests:
         return ()
-    t = np.array([e.step_time_s for _, e in ests])
-    o = np.array([e.memory.peak_bytes if mode == "memory" else e.num_gpus for _, e in ests], dtype=float)
+    t = np.array([e.step_time_s for e in ests])
+    o = np.array([e.memory.peak_bytes if mode == "memory" else e.num_gpus for e in ests], dtype=float)
     keep = pareto_indices(t, o)
-    return tuple(RankedPlan(r + 1, ests[j][1].plan, ests[j][1]) for r, j in enumerate(keep))
+    return tuple(RankedPlan(r + 1, ests[j].plan, ests[j]) for r, j in enumerate(keep))
 
 
 def _no_fit_message(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, cons: Constraints,
@@ -128,20 +145,27 @@ def _no_fit_message(model: ModelSpec, cluster: ClusterSpec, training: TrainingSp
     est = scorer.best(i, require_fit=False)
     peak = est.memory.peak_bytes if est is not None else float(bulk["peak_bytes_lb"][i])
 
+    # the knobs that minimize memory, for the "how many GPUs would fit" probe (cheap: few groups)
+    lean = Constraints.from_kwargs(**{**{f: getattr(cons, f) for f in ("dp", "tp", "pp", "cp", "max_dp", "max_tp",
+                                                                      "max_pp", "max_cp")},
+                                      "micro_batch_size": 1, "zero_stage": max(cons.zero_stage or (3,)),
+                                      "recompute": "full" if "full" in (cons.recompute or ("full",)) else None,
+                                      "schedule": "1f1b", "virtual_stages": 1, "placement": [cons.placement[0]]})
+
     def fits_with(nodes: int) -> bool:
         bigger = ClusterSpec.model_validate({**cluster.model_dump(), "num_nodes": nodes})
-        sp = build_space(model, bigger, training, cons)
+        sp = build_space(model, bigger, training, lean)
         if len(sp) == 0:
             return False
         b = bulk_scores(model, bigger, training, sp, calibration=scorer.calibration)
         return bool((b["peak_bytes_lb"] <= bigger.gpu.hbm_bytes).any())
 
     return explain_oom(min_peak_bytes=peak, min_plan=est.plan if est is not None else space.plan(i),
-                       cluster=cluster, constraints=cons, fits_with_gpus=fits_with)
+                       cluster=cluster, constraints=cons, fits_with_gpus=fits_with, max_growth=64)
 
 
 def search_exhaustive(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, top_k: int = 10,
-                      calibration: Any = None, topology: Any = None, rebalance: bool = True,
+                      calibration: Any = None, topology: Any = None, rebalance: bool = False,
                       **constraints: Any) -> list[RankedPlan]:
     """Reference search: every valid candidate through the exact cost model one by one (slow; for
     tests and small spaces). Returns the ranked plans `search` must return."""

@@ -25,7 +25,7 @@ def test_estimate_json_and_timeline(tmp_path, capsys):
     est = json.loads(capsys.readouterr().out)
     assert est["plan"]["pp"] == 16 and est["step_time_s"] > 0 and est["memory"]["peak_bytes"] > 0
     events = json.loads(trace.read_text())["traceEvents"]
-    assert {e["tid"] for e in events if e["ph"] == "X"} == set(range(16))
+    assert {e["tid"] for e in events if e["ph"] == "X" and e["cat"] == "fwd"} == set(range(16))
     assert not list(tmp_path.glob(".*.tmp"))
 
 

@@ -7,6 +7,7 @@ import pytest
 from test_costmodel_calibration import ALPHA, BW, _ring_ar, synthetic_profile
 
 from costmodel import ParallelPlan, get_cluster
+from costmodel.calibration import CollectivePoint
 from costmodel.comm import CommModel, all_reduce_time_s, build_comm_model, group_link
 from costmodel.topology import build_topology
 
@@ -63,3 +64,14 @@ def test_calibration_for_another_device_is_ignored() -> None:
     calib = build_comm_model(dgx, ParallelPlan(tp=4, dp=2), calibration=synthetic_profile(gpu="cpu"))
     assert calib.calibration is None
     assert calib.time_s("tp", "all_reduce", 1e6) == plain.time_s("tp", "all_reduce", 1e6)
+
+
+def test_calibrated_send_recv_uses_the_two_rank_curve() -> None:
+    cpu = get_cluster("cpu")
+    base = synthetic_profile()
+    p2p = tuple(CollectivePoint(op="send_recv", group_size=2, nbytes=s, time_s=1e-4 + s / 1e9)
+                for s in (1024.0, 1 << 20, 1 << 26))
+    prof = base.model_copy(update={"collectives": base.collectives + p2p})
+    comm = build_comm_model(cpu, ParallelPlan(pp=4), calibration=prof)
+    assert comm.algorithm("pp", "send_recv", 1e6) == "measured"
+    assert comm.time_s("pp", "send_recv", float(1 << 20)) == pytest.approx(1e-4 + (1 << 20) / 1e9)

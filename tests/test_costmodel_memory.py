@@ -59,7 +59,7 @@ def test_inflight_micro_batches_per_schedule():
     p, m = 8, 32
     assert [inflight_chunks(1, r, p, m, 1) for r in range(p)] == list(range(p, 0, -1))    # 1F1B
     assert inflight_chunks(0, 0, p, m, 1) == m                                             # GPipe
-    assert inflight_chunks(3, 0, p, m, 1) == p                                             # ZB-H1
+    assert [inflight_chunks(3, r, p, m, 1) for r in range(p)] == [p] * p                   # ZB-H1
     v = 4
     chunks = inflight_chunks(2, 0, p, m, v)                                                # interleaved
     # Korthikanti 2022 sec. 4.2.3: the first stage stores L/p * (1 + (p-1)/(p*v)) layers' worth
@@ -91,3 +91,19 @@ def test_memory_parts_sum_and_first_stage_holds_most_activations():
     acts = [m.activations_bytes for m in est.stage_memory[:-1]]
     assert acts == sorted(acts, reverse=True)
     assert est.memory.peak_bytes == max(m.peak_bytes for m in est.stage_memory)
+
+
+@pytest.mark.parametrize("schedule, v", [("1f1b", 1), ("gpipe", 1), ("zero-bubble", 1), ("interleaved-1f1b", 2),
+                                         ("interleaved-1f1b", 5)])
+def test_closed_form_stage_memory_equals_the_simulated_schedule(schedule, v):
+    """The in-flight counts agree with costmodel.pipeline_sim's per-rank peaks for every schedule."""
+    model = load_model("gpt3-13b")
+    cluster = get_cluster("dgx-a100", nodes=4)
+    training = TrainingSpec(global_batch_size=64, seq_len=2048)
+    plan = ParallelPlan(dp=2, tp=4, pp=4, schedule=schedule, virtual_stages=v, recompute="selective")
+    closed = estimate(model, cluster, training, plan)
+    simulated = estimate(model, cluster, training, plan, timeline=True)
+    for a, b in zip(closed.stage_memory, simulated.stage_memory, strict=True):
+        assert a.activations_bytes == pytest.approx(b.activations_bytes, rel=1e-9)
+        assert a.peak_bytes == pytest.approx(b.peak_bytes, rel=1e-9)
+    assert closed.step_time_s == pytest.approx(simulated.step_time_s, rel=0.03)

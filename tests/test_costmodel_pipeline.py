@@ -195,3 +195,24 @@ def test_bad_input_names_the_field(kwargs, field):
     args.update(kwargs)
     with pytest.raises(ValueError, match=field):
         simulate_pipeline(**args)
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_each_rank_runs_each_of_its_ops_once(schedule):
+    from costmodel.pipeline import rank_orders
+
+    for pp, m, v in shapes(schedule):
+        orders = rank_orders(schedule, pp, m, v)
+        kinds = (0, 1, 2) if schedule == "zero-bubble" else (0, 1)
+        for rank, ops in enumerate(orders):
+            want = {(k, j, i) for k in kinds for j in range(rank, pp * v, pp) for i in range(m)}
+            assert sorted((k, j, i) for k, j, i, _ in ops) == sorted(want)
+
+
+def test_numpy_inputs_are_accepted():
+    import numpy as np
+
+    r = simulate_pipeline(schedule="1f1b", pp=2, num_micro_batches=4, fwd_s=np.array([1.0, 1.0]),
+                          bwd_s=np.array([2.0, 2.0]), p2p_s=np.float64(0.0), act_bytes=np.int64(3))
+    assert r.makespan_s == pytest.approx(5 * 3.0)
+    assert r.peak_act_bytes == (6.0, 3.0)

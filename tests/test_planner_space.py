@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from costmodel import ParallelPlan, TrainingSpec, get_cluster, load_model, plan_problems
-from planner.constraints import DEFAULT_PLACEMENTS, Constraints
+from planner.constraints import DEFAULT_PLACEMENTS, TP_FIRST_PLACEMENTS, Constraints
 from planner.space import build_space, world_sizes
 
 
@@ -52,7 +52,7 @@ def test_placements_are_deduplicated_by_the_axes_that_matter():
     orders = {space.placements[i] for i in space.columns["placement"]}
     # tp, pp, dp active: 3! distinct relative orders
     assert len({tuple(a for a in o if a != "cp") for o in orders}) == 6 == len(orders)
-    assert len(DEFAULT_PLACEMENTS) == 6
+    assert len(DEFAULT_PLACEMENTS) == 2 and len(TP_FIRST_PLACEMENTS) == 6
 
 
 def test_constraints_fix_and_bound_knobs():

@@ -1,14 +1,11 @@
 """paraplan's Streamlit app (`paraplan ui`, or `streamlit run ui/app.py`).
 
-The sidebar (model, cluster, training, constraints) is shared by every page; each page reads the
-validated problem from the session state and calls the packages' public APIs."""
+Every planning page draws the same sidebar (model, cluster, training, constraints; `ui.inputs`, values
+kept across pages) and calls the packages' public APIs."""
 
 from __future__ import annotations
 
 import streamlit as st
-
-from ui import state
-from ui.inputs import problem_sidebar
 
 st.set_page_config(page_title="paraplan", page_icon=":material/hub:", layout="wide")
 
@@ -21,6 +18,4 @@ PAGES = [
     st.Page("pages/calibrate.py", title="Calibrate", icon=":material/straighten:"),
 ]
 
-page = st.navigation(PAGES)
-state.set_problem(problem_sidebar())
-page.run()
+st.navigation(PAGES).run()

@@ -1,10 +1,16 @@
-"""The sidebar form shared by every page: model, cluster, training and search constraints.
+"""The sidebar form every planning page renders: model, cluster, training and search constraints.
 
 Each run rebuilds the specs from the widgets through `ui.problem` (the same pydantic models the CLI
-uses); bad input is shown inline with `st.error` and yields no `Problem`, never a traceback."""
+uses); bad input is shown inline with `st.error` and yields no `Problem`, never a traceback.
+
+Streamlit drops a widget's state when a page that does not draw it runs, so every input keeps its
+value under a second key (`_keep_<key>`) and is redrawn from it: switching pages keeps the inputs.
+Widget keys are the names below (`nodes`, `model_preset`, ...); setting one in the session state
+before the first run presets it (the tests do)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
@@ -22,7 +28,7 @@ from ui.problem import (
     training_from_inputs,
 )
 
-__all__ = ["problem_sidebar"]
+__all__ = ["problem_sidebar", "kept"]
 
 _MODEL_SOURCES = ["Preset", "Custom", "Upload config.json"]
 _CLUSTER_SOURCES = ["Preset", "Upload file"]
@@ -30,49 +36,90 @@ _DTYPES = ["bf16", "fp16", "fp8", "tf32", "fp32"]
 _ANY = "any"
 
 
+def _keep(key: str) -> str:
+    return f"_keep_{key}"
+
+
+def kept(widget: Callable[..., Any], label: str, *args: Any, key: str, default: Any, **kwargs: Any) -> Any:
+    """Draw `widget` (st.number_input, a column's selectbox, ...) whose value survives page switches."""
+    ss = st.session_state
+    if _keep(key) not in ss:
+        ss[_keep(key)] = ss.get(key, default)
+    ss[key] = ss[_keep(key)]
+
+    def _sync() -> None:
+        ss[_keep(key)] = ss[key]
+
+    value = widget(label, *args, key=key, on_change=_sync, **kwargs)
+    ss[_keep(key)] = value
+    return value
+
+
+def _uploaded(label: str, *, key: str, types: list[str]) -> tuple[str, bytes] | None:
+    """A file uploader whose file (name, bytes) survives page switches until the user clears it."""
+    ss = st.session_state
+
+    def _sync() -> None:
+        f = ss.get(key)
+        ss[_keep(key)] = (f.name, f.getvalue()) if f is not None else None
+
+    upload = st.file_uploader(label, type=types, key=key, on_change=_sync)
+    if upload is not None:
+        ss[_keep(key)] = (upload.name, upload.getvalue())
+    stored = ss.get(_keep(key))
+    if upload is None and stored is not None:
+        st.caption(f"Using {stored[0]} (uploaded earlier).")
+    return stored
+
+
 def _model_input() -> ModelSpec | None:
     st.subheader("Model")
-    source = st.radio("Model from", _MODEL_SOURCES, horizontal=True, key="model_source")
+    source = kept(st.radio, "Model from", _MODEL_SOURCES, horizontal=True, key="model_source", default="Preset")
     try:
         if source == "Preset":
-            models = list_models()
-            return load_model(st.selectbox("Model preset", models, key="model_preset"))
+            return load_model(kept(st.selectbox, "Model preset", list_models(), key="model_preset",
+                                   default=DEFAULTS["model"]))
         if source == "Custom":
             c1, c2 = st.columns(2)
             fields: dict[str, Any] = {
-                "name": st.text_input("Name", "custom", key="cm_name"),
-                "arch": c1.selectbox("Architecture", ["decoder", "encoder", "encoder-decoder"], key="cm_arch"),
-                "activation": c2.selectbox("Activation", ["swiglu", "gelu", "relu", "geglu"], key="cm_act"),
-                "num_layers": c1.number_input("Layers", 0, 1024, 32, key="cm_layers"),
-                "hidden_size": c2.number_input("Hidden size", 0, 131072, 4096, step=256, key="cm_hidden"),
-                "num_heads": c1.number_input("Heads", 1, 1024, 32, key="cm_heads"),
-                "num_kv_heads": c2.number_input("KV heads (0 = heads)", 0, 1024, 8, key="cm_kv"),
-                "ffn_hidden_size": c1.number_input("FFN size (0 = 4h)", 0, 524288, 14336, key="cm_ffn"),
-                "vocab_size": c2.number_input("Vocabulary", 1, 1_000_000, 128256, key="cm_vocab"),
-                "max_seq_len": c1.number_input("Max sequence", 1, 1_048_576, 8192, key="cm_maxseq"),
+                "name": kept(st.text_input, "Name", key="cm_name", default="custom"),
+                "arch": kept(c1.selectbox, "Architecture", ["decoder", "encoder", "encoder-decoder"], key="cm_arch",
+                             default="decoder"),
+                "activation": kept(c2.selectbox, "Activation", ["swiglu", "gelu", "relu", "geglu"], key="cm_act",
+                                   default="swiglu"),
+                "num_layers": kept(c1.number_input, "Layers", 0, 1024, key="cm_layers", default=32),
+                "hidden_size": kept(c2.number_input, "Hidden size", 0, 131072, step=256, key="cm_hidden",
+                                    default=4096),
+                "num_heads": kept(c1.number_input, "Heads", 1, 1024, key="cm_heads", default=32),
+                "num_kv_heads": kept(c2.number_input, "KV heads (0 = heads)", 0, 1024, key="cm_kv", default=8),
+                "ffn_hidden_size": kept(c1.number_input, "FFN size (0 = 4h)", 0, 524288, key="cm_ffn",
+                                        default=14336),
+                "vocab_size": kept(c2.number_input, "Vocabulary", 1, 1_000_000, key="cm_vocab", default=128256),
+                "max_seq_len": kept(c1.number_input, "Max sequence", 1, 1_048_576, key="cm_maxseq", default=8192),
             }
             if fields["arch"] == "encoder-decoder":
-                fields["num_decoder_layers"] = c2.number_input("Decoder layers", 1, 1024, 12, key="cm_dec")
+                fields["num_decoder_layers"] = kept(c2.number_input, "Decoder layers", 1, 1024, key="cm_dec",
+                                                    default=12)
             return model_from_fields(fields)
-        upload = st.file_uploader("Hugging Face config.json or ModelSpec YAML/JSON", type=["json", "yaml", "yml"],
-                                  key="model_upload")
+        upload = _uploaded("Hugging Face config.json or ModelSpec YAML/JSON", key="model_upload",
+                           types=["json", "yaml", "yml"])
         if upload is None:
             st.info("Upload a config.json to plan for it.")
             return None
-        return model_from_upload(upload.getvalue(), upload.name)
+        return model_from_upload(upload[1], upload[0])
     except ValueError as exc:
         st.error(f"Model: {exc}")
         return None
 
 
-def _link_overrides(base: ClusterSpec) -> tuple[float | None, float | None]:
-    """Link bandwidths, defaulting to the preset's (keys include the preset so defaults follow it)."""
+def _link_overrides(base: ClusterSpec) -> tuple[float, float]:
+    """Link bandwidths, defaulting to the preset's (keys include the links so defaults follow them)."""
     with st.expander("Link bandwidths"):
         tag = f"{base.intra_node_link.name}_{base.inter_node_link.name}"
-        intra = st.number_input("Intra-node, GB/s per GPU", min_value=0.1,
-                                value=float(base.intra_node_link.bw_bytes_per_s / GBYTE), key=f"intra_bw_{tag}")
-        inter = st.number_input("Inter-node, Gb/s per NIC", min_value=0.1,
-                                value=float(base.inter_node_link.bw_bytes_per_s / GBIT), key=f"inter_bw_{tag}")
+        intra = kept(st.number_input, "Intra-node, GB/s per GPU", min_value=0.1, key=f"intra_bw_{tag}",
+                     default=float(base.intra_node_link.bw_bytes_per_s / GBYTE))
+        inter = kept(st.number_input, "Inter-node, Gb/s per NIC", min_value=0.1, key=f"inter_bw_{tag}",
+                     default=float(base.inter_node_link.bw_bytes_per_s / GBIT))
         st.caption(f"{base.nics_per_node} NICs per node, {base.gpus_per_node} GPUs per node, "
                    f"{base.network} network")
     return intra * GBYTE, inter * GBIT
@@ -80,20 +127,22 @@ def _link_overrides(base: ClusterSpec) -> tuple[float | None, float | None]:
 
 def _cluster_input() -> ClusterSpec | None:
     st.subheader("Cluster")
-    source = st.radio("Cluster from", _CLUSTER_SOURCES, horizontal=True, key="cluster_source")
+    source = kept(st.radio, "Cluster from", _CLUSTER_SOURCES, horizontal=True, key="cluster_source",
+                  default="Preset")
     try:
-        nodes = int(st.number_input("Nodes", min_value=1, max_value=65536, key="nodes"))
+        nodes = int(kept(st.number_input, "Nodes", min_value=1, max_value=65536, key="nodes",
+                         default=DEFAULTS["nodes"]))
         if source == "Upload file":
-            upload = st.file_uploader("ClusterSpec YAML/JSON (gpu and links may be catalog names)",
-                                      type=["yaml", "yml", "json"], key="cluster_upload")
+            upload = _uploaded("ClusterSpec YAML/JSON (gpu and links may be catalog names)", key="cluster_upload",
+                               types=["yaml", "yml", "json"])
             if upload is None:
                 st.info("Upload a cluster file to plan for it.")
                 return None
-            return cluster_from_upload(upload.getvalue(), upload.name, nodes=nodes)
-        clusters = list_clusters()
-        preset = st.selectbox("Cluster preset", clusters, key="cluster_preset")
-        gpu = st.selectbox("GPU", [_ANY, *list_gpus()], format_func=lambda g: "preset's GPU" if g == _ANY else g,
-                           key="gpu")
+            return cluster_from_upload(upload[1], upload[0], nodes=nodes)
+        preset = kept(st.selectbox, "Cluster preset", list_clusters(), key="cluster_preset",
+                      default=DEFAULTS["cluster"])
+        gpu = kept(st.selectbox, "GPU", [_ANY, *list_gpus()], key="gpu", default=_ANY,
+                   format_func=lambda g: "preset's GPU" if g == _ANY else g)
         gpu = None if gpu == _ANY else gpu
         base = get_cluster(preset, nodes=nodes, gpu=gpu)
         intra, inter = _link_overrides(base)
@@ -106,15 +155,18 @@ def _cluster_input() -> ClusterSpec | None:
 
 def _training_input(model: ModelSpec | None):
     st.subheader("Training")
-    if model is not None and st.session_state.get("_last_model") != model.name:
+    ss = st.session_state
+    if model is not None and ss.get("_last_model") != model.name:
         # a new model: keep the sequence length within its maximum
-        st.session_state["_last_model"] = model.name
-        if st.session_state.get("seq_len", DEFAULTS["seq_len"]) > model.max_seq_len:
-            st.session_state["seq_len"] = model.max_seq_len
+        ss["_last_model"] = model.name
+        current = ss.get(_keep("seq_len"), ss.get("seq_len", DEFAULTS["seq_len"]))
+        if current > model.max_seq_len:
+            ss[_keep("seq_len")] = model.max_seq_len
     c1, c2 = st.columns(2)
-    gbs = c1.number_input("Global batch (sequences)", min_value=1, key="global_batch")
-    seq = c2.number_input("Sequence length", min_value=1, key="seq_len")
-    dtype = st.selectbox("Compute dtype", _DTYPES, key="dtype")
+    gbs = kept(c1.number_input, "Global batch (sequences)", min_value=1, key="global_batch",
+               default=DEFAULTS["global_batch_size"])
+    seq = kept(c2.number_input, "Sequence length", min_value=1, key="seq_len", default=DEFAULTS["seq_len"])
+    dtype = kept(st.selectbox, "Compute dtype", _DTYPES, key="dtype", default=DEFAULTS["dtype"])
     try:
         return training_from_inputs(global_batch_size=int(gbs), seq_len=int(seq), dtype=dtype, model=model)
     except ValueError as exc:
@@ -126,46 +178,28 @@ def _constraints_input() -> dict[str, Any]:
     """Knobs to fix or bound, as `planner.search` keyword arguments (only the ones set)."""
     out: dict[str, Any] = {}
     with st.expander("Constraints"):
-        st.caption("Fix a knob or bound it; 'any' leaves it to the search.")
+        st.caption("Fix a knob or bound it; 0 / empty leaves it to the search.")
         c1, c2 = st.columns(2)
-        for col, axis in ((c1, "tp"), (c2, "pp"), (c1, "dp"), (c2, "cp")):
-            value = col.number_input(f"{axis} (0 = any)", min_value=0, value=0, key=f"c_{axis}")
+        for i, knob in enumerate(("tp", "pp", "dp", "cp", "max_tp", "max_pp", "micro_batch_size")):
+            value = kept((c1 if i % 2 == 0 else c2).number_input, knob, min_value=0, key=f"c_{knob}", default=0)
             if value:
-                out[axis] = int(value)
-        for col, axis in ((c1, "max_tp"), (c2, "max_pp")):
-            value = col.number_input(f"{axis} (0 = none)", min_value=0, value=0, key=f"c_{axis}")
-            if value:
-                out[axis] = int(value)
-        mb = c1.number_input("micro-batch (0 = any)", min_value=0, value=0, key="c_micro_batch_size")
-        if mb:
-            out["micro_batch_size"] = int(mb)
-        choices = {
-            "schedule": ["gpipe", "1f1b", "interleaved-1f1b", "zero-bubble"],
-            "recompute": ["none", "selective", "full"],
-            "zero_stage": [0, 1, 2, 3],
-        }
+                out[knob] = int(value)
+        choices = {"schedule": ["gpipe", "1f1b", "interleaved-1f1b", "zero-bubble"],
+                   "recompute": ["none", "selective", "full"], "zero_stage": [0, 1, 2, 3]}
         for i, (knob, options) in enumerate(choices.items()):
-            picked = (c2 if i % 2 == 0 else c1).multiselect(knob, options, key=f"c_{knob}")
+            picked = kept((c2 if i % 2 == 0 else c1).multiselect, knob, options, key=f"c_{knob}", default=[])
             if picked:
                 out[knob] = list(picked)
-        sp = c2.selectbox("sequence parallel", [_ANY, "on", "off"], key="c_sequence_parallel")
+        sp = kept(c2.selectbox, "sequence parallel", [_ANY, "on", "off"], key="c_sequence_parallel", default=_ANY)
         if sp != _ANY:
             out["sequence_parallel"] = sp == "on"
-        if st.checkbox("allow using fewer GPUs than the cluster has", key="c_allow_fewer_gpus"):
+        if kept(st.checkbox, "allow using fewer GPUs than the cluster has", key="c_allow_fewer_gpus", default=False):
             out["allow_fewer_gpus"] = True
     return out
 
 
-_WIDGET_DEFAULTS = {"model_preset": DEFAULTS["model"], "cluster_preset": DEFAULTS["cluster"],
-                    "nodes": DEFAULTS["nodes"], "global_batch": DEFAULTS["global_batch_size"],
-                    "seq_len": DEFAULTS["seq_len"], "dtype": DEFAULTS["dtype"]}
-
-
 def problem_sidebar() -> Problem | None:
-    """Render the problem form in the sidebar; the validated Problem, or None (errors shown inline).
-    Defaults live in the session state (not in the widgets), so callers and tests may preset any."""
-    for key, value in _WIDGET_DEFAULTS.items():
-        st.session_state.setdefault(key, value)
+    """Render the problem form in the sidebar; the validated Problem, or None (errors shown inline)."""
     with st.sidebar:
         model = _model_input()
         cluster = _cluster_input()

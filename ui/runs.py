@@ -3,28 +3,18 @@ model's prediction of the same run (same model, plan, batch and this machine's c
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from costmodel import (
-    ClusterSpec,
-    Rejection,
-    StepEstimate,
-    StepMeasurement,
-    TrainingSpec,
-    get_cluster,
-    list_clusters,
-    load_model,
-)
+from costmodel import Rejection, StepEstimate, StepMeasurement, TrainingSpec, load_model
 from ui import services
 from ui.charts import GIB
 from ui.jobs import paraplan_argv
 
-__all__ = ["LOCAL_MODELS", "default_procs", "run_argv", "cluster_for_device", "compare", "comparison_rows",
+__all__ = ["LOCAL_MODELS", "default_procs", "run_argv", "compare", "comparison_rows",
            "comparison_table"]
 
 LOCAL_MODELS = ["tiny-llama", "tiny-gpt", "tiny-bert", "small-llama"]
@@ -49,31 +39,17 @@ def run_argv(plan_path: str | Path, *, model: str, steps: int, procs: int, globa
     return argv
 
 
-def cluster_for_device(device: str, world_size: int) -> ClusterSpec:
-    """The catalog preset of the device a run used ('cpu' host, or the DGX-style preset of its GPU),
-    with enough nodes for `world_size` ranks."""
-    name = "cpu"
-    dev = device.lower()
-    if dev != "cpu":
-        for preset in list_clusters():
-            gpu = get_cluster(preset).gpu.name
-            if gpu.split("-")[0] in dev:
-                name = preset
-                break
-    base = get_cluster(name)
-    return get_cluster(name, nodes=max(1, math.ceil(world_size / base.gpus_per_node)))
+def compare(summary: dict[str, Any], *, calibration: Any = None) -> tuple[StepMeasurement, StepEstimate]:
+    """The run's `summary.json` as a StepMeasurement, and the cost model's prediction of the same run
+    (same model, plan and batch, on the cluster preset of the device it ran on; CPU runs are fp32)."""
+    from costmodel import estimate
+    from costmodel.fit_data import cluster_for_device
 
-
-def compare(summary: dict[str, Any]) -> tuple[StepMeasurement, StepEstimate | Rejection]:
-    """The run's `summary.json` as a StepMeasurement, and the cost model's prediction of that run."""
     measured = StepMeasurement.model_validate(summary)
-    estimate = services.api("costmodel.evaluate") or services.api("costmodel.estimate")
-    if estimate is None:
-        raise ValueError("costmodel.estimate is not available yet")
     cluster = cluster_for_device(measured.device, measured.world_size)
     training = TrainingSpec(global_batch_size=measured.global_batch_size, seq_len=measured.seq_len,
                             dtype="fp32" if measured.device == "cpu" else "bf16")
-    return measured, estimate(load_model(measured.model), cluster, training, measured.plan)
+    return measured, estimate(load_model(measured.model), cluster, training, measured.plan, calibration=calibration)
 
 
 def comparison_rows(measured: StepMeasurement, predicted: StepEstimate | Rejection) -> list[dict[str, Any]]:

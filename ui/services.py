@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import shlex
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -132,13 +133,36 @@ def estimate_plan(problem: Problem, plan: ParallelPlan, *, timeline: bool = True
     return estimate(problem.model, problem.cluster, problem.training, plan, timeline=timeline)
 
 
-def torchrun_command(plan: ParallelPlan, *, model: Any) -> str | None:
-    """The executor's torchrun command line for `plan` (None while the executor's builder is missing)."""
-    build = api("executor.launch.torchrun_command") or api("executor.torchrun_command")
-    if build is None:
-        return None
-    cmd = build(plan, model=getattr(model, "name", model))
-    return cmd if isinstance(cmd, str) else " ".join(str(c) for c in cmd)
+def torchrun_command(problem: Problem, plan: ParallelPlan, *, steps: int = 1000) -> str:
+    """The executor's torchrun command line for `plan` on the problem's cluster (run it on every node
+    with its --node-rank; MASTER_ADDR is node 0), built by `executor.prepare_run`, which also checks the
+    plan against the model. ValueError when the executor refuses the plan (with its reason)."""
+    from costmodel import list_models, load_model
+
+    prepare_run = api("executor.prepare_run")
+    if prepare_run is None:
+        raise RuntimeError("executor.prepare_run is not available yet")
+    cluster, training, model = problem.cluster, problem.training, problem.model
+    nnodes = -(-plan.world_size // cluster.gpus_per_node)
+    catalog = model.name in list_models() and load_model(model.name) == model
+    out = f"runs/{plan.short()}"
+    setup = prepare_run(plan, model=model.name if catalog else model, steps=steps, out=out,
+                        global_batch=training.global_batch_size, seq_len=training.seq_len,
+                        dtype=training.dtype if training.dtype in ("fp32", "bf16", "fp16") else "bf16",
+                        nnodes=nnodes, node_rank=0, rdzv_endpoint="$MASTER_ADDR:29500")
+    argv = ["python" if i == 0 else str(a).replace(str(setup.out_dir), out) for i, a in enumerate(setup.command)]
+    if "--node-rank" in argv:
+        argv[argv.index("--node-rank") + 1] = "$NODE_RANK"
+    command = " ".join(a if a.startswith("$") else shlex.quote(a) for a in argv)
+    return "\n".join([
+        "#!/usr/bin/env bash",
+        f"# paraplan: {plan.short()} for {model.name} on {nnodes} x {cluster.gpus_per_node} {cluster.gpu.name} "
+        f"({cluster.name}).",
+        f"# Run on each of the {nnodes} nodes with NODE_RANK=0..{nnodes - 1} and MASTER_ADDR=<node 0>; put the",
+        f"# plan JSON download at {out}/plan.json first.",
+        "set -euo pipefail",
+        ': "${MASTER_ADDR:?set MASTER_ADDR to node 0}" "${NODE_RANK:?set NODE_RANK}"',
+        command, ""])
 
 
 _NUMERIC_SWEEPS = {"nodes": int, "global_batch": int, "seq_len": int, "inter_node_bw": float}

@@ -15,7 +15,7 @@ from ui import services
 from ui.problem import Problem
 
 __all__ = ["set_problem", "problem", "search", "estimate", "selected_label", "select", "TOP_K",
-           "require_problem", "require_api", "sweep"]
+           "require_problem", "require_api", "sweep", "sidebar_problem", "torchrun_script"]
 
 TOP_K = 10
 """Ranked plans a search keeps."""
@@ -32,9 +32,18 @@ def problem() -> Problem | None:
     return st.session_state.get(_PROBLEM)
 
 
+def sidebar_problem() -> Problem | None:
+    """Draw the sidebar form; its validated problem (None when an input is wrong, shown inline)."""
+    from ui.inputs import problem_sidebar
+
+    value = problem_sidebar()
+    set_problem(value)
+    return value
+
+
 def require_problem() -> Problem:
-    """The current problem, or stop the page with a pointer to the sidebar's errors."""
-    value = problem()
+    """Draw the sidebar form; its validated problem, or stop the page pointing at the sidebar's errors."""
+    value = sidebar_problem()
     if value is None:
         st.info("Fix the inputs marked in the sidebar to see results.")
         st.stop()
@@ -87,3 +96,13 @@ def _sweep(key: str, vary: str, values_json: str) -> pd.DataFrame:
 def sweep(value: Problem, *, vary: str, values: list) -> pd.DataFrame:
     """The cached what-if sweep (best plan per value)."""
     return _sweep(value.key(), vary, json.dumps(values))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _torchrun(key: str, plan_json: str) -> str:
+    return services.torchrun_command(Problem.from_key(key), ParallelPlan.model_validate_json(plan_json))
+
+
+def torchrun_script(value: Problem, plan: ParallelPlan) -> str:
+    """The cached launch script (torchrun command) of a plan on the problem's cluster."""
+    return _torchrun(value.key(), plan.model_dump_json())

@@ -23,8 +23,10 @@ def _table(rows, columns: list[tuple[str, str]]) -> list[str]:
         cells = []
         for col, _ in columns:
             val = getattr(r, col)
-            if col == "error":
+            if col in ("error", "mean_signed_error"):
                 cells.append(f"{val:+.1%}")
+            elif col in ("mean_abs_error", "max_abs_error", "within_10pct"):
+                cells.append(f"{val:.1%}")
             elif isinstance(val, float):
                 cells.append(f"{val:.4g}")
             else:

@@ -62,6 +62,15 @@ class TimelineEvent(Spec):
     end_s: float = Field(ge=0)
 
 
+_COMM_TID = 1000
+"""Trace thread offset for a rank's transfers, so they never overlap its compute in the viewer."""
+
+
+def _trace_thread(event: TimelineEvent) -> int:
+    comm = event.kind in ("send", "recv", "dp_comm")
+    return event.stage + _COMM_TID if comm else event.stage
+
+
 class StepEstimate(Spec):
     """Predicted cost of one optimizer step of `plan`."""
 
@@ -91,7 +100,7 @@ class StepEstimate(Spec):
                 "cat": e.kind,
                 "ph": "X",
                 "pid": 0,
-                "tid": e.stage,
+                "tid": _trace_thread(e),
                 "ts": e.start_s * 1e6,
                 "dur": (e.end_s - e.start_s) * 1e6,
                 "args": {"micro_batch": e.micro_batch, "chunk": e.chunk},
@@ -99,8 +108,9 @@ class StepEstimate(Spec):
             for e in self.timeline
         ]
         meta = [
-            {"name": "thread_name", "ph": "M", "pid": 0, "tid": s, "args": {"name": f"stage {s}"}}
-            for s in sorted({e.stage for e in self.timeline})
+            {"name": "thread_name", "ph": "M", "pid": 0, "tid": tid,
+             "args": {"name": f"stage {tid}" if tid < _COMM_TID else f"stage {tid - _COMM_TID} comm"}}
+            for tid in sorted({_trace_thread(e) for e in self.timeline})
         ]
         return {"traceEvents": meta + events, "displayTimeUnit": "ms",
                 "otherData": {"plan": self.plan.short()}}

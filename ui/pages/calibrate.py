@@ -40,6 +40,8 @@ else:
             if profile is None:
                 st.error("The profiler finished but wrote no profile JSON.")
             else:
+                st.session_state["_calibration_profile"] = str(current.out_dir / "profile.json")
+                st.success("Profile written; the Run page now predicts with it.")
                 calibration.show_profile(profile)
         with st.expander("Profiler log"):
             st.code(current.log_tail() or "(no output yet)")

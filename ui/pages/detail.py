@@ -75,9 +75,14 @@ c[0].download_button("Plan JSON", plan.model_dump_json(indent=2), file_name=f"{p
 c[1].download_button("Chrome trace", est.chrome_trace_json(), file_name=f"{plan.short()}.trace.json",
                      mime="application/json", key="dl_trace", disabled=not est.timeline,
                      help="Open in chrome://tracing or ui.perfetto.dev")
-command = services.torchrun_command(plan, model=problem.model)
-if command is None:
-    c[2].caption("torchrun command: not available yet (executor launch API missing).")
+if services.missing("executor.prepare_run"):
+    c[2].caption("torchrun command: not available yet (executor.prepare_run missing).")
 else:
-    c[2].download_button("torchrun command", command + "\n", file_name="run.sh", mime="text/x-sh", key="dl_cmd")
-    st.code(command, language="bash")
+    try:
+        script = state.torchrun_script(problem, plan)
+    except ValueError as exc:
+        c[2].caption(f"No torchrun command: {exc}")
+    else:
+        c[2].download_button("torchrun command", script, file_name=f"run-{plan.short()}.sh", mime="text/x-sh",
+                             key="dl_cmd")
+        st.code(script, language="bash")

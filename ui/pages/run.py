@@ -22,7 +22,7 @@ if "run" not in services.cli_subcommands():
 job: jobs.Job | None = st.session_state.get("_run_job")
 source = st.radio("Plan", ["Selected plan, scaled to this machine", "Custom plan"], horizontal=True,
                   key="run_source")
-problem = state.problem()
+problem = state.sidebar_problem()
 plan: ParallelPlan | None = None
 if source.startswith("Selected"):
     label = state.selected_label()
@@ -92,8 +92,15 @@ def _finished(current: jobs.Job) -> None:
     if current.returncode != 0 or summary is None:
         st.error(f"The run failed (exit {current.returncode}); see the log below.")
         return
+    profile_path = st.session_state.get("_calibration_profile")
     try:
-        measured, predicted = runs.compare(summary)
+        calibration = None
+        if profile_path:
+            from costmodel.calibration import load_profile
+
+            calibration = load_profile(profile_path)
+            st.caption(f"Predicted with the calibration profile measured on the Calibrate page ({profile_path}).")
+        measured, predicted = runs.compare(summary, calibration=calibration)
     except ValueError as exc:
         st.error(f"Prediction: {exc}")
         return

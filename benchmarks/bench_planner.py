@@ -1,0 +1,46 @@
+"""Planner search speed (`python -m benchmarks planner`): whole searches, cold (first search on a
+cluster object: every CommModel built) and warm (CommModels memoized by the cost model), and the
+bulk pass's plans per second. Results: docs/BENCHMARKS.md (planner section)."""
+
+from __future__ import annotations
+
+import time
+
+from costmodel import TrainingSpec, get_cluster, load_model
+from planner import search
+
+CASES = [
+    # (label, model, cluster, nodes, global batch, seq len, constraints)
+    ("GPT-3 175B, 1,024 A100 (full space)", "gpt3-175b", "dgx-a100", 128, 1536, 2048, {}),
+    ("Llama-3 405B, 16,384 H100 (tp=8, cp=1, one placement)", "llama3-405b", "dgx-h100", 2048, 2048, 8192,
+     {"tp": 8, "cp": 1, "placement": [("tp", "cp", "dp", "pp")]}),
+]
+
+
+def _run(model, cluster, training, cons):  # noqa: ANN001, ANN202
+    t0 = time.perf_counter()
+    result = search(model, cluster, training, top_k=10, **cons)
+    return time.perf_counter() - t0, result
+
+
+def main() -> None:
+    for label, name, preset, nodes, batch, seq, cons in CASES:
+        model, cluster = load_model(name), get_cluster(preset, nodes=nodes)
+        training = TrainingSpec(global_batch_size=batch, seq_len=seq)
+        cold_s, cold = _run(model, cluster, training, cons)
+        warm_s, warm = _run(model, cluster, training, cons)
+        assert [r.plan for r in cold.plans] == [r.plan for r in warm.plans]
+        t = warm.timings_s
+        print(f"{label}: cold {cold_s:.2f} s, warm {warm_s:.2f} s; {cold.num_candidates:,} candidates, "
+              f"{cold.num_valid:,} valid, {cold.num_rescored} re-scored exactly")
+        print(f"   warm: space {t['space_s']:.2f} s, bulk {t['bulk_s']:.2f} s "
+              f"({warm.bulk_plans_per_s:,.0f} plans/s), re-score {t['rescore_s']:.2f} s, "
+              f"pareto {t['pareto_s']:.2f} s; cold bulk {cold.timings_s['bulk_s']:.2f} s")
+        if cold.best is not None:
+            e = cold.best.estimate
+            print(f"   best: {cold.best.plan.short()} step {e.step_time_s:.2f} s, MFU {e.mfu:.1%}, "
+                  f"peak {e.memory.peak_bytes / 2**30:.1f} GiB")
+
+
+if __name__ == "__main__":
+    main()

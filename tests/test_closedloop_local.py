@@ -1,0 +1,115 @@
+"""`paraplan validate --local`: plan selection, scores, the report section, and a real reduced sweep."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from costmodel import TrainingSpec, load_model
+from costmodel.calibration import CalibrationProfile, save_profile
+from costmodel.fit_data import local_cluster
+from costmodel.profile import ProfileConfig, run_profile
+from costmodel.specs import StepMeasurement
+from planner import search
+from planner.cli import main
+from planner.closed_loop import LocalValidation, host_constants, run_local_validation, select_plans
+from planner.closed_loop_doc import BEGIN, END, update_part
+from planner.closed_loop_metrics import rank_average, regret, spearman
+
+REQUIRED = ["plan", "measured_step_time_s", "predicted_step_time_s", "measured_peak_bytes", "predicted_peak_bytes"]
+
+
+@pytest.fixture(scope="module")
+def profile():
+    """A compute-only profile of this machine for tiny-llama (collectives fall back to the link model)."""
+    return run_profile(ProfileConfig(model="tiny-llama", device="cpu", nprocs=(), repeats=1, progress=False))
+
+
+def test_spearman_regret_and_ranks() -> None:
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert rank_average(np.array([3.0, 1.0, 3.0])).tolist() == [2.5, 1.0, 2.5]
+    assert spearman([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
+    assert math.isnan(spearman([1.0], [2.0]))
+    # planner picks the plan it predicts fastest (index 1); the fastest measured is index 2
+    assert regret(np.array([2.0, 1.5, 1.0]), np.array([0.3, 0.1, 0.2])) == pytest.approx(1.5)
+
+
+def test_select_plans_keeps_the_planners_best_and_spreads_the_rest(profile) -> None:
+    model, cluster = load_model("tiny-llama"), local_cluster(4)
+    training = TrainingSpec(global_batch_size=8, seq_len=64, dtype="fp32")
+    calib = profile.model_copy(update={"constants": host_constants(profile, procs=4, cores=2)})
+    picked = select_plans(model, cluster, training, calibration=calib, max_plans=7, top_plans=2)
+    best = search(model, cluster, training, top_k=1, calibration=calib, cp=1).best
+    assert len(picked) == 7 and picked[0][1] == best.plan
+    ranks = [r for r, _ in picked]
+    assert ranks == sorted(ranks) and ranks[:2] == [1, 2] and ranks[-1] > 50
+    assert len({p.short() + str(p.layers_per_stage) for _, p in picked}) == 7
+    assert all(p.world_size == 4 and p.cp == 1 for _, p in picked)
+
+
+def test_host_constants_share_the_cores() -> None:
+    cpu = CalibrationProfile(device="cpu", gpu="cpu", torch_version="x", threads=2)
+    assert host_constants(cpu, procs=4, cores=2)["measured_rate_scale"] == pytest.approx(0.25)
+    assert host_constants(cpu, procs=1, cores=2)["measured_rate_scale"] == pytest.approx(1.0)
+    gpu = CalibrationProfile(device="NVIDIA H200", gpu="h200", torch_version="x", threads=16)
+    assert host_constants(gpu, procs=8) == {"framework_bytes": 0.0}
+
+
+def test_failed_runs_are_rows_not_crashes(tmp_path, profile) -> None:
+    def runner(plan, **kwargs):
+        raise RuntimeError(f"rank 1 died running {plan.short()}")
+
+    cfg = LocalValidation(model=load_model("tiny-llama"), procs=2, max_plans=2, steps=2)
+    report = run_local_validation(cfg, runner=runner, cluster=local_cluster(2), profile=profile, out_dir=tmp_path)
+    assert report.summary["plans_run"] == 0 and report.summary["plans_failed"] == 2
+    rows = pd.read_csv(tmp_path / "validation.csv")
+    assert rows["status"].str.startswith("failed: rank 1 died").all()
+    assert rows["measured_step_time_s"].isna().all()
+
+
+def test_doc_part_is_replaced_and_other_sections_kept(tmp_path) -> None:
+    doc = tmp_path / "VALIDATION.md"
+    doc.write_text("# Validation\n\nothers' section\n<!-- published:begin -->\nX\n<!-- published:end -->\n")
+    update_part(doc, "local", "first")
+    update_part(doc, "calibrate-vtrain", "fit")
+    update_part(doc, "local", "second")
+    text = doc.read_text()
+    assert "<!-- published:begin -->\nX\n<!-- published:end -->" in text and "others' section" in text
+    assert "second" in text and "first" not in text and "fit" in text
+    assert text.count(BEGIN) == 1 and text.count(END) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.xdist_group("dist")
+def test_reduced_local_validation_really_runs_every_plan(tmp_path, profile) -> None:
+    prof = tmp_path / "profile.json"
+    save_profile(profile, prof)
+    out = tmp_path / "val"
+    doc = tmp_path / "VALIDATION.md"
+    rc = main(["validate", "--local", "--procs", "2", "--max-plans", "3", "--steps", "2", "--out", str(out),
+               "--profile", str(prof), "--doc", str(doc)])
+    assert rc == 0
+    rows = pd.read_csv(out / "validation.csv")
+    assert list(rows.columns[:2]) == ["plan", "measured_step_time_s"] and set(REQUIRED) <= set(rows.columns)
+    assert len(rows) == 3 and (rows["status"] == "ok").all()
+    assert rows[REQUIRED[1:]].notna().all().all() and (rows[REQUIRED[1:]] > 0).all().all()
+    assert rows["planner_top1"].sum() == 1
+    for r in rows.itertuples():
+        measured = StepMeasurement.model_validate_json((out / "runs" / r.run_dir.split("/runs/")[-1] /
+                                                        "summary.json").read_text())
+        # the measured figures are the executor's, not copies of the prediction
+        assert measured.step_time_s == pytest.approx(r.measured_step_time_s)
+        assert measured.peak_bytes == pytest.approx(r.measured_peak_bytes)
+        assert measured.world_size == 2 and measured.plan.short() in r.plan
+        assert r.measured_step_time_s != pytest.approx(r.predicted_step_time_s, rel=1e-6)
+    summary = json.loads((out / "summary.json").read_text())["summary"]
+    for key in ("step_time_mean_abs_error", "step_time_max_abs_error", "spearman", "regret", "peak_mean_abs_error"):
+        assert key in summary
+    assert summary["plans_run"] == 3 and summary["regret"] >= 1.0
+    assert "validate --local" in doc.read_text() and (tmp_path / "validation_local.csv").is_file()

@@ -1,0 +1,161 @@
+"""`paraplan run` / executor.launch: the torchrun command, capacity and scaling, and bad input that must
+fail with a one-line error (exit 2) before any process starts."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+import torch
+
+from costmodel import ParallelPlan, TrainingSpec, load_model, save_plan
+from executor.checkpoint import save_checkpoint
+from executor.engine import build_engine
+from executor.launch import prepare_run
+from executor.scaling import host_capacity, scale_plan
+from planner.cli import main
+
+MODEL = load_model("tiny-llama")
+
+
+def _plan_file(tmp_path, **knobs):
+    return str(save_plan(ParallelPlan(**knobs), tmp_path / "plan.json"))
+
+
+def _run(argv, capsys):
+    code = main(["run", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _error_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.startswith("paraplan: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_dry_run_prints_the_torchrun_command(tmp_path, capsys):
+    plan = _plan_file(tmp_path, dp=2, tp=2)
+    code, out, _ = _run([plan, "--model", "tiny-llama", "--steps", "7", "--out", str(tmp_path / "r"),
+                         "--dry-run"], capsys)
+    assert code == 0
+    argv = shlex.split(out.strip())
+    assert argv[1:3] == ["-m", "torch.distributed.run"]
+    assert argv[argv.index("--nproc-per-node") + 1] == "4"
+    assert argv[argv.index("--rdzv-endpoint") + 1].startswith("127.0.0.1:")
+    assert argv[argv.index("--local-addr") + 1] == "127.0.0.1"
+    assert argv[argv.index("-m", 3) + 1] == "executor.train"
+    assert argv[argv.index("--steps") + 1] == "7"
+    assert argv[argv.index("--global-batch") + 1] == "8"  # default: 8 sequences
+    assert argv[argv.index("--seq-len") + 1] == "64"  # the model's max_seq_len
+    assert not (tmp_path / "r").exists()  # a dry run starts nothing and writes nothing
+
+
+def test_options_pass_through_to_the_worker_and_torchrun(tmp_path):
+    setup = prepare_run(_plan_file(tmp_path, dp=2), model="tiny-llama", steps=20, out=tmp_path / "r",
+                        global_batch=6, seq_len=32, seed=3, lr=1e-3, ckpt_every=5, max_restarts=2, timeout_s=42)
+    argv = list(setup.command)
+    for flag, value in (("--global-batch", "6"), ("--seq-len", "32"), ("--seed", "3"), ("--lr", "0.001"),
+                        ("--ckpt-every", "5"), ("--max-restarts", "2"), ("--timeout", "42")):
+        assert argv[argv.index(flag) + 1] == value, flag
+    assert setup.training == TrainingSpec(global_batch_size=6, seq_len=32, dtype="fp32")
+
+
+def test_multi_node_options_pass_through(tmp_path):
+    setup = prepare_run(_plan_file(tmp_path, dp=4, tp=2), model="tiny-llama", steps=5, out=tmp_path / "r",
+                        nnodes=2, node_rank=1, rdzv_endpoint="node0.example:29500")
+    argv = list(setup.command)
+    assert argv[argv.index("--nnodes") + 1] == "2" and argv[argv.index("--node-rank") + 1] == "1"
+    assert argv[argv.index("--rdzv-endpoint") + 1] == "node0.example:29500"
+    assert argv[argv.index("--nproc-per-node") + 1] == "4" and "--local-addr" not in argv
+
+
+@pytest.mark.parametrize("knobs, extra, field", [
+    ({"tp": 3}, [], "tp"),                                   # 3 does not divide 4 heads
+    ({"pp": 8}, [], "pp"),                                   # more stages than the 4 layers
+    ({"dp": 3}, ["--global-batch", "8"], "micro_batch_size"),  # 8 rows do not split over dp=3
+    ({}, ["--seq-len", "1000"], "seq_len"),                  # beyond max_seq_len=64
+    ({}, ["--steps", "0"], "steps"),
+    ({"dp": 2}, ["--nnodes", "2"], "rdzv_endpoint"),
+])
+def test_plans_that_do_not_fit_the_model_fail_before_launch(tmp_path, capsys, knobs, extra, field):
+    code, _, err = _run([_plan_file(tmp_path, **knobs), "--model", "tiny-llama", "--out", str(tmp_path / "r"),
+                         *extra], capsys)
+    assert code == 2
+    assert field in _error_line(err)
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_and_corrupt_plan_files(tmp_path, capsys):
+    code, _, err = _run([str(tmp_path / "nope.json"), "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "does not exist" in _error_line(err)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{ not json")
+    code, _, err = _run([str(bad), "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "not valid JSON" in _error_line(err)
+    bad.write_text(json.dumps({"dp": 2, "tpp": 2}))
+    code, _, err = _run([str(bad), "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "tpp" in _error_line(err)
+
+
+def test_unsupported_model_fails_before_launch(tmp_path, capsys):
+    code, _, err = _run([_plan_file(tmp_path), "--model", "t5-base", "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "encoder-decoder" in _error_line(err)
+
+
+def test_missing_corrupt_or_finished_checkpoints(tmp_path, capsys):
+    plan = _plan_file(tmp_path)
+    code, _, err = _run([plan, "--resume", str(tmp_path / "none"), "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "does not exist" in _error_line(err)
+    engine = build_engine(MODEL, ParallelPlan(), TrainingSpec(global_batch_size=2, seq_len=16, dtype="fp32"),
+                          device=torch.device("cpu"))
+    state = {"seed": 0, "plan": ParallelPlan().model_dump(mode="json"), "world_size": 1,
+             "global_batch_size": 2, "seq_len": 16}
+    ckpt = save_checkpoint(engine.model_parts, engine.optimizer, root=tmp_path / "old" / "checkpoints", step=5,
+                           trainer_state=state)
+    code, _, err = _run([plan, "--resume", str(tmp_path / "old"), "--steps", "5", "--out", str(tmp_path / "r")],
+                        capsys)
+    assert code == 2 and "already at step 5" in _error_line(err)
+    setup = prepare_run(plan, model="tiny-llama", steps=9, out=tmp_path / "r", resume=tmp_path / "old")
+    assert setup.resume_from == ckpt and setup.training.global_batch_size == 2  # settings from the checkpoint
+    (ckpt / ".metadata").write_bytes(b"\x00garbage")
+    code, _, err = _run([plan, "--resume", str(ckpt), "--steps", "9", "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "corrupt" in _error_line(err)
+
+
+def test_too_big_a_plan_is_scaled_only_when_asked(tmp_path, capsys):
+    cap = host_capacity()
+    plan = _plan_file(tmp_path, dp=4 * cap, tp=2)
+    code, _, err = _run([plan, "--out", str(tmp_path / "r"), "--dry-run"], capsys)
+    assert code == 2 and f"--scale-to {cap}" in _error_line(err)
+    code, out, err = _run([plan, "--out", str(tmp_path / "r"), "--dry-run", "--scale-to", "4",
+                           "--global-batch", "8"], capsys)
+    assert code == 0
+    assert f"paraplan: scaled: dp {4 * cap} -> 2" in err
+    argv = shlex.split(out.strip())
+    assert argv[argv.index("--nproc-per-node") + 1] == "4"
+
+
+def test_scale_plan_lowers_dp_then_pp_then_tp():
+    plan = ParallelPlan(dp=4, tp=2, pp=2, virtual_stages=2, schedule="interleaved-1f1b", micro_batch_size=1)
+    same, changes = scale_plan(plan, MODEL, max_world=16)
+    assert same == plan and changes == ()
+    p, changes = scale_plan(plan, MODEL, max_world=8, global_batch=8)
+    assert (p.dp, p.pp, p.tp) == (2, 2, 2) and changes[0] == "dp 4 -> 2"
+    p, changes = scale_plan(plan, MODEL, max_world=2, global_batch=8)
+    assert (p.dp, p.pp, p.tp) == (1, 1, 2)
+    assert p.schedule == "1f1b" and p.virtual_stages == 1  # interleaving needs pp > 1
+    assert changes[:2] == ("dp 4 -> 1", "pp 2 -> 1")
+    p, _ = scale_plan(ParallelPlan(dp=3, tp=4, sequence_parallel=True), MODEL, max_world=1)
+    assert p.world_size == 1 and not p.sequence_parallel
+    # dp must keep dividing the global batch: 6 rows, 8 -> 6 (not 7)
+    p, _ = scale_plan(ParallelPlan(dp=8), MODEL, max_world=7, global_batch=6)
+    assert p.dp == 6
+
+
+def test_host_capacity_on_cpu():
+    if torch.cuda.is_available():
+        assert host_capacity() == torch.cuda.device_count()
+    else:
+        assert host_capacity() >= 8
