@@ -87,9 +87,18 @@ def batch_rate(rows: int = 1_000_000) -> tuple[float, int, int]:
     return rows / (time.process_time() - t0), rows, int(out["valid"].sum())
 
 
+def reference_loop_s() -> float:
+    """CPU seconds of a fixed 3M-iteration pure-Python loop: a yardstick for this host's speed."""
+    t0, total = time.process_time(), 0
+    for j in range(3_000_000):
+        total += j * 2
+    return time.process_time() - t0
+
+
 def main() -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})   # one core
+    ref = min(reference_loop_s() for _ in range(3))
     scalar, nplans = scalar_rate()
     batch, rows, valid = batch_rate()
     cpu = platform.processor() or platform.machine()
@@ -101,7 +110,8 @@ def main() -> None:
              f"| `estimate_batch`, {rows:,} random plans ({valid:,} valid) in one call | {batch:,.0f} plans/s |",
              "", f"Machine: {cpu}, Python {platform.python_version()}, pinned to one core; rates are per "
              "CPU-second of the benchmark process (time.process_time), so a busy shared host distorts them "
-             "less; they still vary by tens of percent between runs.", END]
+             "less; they still vary by tens of percent between runs. Yardstick: a 3M-iteration Python loop "
+             f"(`total += j * 2`) took {ref:.2f} CPU-s here; scale the figures by that against your machine.", END]
     section = "\n".join(lines)
     print(section)
     doc = ROOT / "docs" / "BENCHMARKS.md"

@@ -20,7 +20,7 @@ from .fit_data import fitted_profile
 
 __all__ = ["calibrate", "default_fit_names", "efficiency_overrides", "VTRAIN_FIT_NAMES"]
 
-VTRAIN_FIT_NAMES = DEFAULT_FIT_NAMES + ("mem_efficiency", "p2p_overhead_s")
+VTRAIN_FIT_NAMES = DEFAULT_FIT_NAMES + ("mem_efficiency", "p2p_overhead_s", "host_hides_comm", "host_overlap_exponent")
 """vTrain: no measured curves, so compute and memory efficiencies are fitted along with overheads."""
 
 

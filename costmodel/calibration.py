@@ -197,6 +197,7 @@ def save_profile(profile: CalibrationProfile, path: str | os.PathLike[str]) -> P
             f.write(profile.model_dump_json(indent=1))
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

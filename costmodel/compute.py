@@ -14,6 +14,7 @@ All functions are numpy-broadcastable in their numeric arguments."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -76,7 +77,7 @@ class Rates:
     dtype: str
     calibration: Any = None
 
-    @property
+    @cached_property
     def mem_bw_bytes_per_s(self) -> float:
         """Achievable HBM bandwidth: measured when calibrated, else peak * mem_efficiency."""
         if self.calibration is not None:

@@ -38,6 +38,7 @@ FITTABLE: dict[str, Bound] = {
     "kernel_overhead_s": Bound(1e-7, 1e-3, log=True),
     "host_op_s": Bound(1e-7, 1e-2, log=True),
     "host_hides_comm": Bound(0.0, 1.0),
+    "host_overlap_exponent": Bound(1.0, 32.0, log=True),
     "collective_efficiency": Bound(0.02, 1.5, log=True),
     "p2p_overhead_s": Bound(1e-7, 1.0, log=True),
     "step_overhead_s": Bound(1e-6, 10.0, log=True),

@@ -42,6 +42,7 @@ __all__ = ["estimate", "knobs_from_plan", "step_context", "comm_model", "MemoCom
 _CTX: dict[tuple, tuple[tuple, StepContext]] = {}
 _COMM: dict[tuple, tuple[tuple, Any]] = {}
 _TOPO: dict[tuple, tuple[tuple, Any]] = {}
+_FAST_COMM: dict[tuple, tuple] = {}
 
 
 def _remember(cache: dict, key: tuple, keep: tuple, make: Any) -> Any:
@@ -67,6 +68,10 @@ def step_context(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec,
 def comm_model(cluster: ClusterSpec, plan: ParallelPlan, *, topology: Any = None, calibration: Any = None) -> Any:
     """The CommModel for `plan`'s degrees and placement, memoized; the topology graph is built once
     per (cluster, calibration) and shared by every degree combination."""
+    fast = (id(cluster), id(topology), id(calibration), plan.tp, plan.cp, plan.dp, plan.pp, plan.placement)
+    hit = _FAST_COMM.get(fast)
+    if hit is not None and hit[0] is cluster and hit[1] is topology and hit[2] is calibration:
+        return hit[3]
     kw: dict[str, Any] = {}
     if calibration is not None:
         kw["calibration"] = calibration
@@ -77,9 +82,14 @@ def comm_model(cluster: ClusterSpec, plan: ParallelPlan, *, topology: Any = None
         topology = getattr(probe, "topology", None)
     if topology is not None:
         kw["topology"] = topology
+    given_topology = fast[1]
     keep = (cluster, topology, calibration)
     key = (*map(id, keep), plan.tp, plan.cp, plan.dp, plan.pp, plan.placement)
-    return _remember(_COMM, key, keep, lambda: MemoComm(build_comm_model(cluster, plan, **kw)))
+    comm = _remember(_COMM, key, keep, lambda: MemoComm(build_comm_model(cluster, plan, **kw)))
+    if len(_FAST_COMM) > 4096:
+        _FAST_COMM.clear()
+    _FAST_COMM[fast] = (cluster, topology if given_topology != id(None) else None, calibration, comm)
+    return comm
 
 
 class MemoComm:
@@ -172,26 +182,29 @@ def _closed_form_stage_memory(ctx: StepContext, k: Knobs, comm: Any, out: dict) 
             mids.append(_membreak(rank_state(ctx, k, comm, rank, m, n_enc, n_dec, enc, dec, 0.0, 0.0, params,
                                              with_time=False)))
         return (_membreak(ranks[0]), *mids, _membreak(ranks[-1]))
-    state = rank_state(ctx, k, comm, 1, m, per_rank, 0.0, enc, dec, 0.0, 0.0, per_rank * enc.params,
-                       with_time=False)
+    # rank 0 differs from a middle rank only by the embedding's parameters (states are linear in the
+    # parameter count) and its in-flight count; buffers are equal (no logits on either)
+    r0 = ranks[0]
+    scale = per_rank * enc.params / r0["params"]
     per_chunk = per_rank * enc.act_bytes / k.v
-    working = state["activations_bytes"] - inflight_chunks(k.schedule, 1, k.pp, m, k.v) * per_chunk
-    fixed = {"parameters_bytes": float(state["params_bytes"]), "gradients_bytes": float(state["grads_bytes"]),
-             "optimizer_bytes": float(state["optimizer_bytes"]), "buffers_bytes": float(state["buffers_bytes"])}
-    fixed_peak = float(state["peak"] - state["activations_bytes"])
+    working = r0["activations_bytes"] - inflight_chunks(k.schedule, 0, k.pp, m, k.v) * per_chunk
+    w, g, o = (float(r0["params_bytes"] * scale), float(r0["grads_bytes"] * scale),
+               float(r0["optimizer_bytes"] * scale))
+    buf = float(r0["buffers_bytes"])
+    fixed_peak = w + g + o + buf
     new, put, pp, v, sched = object.__new__, object.__setattr__, k.pp, k.v, k.schedule
+    fields_set = set(MemoryBreakdown.model_fields)   # shared: frozen instances never change it
     for rank in range(1, pp - 1):   # inflight_chunks and _construct inlined: this loop is the hot path
         if sched == 2:
             chunks = min((v - 1) * pp + 2 * (pp - rank - 1) + 1, m * v)
         else:
             chunks = m if sched == 0 else (min(pp, m) if sched == 3 else min(pp - rank, m))
         acts = float(chunks * per_chunk + working)
-        values = fixed.copy()
-        values["activations_bytes"] = acts
-        values["peak_bytes"] = fixed_peak + acts
+        values = {"parameters_bytes": w, "gradients_bytes": g, "optimizer_bytes": o, "activations_bytes": acts,
+                  "buffers_bytes": buf, "peak_bytes": fixed_peak + acts}
         obj = new(MemoryBreakdown)
         put(obj, "__dict__", values)
-        put(obj, "__pydantic_fields_set__", set(values))
+        put(obj, "__pydantic_fields_set__", fields_set)
         put(obj, "__pydantic_extra__", None)
         put(obj, "__pydantic_private__", None)
         mids.append(obj)

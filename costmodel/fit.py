@@ -205,8 +205,12 @@ def fit_constants(observations: list[Observation], *, names: tuple[str, ...] = D
         def loss(u: np.ndarray, predict=predict, target=target) -> float:
             return error_stats(predict(space.to_values(u)), target).mean_abs
 
-        res = nelder_mead(loss, space.to_unit(start), max_evals=max_evals)
-        evals += res.evaluations
+        # two rounds: a restart from the best point with a fresh, smaller simplex escapes the
+        # collapsed simplices Nelder-Mead is known for in more than a few dimensions (Lagarias 1998)
+        res = nelder_mead(loss, space.to_unit(start), max_evals=max(1, max_evals * 2 // 3))
+        again = nelder_mead(loss, res.x, step=0.05, max_evals=max(1, max_evals - res.evaluations))
+        evals += res.evaluations + again.evaluations
+        res = again if again.value <= res.value else res
         if best is None or res.value < best[0]:
             best = (res.value, space.to_values(res.x), eff)
     assert best is not None

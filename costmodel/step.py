@@ -8,7 +8,8 @@ same code runs on Python numbers and on arrays."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -67,7 +68,7 @@ class StepContext:
     peak_flops_per_s: float
     memo: dict = field(default_factory=dict, compare=False, repr=False)  # per-context cache (step FLOPs)
 
-    @property
+    @cached_property
     def eff(self) -> EfficiencyModel:
         return self.rates.eff
 
@@ -267,8 +268,8 @@ def step_costs(ctx: StepContext, k: Knobs, comm: Any, *, memo: dict | None = Non
 
     Pipeline (Narayanan et al. 2021, sec. 2.2): with T_r the per-micro-batch time of rank r, the step
     takes m*max(T) + (sum(T) - max(T))/v (= (p-1)/(v*m) bubble for uniform stages); ZB-H1 shrinks
-    the bubble by F/(F+B) (Qi et al. 2023). P2P: 2(m*v + p - 1) transfers of b*s*h/t on the critical
-    path. DP: all-reduce (ZeRO-0), reduce-scatter + all-gather (ZeRO-1/2), per-micro-batch all-gathers
+    the bubble by F/(F+B) (Qi et al. 2023). P2P: blocking sends charge p2p_overhead_s per transfer to
+    the sending rank, and 2(p-1) transfers of b*s*h/t are exposed (pipeline fill and drain). DP: all-reduce (ZeRO-0), reduce-scatter + all-gather (ZeRO-1/2), per-micro-batch all-gathers
     + reduce-scatter (ZeRO-3), overlapped with backward when EfficiencyModel.overlap_grad_reduce."""
     sh, eff = ctx.shape, ctx.eff
     dp, pp, cp = k.dp, k.pp, k.cp
@@ -299,7 +300,10 @@ def step_costs(ctx: StepContext, k: Knobs, comm: Any, *, memo: dict | None = Non
              + embed.fwd_s + embed.bwd_s + embed.tp_s + head.fwd_s + head.bwd_s + head.tp_s
              + (pp > 1) * (2 * k.v * pp - 2) * eff.p2p_overhead_s)
     slow_last = rl["T"] > r0["T"]
-    crit = {key: _sel(slow_last, rl[key], r0[key]) for key in ("fwd", "bwd", "tp", "cp", "sync", "T")}
+    if isinstance(slow_last, np.ndarray):
+        crit = {key: np.where(slow_last, rl[key], r0[key]) for key in ("fwd", "bwd", "tp", "cp", "sync", "T")}
+    else:
+        crit = rl if slow_last else r0
     zb = (k.schedule == 3) * crit["fwd"] / (crit["fwd"] + crit["bwd"]) + (k.schedule != 3)
     bubble = vmax(sum_t - crit["T"], 0.0) / k.v * zb if pp > 1 else 0.0 * k.mb
     if pp > 1:
@@ -308,8 +312,11 @@ def step_costs(ctx: StepContext, k: Knobs, comm: Any, *, memo: dict | None = Non
         pp_s = 0.0 * k.mb
     cp_grad = _ct(ctx, comm, "cp", "all_reduce", vmax(r0["params"], rl["params"]) * ctx.grad_bytes) if cp > 1 else 0.0
     mem_last = rl["peak"] > r0["peak"]
-    mem = {key: _sel(mem_last, rl[key], r0[key]) for key in
-           ("params_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes", "buffers_bytes", "peak")}
+    if isinstance(mem_last, np.ndarray):
+        mem = {key: np.where(mem_last, rl[key], r0[key]) for key in
+               ("params_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes", "buffers_bytes", "peak")}
+    else:
+        mem = rl if mem_last else r0
     out = {
         "num_micro_batches": m + 0 * k.mb,
         "compute_s": m * (crit["fwd"] + crit["bwd"]),
@@ -342,6 +349,14 @@ def _unit_costs(ctx: StepContext, k: Knobs, comm: Any, memo: dict | None) -> tup
         hit = memo.get(key)
         if hit is not None and hit[0] is ctx:
             return hit[1]
+    if isinstance(k.mb, np.ndarray) and k.mb.size > 64:
+        # arrays: price each distinct (mb, sp, recompute) once and expand (same numbers, fewer ops)
+        code = (np.asarray(k.mb) * 4 + np.asarray(k.sp)) * 4 + np.asarray(k.recompute)
+        uniq, first, inverse = np.unique(code, return_index=True, return_inverse=True)
+        if uniq.size * 8 < code.size:
+            small = replace(k, mb=k.mb[first], sp=k.sp[first], recompute=k.recompute[first])
+            inverse = inverse.ravel()
+            return tuple(_expand(u, inverse) for u in _unit_costs(ctx, small, comm, None))
     enc = block_costs(ctx, k, comm, cross=False)
     dec = block_costs(ctx, k, comm, cross=True) if ctx.shape.n_dec else enc
     units = (enc, dec, *end_costs(ctx, k, comm))
@@ -352,10 +367,10 @@ def _unit_costs(ctx: StepContext, k: Knobs, comm: Any, memo: dict | None) -> tup
     return units
 
 
-def _sel(cond: Num, a: Num, b: Num) -> Num:
-    if isinstance(cond, np.ndarray):
-        return np.where(cond, a, b)
-    return a if cond else b
+def _expand(unit: Any, inverse: np.ndarray) -> Any:
+    """A BlockCost/EndCost of unique knob rows, indexed back to every row."""
+    return type(unit)(**{f.name: (v[inverse] if isinstance(v := getattr(unit, f.name), np.ndarray) and v.ndim
+                                  else v) for f in fields(unit)})
 
 
 def _any(flag: Num) -> bool:

@@ -162,15 +162,17 @@ def _optimizer(params: list[nn.Parameter], plan: ParallelPlan, mesh: DeviceMesh 
                weight_decay: float) -> torch.optim.Optimizer:
     """AdamW; decay on matrices only (norms, biases undecayed). ZeRO-1 without TP shards its states
     with ZeroRedundancyOptimizer; FSDP2 plans shard them with the parameters."""
-    decay = [p for p in params if p.ndim >= 2]
-    rest = [p for p in params if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    groups = [g for g in groups if g["params"]]
+    groups = []  # DTensor and plain parameters apart: foreach kernels take one kind per list
+    for decayed in (True, False):
+        for sharded in (True, False):
+            chosen = [p for p in params if (p.ndim >= 2) == decayed and isinstance(p, DTensor) == sharded]
+            if chosen:
+                groups.append({"params": chosen, "weight_decay": weight_decay if decayed else 0.0})
     if plan.zero_stage == 1 and uses_ddp(plan):
         return ZeroRedundancyOptimizer(groups, optimizer_class=torch.optim.AdamW,
                                        process_group=axis_group(mesh, "dp"), lr=lr, betas=ADAM_BETAS,
                                        eps=ADAM_EPS)
-    return torch.optim.AdamW(groups, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, foreach=False)
+    return torch.optim.AdamW(groups, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS)
 
 
 def build_engine(model_spec: ModelSpec, plan: ParallelPlan, training: TrainingSpec, *,

@@ -19,18 +19,20 @@ __all__ = ["global_grad_norm", "clip_grad_norm_"]
 def global_grad_norm(params: Iterable[torch.nn.Parameter], *, pp_group: dist.ProcessGroup | None = None
                      ) -> float:
     """L2 norm of all gradients of the model (this rank holds one pipeline rank's share)."""
-    sq = torch.zeros((), dtype=torch.float64)
+    squares = []
     for p in params:
-        g = p.grad
-        if g is None:
+        if p.grad is None:
             continue
-        norm = torch.linalg.vector_norm(g, dtype=torch.float32)
+        norm = torch.linalg.vector_norm(p.grad, dtype=torch.float32)
         if isinstance(norm, DTensor):
             norm = norm.full_tensor()  # reduces over the shards' mesh axes, counts replicas once
-        sq += norm.detach().double().cpu() ** 2
+        squares.append(norm.detach().double() ** 2)  # stays on the device: one sync below
+    sq = torch.stack(squares).sum() if squares else torch.zeros((), dtype=torch.float64)
     if pp_group is not None and dist.get_world_size(pp_group) > 1:
-        device = "cpu" if dist.get_backend(pp_group) == "gloo" else torch.device("cuda", torch.cuda.current_device())
-        sq = sq.to(device)
+        if dist.get_backend(pp_group) == "gloo":
+            sq = sq.cpu()
+        elif sq.device.type == "cpu":
+            sq = sq.to(torch.device("cuda", torch.cuda.current_device()))
         dist.all_reduce(sq, group=pp_group)
     return float(sq.sqrt())
 

@@ -50,7 +50,7 @@ LOCAL_FIT_NAMES = (MEASURED_RATE_SCALE, "host_op_s", "kernel_overhead_s", "colle
 CSV_COLUMNS = ("plan", "measured_step_time_s", "predicted_step_time_s", "step_time_error",
                "cv_predicted_step_time_s", "cv_step_time_error", "measured_peak_bytes", "predicted_peak_bytes",
                "peak_error", "cv_predicted_peak_bytes", "cv_peak_error", "predicted_rank", "measured_rank", "planner_rank", "planner_top1",
-               "measured_min_s", "measured_max_s", "runs", "dp", "tp", "pp", "micro_batch_size", "schedule",
+               "measured_min_s", "measured_max_s", "measured_runs_s", "runs", "dp", "tp", "pp", "micro_batch_size", "schedule",
                "virtual_stages", "zero_stage", "recompute", "sequence_parallel", "layers_per_stage", "status",
                "run_dir")
 
@@ -156,7 +156,7 @@ def _row(rank: int, plan: ParallelPlan, est: Any, ms: list[StepMeasurement], sta
            "measured_step_time_s": float(np.median(times)) if times else math.nan,
            "measured_min_s": min(times) if times else math.nan, "measured_max_s": max(times) if times else math.nan,
            "measured_peak_bytes": float(np.median([m.peak_bytes for m in ms])) if ms else math.nan,
-           "runs": len(ms), "status": status if not ms or status == "ok" else f"partial: {status}",
+           "measured_runs_s": ";".join(f"{t:.6g}" for t in times), "runs": len(ms), "status": status if not ms or status == "ok" else f"partial: {status}",
            "run_dir": str(run_dir)}
     row.update({k: getattr(plan, k) for k in ("dp", "tp", "pp", "micro_batch_size", "schedule", "virtual_stages",
                                              "zero_stage", "recompute", "sequence_parallel")})
@@ -211,9 +211,26 @@ def run_local_validation(cfg: LocalValidation, *, runner: Runner, cluster: Clust
     summary.update({"model": cfg.model.name, "procs": cfg.procs, "steps": cfg.steps, "repeats": cfg.repeats,
                     "global_batch": cfg.global_batch, "seq_len": seq_len, "profile_device": profile.device,
                     "profile_threads": profile.threads, "fitted_constants": fitted})
+    if cfg.repeats > 1:
+        summary["per_repeat"] = _per_repeat(df, cfg.repeats)
     report = ValidationReport(df, summary, consts)
     report.write(out)
     return report
+
+
+def _per_repeat(df: pd.DataFrame, repeats: int) -> list[dict[str, Any]]:
+    """The a-priori summary figures once per repeat (measured = that repeat's run of every plan):
+    their min-max is the machine noise of the whole sweep."""
+    out = []
+    runs = df["measured_runs_s"].fillna("").str.split(";")
+    for r in range(repeats):
+        one = df.copy()
+        one["measured_step_time_s"] = [float(x[r]) if len(x) > r and x[r] else math.nan for x in runs]
+        one["cv_predicted_step_time_s"] = math.nan
+        figures = summarize_validation(one)
+        out.append({k: figures[k] for k in ("step_time_mean_abs_error", "step_time_max_abs_error", "spearman",
+                                            "regret")})
+    return out
 
 
 def _cv_peak(df: pd.DataFrame) -> pd.Series:

@@ -74,12 +74,13 @@ def local_markdown(rows: pd.DataFrame, summary: dict[str, Any], *, command: str,
         f"Plans run: {s.get('plans_run')}, failed: {s.get('plans_failed')}. Planner top-1: "
         f"`{s.get('planner_top1_plan')}`; fastest measured: `{s.get('best_measured_plan')}`.",
     ]
+    runs = runs or s.get("per_repeat")
     if runs and len(runs) > 1:
         def rng(key: str, fmt: Any) -> str:
             vals = [r.get(key) for r in runs if r.get(key) is not None and r.get(key) == r.get(key)]
             return f"{fmt(min(vals))} - {fmt(max(vals))}" if vals else "n/a"
-        lines += ["", f"Machine noise, min - max over {len(runs)} repeated sweeps: mean error "
-                  f"{rng('step_time_mean_abs_error', _pct)} (calibrated {rng('cv_step_time_mean_abs_error', _pct)}), "
+        lines += ["", f"Machine noise, min - max of the a-priori figures over the {len(runs)} repeated runs of "
+                  f"every plan: mean error {rng('step_time_mean_abs_error', _pct)}, "
                   f"Spearman {rng('spearman', _num)}, regret {rng('regret', _num)}."]
     lines += ["", "| plan | measured ms (min-max) | predicted ms | error | calibrated ms | error | measured MiB | predicted MiB | error | calibrated error |",
               "|---|---|---|---|---|---|---|---|---|---|"]

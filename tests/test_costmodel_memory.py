@@ -100,10 +100,22 @@ def test_closed_form_stage_memory_equals_the_simulated_schedule(schedule, v):
     model = load_model("gpt3-13b")
     cluster = get_cluster("dgx-a100", nodes=4)
     training = TrainingSpec(global_batch_size=64, seq_len=2048)
-    plan = ParallelPlan(dp=2, tp=4, pp=4, schedule=schedule, virtual_stages=v, recompute="selective")
+    plan = ParallelPlan(dp=2, tp=4, pp=4, schedule=schedule, virtual_stages=v, recompute="selective",
+                        zero_stage=3 if v == 5 else 1, sequence_parallel=schedule == "gpipe")
     closed = estimate(model, cluster, training, plan)
     simulated = estimate(model, cluster, training, plan, timeline=True)
     for a, b in zip(closed.stage_memory, simulated.stage_memory, strict=True):
         assert a.activations_bytes == pytest.approx(b.activations_bytes, rel=1e-9)
         assert a.peak_bytes == pytest.approx(b.peak_bytes, rel=1e-9)
     assert closed.step_time_s == pytest.approx(simulated.step_time_s, rel=0.03)
+
+
+def test_inflight_agrees_with_the_pipeline_closed_forms():
+    """Rank 0's in-flight count equals costmodel.pipeline's uniform_peak_in_flight on a grid."""
+    from costmodel.memory import SCHEDULE_CODES
+    from costmodel.pipeline import uniform_peak_in_flight
+
+    for schedule, code in SCHEDULE_CODES.items():
+        for pp, m in itertools.product([2, 4, 8], [4, 8, 16, 64]):
+            for v in ([2, 3, 4] if schedule == "interleaved-1f1b" else [1]):
+                assert inflight_chunks(code, 0, pp, m, v) == uniform_peak_in_flight(schedule, pp, m, v)

@@ -68,10 +68,10 @@ def test_profile_writes_a_valid_profile_and_repeats_within_noise(tmp_path) -> No
                                        ops=("all_reduce", "all_gather", "send_recv"), repeats=3, seed=7,
                                        timeout_s=150, progress=False))
     assert [(g.m, g.n, g.k) for g in second.gemm] == [(g.m, g.n, g.k) for g in first.gemm]
-    # Same seed, same shapes: medians agree within run-to-run noise on a shared 2-core host
-    # (geometric mean ratio within 3x; single points may swing more under load).
-    gemm_ratio = np.exp(np.mean(np.log([a.flops_per_s / b.flops_per_s for a, b in zip(first.gemm, second.gemm, strict=True)])))
+    # Same seed, same shapes: the typical point agrees within run-to-run noise on a shared 2-core host
+    # (median ratio within 3x; single tiny kernels can stall for milliseconds under load).
+    gemm_ratio = np.median([a.flops_per_s / b.flops_per_s for a, b in zip(first.gemm, second.gemm, strict=True)])
     assert 1 / 3 < gemm_ratio < 3
     pairs = {(c.op, c.nbytes): c.time_s for c in first.collectives}
-    coll_ratio = np.exp(np.mean(np.log([pairs[(c.op, c.nbytes)] / c.time_s for c in second.collectives])))
+    coll_ratio = np.median([pairs[(c.op, c.nbytes)] / c.time_s for c in second.collectives])
     assert 1 / 3 < coll_ratio < 3

@@ -12,8 +12,10 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import torch.nn.functional as F
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor
+from torch.distributed.tensor.parallel import loss_parallel
 
 from costmodel import load_model
 from costmodel.specs import ParallelPlan
@@ -56,13 +58,35 @@ def _compare(parallel, plain, tokens, what: str) -> None:
     torch.testing.assert_close(logits, ref, rtol=1e-5, atol=1e-6, msg=lambda m: f"{what} logits: {m}")
     _loss(logits).backward()
     _loss(ref).backward()
-    got, want = _grads(parallel), _grads(plain)
+    _assert_grads_close(_grads(parallel), _grads(plain), what)
+    plain.zero_grad()
+
+
+def _assert_grads_close(got: dict, want: dict, what: str) -> None:
     assert got.keys() == want.keys(), what
     scale = max(g.abs().max().item() for g in want.values())
     for name in want:  # fp32 sums in another order: error relative to the gradients' scale
         err = (got[name] - want[name]).abs().max().item()
         assert err <= 1e-5 * max(want[name].abs().max().item(), 1e-3 * scale), \
             f"{what} grad {name}: max abs error {err}"
+
+
+def _check_loss_parallel(spec, plain, tokens, mesh) -> None:
+    """Vocab-sharded logits + torch's loss_parallel cross-entropy == plain cross-entropy (value, grads)."""
+    model = build_model(spec, device="meta")
+    apply_tp(model, mesh, sequence_parallel=True, loss_parallel=True)
+    model.to_empty(device="cpu")
+    init_weights(model, spec, seed=3)
+    targets = torch.roll(tokens, -1, dims=1)
+    with loss_parallel():
+        logits = model(tokens)
+        assert isinstance(logits, DTensor) and logits.to_local().shape[-1] == spec.vocab_size // mesh.size()
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum")
+        loss.backward()
+    ref = F.cross_entropy(plain(tokens).flatten(0, 1), targets.flatten(), reduction="sum")
+    ref.backward()
+    assert abs(loss.full_tensor().item() - ref.item()) <= 1e-5 * abs(ref.item())
+    _assert_grads_close(_grads(model), _grads(plain), f"{spec.name} loss_parallel")
     plain.zero_grad()
 
 
@@ -86,6 +110,7 @@ def _worker(rank: int, world: int, port: int) -> None:
                 wq = model.layers["0"].attention.wq.weight
                 assert isinstance(wq, DTensor) and wq.to_local().shape[0] == wq.shape[0] // world
                 _compare(model, plain, tokens, f"{name} tp{world} sp={sp}")
+            _check_loss_parallel(spec, plain, tokens, mesh)
             fsdp_mesh = init_device_mesh("cpu", (world,), mesh_dim_names=("dp",))
             model = build_model(spec, device="meta")
             apply_fsdp(model, ParallelPlan(dp=world, zero_stage=3), fsdp_mesh)

@@ -155,7 +155,7 @@ def test_constraints_reach_the_search():
 
 
 def test_plan_detail_page_shows_timeline_breakdowns_topology_and_downloads():
-    at = _app("pages/detail.py")
+    at = _app("views/detail.py")
     assert not at.error, _texts(at.error)
     assert len(_charts(at)) >= 4  # timeline, time, memory, topology
     labels = {b.label for b in at.get("download_button")}
@@ -168,7 +168,7 @@ def test_plan_detail_page_shows_timeline_breakdowns_topology_and_downloads():
 
 
 def test_compare_page_highlights_differences():
-    at = _app("pages/compare.py")
+    at = _app("views/compare.py")
     assert not at.error, _texts(at.error)
     assert len(at.multiselect(key="compare_pick").value) == 2
     assert len(_charts(at)) >= 2
@@ -177,7 +177,7 @@ def test_compare_page_highlights_differences():
 
 
 def test_whatif_page_sweeps_and_shows_the_pareto_front():
-    at = _app("pages/whatif.py")
+    at = _app("views/whatif.py")
     at.text_input(key="whatif_values_nodes").set_value("1, 2")
     _run(at)
     assert not at.error, _texts(at.error)
@@ -191,6 +191,6 @@ def test_whatif_page_sweeps_and_shows_the_pareto_front():
 
 
 def test_run_and_calibrate_pages_render():
-    for page in ("pages/run.py", "pages/calibrate.py"):
+    for page in ("views/run.py", "views/calibrate.py"):
         at = _app(page)
         assert not at.error, (page, _texts(at.error))

@@ -21,7 +21,7 @@ def test_run_page_runs_a_custom_plan_and_compares_with_the_prediction():
     at = AppTest.from_file(APP, default_timeout=240)
     at.session_state["nodes"] = 1
     at.run()
-    at.switch_page("pages/run.py").run()
+    at.switch_page("views/run.py").run()
     assert not at.exception, [e.value for e in at.exception]
     at.radio(key="run_source").set_value("Custom plan").run()
     at.number_input(key="run_dp").set_value(2)

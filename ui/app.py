@@ -10,12 +10,12 @@ import streamlit as st
 st.set_page_config(page_title="paraplan", page_icon=":material/hub:", layout="wide")
 
 PAGES = [
-    st.Page("pages/plan.py", title="Plan", icon=":material/search:", default=True),
-    st.Page("pages/detail.py", title="Plan detail", icon=":material/insights:"),
-    st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
-    st.Page("pages/whatif.py", title="What-if", icon=":material/tune:"),
-    st.Page("pages/run.py", title="Run", icon=":material/play_arrow:"),
-    st.Page("pages/calibrate.py", title="Calibrate", icon=":material/straighten:"),
+    st.Page("views/plan.py", title="Plan", icon=":material/search:", default=True),
+    st.Page("views/detail.py", title="Plan detail", icon=":material/insights:"),
+    st.Page("views/compare.py", title="Compare", icon=":material/compare_arrows:"),
+    st.Page("views/whatif.py", title="What-if", icon=":material/tune:"),
+    st.Page("views/run.py", title="Run", icon=":material/play_arrow:"),
+    st.Page("views/calibrate.py", title="Calibrate", icon=":material/straighten:"),
 ]
 
 st.navigation(PAGES).run()

@@ -13,6 +13,7 @@ import streamlit as st
 
 from ui import services
 from ui.jobs import paraplan_argv
+from ui.widgets import show_chart
 
 __all__ = ["profile_argv", "find_profile", "show_profile", "ValidationReport", "find_validation",
            "show_validation", "validation_errors"]
@@ -53,9 +54,9 @@ def show_profile(profile: dict[str, Any]) -> None:
             st.markdown(f"**{name}**")
             numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c])]
             if len(numeric) >= 2:
-                st.altair_chart(alt.Chart(df).mark_line(point=True).encode(
+                show_chart(alt.Chart(df).mark_line(point=True).encode(
                     x=alt.X(f"{numeric[0]}:Q", scale=alt.Scale(type="log")), y=f"{numeric[-1]}:Q",
-                    tooltip=list(df.columns)).properties(height=200), width="stretch")
+                    tooltip=list(df.columns)).properties(height=200))
             st.dataframe(df, hide_index=True, key=f"profile_{name}")
     with st.expander("Profile JSON"):
         st.json(profile)
@@ -100,6 +101,5 @@ def show_validation(df: pd.DataFrame) -> None:
             y=alt.Y("predicted_step_time_s:Q", title="predicted step time (s)"),
             tooltip=[c for c in df.columns if c in ("plan", "measured_step_time_s", "predicted_step_time_s",
                                                     "step_time_error")])
-        st.altair_chart((line + points).properties(height=300, title="Predicted vs measured step time"),
-                        width="stretch")
+        show_chart((line + points).properties(height=300, title="Predicted vs measured step time"))
     st.dataframe(df, hide_index=True, width="stretch")

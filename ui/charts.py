@@ -45,10 +45,16 @@ def gantt_chart(events: Sequence[TimelineEvent], *, max_labels: int = 400) -> al
     """Pipeline timeline: one lane per pipeline rank, bars coloured by event kind (fwd/bwd/comm)."""
     df = timeline_frame(events)
     stages = [f"stage {i}" for i in sorted(df["stage_index"].unique())]
+    kinds = [k for k in _KIND_ORDER if k in set(df["kind"])]
+    colors = [_KIND_COLORS[_KIND_ORDER.index(k)] for k in kinds]
     y = alt.Y("stage:N", sort=stages, title=None)
-    bars = alt.Chart(df).mark_bar(stroke="white", strokeWidth=0.3).encode(
+    dense = len(df) > 200  # outlines would hide the bars
+    chunks = df["chunk"].nunique() > 1  # interleaved: later model chunks drawn lighter
+    bars = alt.Chart(df).mark_bar(stroke=None if dense else "white", strokeWidth=0.3).encode(
         x=alt.X("start_ms:Q", title="time in step (ms)"), x2="end_ms:Q", y=y,
-        color=alt.Color("kind:N", scale=alt.Scale(domain=_KIND_ORDER, range=_KIND_COLORS), title="event"),
+        color=alt.Color("kind:N", scale=alt.Scale(domain=kinds, range=colors), title="event"),
+        opacity=(alt.Opacity("chunk:O", scale=alt.Scale(range=[1.0, 0.55]), title="model chunk") if chunks
+                 else alt.value(1.0)),
         tooltip=["stage", "kind", "micro_batch", "chunk", alt.Tooltip("start_ms:Q", format=".2f"),
                  alt.Tooltip("duration_ms:Q", format=".3f")],
     )
@@ -59,7 +65,8 @@ def gantt_chart(events: Sequence[TimelineEvent], *, max_labels: int = 400) -> al
         text = alt.Chart(compute).mark_text(fontSize=8, color="white").encode(
             x="mid_ms:Q", y=y, text="label:N")
         chart = bars + text
-    return chart.properties(height=max(120, 26 * len(stages)), title="Pipeline timeline (simulated)")
+    height = max(18 * len(kinds), 30 * len(stages))  # room for the legend, and a lane per stage
+    return chart.properties(height=height, title="Pipeline timeline (simulated)")
 
 
 def time_breakdown_frame(time: TimeBreakdown) -> pd.DataFrame:
@@ -112,10 +119,13 @@ def memory_chart(est: StepEstimate) -> alt.Chart:
 
 def pareto_chart(df: pd.DataFrame, *, front: pd.DataFrame | None = None) -> alt.Chart:
     """Step time vs memory per GPU of every ranked plan; the Pareto front drawn as a line."""
+    varies = df["num_gpus"].nunique() > 1 if "num_gpus" in df else False
+    color = (alt.Color("num_gpus:O", title="GPUs", scale=alt.Scale(scheme="viridis")) if varies
+             else alt.value("#4c78a8"))
     base = alt.Chart(df).mark_circle(size=70, opacity=0.6).encode(
         x=alt.X("memory_gib:Q", title="peak memory per GPU (GiB)"),
         y=alt.Y("step_time_s:Q", title="step time (s)", scale=alt.Scale(zero=False)),
-        color=alt.Color("num_gpus:Q", title="GPUs", scale=alt.Scale(scheme="viridis")),
+        color=color,
         tooltip=["plan", alt.Tooltip("step_time_s:Q", format=".3f"), alt.Tooltip("memory_gib:Q", format=".1f"),
                  "num_gpus"],
     )

@@ -198,8 +198,38 @@ def _constraints_input() -> dict[str, Any]:
     return out
 
 
+_QUERY = {"model": ("model_preset", str), "cluster": ("cluster_preset", str), "nodes": ("nodes", int),
+          "gpu": ("gpu", str), "global_batch": ("global_batch", int), "seq_len": ("seq_len", int),
+          "dtype": ("dtype", str)}
+"""URL query parameters that preset inputs (e.g. `?model=gpt3-175b&cluster=dgx-a100&nodes=16`)."""
+
+
+def _apply_query_params() -> None:
+    """Preset inputs from the URL once per session; bad values are ignored with a warning."""
+    ss = st.session_state
+    if ss.get("_query_applied"):
+        return
+    ss["_query_applied"] = True
+    choices = {"model_preset": list_models(), "cluster_preset": list_clusters(), "gpu": [_ANY, *list_gpus()],
+               "dtype": _DTYPES}
+    for name, (key, cast) in _QUERY.items():
+        if name not in st.query_params:
+            continue
+        raw = st.query_params[name]
+        try:
+            value = cast(raw)
+            if (key in choices and value not in choices[key]) or (cast is int and value < 1):
+                raise ValueError
+        except ValueError:
+            st.warning(f"URL parameter {name}={raw!r} ignored (not a known value).")
+            continue
+        ss[key] = value
+        ss.pop(_keep(key), None)
+
+
 def problem_sidebar() -> Problem | None:
     """Render the problem form in the sidebar; the validated Problem, or None (errors shown inline)."""
+    _apply_query_params()
     with st.sidebar:
         model = _model_input()
         cluster = _cluster_input()

@@ -3,7 +3,8 @@ Chromium (selenium + the system chromedriver), wait for results, check for excep
 
 Used by the browser test and to refresh the README's screenshot:
 
-    python -m ui.screenshot docs/img/plan_detail.png --page detail
+    python -m ui.screenshot docs/img/plan_detail.png --page detail \
+        --query "model=llama3-70b&nodes=4&global_batch=256&seq_len=4096"
 """
 
 from __future__ import annotations
@@ -155,13 +156,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ui.screenshot", description=__doc__.splitlines()[0])
     parser.add_argument("out", help="PNG file to write")
     parser.add_argument("--page", default="detail", choices=sorted(_WAIT))
+    parser.add_argument("--query", default="", help="URL query presetting inputs, e.g. 'model=gpt3-13b&nodes=2'")
+    parser.add_argument("--height", type=int, default=1700, help="browser window height in pixels")
     args = parser.parse_args(argv)
     reason = browser_available()
     if reason:
         print(f"screenshot: {reason}", file=sys.stderr)
         return 2
-    with serve() as url, chrome() as driver:
-        open_page(driver, f"{url}/{'' if args.page == 'plan' else args.page}", wait_for=_WAIT[args.page])
+    query = f"?{args.query.lstrip('?')}" if args.query else ""
+    with serve() as url, chrome(height=args.height) as driver:
+        open_page(driver, f"{url}/{'' if args.page == 'plan' else args.page}{query}", wait_for=_WAIT[args.page],
+                  timeout_s=600)
         print(save_png(driver, args.out))
     return 0
 

@@ -118,7 +118,7 @@ def topology_chart(nodes: pd.DataFrame, edges: pd.DataFrame, *, title: str) -> a
     points = alt.Chart(nodes).mark_point(filled=True, size=160, opacity=1).encode(
         x="x:Q", y=alt.Y("y:Q", scale=alt.Scale(reverse=True)),
         shape=alt.Shape("kind:N", scale=shapes, title="node"),
-        color=alt.Color("group:N", title="group", scale=alt.Scale(scheme="tableau20")),
+        color=alt.Color("group:N", title="group", scale=alt.Scale(scheme="category10")),
         tooltip=["id", "kind", "rank", "group"],
     )
     return alt.layer(links, points).resolve_scale(color="independent").properties(height=360, title=title)

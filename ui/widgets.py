@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import streamlit as st
 
 from costmodel import ParallelPlan, Rejection, StepEstimate
@@ -10,7 +12,7 @@ from ui.charts import GIB
 from ui.problem import Problem
 from ui.services import RankedPlan, SearchView
 
-__all__ = ["human_count", "problem_caption", "pick_plan", "estimate_metrics", "ranked_or_stop"]
+__all__ = ["human_count", "problem_caption", "pick_plan", "estimate_metrics", "ranked_or_stop", "show_chart"]
 
 
 def human_count(value: float) -> str:
@@ -47,6 +49,9 @@ def pick_plan(view: SearchView, *, key: str, label: str = "Plan") -> RankedPlan:
     """A selectbox over the ranked plans, defaulting to the one selected on the Plan page."""
     labels = [r.label for r in view.ranked]
     current = state.selected_label()
+    if current not in labels and str(st.query_params.get("rank", "")).isdigit():
+        rank = int(st.query_params["rank"])  # a shared link may name the plan by rank
+        current = labels[rank - 1] if 1 <= rank <= len(labels) else None
     picked = st.selectbox(label, labels, index=labels.index(current) if current in labels else 0, key=key)
     state.select(picked)
     return view.by_label(picked)
@@ -64,3 +69,10 @@ def estimate_metrics(est: StepEstimate | Rejection, *, plan: ParallelPlan | None
     c[3].metric("Peak memory", f"{est.memory.peak_bytes / GIB:.1f} GiB",
                 f"of {est.capacity_bytes / GIB:.0f} GiB", delta_color="off")
     c[4].metric("GPUs", f"{est.num_gpus}", (plan or est.plan).short(), delta_color="off")
+
+
+def show_chart(chart: Any, *, where: Any = None, pad_px: int = 110) -> None:
+    """Draw an Altair chart at its own plot height plus room for title, axis and legend (Streamlit
+    otherwise squeezes charts to a default height)."""
+    height = chart.height if isinstance(chart.height, int | float) else 260
+    (where or st).altair_chart(chart, width="stretch", height=int(height) + pad_px)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -18,19 +19,27 @@ def sync(device: torch.device) -> None:
 
 
 def time_fn(fn: Callable[[], object], *, device: torch.device, warmup: int = 1, repeats: int = 3,
-            max_s: float | None = None) -> tuple[float, float]:
-    """(median seconds, standard deviation) of `fn` over `repeats` runs after `warmup` runs; stops
-    early once `max_s` seconds were spent measuring (keeping at least one run)."""
-    for _ in range(warmup):
+            max_s: float | None = None, min_sample_s: float = 2e-3) -> tuple[float, float]:
+    """(median seconds per call, standard deviation) of `fn` over `repeats` samples after `warmup`
+    calls. Like `timeit.Timer.autorange`, a sample runs `fn` enough times back to back to last at
+    least `min_sample_s`, so microsecond kernels are not lost in timer and scheduler noise. Stops
+    early once `max_s` seconds were spent measuring (keeping at least one sample)."""
+    for _ in range(max(1, warmup)):
         fn()
     sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    once = time.perf_counter() - t0
+    inner = max(1, min(10_000, math.ceil(min_sample_s / max(once, 1e-9))))
     times: list[float] = []
     start = time.perf_counter()
     for _ in range(max(1, repeats)):
         t0 = time.perf_counter()
-        fn()
+        for _ in range(inner):
+            fn()
         sync(device)
-        times.append(time.perf_counter() - t0)
+        times.append((time.perf_counter() - t0) / inner)
         if max_s is not None and time.perf_counter() - start > max_s:
             break
     std = statistics.stdev(times) if len(times) > 1 else 0.0

@@ -7,7 +7,7 @@ import streamlit as st
 from costmodel import Rejection
 from ui import charts, services, state
 from ui.topology_view import topology_chart, topology_frames
-from ui.widgets import estimate_metrics, pick_plan, problem_caption, ranked_or_stop
+from ui.widgets import estimate_metrics, pick_plan, problem_caption, ranked_or_stop, show_chart
 
 st.title("Plan detail")
 problem = state.require_problem()
@@ -26,7 +26,7 @@ if isinstance(est, Rejection):
 
 st.subheader("Pipeline timeline")
 if est.timeline:
-    st.altair_chart(charts.gantt_chart(est.timeline), width="stretch")
+    show_chart(charts.gantt_chart(est.timeline))
     st.caption("Simulated events of one step per pipeline rank (forward, backward, communication), "
                "micro-batch numbers on the bars.")
 else:
@@ -34,13 +34,13 @@ else:
 
 left, right = st.columns(2)
 with left:
-    st.altair_chart(charts.time_breakdown_chart(est.time), width="stretch")
+    show_chart(charts.time_breakdown_chart(est.time))
     df = charts.time_breakdown_frame(est.time)
     st.dataframe(df, hide_index=True, width="stretch", key="time_table",
                  column_config={"seconds": st.column_config.NumberColumn(format="%.4f"),
                                 "share": st.column_config.NumberColumn(format="percent")})
 with right:
-    st.altair_chart(charts.memory_chart(est), width="stretch")
+    show_chart(charts.memory_chart(est))
     mem = est.memory
     st.caption(f"Most loaded GPU: parameters {mem.parameters_bytes / charts.GIB:.1f} GiB, gradients "
                f"{mem.gradients_bytes / charts.GIB:.1f} GiB, optimizer {mem.optimizer_bytes / charts.GIB:.1f} GiB, "
@@ -60,8 +60,7 @@ else:
     try:
         topo = build_topology(problem.cluster)
         nodes, edges = topology_frames(topo, plan, axis)
-        st.altair_chart(topology_chart(nodes, edges, title=f"{axis} groups on {problem.cluster.name}"),
-                        width="stretch")
+        show_chart(topology_chart(nodes, edges, title=f"{axis} groups on {problem.cluster.name}"))
         busiest = int(edges["flows"].max()) if not edges.empty else 0
         st.caption(f"Servers holding {axis} group 0 (up to 4) and the network above them. Edge colour: "
                    f"concurrent {axis} flows on the link (busiest: {busiest}); each flow gets 1/flows of it.")

@@ -7,7 +7,7 @@ import streamlit as st
 from costmodel import list_gpus
 from ui import charts, services, state
 from ui.problem import GBIT
-from ui.widgets import problem_caption
+from ui.widgets import problem_caption, show_chart
 
 st.title("What-if")
 problem = state.require_problem()
@@ -50,13 +50,13 @@ else:
     fits = df[df["fits"]]
     left, right = st.columns(2)
     with left:
-        st.altair_chart(charts.sweep_chart(fits, x=vary, y="tokens_per_s", y_title="tokens/s (best plan)",
-                                           title="Throughput of the best plan"), width="stretch")
+        show_chart(charts.sweep_chart(fits, x=vary, y="tokens_per_s", y_title="tokens/s (best plan)",
+                                      title="Throughput of the best plan"))
     with right:
         cost_col = "cost_per_1b_tokens" if price > 0 else "gpu_hours_per_1b_tokens"
-        st.altair_chart(charts.sweep_chart(fits, x=vary, y=cost_col,
-                                           y_title="cost per 1B tokens" if price > 0 else "GPU-hours per 1B tokens",
-                                           title="Cost of training on 1B tokens"), width="stretch")
+        show_chart(charts.sweep_chart(fits, x=vary, y=cost_col,
+                                      y_title="cost per 1B tokens" if price > 0 else "GPU-hours per 1B tokens",
+                                      title="Cost of training on 1B tokens"))
     if not df["fits"].all():
         st.warning("No plan fits for: " + ", ".join(str(v) for v in df.loc[~df["fits"], vary]))
     st.dataframe(df, hide_index=True, width="stretch", key="whatif_table")
@@ -67,6 +67,6 @@ view = state.search(problem) if not services.missing("planner.search") else None
 if view is None or not view.fits:
     st.info("No plan fits the current problem, so there is no front to show.")
 else:
-    st.altair_chart(charts.pareto_chart(view.table, front=view.pareto), width="stretch")
+    show_chart(charts.pareto_chart(view.table, front=view.pareto))
     st.dataframe(view.pareto[["plan", "step_time_s", "memory_gib", "num_gpus", "tokens_per_s"]],
                  width="stretch", key="pareto_table")

@@ -9,6 +9,7 @@ import streamlit as st
 
 from costmodel import ParallelPlan, save_plan
 from ui import charts, jobs, runs, services, state
+from ui.widgets import show_chart
 
 st.title("Run")
 st.caption("Runs a plan with the executor (`paraplan run`: torchrun, Gloo on CPU, NCCL on GPUs) on this "
@@ -77,10 +78,9 @@ def _progress() -> None:
     if not metrics.empty:
         left, right = st.columns(2)
         if "loss" in metrics:
-            left.altair_chart(charts.run_chart(metrics, y="loss", title="Loss per step"), width="stretch")
+            show_chart(charts.run_chart(metrics, y="loss", title="Loss per step"), where=left)
         if "tokens_per_s" in metrics:
-            right.altair_chart(charts.run_chart(metrics, y="tokens_per_s", title="Tokens/s per step"),
-                               width="stretch")
+            show_chart(charts.run_chart(metrics, y="tokens_per_s", title="Tokens/s per step"), where=right)
     if not current.running:
         _finished(current)
     with st.expander("Log"):
@@ -106,7 +106,7 @@ def _finished(current: jobs.Job) -> None:
         return
     st.subheader("Predicted vs measured")
     rows = runs.comparison_rows(measured, predicted)
-    st.altair_chart(charts.predicted_vs_measured_chart(pd.DataFrame(rows), title=measured.plan.short()))
+    show_chart(charts.predicted_vs_measured_chart(pd.DataFrame(rows), title=measured.plan.short()))
     st.dataframe(runs.comparison_table(measured, predicted), hide_index=True, key="run_compare")
 
 

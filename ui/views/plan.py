@@ -6,7 +6,7 @@ import altair as alt
 import streamlit as st
 
 from ui import charts, state
-from ui.widgets import human_count, problem_caption
+from ui.widgets import human_count, problem_caption, show_chart
 
 st.title("Plan")
 problem = state.require_problem()
@@ -55,20 +55,20 @@ else:
     picked = st.selectbox("Selected plan", labels, index=labels.index(current) if current in labels else 0,
                           key="plan_pick")
     state.select(picked)
-    st.page_link("pages/detail.py", label=f"Inspect {picked} on Plan detail", icon=":material/insights:")
+    st.page_link("views/detail.py", label=f"Inspect {picked} on Plan detail", icon=":material/insights:")
 
     left, right = st.columns(2)
     with left:
         front = view.pareto
-        st.altair_chart(charts.pareto_chart(view.table, front=front), width="stretch")
+        show_chart(charts.pareto_chart(view.table, front=front))
     with right:
         st.subheader("Why other plans were rejected")
         if view.rejections.empty:
             st.caption("No plan was rejected.")
         else:
-            st.altair_chart(alt.Chart(view.rejections).mark_bar().encode(
-                x=alt.X("plans:Q", title="plans rejected"), y=alt.Y("reason:N", sort="-x", title=None),
-                tooltip=["reason", "plans"]).properties(height=220), width="stretch")
+            show_chart(alt.Chart(view.rejections).mark_bar().encode(
+                x=alt.X("plans:Q", title="plans rejected"), y=alt.Y("reason:N", sort="-x", title=None, axis=alt.Axis(labelLimit=320)),
+                tooltip=["reason", "plans"]).properties(height=220))
 
 if view.fits or not view.rejections.empty:
     if not view.fits:

@@ -7,7 +7,7 @@ import streamlit as st
 
 from costmodel import Rejection, StepEstimate
 from ui import charts, services, state
-from ui.widgets import problem_caption, ranked_or_stop
+from ui.widgets import problem_caption, ranked_or_stop, show_chart
 
 st.title("Compare")
 problem = state.require_problem()
@@ -58,9 +58,9 @@ st.dataframe(shown.style.apply(_differs, axis=1), width="stretch", key="compare_
 
 left, right = st.columns(2)
 with left:
-    st.altair_chart(charts.compare_time_chart(estimates), width="stretch")
+    show_chart(charts.compare_time_chart(estimates))
 with right:
-    st.altair_chart(charts.compare_memory_chart(estimates), width="stretch")
+    show_chart(charts.compare_memory_chart(estimates))
 
 st.subheader("Timelines")
 cols = st.columns(len(estimates))
@@ -68,6 +68,6 @@ for col, (label, est) in zip(cols, estimates.items(), strict=True):
     with col:
         st.markdown(f"**{label}**")
         if est.timeline:
-            st.altair_chart(charts.gantt_chart(est.timeline).properties(title=label), width="stretch")
+            show_chart(charts.gantt_chart(est.timeline).properties(title=label))
         else:
             st.caption("no timeline events")
