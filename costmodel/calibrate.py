@@ -14,7 +14,6 @@ from typing import Any
 
 from .calibration import CalibrationProfile
 from .compute import DEFAULT_EFFICIENCY, EfficiencyModel
-from .constants import MEASURED_RATE_SCALE
 from .fit import DEFAULT_FIT_NAMES, FitResult, Observation, fit_constants
 from .fit_data import fitted_profile
 
@@ -25,10 +24,10 @@ VTRAIN_FIT_NAMES = DEFAULT_FIT_NAMES + ("mem_efficiency", "p2p_overhead_s", "hos
 
 
 def default_fit_names(profile: CalibrationProfile | None) -> tuple[str, ...]:
-    """Constants to fit: with a measured profile, its rates stand (scaled by `measured_rate_scale`) and
-    overheads are fitted; without one, the efficiencies themselves."""
+    """Constants to fit: with a measured profile, its rates and collective curves stand and what it
+    cannot measure is fitted (per-op host time, per-step cost); without one, the efficiencies too."""
     if profile is not None and (profile.gemm or profile.attention):
-        return (MEASURED_RATE_SCALE, "host_op_s", "kernel_overhead_s", "collective_efficiency", "step_overhead_s")
+        return ("host_op_s", "step_overhead_s")
     return DEFAULT_FIT_NAMES
 
 

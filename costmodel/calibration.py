@@ -27,7 +27,7 @@ __all__ = [
 
 
 class GemmPoint(Spec):
-    """C[m,n] = A[m,k] @ B[k,n]: 2mnk FLOPs in `time_s` (median)."""
+    """C[m,n] = A[m,k] @ B[k,n]: 2mnk FLOPs in `time_s` (best of the profiler's samples)."""
 
     m: int = Field(gt=0)
     n: int = Field(gt=0)

@@ -1,253 +1,33 @@
 """The step-cost core shared by `estimate` (scalars) and `estimate_batch` (numpy arrays).
 
-`StepContext` holds what is fixed for a (model, cluster, training) triple; `Knobs` one plan or a batch
-of plans with the same dp/tp/pp/cp degrees (so one CommModel serves them); `block_costs` prices one
-block on one GPU for one micro-batch; `step_costs` assembles ranks, the pipeline, data-parallel
-communication and the optimizer for even stage splits. Every formula is plain arithmetic, so the
-same code runs on Python numbers and on arrays."""
+`StepContext` / `Knobs` (costmodel.stepctx) say what is priced: a (model, cluster, training) triple
+and one plan, or a batch of plans with the same dp/tp/pp/cp degrees (so one CommModel serves them);
+`block_costs` / `end_costs` (costmodel.blocks) price one block, the embedding and the head on one GPU
+for one micro-batch; `step_costs` here assembles pipeline ranks, the pipeline, data-parallel
+communication and the optimizer for even stage splits, and `rank_state` one rank's memory. Every
+formula is plain arithmetic, so the same code runs on Python numbers and on arrays; the names above
+are re-exported here."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
-from functools import cached_property
+from dataclasses import fields, replace
 from typing import Any
 
 import numpy as np
 
-from .compute import EfficiencyModel, Rates, attention_core_time_s, gemm_time_s, memory_time_s
-from .constants import efficiency_with_constants
-from .memory import (
-    DTYPE_BYTES,
-    inflight_chunks,
-    layer_activation_bytes,
-    logits_bytes,
-    model_state_bytes,
-    optimizer_bytes_per_param,
-    weight_bytes_per_param,
-)
-from .params import ModelShape, embedding_params, layer_params, lm_head_params, model_shape
-from .specs import ClusterSpec, ModelSpec, TrainingSpec
+from .blocks import BlockCost, EndCost, block_costs, collective_s, end_costs, p2p_time_s
+from .compute import memory_time_s
+from .memory import inflight_chunks, logits_bytes, model_state_bytes
+from .stepctx import Knobs, StepContext, any_set, build_context, vmax
 
 __all__ = ["StepContext", "Knobs", "BlockCost", "EndCost", "build_context", "block_costs", "end_costs",
-           "step_costs", "rank_state", "p2p_time_s", "vmax"]
+           "step_costs", "rank_state", "p2p_time_s", "vmax", "P2P_EXPOSED_HOPS"]
 
 Num = Any
-
 
 P2P_EXPOSED_HOPS = 2
 """Transfers per stage boundary on the critical path: the first forward travelling down the pipeline
 and the last backward travelling up (steady-state transfers overlap compute, as in the simulator)."""
-
-
-def vmax(a: Num, b: Num) -> Num:
-    """max() for numbers, np.maximum for arrays."""
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return np.maximum(a, b)
-    return a if a >= b else b
-
-
-@dataclass(frozen=True)
-class StepContext:
-    """Everything about a (model, cluster, training) triple that no plan knob changes."""
-
-    shape: ModelShape
-    seq_len: int
-    global_batch: int
-    act_bytes: int
-    weight_bytes: int
-    grad_bytes: int
-    opt_bytes: int
-    flash: bool
-    rates: Rates
-    layer_params_enc: int
-    layer_params_dec: int
-    vocab_params: int          # token embedding V*h (vocabulary-parallel)
-    replicated_embed_params: int  # learned positions / relative biases (replicated over TP)
-    head_extra_params: int     # final norms + untied output projection
-    hbm_bytes: float
-    peak_flops_per_s: float
-    memo: dict = field(default_factory=dict, compare=False, repr=False)  # per-context cache (step FLOPs)
-
-    @cached_property
-    def eff(self) -> EfficiencyModel:
-        return self.rates.eff
-
-
-def build_context(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *,
-                  efficiency: EfficiencyModel, calibration: Any = None) -> StepContext:
-    """The StepContext of a model on a cluster's GPU for a training spec."""
-    efficiency = efficiency_with_constants(efficiency, calibration)  # closed-loop (issue 6): fitted constants
-    shape = model_shape(model)
-    gpu = cluster.gpu
-    peak = gpu.peak_flops(training.dtype)
-    rates = Rates(peak, gpu.hbm_bw_bytes_per_s, efficiency, training.dtype, calibration)
-    embed = embedding_params(shape)
-    return StepContext(
-        shape=shape, seq_len=training.seq_len, global_batch=training.global_batch_size,
-        act_bytes=DTYPE_BYTES[training.dtype], weight_bytes=weight_bytes_per_param(training.dtype),
-        grad_bytes=DTYPE_BYTES[training.grad_dtype or training.dtype],
-        opt_bytes=optimizer_bytes_per_param(training.dtype, training.optimizer),
-        flash=training.flash_attention, rates=rates,
-        layer_params_enc=layer_params(shape), layer_params_dec=layer_params(shape, cross=True),
-        vocab_params=shape.vocab * shape.h, replicated_embed_params=embed - shape.vocab * shape.h,
-        head_extra_params=lm_head_params(shape), hbm_bytes=gpu.hbm_bytes, peak_flops_per_s=peak,
-    )
-
-
-@dataclass
-class Knobs:
-    """One plan (numbers) or many plans (arrays) sharing the degrees dp, tp, pp, cp (plain ints).
-    Codes: schedule 0 gpipe / 1 1f1b / 2 interleaved-1f1b / 3 zero-bubble; recompute 0/1/2; sp 0/1."""
-
-    dp: int
-    tp: int
-    pp: int
-    cp: int
-    mb: Num
-    v: Num
-    schedule: Num
-    zero: Num
-    recompute: Num
-    sp: Num
-
-
-@dataclass
-class BlockCost:
-    """One block, one GPU, one micro-batch: times in s, bytes, parameters on the GPU."""
-
-    fwd_s: Num
-    bwd_s: Num
-    recompute_s: Num
-    tp_s: Num
-    cp_s: Num
-    act_bytes: Num
-    act_full_bytes: Num  # without any recomputation (the working set while recomputing one block)
-    params: Num
-
-
-def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockCost:
-    """Price one block (with cross-attention when `cross`) for micro-batch k.mb on one GPU.
-
-    TP: Megatron's f/g operators, 2 all-reduces forward and 2 backward (all-gather + reduce-scatter
-    pairs under sequence parallelism; Korthikanti 2022, sec. 4.2.2), repeated when the forward is
-    recomputed; exposed (not overlapped). CP: ring attention passes K/V around cp ranks, cp-1 steps
-    forward and 2x that backward (K/V + their gradients), hidden behind the attention core (Liu et
-    al. 2023, "Ring Attention")."""
-    sh, r, e = ctx.shape, ctx.rates, ctx.act_bytes
-    tp, cp = k.tp, k.cp
-    b = k.mb
-    s_loc = ctx.seq_len // cp
-    m = b * s_loc
-    blocks = 2 if cross else 1
-    heads = sh.a // tp
-    gemm_f = (gemm_time_s(m, (sh.q_width + 2 * sh.kv_width) // tp, sh.h, r)
-              + gemm_time_s(m, sh.h, sh.q_width // tp, r)
-              + gemm_time_s(m, sh.f * (2 if sh.gated else 1) // tp, sh.h, r)
-              + gemm_time_s(m, sh.h, sh.f // tp, r))
-    if cross:
-        gemm_f = gemm_f + (gemm_time_s(m, sh.q_width // tp, sh.h, r) + gemm_time_s(m, 2 * sh.kv_width // tp, sh.h, r)
-                           + gemm_time_s(m, sh.h, sh.q_width // tp, r))
-    core_f = blocks * attention_core_time_s(b, heads, s_loc, ctx.seq_len, sh.d, r, flash=ctx.flash, act_bytes=e)
-    seq_shard = 1 + k.sp * (tp - 1)
-    ew_bytes = m * ((10 * e + 2) * sh.h * (blocks if cross else 1) / seq_shard
-                    + (3 if sh.gated else 2) * e * sh.f / tp)
-    ew_f = memory_time_s(ew_bytes, r, kernels=ctx.eff.elementwise_kernels_per_layer + 2 * cross)
-    core_bwd_factor = 2.5 if ctx.flash else 2.0
-    fwd = gemm_f + core_f + ew_f
-    bwd = 2 * (gemm_f + ew_f) + core_bwd_factor * core_f
-    rc = k.recompute
-    recompute = (rc == 2) * fwd + (rc == 1) * core_f
-    # tensor parallelism: per all-reduce point an AR, or AG + RS under sequence parallelism
-    act_buf = e * m * sh.h
-    if tp > 1:
-        per_point = _tp_point(ctx, comm, k.sp, act_buf)
-        points = 3 if cross else 2
-        tp_s = per_point * points * (2 + (rc == 2))
-    else:
-        tp_s = 0.0 * b
-    if cp > 1:
-        kv = blocks * 2 * e * m * sh.kv_width / tp
-        ring = (cp - 1) * _ct(ctx, comm, "cp", "send_recv", kv)
-        cp_s = vmax(ring - core_f, 0.0) + vmax(2 * ring - core_bwd_factor * core_f, 0.0)
-        cp_s = cp_s * (1 + (rc == 2))
-    else:
-        cp_s = 0.0 * b
-    host = ctx.eff.host_op_s
-    if host > 0:
-        # Eager frameworks issue every op from the host; the GPU (compute + communication) never runs
-        # ahead of it, so a block takes max(GPU time, ops * host_op_s); the slack counts as compute.
-        ops = (7 if cross else 4) + blocks * (1 if ctx.flash else 4) + ctx.eff.elementwise_kernels_per_layer + (
-            (2 * blocks + cross) * (1 + k.sp) * (tp > 1))
-        host_s = ops * host * (3 + (rc == 2))
-        hidden_comm = (tp_s + cp_s) * ctx.eff.host_hides_comm
-        gpu_s = fwd + bwd + recompute + hidden_comm
-        q = ctx.eff.host_overlap_exponent   # smooth max(gpu_s, host_s): the queue is not always full
-        slack = (gpu_s**q + host_s**q) ** (1.0 / q) - gpu_s
-        fwd = fwd + slack / (3 + (rc == 2))
-        bwd = bwd + slack * (2 / (3 + (rc == 2)))
-        recompute = recompute + slack * ((rc == 2) / (3 + (rc == 2)))
-    act = layer_activation_bytes(sh, b, s_loc, tp=tp, sp=k.sp, recompute_code=rc, flash=ctx.flash,
-                                 act_bytes=e, cross=cross)
-    act_full = layer_activation_bytes(sh, b, s_loc, tp=tp, sp=k.sp, recompute_code=0, flash=ctx.flash,
-                                      act_bytes=e, cross=cross)
-    params = (ctx.layer_params_dec if cross else ctx.layer_params_enc) / tp
-    return BlockCost(fwd, bwd, recompute, tp_s, cp_s, act, act_full, params)
-
-
-def _ct(ctx: StepContext, comm: Any, axis: str, op: str, nbytes: Num) -> Num:
-    """Seconds of one collective: the CommModel's time / EfficiencyModel.collective_efficiency."""
-    return comm.time_s(axis, op, nbytes) / ctx.eff.collective_efficiency
-
-
-def p2p_time_s(ctx: StepContext, k: Knobs, comm: Any) -> Num:
-    """One pipeline transfer of a micro-batch's boundary activations, b*s*h/t (Megatron's
-    scatter/gather optimisation, Narayanan 2021 sec. 4.1). The sender's fixed cost per transfer
-    (EfficiencyModel.p2p_overhead_s) is charged to the sending rank, not to the transfer."""
-    nbytes = ctx.act_bytes * k.mb * (ctx.seq_len // k.cp) * ctx.shape.h / k.tp
-    return _ct(ctx, comm, "pp", "send_recv", nbytes)
-
-
-def _tp_point(ctx: StepContext, comm: Any, sp: Num, nbytes: Num) -> Num:
-    """One TP synchronisation point: an all-reduce, or all-gather + reduce-scatter with SP."""
-    out = 0.0 * nbytes
-    if _any(sp):
-        out = out + sp * (_ct(ctx, comm, "tp", "all_gather", nbytes) + _ct(ctx, comm, "tp", "reduce_scatter", nbytes))
-    if _any(1 - sp):
-        out = out + (1 - sp) * _ct(ctx, comm, "tp", "all_reduce", nbytes)
-    return out
-
-
-@dataclass
-class EndCost:
-    """Embedding (first rank) or LM head + loss (last rank) for one micro-batch."""
-
-    fwd_s: Num
-    bwd_s: Num
-    tp_s: Num
-    params: Num
-
-
-def end_costs(ctx: StepContext, k: Knobs, comm: Any) -> tuple[EndCost, EndCost]:
-    """(embedding, head) costs. The vocabulary-parallel embedding all-reduces its output over TP; the
-    head is a (tokens x h) @ (h x V/t) GEMM followed by a fused fp32 cross-entropy (Megatron-LM)."""
-    sh, r, e, tp = ctx.shape, ctx.rates, ctx.act_bytes, k.tp
-    m = k.mb * (ctx.seq_len // k.cp)
-    emb_bytes = 3 * e * m * sh.h
-    if tp > 1:
-        point = _tp_point(ctx, comm, k.sp, e * m * sh.h)
-    else:
-        point = 0.0 * m
-    host = ctx.eff.host_op_s   # host floor as in block_costs: ~3 ops embed, ~8 ops head + loss forward
-    embed = EndCost(vmax(memory_time_s(emb_bytes, r, kernels=2), 3 * host),
-                    vmax(memory_time_s(emb_bytes, r, kernels=2), 6 * host), point,
-                    ctx.vocab_params / tp + ctx.replicated_embed_params)
-    head_gemm = gemm_time_s(m, sh.vocab // tp, sh.h, r)
-    loss_bytes = 4 * m * sh.vocab / tp
-    norms = ctx.head_extra_params - (0 if sh.tie else ctx.vocab_params)
-    head_params = norms + (ctx.vocab_params / tp if (not sh.tie or k.pp > 1) else 0)
-    head = EndCost(vmax(head_gemm + memory_time_s(3 * loss_bytes, r, kernels=3), 8 * host),
-                   vmax(2 * head_gemm + memory_time_s(2 * loss_bytes, r, kernels=2), 16 * host), point, head_params)
-    return embed, head
 
 
 def _cross_layers_on_rank(rank: int, pp: int, v: Num, n_enc: int, n_layers: int) -> Num:
@@ -310,7 +90,7 @@ def step_costs(ctx: StepContext, k: Knobs, comm: Any, *, memo: dict | None = Non
         pp_s = m * crit["sync"] + P2P_EXPOSED_HOPS * (pp - 1) * p2p_time_s(ctx, k, comm)
     else:
         pp_s = 0.0 * k.mb
-    cp_grad = _ct(ctx, comm, "cp", "all_reduce", vmax(r0["params"], rl["params"]) * ctx.grad_bytes) if cp > 1 else 0.0
+    cp_grad = collective_s(ctx, comm, "cp", "all_reduce", vmax(r0["params"], rl["params"]) * ctx.grad_bytes) if cp > 1 else 0.0
     mem_last = rl["peak"] > r0["peak"]
     if isinstance(mem_last, np.ndarray):
         mem = {key: np.where(mem_last, rl[key], r0[key]) for key in
@@ -373,11 +153,6 @@ def _expand(unit: Any, inverse: np.ndarray) -> Any:
                                   else v) for f in fields(unit)})
 
 
-def _any(flag: Num) -> bool:
-    """Whether a 0/1 flag (number or array) is set anywhere: skip work no plan needs."""
-    return bool(np.any(flag)) if isinstance(flag, np.ndarray) else bool(flag)
-
-
 def rank_state(ctx: StepContext, k: Knobs, comm: Any, rank: int, m: Num, n_enc: Num, n_dec: Num,
                enc: BlockCost, dec: BlockCost, fwd: Num, bwd: Num, params: Num,
                stored_act_bytes: Num = None, *, with_time: bool = True) -> dict[str, Num]:
@@ -412,14 +187,14 @@ def rank_state(ctx: StepContext, k: Knobs, comm: Any, rank: int, m: Num, n_enc: 
     if dp > 1:
         gbytes, wbytes = params * ctx.grad_bytes, params * ctx.weight_bytes
         window = bwd if eff.overlap_grad_reduce else 0.0 * bwd
-        if _any(zero == 0):
-            ar = _ct(ctx, comm, "dp", "all_reduce", gbytes)
+        if any_set(zero == 0):
+            ar = collective_s(ctx, comm, "dp", "all_reduce", gbytes)
             dp_s = dp_s + (zero == 0) * vmax(ar - window, 0.0)
-        if _any(zero >= 1):
-            rs = _ct(ctx, comm, "dp", "reduce_scatter", gbytes)
-            ag = _ct(ctx, comm, "dp", "all_gather", wbytes)
+        if any_set(zero >= 1):
+            rs = collective_s(ctx, comm, "dp", "reduce_scatter", gbytes)
+            ag = collective_s(ctx, comm, "dp", "all_gather", wbytes)
             dp_s = dp_s + ((zero == 1) | (zero == 2)) * (vmax(rs - window, 0.0) + ag)
-            if _any(zero == 3):
+            if any_set(zero == 3):
                 z3_total = m * (2 * ag + rs)
                 z3_window = m * (fwd + bwd) if eff.overlap_grad_reduce else 0.0 * bwd
                 z3 = vmax(z3_total - z3_window, z3_total / (m * vmax(n_enc + n_dec, 1.0)))

@@ -341,6 +341,7 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
                    help="collective buffer sizes: a range LO-HI (powers of 4) or a list 1KB,1MB (KB = 1024 B)")
     p.add_argument("--ops", default=None, help="collectives to time, comma-separated (default: all)")
     p.add_argument("--tokens", type=int, default=None, help="GEMM rows (tokens) per layer GEMM")
+    p.add_argument("--threads", type=int, default=None, help="torch threads for the compute kernels (default: torch's)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=120.0, help="seconds before a collective run is ended")
@@ -354,7 +355,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     from costmodel.profile.options import parse_nprocs, parse_ops, parse_sizes
 
     cfg = ProfileConfig(model=args.model, device=args.device, dtypes=tuple(args.dtype) if args.dtype else None,
-                        tokens=args.tokens, nprocs=parse_nprocs(args.nprocs), sizes_bytes=parse_sizes(args.sizes),
+                        tokens=args.tokens, threads=args.threads, nprocs=parse_nprocs(args.nprocs), sizes_bytes=parse_sizes(args.sizes),
                         ops=parse_ops(args.ops), repeats=args.repeats, seed=args.seed,
                         timeout_s=args.timeout, progress=args.progress)
     profile = run_profile(cfg)

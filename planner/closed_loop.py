@@ -43,9 +43,10 @@ Runner = Callable[..., Any]
 """`runner(plan, *, model, steps, out, global_batch, seq_len, dtype, stream)` -> object with `.summary`
 (a StepMeasurement); raises on a failed run. `executor.launch.run_plan` has this signature."""
 
-LOCAL_FIT_NAMES = (MEASURED_RATE_SCALE, "host_op_s", "kernel_overhead_s", "collective_efficiency",
-                   "step_overhead_s")
-"""Constants fitted on local runs: measured compute rates already come from the profile."""
+LOCAL_FIT_NAMES = ("host_op_s", "step_overhead_s")
+"""Constants fitted on local runs: what the profile does not measure (per-op host time, per-step
+cost); compute rates and collectives come from the profile. Few constants for few runs: with 3 or 5
+constants the leave-one-out error on 10 runs was worse (overfit; docs/VALIDATION.md)."""
 
 CSV_COLUMNS = ("plan", "measured_step_time_s", "predicted_step_time_s", "step_time_error",
                "cv_predicted_step_time_s", "cv_step_time_error", "measured_peak_bytes", "predicted_peak_bytes",

@@ -103,6 +103,7 @@ class Constraints:
     allow_fewer_gpus: bool = False
     min_gpus: int = 1
     uneven_stages: bool = True
+    uneven_interleaved: bool = False
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> Constraints:
@@ -140,6 +141,10 @@ class Constraints:
         if not isinstance(uneven, bool):
             raise ValueError(f"uneven_stages={uneven!r}: must be True (balance layers over stages) or False")
         out["uneven_stages"] = uneven
+        inter = kw.get("uneven_interleaved", False)
+        if not isinstance(inter, bool):
+            raise ValueError(f"uneven_interleaved={inter!r}: must be True or False")
+        out["uneven_interleaved"] = inter
         return cls(**out)
 
     def axis_allowed(self, axis: str, values: Any) -> Any:

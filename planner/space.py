@@ -195,7 +195,8 @@ def build_space(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec,
     cols = _take(cols, structural)
     cols["schedule"], cols["v"] = pairs[cols["pair"], 0], pairs[cols["pair"], 1]
     del cols["pair"]
-    cols["explicit_split"] = np.full(cols["dp"].shape[0], cons.uneven_stages)
+    # uneven (balanced) splits: for plain schedules by default, for interleaved ones on request
+    cols["explicit_split"] = cons.uneven_stages & ((cols["v"] == 1) | cons.uneven_interleaved)
     b_cols = a_cols | {"v", "schedule"}
     cols = apply(cols, stage(b_cols, a_cols), len(mbs) * tail[cols["deg"]])
     # stage C: micro-batch size

@@ -81,3 +81,28 @@ def test_batch_accepts_dicts_aliases_and_defaults():
         estimate_batch(model, cluster, training, {"dp": [1], "recompute": ["sometimes"]})
     with pytest.raises(ValueError, match="tp"):
         estimate_batch(model, cluster, training, {"dp": [1], "tp": [0]})
+
+
+def test_large_groups_take_the_deduplicated_path_and_still_agree():
+    """Thousands of rows per degree group: block costs are priced once per distinct knob combination."""
+    model = load_model("gpt3-13b")
+    cluster = get_cluster("dgx-a100", nodes=4)
+    training = TrainingSpec(global_batch_size=256, seq_len=2048)
+    rng = np.random.default_rng(1)
+    n = 4000
+    sched = rng.choice([0, 1, 2, 3], n)
+    frame = {"dp": np.full(n, 2), "tp": np.full(n, 4), "pp": np.full(n, 4), "micro_batch_size": rng.choice([1, 2, 4], n),
+             "schedule": sched, "virtual_stages": np.where(sched == 2, 2, 1), "zero_stage": rng.choice([0, 1, 3], n),
+             "recompute": rng.choice([0, 1, 2], n), "sequence_parallel": rng.choice([0, 1], n)}
+    out = estimate_batch(model, cluster, training, frame)
+    assert out["valid"].all()
+    names = {0: "gpipe", 1: "1f1b", 2: "interleaved-1f1b", 3: "zero-bubble"}
+    for i in rng.choice(n, 40, replace=False):
+        plan = ParallelPlan(dp=2, tp=4, pp=4, micro_batch_size=int(frame["micro_batch_size"][i]),
+                            schedule=names[int(sched[i])], virtual_stages=int(frame["virtual_stages"][i]),
+                            zero_stage=int(frame["zero_stage"][i]),
+                            recompute=["none", "selective", "full"][int(frame["recompute"][i])],
+                            sequence_parallel=bool(frame["sequence_parallel"][i]))
+        est = estimate(model, cluster, training, plan)
+        assert out["step_time_s"][i] == pytest.approx(est.step_time_s, rel=1e-9)
+        assert out["peak_bytes"][i] == pytest.approx(est.memory.peak_bytes, rel=1e-9)

@@ -42,7 +42,8 @@ CASES_2 = [
     _case("zero2", dp=2, zero_stage=2, micro_batch_size=2),
     _case("dp2-recompute-full", dp=2, recompute="full"),
     _case("tp2-recompute-selective", tp=2, recompute="selective"),
-    _case("gpt-tp2-sp", "tiny-gpt", tp=2, sequence_parallel=True),
+    _case("tied-gpt-tp2-sp", "tied-gpt", tp=2, sequence_parallel=True),
+    _case("tied-gpt-zero3", "tied-gpt", dp=2, zero_stage=3),
     _case("gpt-pp2-uneven", "tiny-gpt", pp=2, layers_per_stage=(3, 1), micro_batch_size=2),
     _case("bert-tp2-sp", "tiny-bert", tp=2, sequence_parallel=True, micro_batch_size=2),
     _case("bert-dp2-zero3", "tiny-bert", dp=2, zero_stage=3, micro_batch_size=2),
@@ -53,6 +54,17 @@ CASES_4 = [
     _case("dp2xpp2-1f1b-full", dp=2, pp=2, recompute="full"),
     _case("dp2xtp2-sp-zero3", dp=2, tp=2, zero_stage=3, sequence_parallel=True, micro_batch_size=2),
 ]
+
+
+TIED_GPT = ("{arch: decoder, num_layers: 2, hidden_size: 64, num_heads: 4, vocab_size: 256, max_seq_len: 64, "
+            "activation: gelu, norm: layernorm, position: learned, tie_embeddings: true, bias: true}")
+"""A GPT-2 style model whose output layer shares the embedding table (not in the catalog)."""
+
+
+def _model_file(tmp_path: Path, cases: list[dict]) -> list[dict]:
+    path = tmp_path / "tied-gpt.yaml"
+    path.write_text(TIED_GPT)
+    return [dict(c, model=str(path)) if c["model"] == "tied-gpt" else c for c in cases]
 
 
 @cache
@@ -97,7 +109,8 @@ def test_reference_losses_move():
 @pytest.mark.timeout(900)
 @pytest.mark.xdist_group("dist")
 def test_two_process_plans_match_single_process(tmp_path):
-    _check(_launch(CASES_2, 2, tmp_path, timeout_s=850), CASES_2)
+    cases = _model_file(tmp_path, CASES_2)
+    _check(_launch(cases, 2, tmp_path, timeout_s=850), cases)
 
 
 @pytest.mark.slow

@@ -194,3 +194,20 @@ def test_run_and_calibrate_pages_render():
     for page in ("views/run.py", "views/calibrate.py"):
         at = _app(page)
         assert not at.error, (page, _texts(at.error))
+
+
+def test_uploaded_topology_graph_is_planned_and_a_broken_one_is_an_error():
+    from test_ui_problem import TOPOLOGY_YAML
+
+    at = _app(model_preset="llama2-7b", global_batch=64)
+    at.radio(key="cluster_source").set_value("Upload file")
+    _run(at)
+    at.file_uploader(key="cluster_upload").upload("two-boxes.yaml", TOPOLOGY_YAML, "application/yaml")
+    _run(at)
+    assert not at.error, _texts(at.error)
+    assert "2 x 4" in _texts(at.caption)
+    assert (_table(at)["num_gpus"] <= 8).all()
+    broken = TOPOLOGY_YAML.replace(b"bw: 200Gbps", b"bw: fast")
+    at.file_uploader(key="cluster_upload").set_value(("two-boxes.yaml", broken, "application/yaml"))
+    _run(at)
+    assert any("bw" in e.value and "fast" in e.value for e in at.error), _texts(at.error)

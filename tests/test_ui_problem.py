@@ -143,3 +143,37 @@ def test_missing_apis_are_reported_not_faked():
     assert services.missing("costmodel.load_model", "costmodel.nope") == ["costmodel.nope"]
     assert "ui" in services.cli_subcommands()
     assert "--port" in services.cli_options("ui")
+
+
+def _topology_yaml(*, nic_bw: str = "200Gbps", servers: int = 2, gpus: int = 4) -> bytes:
+    """A small cluster graph in costmodel.topology's file format: servers of GPUs on a switch, one NIC
+    each, and a spine."""
+    nodes, links = ["  - {id: spine, kind: switch}"], []
+    for s in range(servers):
+        nodes += [f"  - {{id: n{s}/sw, kind: switch, server: n{s}}}", f"  - {{id: n{s}/nic0, kind: nic, server: n{s}}}"]
+        links += [f"  - {{a: n{s}/nic0, b: n{s}/sw, bw: 50GB/s}}",
+                  f"  - {{a: n{s}/nic0, b: spine, bw: {nic_bw}, latency: 5us}}"]
+        for g in range(gpus):
+            nodes.append(f"  - {{id: n{s}/gpu{g}, kind: gpu, server: n{s}}}")
+            links.append(f"  - {{a: n{s}/gpu{g}, b: n{s}/sw, bw: 300GB/s, latency: 2.5us}}")
+    return ("name: two-boxes\nnodes:\n" + "\n".join(nodes) + "\nlinks:\n" + "\n".join(links) + "\n").encode()
+
+
+TOPOLOGY_YAML = _topology_yaml()
+
+
+def test_uploaded_topology_graph_implies_its_cluster():
+    from ui.problem import cluster_for_topology, is_topology_file, topology_from_text
+
+    assert is_topology_file(TOPOLOGY_YAML, "topo.yaml")
+    assert not is_topology_file(b"gpu: h100-sxm\nnum_nodes: 2\n", "c.yaml")
+    topo = topology_from_text(TOPOLOGY_YAML.decode())
+    cluster = cluster_for_topology(topo, gpu="a100-80gb", filename="topo.yaml")
+    assert (cluster.num_nodes, cluster.gpus_per_node, cluster.nics_per_node) == (2, 4, 1)
+    assert cluster.intra_node_link.bw_bytes_per_s == pytest.approx(300e9)
+    assert cluster.inter_node_link.bw_bytes_per_s == pytest.approx(25e9)  # 200 Gb/s
+    problem = Problem(load_model("llama2-7b"), cluster, training_from_inputs(global_batch_size=64, seq_len=4096),
+                      topology_text=TOPOLOGY_YAML.decode())
+    assert Problem.from_key(problem.key()) == problem and problem.topology() is topo
+    with pytest.raises(ValueError, match="zero bandwidth|bw"):
+        topology_from_text(_topology_yaml(nic_bw="0Gbps").decode())

@@ -21,10 +21,13 @@ from ui.problem import (
     GBIT,
     GBYTE,
     Problem,
+    cluster_for_topology,
     cluster_from_inputs,
     cluster_from_upload,
+    is_topology_file,
     model_from_fields,
     model_from_upload,
+    topology_from_text,
     training_from_inputs,
 )
 
@@ -125,20 +128,32 @@ def _link_overrides(base: ClusterSpec) -> tuple[float, float]:
     return intra * GBYTE, inter * GBIT
 
 
-def _cluster_input() -> ClusterSpec | None:
+def _cluster_input() -> tuple[ClusterSpec | None, str | None]:
+    """The cluster, and the text of an uploaded cluster graph (None for a preset's own graph)."""
     st.subheader("Cluster")
     source = kept(st.radio, "Cluster from", _CLUSTER_SOURCES, horizontal=True, key="cluster_source",
                   default="Preset")
     try:
-        nodes = int(kept(st.number_input, "Nodes", min_value=1, max_value=65536, key="nodes",
-                         default=DEFAULTS["nodes"]))
         if source == "Upload file":
-            upload = _uploaded("ClusterSpec YAML/JSON (gpu and links may be catalog names)", key="cluster_upload",
+            upload = _uploaded("ClusterSpec YAML/JSON, or a topology graph (nodes + links)", key="cluster_upload",
                                types=["yaml", "yml", "json"])
             if upload is None:
-                st.info("Upload a cluster file to plan for it.")
-                return None
-            return cluster_from_upload(upload[1], upload[0], nodes=nodes)
+                st.info("Upload a ClusterSpec file (gpu, num_nodes, gpus_per_node, links) or a topology graph "
+                        "file (nodes and links, as costmodel.topology.load_topology reads).")
+                return None, None
+            name, raw = upload
+            if is_topology_file(raw, name):
+                gpu = kept(st.selectbox, "GPU", list_gpus(), key="topology_gpu", default="h100-sxm")
+                text = raw.decode("utf-8")
+                cluster = cluster_for_topology(topology_from_text(text), gpu=gpu, filename=name)
+                st.caption(f"Graph {cluster.name}: {cluster.num_nodes} servers x {cluster.gpus_per_node} GPUs; "
+                           "communication is priced on this graph.")
+                return cluster, text
+            nodes = int(kept(st.number_input, "Nodes (if the file has no num_nodes)", min_value=1, max_value=65536,
+                             key="nodes", default=DEFAULTS["nodes"]))
+            return cluster_from_upload(raw, name, nodes=nodes), None
+        nodes = int(kept(st.number_input, "Nodes", min_value=1, max_value=65536, key="nodes",
+                         default=DEFAULTS["nodes"]))
         preset = kept(st.selectbox, "Cluster preset", list_clusters(), key="cluster_preset",
                       default=DEFAULTS["cluster"])
         gpu = kept(st.selectbox, "GPU", [_ANY, *list_gpus()], key="gpu", default=_ANY,
@@ -147,10 +162,10 @@ def _cluster_input() -> ClusterSpec | None:
         base = get_cluster(preset, nodes=nodes, gpu=gpu)
         intra, inter = _link_overrides(base)
         return cluster_from_inputs(preset, nodes=nodes, gpu=gpu, intra_bw_bytes_per_s=intra,
-                                   inter_bw_bytes_per_s=inter)
+                                   inter_bw_bytes_per_s=inter), None
     except ValueError as exc:
         st.error(f"Cluster: {exc}")
-        return None
+        return None, None
 
 
 def _training_input(model: ModelSpec | None):
@@ -232,9 +247,10 @@ def problem_sidebar() -> Problem | None:
     _apply_query_params()
     with st.sidebar:
         model = _model_input()
-        cluster = _cluster_input()
+        cluster, topology_text = _cluster_input()
         training = _training_input(model)
         constraints = _constraints_input()
     if model is None or cluster is None or training is None:
         return None
-    return Problem(model=model, cluster=cluster, training=training, constraints=constraints)
+    return Problem(model=model, cluster=cluster, training=training, constraints=constraints,
+                   topology_text=topology_text)

@@ -9,6 +9,7 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ from costmodel import (
 
 __all__ = [
     "Problem", "DEFAULTS", "GBIT", "GBYTE", "model_from_fields", "model_from_upload", "cluster_from_inputs",
-    "cluster_from_upload", "training_from_inputs", "CONSTRAINT_KNOBS",
+    "cluster_from_upload", "training_from_inputs", "CONSTRAINT_KNOBS", "is_topology_file", "topology_from_text",
+    "cluster_for_topology",
 ]
 
 GBYTE = 1e9
@@ -59,15 +61,22 @@ class Problem:
     cluster: ClusterSpec
     training: TrainingSpec
     constraints: dict[str, Any] = field(default_factory=dict)
+    topology_text: str | None = None
+    """An uploaded cluster graph (costmodel.topology file format) that replaces the preset's graph."""
 
     def key(self) -> str:
-        """A stable JSON key for caching: the specs' JSON and the constraints."""
+        """A stable JSON key for caching: the specs' JSON, the constraints and the topology file."""
         return json.dumps({
             "model": self.model.model_dump(mode="json"),
             "cluster": self.cluster.model_dump(mode="json"),
             "training": self.training.model_dump(mode="json"),
             "constraints": self.constraints,
+            "topology": self.topology_text,
         }, sort_keys=True)
+
+    def topology(self) -> Any:
+        """The uploaded cluster graph as a `costmodel.topology.Topology` (None: the preset's graph)."""
+        return None if self.topology_text is None else topology_from_text(self.topology_text)
 
     @classmethod
     def from_key(cls, key: str) -> Problem:
@@ -76,7 +85,7 @@ class Problem:
         return cls(model=ModelSpec.model_validate(data["model"]),
                    cluster=ClusterSpec.model_validate(data["cluster"]),
                    training=TrainingSpec.model_validate(data["training"]),
-                   constraints=data["constraints"])
+                   constraints=data["constraints"], topology_text=data.get("topology"))
 
 
 def _validate(cls: type, data: dict[str, Any], what: str) -> Any:
@@ -171,3 +180,61 @@ def training_from_inputs(*, global_batch_size: int, seq_len: int, dtype: str = "
         raise ValueError(f"training.seq_len: {seq_len} exceeds max_seq_len={model.max_seq_len} of "
                          f"{model.name}; lower the sequence length")
     return training
+
+
+def is_topology_file(raw: bytes, filename: str) -> bool:
+    """True for a cluster-graph file (a mapping with 'nodes' and 'links'), False for a ClusterSpec."""
+    try:
+        data = _parse_mapping(raw, filename, "cluster file")
+    except ValueError:
+        return False
+    return "nodes" in data and "links" in data
+
+
+@lru_cache(maxsize=8)
+def topology_from_text(text: str) -> Any:
+    """A validated `costmodel.topology.Topology` from the text of a graph file (YAML or JSON)."""
+    from costmodel.topology import load_topology
+
+    fd, tmp = tempfile.mkstemp(suffix=".yaml", prefix="topology.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        return load_topology(tmp)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def cluster_for_topology(topo: Any, *, gpu: str, filename: str = "topology") -> ClusterSpec:
+    """The ClusterSpec a graph implies: its servers (identical GPU counts needed), `gpu` from the
+    catalog, the widest GPU link inside a server and the slowest NIC link to the network."""
+    from costmodel import get_gpu
+
+    g = topo.graph
+    counts = {s: 0 for s in topo.servers}
+    for n in topo.gpus:
+        counts[g.nodes[n]["server"]] += 1
+    if len(set(counts.values())) != 1:
+        raise ValueError(f"topology file {filename!r}: servers hold different GPU counts "
+                         f"({', '.join(f'{s}: {c}' for s, c in counts.items())}); every server needs the same")
+    first = topo.servers[0]
+    gpu0 = topo.gpus[0]
+    inside = [d for _, v, d in g.edges(gpu0, data=True) if g.nodes[v].get("server") == first
+              and g.nodes[v]["kind"] != "nic"]
+    outside = [d for u, v, d in g.edges(data=True)
+               if {g.nodes[u]["kind"], g.nodes[v]["kind"]} & {"nic"}
+               and (g.nodes[u].get("server") is None or g.nodes[v].get("server") is None)]
+    if not inside:  # a GPU wired only to its NIC: use that path
+        inside = [d for _, _, d in g.edges(gpu0, data=True)]
+    best = max(inside, key=lambda d: d["bw_bytes_per_s"])
+    intra = LinkSpec(name="topology-intra", bw_bytes_per_s=best["bw_bytes_per_s"], latency_s=2 * best["latency_s"])
+    if outside:
+        slow = min(outside, key=lambda d: d["bw_bytes_per_s"])
+        inter = LinkSpec(name="topology-nic", bw_bytes_per_s=slow["bw_bytes_per_s"], latency_s=2 * slow["latency_s"])
+    else:  # one server: no traffic leaves it; the NIC link is never priced
+        inter = intra.model_copy(update={"name": "topology-none"})
+    nics = sum(1 for n, d in g.nodes(data=True) if d["kind"] == "nic" and d.get("server") == first)
+    return _validate(ClusterSpec, {
+        "name": topo.name, "gpu": get_gpu(gpu), "num_nodes": len(topo.servers), "gpus_per_node": counts[first],
+        "intra_node_link": intra, "inter_node_link": inter, "nics_per_node": max(nics, 1),
+        "source": f"uploaded topology file {filename}"}, f"topology file {filename!r}")

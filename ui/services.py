@@ -109,7 +109,8 @@ def search_view(problem: Problem, *, top_k: int = 10) -> SearchView:
     if search is None:
         raise RuntimeError("planner.search is not available yet")
     t0 = time.perf_counter()
-    result = search(problem.model, problem.cluster, problem.training, top_k=top_k, **problem.constraints)
+    result = search(problem.model, problem.cluster, problem.training, top_k=top_k, topology=problem.topology(),
+                    **problem.constraints)
     elapsed = time.perf_counter() - t0
     ranked = tuple(RankedPlan(rank=e.rank, plan=e.plan, estimate=e.estimate) for e in result.plans)
     table = plan_table(ranked)
@@ -126,11 +127,13 @@ def estimate_plan(problem: Problem, plan: ParallelPlan, *, timeline: bool = True
     """`costmodel.evaluate` (an estimate or a Rejection) of one plan, with the simulated timeline."""
     evaluate = api("costmodel.evaluate")
     if evaluate is not None:
-        return evaluate(problem.model, problem.cluster, problem.training, plan, timeline=timeline)
+        return evaluate(problem.model, problem.cluster, problem.training, plan, timeline=timeline,
+                        topology=problem.topology())
     estimate = api("costmodel.estimate")
     if estimate is None:
         raise RuntimeError("costmodel.estimate is not available yet")
-    return estimate(problem.model, problem.cluster, problem.training, plan, timeline=timeline)
+    return estimate(problem.model, problem.cluster, problem.training, plan, timeline=timeline,
+                    topology=problem.topology())
 
 
 def torchrun_command(problem: Problem, plan: ParallelPlan, *, steps: int = 1000) -> str:
@@ -237,7 +240,8 @@ def sweep_frame(problem: Problem, *, vary: str, values: list[Any]) -> pd.DataFra
     if sweep is None:
         raise RuntimeError("planner.sweep is not available yet")
     passed = [f"{v:g}Gbps" for v in values] if vary == "inter_node_bw" else list(values)
-    df = sweep(problem.model, problem.cluster, problem.training, vary=vary, values=passed, **problem.constraints)
+    df = sweep(problem.model, problem.cluster, problem.training, vary=vary, values=passed,
+               topology=problem.topology(), **problem.constraints)
     df[vary] = list(values)
     df["fits"] = df["tokens_per_s"].notna()
     if "peak_gib" in df:

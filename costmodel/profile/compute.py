@@ -3,7 +3,8 @@ streaming bandwidth, measured with torch on one device.
 
 GEMM FLOPs are 2mnk; causal attention forward 2 * 2 * b*h*s^2*d / 2 (QK^T and PV, half masked;
 Dao et al. 2022, FlashAttention, sec. 3 counts); an elementwise add streams 3 buffers (2 reads,
-1 write), as the STREAM 'Add' kernel counts them (McCalpin 1995)."""
+1 write), as the STREAM 'Add' kernel counts them (McCalpin 1995). Each figure is the best of
+`repeats` samples (`timing.time_fn`)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -11,6 +10,7 @@ from tqdm import tqdm
 
 from ..calibration import CalibrationProfile
 from ..catalog import list_gpus, load_model
+from ..specs import ModelSpec
 from .compute import TORCH_DTYPES, gemm_shapes, measure_attention, measure_gemms, measure_mem_bw
 from .dist_bench import OPS, run_collectives
 
@@ -34,6 +34,7 @@ class ProfileConfig:
     nprocs: tuple[int, ...] = (2,)
     ops: tuple[str, ...] = OPS
     sizes_bytes: tuple[int, ...] = DEFAULT_SIZES_BYTES
+    threads: int | None = None
     repeats: int = 5
     warmup: int = 1
     seed: int = 0
@@ -52,6 +53,8 @@ class ProfileConfig:
             raise ValueError(f"nprocs: {self.nprocs} - collectives need at least 2 processes (or none)")
         if any(s <= 0 for s in self.sizes_bytes):
             raise ValueError(f"sizes: {self.sizes_bytes} must all be positive byte counts")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads={self.threads} must be >= 1 (or None for torch's default)")
         if self.repeats < 1:
             raise ValueError(f"repeats={self.repeats} must be >= 1")
 
@@ -83,6 +86,17 @@ def run_profile(config: ProfileConfig | None = None) -> CalibrationProfile:
     seqs = list(cfg.attention_seqs or sorted({min(model.max_seq_len, s) for s in ((256, 512) if not cuda
                                                                                    else (1024, 4096))}))
     shapes = gemm_shapes(model, tokens=tokens, max_flop=max_flop)
+    threads_before = torch.get_num_threads()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _measure(cfg, model, cuda, device, dtypes, seqs, shapes)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _measure(cfg: ProfileConfig, model: ModelSpec, cuda: bool, device: torch.device, dtypes: tuple[str, ...],
+             seqs: list[int], shapes: list[tuple[int, int, int]]) -> CalibrationProfile:
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     n_coll = len(cfg.nprocs) * len(cfg.ops) * len(cfg.sizes_bytes)
@@ -114,5 +128,5 @@ def run_profile(config: ProfileConfig | None = None) -> CalibrationProfile:
     return CalibrationProfile(
         device=name, gpu=catalog_gpu_name(name), torch_version=torch.__version__,
         backend=backend if coll else None, created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        seed=cfg.seed, threads=torch.get_num_threads() if not cuda else os.cpu_count(), model=model.name,
+        seed=cfg.seed, threads=torch.get_num_threads(), model=model.name,
         gemm=tuple(gemm), attention=tuple(attn), mem_bw=tuple(mem), collectives=tuple(coll))

@@ -20,8 +20,10 @@ def sync(device: torch.device) -> None:
 
 def time_fn(fn: Callable[[], object], *, device: torch.device, warmup: int = 1, repeats: int = 3,
             max_s: float | None = None, min_sample_s: float = 2e-3) -> tuple[float, float]:
-    """(median seconds per call, standard deviation) of `fn` over `repeats` samples after `warmup`
-    calls. Like `timeit.Timer.autorange`, a sample runs `fn` enough times back to back to last at
+    """(best seconds per call, median seconds per call) of `fn` over `repeats` samples after `warmup`
+    calls. The best sample is what the kernel achieves when it has the cores (timeit's advice: the
+    minimum, since slower samples measure interference, not the kernel); the median shows how much
+    interference there was. Like `timeit.Timer.autorange`, a sample runs `fn` enough times back to back to last at
     least `min_sample_s`, so microsecond kernels are not lost in timer and scheduler noise. Stops
     early once `max_s` seconds were spent measuring (keeping at least one sample)."""
     for _ in range(max(1, warmup)):
@@ -42,5 +44,4 @@ def time_fn(fn: Callable[[], object], *, device: torch.device, warmup: int = 1, 
         times.append((time.perf_counter() - t0) / inner)
         if max_s is not None and time.perf_counter() - start > max_s:
             break
-    std = statistics.stdev(times) if len(times) > 1 else 0.0
-    return statistics.median(times), std
+    return min(times), statistics.median(times)

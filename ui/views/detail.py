@@ -58,7 +58,7 @@ else:
     axis = st.radio("Communication of", axes, horizontal=True, key="topo_axis",
                     format_func=lambda a: f"{a} (degree {getattr(plan, a)})")
     try:
-        topo = build_topology(problem.cluster)
+        topo = problem.topology() or build_topology(problem.cluster)
         nodes, edges = topology_frames(topo, plan, axis)
         show_chart(topology_chart(nodes, edges, title=f"{axis} groups on {problem.cluster.name}"))
         busiest = int(edges["flows"].max()) if not edges.empty else 0

@@ -25,6 +25,9 @@ VARIABLES = {
     "seq_len": ("Sequence length", lambda: sorted({max(1, t.seq_len // 2), t.seq_len,
                                                    min(problem.model.max_seq_len, t.seq_len * 2)})),
 }
+if problem.topology_text is not None:  # the uploaded graph fixes the servers and links
+    VARIABLES = {k: v for k, v in VARIABLES.items() if k not in ("nodes", "inter_node_bw")}
+    st.caption("The uploaded topology graph fixes the node count and the links; sweep another variable.")
 vary = st.selectbox("Vary", list(VARIABLES), format_func=lambda k: VARIABLES[k][0], key="whatif_vary")
 default_values = VARIABLES[vary][1]()
 raw = st.text_input("Values (comma separated)", ", ".join(str(v) for v in default_values),
