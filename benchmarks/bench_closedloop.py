@@ -24,12 +24,22 @@ def main() -> None:
         return
     for seed in SEEDS:
         t0 = time.perf_counter()
-        fit, profile = calibrate(obs, names=VTRAIN_FIT_NAMES, efficiency=VALIDATION_EFFICIENCY, test_fraction=0.3,
-                                 seed=seed, max_evals=200, max_fit_rows=300, source="vtrain")
-        print(f"vTrain seed {seed}: {len(obs)} runs, held-out {fit.after_test.n}: mean |error| "
-              f"{fit.before_test.mean_abs:.1%} -> {fit.after_test.mean_abs:.1%} (max {fit.after_test.max_abs:.1%}); "
-              f"fit part {fit.before_fit.mean_abs:.1%} -> {fit.after_fit.mean_abs:.1%}; "
-              f"{fit.evaluations} evaluations, {time.perf_counter() - t0:.0f} s")
+        fit, profile = calibrate(
+            obs,
+            names=VTRAIN_FIT_NAMES,
+            efficiency=VALIDATION_EFFICIENCY,
+            test_fraction=0.3,
+            seed=seed,
+            max_evals=200,
+            max_fit_rows=300,
+            source="vtrain",
+        )
+        print(
+            f"vTrain seed {seed}: {len(obs)} runs, held-out {fit.after_test.n}: mean |error| "
+            f"{fit.before_test.mean_abs:.1%} -> {fit.after_test.mean_abs:.1%} (max {fit.after_test.max_abs:.1%}); "
+            f"fit part {fit.before_fit.mean_abs:.1%} -> {fit.after_fit.mean_abs:.1%}; "
+            f"{fit.evaluations} evaluations, {time.perf_counter() - t0:.0f} s"
+        )
         print("   constants: " + ", ".join(f"{k}={v:.3g}" for k, v in sorted(profile.constants.items())))
 
 

@@ -123,11 +123,13 @@ def main(argv: list[str] | None = None) -> None:
     raw = ROOT / "docs" / "collectives_points.json"
     if argv and "--reuse" in argv:
         points = list(load_profile(raw).collectives)
+        load = "load average 13-20 during the measurement; re-analysed from docs/collectives_points.json"
     else:
         sizes = [1024 * 2**i for i in range(17)]
         points = measure(sizes, repeats=12, seed=0)
         save_profile(CalibrationProfile(device="cpu", gpu="cpu", torch_version=torch.__version__, backend="gloo",
                                         collectives=tuple(points)), raw)
+        load = f"load average after the measurement: {os.getloadavg()[0]:.1f}"
     grid = {1024 * 4**i for i in range(9)}
     frames, tables = [], []
     for stat in ("median", "min"):
@@ -152,8 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     body = f"""## Collectives: calibrated communication model vs measured (Gloo, local processes)
 
 Reproduce: `python -m benchmarks collectives` (writes this section and docs/collectives_accuracy.csv).
-Host: {os.cpu_count()} CPU cores shared with other jobs (load average during the run:
-{os.getloadavg()[0]:.1f}); torch.distributed Gloo over 127.0.0.1; fp32 buffers; each timing is the
+Host: {os.cpu_count()} CPU cores shared with other jobs ({load}); torch.distributed Gloo over 127.0.0.1; fp32 buffers; each timing is the
 slowest rank's. 12 timings per (op, n, size), alternately assigned to the profile (at powers of 4:
 1 KiB..64 MiB) and to the validation set (all powers of 2), so both see the same background load;
 half the validation sizes were never profiled. 'curves' = `build_comm_model(..., calibration=profile)`

@@ -11,6 +11,7 @@ Run: `python -m benchmarks ui` (or `make bench`)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["main", "measure"]
@@ -31,8 +32,8 @@ def _timed(at, action=None) -> float:  # noqa: ANN001 (AppTest)
     return elapsed
 
 
-def measure() -> dict[str, float]:
-    """Seconds per Plan-page rerun for each kind of input change."""
+def measure() -> Iterator[tuple[str, float]]:
+    """(change, seconds) per Plan-page rerun, for each kind of input change in turn."""
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
@@ -40,21 +41,19 @@ def measure() -> dict[str, float]:
     at = AppTest.from_file(APP, default_timeout=1800)
     for key, value in PROBLEM.items():
         at.session_state[key] = value
-    out = {"first load (cold search)": _timed(at)}
-    out["nodes 64 -> 32 (cold search)"] = _timed(at, lambda: at.number_input(key="nodes").set_value(32))
-    out["nodes 32 -> 64 (cached)"] = _timed(at, lambda: at.number_input(key="nodes").set_value(64))
-    out["global batch 1024 -> 2048 (cold search)"] = _timed(
+    yield "first load (cold search)", _timed(at)
+    yield "nodes 64 -> 32 (cold search)", _timed(at, lambda: at.number_input(key="nodes").set_value(32))
+    yield "nodes 32 -> 64 (cached)", _timed(at, lambda: at.number_input(key="nodes").set_value(64))
+    yield "global batch 1024 -> 2048 (cold search)", _timed(
         at, lambda: at.number_input(key="global_batch").set_value(2048))
-    out["global batch 2048 -> 1024 (cached)"] = _timed(
-        at, lambda: at.number_input(key="global_batch").set_value(1024))
-    out["Plan -> Plan detail (cached search, new estimate)"] = _timed(at, lambda: at.switch_page("views/detail.py"))
-    out["Plan detail -> Plan (cached)"] = _timed(at, lambda: at.switch_page("views/plan.py"))
-    return out
+    yield "global batch 2048 -> 1024 (cached)", _timed(at, lambda: at.number_input(key="global_batch").set_value(1024))
+    yield "Plan -> Plan detail (cached search, new estimate)", _timed(at, lambda: at.switch_page("views/detail.py"))
+    yield "Plan detail -> Plan (cached)", _timed(at, lambda: at.switch_page("views/plan.py"))
 
 
 def main() -> None:
-    for name, seconds in measure().items():
-        print(f"   ui re-plan, 64 nodes: {name:50s} {seconds:8.3f} s")
+    for name, seconds in measure():
+        print(f"   ui re-plan, 64 nodes: {name:50s} {seconds:8.3f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,12 @@ from .fit_data import fitted_profile
 
 __all__ = ["calibrate", "default_fit_names", "efficiency_overrides", "VTRAIN_FIT_NAMES"]
 
-VTRAIN_FIT_NAMES = DEFAULT_FIT_NAMES + ("mem_efficiency", "p2p_overhead_s", "host_hides_comm", "host_overlap_exponent")
+VTRAIN_FIT_NAMES = DEFAULT_FIT_NAMES + (
+    "mem_efficiency",
+    "p2p_overhead_s",
+    "host_hides_comm",
+    "host_overlap_exponent",
+)
 """vTrain: no measured curves, so compute and memory efficiencies are fitted along with overheads."""
 
 
@@ -31,26 +36,54 @@ def default_fit_names(profile: CalibrationProfile | None) -> tuple[str, ...]:
     return DEFAULT_FIT_NAMES
 
 
-def efficiency_overrides(efficiency: EfficiencyModel, *, base: EfficiencyModel = DEFAULT_EFFICIENCY) -> dict[str, float]:
+def efficiency_overrides(
+    efficiency: EfficiencyModel, *, base: EfficiencyModel = DEFAULT_EFFICIENCY
+) -> dict[str, float]:
     """Fields of `efficiency` that differ from `base`, as constants."""
-    return {f.name: float(getattr(efficiency, f.name)) for f in fields(EfficiencyModel)
-            if getattr(efficiency, f.name) != getattr(base, f.name)}
+    return {
+        f.name: float(getattr(efficiency, f.name))
+        for f in fields(EfficiencyModel)
+        if getattr(efficiency, f.name) != getattr(base, f.name)
+    }
 
 
-def calibrate(observations: list[Observation], *, profile: CalibrationProfile | None = None,
-              names: tuple[str, ...] | None = None, efficiency: EfficiencyModel = DEFAULT_EFFICIENCY,
-              test_fraction: float = 0.3, seed: int = 0, max_evals: int = 200, max_fit_rows: int = 300,
-              source: str = "", gpu: str | None = None) -> tuple[FitResult, CalibrationProfile]:
+def calibrate(
+    observations: list[Observation],
+    *,
+    profile: CalibrationProfile | None = None,
+    names: tuple[str, ...] | None = None,
+    efficiency: EfficiencyModel = DEFAULT_EFFICIENCY,
+    test_fraction: float = 0.3,
+    seed: int = 0,
+    max_evals: int = 200,
+    max_fit_rows: int = 300,
+    source: str = "",
+    gpu: str | None = None,
+) -> tuple[FitResult, CalibrationProfile]:
     """Fit `names` (default: `default_fit_names(profile)`) starting from `efficiency` + the profile's
     constants; return the fit and the profile to save (the measured curves of `profile`, if any, plus
     the constants)."""
     names = names or default_fit_names(profile)
-    result = fit_constants(observations, names=names, efficiency=efficiency, calibration=profile,
-                           test_fraction=test_fraction, seed=seed, max_evals=max_evals, max_fit_rows=max_fit_rows)
+    result = fit_constants(
+        observations,
+        names=names,
+        efficiency=efficiency,
+        calibration=profile,
+        test_fraction=test_fraction,
+        seed=seed,
+        max_evals=max_evals,
+        max_fit_rows=max_fit_rows,
+    )
     constants = {**efficiency_overrides(efficiency), **result.constants}
-    info: dict[str, Any] = {"source": source, "observations": len(observations), "test_fraction": test_fraction,
-                            "seed": seed, **result.summary()}
+    info: dict[str, Any] = {
+        "source": source,
+        "observations": len(observations),
+        "test_fraction": test_fraction,
+        "seed": seed,
+        **result.summary(),
+    }
     gpu = gpu or (observations[0].cluster.gpu.name if observations else None)
-    saved = fitted_profile(constants, base=profile, device=gpu or "", gpu=gpu if profile is None else None,
-                           fit=info)
+    saved = fitted_profile(
+        constants, base=profile, device=gpu or "", gpu=gpu if profile is None else None, fit=info
+    )
     return result, saved

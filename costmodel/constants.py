@@ -15,8 +15,14 @@ from typing import Any
 
 from .compute import EfficiencyModel
 
-__all__ = ["MEASURED_RATE_SCALE", "Bound", "FITTABLE", "efficiency_with_constants", "check_constants",
-           "measured_rate_scale"]
+__all__ = [
+    "MEASURED_RATE_SCALE",
+    "Bound",
+    "FITTABLE",
+    "efficiency_with_constants",
+    "check_constants",
+    "measured_rate_scale",
+]
 
 MEASURED_RATE_SCALE = "measured_rate_scale"
 

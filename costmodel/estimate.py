@@ -249,9 +249,10 @@ def _simulated(ctx: StepContext, k: Knobs, comm: Any, plan: ParallelPlan, *, tim
         n_enc_st.append(ne)
         n_dec_st.append(nd)
     p2p = float(p2p_time_s(ctx, k, comm)) if pp > 1 else 0.0
-    res = simulate_pipeline(schedule=plan.schedule, pp=pp, num_micro_batches=m, virtual_stages=v, fwd_s=f, bwd_s=b,
-                            bwd_weight_s=w if k.schedule == 3 else None, p2p_s=p2p, act_bytes=act,
-                            with_events=timeline)
+    sim = dict(schedule=plan.schedule, pp=pp, num_micro_batches=m, virtual_stages=v, fwd_s=f, bwd_s=b,
+               bwd_weight_s=w if k.schedule == 3 else None)
+    res = simulate_pipeline(**sim, p2p_s=p2p, act_bytes=act, with_events=timeline)
+    span0 = simulate_pipeline(**sim, p2p_s=0.0, with_events=False).makespan_s if p2p > 0 else res.makespan_s
     ranks = []
     for r in range(pp):
         idx = range(r, stages, pp)
@@ -264,24 +265,26 @@ def _simulated(ctx: StepContext, k: Knobs, comm: Any, plan: ParallelPlan, *, tim
         ranks.append(rank_state(ctx, k, comm, r, m, ne, nd, enc, dec, fwd, bwd, params, stored_act_bytes=peak_act))
         ranks[-1].update(comp=sum(comp[j] for j in idx), tp=sum(tps[j] for j in idx), cp=sum(cps[j] for j in idx),
                          sync=sum(syncs[j] for j in idx))
-    crit = ranks[res.critical_rank]
-    busy = res.busy_s[res.critical_rank]
-    sync = m * crit["sync"]                     # blocking-send overhead inside the busy time
-    per_mb = crit["comp"] + crit["tp"] + crit["cp"]
-    scale = (busy - sync) / per_mb if per_mb > 0 else 0.0
+    # the same breakdown as step_costs: the busiest rank's work, what transfers add, the rest is bubble
+    busy_rank = max(range(pp), key=lambda r: (res.busy_s[r], -r))
+    crit = ranks[busy_rank]
     cp_grad = float(comm.time_s("cp", "all_reduce", max(r["params"] for r in ranks) * ctx.grad_bytes)
                     / ctx.eff.collective_efficiency) if k.cp > 1 else 0.0
-    top = max(ranks, key=lambda r: r["peak"])
     out = {
         "num_micro_batches": m,
-        "compute_s": crit["comp"] * scale, "tp_comm_s": crit["tp"] * scale,
-        "cp_comm_s": crit["cp"] * scale + cp_grad,
-        "dp_comm_s": max(r["dp"] for r in ranks), "pp_comm_s": res.exposed_p2p_s + sync, "bubble_s": res.bubble_s,
+        "compute_s": m * crit["comp"], "tp_comm_s": m * crit["tp"],
+        "cp_comm_s": m * crit["cp"] + cp_grad,
+        "dp_comm_s": max(r["dp"] for r in ranks),
+        "pp_comm_s": m * crit["sync"] + (res.makespan_s - span0),
+        "bubble_s": max(span0 - res.busy_s[busy_rank], 0.0),
         "optimizer_s": max(r["opt"] for r in ranks) + ctx.eff.step_overhead_s,
+    }
+    top = max(ranks, key=lambda r: r["peak"])
+    out.update({
         "parameters_bytes": top["params_bytes"], "gradients_bytes": top["grads_bytes"],
         "optimizer_bytes": top["optimizer_bytes"], "activations_bytes": top["activations_bytes"],
         "buffers_bytes": top["buffers_bytes"], "peak_bytes": top["peak"],
-    }
+    })
     out["step_time_s"] = sum(out[key] for key in ("compute_s", "tp_comm_s", "cp_comm_s", "dp_comm_s",
                                                   "pp_comm_s", "bubble_s", "optimizer_s"))
     return out, tuple(_membreak(r) for r in ranks), res.events

@@ -11,23 +11,39 @@ Every prediction is the real `costmodel.estimate`; nothing is scaled after the f
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .compute import DEFAULT_EFFICIENCY, EfficiencyModel
-from .constants import FITTABLE, MEASURED_RATE_SCALE, efficiency_with_constants
+from .constants import MEASURED_RATE_SCALE, efficiency_with_constants
 from .estimate import estimate
+from .fit_space import UnitBox, start_values
 from .nelder_mead import nelder_mead
 from .specs import ClusterSpec, ModelSpec, ParallelPlan, TrainingSpec
 
-__all__ = ["Observation", "ErrorStats", "FitResult", "predict_step_times", "error_stats", "holdout_split",
-           "fit_constants", "cross_validated", "DEFAULT_FIT_NAMES"]
+__all__ = [
+    "Observation",
+    "ErrorStats",
+    "FitResult",
+    "predict_step_times",
+    "error_stats",
+    "holdout_split",
+    "fit_constants",
+    "cross_validated",
+    "DEFAULT_FIT_NAMES",
+]
 
-DEFAULT_FIT_NAMES = ("gemm_max_efficiency", "gemm_half_dim", "kernel_overhead_s", "host_op_s",
-                     "collective_efficiency", "step_overhead_s")
+DEFAULT_FIT_NAMES = (
+    "gemm_max_efficiency",
+    "gemm_half_dim",
+    "kernel_overhead_s",
+    "host_op_s",
+    "collective_efficiency",
+    "step_overhead_s",
+)
 """Constants fitted when none are named: compute efficiency and its fall-off, per-kernel and per-op
 host overheads, the collective bandwidth factor and a fixed per-step cost."""
 
@@ -82,14 +98,19 @@ class FitResult:
         return out
 
 
-def predict_step_times(observations: list[Observation], *, efficiency: EfficiencyModel = DEFAULT_EFFICIENCY,
-                       calibration: Any = None) -> np.ndarray:
+def predict_step_times(
+    observations: list[Observation],
+    *,
+    efficiency: EfficiencyModel = DEFAULT_EFFICIENCY,
+    calibration: Any = None,
+) -> np.ndarray:
     """`estimate(...).step_time_s` of every observation (NaN where the estimate raises)."""
     out = np.full(len(observations), np.nan)
     for i, o in enumerate(observations):
         try:
-            out[i] = estimate(o.model, o.cluster, o.training, o.plan, efficiency=efficiency,
-                              calibration=calibration).step_time_s
+            out[i] = estimate(
+                o.model, o.cluster, o.training, o.plan, efficiency=efficiency, calibration=calibration
+            ).step_time_s
         except ValueError:
             pass
     return out
@@ -115,45 +136,14 @@ def holdout_split(n: int, *, test_fraction: float, seed: int = 0) -> tuple[np.nd
     return np.sort(perm[n_test:]), np.sort(perm[:n_test])
 
 
-class _Space:
-    """Maps the unit box onto the named constants (linear or log within their bounds)."""
-
-    def __init__(self, names: tuple[str, ...]) -> None:
-        unknown = [n for n in names if n not in FITTABLE]
-        if unknown:
-            raise ValueError(f"constants {unknown}: not fittable; choose from {', '.join(FITTABLE)}")
-        self.names = names
-        self.bounds = [FITTABLE[n] for n in names]
-
-    def to_values(self, u: np.ndarray) -> dict[str, float]:
-        out = {}
-        for name, b, x in zip(self.names, self.bounds, np.clip(u, 0, 1), strict=True):
-            out[name] = float(np.exp(np.log(b.lo) + x * (np.log(b.hi) - np.log(b.lo))) if b.log
-                              else b.lo + x * (b.hi - b.lo))
-        return out
-
-    def to_unit(self, values: dict[str, float]) -> np.ndarray:
-        u = []
-        for name, b in zip(self.names, self.bounds, strict=True):
-            v = min(max(values[name], b.lo), b.hi)
-            u.append((np.log(v) - np.log(b.lo)) / (np.log(b.hi) - np.log(b.lo)) if b.log else (v - b.lo) / (b.hi - b.lo))
-        return np.array(u)
-
-
-def _start_values(names: tuple[str, ...], efficiency: EfficiencyModel) -> dict[str, float]:
-    eff_fields = {f.name for f in fields(EfficiencyModel)}
-    out = {}
-    for n in names:
-        value = float(getattr(efficiency, n)) if n in eff_fields else 1.0
-        b = FITTABLE[n]
-        out[n] = value if value > 0 else (b.lo * (b.hi / b.lo) ** 0.25 if b.log else b.lo)
-    return out
-
-
 def _evaluator(observations: list[Observation], efficiency: EfficiencyModel, calibration: Any):
     """predict(constants) -> step times, with the constants applied to efficiency / calibration."""
     base_scale = float((getattr(calibration, "constants", None) or {}).get(MEASURED_RATE_SCALE, 1.0))
-    plain_cal = calibration.model_copy(update={"constants": {}}) if getattr(calibration, "constants", None) else calibration
+    plain_cal = (
+        calibration.model_copy(update={"constants": {}})
+        if getattr(calibration, "constants", None)
+        else calibration
+    )
     cals: dict[float, Any] = {}
 
     def predict(consts: dict[str, float]) -> np.ndarray:
@@ -170,10 +160,18 @@ def _evaluator(observations: list[Observation], efficiency: EfficiencyModel, cal
     return predict
 
 
-def fit_constants(observations: list[Observation], *, names: tuple[str, ...] = DEFAULT_FIT_NAMES,
-                  efficiency: EfficiencyModel = DEFAULT_EFFICIENCY, calibration: Any = None,
-                  test_fraction: float = 0.3, seed: int = 0, max_evals: int = 200, max_fit_rows: int = 300,
-                  try_overlap: bool = False) -> FitResult:
+def fit_constants(
+    observations: list[Observation],
+    *,
+    names: tuple[str, ...] = DEFAULT_FIT_NAMES,
+    efficiency: EfficiencyModel = DEFAULT_EFFICIENCY,
+    calibration: Any = None,
+    test_fraction: float = 0.3,
+    seed: int = 0,
+    max_evals: int = 200,
+    max_fit_rows: int = 300,
+    try_overlap: bool = False,
+) -> FitResult:
     """Fit `names` on a random (1 - test_fraction) part of `observations`, score on the rest.
 
     The starting point is `efficiency` with `calibration.constants` applied. At most `max_fit_rows`
@@ -189,15 +187,18 @@ def fit_constants(observations: list[Observation], *, names: tuple[str, ...] = D
     fit_idx, test_idx = holdout_split(len(observations), test_fraction=test_fraction, seed=seed)
     rng = np.random.default_rng(seed + 1)
     drive = np.sort(rng.choice(fit_idx, size=min(len(fit_idx), max_fit_rows), replace=False))
-    space = _Space(names)
+    space = UnitBox(names)
     base_scale = float((getattr(calibration, "constants", None) or {}).get(MEASURED_RATE_SCALE, 1.0))
-    start = _start_values(names, start_eff)
+    start = start_values(names, start_eff)
     if MEASURED_RATE_SCALE in names:
         start[MEASURED_RATE_SCALE] = base_scale
     best: tuple[float, dict[str, float], EfficiencyModel] | None = None
     evals = 0
-    for overlap in ((start_eff.overlap_grad_reduce, not start_eff.overlap_grad_reduce) if try_overlap
-                    else (start_eff.overlap_grad_reduce,)):
+    for overlap in (
+        (start_eff.overlap_grad_reduce, not start_eff.overlap_grad_reduce)
+        if try_overlap
+        else (start_eff.overlap_grad_reduce,)
+    ):
         eff = replace(start_eff, overlap_grad_reduce=overlap)
         predict = _evaluator([observations[i] for i in drive], eff, calibration)
         target = measured[drive]
@@ -220,23 +221,42 @@ def fit_constants(observations: list[Observation], *, names: tuple[str, ...] = D
         constants["overlap_grad_reduce"] = float(eff.overlap_grad_reduce)
     before = predict_step_times(observations, efficiency=start_eff, calibration=calibration)
     after = _evaluator(observations, eff, calibration)(values)
-    rows = pd.DataFrame({
-        "label": [o.label for o in observations], "source": [o.source for o in observations],
-        "plan": [o.plan.short() for o in observations], "split": "fit", "measured_step_time_s": measured,
-        "predicted_before_s": before, "predicted_after_s": after})
+    rows = pd.DataFrame(
+        {
+            "label": [o.label for o in observations],
+            "source": [o.source for o in observations],
+            "plan": [o.plan.short() for o in observations],
+            "split": "fit",
+            "measured_step_time_s": measured,
+            "predicted_before_s": before,
+            "predicted_after_s": after,
+        }
+    )
     rows.loc[test_idx, "split"] = "held-out"
     rows["error_before"] = rows["predicted_before_s"] / measured - 1
     rows["error_after"] = rows["predicted_after_s"] / measured - 1
-    return FitResult(constants=constants, names=names,
-                     before_fit=error_stats(before[fit_idx], measured[fit_idx]),
-                     after_fit=error_stats(after[fit_idx], measured[fit_idx]),
-                     before_test=error_stats(before[test_idx], measured[test_idx]),
-                     after_test=error_stats(after[test_idx], measured[test_idx]), evaluations=evals, rows=rows)
+    return FitResult(
+        constants=constants,
+        names=names,
+        before_fit=error_stats(before[fit_idx], measured[fit_idx]),
+        after_fit=error_stats(after[fit_idx], measured[fit_idx]),
+        before_test=error_stats(before[test_idx], measured[test_idx]),
+        after_test=error_stats(after[test_idx], measured[test_idx]),
+        evaluations=evals,
+        rows=rows,
+    )
 
 
-def cross_validated(observations: list[Observation], *, names: tuple[str, ...] = DEFAULT_FIT_NAMES,
-                    efficiency: EfficiencyModel = DEFAULT_EFFICIENCY, calibration: Any = None,
-                    folds: int | None = None, seed: int = 0, max_evals: int = 120) -> np.ndarray:
+def cross_validated(
+    observations: list[Observation],
+    *,
+    names: tuple[str, ...] = DEFAULT_FIT_NAMES,
+    efficiency: EfficiencyModel = DEFAULT_EFFICIENCY,
+    calibration: Any = None,
+    folds: int | None = None,
+    seed: int = 0,
+    max_evals: int = 120,
+) -> np.ndarray:
     """Out-of-fold predictions: observation i is predicted with constants fitted on the folds without
     it (`folds` = None: leave-one-out). Needs at least 2 observations."""
     n = len(observations)
@@ -248,10 +268,18 @@ def cross_validated(observations: list[Observation], *, names: tuple[str, ...] =
     for f in range(k):
         held = perm[f::k]
         train = [observations[i] for i in range(n) if i not in set(held)]
-        res = fit_constants(train, names=names, efficiency=efficiency, calibration=calibration,
-                            test_fraction=0.0, seed=seed, max_evals=max_evals)
-        fitted = _evaluator([observations[i] for i in held], efficiency_with_constants(efficiency, calibration),
-                            calibration)
+        res = fit_constants(
+            train,
+            names=names,
+            efficiency=efficiency,
+            calibration=calibration,
+            test_fraction=0.0,
+            seed=seed,
+            max_evals=max_evals,
+        )
+        fitted = _evaluator(
+            [observations[i] for i in held], efficiency_with_constants(efficiency, calibration), calibration
+        )
         eff_vals = {key: v for key, v in res.constants.items() if key != "overlap_grad_reduce"}
         out[held] = fitted(eff_vals)
     return out

@@ -25,8 +25,14 @@ from .catalog import get_cluster, list_clusters, load_model
 from .fit import Observation
 from .specs import ClusterSpec, StepMeasurement, TrainingSpec, format_validation_error
 
-__all__ = ["observations_from_summaries", "measurement_observation", "local_cluster", "cluster_for_device",
-           "vtrain_observations", "fitted_profile"]
+__all__ = [
+    "observations_from_summaries",
+    "measurement_observation",
+    "local_cluster",
+    "cluster_for_device",
+    "vtrain_observations",
+    "fitted_profile",
+]
 
 
 def local_cluster(processes: int, *, name: str = "cpu") -> ClusterSpec:
@@ -50,21 +56,30 @@ def cluster_for_device(device: str, world_size: int) -> ClusterSpec:
     raise ValueError(f"device {device!r}: no cluster preset with this GPU; pass --cluster NAME")
 
 
-def measurement_observation(m: StepMeasurement, *, label: str, cluster: ClusterSpec | None = None,
-                            model: Any = None) -> Observation:
+def measurement_observation(
+    m: StepMeasurement, *, label: str, cluster: ClusterSpec | None = None, model: Any = None
+) -> Observation:
     """One `StepMeasurement` as an Observation (CPU runs are fp32, GPU runs bf16, as the executor runs)."""
     if m.step_time_s <= 0:
         raise ValueError(f"{label}: step_time_s={m.step_time_s}; the run measured no step")
     spec = model if model is not None else load_model(m.model)
     dtype = "fp32" if m.device.lower() == "cpu" else "bf16"
     training = TrainingSpec(global_batch_size=m.global_batch_size, seq_len=m.seq_len, dtype=dtype)
-    return Observation(label=label, model=spec, cluster=cluster or cluster_for_device(m.device, m.world_size),
-                       training=training, plan=m.plan, step_time_s=m.step_time_s, source=m.device,
-                       peak_bytes=m.peak_bytes)
+    return Observation(
+        label=label,
+        model=spec,
+        cluster=cluster or cluster_for_device(m.device, m.world_size),
+        training=training,
+        plan=m.plan,
+        step_time_s=m.step_time_s,
+        source=m.device,
+        peak_bytes=m.peak_bytes,
+    )
 
 
-def observations_from_summaries(paths: Iterable[str | os.PathLike[str]], *,
-                                cluster: ClusterSpec | None = None) -> list[Observation]:
+def observations_from_summaries(
+    paths: Iterable[str | os.PathLike[str]], *, cluster: ClusterSpec | None = None
+) -> list[Observation]:
     """Observations from summary.json files (or run directories holding one); ValueError naming a bad file."""
     out = []
     for raw in paths:
@@ -78,13 +93,16 @@ def observations_from_summaries(paths: Iterable[str | os.PathLike[str]], *,
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"{str(path)!r} is not valid JSON: {exc}") from None
         except ValidationError as exc:
-            raise ValueError(f"{str(path)!r}: not a StepMeasurement: {format_validation_error(exc)}") from None
+            raise ValueError(
+                f"{str(path)!r}: not a StepMeasurement: {format_validation_error(exc)}"
+            ) from None
         out.append(measurement_observation(m, label=str(path), cluster=cluster))
     return out
 
 
-def vtrain_observations(data_dir: str | os.PathLike[str] | None = None, *,
-                        which: tuple[str, ...] = ("single", "multi")) -> list[Observation]:
+def vtrain_observations(
+    data_dir: str | os.PathLike[str] | None = None, *, which: tuple[str, ...] = ("single", "multi")
+) -> list[Observation]:
     """vTrain's measured runs as Observations (empty when the shared data folder is absent)."""
     from .published.data import find_data_dir, vtrain_cases
 
@@ -94,23 +112,47 @@ def vtrain_observations(data_dir: str | os.PathLike[str] | None = None, *,
         return out
     for w in which:
         if (found / "vtrain" / f"ground_truth_{w}.csv").is_file():
-            out += [Observation(label=c.label, model=c.model, cluster=c.cluster, training=c.training, plan=c.plan,
-                                step_time_s=c.published, source=c.source) for c in vtrain_cases(found, which=w)]
+            out += [
+                Observation(
+                    label=c.label,
+                    model=c.model,
+                    cluster=c.cluster,
+                    training=c.training,
+                    plan=c.plan,
+                    step_time_s=c.published,
+                    source=c.source,
+                )
+                for c in vtrain_cases(found, which=w)
+            ]
     return out
 
 
-def fitted_profile(constants: dict[str, float], *, base: CalibrationProfile | None = None, device: str = "",
-                   gpu: str | None = None, fit: dict[str, Any] | None = None) -> CalibrationProfile:
+def fitted_profile(
+    constants: dict[str, float],
+    *,
+    base: CalibrationProfile | None = None,
+    device: str = "",
+    gpu: str | None = None,
+    fit: dict[str, Any] | None = None,
+) -> CalibrationProfile:
     """A CalibrationProfile holding `constants` (merged over `base`'s measured curves and constants)."""
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     if base is not None:
         merged = {**base.constants, **constants}
-        return CalibrationProfile.model_validate({**base.model_dump(), "constants": merged,
-                                                  "fit": fit or {}, "created_utc": stamp})
+        return CalibrationProfile.model_validate(
+            {**base.model_dump(), "constants": merged, "fit": fit or {}, "created_utc": stamp}
+        )
     try:
         import importlib.metadata as md
+
         torch_version = md.version("torch")
     except Exception:  # noqa: BLE001 - the version is informational only
         torch_version = "unknown"
-    return CalibrationProfile(device=device or (gpu or "unknown"), gpu=gpu, torch_version=torch_version,
-                              created_utc=stamp, constants=constants, fit=fit or {})
+    return CalibrationProfile(
+        device=device or (gpu or "unknown"),
+        gpu=gpu,
+        torch_version=torch_version,
+        created_utc=stamp,
+        constants=constants,
+        fit=fit or {},
+    )

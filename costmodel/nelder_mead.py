@@ -23,8 +23,14 @@ class MinimizeResult:
     evaluations: int
 
 
-def nelder_mead(fn: Callable[[np.ndarray], float], x0: np.ndarray, *, step: float = 0.15,
-                max_evals: int = 200, tol: float = 1e-5) -> MinimizeResult:
+def nelder_mead(
+    fn: Callable[[np.ndarray], float],
+    x0: np.ndarray,
+    *,
+    step: float = 0.15,
+    max_evals: int = 200,
+    tol: float = 1e-5,
+) -> MinimizeResult:
     """Minimise `fn` over [0, 1]^d from `x0`; stops after `max_evals` calls or when the simplex's
     values differ by less than `tol`."""
     x0 = np.clip(np.asarray(x0, dtype=float), 0.0, 1.0)

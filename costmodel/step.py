@@ -18,17 +18,13 @@ import numpy as np
 from .blocks import BlockCost, EndCost, block_costs, collective_s, end_costs, p2p_time_s
 from .compute import memory_time_s
 from .memory import inflight_chunks, logits_bytes, model_state_bytes
+from .pipeline_ranked import ranked_makespan_s
 from .stepctx import Knobs, StepContext, any_set, build_context, vmax
 
 __all__ = ["StepContext", "Knobs", "BlockCost", "EndCost", "build_context", "block_costs", "end_costs",
-           "step_costs", "rank_state", "p2p_time_s", "vmax", "P2P_EXPOSED_HOPS"]
+           "step_costs", "rank_state", "p2p_time_s", "vmax"]
 
 Num = Any
-
-P2P_EXPOSED_HOPS = 2
-"""Transfers per stage boundary on the critical path: the first forward travelling down the pipeline
-and the last backward travelling up (steady-state transfers overlap compute, as in the simulator)."""
-
 
 def _cross_layers_on_rank(rank: int, pp: int, v: Num, n_enc: int, n_layers: int) -> Num:
     """Blocks with cross-attention (decoder blocks after n_enc encoder blocks) on `rank` when the
@@ -46,50 +42,62 @@ def _cross_layers_on_rank(rank: int, pp: int, v: Num, n_enc: int, n_layers: int)
 def step_costs(ctx: StepContext, k: Knobs, comm: Any, *, memo: dict | None = None) -> dict[str, Num]:
     """Time and memory breakdown of one step for even stage splits (closed-form pipeline).
 
-    Pipeline (Narayanan et al. 2021, sec. 2.2): with T_r the per-micro-batch time of rank r, the step
-    takes m*max(T) + (sum(T) - max(T))/v (= (p-1)/(v*m) bubble for uniform stages); ZB-H1 shrinks
-    the bubble by F/(F+B) (Qi et al. 2023). P2P: blocking sends charge p2p_overhead_s per transfer to
-    the sending rank, and 2(p-1) transfers of b*s*h/t are exposed (pipeline fill and drain). DP: all-reduce (ZeRO-0), reduce-scatter + all-gather (ZeRO-1/2), per-micro-batch all-gathers
-    + reduce-scatter (ZeRO-3), overlapped with backward when EfficiencyModel.overlap_grad_reduce."""
+    Pipeline: `pipeline_ranked.ranked_makespan_s` on the per-micro-batch forward/backward of the first,
+    a middle and the last rank, built exactly as `estimate`'s simulator path builds its stages (exposed
+    TP/CP traffic split between forward and backward, blocking-send overhead p2p_overhead_s on each
+    send, one boundary transfer of b*s*h/t), so the two agree (tests/test_costmodel_estimate.py).
+    Breakdown (both paths): compute/TP/CP of the busiest rank over m micro-batches; pp_comm its
+    blocking-send time plus what the transfers add to the makespan; bubble the rest of the makespan.
+    DP: all-reduce (ZeRO-0), reduce-scatter + all-gather (ZeRO-1/2), per-micro-batch all-gathers +
+    reduce-scatter (ZeRO-3), overlapped with backward when EfficiencyModel.overlap_grad_reduce."""
     sh, eff = ctx.shape, ctx.eff
     dp, pp, cp = k.dp, k.pp, k.cp
     m = ctx.global_batch // (dp * k.mb)
     enc, dec, embed, head = _unit_costs(ctx, k, comm, memo)
     n_layers = sh.num_layers
     per_rank = n_layers / pp
-    out_ranks = []
+    tp_fwd_share = 1.0 / (2 + (k.recompute == 2))
+    ovh = eff.p2p_overhead_s
+    ranks = []
     for rank in (0, pp - 1) if pp > 1 else (0,):
-        n_dec = _cross_layers_on_rank(rank, pp, k.v, sh.n_enc, n_layers) if sh.n_dec else 0.0
-        n_enc = per_rank - n_dec
         first, last = rank == 0, rank == pp - 1
-        fwd = n_enc * enc.fwd_s + n_dec * dec.fwd_s + first * embed.fwd_s + last * head.fwd_s
-        bwd = (n_enc * (enc.bwd_s + enc.recompute_s) + n_dec * (dec.bwd_s + dec.recompute_s)
-               + first * embed.bwd_s + last * head.bwd_s)
-        tp_s = n_enc * enc.tp_s + n_dec * dec.tp_s + first * embed.tp_s + last * head.tp_s
-        cp_s = n_enc * enc.cp_s + n_dec * dec.cp_s
-        params = n_enc * enc.params + n_dec * dec.params + first * embed.params + last * head.params
-        out_ranks.append(rank_state(ctx, k, comm, rank, m, n_enc, n_dec, enc, dec, fwd, bwd, params))
-        # blocking sends: a rank pays the per-transfer overhead for each chunk's forward output and
-        # backward gradient it sends (all but the very first and very last stage send both)
-        sync = (pp > 1) * (2 * k.v - first - last) * eff.p2p_overhead_s
-        out_ranks[-1].update(fwd=fwd, bwd=bwd, tp=tp_s, cp=cp_s, sync=sync, T=fwd + bwd + tp_s + cp_s + sync)
-    r0 = out_ranks[0]
-    rl = out_ranks[-1]
-    sum_t = (sh.n_enc * (enc.fwd_s + enc.bwd_s + enc.recompute_s + enc.tp_s + enc.cp_s)
-             + sh.n_dec * (dec.fwd_s + dec.bwd_s + dec.recompute_s + dec.tp_s + dec.cp_s)
-             + embed.fwd_s + embed.bwd_s + embed.tp_s + head.fwd_s + head.bwd_s + head.tp_s
-             + (pp > 1) * (2 * k.v * pp - 2) * eff.p2p_overhead_s)
-    slow_last = rl["T"] > r0["T"]
-    if isinstance(slow_last, np.ndarray):
-        crit = {key: np.where(slow_last, rl[key], r0[key]) for key in ("fwd", "bwd", "tp", "cp", "sync", "T")}
-    else:
-        crit = rl if slow_last else r0
-    zb = (k.schedule == 3) * crit["fwd"] / (crit["fwd"] + crit["bwd"]) + (k.schedule != 3)
-    bubble = vmax(sum_t - crit["T"], 0.0) / k.v * zb if pp > 1 else 0.0 * k.mb
+        rs = _rank_times(ctx, k, rank, enc, dec, embed, head, per_rank, first=first, last=last)
+        ranks.append(rank_state(ctx, k, comm, rank, m, rs["n_enc"], rs["n_dec"], enc, dec, rs["fwd"], rs["bwd"],
+                                rs["params"]))
+        ranks[-1].update(rs)
+    classes = [ranks[0]]
+    if pp > 2:
+        mids = [_rank_times(ctx, k, r, enc, dec, embed, head, per_rank, first=False, last=False)
+                for r in ((1,) if not sh.n_dec else range(1, pp - 1))]
+        mid = mids[0]
+        for other in mids[1:]:
+            mid = _slower(mid, other)
+        classes.append(mid)
     if pp > 1:
-        pp_s = m * crit["sync"] + P2P_EXPOSED_HOPS * (pp - 1) * p2p_time_s(ctx, k, comm)
+        classes.append(ranks[-1])
+    for rs in classes:
+        ext = rs["tp"] + rs["cp"]
+        rs["f"] = rs["fwd"] + ext * tp_fwd_share + rs["sync_f"] * ovh
+        rs["b"] = rs["bwd"] + ext * (1 - tp_fwd_share) + rs["sync_b"] * ovh
+        rs["sync"] = (rs["sync_f"] + rs["sync_b"]) * ovh
+        rs["T"] = rs["f"] + rs["b"]
+    crit = classes[0]
+    for rs in classes[1:]:
+        crit = _slower(crit, rs)
+    if pp > 1:
+        mid = classes[1] if pp > 2 else {"f": 0.0, "b": 0.0, "w": 0.0}
+        r0, rl = classes[0], classes[-1]
+        args = dict(first=(r0["f"], r0["b"]), middle=(mid["f"], mid["b"]), last=(rl["f"], rl["b"]),
+                    bwd_weight=(r0["w"], mid["w"], rl["w"]))
+        c = p2p_time_s(ctx, k, comm)
+        span = ranked_makespan_s(k.schedule, pp, m, k.v, p2p_s=c, **args)
+        span0 = ranked_makespan_s(k.schedule, pp, m, k.v, p2p_s=0.0, **args) if any_set(c) else span
+        pp_s = m * crit["sync"] + (span - span0)
+        bubble = vmax(span0 - m * crit["T"], 0.0)
     else:
         pp_s = 0.0 * k.mb
+        bubble = 0.0 * k.mb
+    r0, rl = ranks[0], ranks[-1]
     cp_grad = collective_s(ctx, comm, "cp", "all_reduce", vmax(r0["params"], rl["params"]) * ctx.grad_bytes) if cp > 1 else 0.0
     mem_last = rl["peak"] > r0["peak"]
     if isinstance(mem_last, np.ndarray):
@@ -115,9 +123,44 @@ def step_costs(ctx: StepContext, k: Knobs, comm: Any, *, memo: dict | None = Non
     }
     out["step_time_s"] = (out["compute_s"] + out["tp_comm_s"] + out["cp_comm_s"] + out["dp_comm_s"]
                           + out["pp_comm_s"] + out["bubble_s"] + out["optimizer_s"])
-    out["_ranks"] = out_ranks
+    out["_ranks"] = ranks
     out["_blocks"] = (enc, dec)
     return out
+
+
+def _rank_times(ctx: StepContext, k: Knobs, rank: int, enc: BlockCost, dec: BlockCost, embed: EndCost,
+                head: EndCost, per_rank: float, *, first: bool, last: bool) -> dict[str, Num]:
+    """Per-micro-batch compute, exposed TP/CP, sends and parameters of pipeline rank `rank` (its v
+    chunks together). A rank sends each chunk's forward output but the last stage's, and each
+    chunk's input gradient but the first stage's (blocking sends, EfficiencyModel.p2p_overhead_s)."""
+    sh = ctx.shape
+    n_dec = _cross_layers_on_rank(rank, k.pp, k.v, sh.n_enc, sh.num_layers) if sh.n_dec else 0.0
+    n_enc = per_rank - n_dec
+    fwd = n_enc * enc.fwd_s + n_dec * dec.fwd_s + first * embed.fwd_s + last * head.fwd_s
+    bwd = (n_enc * (enc.bwd_s + enc.recompute_s) + n_dec * (dec.bwd_s + dec.recompute_s)
+           + first * embed.bwd_s + last * head.bwd_s)
+    multi = k.pp > 1
+    return {
+        "n_enc": n_enc, "n_dec": n_dec, "fwd": fwd, "bwd": bwd,
+        "tp": n_enc * enc.tp_s + n_dec * dec.tp_s + first * embed.tp_s + last * head.tp_s,
+        "cp": n_enc * enc.cp_s + n_dec * dec.cp_s,
+        "params": n_enc * enc.params + n_dec * dec.params + first * embed.params + last * head.params,
+        "sync_f": multi * (k.v - last), "sync_b": multi * (k.v - first),
+        # weight-gradient part W of the backward (zero-bubble), half of the blocks' backward as in
+        # estimate's simulator path
+        "w": (k.schedule == 3) * 0.5 * (n_enc * enc.bwd_s + n_dec * dec.bwd_s + last * head.bwd_s),
+    }
+
+
+def _slower(a: dict[str, Num], b: dict[str, Num]) -> dict[str, Num]:
+    """The rank dict with the larger per-micro-batch time "T" (elementwise for arrays)."""
+    key = "T" if "T" in a else "fwd"
+    ta = a[key] if key == "T" else a["fwd"] + a["bwd"] + a["tp"] + a["cp"]
+    tb = b[key] if key == "T" else b["fwd"] + b["bwd"] + b["tp"] + b["cp"]
+    pick_b = tb > ta
+    if isinstance(pick_b, np.ndarray):
+        return {key2: np.where(pick_b, b[key2], a[key2]) for key2 in a if key2 in b}
+    return b if pick_b else a
 
 
 def _unit_costs(ctx: StepContext, k: Knobs, comm: Any, memo: dict | None) -> tuple:

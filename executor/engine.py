@@ -60,7 +60,8 @@ class Engine:
         self.dtype = dtype
         self._run_parts = run_parts  # model_parts, DDP-wrapped where DDP applies
         self._stages = stages
-        self._schedule = None
+        self._schedule = None if stages is None else build_schedule(
+            stages, plan, n_microbatches=self.local_batch_size // plan.micro_batch_size, loss_fn=self._loss_fn)
         self._scale = 1.0
         self._loss_sums: list[torch.Tensor] = []
         self._params = [p for part in model_parts for p in part.parameters()]
@@ -114,9 +115,6 @@ class Engine:
                 with self._sync_context(i == n - 1), self._autocast():
                     self._loss_fn(self._run_parts[0](x), y).backward()
             return
-        if self._schedule is None:
-            n = self.local_batch_size // self.plan.micro_batch_size
-            self._schedule = build_schedule(self._stages, self.plan, n_microbatches=n, loss_fn=self._loss_fn)
         first = any(s.is_first for s in self._stages)
         last = any(s.is_last for s in self._stages)
         with self._autocast():

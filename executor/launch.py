@@ -17,9 +17,11 @@ import math
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -61,7 +63,8 @@ class RunSetup:
     nproc_per_node: int = 1
 
     def command_line(self) -> str:
-        return shlex.join(self.command)
+        """The command as a shell line, with the environment it needs (copy-paste reproducible)."""
+        return shlex.join([f"{k}={v}" for k, v in sorted(self.env.items())] + list(self.command))
 
 
 @dataclass
@@ -104,7 +107,7 @@ def _positive(name: str, value: float | None) -> None:
 
 def prepare_run(plan: ParallelPlan | str | os.PathLike[str], *, model: str | ModelSpec, steps: int,
                 out: str | os.PathLike[str], global_batch: int | None = None, seq_len: int | None = None,
-                seed: int = 0, lr: float | None = None, warmup_steps: int | None = None,
+                seed: int | None = None, lr: float | None = None, warmup_steps: int | None = None,
                 lr_decay_steps: int | None = None, ckpt_every: int = 0, resume: str | os.PathLike[str] | None = None,
                 max_restarts: int = 0, timeout_s: float = 300.0, scale_to: int | None = None,
                 nnodes: int = 1, node_rank: int = 0, rdzv_endpoint: str | None = None, dtype: str | None = None,
@@ -143,6 +146,7 @@ def prepare_run(plan: ParallelPlan | str | os.PathLike[str], *, model: str | Mod
     if plan.world_size % nnodes:
         raise ValueError(f"nnodes={nnodes} does not divide the plan's {plan.world_size} processes")
 
+    seed = seed if seed is not None else int(saved.get("seed", 0))
     global_batch = global_batch or saved.get("global_batch_size") or _default_global_batch(plan)
     seq_len = seq_len or saved.get("seq_len") or min(model_spec.max_seq_len, 1024)
     training = TrainingSpec(global_batch_size=int(global_batch), seq_len=int(seq_len), dtype=dtype or "fp32")
@@ -163,7 +167,11 @@ def prepare_run(plan: ParallelPlan | str | os.PathLike[str], *, model: str | Mod
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
                 "--max-restarts", str(max_restarts), "--monitor-interval", "0.5"]
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
-                                                       os.environ.get("PYTHONPATH")]))}
+                                                       os.environ.get("PYTHONPATH")])),
+           # torchrun's shared TCPStore outlives an elastic restart without a per-attempt prefix, so the
+           # restarted workers read the dead workers' Gloo addresses (connectFullMesh: connection refused,
+           # or a hang until the timeout); the rendezvous store is prefixed per round
+           "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
     if nnodes == 1 and rdzv_endpoint is None:
         torchrun += ["--nnodes", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}",
                      "--local-addr", "127.0.0.1"]
@@ -185,6 +193,17 @@ def _model_arg(model: str | ModelSpec, out_dir: Path) -> str:
     return str(out_dir / "model.json")
 
 
+def _raise_on_sigterm() -> Any:
+    """While torchrun runs, turn SIGTERM into SystemExit so the job is stopped too (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
 def launch(setup: RunSetup, *, stream: TextIO | None = sys.stdout) -> RunResult:
     """Run `setup` with torchrun and wait. Output goes to `stream` (None: silent) and `<out>/launch.log`.
     A failed run raises `RunFailed` with the failing rank and its cause."""
@@ -199,6 +218,7 @@ def launch(setup: RunSetup, *, stream: TextIO | None = sys.stdout) -> RunResult:
     tail: deque[str] = deque(maxlen=400)
     t0 = time.perf_counter()
     env = {**os.environ, **setup.env}
+    previous = _raise_on_sigterm()
     with open(out / "launch.log", "w") as log:
         proc = subprocess.Popen(setup.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env=env, bufsize=1, errors="replace")
@@ -218,6 +238,9 @@ def launch(setup: RunSetup, *, stream: TextIO | None = sys.stdout) -> RunResult:
             except subprocess.TimeoutExpired:
                 proc.kill()
             raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
     elapsed_s = time.perf_counter() - t0
     if returncode != 0:
         raise RunFailed(explain_failure(out, "".join(tail), returncode), returncode=returncode,

@@ -56,7 +56,8 @@ def synthetic_batch(spec: ModelSpec, training: TrainingSpec, *, step: int, seed:
 
 def run_losses(spec: ModelSpec, plan: ParallelPlan, training: TrainingSpec, *, steps: int, seed: int = 0,
                lr: float = 1e-3, device: torch.device | None = None) -> list[float]:
-    """Per-step global losses of `plan` in the current process group (or a single process)."""
+    """Per-step global losses of `plan` in the current process group (or a single process), with a
+    3-step linear lr warm-up to `lr`."""
     device = device or torch.device("cpu")
     engine = build_engine(spec, plan, training, device=device, seed=seed, lr=lr)
     rows = engine.local_batch_size
@@ -64,7 +65,8 @@ def run_losses(spec: ModelSpec, plan: ParallelPlan, training: TrainingSpec, *, s
     for step in range(steps):
         tokens, targets = synthetic_batch(spec, training, step=step, seed=seed)
         sl = slice(engine.dp_rank * rows, (engine.dp_rank + 1) * rows)
-        losses.append(engine.train_step(tokens[sl], targets[sl], lr=lr))
+        warmup_lr = lr * min(1.0, (step + 1) / 3)  # a changing lr checks that every optimizer takes it
+        losses.append(engine.train_step(tokens[sl], targets[sl], lr=warmup_lr))
     return losses
 
 

@@ -87,6 +87,9 @@ def build_schedule(stages: list[PipelineStage], plan: ParallelPlan, *, n_microba
     if plan.schedule == "gpipe":
         return ScheduleGPipe(stages[0], **kwargs) if len(stages) == 1 else _multi_error(plan)
     if plan.schedule == "1f1b":
+        if n_microbatches < plan.pp:
+            raise ValueError(f"micro_batch_size: 1f1b needs at least pp={plan.pp} micro-batches per step, "
+                             f"got {n_microbatches}; lower micro_batch_size or use schedule 'gpipe'")
         return Schedule1F1B(stages[0], **kwargs) if len(stages) == 1 else _multi_error(plan)
     if plan.schedule == "interleaved-1f1b":
         if n_microbatches % plan.pp:

@@ -17,6 +17,7 @@ after step S, or SIGKILL itself while checkpoint S is being written - on the fir
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import math
 import os
 import signal
@@ -241,6 +242,8 @@ def _write_failure(out: str, exc: BaseException) -> None:
 @record
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_arg_parser().parse_args(argv)
+    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>` prints every thread's stack (diagnosing a hang)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         train(args)
     except Exception as exc:

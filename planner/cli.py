@@ -44,6 +44,8 @@ def add_cluster_args(p: argparse.ArgumentParser) -> None:
                    help="what-if leaf/spine oversubscription, e.g. 2 or 2:1")
     p.add_argument("--topology", default=None, metavar="FILE",
                    help="cluster graph YAML/JSON (nodes and links); sizes the cluster to it")
+    p.add_argument("--calibration", default=None, metavar="PROFILE.json",
+                   help="a calibration profile (paraplan profile / calibrate) to use instead of defaults")
 
 
 def add_training_args(p: argparse.ArgumentParser) -> None:
@@ -72,6 +74,7 @@ def build_specs(args: argparse.Namespace) -> tuple[ModelSpec, ClusterSpec, Train
     model = load_model(args.model)
     cluster = get_cluster(args.cluster, nodes=args.nodes, gpu=args.gpu)
     cluster, args.topology_graph = _interconnect(args, cluster)
+    args.calibration_profile = _calibration(args)
     seq_len = args.seq_len or model.max_seq_len
     global_batch = args.global_batch or 8 * cluster.num_gpus
     training = TrainingSpec(global_batch_size=global_batch, seq_len=seq_len, dtype=args.dtype)
@@ -93,6 +96,22 @@ def _interconnect(args: argparse.Namespace, cluster: ClusterSpec) -> tuple[Clust
     if given:
         raise ValueError(f"--topology: cannot be combined with {', '.join(given)}; edit the file's links instead")
     return cluster_for_topology(cluster, topo_file)
+
+
+def _calibration(args: argparse.Namespace) -> Any:
+    """The --calibration profile, loaded and validated, or None."""
+    path = getattr(args, "calibration", None)
+    if path is None:
+        return None
+    from costmodel.calibration import load_profile
+
+    return load_profile(path)
+
+
+def cost_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments for estimate/evaluate/search from the shared flags (topology, calibration)."""
+    return {"topology": getattr(args, "topology_graph", None),
+            "calibration": getattr(args, "calibration_profile", None)}
 
 
 _PLAN_FIELDS = {"dp": "dp", "tp": "tp", "pp": "pp", "cp": "cp", "micro_batch": "micro_batch_size",
@@ -140,7 +159,7 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
 
     model, cluster, training = build_specs(args)
     plan = plan_from_args(args, world_size=cluster.num_gpus)
-    est = estimate(model, cluster, training, plan, timeline=bool(args.timeline))
+    est = estimate(model, cluster, training, plan, timeline=bool(args.timeline), **cost_options(args))
     if args.timeline:
         write_text_atomic(args.timeline, est.chrome_trace_json())
         print(f"wrote timeline ({len(est.timeline)} events) to {args.timeline}", file=sys.stderr)
@@ -275,7 +294,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="run directory (default runs/<plan file name>)")
     p.add_argument("--global-batch", type=int, default=None, help="sequences per step (default 8)")
     p.add_argument("--seq-len", type=int, default=None, help="default: the model's max (at most 1024)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="data/init seed (default 0, or the checkpoint's)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-4)")
     p.add_argument("--warmup-steps", type=int, default=None, help="default lr-decay-steps // 10")
     p.add_argument("--lr-decay-steps", type=int, default=None, help="cosine length (default --steps)")
@@ -369,13 +388,14 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 def _add_validate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="run feasible plans for real on this machine and compare with predictions")
     p.add_argument("--local", action="store_true", required=True, help="validate on this machine (required)")
-    p.add_argument("--model", default="tiny-llama", help="small catalog model to run (default tiny-llama)")
+    p.add_argument("--model", default="small-llama", help="small catalog model to run (default small-llama)")
     p.add_argument("--procs", type=int, default=4, help="processes (Gloo on CPU; GPUs when present)")
-    p.add_argument("--max-plans", type=int, default=12, help="plans to run (planner's top 3 + a spread)")
+    p.add_argument("--max-plans", type=int, default=10, help="plans to run (planner's top 3 + a spread)")
     p.add_argument("--steps", type=int, default=4, help="optimizer steps per run (the first is warm-up)")
     p.add_argument("--repeats", type=int, default=1, help="runs per plan (min-max shows machine noise)")
     p.add_argument("--global-batch", type=int, default=8)
-    p.add_argument("--seq-len", type=int, default=None, help="default: the model's max")
+    p.add_argument("--seq-len", type=int, default=128,
+                   help="sequence length (default 128: a 10-plan sweep of small-llama stays within 15 min on 2 cores)")
     p.add_argument("--profile", default=None, metavar="FILE",
                    help="CalibrationProfile of this machine (default: measure one into OUT/profile.json)")
     p.add_argument("--no-cv", action="store_true", help="skip the leave-one-out calibrated predictions")

@@ -16,11 +16,10 @@ Rows and summary go to `validation.csv` and `summary.json` (metrics in `planner.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +30,21 @@ from costmodel import ClusterSpec, ModelSpec, ParallelPlan, StepMeasurement, Tra
 from costmodel.calibration import CalibrationProfile
 from costmodel.constants import MEASURED_RATE_SCALE
 from costmodel.fit import Observation, cross_validated, fit_constants
-from costmodel.report import write_text_atomic
 
 from .closed_loop_metrics import summarize_validation
+from .closed_loop_report import CSV_COLUMNS, ValidationReport, cv_peak_bytes, per_repeat_summaries
 from .search import search
 
-__all__ = ["LocalValidation", "ValidationReport", "Runner", "host_constants", "select_plans",
-           "run_local_validation", "LOCAL_FIT_NAMES", "CSV_COLUMNS"]
+__all__ = [
+    "LocalValidation",
+    "ValidationReport",
+    "Runner",
+    "host_constants",
+    "select_plans",
+    "run_local_validation",
+    "LOCAL_FIT_NAMES",
+    "CSV_COLUMNS",
+]
 
 Runner = Callable[..., Any]
 """`runner(plan, *, model, steps, out, global_batch, seq_len, dtype, stream)` -> object with `.summary`
@@ -47,13 +54,6 @@ LOCAL_FIT_NAMES = ("host_op_s", "step_overhead_s")
 """Constants fitted on local runs: what the profile does not measure (per-op host time, per-step
 cost); compute rates and collectives come from the profile. Few constants for few runs: with 3 or 5
 constants the leave-one-out error on 10 runs was worse (overfit; docs/VALIDATION.md)."""
-
-CSV_COLUMNS = ("plan", "measured_step_time_s", "predicted_step_time_s", "step_time_error",
-               "cv_predicted_step_time_s", "cv_step_time_error", "measured_peak_bytes", "predicted_peak_bytes",
-               "peak_error", "cv_predicted_peak_bytes", "cv_peak_error", "predicted_rank", "measured_rank", "planner_rank", "planner_top1",
-               "measured_min_s", "measured_max_s", "measured_runs_s", "runs", "dp", "tp", "pp", "micro_batch_size", "schedule",
-               "virtual_stages", "zero_stage", "recompute", "sequence_parallel", "layers_per_stage", "status",
-               "run_dir")
 
 
 @dataclass(frozen=True)
@@ -76,25 +76,10 @@ class LocalValidation:
                 raise ValueError(f"{name}={getattr(self, name)}: must be >= 1")
         if self.steps < 2:
             raise ValueError(f"steps={self.steps}: need >= 2 (the first step is warm-up and not timed)")
-
-
-@dataclass
-class ValidationReport:
-    """Per-plan rows (`CSV_COLUMNS` and more) and the summary figures."""
-
-    rows: pd.DataFrame
-    summary: dict[str, Any]
-    constants: dict[str, float] = field(default_factory=dict)
-
-    def write(self, out_dir: str | os.PathLike[str]) -> Path:
-        """validation.csv and summary.json in `out_dir` (atomically); returns the CSV path."""
-        out = Path(out_dir)
-        cols = [c for c in CSV_COLUMNS if c in self.rows] + [c for c in self.rows if c not in CSV_COLUMNS]
-        csv_path = out / "validation.csv"
-        write_text_atomic(csv_path, self.rows[cols].to_csv(index=False))
-        write_text_atomic(out / "summary.json", json.dumps({"summary": _jsonable(self.summary),
-                                                            "a_priori_constants": self.constants}, indent=2))
-        return csv_path
+        if self.seq_len is not None and not 0 < self.seq_len <= self.model.max_seq_len:
+            raise ValueError(
+                f"seq_len={self.seq_len}: must be in 1..{self.model.max_seq_len} (max_seq_len of {self.model.name})"
+            )
 
 
 def host_constants(profile: CalibrationProfile, *, procs: int, cores: int | None = None) -> dict[str, float]:
@@ -111,8 +96,15 @@ def host_constants(profile: CalibrationProfile, *, procs: int, cores: int | None
     return {MEASURED_RATE_SCALE: share, "framework_bytes": 0.0}
 
 
-def select_plans(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, calibration: Any,
-                 max_plans: int, top_plans: int = 3) -> list[tuple[int, ParallelPlan]]:
+def select_plans(
+    model: ModelSpec,
+    cluster: ClusterSpec,
+    training: TrainingSpec,
+    *,
+    calibration: Any,
+    max_plans: int,
+    top_plans: int = 3,
+) -> list[tuple[int, ParallelPlan]]:
     """(planner rank, plan) of up to `max_plans` feasible plans: the planner's `top_plans` best, then
     evenly spaced over the rest of its exact ranking (distinct plan labels only)."""
     result = search(model, cluster, training, top_k=10_000, calibration=calibration, cp=1)
@@ -122,22 +114,33 @@ def select_plans(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec,
         seen.setdefault(key, (rp.rank, rp.plan))
     ranked = sorted(seen.values(), key=lambda x: x[0])
     if not ranked:
-        raise ValueError(f"no feasible plan for {model.name} on {cluster.num_gpus} processes: {result.message}")
-    head = ranked[:min(top_plans, max_plans)]
-    rest = ranked[len(head):]
+        raise ValueError(
+            f"no feasible plan for {model.name} on {cluster.num_gpus} processes: {result.message}"
+        )
+    head = ranked[: min(top_plans, max_plans)]
+    rest = ranked[len(head) :]
     k = min(max_plans - len(head), len(rest))
     picks = [rest[int(round(i))] for i in np.linspace(0, len(rest) - 1, k)] if k > 0 else []
     return head + picks
 
 
-def _run_one(runner: Runner, plan: ParallelPlan, cfg: LocalValidation, training: TrainingSpec,
-             run_dir: Path) -> tuple[list[StepMeasurement], str]:
+def _run_one(
+    runner: Runner, plan: ParallelPlan, cfg: LocalValidation, training: TrainingSpec, run_dir: Path
+) -> tuple[list[StepMeasurement], str]:
     measurements, status = [], "ok"
     for r in range(cfg.repeats):
         out = run_dir if cfg.repeats == 1 else run_dir / f"repeat{r}"
         try:
-            result = runner(plan, model=cfg.model, steps=cfg.steps, out=str(out), global_batch=training.global_batch_size,
-                            seq_len=training.seq_len, dtype=training.dtype, stream=None)
+            result = runner(
+                plan,
+                model=cfg.model,
+                steps=cfg.steps,
+                out=str(out),
+                global_batch=training.global_batch_size,
+                seq_len=training.seq_len,
+                dtype=training.dtype,
+                stream=None,
+            )
         except Exception as exc:  # noqa: BLE001 - a failed plan is a row of the report, not the end of it
             status = f"failed: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
             continue
@@ -149,24 +152,56 @@ def _run_one(runner: Runner, plan: ParallelPlan, cfg: LocalValidation, training:
     return measurements, status
 
 
-def _row(rank: int, plan: ParallelPlan, est: Any, ms: list[StepMeasurement], status: str, run_dir: Path) -> dict:
+def _row(
+    rank: int, plan: ParallelPlan, est: Any, ms: list[StepMeasurement], status: str, run_dir: Path
+) -> dict:
     times = [m.step_time_s for m in ms]
-    row = {"plan": plan.short() + ("" if plan.layers_per_stage is None else "-L" + ".".join(map(str, plan.layers_per_stage))),
-           "planner_rank": rank, "predicted_step_time_s": est.step_time_s,
-           "predicted_peak_bytes": est.memory.peak_bytes,
-           "measured_step_time_s": float(np.median(times)) if times else math.nan,
-           "measured_min_s": min(times) if times else math.nan, "measured_max_s": max(times) if times else math.nan,
-           "measured_peak_bytes": float(np.median([m.peak_bytes for m in ms])) if ms else math.nan,
-           "measured_runs_s": ";".join(f"{t:.6g}" for t in times), "runs": len(ms), "status": status if not ms or status == "ok" else f"partial: {status}",
-           "run_dir": str(run_dir)}
-    row.update({k: getattr(plan, k) for k in ("dp", "tp", "pp", "micro_batch_size", "schedule", "virtual_stages",
-                                             "zero_stage", "recompute", "sequence_parallel")})
-    row["layers_per_stage"] = "" if plan.layers_per_stage is None else ",".join(map(str, plan.layers_per_stage))
+    row = {
+        "plan": plan.short()
+        + ("" if plan.layers_per_stage is None else "-L" + ".".join(map(str, plan.layers_per_stage))),
+        "planner_rank": rank,
+        "predicted_step_time_s": est.step_time_s,
+        "predicted_peak_bytes": est.memory.peak_bytes,
+        "measured_step_time_s": float(np.median(times)) if times else math.nan,
+        "measured_min_s": min(times) if times else math.nan,
+        "measured_max_s": max(times) if times else math.nan,
+        "measured_peak_bytes": float(np.median([m.peak_bytes for m in ms])) if ms else math.nan,
+        "measured_runs_s": ";".join(f"{t:.6g}" for t in times),
+        "runs": len(ms),
+        "status": status if not ms or status == "ok" else f"partial: {status}",
+        "run_dir": str(run_dir),
+    }
+    row.update(
+        {
+            k: getattr(plan, k)
+            for k in (
+                "dp",
+                "tp",
+                "pp",
+                "micro_batch_size",
+                "schedule",
+                "virtual_stages",
+                "zero_stage",
+                "recompute",
+                "sequence_parallel",
+            )
+        }
+    )
+    row["layers_per_stage"] = (
+        "" if plan.layers_per_stage is None else ",".join(map(str, plan.layers_per_stage))
+    )
     return row
 
 
-def run_local_validation(cfg: LocalValidation, *, runner: Runner, cluster: ClusterSpec, profile: CalibrationProfile,
-                         out_dir: str | os.PathLike[str], log: Callable[[str], None] | None = None) -> ValidationReport:
+def run_local_validation(
+    cfg: LocalValidation,
+    *,
+    runner: Runner,
+    cluster: ClusterSpec,
+    profile: CalibrationProfile,
+    out_dir: str | os.PathLike[str],
+    log: Callable[[str], None] | None = None,
+) -> ValidationReport:
     """Select, run, predict and score the plans; writes `out_dir`/validation.csv and summary.json."""
     cfg.check()
     say = log or (lambda _msg: None)
@@ -176,21 +211,36 @@ def run_local_validation(cfg: LocalValidation, *, runner: Runner, cluster: Clust
     training = TrainingSpec(global_batch_size=cfg.global_batch, seq_len=seq_len, dtype=dtype)
     consts = host_constants(profile, procs=cfg.procs)
     calib = profile.model_copy(update={"constants": {**profile.constants, **consts}})
-    plans = select_plans(cfg.model, cluster, training, calibration=calib, max_plans=cfg.max_plans,
-                         top_plans=cfg.top_plans)
+    plans = select_plans(
+        cfg.model, cluster, training, calibration=calib, max_plans=cfg.max_plans, top_plans=cfg.top_plans
+    )
     rows, observations, obs_rows = [], [], []
     for i, (rank, plan) in enumerate(plans):
         est = estimate(cfg.model, cluster, training, plan, calibration=calib)
         run_dir = out / "runs" / f"{i:02d}-{plan.short()}"
-        say(f"[{i + 1}/{len(plans)}] {plan.short()} (planner rank {rank}, predicted {est.step_time_s * 1e3:.1f} ms)")
+        say(
+            f"[{i + 1}/{len(plans)}] {plan.short()} (planner rank {rank}, predicted {est.step_time_s * 1e3:.1f} ms)"
+        )
         ms, status = _run_one(runner, plan, cfg, training, run_dir)
         row = _row(rank, plan, est, ms, status, run_dir)
-        say(f"    measured {row['measured_step_time_s'] * 1e3:.1f} ms, peak {row['measured_peak_bytes'] / 2**20:.1f} MiB"
-            if ms else f"    {status}")
+        say(
+            f"    measured {row['measured_step_time_s'] * 1e3:.1f} ms, peak {row['measured_peak_bytes'] / 2**20:.1f} MiB"
+            if ms
+            else f"    {status}"
+        )
         rows.append(row)
         if ms:
-            observations.append(Observation(label=row["plan"], model=cfg.model, cluster=cluster, training=training,
-                                            plan=plan, step_time_s=row["measured_step_time_s"], source="local"))
+            observations.append(
+                Observation(
+                    label=row["plan"],
+                    model=cfg.model,
+                    cluster=cluster,
+                    training=training,
+                    plan=plan,
+                    step_time_s=row["measured_step_time_s"],
+                    source="local",
+                )
+            )
             obs_rows.append(len(rows) - 1)
     df = pd.DataFrame(rows)
     df["planner_top1"] = df["planner_rank"] == df["planner_rank"].min()
@@ -198,10 +248,13 @@ def run_local_validation(cfg: LocalValidation, *, runner: Runner, cluster: Clust
     fitted: dict[str, float] = {}
     if cfg.cv and len(observations) >= 3:
         say(f"cross-validating calibrated predictions over {len(observations)} runs")
-        df.loc[obs_rows, "cv_predicted_step_time_s"] = cross_validated(observations, names=LOCAL_FIT_NAMES,
-                                                                       calibration=calib)
-        fitted = fit_constants(observations, names=LOCAL_FIT_NAMES, calibration=calib, test_fraction=0.0).constants
-    df["cv_predicted_peak_bytes"] = _cv_peak(df)
+        df.loc[obs_rows, "cv_predicted_step_time_s"] = cross_validated(
+            observations, names=LOCAL_FIT_NAMES, calibration=calib
+        )
+        fitted = fit_constants(
+            observations, names=LOCAL_FIT_NAMES, calibration=calib, test_fraction=0.0
+        ).constants
+    df["cv_predicted_peak_bytes"] = cv_peak_bytes(df)
     df["step_time_error"] = df["predicted_step_time_s"] / df["measured_step_time_s"] - 1
     df["cv_step_time_error"] = df["cv_predicted_step_time_s"] / df["measured_step_time_s"] - 1
     df["peak_error"] = df["predicted_peak_bytes"] / df["measured_peak_bytes"] - 1
@@ -209,49 +262,21 @@ def run_local_validation(cfg: LocalValidation, *, runner: Runner, cluster: Clust
     df["predicted_rank"] = df["predicted_step_time_s"].rank(method="min")
     df["measured_rank"] = df["measured_step_time_s"].rank(method="min")
     summary = summarize_validation(df)
-    summary.update({"model": cfg.model.name, "procs": cfg.procs, "steps": cfg.steps, "repeats": cfg.repeats,
-                    "global_batch": cfg.global_batch, "seq_len": seq_len, "profile_device": profile.device,
-                    "profile_threads": profile.threads, "fitted_constants": fitted})
+    summary.update(
+        {
+            "model": cfg.model.name,
+            "procs": cfg.procs,
+            "steps": cfg.steps,
+            "repeats": cfg.repeats,
+            "global_batch": cfg.global_batch,
+            "seq_len": seq_len,
+            "profile_device": profile.device,
+            "profile_threads": profile.threads,
+            "fitted_constants": fitted,
+        }
+    )
     if cfg.repeats > 1:
-        summary["per_repeat"] = _per_repeat(df, cfg.repeats)
+        summary["per_repeat"] = per_repeat_summaries(df, cfg.repeats)
     report = ValidationReport(df, summary, consts)
     report.write(out)
     return report
-
-
-def _per_repeat(df: pd.DataFrame, repeats: int) -> list[dict[str, Any]]:
-    """The a-priori summary figures once per repeat (measured = that repeat's run of every plan):
-    their min-max is the machine noise of the whole sweep."""
-    out = []
-    runs = df["measured_runs_s"].fillna("").str.split(";")
-    for r in range(repeats):
-        one = df.copy()
-        one["measured_step_time_s"] = [float(x[r]) if len(x) > r and x[r] else math.nan for x in runs]
-        one["cv_predicted_step_time_s"] = math.nan
-        figures = summarize_validation(one)
-        out.append({k: figures[k] for k in ("step_time_mean_abs_error", "step_time_max_abs_error", "spearman",
-                                            "regret")})
-    return out
-
-
-def _cv_peak(df: pd.DataFrame) -> pd.Series:
-    """Leave-one-out calibrated peak: the prediction plus the median (measured - predicted) of the
-    other plans - the per-process bytes the tensor model does not see (on CPU the resident-set rise
-    also counts libtorch code pages, allocator caches and Gloo buffers), fitted as `framework_bytes`."""
-    gap = df["measured_peak_bytes"] - df["predicted_peak_bytes"]
-    out = pd.Series(math.nan, index=df.index)
-    for i in df.index[gap.notna()]:
-        others = gap.drop(index=i).dropna()
-        if len(others):
-            out[i] = df.at[i, "predicted_peak_bytes"] + float(others.median())
-    return out
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, float | np.floating):
-        return None if not math.isfinite(float(value)) else float(value)
-    if isinstance(value, np.integer | np.bool_):
-        return value.item()
-    return value

@@ -40,15 +40,23 @@ def update_part(path: str | os.PathLike[str], part: str, text: str) -> Path:
     p_begin, p_end = f"<!-- closedloop:{part} -->", f"<!-- /closedloop:{part} -->"
     block = f"{p_begin}\n{text.strip()}\n{p_end}"
     if p_begin in section and p_end in section:
-        section = re.sub(re.escape(p_begin) + r".*?" + re.escape(p_end), lambda _m: block, section, flags=re.S)
+        section = re.sub(
+            re.escape(p_begin) + r".*?" + re.escape(p_end), lambda _m: block, section, flags=re.S
+        )
     else:
         section = section.rstrip("\n") + f"\n\n{block}\n"
     write_text_atomic(path, f"{head}{BEGIN}{section}{END}{tail}")
     return path
 
 
-def local_markdown(rows: pd.DataFrame, summary: dict[str, Any], *, command: str, csv_name: str,
-                   runs: list[dict[str, Any]] | None = None) -> str:
+def local_markdown(
+    rows: pd.DataFrame,
+    summary: dict[str, Any],
+    *,
+    command: str,
+    csv_name: str,
+    runs: list[dict[str, Any]] | None = None,
+) -> str:
     """The local validation: command, summary (a priori and leave-one-out calibrated), per-plan table,
     and (with `runs`, the summaries of repeated sweeps) the min-max over repeats."""
     s = summary
@@ -76,29 +84,52 @@ def local_markdown(rows: pd.DataFrame, summary: dict[str, Any], *, command: str,
     ]
     runs = runs or s.get("per_repeat")
     if runs and len(runs) > 1:
+
         def rng(key: str, fmt: Any) -> str:
             vals = [r.get(key) for r in runs if r.get(key) is not None and r.get(key) == r.get(key)]
             return f"{fmt(min(vals))} - {fmt(max(vals))}" if vals else "n/a"
-        lines += ["", f"Machine noise, min - max of the a-priori figures over the {len(runs)} repeated runs of "
-                  f"every plan: mean error {rng('step_time_mean_abs_error', _pct)}, "
-                  f"Spearman {rng('spearman', _num)}, regret {rng('regret', _num)}."]
-    lines += ["", "| plan | measured ms (min-max) | predicted ms | error | calibrated ms | error | measured MiB | predicted MiB | error | calibrated error |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+
+        lines += [
+            "",
+            f"Machine noise, min - max of the a-priori figures over the {len(runs)} repeated runs of "
+            f"every plan: mean error {rng('step_time_mean_abs_error', _pct)}, "
+            f"Spearman {rng('spearman', _num)}, regret {rng('regret', _num)}.",
+        ]
+    lines += [
+        "",
+        "| plan | measured ms (min-max) | predicted ms | error | calibrated ms | error | measured MiB | predicted MiB | error | calibrated error |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows.sort_values("measured_step_time_s").itertuples():
         lines.append(
             f"| `{r.plan}` | {_num(r.measured_step_time_s * 1e3, '.1f')} ({_num(r.measured_min_s * 1e3, '.0f')}-"
             f"{_num(r.measured_max_s * 1e3, '.0f')}) | {_num(r.predicted_step_time_s * 1e3, '.1f')} | "
             f"{_pct(r.step_time_error)} | {_num(r.cv_predicted_step_time_s * 1e3, '.1f')} | {_pct(r.cv_step_time_error)} | "
             f"{_num(r.measured_peak_bytes / 2**20, '.1f')} | {_num(r.predicted_peak_bytes / 2**20, '.1f')} | {_pct(r.peak_error)} | "
-            f"{_pct(getattr(r, 'cv_peak_error', float('nan')))} |")
+            f"{_pct(getattr(r, 'cv_peak_error', float('nan')))} |"
+        )
     return "\n".join(lines)
 
 
 def fit_markdown(title: str, fit: Any, *, command: str, constants: dict[str, float]) -> str:
     """A calibration fit: error before/after on the fit and held-out parts, and the fitted constants."""
-    lines = [f"### {title}", "", f"Reproduce: `{command}`.", "",
-             "| part | rows | mean abs error before | after | max abs error after |", "|---|---|---|---|---|"]
-    for part, before, after in (("fit", fit.before_fit, fit.after_fit), ("held-out", fit.before_test, fit.after_test)):
-        lines.append(f"| {part} | {after.n} | {_pct(before.mean_abs)} | {_pct(after.mean_abs)} | {_pct(after.max_abs)} |")
-    lines += ["", "Fitted constants: " + ", ".join(f"`{k}={v:.4g}`" for k, v in sorted(constants.items())) + "."]
+    lines = [
+        f"### {title}",
+        "",
+        f"Reproduce: `{command}`.",
+        "",
+        "| part | rows | mean abs error before | after | max abs error after |",
+        "|---|---|---|---|---|",
+    ]
+    for part, before, after in (
+        ("fit", fit.before_fit, fit.after_fit),
+        ("held-out", fit.before_test, fit.after_test),
+    ):
+        lines.append(
+            f"| {part} | {after.n} | {_pct(before.mean_abs)} | {_pct(after.mean_abs)} | {_pct(after.max_abs)} |"
+        )
+    lines += [
+        "",
+        "Fitted constants: " + ", ".join(f"`{k}={v:.4g}`" for k, v in sorted(constants.items())) + ".",
+    ]
     return "\n".join(lines)

@@ -65,16 +65,19 @@ def summarize_validation(rows: pd.DataFrame) -> dict[str, Any]:
     ran = rows[rows["measured_step_time_s"].notna()]
     mean_e, max_e, n = _errors(ran, "predicted_step_time_s", "measured_step_time_s")
     out: dict[str, Any] = {
-        "plans_run": n, "plans_failed": int(rows["measured_step_time_s"].isna().sum()),
-        "step_time_mean_abs_error": mean_e, "step_time_max_abs_error": max_e,
+        "plans_run": n,
+        "plans_failed": int(rows["measured_step_time_s"].isna().sum()),
+        "step_time_mean_abs_error": mean_e,
+        "step_time_max_abs_error": max_e,
         "spearman": spearman(ran["predicted_step_time_s"], ran["measured_step_time_s"]),
         "regret": regret(ran["measured_step_time_s"], ran["predicted_step_time_s"]),
     }
     pk_mean, pk_max, _ = _errors(ran, "predicted_peak_bytes", "measured_peak_bytes")
     out["peak_mean_abs_error"], out["peak_max_abs_error"] = pk_mean, pk_max
     if "cv_predicted_peak_bytes" in ran and ran["cv_predicted_peak_bytes"].notna().any():
-        out["cv_peak_mean_abs_error"], out["cv_peak_max_abs_error"], _ = _errors(ran, "cv_predicted_peak_bytes",
-                                                                                 "measured_peak_bytes")
+        out["cv_peak_mean_abs_error"], out["cv_peak_max_abs_error"], _ = _errors(
+            ran, "cv_predicted_peak_bytes", "measured_peak_bytes"
+        )
     if "cv_predicted_step_time_s" in ran and ran["cv_predicted_step_time_s"].notna().any():
         cv_mean, cv_max, _ = _errors(ran, "cv_predicted_step_time_s", "measured_step_time_s")
         out["cv_step_time_mean_abs_error"], out["cv_step_time_max_abs_error"] = cv_mean, cv_max

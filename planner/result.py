@@ -10,7 +10,7 @@ import pandas as pd
 
 from costmodel.specs import ParallelPlan, StepEstimate
 
-__all__ = ["RankedPlan", "SearchResult", "plan_row", "GIB"]
+__all__ = ["RankedPlan", "SearchResult", "plan_row", "GIB", "COLUMNS"]
 
 GIB = float(2 ** 30)
 
@@ -100,14 +100,14 @@ class SearchResult:
     def to_frame(self) -> pd.DataFrame:
         """One row per ranked plan, a column for every knob and every figure."""
         rows = [{"rank": r.rank, **plan_row(r.estimate)} for r in self.plans]
-        return pd.DataFrame(rows, columns=["rank", *_COLUMNS])
+        return pd.DataFrame(rows, columns=["rank", *COLUMNS])
 
     def pareto_frame(self, against: str = "memory") -> pd.DataFrame:
         """The Pareto front of step time vs peak memory per GPU (`against="memory"`) or vs GPUs used."""
         if against not in ("memory", "gpus"):
             raise ValueError(f"against={against!r}: use 'memory' or 'gpus'")
         front = self.pareto_memory if against == "memory" else self.pareto_gpus
-        return pd.DataFrame([plan_row(r.estimate) for r in front], columns=_COLUMNS)
+        return pd.DataFrame([plan_row(r.estimate) for r in front], columns=COLUMNS)
 
     def rejections_frame(self) -> pd.DataFrame:
         """Rejected candidates by reason, most frequent first."""
@@ -131,7 +131,7 @@ class SearchResult:
         return "\n".join(lines)
 
 
-_COLUMNS = [
+COLUMNS = [
     "plan", "num_gpus", "dp", "tp", "pp", "cp", "micro_batch_size", "virtual_stages", "schedule",
     "zero_stage", "recompute", "sequence_parallel", "placement", "layers_per_stage", "step_time_s",
     "tokens_per_s", "model_tflops_per_gpu", "hardware_tflops_per_gpu", "mfu", "hfu", "peak_bytes",

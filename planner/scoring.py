@@ -68,6 +68,22 @@ def _split_factors(model: ModelSpec, training: TrainingSpec, space: Space,
     return changed, mu0, mul
 
 
+def _pipeline_lb_s(work_s: np.ndarray, fwd_s: np.ndarray, m: np.ndarray, pp: int, v: np.ndarray,
+                   schedule: np.ndarray) -> np.ndarray:
+    """Least makespan of m micro-batches over pp stages of total per-micro-batch work W, for any split.
+
+    Stage k cannot start before micro-batch 0's forward passed stages < k, and (GPipe, 1F1B: its
+    last op is the last backward) cannot finish before that backward passed them again; so
+    makespan >= phi * sum_{s<k} T_s + m * T_k for every k, with phi = 1 (GPipe, 1F1B) or the forward
+    share of the work (zero-bubble, whose backward-weight ops may come last). Minimizing the max
+    over k subject to sum T = W equalizes the terms: T_k = R_k / m, R_{k+1} = R_k (1 - phi/m), so
+    makespan >= phi * W / (1 - (1 - phi/m)^pp) (= m*W/pp as phi -> 0, the average-work bound). For
+    interleaved schedules (chunks spread over ranks) only the average-work bound m*W/pp is used."""
+    phi = np.where(schedule == 3, np.minimum(fwd_s / work_s, 1.0), 1.0)
+    chain = phi * work_s / (1 - (1 - phi / m) ** pp)
+    return np.where(v == 1, np.maximum(chain, m * work_s / pp), m * work_s / pp)
+
+
 def _bulk_figures(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, space: Space,
                   changed: np.ndarray, *, calibration: Any, topology: Any,
                   on_group: Callable[[int], Any] | None) -> dict[str, np.ndarray]:
@@ -110,8 +126,9 @@ def _bulk_figures(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec
             work = (sh.n_enc * (enc.fwd_s + enc.bwd_s + enc.recompute_s + enc.tp_s + enc.cp_s)
                     + sh.n_dec * (dec.fwd_s + dec.bwd_s + dec.recompute_s + dec.tp_s + dec.cp_s)
                     + embed.fwd_s + embed.bwd_s + embed.tp_s + head.fwd_s + head.bwd_s + head.tp_s)
+            fwd = (sh.n_enc * enc.fwd_s + sh.n_dec * dec.fwd_s + embed.fwd_s + head.fwd_s)
             m = training.global_batch_size // (dp * c["mb"][rows])
-            out["work_lb_s"][rows] = m * work / pp
+            out["work_lb_s"][rows] = _pipeline_lb_s(work, fwd, m, pp, c["v"][rows], c["schedule"][rows])
         if on_group is not None:
             on_group(rows.size)
     return out

@@ -14,7 +14,7 @@ from costmodel import get_gpu
 from costmodel.specs import ClusterSpec, GPUSpec, ModelSpec, TrainingSpec, format_validation_error
 from costmodel.units import parse_bandwidth
 
-from .result import _COLUMNS, plan_row
+from .result import COLUMNS, plan_row
 from .search import search
 
 __all__ = ["sweep", "VARIABLES"]
@@ -96,7 +96,7 @@ def sweep(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, var
         if result.best is not None:
             row.update(plan_row(result.best.estimate))
         else:
-            row.update({k: np.nan for k in _COLUMNS})
+            row.update({k: np.nan for k in COLUMNS})
         row["num_valid"] = result.num_valid
         row["num_fit"] = result.num_fit
         row["search_s"] = result.elapsed_s

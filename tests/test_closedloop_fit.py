@@ -33,13 +33,25 @@ def _cases() -> list[tuple]:
     """A small grid of GPT plans on 1-2 DGX-A100 nodes (varied degrees, micro-batches, recompute)."""
     model = load_model("gpt3-1.3b")
     out = []
-    for nodes, dp, tp, pp, mb, rc in [(1, 8, 1, 1, 1, "none"), (1, 4, 2, 1, 2, "selective"), (1, 2, 2, 2, 1, "full"),
-                                      (1, 1, 8, 1, 4, "none"), (1, 2, 4, 1, 1, "full"), (2, 16, 1, 1, 2, "none"),
-                                      (2, 4, 4, 1, 1, "selective"), (2, 2, 2, 4, 1, "full"), (1, 1, 4, 2, 2, "none"),
-                                      (2, 8, 2, 1, 4, "full"), (1, 4, 1, 2, 2, "selective"), (2, 4, 2, 2, 2, "none")]:
+    for nodes, dp, tp, pp, mb, rc in [
+        (1, 8, 1, 1, 1, "none"),
+        (1, 4, 2, 1, 2, "selective"),
+        (1, 2, 2, 2, 1, "full"),
+        (1, 1, 8, 1, 4, "none"),
+        (1, 2, 4, 1, 1, "full"),
+        (2, 16, 1, 1, 2, "none"),
+        (2, 4, 4, 1, 1, "selective"),
+        (2, 2, 2, 4, 1, "full"),
+        (1, 1, 4, 2, 2, "none"),
+        (2, 8, 2, 1, 4, "full"),
+        (1, 4, 1, 2, 2, "selective"),
+        (2, 4, 2, 2, 2, "none"),
+    ]:
         cluster = get_cluster("dgx-a100", nodes=nodes)
         training = TrainingSpec(global_batch_size=64, seq_len=2048, dtype="bf16")
-        out.append((model, cluster, training, ParallelPlan(dp=dp, tp=tp, pp=pp, micro_batch_size=mb, recompute=rc)))
+        out.append(
+            (model, cluster, training, ParallelPlan(dp=dp, tp=tp, pp=pp, micro_batch_size=mb, recompute=rc))
+        )
     return out
 
 
@@ -84,9 +96,13 @@ def test_constants_in_a_profile_equal_the_same_efficiency_model() -> None:
 
 def test_measured_rate_scale_scales_measured_gemm_rates() -> None:
     gemm = (GemmPoint(m=512, n=512, k=512, dtype="fp32", time_s=1e-3, flops_per_s=2 * 512**3 / 1e-3),)
-    base = CalibrationProfile(device="cpu", gpu="cpu", torch_version="x", gemm=gemm, constants={"host_op_s": 0.0})
+    base = CalibrationProfile(
+        device="cpu", gpu="cpu", torch_version="x", gemm=gemm, constants={"host_op_s": 0.0}
+    )
     half = base.model_copy(update={"constants": {MEASURED_RATE_SCALE: 0.5, "host_op_s": 0.0}})
-    assert half.gemm_flops_per_s(512, 512, 512, "fp32") == pytest.approx(0.5 * base.gemm_flops_per_s(512, 512, 512, "fp32"))
+    assert half.gemm_flops_per_s(512, 512, 512, "fp32") == pytest.approx(
+        0.5 * base.gemm_flops_per_s(512, 512, 512, "fp32")
+    )
     model, cluster = load_model("tiny-llama"), get_cluster("cpu")
     training = TrainingSpec(global_batch_size=8, seq_len=64, dtype="fp32")
     plan = ParallelPlan(dp=4)
@@ -124,14 +140,31 @@ def _summary_files(tmp_path, constants: dict[str, float]) -> list[str]:
     """summary.json files of CPU runs whose step times follow the cost model with `constants`."""
     model, training = load_model("tiny-llama"), TrainingSpec(global_batch_size=8, seq_len=64, dtype="fp32")
     paths = []
-    for i, plan in enumerate([ParallelPlan(dp=4), ParallelPlan(dp=2, tp=2), ParallelPlan(dp=2, pp=2),
-                              ParallelPlan(tp=2, pp=2), ParallelPlan(dp=4, micro_batch_size=2),
-                              ParallelPlan(dp=2, pp=2, micro_batch_size=2, zero_stage=1)]):
+    for i, plan in enumerate(
+        [
+            ParallelPlan(dp=4),
+            ParallelPlan(dp=2, tp=2),
+            ParallelPlan(dp=2, pp=2),
+            ParallelPlan(tp=2, pp=2),
+            ParallelPlan(dp=4, micro_batch_size=2),
+            ParallelPlan(dp=2, pp=2, micro_batch_size=2, zero_stage=1),
+        ]
+    ):
         cluster = get_cluster("cpu")
         est = estimate(model, cluster, training, plan, efficiency=replace(DEFAULT_EFFICIENCY, **constants))
-        m = StepMeasurement(plan=plan, model="tiny-llama", device="cpu", backend="gloo", world_size=4, steps=3,
-                            global_batch_size=8, seq_len=64, step_time_s=est.step_time_s,
-                            tokens_per_s=512 / est.step_time_s, peak_bytes=est.memory.peak_bytes)
+        m = StepMeasurement(
+            plan=plan,
+            model="tiny-llama",
+            device="cpu",
+            backend="gloo",
+            world_size=4,
+            steps=3,
+            global_batch_size=8,
+            seq_len=64,
+            step_time_s=est.step_time_s,
+            tokens_per_s=512 / est.step_time_s,
+            peak_bytes=est.memory.peak_bytes,
+        )
         path = tmp_path / f"run{i}" / "summary.json"
         path.parent.mkdir()
         path.write_text(m.model_dump_json())
@@ -143,8 +176,22 @@ def test_cli_calibrate_fits_summary_files(tmp_path, capsys) -> None:
     paths = _summary_files(tmp_path, {"host_op_s": 3e-4, "step_overhead_s": 0.02})
     assert len(observations_from_summaries(paths)) == 6
     out = tmp_path / "calib.json"
-    rc = main(["calibrate", *paths, "--fit", "host_op_s,step_overhead_s", "--holdout", "0.34", "--max-evals", "120",
-               "--out", str(out), "--csv", str(tmp_path / "fit.csv")])
+    rc = main(
+        [
+            "calibrate",
+            *paths,
+            "--fit",
+            "host_op_s,step_overhead_s",
+            "--holdout",
+            "0.34",
+            "--max-evals",
+            "120",
+            "--out",
+            str(out),
+            "--csv",
+            str(tmp_path / "fit.csv"),
+        ]
+    )
     assert rc == 0
     profile = load_profile(out)
     assert set(profile.constants) == {"host_op_s", "step_overhead_s"}

@@ -20,7 +20,13 @@ from planner.closed_loop import LocalValidation, host_constants, run_local_valid
 from planner.closed_loop_doc import BEGIN, END, update_part
 from planner.closed_loop_metrics import rank_average, regret, spearman
 
-REQUIRED = ["plan", "measured_step_time_s", "predicted_step_time_s", "measured_peak_bytes", "predicted_peak_bytes"]
+REQUIRED = [
+    "plan",
+    "measured_step_time_s",
+    "predicted_step_time_s",
+    "measured_peak_bytes",
+    "predicted_peak_bytes",
+]
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +71,9 @@ def test_failed_runs_are_rows_not_crashes(tmp_path, profile) -> None:
         raise RuntimeError(f"rank 1 died running {plan.short()}")
 
     cfg = LocalValidation(model=load_model("tiny-llama"), procs=2, max_plans=2, steps=2)
-    report = run_local_validation(cfg, runner=runner, cluster=local_cluster(2), profile=profile, out_dir=tmp_path)
+    report = run_local_validation(
+        cfg, runner=runner, cluster=local_cluster(2), profile=profile, out_dir=tmp_path
+    )
     assert report.summary["plans_run"] == 0 and report.summary["plans_failed"] == 2
     rows = pd.read_csv(tmp_path / "validation.csv")
     assert rows["status"].str.startswith("failed: rank 1 died").all()
@@ -92,8 +100,28 @@ def test_reduced_local_validation_really_runs_every_plan(tmp_path, profile) -> N
     save_profile(profile, prof)
     out = tmp_path / "val"
     doc = tmp_path / "VALIDATION.md"
-    rc = main(["validate", "--local", "--procs", "2", "--max-plans", "3", "--steps", "2", "--out", str(out),
-               "--profile", str(prof), "--doc", str(doc)])
+    rc = main(
+        [
+            "validate",
+            "--local",
+            "--model",
+            "tiny-llama",
+            "--seq-len",
+            "64",
+            "--procs",
+            "2",
+            "--max-plans",
+            "3",
+            "--steps",
+            "2",
+            "--out",
+            str(out),
+            "--profile",
+            str(prof),
+            "--doc",
+            str(doc),
+        ]
+    )
     assert rc == 0
     rows = pd.read_csv(out / "validation.csv")
     assert list(rows.columns[:2]) == ["plan", "measured_step_time_s"] and set(REQUIRED) <= set(rows.columns)
@@ -101,15 +129,30 @@ def test_reduced_local_validation_really_runs_every_plan(tmp_path, profile) -> N
     assert rows[REQUIRED[1:]].notna().all().all() and (rows[REQUIRED[1:]] > 0).all().all()
     assert rows["planner_top1"].sum() == 1
     for r in rows.itertuples():
-        measured = StepMeasurement.model_validate_json((out / "runs" / r.run_dir.split("/runs/")[-1] /
-                                                        "summary.json").read_text())
+        measured = StepMeasurement.model_validate_json(
+            (out / "runs" / r.run_dir.split("/runs/")[-1] / "summary.json").read_text()
+        )
         # the measured figures are the executor's, not copies of the prediction
         assert measured.step_time_s == pytest.approx(r.measured_step_time_s)
         assert measured.peak_bytes == pytest.approx(r.measured_peak_bytes)
         assert measured.world_size == 2 and measured.plan.short() in r.plan
         assert r.measured_step_time_s != pytest.approx(r.predicted_step_time_s, rel=1e-6)
     summary = json.loads((out / "summary.json").read_text())["summary"]
-    for key in ("step_time_mean_abs_error", "step_time_max_abs_error", "spearman", "regret", "peak_mean_abs_error"):
+    for key in (
+        "step_time_mean_abs_error",
+        "step_time_max_abs_error",
+        "spearman",
+        "regret",
+        "peak_mean_abs_error",
+    ):
         assert key in summary
     assert summary["plans_run"] == 3 and summary["regret"] >= 1.0
     assert "validate --local" in doc.read_text() and (tmp_path / "validation_local.csv").is_file()
+
+
+def test_cli_validate_bad_input_is_a_one_line_error(capsys) -> None:
+    assert main(["validate", "--local", "--model", "tiny-llama", "--seq-len", "4096"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "seq_len=4096" in err
+    assert main(["validate", "--local", "--steps", "1"]) == 2
+    assert "steps=1" in capsys.readouterr().err

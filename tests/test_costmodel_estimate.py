@@ -173,3 +173,26 @@ def test_context_parallel_prices_the_ring():
     assert est.time.cp_comm_s > 0
     one = estimate(model, cluster, training, ParallelPlan(dp=8, tp=2))
     assert est.memory.activations_bytes < one.memory.activations_bytes
+
+
+@pytest.mark.parametrize("schedule,v", [("gpipe", 1), ("1f1b", 1), ("interleaved-1f1b", 2)])
+def test_closed_form_agrees_with_the_timeline_simulation(schedule, v):
+    """One pipeline model: even splits priced in closed form give the simulator's step time and the
+    same breakdown definitions (busiest rank's work, transfer cost, bubble)."""
+    model = load_model("gpt3-13b")                                   # 40 layers
+    cluster = get_cluster("dgx-a100", nodes=4)
+    training = TrainingSpec(global_batch_size=64, seq_len=2048)
+    for pp, mb, rc in itertools.product([2, 4, 8], [1, 2], ["full", "none"]):
+        if 40 % (pp * v):
+            continue
+        plan = ParallelPlan(dp=32 // (pp * 2), tp=2, pp=pp, micro_batch_size=mb, recompute=rc, schedule=schedule,
+                            virtual_stages=v)
+        closed = estimate(model, cluster, training, plan)
+        sim = estimate(model, cluster, training, plan, timeline=True)
+        tol = 1e-9 if schedule == "gpipe" else 0.01
+        assert closed.step_time_s == pytest.approx(sim.step_time_s, rel=tol), plan.short()
+        for part in ("compute_s", "tp_comm_s", "dp_comm_s", "optimizer_s"):
+            assert getattr(closed.time, part) == pytest.approx(getattr(sim.time, part), rel=1e-9), part
+        for part in ("bubble_s", "pp_comm_s"):
+            assert getattr(closed.time, part) == pytest.approx(getattr(sim.time, part),
+                                                               abs=tol * sim.step_time_s), part

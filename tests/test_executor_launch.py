@@ -41,6 +41,11 @@ def test_dry_run_prints_the_torchrun_command(tmp_path, capsys):
                          "--dry-run"], capsys)
     assert code == 0
     argv = shlex.split(out.strip())
+    env = {}
+    while "=" in argv[0]:  # the environment the command needs comes first
+        key, value = argv.pop(0).split("=", 1)
+        env[key] = value
+    assert env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "1" and "PYTHONPATH" in env
     assert argv[1:3] == ["-m", "torch.distributed.run"]
     assert argv[argv.index("--nproc-per-node") + 1] == "4"
     assert argv[argv.index("--rdzv-endpoint") + 1].startswith("127.0.0.1:")
@@ -159,3 +164,43 @@ def test_host_capacity_on_cpu():
         assert host_capacity() == torch.cuda.device_count()
     else:
         assert host_capacity() >= 8
+
+
+_REPORT = """executor.train FAILED
+------------------------------------------------------------
+Failures:
+[0]:
+  time      : 2026-11-29_04:30:52
+  host      : localhost
+  rank      : 1 (local_rank: 1)
+  exitcode  : -9 (pid: 25322)  (SIGKILL)
+  error_file: <N/A>
+  traceback : Signal 9 (SIGKILL) received by PID 25322
+------------------------------------------------------------
+Root Cause (first observed failure):
+[1]:
+  time      : 2026-11-29_04:30:51
+  host      : localhost
+  rank      : 0 (local_rank: 0)
+  exitcode  : -15 (pid: 25321)  (SIGTERM)
+  traceback : RuntimeError: Connection reset by peer
+============================================================
+"""
+
+
+def test_failure_explanation_names_the_root_cause(tmp_path):
+    from executor.failures import explain_failure, parse_report
+    from executor.metrics import write_json_atomic
+
+    assert parse_report(_REPORT) == [{"rank": 1, "exitcode": -9, "signal": "SIGKILL"},
+                                     {"rank": 0, "exitcode": -15, "signal": "SIGTERM"}]
+    # torchrun calls rank 0 the root cause (its error file is older); the SIGKILLed rank 1 is the real one
+    write_json_atomic(tmp_path / "failures" / "rank0.json",
+                      {"rank": 0, "error": "RuntimeError: Connection reset by peer", "time_unix_s": 1.0})
+    assert explain_failure(tmp_path, _REPORT, 1).startswith("rank 1 died from signal SIGKILL (exit code -9)")
+    # a rank that raised is named with its exception, ahead of peers that only lost their connection
+    report = _REPORT.replace("(SIGKILL)", "").replace("-9", "1")
+    write_json_atomic(tmp_path / "failures" / "rank1.json",
+                      {"rank": 1, "error": "ValueError: bad shape", "where": "engine.py:10", "time_unix_s": 2.0})
+    assert explain_failure(tmp_path, report, 1).startswith("rank 1 failed: ValueError: bad shape (at engine.py:10)")
+    assert "exited with code 3" in explain_failure(tmp_path / "none", "Failures:\n[0]:\n  rank : 2\n  exitcode : 3\n", 1)

@@ -11,9 +11,10 @@ from costmodel.params import total_params
 from costmodel.specs import ModelSpec, ParallelPlan, TrainingSpec
 from executor.engine import build_engine
 from executor.init import canonical_name, init_weights
+from executor.mesh import mesh_shape
 from executor.model import IGNORE_INDEX, _apply_rope, build_model, rope_cache
 from executor.parity import run_losses, synthetic_batch
-from executor.pipeline import layer_ranges, split_model
+from executor.pipeline import build_schedule, layer_ranges, split_model
 
 TINY = ["tiny-gpt", "tiny-llama", "tiny-bert"]
 TRAIN = TrainingSpec(global_batch_size=4, seq_len=16, dtype="fp32")
@@ -196,3 +197,14 @@ def test_train_step_rejects_wrong_rows():
 def test_unsupported_architectures_raise():
     with pytest.raises(ValueError, match="arch"):
         build_model(load_model("t5-base"))
+
+
+def test_mesh_follows_placement_innermost_last():
+    assert mesh_shape(ParallelPlan(dp=2, tp=4, pp=3)) == (("pp", "dp", "cp", "tp"), (3, 2, 1, 4))
+    plan = ParallelPlan(dp=2, tp=4, placement=("dp", "tp", "cp", "pp"))
+    assert mesh_shape(plan) == (("pp", "cp", "tp", "dp"), (1, 1, 4, 2))
+
+
+def test_1f1b_with_too_few_micro_batches_names_the_field():
+    with pytest.raises(ValueError, match="^micro_batch_size"):
+        build_schedule([], ParallelPlan(pp=4), n_microbatches=2, loss_fn=lambda out, tgt: out.sum())

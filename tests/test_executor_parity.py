@@ -50,6 +50,7 @@ CASES_2 = [
 ]
 CASES_4 = [
     _case("dp2xtp2", dp=2, tp=2),
+    _case("dp2xtp2-dp-innermost", dp=2, tp=2, placement=("dp", "tp", "cp", "pp")),
     _case("tp2xpp2", tp=2, pp=2, micro_batch_size=2),
     _case("dp2xpp2-1f1b-full", dp=2, pp=2, recompute="full"),
     _case("dp2xtp2-sp-zero3", dp=2, tp=2, zero_stage=3, sequence_parallel=True, micro_batch_size=2),

@@ -160,6 +160,12 @@ def test_plan_detail_page_shows_timeline_breakdowns_topology_and_downloads():
     assert len(_charts(at)) >= 4  # timeline, time, memory, topology
     labels = {b.label for b in at.get("download_button")}
     assert {"Plan JSON", "Chrome trace"} <= labels
+    at.button(key="build_cmd").click()
+    _run(at)
+    assert not at.error, _texts(at.error)
+    script = at.code[0].value
+    assert "torch.distributed.run" in script and "--nproc-per-node 8" in script and "--model llama3-8b" in script
+    assert "torchrun command" in {b.label for b in at.get("download_button")}
     picks = at.selectbox(key="detail_pick")
     second = picks.options[1]
     picks.set_value(second)

@@ -15,7 +15,7 @@ from ui import services
 from ui.problem import Problem
 
 __all__ = ["set_problem", "problem", "search", "estimate", "selected_label", "select", "TOP_K",
-           "require_problem", "require_api", "sweep", "sidebar_problem", "torchrun_script"]
+           "require_problem", "require_api", "sweep", "sidebar_problem", "torchrun_script", "topology_frames"]
 
 TOP_K = 10
 """Ranked plans a search keeps."""
@@ -106,3 +106,18 @@ def _torchrun(key: str, plan_json: str) -> str:
 def torchrun_script(value: Problem, plan: ParallelPlan) -> str:
     """The cached launch script (torchrun command) of a plan on the problem's cluster."""
     return _torchrun(value.key(), plan.model_dump_json())
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _topology_frames(key: str, plan_json: str, axis: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    from costmodel.topology import build_topology
+    from ui.topology_view import topology_frames as frames
+
+    value = Problem.from_key(key)
+    topo = value.topology() or build_topology(value.cluster)
+    return frames(topo, ParallelPlan.model_validate_json(plan_json), axis)
+
+
+def topology_frames(value: Problem, plan: ParallelPlan, axis: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The cached nodes/edges of the topology view of one plan's `axis` groups."""
+    return _topology_frames(value.key(), plan.model_dump_json(), axis)

@@ -6,7 +6,7 @@ import streamlit as st
 
 from costmodel import Rejection
 from ui import charts, services, state
-from ui.topology_view import topology_chart, topology_frames
+from ui.topology_view import topology_chart
 from ui.widgets import estimate_metrics, pick_plan, problem_caption, ranked_or_stop, show_chart
 
 st.title("Plan detail")
@@ -52,14 +52,11 @@ st.subheader("Topology: the plan's groups and link load")
 if services.missing("costmodel.topology.build_topology", "costmodel.placement.axis_groups"):
     st.warning("The topology view is not available yet (costmodel.topology / costmodel.placement missing).")
 else:
-    from costmodel.topology import build_topology
-
     axes = [a for a in ("tp", "cp", "dp", "pp") if getattr(plan, a) > 1] or ["dp"]
     axis = st.radio("Communication of", axes, horizontal=True, key="topo_axis",
                     format_func=lambda a: f"{a} (degree {getattr(plan, a)})")
     try:
-        topo = problem.topology() or build_topology(problem.cluster)
-        nodes, edges = topology_frames(topo, plan, axis)
+        nodes, edges = state.topology_frames(problem, plan, axis)
         show_chart(topology_chart(nodes, edges, title=f"{axis} groups on {problem.cluster.name}"))
         busiest = int(edges["flows"].max()) if not edges.empty else 0
         st.caption(f"Servers holding {axis} group 0 (up to 4) and the network above them. Edge colour: "
@@ -77,11 +74,18 @@ c[1].download_button("Chrome trace", est.chrome_trace_json(), file_name=f"{plan.
 if services.missing("executor.prepare_run"):
     c[2].caption("torchrun command: not available yet (executor.prepare_run missing).")
 else:
-    try:
-        script = state.torchrun_script(problem, plan)
-    except ValueError as exc:
-        c[2].caption(f"No torchrun command: {exc}")
-    else:
-        c[2].download_button("torchrun command", script, file_name=f"run-{plan.short()}.sh", mime="text/x-sh",
-                             key="dl_cmd")
-        st.code(script, language="bash")
+    # building it checks the plan against the model in the executor (builds it on the meta device:
+    # seconds for a large model), so it is built on request
+    wanted = (problem.key(), plan.model_dump_json())
+    if c[2].button("Build torchrun command", key="build_cmd"):
+        st.session_state["_cmd_for"] = wanted
+    if st.session_state.get("_cmd_for") == wanted:
+        try:
+            with st.spinner("Checking the plan with the executor..."):
+                script = state.torchrun_script(problem, plan)
+        except ValueError as exc:
+            st.error(f"torchrun command: {exc}")
+        else:
+            c[2].download_button("torchrun command", script, file_name=f"run-{plan.short()}.sh",
+                                 mime="text/x-sh", key="dl_cmd")
+            st.code(script, language="bash")
