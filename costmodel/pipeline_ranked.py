@@ -82,12 +82,12 @@ def _one_f_one_b(p: Num, m: Num, f0: Num, b0: Num, fm: Num, bm: Num, fl: Num, bl
     first = _path(0, p, m, 0.0, 0.0, f0, b0, n * tm + tl, c)
     last = _path(p - 1, p, m, f0 + n * fm, b0 + n * bm, fl, bl, 0.0, c)
     out = _max(first, last)
-    if np.any(n > 0):
+    if (n > 0) if not isinstance(n, np.ndarray) else np.any(n > 0):
         mid_lo = _path(1, p, m, f0, b0, fm, bm, (n - 1) * tm + tl, c)
         mid_hi = _path(p - 2, p, m, f0 + (n - 1) * fm, b0 + (n - 1) * bm, fm, bm, tl, c)
         out = _max(out, (n > 0) * _max(mid_lo, mid_hi))
     few = m < p
-    if np.any(few):
+    if few if isinstance(few, bool) else np.any(few):
         g = _gpipe(p, m, f0, b0, fm, bm, fl, bl, c) + 2 * c * _max(m - 2, 0)
         out = np.where(few, g, out) if isinstance(few, np.ndarray) else g
     return out
@@ -111,7 +111,9 @@ def ranked_makespan_s(schedule: Num, pp: Num, m: Num, v: Num, *, first: tuple[Nu
     n = pp - 2
     busiest = _max(_max(t0, tm * (n > 0)), tl)
     total = t0 + n * tm + tl
-    arrays = isinstance(code, np.ndarray)
+    arrays = any(isinstance(x, np.ndarray) for x in (code, pp, m, v, t0, tm, tl, c))
+    if not arrays:
+        return _scalar(code, pp, m, v, f0, b0, fm, bm, fl, bl, c, bwd_weight, busiest, total)
     out = 0.0 * (busiest + c + m + code)
     if not arrays or np.any(code == 0):
         out = _pick(out, code == 0, _gpipe(pp, m, f0, b0, fm, bm, fl, bl, c))
@@ -132,6 +134,22 @@ def ranked_makespan_s(schedule: Num, pp: Num, m: Num, v: Num, *, first: tuple[Nu
     if isinstance(pp, np.ndarray):
         out = np.where(pp == 1, m * (f0 + b0), out)
     return out
+
+
+def _scalar(code: int, p: int, m: int, v: int, f0: float, b0: float, fm: float, bm: float, fl: float,
+            bl: float, c: float, bwd_weight: tuple, busiest: float, total: float) -> float:
+    """The same formulas for one plan, on Python numbers (the `estimate` hot path)."""
+    if code == 1:
+        return _one_f_one_b(p, m, f0, b0, fm, bm, fl, bl, c)
+    if code == 0:
+        return _gpipe(p, m, f0, b0, fm, bm, fl, bl, c)
+    if code == 2:
+        return m * busiest + (total - busiest) / v + 2 * (p * v - 1) * c
+    w0, wm, wl = bwd_weight
+    n = p - 2
+    f, b, w = (f0 + n * fm + fl) / p, (b0 + n * bm + bl) / p, (w0 + n * wm + wl) / p
+    return float(_zb(np.asarray(p), np.asarray(m), np.asarray(f), np.asarray(b - w), np.asarray(w),
+                     np.asarray(c))) + m * (busiest - total / p)
 
 
 def _pick(out: Num, mask: Num, value: Num) -> Num:

@@ -10,6 +10,7 @@ from costmodel import load_model
 from costmodel.params import total_params
 from costmodel.specs import ModelSpec, ParallelPlan, TrainingSpec
 from executor.engine import build_engine
+from executor.grads import clip_grad_norm_
 from executor.init import canonical_name, init_weights
 from executor.mesh import mesh_shape
 from executor.model import IGNORE_INDEX, _apply_rope, build_model, rope_cache
@@ -208,3 +209,16 @@ def test_mesh_follows_placement_innermost_last():
 def test_1f1b_with_too_few_micro_batches_names_the_field():
     with pytest.raises(ValueError, match="^micro_batch_size"):
         build_schedule([], ParallelPlan(pp=4), n_microbatches=2, loss_fn=lambda out, tgt: out.sum())
+
+
+def test_clip_matches_torch_clip_grad_norm():
+    spec = load_model("tiny-gpt")
+    a, b = _real(spec), _real(spec)
+    tokens = torch.randint(0, spec.vocab_size, (2, 16))
+    for m in (a, b):
+        (m(tokens) ** 2).mean().backward()
+    norm = clip_grad_norm_(list(a.parameters()), 0.05)
+    ref = torch.nn.utils.clip_grad_norm_(b.parameters(), 0.05)
+    assert norm == pytest.approx(ref.item(), rel=1e-6) and norm > 0.05
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(pa.grad, pb.grad)

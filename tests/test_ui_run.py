@@ -44,3 +44,40 @@ def test_run_page_runs_a_custom_plan_and_compares_with_the_prediction():
     assert set(table["metric"]) == {"step time (s)", "tokens/s", "peak memory (GiB)"}
     assert (table["measured"] > 0).all() and (table["predicted"] > 0).all()
     assert len(at.get("vega_lite_chart")) >= 3  # loss, tokens/s, predicted vs measured
+
+
+def test_run_is_checked_and_scaled_by_the_executor_before_it_starts(tmp_path):
+    from costmodel import ParallelPlan
+    from ui import runs
+
+    changes = runs.check_run(ParallelPlan(dp=8, zero_stage=3, micro_batch_size=2), model="tiny-llama", steps=2,
+                             procs=2, global_batch=8, out=tmp_path)
+    assert any("dp" in c for c in changes), changes
+    with pytest.raises(ValueError, match="tp"):
+        runs.check_run(ParallelPlan(tp=3), model="tiny-llama", steps=2, procs=3, global_batch=8, out=tmp_path)
+    argv = runs.run_argv(tmp_path / "plan.json", model="tiny-llama", steps=2, procs=2, global_batch=8, out=tmp_path)
+    assert argv[1:3] == ["run", str(tmp_path / "plan.json")] or argv[3:5] == ["run", str(tmp_path / "plan.json")]
+    assert "--scale-to" in argv and "--global-batch" in argv
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+@pytest.mark.xdist_group("dist")
+def test_calibrate_page_profiles_this_machine_and_shows_the_profile():
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.run()
+    at.switch_page("views/calibrate.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.checkbox(key="profile_quick").value
+    at.button(key="profile_start").click().run()
+    job = at.session_state["_profile_job"]
+    deadline = time.monotonic() + 300
+    while job.running and time.monotonic() < deadline:
+        time.sleep(2)
+    assert job.returncode == 0, job.log_tail()
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]] + [job.log_tail()]
+    assert any("Profile written" in s.value for s in at.success)
+    assert at.session_state["_calibration_profile"].endswith("profile.json")
+    gemm = next(d.value for d in at.dataframe if {"m", "n", "k", "flops_per_s"} <= set(d.value.columns))
+    assert len(gemm) > 0 and (gemm["flops_per_s"] > 0).all()

@@ -21,14 +21,13 @@ __all__ = ["profile_argv", "find_profile", "show_profile", "ValidationReport", "
 _REPO = Path(__file__).resolve().parent.parent
 
 
-def profile_argv(out_dir: Path) -> list[str]:
-    """`paraplan profile` writing into `out_dir` (with whichever output option this build has)."""
+def profile_argv(out_dir: Path, *, quick: bool = False) -> list[str]:
+    """`paraplan profile --out OUT/profile.json`; `quick` skips collectives and repeats once."""
+    argv = paraplan_argv("profile", "--out", str(out_dir / "profile.json"), "--no-progress")
     options = services.cli_options("profile")
-    if "--out" in options:
-        return paraplan_argv("profile", "--out", str(out_dir / "profile.json"))
-    if "--output" in options:
-        return paraplan_argv("profile", "--output", str(out_dir / "profile.json"))
-    return paraplan_argv("profile")
+    if quick and "--nprocs" in options:
+        argv += ["--nprocs", "0", "--repeats", "1"]
+    return argv
 
 
 def find_profile(out_dir: Path) -> dict[str, Any] | None:

@@ -9,12 +9,12 @@ from typing import Any
 
 import pandas as pd
 
-from costmodel import Rejection, StepEstimate, StepMeasurement, TrainingSpec, load_model
+from costmodel import ParallelPlan, Rejection, StepEstimate, StepMeasurement, TrainingSpec, load_model
 from ui import services
 from ui.charts import GIB
 from ui.jobs import paraplan_argv
 
-__all__ = ["LOCAL_MODELS", "default_procs", "run_argv", "compare", "comparison_rows",
+__all__ = ["LOCAL_MODELS", "default_procs", "run_argv", "check_run", "compare", "comparison_rows",
            "comparison_table"]
 
 LOCAL_MODELS = ["tiny-llama", "tiny-gpt", "tiny-bert", "small-llama"]
@@ -37,6 +37,17 @@ def run_argv(plan_path: str | Path, *, model: str, steps: int, procs: int, globa
     if "--global-batch" in options:
         argv += ["--global-batch", str(global_batch)]
     return argv
+
+
+def check_run(plan: ParallelPlan, *, model: str, steps: int, procs: int, global_batch: int,
+              out: str | Path) -> tuple[str, ...]:
+    """`executor.prepare_run`'s checks for the run `run_argv` starts (ValueError naming the field);
+    returns what scaling the plan to `procs` processes changed."""
+    from executor import prepare_run
+
+    setup = prepare_run(plan, model=model, steps=steps, out=out, global_batch=global_batch,
+                        scale_to=procs)
+    return tuple(setup.changes)
 
 
 def compare(summary: dict[str, Any], *, calibration: Any = None) -> tuple[StepMeasurement, StepEstimate]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
@@ -21,9 +22,11 @@ if "profile" not in commands:
     st.warning("Profiling is not available yet: this build's `paraplan` has no `profile` subcommand.")
 else:
     job: jobs.Job | None = st.session_state.get("_profile_job")
+    quick = st.checkbox("Quick: GEMMs, attention and memory only (no collectives), 1 repeat", value=True,
+                        key="profile_quick")
     if st.button("Run profiler", disabled=job is not None and job.running, key="profile_start"):
         out = Path(tempfile.mkdtemp(prefix="paraplan-profile-"))
-        job = jobs.start_job(calibration.profile_argv(out), out_dir=out)
+        job = jobs.start_job(calibration.profile_argv(out, quick=quick), out_dir=out)
         st.session_state["_profile_job"] = job
 
     @st.fragment(run_every=1.0)
@@ -56,7 +59,7 @@ if report.csv is not None:
     calibration.show_validation(df)
 if report.markdown is not None:
     with st.expander(f"{report.markdown.name}", expanded=report.csv is None):
-        st.markdown(report.markdown.read_text())
+        st.markdown(re.sub(r"<!--.*?-->", "", report.markdown.read_text(), flags=re.S))  # section markers
 if report.csv is None and report.markdown is None:
     st.info("No validation report yet (docs/VALIDATION.md and its CSV are written by `paraplan validate`).")
 

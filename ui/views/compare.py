@@ -66,8 +66,7 @@ st.subheader("Timelines")
 cols = st.columns(len(estimates))
 for col, (label, est) in zip(cols, estimates.items(), strict=True):
     with col:
-        st.markdown(f"**{label}**")
         if est.timeline:
             show_chart(charts.gantt_chart(est.timeline).properties(title=label))
         else:
-            st.caption("no timeline events")
+            st.caption(f"{label}: no timeline events")

@@ -26,16 +26,20 @@ source = st.radio("Plan", ["Selected plan, scaled to this machine", "Custom plan
 problem = state.sidebar_problem()
 plan: ParallelPlan | None = None
 if source.startswith("Selected"):
-    label = state.selected_label()
-    if problem is None or label is None or services.missing("planner.search"):
-        st.info("Pick a plan on the Plan page first, or use a custom plan.")
+    if problem is None or services.missing("planner.search"):
+        st.info("Fix the planning inputs in the sidebar, or use a custom plan.")
     else:
         view = state.search(problem)
-        if view.fits:
+        if not view.fits:
+            st.info("No plan fits the sidebar's problem; use a custom plan.")
+        else:
             labels = [r.label for r in view.ranked]
+            label = state.selected_label()
             plan = view.by_label(label if label in labels else labels[0]).plan
-            st.caption(f"Selected: {plan.short()} ({plan.world_size} GPUs); the executor scales it to the "
-                       "processes below and says what it changed.")
+            plan = plan.model_copy(update={"layers_per_stage": None})  # that split was for the big model
+            st.caption(f"{'Selected' if label in labels else 'Best'} plan for the sidebar's problem: {plan.short()} "
+                       f"({plan.world_size} GPUs); the executor scales it to the processes below and says what it "
+                       "changed.")
 else:
     c = st.columns(4)
     knobs = {k: int(c[i].number_input(k, 1, 8, 2 if k == "dp" else 1, key=f"run_{k}"))
@@ -55,11 +59,17 @@ start = st.button("Start run", type="primary", disabled=plan is None or (job is 
                   key="run_start")
 if start and plan is not None:
     out = tempfile.mkdtemp(prefix="paraplan-run-")
-    plan_path = save_plan(plan, f"{out}/plan.json")
-    argv = runs.run_argv(plan_path, model=model, steps=steps, procs=procs, global_batch=global_batch, out=out)
-    job = jobs.start_job(argv, out_dir=out)
-    st.session_state["_run_job"] = job
-    st.session_state["_run_steps"] = steps
+    try:  # the executor's own checks (plan vs model, machine capacity, scaling) before any process starts
+        changes = runs.check_run(plan, model=model, steps=steps, procs=procs, global_batch=global_batch, out=out)
+    except ValueError as exc:
+        st.error(f"Run: {exc}")
+    else:
+        st.session_state["_run_changes"] = changes
+        plan_path = save_plan(plan, f"{out}/plan.json")
+        argv = runs.run_argv(plan_path, model=model, steps=steps, procs=procs, global_batch=global_batch, out=out)
+        job = jobs.start_job(argv, out_dir=out)
+        st.session_state["_run_job"] = job
+        st.session_state["_run_steps"] = steps
 
 
 @st.fragment(run_every=1.0)
@@ -73,6 +83,8 @@ def _progress() -> None:
     status = "running" if current.running else f"finished (exit {current.returncode})"
     st.progress(min(done / max(total, 1), 1.0), text=f"{status}: step {done} of {total}, "
                                                       f"{current.elapsed_s:.0f} s")
+    for change in st.session_state.get("_run_changes", ()):
+        st.caption(f"Scaled to this machine: {change}")
     if current.running and st.button("Stop", key="run_stop"):
         current.stop()
     if not metrics.empty:

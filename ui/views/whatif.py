@@ -17,11 +17,13 @@ state.require_api("planner.sweep", what="What-if sweeps")
 c = problem.cluster
 t = problem.training
 VARIABLES = {
-    "nodes": ("Nodes", lambda: [max(1, c.num_nodes // 4), max(1, c.num_nodes // 2), c.num_nodes, c.num_nodes * 2]),
+    "nodes": ("Nodes", lambda: sorted({max(1, c.num_nodes // 4), max(1, c.num_nodes // 2), c.num_nodes,
+                                       c.num_nodes * 2})),
     "gpu": ("GPU type", lambda: [g for g in list_gpus() if g != "cpu"][:6]),
     "inter_node_bw": ("Inter-node bandwidth (Gb/s per NIC)",
                       lambda: [round(c.inter_node_link.bw_bytes_per_s / GBIT * f) for f in (0.25, 0.5, 1, 2)]),
-    "global_batch": ("Global batch", lambda: [t.global_batch_size // 2, t.global_batch_size, t.global_batch_size * 2]),
+    "global_batch": ("Global batch", lambda: sorted({max(1, t.global_batch_size // 2), t.global_batch_size,
+                                                     t.global_batch_size * 2})),
     "seq_len": ("Sequence length", lambda: sorted({max(1, t.seq_len // 2), t.seq_len,
                                                    min(problem.model.max_seq_len, t.seq_len * 2)})),
 }
