@@ -26,7 +26,7 @@ from costmodel import (
 )
 from costmodel.report import write_text_atomic
 
-__all__ = ["main", "scalar_rate", "batch_rate"]
+__all__ = ["main", "scalar_rate", "batch_rate", "pipeline_agreement"]
 
 BEGIN, END = "<!-- estimate:begin -->", "<!-- estimate:end -->"
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,6 +87,24 @@ def batch_rate(rows: int = 1_000_000) -> tuple[float, int, int]:
     return rows / (time.process_time() - t0), rows, int(out["valid"].sum())
 
 
+def pipeline_agreement(every_single: int = 7) -> tuple[float, float, int] | None:
+    """(mean, max) |closed-form / simulated - 1| of step time over the published runs (Megatron Table
+    1, vTrain multi, every `every_single`-th vTrain single-node row), and the row count; None
+    without the shared data."""
+    from costmodel.published import VALIDATION_EFFICIENCY, find_data_dir, megatron_table1_cases, vtrain_cases
+    data = find_data_dir()
+    if data is None:
+        return None
+    cases = (megatron_table1_cases(data) + vtrain_cases(data, which="multi")
+             + vtrain_cases(data, which="single")[::every_single])
+    errs = []
+    for c in cases:
+        closed = estimate(c.model, c.cluster, c.training, c.plan, efficiency=VALIDATION_EFFICIENCY)
+        sim = estimate(c.model, c.cluster, c.training, c.plan, efficiency=VALIDATION_EFFICIENCY, timeline=True)
+        errs.append(abs(closed.step_time_s / sim.step_time_s - 1))
+    return float(np.mean(errs)), float(np.max(errs)), len(errs)
+
+
 def reference_loop_s() -> float:
     """CPU seconds of a fixed 3M-iteration pure-Python loop: a yardstick for this host's speed."""
     t0, total = time.process_time(), 0
@@ -101,6 +119,7 @@ def main() -> None:
     ref = min(reference_loop_s() for _ in range(3))
     scalar, nplans = scalar_rate()
     batch, rows, valid = batch_rate()
+    agree = pipeline_agreement()
     cpu = platform.processor() or platform.machine()
     lines = [BEGIN, "## Cost model speed (one core)", "",
              "Reproduce: `python -m benchmarks estimate` (part of `make bench`).", "",
@@ -108,6 +127,8 @@ def main() -> None:
              f"| `estimate` on GPT-3 175B (96 layers), 1024 GPUs, {nplans} distinct plans in turn | "
              f"{scalar:,.0f} estimates/s |",
              f"| `estimate_batch`, {rows:,} random plans ({valid:,} valid) in one call | {batch:,.0f} plans/s |",
+             *([f"| one pipeline model: even-split closed form vs `timeline=True` simulation, step time over "
+                f"{agree[2]} published runs | {agree[0]:.3%} mean, {agree[1]:.2%} max difference |"] if agree else []),
              "", f"Machine: {cpu}, Python {platform.python_version()}, pinned to one core; rates are per "
              "CPU-second of the benchmark process (time.process_time), so a busy shared host distorts them "
              "less; they still vary by tens of percent between runs. Yardstick: a 3M-iteration Python loop "

@@ -76,6 +76,20 @@ def _path(k: Num, p: Num, m: Num, a: Num, d: Num, f: Num, b: Num, down: Num, c: 
     return a + k * c + d + k * c + m * t + warm + cool + steady
 
 
+def _path_scalar(k: int, p: int, m: int, a: float, d: float, f: float, b: float, down: float,
+                 c: float) -> float:
+    """`_path` on Python numbers (same formula, no array dispatch)."""
+    t = f + b
+    below = p - 1 - k
+    out = a + d + 2 * k * c + m * t + max(down + 2 * below * c - below * f, 0.0) + max(down - below * b, 0.0)
+    if below > 0:
+        per_wait = max(down / below - t + 2 * c, 0.0)
+        if m <= p - k:
+            per_wait = min(per_wait, 2 * c)
+        out += (m - 2 - (m - 2) // (p - k)) * per_wait
+    return out
+
+
 def _one_f_one_b(p: Num, m: Num, f0: Num, b0: Num, fm: Num, bm: Num, fl: Num, bl: Num, c: Num) -> Num:
     tm, tl = fm + bm, fl + bl
     n = p - 2
@@ -140,7 +154,15 @@ def _scalar(code: int, p: int, m: int, v: int, f0: float, b0: float, fm: float, 
             bl: float, c: float, bwd_weight: tuple, busiest: float, total: float) -> float:
     """The same formulas for one plan, on Python numbers (the `estimate` hot path)."""
     if code == 1:
-        return _one_f_one_b(p, m, f0, b0, fm, bm, fl, bl, c)
+        if m < p:
+            return _gpipe(p, m, f0, b0, fm, bm, fl, bl, c) + 2 * c * max(m - 2, 0)
+        tm, tl, n = fm + bm, fl + bl, p - 2
+        out = max(_path_scalar(0, p, m, 0.0, 0.0, f0, b0, n * tm + tl, c),
+                  _path_scalar(p - 1, p, m, f0 + n * fm, b0 + n * bm, fl, bl, 0.0, c))
+        if n > 0:
+            out = max(out, _path_scalar(1, p, m, f0, b0, fm, bm, (n - 1) * tm + tl, c),
+                      _path_scalar(p - 2, p, m, f0 + (n - 1) * fm, b0 + (n - 1) * bm, fm, bm, tl, c))
+        return out
     if code == 0:
         return _gpipe(p, m, f0, b0, fm, bm, fl, bl, c)
     if code == 2:

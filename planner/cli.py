@@ -245,7 +245,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     model, cluster, training = build_specs(args)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     result = search(model, cluster, training, top_k=args.top_k, progress=progress,
-                    rebalance=args.rebalance, **constraints_from_args(args))
+                    rebalance=args.rebalance, **cost_options(args), **constraints_from_args(args))
     print(result_json(result) if args.json else format_table(result))
     if args.csv:
         write_csv_atomic(result.to_frame(), args.csv)
@@ -277,7 +277,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     model, cluster, training = build_specs(args)
     values = [v.strip() for v in args.values.split(",") if v.strip()]
-    df = sweep(model, cluster, training, vary=args.vary, values=values, **constraints_from_args(args))
+    df = sweep(model, cluster, training, vary=args.vary, values=values, **cost_options(args),
+               **constraints_from_args(args))
     cols = [args.vary, "plan", "num_gpus", "step_time_s", "tokens_per_s", "mfu", "peak_gib", "message"]
     print(df[cols].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     if args.csv:
@@ -447,7 +448,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         csv_doc.write_text((out / "validation.csv").read_text())
         command = (f"paraplan validate --local --model {args.model} --procs {args.procs} --max-plans {args.max_plans} "
                    f"--steps {args.steps} --repeats {args.repeats} --global-batch {args.global_batch}"
-                   + (f" --seq-len {args.seq_len}" if args.seq_len else "") + f" --out {shlex.quote(str(out))}")
+                   + (f" --seq-len {args.seq_len}" if args.seq_len else "")
+                   + (f" --profile {shlex.quote(args.profile)}" if args.profile else "") + f" --out {shlex.quote(str(out))}")
         update_part(args.doc, "local", local_markdown(report.rows, s, command=command, csv_name=csv_doc.name))
     return 0 if s["plans_run"] else 1
 

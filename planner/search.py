@@ -1,11 +1,12 @@
 """`search`: the fastest plans that fit, found by bulk scoring and exact re-scoring.
 
 1. `build_space` enumerates every candidate as arrays and filters the invalid ones in bulk.
-2. `scoring.bulk_scores` prices all candidates at once (`costmodel.estimate_batch`); candidates whose
-   memory lower bound exceeds the GPU are rejected ('oom').
-3. Candidates are re-scored exactly (`costmodel.evaluate`, with the balanced layer split where it
-   helps) in order of their bulk lower bound on step time, until the next lower bound exceeds the
-   k-th best exact time. So the result is exactly what `search_exhaustive` (every candidate through
+2. `scoring.bulk_scores` prices all candidates at once (the closed form `costmodel.estimate_batch`
+   runs, per degrees+placement group); candidates whose memory lower bound exceeds the GPU are
+   rejected ('oom').
+3. Candidates are re-scored exactly (`costmodel.estimate`; the balanced layer split where the
+   layers do not divide, or everywhere with `rebalance=True`) in order of their bulk lower bound on
+   step time, until the next lower bound exceeds the k-th best exact time. So the result is exactly what `search_exhaustive` (every candidate through
    the exact model, one by one) returns, in the same order, at a fraction of the cost.
 
 Ranking key: (step_time_s, GPUs used, peak bytes, candidate order), so results are deterministic."""

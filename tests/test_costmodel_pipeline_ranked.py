@@ -51,7 +51,7 @@ def test_matches_the_simulator_with_heavier_end_ranks(schedule, mean_tol, max_to
 
 def test_zero_bubble_is_close_to_the_simulator():
     errors = []
-    for p, m, v, f, b, c in _cases("zero-bubble", 3, 100):
+    for p, m, _v, f, b, c in _cases("zero-bubble", 3, 100):
         w = 0.5 * b
         sim = simulate_pipeline(schedule="zero-bubble", pp=p, num_micro_batches=m, fwd_s=list(f), bwd_s=list(b),
                                 bwd_weight_s=list(w), p2p_s=c, with_events=False).makespan_s

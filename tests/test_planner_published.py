@@ -22,7 +22,7 @@ def test_top_plan_is_at_least_as_fast_as_published(row):
 def test_section_replacement_keeps_other_sections(tmp_path):
     doc = tmp_path / "VALIDATION.md"
     doc.write_text("# V\n\nother text\n<!-- planner:begin -->\nold\n<!-- planner:end -->\n\ntail\n")
-    row = {"model": "GPT-x", "gpus": 8, "published": "tp1 pp1 dp8", "measured_tflops": 1.0, "search_s": 0.1,
+    row = {"model": "GPT-x", "gpus": 8, "published": "tp1 pp1 dp8", "measured_s": 2.0, "search_s": 0.1,
            "rank": 1, "of": 3, "ours_plan": "a", "ours_s": 1.0, "pub_plan": "b", "pub_s": 1.5}
     replace_section(doc, render_section([row], command="cmd"))
     text = doc.read_text()

@@ -78,15 +78,15 @@ class SearchView:
 
 
 def plan_row(plan: ParallelPlan, est: StepEstimate) -> dict[str, Any]:
-    """One table row: the knobs and the figures (units in the column names)."""
+    """One table row: the figures first, then the knobs (units in the column names)."""
     return {
-        "plan": plan.short(), "dp": plan.dp, "tp": plan.tp, "pp": plan.pp, "cp": plan.cp,
+        "plan": plan.short(), "tokens_per_s": est.tokens_per_s, "mfu": est.mfu, "step_time_s": est.step_time_s,
+        "memory_gib": est.memory.peak_bytes / GIB,
+        "headroom_gib": (est.capacity_bytes - est.memory.peak_bytes) / GIB, "num_gpus": est.num_gpus,
+        "dp": plan.dp, "tp": plan.tp, "pp": plan.pp, "cp": plan.cp,
         "micro_batch": plan.micro_batch_size, "virtual_stages": plan.virtual_stages,
         "schedule": plan.schedule if plan.pp > 1 else "-", "zero": plan.zero_stage,
         "recompute": plan.recompute, "seq_parallel": plan.sequence_parallel,
-        "num_gpus": est.num_gpus, "mfu": est.mfu, "tokens_per_s": est.tokens_per_s,
-        "step_time_s": est.step_time_s, "memory_gib": est.memory.peak_bytes / GIB,
-        "headroom_gib": (est.capacity_bytes - est.memory.peak_bytes) / GIB,
     }
 
 
