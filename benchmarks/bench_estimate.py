@@ -129,6 +129,10 @@ def main() -> None:
              f"| `estimate_batch`, {rows:,} random plans ({valid:,} valid) in one call | {batch:,.0f} plans/s |",
              *([f"| one pipeline model: even-split closed form vs `timeline=True` simulation, step time over "
                 f"{agree[2]} published runs | {agree[0]:.3%} mean, {agree[1]:.2%} max difference |"] if agree else []),
+             "", "The `estimate` rate repeats passes over the plan list: block costs and the pipeline are "
+             "memoized per (degrees, micro-batch, recompute, sequence parallel, schedule, v), so after the first "
+             "pass only memory, DP/optimizer time and the result objects are computed per plan (ZeRO stages "
+             "share a pipeline); with those memos cleared every pass the rate is about two thirds of this.",
              "", f"Machine: {cpu}, Python {platform.python_version()}, pinned to one core; rates are per "
              "CPU-second of the benchmark process (time.process_time), so a busy shared host distorts them "
              "less; they still vary by tens of percent between runs. Yardstick: a 3M-iteration Python loop "

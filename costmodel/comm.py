@@ -21,7 +21,7 @@ import numpy as np
 
 from .calibration import CalibrationProfile
 from .collectives import algorithm_times_s, collective_time_s
-from .placement import GroupLink, place_axis
+from .placement import GroupLink, axis_stride, place_axis
 from .specs import AXES, ClusterSpec, LinkSpec, ParallelPlan
 from .topology import Topology, build_topology
 
@@ -92,10 +92,16 @@ class CommModel:
             base = _calibrated_cluster(cluster, calibration) if applies else cluster
             topology = build_topology(base)
         self.topology = topology
-        key = (plan.tp, plan.cp, plan.dp, plan.pp, plan.placement)
         cache = topology.placement_cache
+        key = (plan.tp, plan.cp, plan.dp, plan.pp, plan.placement)
         if key not in cache:
-            cache[key] = {a: place_axis(topology, plan, a) for a in AXES}
+            links = {}
+            for a in AXES:  # an axis's groups depend only on (stride, degree, world): price each shape once
+                shape = ("axis", a == "pp", axis_stride(plan, a), getattr(plan, a), plan.world_size)
+                if shape not in cache:
+                    cache[shape] = place_axis(topology, plan, a)
+                links[a] = cache[shape]
+            cache[key] = links
         self.links: dict[str, GroupLink] = cache[key]
 
     def time_s(self, axis: Axis, op: Collective, nbytes: ArrayLike) -> ArrayLike:

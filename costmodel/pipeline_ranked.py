@@ -125,7 +125,9 @@ def ranked_makespan_s(schedule: Num, pp: Num, m: Num, v: Num, *, first: tuple[Nu
     n = pp - 2
     busiest = _max(_max(t0, tm * (n > 0)), tl)
     total = t0 + n * tm + tl
-    arrays = any(isinstance(x, np.ndarray) for x in (code, pp, m, v, t0, tm, tl, c))
+    nd = np.ndarray
+    arrays = (isinstance(code, nd) or isinstance(pp, nd) or isinstance(m, nd) or isinstance(v, nd)
+              or isinstance(t0, nd) or isinstance(tm, nd) or isinstance(tl, nd) or isinstance(c, nd))
     if not arrays:
         return _scalar(code, pp, m, v, f0, b0, fm, bm, fl, bl, c, bwd_weight, busiest, total)
     out = 0.0 * (busiest + c + m + code)

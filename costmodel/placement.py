@@ -18,7 +18,8 @@ import numpy as np
 from .specs import AXES, ParallelPlan
 from .topology import Topology
 
-__all__ = ["PathStats", "GroupLink", "axis_groups", "price_flows", "place_axis", "candidate_placements"]
+__all__ = ["PathStats", "GroupLink", "axis_groups", "price_flows", "walk_flows", "place_axis", "axis_stride",
+           "candidate_placements"]
 
 Flow = tuple[int, int]
 
@@ -67,9 +68,27 @@ def axis_groups(plan: ParallelPlan, axis: str) -> np.ndarray:
     return np.moveaxis(ranks, pos, -1).reshape(-1, getattr(plan, axis))
 
 
-def price_flows(topo: Topology, flows: list[Flow]) -> PathStats:
+def price_flows(topo: Topology, flows: list[Flow] | tuple[np.ndarray, np.ndarray]) -> PathStats:
     """Route each (src GPU, dst GPU) flow, count flows per directed link, and return the slowest
-    flow's share min_e(bw_e / flows_e), the largest path latency and the link kinds used."""
+    flow's share min_e(bw_e / flows_e), the largest path latency and the link kinds used. `flows`
+    is a list of pairs or a (src, dst) pair of arrays. Preset graphs are priced by their closed-form
+    routes (`costmodel.route_table`, the same figures), others by `walk_flows`."""
+    src, dst = _as_arrays(flows)
+    table = getattr(topo, "route_table", None)
+    if table is not None and topo.num_gpus == table.num_servers * table.gpus_per_node:
+        return PathStats(*table.price(src, dst))
+    return walk_flows(topo, list(zip(src.tolist(), dst.tolist(), strict=True)))
+
+
+def _as_arrays(flows: list[Flow] | tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(flows, tuple) and len(flows) == 2 and isinstance(flows[0], np.ndarray):
+        return flows[0].ravel(), flows[1].ravel()
+    pairs = np.asarray(flows, dtype=np.int64).reshape(-1, 2)
+    return pairs[:, 0], pairs[:, 1]
+
+
+def walk_flows(topo: Topology, flows: list[Flow]) -> PathStats:
+    """`price_flows` by walking the graph route of every flow (any topology; the reference)."""
     routes = [topo.route(a, b) for a, b in flows]
     load: dict[tuple[str, str], int] = {}
     for route in routes:
@@ -82,10 +101,12 @@ def price_flows(topo: Topology, flows: list[Flow]) -> PathStats:
     return PathStats(bw, lat, max(load.values(), default=0), tuple(sorted(kinds)))
 
 
-def _ring_flows(groups: np.ndarray) -> list[Flow]:
-    n = groups.shape[1]
-    nxt = np.roll(groups, -1, axis=1)
-    return [] if n == 1 else list(zip(groups.ravel().tolist(), nxt.ravel().tolist(), strict=True))
+def _ring_flows(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each rank to the next in its group's row, the last back to the first (arrays src, dst)."""
+    if groups.shape[1] == 1:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    return groups.ravel(), np.roll(groups, -1, axis=1).ravel()
 
 
 def _snake(groups: np.ndarray, servers: np.ndarray) -> np.ndarray:
@@ -93,15 +114,17 @@ def _snake(groups: np.ndarray, servers: np.ndarray) -> np.ndarray:
     server-to-server hops join GPUs with the same local index (same NIC rail)."""
     order = np.argsort(servers, axis=1, kind="stable")
     ranks, srv = np.take_along_axis(groups, order, axis=1), np.take_along_axis(servers, order, axis=1)
-    out = ranks.copy()
-    for g in range(ranks.shape[0]):
-        uniq, start = np.unique(srv[g], return_index=True)
-        if len(uniq) < 2:
-            continue
-        bounds = [*sorted(start.tolist()), ranks.shape[1]]
-        for i in range(1, len(bounds) - 1, 2):
-            out[g, bounds[i]:bounds[i + 1]] = ranks[g, bounds[i]:bounds[i + 1]][::-1]
-    return out
+    n = ranks.shape[1]
+    pos = np.broadcast_to(np.arange(n), ranks.shape)
+    new = np.ones(ranks.shape, dtype=bool)
+    new[:, 1:] = srv[:, 1:] != srv[:, :-1]
+    block = np.cumsum(new, axis=1) - 1  # server block of each position (0, 1, ...)
+    start = np.maximum.accumulate(np.where(new, pos, 0), axis=1)
+    end_new = np.ones(ranks.shape, dtype=bool)  # last position of its block
+    end_new[:, :-1] = new[:, 1:]
+    end = np.minimum.accumulate(np.where(end_new, pos, n)[:, ::-1], axis=1)[:, ::-1]
+    src = np.where(block % 2 == 1, start + end - pos, pos)  # odd blocks walked backwards
+    return np.take_along_axis(ranks, src, axis=1)
 
 
 def place_axis(topo: Topology, plan: ParallelPlan, axis: str) -> GroupLink:
@@ -117,11 +140,13 @@ def place_axis(topo: Topology, plan: ParallelPlan, axis: str) -> GroupLink:
     per_server = np.unique(servers[0], return_counts=True)[1]
     crosses = len(per_server) > 1
     if axis == "pp":
-        flows = list(zip(groups[:, :-1].ravel().tolist(), groups[:, 1:].ravel().tolist(), strict=True))
+        flows = (groups[:, :-1].ravel(), groups[:, 1:].ravel())
     else:
         flows = _ring_flows(_snake(groups, servers))
     flat = price_flows(topo, flows)
-    edges = tuple(e for a, b in flows[: (size - 1 if axis == "pp" else size)] for e in topo.route(a, b))
+    first = size - 1 if axis == "pp" else size  # group 0's flows come first
+    edges = tuple(e for a, b in zip(flows[0][:first].tolist(), flows[1][:first].tolist(), strict=True)
+                  for e in topo.route(a, b))
     intra = inter = None
     k = int(per_server[0])
     if crosses and axis != "pp" and k > 1 and np.all(per_server == k):
@@ -134,6 +159,14 @@ def place_axis(topo: Topology, plan: ParallelPlan, axis: str) -> GroupLink:
                      ranks_per_server=int(per_server.max()), num_servers=len(per_server),
                      max_sharing=flat.max_sharing, link_kinds=flat.link_kinds, intra=intra, inter=inter,
                      edges=edges)
+
+
+def axis_stride(plan: ParallelPlan, axis: str) -> int:
+    """Rank distance between neighbours of an `axis` group: the product of the degrees of the axes
+    placed inside it. The groups of an axis, as a set of rank rows, depend only on (stride, degree,
+    world size), so their GroupLink does too (`CommModel` caches it under that key)."""
+    order = list(plan.placement)
+    return int(np.prod([getattr(plan, a) for a in order[:order.index(axis)]], dtype=np.int64))
 
 
 def candidate_placements(plan: ParallelPlan) -> list[tuple[str, ...]]:

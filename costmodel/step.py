@@ -50,53 +50,24 @@ def step_costs(ctx: StepContext, k: Knobs, comm: Any, *, memo: dict | None = Non
     blocking-send time plus what the transfers add to the makespan; bubble the rest of the makespan.
     DP: all-reduce (ZeRO-0), reduce-scatter + all-gather (ZeRO-1/2), per-micro-batch all-gathers +
     reduce-scatter (ZeRO-3), overlapped with backward when EfficiencyModel.overlap_grad_reduce."""
-    sh, eff = ctx.shape, ctx.eff
+    eff = ctx.eff
     dp, pp, cp = k.dp, k.pp, k.cp
     m = ctx.global_batch // (dp * k.mb)
     enc, dec, embed, head = _unit_costs(ctx, k, comm, memo)
-    n_layers = sh.num_layers
-    per_rank = n_layers / pp
-    tp_fwd_share = 1.0 / (2 + (k.recompute == 2))
-    ovh = eff.p2p_overhead_s
+    key = None
+    if memo is not None and not isinstance(k.mb, np.ndarray):
+        key = ("pipe", id(ctx), k.mb, k.sp, k.recompute, k.v, k.schedule)   # ZeRO does not change it
+        hit = memo.get(key)
+    if key is None or hit is None or hit[0] is not ctx:
+        hit = (ctx, _pipeline(ctx, k, comm, m, enc, dec, embed, head))
+        if key is not None:
+            memo[key] = hit
+    classes, crit, pp_s, bubble = hit[1]
     ranks = []
-    for rank in (0, pp - 1) if pp > 1 else (0,):
-        first, last = rank == 0, rank == pp - 1
-        rs = _rank_times(ctx, k, rank, enc, dec, embed, head, per_rank, first=first, last=last)
-        ranks.append(rank_state(ctx, k, comm, rank, m, rs["n_enc"], rs["n_dec"], enc, dec, rs["fwd"], rs["bwd"],
+    for rs in (classes[0], classes[-1]) if pp > 1 else (classes[0],):
+        ranks.append(rank_state(ctx, k, comm, rs["rank"], m, rs["n_enc"], rs["n_dec"], enc, dec, rs["fwd"], rs["bwd"],
                                 rs["params"]))
         ranks[-1].update(rs)
-    classes = [ranks[0]]
-    if pp > 2:
-        mids = [_rank_times(ctx, k, r, enc, dec, embed, head, per_rank, first=False, last=False)
-                for r in ((1,) if not sh.n_dec else range(1, pp - 1))]
-        mid = mids[0]
-        for other in mids[1:]:
-            mid = _slower(mid, other)
-        classes.append(mid)
-    if pp > 1:
-        classes.append(ranks[-1])
-    for rs in classes:
-        ext = rs["tp"] + rs["cp"]
-        rs["f"] = rs["fwd"] + ext * tp_fwd_share + rs["sync_f"] * ovh
-        rs["b"] = rs["bwd"] + ext * (1 - tp_fwd_share) + rs["sync_b"] * ovh
-        rs["sync"] = (rs["sync_f"] + rs["sync_b"]) * ovh
-        rs["T"] = rs["f"] + rs["b"]
-    crit = classes[0]
-    for rs in classes[1:]:
-        crit = _slower(crit, rs)
-    if pp > 1:
-        mid = classes[1] if pp > 2 else {"f": 0.0, "b": 0.0, "w": 0.0}
-        r0, rl = classes[0], classes[-1]
-        args = dict(first=(r0["f"], r0["b"]), middle=(mid["f"], mid["b"]), last=(rl["f"], rl["b"]),
-                    bwd_weight=(r0["w"], mid["w"], rl["w"]))
-        c = p2p_time_s(ctx, k, comm)
-        span = ranked_makespan_s(k.schedule, pp, m, k.v, p2p_s=c, **args)
-        span0 = ranked_makespan_s(k.schedule, pp, m, k.v, p2p_s=0.0, **args) if any_set(c) else span
-        pp_s = m * crit["sync"] + (span - span0)
-        bubble = vmax(span0 - m * crit["T"], 0.0)
-    else:
-        pp_s = 0.0 * k.mb
-        bubble = 0.0 * k.mb
     r0, rl = ranks[0], ranks[-1]
     cp_grad = collective_s(ctx, comm, "cp", "all_reduce", vmax(r0["params"], rl["params"]) * ctx.grad_bytes) if cp > 1 else 0.0
     mem_last = rl["peak"] > r0["peak"]
@@ -128,6 +99,44 @@ def step_costs(ctx: StepContext, k: Knobs, comm: Any, *, memo: dict | None = Non
     return out
 
 
+def _pipeline(ctx: StepContext, k: Knobs, comm: Any, m: Num, enc: BlockCost, dec: BlockCost, embed: EndCost,
+              head: EndCost) -> tuple:
+    """(rank classes, busiest class, pp_comm_s, bubble_s): the closed-form pipeline of step_costs."""
+    sh, eff, pp = ctx.shape, ctx.eff, k.pp
+    per_rank = sh.num_layers / pp
+    tp_fwd_share = 1.0 / (2 + (k.recompute == 2))
+    ovh = eff.p2p_overhead_s
+    classes = [_rank_times(ctx, k, 0, enc, dec, embed, head, per_rank, first=True, last=pp == 1)]
+    if pp > 2:
+        mids = [_rank_times(ctx, k, r, enc, dec, embed, head, per_rank, first=False, last=False)
+                for r in ((1,) if not sh.n_dec else range(1, pp - 1))]
+        mid = mids[0]
+        for other in mids[1:]:
+            mid = _slower(mid, other)
+        classes.append(mid)
+    if pp > 1:
+        classes.append(_rank_times(ctx, k, pp - 1, enc, dec, embed, head, per_rank, first=False, last=True))
+    for rs in classes:
+        ext = rs["tp"] + rs["cp"]
+        rs["f"] = rs["fwd"] + ext * tp_fwd_share + rs["sync_f"] * ovh
+        rs["b"] = rs["bwd"] + ext * (1 - tp_fwd_share) + rs["sync_b"] * ovh
+        rs["sync"] = (rs["sync_f"] + rs["sync_b"]) * ovh
+        rs["T"] = rs["f"] + rs["b"]
+    crit = classes[0]
+    for rs in classes[1:]:
+        crit = _slower(crit, rs)
+    if pp == 1:
+        return classes, crit, 0.0 * k.mb, 0.0 * k.mb
+    mid = classes[1] if pp > 2 else {"f": 0.0, "b": 0.0, "w": 0.0}
+    r0, rl = classes[0], classes[-1]
+    args = dict(first=(r0["f"], r0["b"]), middle=(mid["f"], mid["b"]), last=(rl["f"], rl["b"]),
+                bwd_weight=(r0["w"], mid["w"], rl["w"]))
+    c = p2p_time_s(ctx, k, comm)
+    span = ranked_makespan_s(k.schedule, pp, m, k.v, p2p_s=c, **args)
+    span0 = ranked_makespan_s(k.schedule, pp, m, k.v, p2p_s=0.0, **args) if any_set(c) else span
+    return classes, crit, m * crit["sync"] + (span - span0), vmax(span0 - m * crit["T"], 0.0)
+
+
 def _rank_times(ctx: StepContext, k: Knobs, rank: int, enc: BlockCost, dec: BlockCost, embed: EndCost,
                 head: EndCost, per_rank: float, *, first: bool, last: bool) -> dict[str, Num]:
     """Per-micro-batch compute, exposed TP/CP, sends and parameters of pipeline rank `rank` (its v
@@ -141,7 +150,7 @@ def _rank_times(ctx: StepContext, k: Knobs, rank: int, enc: BlockCost, dec: Bloc
            + first * embed.bwd_s + last * head.bwd_s)
     multi = k.pp > 1
     return {
-        "n_enc": n_enc, "n_dec": n_dec, "fwd": fwd, "bwd": bwd,
+        "rank": rank, "n_enc": n_enc, "n_dec": n_dec, "fwd": fwd, "bwd": bwd,
         "tp": n_enc * enc.tp_s + n_dec * dec.tp_s + first * embed.tp_s + last * head.tp_s,
         "cp": n_enc * enc.cp_s + n_dec * dec.cp_s,
         "params": n_enc * enc.params + n_dec * dec.params + first * embed.params + last * head.params,

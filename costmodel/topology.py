@@ -22,6 +22,7 @@ import networkx as nx
 import numpy as np
 import yaml
 
+from .route_table import RouteTable
 from .specs import ClusterSpec
 from .topology_check import validate_topology
 from .units import parse_bandwidth, parse_latency
@@ -60,7 +61,9 @@ class Topology:
         self.link_attrs: dict[Edge, tuple[float, float, str]] = {}
         """(bw_bytes_per_s, latency_s, kind) of every directed link a computed route uses."""
         self.placement_cache: dict[Any, Any] = {}
-        """Per-(degrees, placement) results of `costmodel.placement`, filled by `CommModel`."""
+        """Per-(degrees, placement) links and per-axis-shape GroupLinks, filled by `CommModel`."""
+        self.route_table: RouteTable | None = None
+        """Closed-form routes of a preset graph (set by `build_topology`); None: walk the graph."""
 
     @property
     def num_gpus(self) -> int:
@@ -232,7 +235,9 @@ def _build_cached(cluster_json: str, nodes_per_leaf: int) -> Topology:
     for s in range(c.num_nodes):
         _add_server(g, c, s)
     _add_network(g, c, nodes_per_leaf)
-    return Topology(g, name=c.name)
+    topo = Topology(g, name=c.name)
+    topo.route_table = RouteTable.for_cluster(c, nodes_per_leaf=nodes_per_leaf)
+    return topo
 
 
 def build_topology(cluster: ClusterSpec, *, nodes_per_leaf: int = 1) -> Topology:

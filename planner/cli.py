@@ -491,6 +491,12 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                                test_fraction=args.holdout, seed=args.seed, max_evals=args.max_evals, source="vtrain")
     else:
         obs = observations_from_summaries(args.summaries)
+        if profile is not None and profile.device.lower() == "cpu" and obs:
+            from planner.closed_loop import host_constants
+
+            # the same a-priori host constants as validate --local
+            start = host_constants(profile, procs=obs[0].plan.world_size)
+            profile = profile.model_copy(update={"constants": {**start, **profile.constants}})
         fit, saved = calibrate(obs, profile=profile, names=names, test_fraction=args.holdout, seed=args.seed,
                                max_evals=args.max_evals, source="summaries")
     save_profile(saved, args.out)

@@ -35,6 +35,19 @@ MEMORY_SLACK = 0.10
 """Allowance for the event simulator's peak memory vs the closed form's when bounding a changed split."""
 
 
+def _unique_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`np.unique(keys, axis=0, return_inverse=True)` for small non-negative integer columns, via one
+    mixed-radix integer per row (same sorted rows and inverse, without the slow row sort)."""
+    keys = np.asarray(keys, dtype=np.int64)
+    if keys.shape[0] == 0:
+        return keys.reshape(0, keys.shape[1]), np.zeros(0, dtype=np.int64)
+    code = np.zeros(keys.shape[0], dtype=np.int64)
+    for j in range(keys.shape[1]):
+        code = code * (int(keys[:, j].max()) + 1) + keys[:, j]
+    _, first, inverse = np.unique(code, return_index=True, return_inverse=True)
+    return keys[first], inverse.ravel()
+
+
 def _split_factors(model: ModelSpec, training: TrainingSpec, space: Space,
                    rebalance: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(changed, mu_first, mu_last) per candidate.
@@ -51,7 +64,7 @@ def _split_factors(model: ModelSpec, training: TrainingSpec, space: Space,
     if not maybe.any():
         return changed, mu0, mul
     keys = np.stack([c["pp"], c["v"], c["recompute"]], axis=1)
-    uniq, inverse = np.unique(keys[maybe], axis=0, return_inverse=True)
+    uniq, inverse = _unique_rows(keys[maybe])
     vals = np.ones((len(uniq), 3))
     for j, (pp, v, rc) in enumerate(uniq.tolist()):
         plan = ParallelPlan(pp=pp, virtual_stages=v, schedule="interleaved-1f1b" if v > 1 else "1f1b",
@@ -104,8 +117,7 @@ def _bulk_figures(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec
     ctx = step_context(model, cluster, training, calibration=calibration)
     sh = ctx.shape
     keys = np.stack([c["dp"], c["tp"], c["pp"], c["cp"], c["placement"]], axis=1)
-    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
-    inverse = inverse.ravel()
+    uniq, inverse = _unique_rows(keys)
     order = np.argsort(inverse, kind="stable")
     bounds = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
     for g, (dp, tp, pp, cp, pl) in enumerate(uniq.tolist()):

@@ -44,7 +44,13 @@ def test_losses_match_the_single_process_run(uninterrupted):
                                                                   seq_len=32), rel=1e-5)
 
 
-@pytest.mark.parametrize("knobs", [{"dp": 2}, {"tp": 2}], ids=["dp2-to-dp2", "dp2-to-tp2"])
+@pytest.mark.parametrize("knobs", [
+    {"dp": 2},
+    {"tp": 2},
+    {"pp": 2, "virtual_stages": 2, "schedule": "interleaved-1f1b"},  # two model chunks per rank
+    {"dp": 2, "zero_stage": 3},  # FSDP2: parameters and Adam states sharded
+    {"dp": 2, "zero_stage": 1},  # ZeroRedundancyOptimizer: each rank loads the states it owns
+], ids=["dp2-to-dp2", "dp2-to-tp2", "dp2-to-pp2-interleaved", "dp2-to-fsdp2", "dp2-to-zero1"])
 def test_resume_from_step_5_reproduces_steps_6_to_10(uninterrupted, tmp_path, knobs):
     ckpt = uninterrupted.out_dir / "checkpoints" / "step-00000005"
     assert ckpt.is_dir()
@@ -56,4 +62,5 @@ def test_resume_from_step_5_reproduces_steps_6_to_10(uninterrupted, tmp_path, kn
         assert result.losses == pytest.approx(expected, rel=1e-9, abs=0)  # same plan: the same arithmetic
     else:
         assert result.losses == pytest.approx(expected, rel=1e-5)  # resharded: parity tolerance (fp32)
+    assert result.summary.plan == ParallelPlan(**knobs)
     assert result.summary is not None and result.summary.steps == 5

@@ -177,3 +177,11 @@ def test_uploaded_topology_graph_implies_its_cluster():
     assert Problem.from_key(problem.key()) == problem and problem.topology() is topo
     with pytest.raises(ValueError, match="zero bandwidth|bw"):
         topology_from_text(_topology_yaml(nic_bw="0Gbps").decode())
+
+
+def test_paraplan_ui_rejects_a_bad_port_with_a_one_line_error(capsys):
+    from planner.cli import main
+
+    assert main(["ui", "--port", "70000"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["paraplan: error: --port 70000: use a port between 1 and 65535"]

@@ -10,7 +10,7 @@ import pandas as pd
 from costmodel import MemoryBreakdown, StepEstimate, TimeBreakdown, TimelineEvent
 
 __all__ = [
-    "GIB", "timeline_frame", "gantt_chart", "time_breakdown_frame", "time_breakdown_chart",
+    "GIB", "rejections_chart", "timeline_frame", "gantt_chart", "time_breakdown_frame", "time_breakdown_chart",
     "memory_frame", "memory_chart", "pareto_chart", "sweep_chart", "run_chart", "compare_time_chart",
     "compare_memory_chart", "predicted_vs_measured_chart",
 ]
@@ -134,6 +134,15 @@ def pareto_chart(df: pd.DataFrame, *, front: pd.DataFrame | None = None) -> alt.
     line = alt.Chart(front.sort_values("memory_gib")).mark_line(point=True, color="#e45756").encode(
         x="memory_gib:Q", y="step_time_s:Q", tooltip=["plan"])
     return (base + line).properties(height=300, title="Step time vs memory (red: Pareto front)")
+
+
+def rejections_chart(rejections: pd.DataFrame) -> alt.Chart:
+    """Rejected candidate plans by reason (`reason`, `plans` columns), most frequent on top."""
+    return alt.Chart(rejections).mark_bar().encode(
+        x=alt.X("plans:Q", title="plans rejected"),
+        y=alt.Y("reason:N", sort="-x", title=None, axis=alt.Axis(labelLimit=320)),
+        tooltip=["reason", "plans"],
+    ).properties(height=max(60, 28 * len(rejections)), title="Why other plans were rejected")
 
 
 def sweep_chart(df: pd.DataFrame, *, x: str, y: str, y_title: str, title: str) -> alt.Chart:

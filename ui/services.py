@@ -20,7 +20,7 @@ from ui.charts import GIB
 from ui.problem import Problem
 
 __all__ = [
-    "api", "missing", "RankedPlan", "SearchView", "plan_row", "plan_table", "search_view", "estimate_plan",
+    "api", "missing", "has_module", "RankedPlan", "SearchView", "plan_row", "plan_table", "search_view", "estimate_plan",
     "torchrun_command", "parse_sweep_values", "add_cost", "cli_subcommands", "cli_options", "sweep_frame",
 ]
 
@@ -33,6 +33,16 @@ def api(dotted: str) -> Any | None:
     except (ImportError, AttributeError):
         return None
     return None if inspect.ismodule(obj) else obj  # `planner.search` may still be just the submodule
+
+
+def has_module(name: str) -> bool:
+    """Whether module `name` exists, without importing it (the executor's modules pull in torch)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def missing(*dotted: str) -> list[str]:

@@ -71,8 +71,8 @@ c[0].download_button("Plan JSON", plan.model_dump_json(indent=2), file_name=f"{p
 c[1].download_button("Chrome trace", est.chrome_trace_json(), file_name=f"{plan.short()}.trace.json",
                      mime="application/json", key="dl_trace", disabled=not est.timeline,
                      help="Open in chrome://tracing or ui.perfetto.dev")
-if services.missing("executor.prepare_run"):
-    c[2].caption("torchrun command: not available yet (executor.prepare_run missing).")
+if not services.has_module("executor.launch"):
+    c[2].caption("torchrun command: not available yet (executor.launch missing).")
 else:
     # building it checks the plan against the model in the executor (builds it on the meta device:
     # seconds for a large model), so it is built on request

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import altair as alt
 import streamlit as st
 
 from ui import charts, state
@@ -58,19 +57,12 @@ else:
     st.page_link("views/detail.py", label=f"Inspect {picked} on Plan detail", icon=":material/insights:")
 
     left, right = st.columns(2)
-    with left:
-        front = view.pareto
-        show_chart(charts.pareto_chart(view.table, front=front))
-    with right:
-        st.subheader("Why other plans were rejected")
-        if view.rejections.empty:
-            st.caption("No plan was rejected.")
-        else:
-            show_chart(alt.Chart(view.rejections).mark_bar().encode(
-                x=alt.X("plans:Q", title="plans rejected"), y=alt.Y("reason:N", sort="-x", title=None, axis=alt.Axis(labelLimit=320)),
-                tooltip=["reason", "plans"]).properties(height=220))
+    show_chart(charts.pareto_chart(view.table, front=view.pareto), where=left)
+    if view.rejections.empty:
+        right.caption("No candidate plan was rejected.")
+    else:
+        show_chart(charts.rejections_chart(view.rejections), where=right)
 
-if view.fits or not view.rejections.empty:
-    if not view.fits:
-        st.subheader("Why plans were rejected")
-        st.dataframe(view.rejections, hide_index=True, width="stretch", key="rejections_table")
+if not view.fits and not view.rejections.empty:
+    show_chart(charts.rejections_chart(view.rejections))
+    st.dataframe(view.rejections, hide_index=True, width="stretch")
