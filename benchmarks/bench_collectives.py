@@ -18,7 +18,6 @@ measuring: `python -m benchmarks.bench_collectives --reuse`."""
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ import pandas as pd
 import torch
 
 from costmodel import ParallelPlan, get_cluster
+from costmodel.atomic import update_section, write_text_atomic
 from costmodel.calibration import CalibrationProfile, CollectivePoint, load_profile, save_profile
 from costmodel.comm import build_comm_model
 from costmodel.profile.dist_bench import run_collectives
@@ -103,19 +103,7 @@ def accuracy_table(df: pd.DataFrame) -> str:
 
 def write_section(body: str, path: Path = ROOT / "docs" / "VALIDATION.md") -> None:
     """Replace (or append) the collectives section of `path` atomically, keeping other sections."""
-    text = path.read_text() if path.exists() else "# Validation\n"
-    section = f"{BEGIN}\n{body.strip()}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    update_section(path, "collectives", body, title="Validation")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -144,11 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         print(tables[-1])
     df = pd.concat(frames)
     csv = ROOT / "docs" / "collectives_accuracy.csv"
-    fd, tmp = tempfile.mkstemp(dir=csv.parent, prefix=".collectives.", suffix=".tmp")
-    os.close(fd)
-    df.to_csv(tmp, index=False)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, csv)
+    write_text_atomic(csv, df.to_csv(index=False))
     best = df[(df.nbytes >= 2**20)].groupby("stat").curves_err.mean()
     goal_met = bool(best.min() <= 0.15)
     body = f"""## Collectives: calibrated communication model vs measured (Gloo, local processes)

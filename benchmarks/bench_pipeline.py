@@ -9,12 +9,12 @@ import itertools
 import os
 import platform
 import random
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from costmodel.atomic import update_section
 from costmodel.pipeline import SCHEDULES, simulate_pipeline, uniform_makespan_s
 
 __all__ = ["main", "sims_per_s", "closed_form_per_s", "zero_bubble_error"]
@@ -70,18 +70,7 @@ def zero_bubble_error(ratio: float, *, seed: int = 3) -> tuple[float, float]:
 
 def _write_section(body: str) -> None:
     """Replace (or append) the pipeline section of docs/BENCHMARKS.md atomically."""
-    text = DOC.read_text() if DOC.exists() else "# paraplan benchmarks\n"
-    block = f"{BEGIN}\n{body.rstrip()}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=DOC.parent, prefix=".BENCHMARKS.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, DOC)
+    update_section(DOC, "pipeline", body, title="paraplan benchmarks")
 
 
 def main() -> None:

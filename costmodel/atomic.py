@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["write_text_atomic", "write_bytes_atomic"]
+__all__ = ["write_text_atomic", "write_bytes_atomic", "update_section"]
 
 
 def _umask_mode() -> int:
@@ -37,3 +37,19 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """Write `text` (UTF-8) to `path` atomically."""
     return write_bytes_atomic(path, text.encode())
+
+
+def update_section(path: str | os.PathLike[str], name: str, body: str, *, title: str = "") -> Path:
+    """Replace the text between `<!-- name:begin -->` and `<!-- name:end -->` in a Markdown file
+    (appending the marked section when absent), keeping everything else; written atomically.
+    Several writers (validation, benchmarks) share one document this way."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    target = Path(path)
+    text = target.read_text() if target.exists() else (f"# {title}\n" if title else "")
+    block = f"{begin}\n{body.strip()}\n{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text.strip() else "") + block + "\n"
+    return write_text_atomic(target, text)

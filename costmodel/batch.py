@@ -119,9 +119,11 @@ def estimate_batch(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpe
     if idx_valid.size:
         # one group per (dp, tp, pp, cp): a 1-D integer key; each group's rows in ascending order
         key = ((c["dp"] * 65536 + c["tp"]) * 65536 + c["pp"]) * 65536 + c["cp"]
-        key = np.where(valid, key, -1)
-        for gkey in np.unique(key[idx_valid]).tolist():
-            rows = np.flatnonzero(key == gkey)
+        key_valid = key[idx_valid]
+        order = np.argsort(key_valid, kind="stable")   # rows of a group stay in ascending order
+        sorted_keys = key_valid[order]
+        bounds = np.flatnonzero(np.diff(sorted_keys)) + 1
+        for rows in np.split(idx_valid[order], bounds):
             first = rows[0]
             dp, tp, pp, cp = (int(c[name][first]) for name in ("dp", "tp", "pp", "cp"))
             plan = ParallelPlan.model_construct(dp=dp, tp=tp, pp=pp, cp=cp, placement=ParallelPlan().placement)

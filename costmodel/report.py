@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .atomic import write_text_atomic
 from .specs import StepEstimate
 
 __all__ = ["format_estimate", "write_text_atomic"]
@@ -43,23 +44,3 @@ def format_estimate(est: StepEstimate, *, model: str = "", cluster: str = "") ->
         peaks = ", ".join(f"{m.peak_bytes / GIB:.1f}" for m in est.stage_memory)
         lines.append(f"peak GiB per pipeline rank: {peaks}")
     return "\n".join(lines)
-
-
-def write_text_atomic(path: str, text: str) -> None:
-    """Write `text` to `path` via a temp file + rename, so readers never see half a file."""
-    import os
-    import tempfile
-    from pathlib import Path
-
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -13,7 +13,6 @@ import os
 import resource
 import statistics
 import sys
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 
 from costmodel import GPUSpec, ModelSpec, ParallelPlan, StepMeasurement, TrainingSpec, get_gpu, list_gpus
+from costmodel.atomic import write_text_atomic
 
 __all__ = [
     "matmul_params", "model_flops_per_step", "device_gpu_spec", "MemoryTracker", "MetricsWriter",
@@ -99,21 +99,8 @@ class MemoryTracker:
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
-    """Write `data` as JSON via a temp file + rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write `data` as JSON atomically (temp file + rename), so readers never see half a file."""
+    return write_text_atomic(path, json.dumps(data, indent=2))
 
 
 def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -138,11 +125,7 @@ class MetricsWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # after a resume, drop the records of steps that are about to be re-run
         kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".metrics.", suffix=".tmp")
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in kept)
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self._file = open(self.path, "a")  # noqa: SIM115 - closed in close()
 
     def write(self, record: dict[str, Any]) -> None:

@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from costmodel.atomic import write_text_atomic
 from costmodel.catalog import load_model
 from costmodel.specs import ModelSpec, ParallelPlan, TrainingSpec
 
@@ -76,13 +76,6 @@ def run_case(case: dict[str, Any]) -> list[float]:
                       steps=int(case.get("steps", 10)), seed=int(case.get("seed", 0)), lr=float(case.get("lr", 1e-3)))
 
 
-def _write_json(path: Path, data: object) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m executor.parity", description=__doc__.splitlines()[0])
     parser.add_argument("--cases", required=True, help="JSON list of cases")
@@ -104,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             if dist.is_initialized():
                 raise
     if not dist.is_initialized() or dist.get_rank() == 0:
-        _write_json(Path(args.out), results)
+        write_text_atomic(args.out, json.dumps(results, indent=1))
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from costmodel import TrainingSpec, get_cluster, load_model
+from costmodel.atomic import update_section
 from costmodel.flops import megatron_eq3_flops
 
-from .report import write_text_atomic
 from .scoring import bulk_scores
 from .search import search
 from .space import build_space
@@ -115,15 +115,9 @@ def render_section(results: list[dict[str, Any]], *, command: str, skipped: tupl
 
 
 def replace_section(path: Path, section: str) -> None:
-    """Put `section` between the planner markers of `path` (appended if absent), atomically."""
-    text = path.read_text() if path.is_file() else "# Validation\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    write_text_atomic(path, text)
+    """Put `section` (rendered with its planner markers) into `path`, keeping other sections, atomically."""
+    body = section.removeprefix(BEGIN).removesuffix(END)
+    update_section(path, "planner", body, title="Validation")
 
 
 def main(argv: list[str] | None = None) -> int:

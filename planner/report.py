@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from costmodel.atomic import write_text_atomic
 from costmodel.specs import load_plan
 
 from .result import GIB, SearchResult
@@ -111,23 +111,6 @@ def result_json(result: SearchResult) -> str:
         "num_valid": result.num_valid, "num_fit": result.num_fit, "num_rescored": result.num_rescored,
         "elapsed_s": result.elapsed_s, "message": result.message,
     }, indent=2)
-
-
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write `text` to `path` via a temporary file and a rename (no half-written files)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_csv_atomic(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:

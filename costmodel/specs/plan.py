@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, ValidationError, model_validator
 
+from ..atomic import write_text_atomic
 from ._base import Spec, format_validation_error
 
 __all__ = ["ParallelPlan", "Schedule", "Recompute", "AXES", "save_plan", "load_plan"]
@@ -110,19 +110,7 @@ class ParallelPlan(Spec):
 
 def save_plan(plan: ParallelPlan, path: str | os.PathLike[str]) -> Path:
     """Write `plan` as JSON atomically (temp file + rename), so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(plan.model_dump_json(indent=2))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, plan.model_dump_json(indent=2))
 
 
 def load_plan(path: str | os.PathLike[str]) -> ParallelPlan:
