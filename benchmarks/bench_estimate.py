@@ -24,7 +24,7 @@ from costmodel import (
     load_model,
     plan_problems,
 )
-from costmodel.report import write_text_atomic
+from costmodel.atomic import update_section
 
 __all__ = ["main", "scalar_rate", "batch_rate", "pipeline_agreement"]
 
@@ -139,13 +139,7 @@ def main() -> None:
              f"(`total += j * 2`) took {ref:.2f} CPU-s here; scale the figures by that against your machine.", END]
     section = "\n".join(lines)
     print(section)
-    doc = ROOT / "docs" / "BENCHMARKS.md"
-    text = doc.read_text() if doc.is_file() else "# Benchmarks\n\n"
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    write_text_atomic(str(doc), text)
+    update_section(ROOT / "docs" / "BENCHMARKS.md", "estimate", "\n".join(lines[1:-1]), title="Benchmarks")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from ..report import write_text_atomic
+from ..atomic import update_section
 from .data import ASSUMPTIONS
 from .validate import ValidationResult
 
@@ -106,12 +106,5 @@ def render_section(result: ValidationResult) -> str:
 
 def update_validation_doc(path: str | Path, result: ValidationResult) -> None:
     """Replace (or append) the published section of `path`, keeping the rest of the file."""
-    path = Path(path)
-    text = path.read_text() if path.is_file() else "# Validation\n\n"
     section = render_section(result)
-    if BEGIN in text and END in text and text.index(BEGIN) < text.index(END):
-        start, end = text.index(BEGIN), text.index(END) + len(END)
-        text = text[:start] + section + text[end:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    write_text_atomic(str(path), text)
+    update_section(path, "published", section[len(BEGIN):-len(END)], title="Validation")
