@@ -35,7 +35,8 @@ def ranked_or_stop(problem: Problem) -> SearchView:
     """The cached search result; stops the page when the planner is missing or nothing fits."""
     state.require_api("planner.search", what="Planning")
     try:
-        view = state.search(problem)
+        with st.spinner(f"Searching plans for {problem.model.name} on {problem.cluster.num_gpus} GPUs..."):
+            view = state.search(problem)
     except ValueError as exc:
         st.error(f"Search: {exc}")
         st.stop()

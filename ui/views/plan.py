@@ -13,7 +13,8 @@ st.caption(problem_caption(problem))
 state.require_api("planner.search", what="Planning")
 
 try:
-    view = state.search(problem)
+    with st.spinner(f"Searching plans for {problem.model.name} on {problem.cluster.num_gpus} GPUs..."):
+        view = state.search(problem)
 except ValueError as exc:  # a constraint the planner refuses (names the field)
     st.error(f"Search: {exc}")
     st.stop()
