@@ -1,9 +1,12 @@
-"""Planner search speed (`python -m benchmarks planner`): whole searches, cold (first search on a
-cluster object: every CommModel built) and warm (CommModels memoized by the cost model), and the
-bulk pass's plans per second. Results: docs/BENCHMARKS.md (planner section)."""
+"""Planner search speed (`python -m benchmarks planner`): whole searches over the full default
+space, cold (first search on a fresh cluster object: topology graph and every CommModel built) and
+warm (the same search again: CommModels memoized by the cost model), in wall time and in CPU time of
+this process (`time.process_time`, robust to a shared machine), with the load average; and the bulk
+pass's plans per second. Results: docs/BENCHMARKS.md (planner section)."""
 
 from __future__ import annotations
 
+import os
 import time
 
 from costmodel import TrainingSpec, get_cluster, load_model
@@ -12,29 +15,30 @@ from planner import search
 CASES = [
     # (label, model, cluster, nodes, global batch, seq len, constraints)
     ("GPT-3 175B, 1,024 A100 (full space)", "gpt3-175b", "dgx-a100", 128, 1536, 2048, {}),
-    ("Llama-3 405B, 16,384 H100 (tp=8, cp=1, one placement)", "llama3-405b", "dgx-h100", 2048, 2048, 8192,
-     {"tp": 8, "cp": 1, "placement": [("tp", "cp", "dp", "pp")]}),
+    ("Llama-3 405B, 16,384 H100 (full space)", "llama3-405b", "dgx-h100", 2048, 2048, 8192, {}),
 ]
 
 
 def _run(model, cluster, training, cons):  # noqa: ANN001, ANN202
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = search(model, cluster, training, top_k=10, **cons)
-    return time.perf_counter() - t0, result
+    return time.perf_counter() - t0, time.process_time() - c0, result
 
 
 def main() -> None:
+    print(f"load average at start: {os.getloadavg()[0]:.1f}")
     for label, name, preset, nodes, batch, seq, cons in CASES:
         model, cluster = load_model(name), get_cluster(preset, nodes=nodes)
         training = TrainingSpec(global_batch_size=batch, seq_len=seq)
-        cold_s, cold = _run(model, cluster, training, cons)
-        warm_s, warm = _run(model, cluster, training, cons)
+        cold_s, cold_cpu, cold = _run(model, cluster, training, cons)
+        warm_s, warm_cpu, warm = _run(model, cluster, training, cons)
         assert [r.plan for r in cold.plans] == [r.plan for r in warm.plans]
         t = warm.timings_s
-        print(f"{label}: cold {cold_s:.2f} s, warm {warm_s:.2f} s; {cold.num_candidates:,} candidates, "
-              f"{cold.num_valid:,} valid, {cold.num_rescored} re-scored exactly")
+        print(f"{label}: cold {cold_s:.2f} s wall / {cold_cpu:.2f} s CPU, warm {warm_s:.2f} s wall / "
+              f"{warm_cpu:.2f} s CPU; {cold.num_candidates:,} candidates, {cold.num_valid:,} valid, "
+              f"{cold.num_rescored} re-scored exactly (load {os.getloadavg()[0]:.1f})")
         print(f"   warm: space {t['space_s']:.2f} s, bulk {t['bulk_s']:.2f} s "
-              f"({warm.bulk_plans_per_s:,.0f} plans/s), re-score {t['rescore_s']:.2f} s, "
+              f"({warm.bulk_plans_per_s:,.0f} plans/s wall), re-score {t['rescore_s']:.2f} s, "
               f"pareto {t['pareto_s']:.2f} s; cold bulk {cold.timings_s['bulk_s']:.2f} s")
         if cold.best is not None:
             e = cold.best.estimate

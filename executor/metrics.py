@@ -78,24 +78,49 @@ def _rss_high_water_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)  # Linux reports KiB
 
 
+def _proc_status_bytes(field: str) -> int | None:
+    """A `kB` field of /proc/self/status (VmRSS, VmHWM) in bytes; None off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _reset_rss_high_water() -> bool:
+    """Reset this process's VmHWM to its current RSS (Linux: write 5 to /proc/self/clear_refs)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return _proc_status_bytes("VmHWM") is not None
+
+
 class MemoryTracker:
     """Peak memory of this process: the CUDA caching allocator's high-water mark on GPUs; on CPU the rise
-    of the resident-set high-water mark since `start()` (model, optimizer states, activations, buffers)."""
+    of the resident-set high-water mark since `start()` (model, optimizer states, activations, buffers).
+    On Linux `start()` resets the kernel's high-water mark, so an earlier, larger peak of the same process
+    does not hide this one; elsewhere the lifetime high-water mark is used."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self._baseline_bytes = 0
+        self._proc = False
 
     def start(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        else:
-            self._baseline_bytes = _rss_high_water_bytes()
+            return
+        self._proc = _reset_rss_high_water()
+        self._baseline_bytes = (_proc_status_bytes("VmRSS") or 0) if self._proc else _rss_high_water_bytes()
 
     def peak_bytes(self) -> int:
         if self.device.type == "cuda":
             return int(torch.cuda.max_memory_allocated(self.device))
-        return max(0, _rss_high_water_bytes() - self._baseline_bytes)
+        high = (_proc_status_bytes("VmHWM") or 0) if self._proc else _rss_high_water_bytes()
+        return max(0, high - self._baseline_bytes)
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:

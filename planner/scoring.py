@@ -97,6 +97,33 @@ def _pipeline_lb_s(work_s: np.ndarray, fwd_s: np.ndarray, m: np.ndarray, pp: int
     return np.where(v == 1, np.maximum(chain, m * work_s / pp), m * work_s / pp)
 
 
+def _busiest_rank_lb_s(block_s: np.ndarray, first_s: np.ndarray, last_s: np.ndarray, pp: int,
+                       layers: int) -> np.ndarray:
+    """Least per-micro-batch time of the busiest of pp ranks over all integer splits of `layers`
+    blocks (each >= block_s) with first_s extra on rank 0 and last_s on rank pp-1 (any virtual
+    stages: a rank's blocks are whole). The min-max partition (PipeDream, Narayanan et al. 2019,
+    sec. 3.1) relaxed to per-rank counts: T* = least T >= max(e_k) with
+    sum_k floor((T - e_k) / block)^+ >= L, found by bisection and returned from below (a valid lower bound)."""
+    if pp == 1:
+        return layers * block_s + first_s + last_s
+    extra = np.stack([first_s, last_s] + [np.zeros_like(block_s)] * min(pp - 2, 1))
+    weight = np.array([1, 1] + [pp - 2] * min(pp - 2, 1), dtype=float)[:, None]
+
+    def enough(t: np.ndarray) -> np.ndarray:
+        fit = np.floor(np.maximum(t - extra, 0.0) / block_s)
+        return ((weight * np.where(t >= extra, fit, 0.0)).sum(axis=0) >= layers) & (t >= ends)
+
+    ends = np.maximum(first_s, last_s)  # the end ranks carry their extras whatever their blocks
+    lo = np.maximum((layers * block_s + first_s + last_s) / pp, ends)  # never enough below these
+    hi = np.ceil(layers / pp) * block_s + ends  # always enough
+    lo = np.minimum(lo, hi)
+    for _ in range(48):
+        mid = (lo + hi) / 2
+        ok = enough(mid)
+        hi, lo = np.where(ok, mid, hi), np.where(ok, lo, mid)
+    return lo * (1 - 1e-9)
+
+
 def _bulk_figures(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, space: Space,
                   changed: np.ndarray, *, calibration: Any, topology: Any,
                   on_group: Callable[[int], Any] | None) -> dict[str, np.ndarray]:
@@ -140,7 +167,12 @@ def _bulk_figures(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec
                     + embed.fwd_s + embed.bwd_s + embed.tp_s + head.fwd_s + head.bwd_s + head.tp_s)
             fwd = (sh.n_enc * enc.fwd_s + sh.n_dec * dec.fwd_s + embed.fwd_s + head.fwd_s)
             m = training.global_batch_size // (dp * c["mb"][rows])
-            out["work_lb_s"][rows] = _pipeline_lb_s(work, fwd, m, pp, c["v"][rows], c["schedule"][rows])
+            chain = _pipeline_lb_s(work, fwd, m, pp, c["v"][rows], c["schedule"][rows])
+            block = np.minimum(enc.fwd_s + enc.bwd_s + enc.recompute_s + enc.tp_s + enc.cp_s,
+                               dec.fwd_s + dec.bwd_s + dec.recompute_s + dec.tp_s + dec.cp_s)
+            busiest = _busiest_rank_lb_s(block + 0.0 * work, embed.fwd_s + embed.bwd_s + embed.tp_s + 0.0 * work,
+                                         head.fwd_s + head.bwd_s + head.tp_s + 0.0 * work, pp, sh.num_layers)
+            out["work_lb_s"][rows] = np.maximum(chain, m * busiest)
         if on_group is not None:
             on_group(rows.size)
     return out
