@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, ValidationError, field_validator
 
+from .atomic import write_text_atomic
 from .constants import check_constants, measured_rate_scale
 from .specs import Spec, format_validation_error
 
@@ -189,20 +189,7 @@ def _idw(pts: list[tuple[np.ndarray, float]], x: np.ndarray) -> float | None:
 
 def save_profile(profile: CalibrationProfile, path: str | os.PathLike[str]) -> Path:
     """Write `profile` as JSON atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(profile.model_dump_json(indent=1))
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, profile.model_dump_json(indent=1))
 
 
 def load_profile(path: str | os.PathLike[str]) -> CalibrationProfile:
