@@ -23,7 +23,7 @@ import numpy as np
 
 from costmodel.estimate import comm_model, estimate, step_context
 from costmodel.specs import ClusterSpec, ModelSpec, ParallelPlan, StepEstimate, TrainingSpec
-from costmodel.step import Knobs, block_costs, end_costs, step_costs
+from costmodel.step import Knobs, block_costs, collective_s, end_costs, rank_state, step_costs
 
 from .balance import balanced_split
 from .constraints import RECOMPUTES
@@ -49,36 +49,40 @@ def _unique_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _split_factors(model: ModelSpec, training: TrainingSpec, space: Space,
-                   rebalance: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(changed, mu_first, mu_last) per candidate.
+                   rebalance: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(changed, mu_first, mu_last, blocks) per candidate.
 
     `changed`: the exact scorer may use a split other than the closed form's even/fractional one.
-    `mu_first`, `mu_last`: blocks on the first/last rank, balanced over fractional (capped at 1)."""
+    `mu_first`, `mu_last`: blocks on the first/last rank, balanced over fractional (capped at 1).
+    `blocks`: (n, 2) blocks on the first and last rank under the balanced split (changed rows)."""
     c = space.columns
     n = len(space)
     changed = np.zeros(n, dtype=bool)
     mu0, mul = np.ones(n), np.ones(n)
+    blocks = np.zeros((n, 2))
     layers = model.total_layers
     stages = c["pp"] * c["v"]
     maybe = (layers % stages != 0) | (rebalance & (stages > 1))
     if not maybe.any():
-        return changed, mu0, mul
-    keys = np.stack([c["pp"], c["v"], c["recompute"]], axis=1)
+        return changed, mu0, mul, blocks
+    keys = np.stack([c["pp"], c["v"], c["recompute"], c["mb"]], axis=1)
     uniq, inverse = _unique_rows(keys[maybe])
-    vals = np.ones((len(uniq), 3))
-    for j, (pp, v, rc) in enumerate(uniq.tolist()):
+    vals = np.ones((len(uniq), 5))
+    for j, (pp, v, rc, mb) in enumerate(uniq.tolist()):
         plan = ParallelPlan(pp=pp, virtual_stages=v, schedule="interleaved-1f1b" if v > 1 else "1f1b",
-                            recompute=RECOMPUTES[rc])
+                            recompute=RECOMPUTES[rc], micro_batch_size=mb)
         split = balanced_split(model, training, plan)
         if layers % (pp * v) == 0 and split == plan.stage_layers(layers):
-            vals[j] = (0, 1, 1)
+            vals[j] = (0, 1, 1, 0, 0)
             continue
         share = layers / pp
-        vals[j] = (1, min(1.0, sum(split[0::pp]) / share), min(1.0, sum(split[pp - 1::pp]) / share))
+        n0, nl = sum(split[0::pp]), sum(split[pp - 1::pp])
+        vals[j] = (1, min(1.0, n0 / share), min(1.0, nl / share), n0, nl)
     idx = np.flatnonzero(maybe)
-    changed[idx] = vals[inverse.ravel(), 0] > 0
-    mu0[idx], mul[idx] = (vals[inverse.ravel(), k] for k in (1, 2))
-    return changed, mu0, mul
+    changed[idx] = vals[inverse, 0] > 0
+    mu0[idx], mul[idx] = vals[inverse, 1], vals[inverse, 2]
+    blocks[idx] = vals[inverse][:, 3:5]
+    return changed, mu0, mul, blocks
 
 
 def _pipeline_lb_s(work_s: np.ndarray, fwd_s: np.ndarray, m: np.ndarray, pp: int, v: np.ndarray,
@@ -124,8 +128,39 @@ def _busiest_rank_lb_s(block_s: np.ndarray, first_s: np.ndarray, last_s: np.ndar
     return lo * (1 - 1e-9)
 
 
+def _end_ranks_rest_s(ctx: Any, k: Knobs, comm: Any, enc: Any, embed: Any, head: Any, m: np.ndarray,
+                      blocks: np.ndarray) -> np.ndarray:
+    """What the exact (simulated) step adds to the pipeline makespan, bounded from below by the first
+    and last rank of the balanced split: data-parallel communication and optimizer time (the exact
+    step takes the max over all ranks, each priced by `costmodel.step.rank_state` from that rank's
+    blocks, forward and backward exactly as `costmodel.estimate` builds them), the step overhead,
+    and the context-parallel gradient all-reduce (increasing in the bytes of the largest rank).
+    Zero for encoder-decoder models (blocks of two kinds; the makespan bound alone holds)."""
+    if ctx.shape.n_dec:
+        return np.zeros(np.shape(m))
+    share = 1.0 / (2 + (k.recompute == 2))
+    ovh = ctx.eff.p2p_overhead_s
+    rest = []
+    params = []
+    for rank, n in ((0, blocks[:, 0]), (k.pp - 1, blocks[:, 1])):
+        first, last = rank == 0, rank == k.pp - 1
+        ext = n * enc.tp_s + first * embed.tp_s + last * head.tp_s + n * enc.cp_s
+        fwd = (n * enc.fwd_s + first * embed.fwd_s + last * head.fwd_s + ext * share
+               + (k.v - last) * ovh)
+        bwd = (n * (enc.bwd_s + enc.recompute_s) + first * embed.bwd_s + last * head.bwd_s
+               + ext * (1 - share) + (k.v - first) * ovh)
+        p = n * enc.params + first * embed.params + last * head.params
+        st = rank_state(ctx, k, comm, rank, m, n, 0.0, enc, enc, fwd, bwd, p, stored_act_bytes=0.0 * n)
+        rest.append((st["dp"], st["opt"]))
+        params.append(p)
+    out = np.maximum(rest[0][0], rest[1][0]) + np.maximum(rest[0][1], rest[1][1]) + ctx.eff.step_overhead_s
+    if k.cp > 1:
+        out = out + collective_s(ctx, comm, "cp", "all_reduce", np.maximum(*params) * ctx.grad_bytes)
+    return out * (1 - 1e-9)
+
+
 def _bulk_figures(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, space: Space,
-                  changed: np.ndarray, *, calibration: Any, topology: Any,
+                  changed: np.ndarray, blocks: np.ndarray, *, calibration: Any, topology: Any,
                   on_group: Callable[[int], Any] | None) -> dict[str, np.ndarray]:
     """Closed-form figures of every candidate, grouped by (degrees, placement): `step_time_s`,
     `peak_bytes`, the peak of the first and last pipeline rank, and for `changed` candidates
@@ -172,7 +207,8 @@ def _bulk_figures(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec
                                dec.fwd_s + dec.bwd_s + dec.recompute_s + dec.tp_s + dec.cp_s)
             busiest = _busiest_rank_lb_s(block + 0.0 * work, embed.fwd_s + embed.bwd_s + embed.tp_s + 0.0 * work,
                                          head.fwd_s + head.bwd_s + head.tp_s + 0.0 * work, pp, sh.num_layers)
-            out["work_lb_s"][rows] = np.maximum(chain, m * busiest)
+            out["work_lb_s"][rows] = (np.maximum(chain, m * busiest)
+                                      + _end_ranks_rest_s(ctx, k, comm, enc, embed, head, m, blocks[rows]))
         if on_group is not None:
             on_group(rows.size)
     return out
@@ -184,8 +220,8 @@ def bulk_scores(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, 
     """Bulk figures of every candidate: `step_time_s`, `peak_bytes` (closed form, even or fractional
     split) and lower bounds `step_time_s_lb`, `peak_bytes_lb` on the exact figures of the plan the
     exact scorer returns (equal to the closed form where the split does not change)."""
-    changed, mu0, mul = _split_factors(model, training, space, rebalance)
-    b = _bulk_figures(model, cluster, training, space, changed, calibration=calibration, topology=topology,
+    changed, mu0, mul, blocks = _split_factors(model, training, space, rebalance)
+    b = _bulk_figures(model, cluster, training, space, changed, blocks, calibration=calibration, topology=topology,
                       on_group=on_chunk)
     times, peaks = b["step_time_s"], b["peak_bytes"]
     time_lb = np.where(changed, np.minimum(times, b["work_lb_s"]), times)

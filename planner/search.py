@@ -13,6 +13,7 @@ Ranking key: (step_time_s, GPUs used, peak bytes, candidate order), so results a
 
 from __future__ import annotations
 
+import bisect
 import time
 from typing import Any
 
@@ -100,8 +101,8 @@ def search(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, to
         if est is None:
             exact_oom += 1
             continue
-        ranked.append((_key(est.step_time_s, int(world[i]), est.memory.peak_bytes, int(i)), est))
-        ranked.sort(key=lambda kv: kv[0])
+        bisect.insort(ranked, (_key(est.step_time_s, int(world[i]), est.memory.peak_bytes, int(i)), est),
+                      key=lambda kv: kv[0])  # keys are unique (candidate index last)
     rescore_bar.close()
     t_rescore = time.perf_counter()
     oom = int((~fit).sum()) + exact_oom

@@ -41,9 +41,13 @@ CASES = [
     # 30 layers over pp 4/8 (and interleaved stages): uneven, balanced splits
     ("megatron-gpt-3.6b", "dgx-a100-40gb", 1, 32, 2048, dict(zero_stage=(1,), recompute=("selective", "full"),
                                                              cp=1, placement=[("tp", "cp", "dp", "pp")])),
-    ("gpt3-1.3b", "dgx-a100", 2, 64, 2048, dict(zero_stage=(0,), recompute=("full",), tp=1, cp=1,
+    ("gpt3-1.3b", "dgx-a100", 2, 64, 2048, dict(zero_stage=(0, 3), recompute=("full",), tp=1, cp=1,
                                                sequence_parallel=False, max_micro_batch_size=2,
                                                placement=[("tp", "cp", "dp", "pp")])),
+    # context parallel (its gradient all-reduce), ZeRO-2, interleaved stages
+    ("megatron-gpt-3.6b", "dgx-a100", 2, 32, 2048, dict(zero_stage=(2,), recompute=("selective", "full"), tp=2,
+                                                        cp=2, sequence_parallel=True, max_micro_batch_size=4,
+                                                        placement=[("tp", "cp", "dp", "pp")])),
 ]
 
 
