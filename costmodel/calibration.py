@@ -8,17 +8,17 @@ log(bytes)-log(time), and extrapolated above the largest size with the last segm
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
 from .atomic import write_text_atomic
 from .constants import check_constants, measured_rate_scale
-from .specs import Spec, format_validation_error
+from .specs import Spec
+from .specs._base import read_json, validate_spec
 
 __all__ = [
     "GemmPoint", "AttentionPoint", "MemBwPoint", "CollectivePoint", "CalibrationProfile",
@@ -194,14 +194,5 @@ def save_profile(profile: CalibrationProfile, path: str | os.PathLike[str]) -> P
 
 def load_profile(path: str | os.PathLike[str]) -> CalibrationProfile:
     """Read a profile JSON; a missing, malformed or invalid file raises ValueError naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"calibration file {str(path)!r} does not exist; create it with `paraplan profile`")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"calibration file {str(path)!r} is not valid JSON: {exc}") from None
-    try:
-        return CalibrationProfile.model_validate(data)
-    except ValidationError as exc:
-        raise ValueError(f"calibration file {str(path)!r}: {format_validation_error(exc)}") from None
+    data = read_json(path, what="calibration file", hint="create it with `paraplan profile`")
+    return validate_spec(CalibrationProfile, data, where=f"calibration file {str(path)!r}")

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
 
-from .specs import ClusterSpec, GPUSpec, LinkSpec, ModelSpec, format_validation_error
+from .specs import ClusterSpec, GPUSpec, LinkSpec, ModelSpec
+from .specs._base import validate_spec
 
 __all__ = [
     "load_model", "get_gpu", "get_link", "get_cluster", "list_models", "list_gpus", "list_clusters",
@@ -50,10 +50,7 @@ def list_clusters() -> list[str]:
 
 
 def _validate(cls: type, data: dict[str, Any], what: str) -> Any:
-    try:
-        return cls.model_validate(data)
-    except ValidationError as exc:
-        raise ValueError(f"{what}: {format_validation_error(exc)}") from None
+    return validate_spec(cls, data, where=what)
 
 
 def load_model(name_or_path: str | Path) -> ModelSpec:

@@ -24,6 +24,11 @@ class RankedPlan:
     estimate: StepEstimate
 
     @property
+    def label(self) -> str:
+        """'#rank plan', e.g. '#1 dp8-tp8-pp16-mb1-1f1b-full'."""
+        return f"#{self.rank} {self.plan.short()}"
+
+    @property
     def step_time_s(self) -> float:
         return self.estimate.step_time_s
 

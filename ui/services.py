@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from costmodel import ParallelPlan, Rejection, StepEstimate
+from planner.result import RankedPlan
 from ui.charts import GIB
 from ui.problem import Problem
 
@@ -48,19 +49,6 @@ def has_module(name: str) -> bool:
 def missing(*dotted: str) -> list[str]:
     """Which of the given APIs are not available yet."""
     return [d for d in dotted if api(d) is None]
-
-
-@dataclass(frozen=True)
-class RankedPlan:
-    """One plan of a search result with its estimate (rank 1 = best)."""
-
-    rank: int
-    plan: ParallelPlan
-    estimate: StepEstimate
-
-    @property
-    def label(self) -> str:
-        return f"#{self.rank} {self.plan.short()}"
 
 
 @dataclass(frozen=True)
@@ -122,7 +110,7 @@ def search_view(problem: Problem, *, top_k: int = 10) -> SearchView:
     result = search(problem.model, problem.cluster, problem.training, top_k=top_k, topology=problem.topology(),
                     **problem.constraints)
     elapsed = time.perf_counter() - t0
-    ranked = tuple(RankedPlan(rank=e.rank, plan=e.plan, estimate=e.estimate) for e in result.plans)
+    ranked = tuple(result.plans)
     table = plan_table(ranked)
     message = result.message or (None if ranked else "No plan fits this model on this cluster.")
     rejections = result.rejections_frame()

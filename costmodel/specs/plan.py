@@ -4,15 +4,14 @@ A plan file is this model as JSON (`save_plan` / `load_plan`)."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from ..atomic import write_text_atomic
-from ._base import Spec, format_validation_error
+from ._base import Spec, read_json, validate_spec
 
 __all__ = ["ParallelPlan", "Schedule", "Recompute", "AXES", "save_plan", "load_plan"]
 
@@ -115,17 +114,7 @@ def save_plan(plan: ParallelPlan, path: str | os.PathLike[str]) -> Path:
 
 def load_plan(path: str | os.PathLike[str]) -> ParallelPlan:
     """Read a plan file; a missing, non-JSON or invalid file raises ValueError naming the file and field."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"plan file {str(path)!r} does not exist")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"plan file {str(path)!r} is not valid JSON: {exc}") from None
+    data = read_json(path, what="plan file")
     if isinstance(data, dict) and "plan" in data and isinstance(data["plan"], dict):
         data = data["plan"]  # accept a StepEstimate/search-result record that embeds a plan
-    try:
-        return ParallelPlan.model_validate(data)
-    except ValidationError as exc:
-        raise ValueError(f"plan file {str(path)!r}: {format_validation_error(exc)}") from None
-
+    return validate_spec(ParallelPlan, data, where=f"plan file {str(path)!r}")
