@@ -73,6 +73,11 @@ def test_profile_writes_a_valid_profile_and_repeats_within_noise(tmp_path) -> No
     # descheduled at a barrier stalls tiny GEMMs by milliseconds, which is interference, not noise.
     gemm_ratio = np.median([a.flops_per_s / b.flops_per_s for a, b in zip(first.gemm, second.gemm, strict=True)])
     assert 1 / 3 < gemm_ratio < 3
-    pairs = {(c.op, c.nbytes): c.time_s for c in first.collectives}
-    coll_ratio = np.median([pairs[(c.op, c.nbytes)] / c.time_s for c in second.collectives])
+    # Collectives: compare the fastest of each point's timings (the link's capability); the median of a
+    # handful of 4 KB Gloo round trips mostly measures whatever the other test worker is doing.
+    def fastest(c):
+        return min(c.samples_s) if c.samples_s else c.time_s
+
+    pairs = {(c.op, c.nbytes): fastest(c) for c in first.collectives}
+    coll_ratio = np.median([pairs[(c.op, c.nbytes)] / fastest(c) for c in second.collectives])
     assert 1 / 3 < coll_ratio < 3
