@@ -221,15 +221,20 @@ def _cmd_ui(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- plan, sweep (owned by planner/)
-def _add_plan(sub: argparse._SubParsersAction) -> None:
+def add_search_request_args(p: argparse.ArgumentParser) -> None:
+    """Model, cluster, training, free plan knobs (constraints) and search options: plan and sweep."""
     from planner.report import add_search_args
 
-    p = sub.add_parser("plan", help="search every parallel plan and print the fastest that fit")
     add_model_args(p)
     add_cluster_args(p)
     add_training_args(p)
     add_plan_args(p, defaults=False)
     add_search_args(p)
+
+
+def _add_plan(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plan", help="search every parallel plan and print the fastest that fit")
+    add_search_request_args(p)
     p.add_argument("--top-k", type=int, default=10, help="plans to show (default 10)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--csv", default=None, metavar="FILE", help="write the ranked plans as CSV")
@@ -256,15 +261,10 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _add_sweep(sub: argparse._SubParsersAction) -> None:
-    from planner.report import add_search_args
     from planner.sweep import VARIABLES
 
     p = sub.add_parser("sweep", help="what-if: the best plan as nodes, GPU, bandwidth, batch or seq-len vary")
-    add_model_args(p)
-    add_cluster_args(p)
-    add_training_args(p)
-    add_plan_args(p, defaults=False)
-    add_search_args(p)
+    add_search_request_args(p)
     p.add_argument("--vary", required=True, choices=list(VARIABLES), help="the input to vary")
     p.add_argument("--values", required=True, help="comma-separated values, e.g. 8,16,32 or h100-sxm,h200")
     p.add_argument("--csv", default=None, metavar="FILE", help="write the sweep as CSV")

@@ -32,7 +32,7 @@ from costmodel.constants import MEASURED_RATE_SCALE
 from costmodel.fit import Observation, cross_validated, fit_constants
 
 from .closed_loop_metrics import summarize_validation
-from .closed_loop_report import CSV_COLUMNS, ValidationReport, cv_peak_bytes, per_repeat_summaries
+from .closed_loop_report import CSV_COLUMNS, PLAN_KNOBS, ValidationReport, cv_peak_bytes, per_repeat_summaries
 from .search import search
 
 __all__ = [
@@ -171,22 +171,7 @@ def _row(
         "status": status if not ms or status == "ok" else f"partial: {status}",
         "run_dir": str(run_dir),
     }
-    row.update(
-        {
-            k: getattr(plan, k)
-            for k in (
-                "dp",
-                "tp",
-                "pp",
-                "micro_batch_size",
-                "schedule",
-                "virtual_stages",
-                "zero_stage",
-                "recompute",
-                "sequence_parallel",
-            )
-        }
-    )
+    row.update({k: getattr(plan, k) for k in PLAN_KNOBS})
     row["layers_per_stage"] = (
         "" if plan.layers_per_stage is None else ",".join(map(str, plan.layers_per_stage))
     )

@@ -17,7 +17,11 @@ from costmodel.report import write_text_atomic
 
 from .closed_loop_metrics import summarize_validation
 
-__all__ = ["CSV_COLUMNS", "ValidationReport", "per_repeat_summaries", "cv_peak_bytes"]
+__all__ = ["PLAN_KNOBS", "CSV_COLUMNS", "ValidationReport", "per_repeat_summaries", "cv_peak_bytes"]
+
+PLAN_KNOBS = ("dp", "tp", "pp", "micro_batch_size", "schedule", "virtual_stages", "zero_stage",
+              "recompute", "sequence_parallel")
+"""The plan fields that get a column of their own in the validation CSV."""
 
 CSV_COLUMNS = (
     "plan",
@@ -39,15 +43,7 @@ CSV_COLUMNS = (
     "measured_max_s",
     "measured_runs_s",
     "runs",
-    "dp",
-    "tp",
-    "pp",
-    "micro_batch_size",
-    "schedule",
-    "virtual_stages",
-    "zero_stage",
-    "recompute",
-    "sequence_parallel",
+    *PLAN_KNOBS,
     "layers_per_stage",
     "status",
     "run_dir",

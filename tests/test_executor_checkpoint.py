@@ -29,15 +29,6 @@ TRAINING = TrainingSpec(global_batch_size=4, seq_len=32, dtype="fp32")
 STATE = {"seed": 0, "plan": ParallelPlan().model_dump(mode="json"), "world_size": 1}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, torch's default thread pool spins and is ~50x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _engine(seed: int = 0):
     return build_engine(MODEL, ParallelPlan(), TRAINING, device=torch.device("cpu"), seed=seed)
 

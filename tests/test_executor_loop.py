@@ -33,15 +33,6 @@ from executor.metrics import (
 from executor.train import lr_at
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, torch's default thread pool spins and is ~50x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_lr_schedule_warms_up_then_decays_to_min():
     lrs = [lr_at(s, lr=1.0, warmup_steps=4, decay_steps=20) for s in range(1, 31)]
     assert lrs[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])

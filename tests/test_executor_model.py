@@ -28,14 +28,6 @@ def _real(spec: ModelSpec, seed: int = 0) -> torch.nn.Module:
     return model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("name", TINY + ["small-llama", "gpt3-125m", "llama2-7b", "bert-base"])
 def test_parameter_count_matches_costmodel(name):
     spec = load_model(name)
