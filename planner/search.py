@@ -23,10 +23,11 @@ from tqdm import tqdm
 from costmodel.specs import ClusterSpec, ModelSpec, TrainingSpec
 
 from .constraints import Constraints
+from .exact import ExactScorer
 from .explain import LABELS, explain_invalid, explain_oom
 from .pareto import pareto_indices
 from .result import RankedPlan, SearchResult
-from .scoring import ExactScorer, bulk_scores
+from .scoring import bulk_scores
 from .space import Space, build_space
 
 __all__ = ["search", "search_exhaustive", "OOM_REASON", "MAX_RESCORE"]

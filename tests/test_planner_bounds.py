@@ -10,7 +10,8 @@ import pytest
 
 from costmodel import TrainingSpec, get_cluster, load_model
 from planner.constraints import Constraints
-from planner.scoring import ExactScorer, _busiest_rank_lb_s, bulk_scores
+from planner.exact import ExactScorer
+from planner.scoring import _busiest_rank_lb_s, bulk_scores
 from planner.space import build_space
 
 

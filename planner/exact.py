@@ -1,0 +1,63 @@
+"""`ExactScorer`: one candidate through `costmodel.estimate`, with the even split (closed form) and,
+where the layers do not divide or balancing helps, the balanced split (`planner.balance`, event
+simulation); the faster variant that fits wins."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from costmodel.estimate import estimate
+from costmodel.specs import ClusterSpec, ModelSpec, StepEstimate, TrainingSpec
+
+from .balance import balanced_split
+from .space import Space
+
+__all__ = ["ExactScorer"]
+
+
+class ExactScorer:
+    """Exact estimates of candidates (memoized): the best fitting split variant per candidate."""
+
+    def __init__(self, model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, space: Space, *,
+                 calibration: Any = None, topology: Any = None, rebalance: bool = False) -> None:
+        self.model, self.cluster, self.training, self.space = model, cluster, training, space
+        self.calibration, self.topology, self.rebalance = calibration, topology, rebalance
+        self.calls = 0
+        self._memo: dict[int, tuple[StepEstimate | None, StepEstimate]] = {}
+
+    def variants(self, i: int) -> list:
+        """The plans tried for candidate i: even split (when the layers divide) and balanced split."""
+        base = self.space.plan(i)
+        layers = self.model.total_layers
+        stages = base.pp * base.virtual_stages
+        out = []
+        if layers % stages == 0:
+            out.append(base)
+        if stages > 1 and (layers % stages or self.rebalance):
+            split = balanced_split(self.model, self.training, base)
+            if split != base.stage_layers(layers):
+                out.append(base.model_copy(update={"layers_per_stage": split}))
+        return out
+
+    def _score(self, i: int) -> tuple[StepEstimate | None, StepEstimate]:
+        hit = self._memo.get(i)
+        if hit is not None:
+            return hit
+        self.calls += 1
+        ests = [estimate(self.model, self.cluster, self.training, p, calibration=self.calibration,
+                         topology=self.topology) for p in self.variants(i)]
+        fitting = [e for e in ests if e.fits]
+        best_fit = min(fitting, key=lambda e: (e.step_time_s, e.memory.peak_bytes)) if fitting else None
+        smallest = min(ests, key=lambda e: (e.memory.peak_bytes, e.step_time_s))
+        self._memo[i] = (best_fit, smallest)
+        return self._memo[i]
+
+    def scored(self) -> list[StepEstimate | None]:
+        """The best fitting estimate of every candidate scored so far, in candidate order."""
+        return [self._memo[i][0] for i in sorted(self._memo)]
+
+    def best(self, i: int, *, require_fit: bool = True) -> StepEstimate | None:
+        """The fastest fitting variant of candidate i (None if none fits); with require_fit=False the
+        variant needing the least memory."""
+        best_fit, smallest = self._score(i)
+        return best_fit if require_fit else smallest
