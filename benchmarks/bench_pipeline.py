@@ -1,25 +1,35 @@
-"""Pipeline-schedule simulation speed, closed-form throughput and the zero-bubble estimate's error.
+"""Pipeline-schedule simulation speed, closed-form throughput, the zero-bubble estimate's error, and
+the planner's exact re-scoring path (uneven-split estimates of Llama-3 405B on 16,384 H100s).
 
 `python -m benchmarks pipeline` prints the figures and rewrites the pipeline section of
 docs/BENCHMARKS.md (between `<!-- pipeline:begin -->` and `<!-- pipeline:end -->`)."""
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import os
 import platform
 import random
+import statistics
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from costmodel import ParallelPlan, TrainingSpec, get_cluster, load_model
 from costmodel.atomic import update_section
+from costmodel.estimate import estimate, prefetch_simulations
+from costmodel.estimate_sim import _SIMS
 from costmodel.pipeline import SCHEDULES, simulate_pipeline, uniform_makespan_s
+from costmodel.pipeline_levels import op_graph
+from costmodel.pipeline_schedules import rank_order_arrays
 
-__all__ = ["main", "sims_per_s", "closed_form_per_s", "zero_bubble_error"]
+__all__ = ["main", "sims_per_s", "closed_form_per_s", "zero_bubble_error", "rescoring_ms", "search_rescoring_s"]
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "BENCHMARKS.md"
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "BENCHMARKS.md"
 BEGIN, END = "<!-- pipeline:begin -->", "<!-- pipeline:end -->"
 
 
@@ -68,6 +78,138 @@ def zero_bubble_error(ratio: float, *, seed: int = 3) -> tuple[float, float]:
     return min(errs), max(errs)
 
 
+def _reference() -> tuple:
+    """The sequential simulator and estimate path kept as the tests' reference (tests/_*_reference.py):
+    the implementation before the level-vectorized sweep, timed here on the same inputs."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    try:
+        mods = []
+        for name in ("_pipeline_reference", "_estimate_reference"):
+            spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / f"{name}.py")
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules[name] = mod
+            spec.loader.exec_module(mod)
+            mods.append(mod)
+    finally:
+        sys.path.remove(str(ROOT / "tests"))
+    return mods[0].reference_simulate, mods[1].reference_estimate
+
+
+def _median_ms(fn, *, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.process_time()
+        fn()
+        times.append(time.process_time() - t0)
+    return 1e3 * statistics.median(times)
+
+
+RESCORE_CASES = (("zero-bubble", 64, 1), ("zero-bubble", 32, 1), ("1f1b", 64, 1), ("interleaved-1f1b", 32, 2))
+
+
+def rescoring_ms(schedule: str, pp: int, v: int, *, batch: int = 64, repeat: int = 5) -> dict[str, float]:
+    """Median CPU ms of one exact estimate of Llama-3 405B on 2048 DGX H100 nodes (global batch 2048,
+    seq 8192, dp=8 so m=256) with an uneven split of its 126 layers over pp*v stages: the reference path
+    (two sequential simulations + per-op peak walk), the vectorized path (memo cleared), and per plan
+    when `prefetch_simulations` runs `batch` plans of the shape at once; plus the cold op-graph build."""
+    ref_sim, ref_est = _reference()
+    del ref_sim
+    model, cluster = load_model("llama3-405b"), get_cluster("dgx-h100", nodes=2048)
+    training = TrainingSpec(global_batch_size=2048, seq_len=8192)
+    stages = pp * v
+    base = [model.total_layers // stages] * stages
+    for j in range(model.total_layers - sum(base)):
+        base[1 + j] += 1
+    tp, dp = 8, 8                   # m = 2048 / dp = 256 micro-batches; context parallelism fills the rest
+    cp = cluster.num_gpus // (dp * tp * pp)
+    plans = []
+    for k in range(batch):          # plans of one shape whose stage times differ (moved layers)
+        split = list(base)
+        a, b = 1 + k % (stages - 2), 1 + (7 * k + 3) % (stages - 2)
+        if split[a] > 1 and a != b:
+            split[a] -= 1
+            split[b] += 1
+        plans.append(ParallelPlan(dp=dp, tp=tp, pp=pp, cp=cp, micro_batch_size=1, schedule=schedule, virtual_stages=v,
+                                  zero_stage=1, recompute="full", sequence_parallel=True,
+                                  layers_per_stage=tuple(split)))
+    plans = list({p.layers_per_stage: p for p in plans}.values())
+    estimate(model, cluster, training, plans[0])      # warm the context and comm memos
+    ref_est(model, cluster, training, plans[0])
+    out = {"ops": float(pp * v * 256 * (3 if schedule == "zero-bubble" else 2))}
+
+    def graph_cold() -> None:
+        op_graph.cache_clear()
+        rank_order_arrays.cache_clear()
+        op_graph(schedule, pp, 256, v)
+
+    out["graph_ms"] = _median_ms(graph_cold, repeat=repeat)
+    out["reference_ms"] = _median_ms(lambda: ref_est(model, cluster, training, plans[1]), repeat=repeat)
+
+    def single() -> None:
+        _SIMS.clear()
+        estimate(model, cluster, training, plans[1])
+
+    out["vectorized_ms"] = _median_ms(single, repeat=repeat)
+
+    def batched() -> None:
+        _SIMS.clear()
+        prefetch_simulations(model, cluster, training, plans)
+        for p in plans:
+            estimate(model, cluster, training, p)
+
+    out["batched_ms"] = _median_ms(batched, repeat=max(2, repeat // 2)) / len(plans)
+    out["batch"] = float(len(plans))
+    return out
+
+
+SEARCH_CASES = {
+    "Llama-3 405B, 2048 x DGX H100, batch 2048, seq 8192": ("llama3-405b", "dgx-h100", 2048, 2048, 8192),
+    "GPT-3 175B, 128 x DGX A100, batch 1536, seq 2048": ("gpt3-175b", "dgx-a100", 128, 1536, 2048),
+}
+
+
+def search_rescoring_s(name: str, *, repeat: int = 3) -> dict[str, float]:
+    """Median CPU seconds of `planner.search` (top 10, default space) and of its exact re-scoring
+    (`ExactScorer.prefetch` + `best`, ranking and Pareto fronts), with the simulator's caches (op
+    graphs, simulation memo) cleared before each run; the CommModel/context memos stay warm."""
+    from costmodel.estimate_sim import _STAGES
+    from planner import search
+    from planner.exact import ExactScorer
+
+    model_name, cluster_name, nodes, batch, seq = SEARCH_CASES[name]
+    model, cluster = load_model(model_name), get_cluster(cluster_name, nodes=nodes)
+    training = TrainingSpec(global_batch_size=batch, seq_len=seq)
+    spent = [0.0]
+    originals = {attr: getattr(ExactScorer, attr) for attr in ("best", "prefetch")}
+
+    def timed(fn):
+        def wrapper(*args, **kwargs):
+            t0 = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[0] += time.process_time() - t0
+        return wrapper
+
+    totals, exact, rescored = [], [], 0
+    for attr, fn in originals.items():
+        setattr(ExactScorer, attr, timed(fn))
+    try:
+        for _ in range(repeat):
+            for clear in (op_graph.cache_clear, rank_order_arrays.cache_clear, _SIMS.clear, _STAGES.clear):
+                clear()
+            spent[0] = 0.0
+            t0 = time.process_time()
+            result = search(model, cluster, training, top_k=10)
+            totals.append(time.process_time() - t0)
+            exact.append(spent[0])
+            rescored = result.num_rescored
+    finally:
+        for attr, fn in originals.items():
+            setattr(ExactScorer, attr, fn)
+    return {"search_s": statistics.median(totals), "exact_s": statistics.median(exact), "rescored": float(rescored)}
+
+
 def _write_section(body: str) -> None:
     """Replace (or append) the pipeline section of docs/BENCHMARKS.md atomically."""
     update_section(DOC, "pipeline", body, title="paraplan benchmarks")
@@ -101,6 +243,29 @@ def main() -> None:
         lo, hi = zero_bubble_error(ratio)
         lines.append(f"| {ratio} | {lo:+.2%} | {hi:+.2%} |")
         print(f"   zero-bubble error at p2p={ratio} min(f,b): {lo:+.2%} .. {hi:+.2%}")
+    lines += ["", "Exact re-scoring path (planner, issue 4): one `estimate` of Llama-3 405B on 2048 DGX H100 "
+              "nodes (global batch 2048, seq 8192, dp=8, tp=8, cp fills the rest, m=256) with an uneven split of the 126 layers, median "
+              "CPU ms. *reference*: the sequential simulator run twice (with and without p2p) plus the per-op "
+              "activation walk (kept in tests/_estimate_reference.py); *vectorized*: level-by-level numpy sweep, "
+              "both makespans in one pass, cached in-flight counts (memo cleared); *batched*: per plan when "
+              "`prefetch_simulations` sweeps the batch's plans of one shape at once; *graph*: cold build of "
+              "the shape's level-ordered op graph (once per shape and process):", "",
+              "| schedule | pp | v | ops | reference ms | vectorized ms | batched ms/plan (batch) | graph ms |",
+              "|---|---|---|---|---|---|---|---|"]
+    for schedule, pp, v in RESCORE_CASES:
+        r = rescoring_ms(schedule, pp, v)
+        lines.append(f"| {schedule} | {pp} | {v} | {r['ops']:,.0f} | {r['reference_ms']:.1f} | {r['vectorized_ms']:.2f} "
+                     f"| {r['batched_ms']:.2f} ({r['batch']:.0f}) | {r['graph_ms']:.1f} |")
+        print(f"   {schedule:17s} pp={pp:2d} v={v}: reference {r['reference_ms']:6.1f} ms, vectorized "
+              f"{r['vectorized_ms']:5.2f} ms, batched {r['batched_ms']:5.2f} ms/plan, graph {r['graph_ms']:5.1f} ms")
+    lines += ["", "Share of the exact re-scoring in a whole search (`planner.search`, top 10, default space; "
+              "simulator caches cleared before each of 3 runs, median CPU s):", "",
+              "| case | candidates re-scored | search CPU s | exact re-scoring CPU s |", "|---|---|---|---|"]
+    for name in SEARCH_CASES:
+        r = search_rescoring_s(name)
+        lines.append(f"| {name} | {r['rescored']:,.0f} | {r['search_s']:.2f} | {r['exact_s']:.2f} |")
+        print(f"   {name}: search {r['search_s']:.2f} s, exact re-scoring {r['exact_s']:.2f} s "
+              f"({r['rescored']:.0f} re-scored)")
     _write_section("\n".join(lines))
 
 

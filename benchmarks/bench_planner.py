@@ -2,15 +2,20 @@
 space, cold (first search on a fresh cluster object: topology graph and every CommModel built) and
 warm (the same search again: CommModels memoized by the cost model), in wall time and in CPU time of
 this process (`time.process_time`, robust to a shared machine), with the load average; and the bulk
-pass's plans per second. Results: docs/BENCHMARKS.md (planner section)."""
+pass's plans per second: wall time inside the search, and the median CPU time of 7 warm bulk passes
+alone (`planner.scoring.bulk_scores` on the same space). Results: docs/BENCHMARKS.md (planner section)."""
 
 from __future__ import annotations
 
 import os
+import statistics
 import time
 
 from costmodel import TrainingSpec, get_cluster, load_model
 from planner import search
+from planner.constraints import Constraints
+from planner.scoring import bulk_scores
+from planner.space import build_space
 
 CASES = [
     # (label, model, cluster, nodes, global batch, seq len, constraints)
@@ -23,6 +28,18 @@ def _run(model, cluster, training, cons):  # noqa: ANN001, ANN202
     t0, c0 = time.perf_counter(), time.process_time()
     result = search(model, cluster, training, top_k=10, **cons)
     return time.perf_counter() - t0, time.process_time() - c0, result
+
+
+def bulk_cpu_s(model, cluster, training, cons, repeats: int = 7) -> tuple[float, int]:  # noqa: ANN001
+    """(median CPU seconds of one warm bulk pass, valid candidates) over `repeats` passes."""
+    space = build_space(model, cluster, training, Constraints.from_kwargs(**cons))
+    bulk_scores(model, cluster, training, space)
+    times = []
+    for _ in range(repeats):
+        c0 = time.process_time()
+        bulk_scores(model, cluster, training, space)
+        times.append(time.process_time() - c0)
+    return statistics.median(times), len(space)
 
 
 def main() -> None:
@@ -40,6 +57,9 @@ def main() -> None:
         print(f"   warm: space {t['space_s']:.2f} s, bulk {t['bulk_s']:.2f} s "
               f"({warm.bulk_plans_per_s:,.0f} plans/s wall), re-score {t['rescore_s']:.2f} s, "
               f"pareto {t['pareto_s']:.2f} s; cold bulk {cold.timings_s['bulk_s']:.2f} s")
+        bulk_s, valid = bulk_cpu_s(model, cluster, training, cons)
+        print(f"   bulk pass alone (warm, median of 7): {bulk_s:.3f} s CPU, {valid / bulk_s:,.0f} plans/s CPU "
+              f"(load {os.getloadavg()[0]:.1f})")
         if cold.best is not None:
             e = cold.best.estimate
             print(f"   best: {cold.best.plan.short()} step {e.step_time_s:.2f} s, MFU {e.mfu:.1%}, "

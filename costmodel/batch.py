@@ -1,10 +1,11 @@
 """`estimate_batch`: the cost model on many plans at once (numpy), for the planner's search.
 
-It runs the very code `estimate` runs (`costmodel.step`), on arrays: plans are grouped by their
-(dp, tp, pp, cp) degrees, one memoized CommModel per group prices that group's collectives on arrays
-of buffer sizes, and every other knob (micro-batch, virtual stages, schedule, ZeRO stage,
-recomputation, sequence parallelism) is an array. Results equal `estimate` plan by plan for even
-stage splits with the default placement (tests/test_costmodel_batch.py)."""
+It runs the very code `estimate` runs (`costmodel.step`), on arrays: one call per pipeline depth pp,
+every other knob (dp, tp, cp, micro-batch, virtual stages, schedule, ZeRO stage, recomputation,
+sequence parallelism) an array, and each row's collectives priced by the memoized CommModel of its
+own (dp, tp, pp, cp) group through a `costmodel.comm_grouped.GroupedComm`. Results equal `estimate`
+plan by plan for even stage splits with the default placement (tests/test_costmodel_batch.py,
+tests/test_costmodel_batch_grouped.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .comm_grouped import GroupedComm
 from .compute import DEFAULT_EFFICIENCY, EfficiencyModel
 from .estimate import comm_model, step_context
 from .flops import RECOMPUTE_CODES, step_flops
@@ -117,21 +119,23 @@ def estimate_batch(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpe
     out = {name: np.empty(n) for name in BATCH_COLUMNS}
     idx_valid = np.nonzero(valid)[0]
     if idx_valid.size:
-        # one group per (dp, tp, pp, cp): a 1-D integer key; each group's rows in ascending order
-        key = ((c["dp"] * 65536 + c["tp"]) * 65536 + c["pp"]) * 65536 + c["cp"]
-        key_valid = key[idx_valid]
-        order = np.argsort(key_valid, kind="stable")   # rows of a group stay in ascending order
-        sorted_keys = key_valid[order]
-        bounds = np.flatnonzero(np.diff(sorted_keys)) + 1
+        # one step_costs call per pipeline depth pp; dp/tp/cp per row, each row's collectives priced
+        # by its own (dp, tp, pp, cp) CommModel through a GroupedComm
+        placement = ParallelPlan().placement
+        pp_valid = c["pp"][idx_valid]
+        order = np.argsort(pp_valid, kind="stable")   # rows of a depth stay in ascending order
+        bounds = np.flatnonzero(np.diff(pp_valid[order])) + 1
         for rows in np.split(idx_valid[order], bounds):
-            first = rows[0]
-            dp, tp, pp, cp = (int(c[name][first]) for name in ("dp", "tp", "pp", "cp"))
-            plan = ParallelPlan.model_construct(dp=dp, tp=tp, pp=pp, cp=cp, placement=ParallelPlan().placement)
-            comm = comm_model(cluster, plan, topology=topology, calibration=calibration)
-            k = Knobs(dp=dp, tp=tp, pp=pp, cp=cp, mb=c["micro_batch_size"][rows],
+            pp = int(c["pp"][rows[0]])
+            key = (c["dp"][rows] * 65536 + c["tp"][rows]) * 65536 + c["cp"][rows]
+            uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+            comms = [comm_model(cluster, ParallelPlan.model_construct(
+                dp=int(c["dp"][rows[j]]), tp=int(c["tp"][rows[j]]), pp=pp, cp=int(c["cp"][rows[j]]),
+                placement=placement), topology=topology, calibration=calibration) for j in first]
+            k = Knobs(dp=c["dp"][rows], tp=c["tp"][rows], pp=pp, cp=c["cp"][rows], mb=c["micro_batch_size"][rows],
                       v=c["virtual_stages"][rows], schedule=c["schedule"][rows], zero=c["zero_stage"][rows],
                       recompute=c["recompute"][rows], sp=c["sequence_parallel"][rows])
-            res = step_costs(ctx, k, comm)
+            res = step_costs(ctx, k, GroupedComm(comms, inverse.ravel()))
             for name in BATCH_COLUMNS[6:20]:
                 out[name][rows] = res[name]
             out["step_time_s"][rows] = res["step_time_s"]

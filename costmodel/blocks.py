@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .compute import attention_core_time_s, gemm_time_s, memory_time_s
+from .compute import attention_core_time_s, block_host_ops, block_host_s, gemm_time_s, memory_time_s
 from .memory import layer_activation_bytes
 from .stepctx import Knobs, StepContext, any_set, vmax
 
@@ -63,13 +63,13 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
     recompute = (rc == 2) * fwd + (rc == 1) * core_f
     # tensor parallelism: per all-reduce point an AR, or AG + RS under sequence parallelism
     act_buf = e * m * sh.h
-    if tp > 1:
+    if any_set(tp > 1):   # per row: a one-rank axis costs 0 (CommModel / GroupedComm)
         per_point = _tp_point(ctx, comm, k.sp, act_buf)
         points = 3 if cross else 2
         tp_s = per_point * points * (2 + (rc == 2))
     else:
         tp_s = 0.0 * b
-    if cp > 1:
+    if any_set(cp > 1):
         kv = blocks * 2 * e * m * sh.kv_width / tp
         ring = (cp - 1) * collective_s(ctx, comm, "cp", "send_recv", kv)
         cp_s = vmax(ring - core_f, 0.0) + vmax(2 * ring - core_bwd_factor * core_f, 0.0)
@@ -80,9 +80,8 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
     if host > 0:
         # Eager frameworks issue every op from the host; the GPU (compute + communication) never runs
         # ahead of it, so a block takes max(GPU time, ops * host_op_s); the slack counts as compute.
-        ops = (7 if cross else 4) + blocks * (1 if ctx.flash else 4) + ctx.eff.elementwise_kernels_per_layer + (
-            (2 * blocks + cross) * (1 + k.sp) * (tp > 1))
-        host_s = ops * host * (3 + (rc == 2))
+        ops = block_host_ops(ctx.eff, cross=cross, flash=ctx.flash, tp=tp, sp=k.sp)
+        host_s = block_host_s(ctx.eff, ops, tp=tp, sp=k.sp, recompute=rc)   # measured host factors (issue 6)
         hidden_comm = (tp_s + cp_s) * ctx.eff.host_hides_comm
         gpu_s = fwd + bwd + recompute + hidden_comm
         q = ctx.eff.host_overlap_exponent   # smooth max(gpu_s, host_s): the queue is not always full
@@ -137,7 +136,7 @@ def end_costs(ctx: StepContext, k: Knobs, comm: Any) -> tuple[EndCost, EndCost]:
     sh, r, e, tp = ctx.shape, ctx.rates, ctx.act_bytes, k.tp
     m = k.mb * (ctx.seq_len // k.cp)
     emb_bytes = 3 * e * m * sh.h
-    if tp > 1:
+    if any_set(tp > 1):
         point = _tp_point(ctx, comm, k.sp, e * m * sh.h)
     else:
         point = 0.0 * m

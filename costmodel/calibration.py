@@ -21,7 +21,7 @@ from .specs import Spec
 from .specs._base import read_json, validate_spec
 
 __all__ = [
-    "GemmPoint", "AttentionPoint", "MemBwPoint", "CollectivePoint", "CalibrationProfile",
+    "GemmPoint", "AttentionPoint", "MemBwPoint", "CollectivePoint", "HostPoint", "CalibrationProfile",
     "save_profile", "load_profile",
 ]
 
@@ -69,6 +69,25 @@ class CollectivePoint(Spec):
     samples_s: tuple[float, ...] = Field(default=(), description="every timing (slowest rank), in run order")
 
 
+class HostPoint(Spec):
+    """Host (CPU) seconds of one Transformer block's forward + backward on a few tokens, where compute
+    is negligible: the eager framework's per-block issue cost (costmodel.profile.host)."""
+
+    tokens: int = Field(gt=0)
+    threads: int = Field(gt=0)
+    block_s: float = Field(gt=0, description="plain block")
+    block_full_recompute_s: float | None = Field(default=None, gt=0)
+    block_selective_recompute_s: float | None = Field(default=None, gt=0)
+    block_tp_s: float | None = Field(default=None, gt=0, description="tensor parallel (DTensor) block")
+    block_tp_sp_s: float | None = Field(default=None, gt=0, description="... with sequence parallelism")
+    tp_group_size: int | None = Field(default=None, gt=1)
+    aten_ops_per_block: int = Field(default=0, ge=0, description="aten ops of one plain forward + backward")
+    concurrency_tokens: int | None = Field(default=None, gt=0)
+    block_cpu_s: float | None = Field(default=None, gt=0, description="CPU s per block on concurrency_tokens, alone")
+    concurrent_block_cpu_s: dict[int, float] = Field(
+        default_factory=dict, description="processes -> CPU s per block while that many run at once")
+
+
 class CalibrationProfile(Spec):
     """Measured curves of one device; JSON via `save_profile` / `load_profile`."""
 
@@ -85,6 +104,7 @@ class CalibrationProfile(Spec):
     attention: tuple[AttentionPoint, ...] = ()
     mem_bw: tuple[MemBwPoint, ...] = ()
     collectives: tuple[CollectivePoint, ...] = ()
+    host: HostPoint | None = Field(default=None, description="eager host cost per block (CPU profiles)")
     # closed-loop (issue 6): constants fitted by `paraplan calibrate`; EfficiencyModel overrides and
     # `measured_rate_scale` (costmodel.constants). Empty for a plain `paraplan profile`.
     constants: dict[str, float] = Field(default_factory=dict, description="fitted cost-model constants")

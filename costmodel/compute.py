@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["EfficiencyModel", "DEFAULT_EFFICIENCY", "Rates", "gemm_time_s", "attention_core_time_s",
-           "memory_time_s", "gemm_efficiency"]
+           "memory_time_s", "gemm_efficiency", "block_host_ops", "block_host_s"]
 
 Num = Any
 
@@ -47,6 +47,15 @@ class EfficiencyModel:
     host_overlap_exponent: float = 4.0
     """a block takes (gpu^q + host^q)^(1/q): q -> infinity is a hard max(GPU, host) with a queue that
     always hides the smaller; finite q blends them near the crossover"""
+    host_tp_factor: float = 1.0
+    """host time of a tensor-parallel block / that of a plain one (eager DTensor dispatch; 1 = same
+    cost per op; `paraplan profile` measures it on a CPU host, costmodel.profile.host)"""
+    host_sp_factor: float = 1.0
+    """extra host factor of a TP block under sequence parallelism (on top of host_tp_factor)"""
+    host_full_recompute_factor: float = 4.0 / 3.0
+    """host time of a fully recomputed block / a plain one: 4/3 = one more forward of 3 passes"""
+    host_selective_recompute_factor: float = 1.0
+    """host time of a selectively recomputed block / a plain one (torch's per-op checkpoint policy)"""
     host_hides_comm: float = 0.25
     """share of TP/CP communication that runs while the host is still issuing ops (0..1)"""
     elementwise_kernels_per_layer: int = 4
@@ -150,3 +159,23 @@ def attention_core_time_s(b: Num, heads: Num, s_q: Num, s_kv: Num, head_dim: int
 def memory_time_s(nbytes: Num, rates: Rates, *, kernels: Num = 1) -> Num:
     """Seconds to stream `nbytes` through HBM in `kernels` memory-bound kernels."""
     return nbytes / rates.mem_bw_bytes_per_s + kernels * rates.eff.kernel_overhead_s
+
+
+def block_host_ops(eff: EfficiencyModel, *, cross: Num, flash: bool, tp: Num, sp: Num) -> Num:
+    """Ops the host issues for one block's forward: 4 GEMMs (7 with cross-attention), the attention
+    core (1 fused kernel, or QK^T, softmax, dropout, PV), the element-wise kernels, and the TP
+    communication calls (one per all-reduce point, two under sequence parallelism)."""
+    blocks = 2 if cross else 1
+    return ((7 if cross else 4) + blocks * (1 if flash else 4) + eff.elementwise_kernels_per_layer
+            + (2 * blocks + cross) * (1 + sp) * (tp > 1))
+
+
+def block_host_s(eff: EfficiencyModel, ops: Num, *, tp: Num, sp: Num, recompute: Num) -> Num:
+    """Host seconds to issue one block's forward + backward (+ recomputed forward): ops * host_op_s *
+    3 passes (the backward issues twice the forward's ops), times the measured host factors of
+    tensor parallelism (DTensor dispatch), sequence parallelism and recomputation (checkpoint
+    wrappers). With the default factors (1, 1, 4/3, 1) this is ops * host_op_s * (3 + full)."""
+    factor = 1.0 + (tp > 1) * ((eff.host_tp_factor - 1.0) + sp * eff.host_tp_factor * (eff.host_sp_factor - 1.0))
+    rc = ((recompute == 2) * (eff.host_full_recompute_factor - 1.0)
+          + (recompute == 1) * (eff.host_selective_recompute_factor - 1.0))
+    return ops * eff.host_op_s * 3.0 * factor * (1.0 + rc)

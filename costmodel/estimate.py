@@ -2,10 +2,12 @@
 
 Even stage splits use the closed-form pipeline of `costmodel.step` (the same code `estimate_batch`
 runs on arrays); explicit `layers_per_stage` or `timeline=True` run the event simulation of
-`costmodel.pipeline_sim` on per-(virtual-)stage times built from the same block costs."""
+`costmodel.pipeline_sim` on per-(virtual-)stage times built from the same block costs
+(`costmodel.estimate_sim`; `prefetch_simulations` batches those simulations for many plans)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -13,9 +15,9 @@ import numpy as np
 from .checks import check_plan
 from .comm import build_comm_model
 from .compute import DEFAULT_EFFICIENCY, EfficiencyModel
+from .estimate_sim import cached_stage_times, prefetch, simulated_costs
 from .flops import RECOMPUTE_CODES, step_flops
 from .memory import SCHEDULE_CODES, inflight_chunks
-from .pipeline_sim import simulate_pipeline
 from .specs import (
     ClusterSpec,
     MemoryBreakdown,
@@ -29,15 +31,12 @@ from .step import (
     Knobs,
     StepContext,
     _cross_layers_on_rank,
-    block_costs,
     build_context,
-    end_costs,
-    p2p_time_s,
     rank_state,
     step_costs,
 )
 
-__all__ = ["estimate", "knobs_from_plan", "step_context", "comm_model", "MemoComm"]
+__all__ = ["estimate", "knobs_from_plan", "step_context", "comm_model", "MemoComm", "prefetch_simulations"]
 
 _CTX: dict[tuple, tuple[tuple, StepContext]] = {}
 _COMM: dict[tuple, tuple[tuple, Any]] = {}
@@ -141,7 +140,9 @@ def estimate(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, pla
         stage_mem = _closed_form_stage_memory(ctx, k, comm, out)
         events: tuple = ()
     else:
-        out, stage_mem, events = _simulated(ctx, k, comm, plan, timeline=timeline)
+        st = cached_stage_times(ctx, k, comm, plan.schedule, plan.stage_layers(ctx.shape.num_layers))
+        out, state, events = simulated_costs(ctx, k, comm, st, timeline=timeline)
+        stage_mem = _stage_memory(state, k.pp)
     return _to_estimate(ctx, plan, out, stage_mem, events)
 
 
@@ -211,83 +212,44 @@ def _closed_form_stage_memory(ctx: StepContext, k: Knobs, comm: Any, out: dict) 
     return (_membreak(ranks[0]), *mids, _membreak(ranks[-1]))
 
 
-def _simulated(ctx: StepContext, k: Knobs, comm: Any, plan: ParallelPlan, *, timeline: bool):
-    """Per-(virtual-)stage times from the block costs, run through the pipeline simulator."""
-    sh = ctx.shape
-    pp, v = k.pp, k.v
-    m = ctx.global_batch // (k.dp * k.mb)
-    enc = block_costs(ctx, k, comm, cross=False)
-    dec = block_costs(ctx, k, comm, cross=True) if sh.n_dec else enc
-    embed, head = end_costs(ctx, k, comm)
-    layers = plan.stage_layers(sh.num_layers)
-    stages = pp * v
-    tp_fwd_share = 1.0 / (2 + (k.recompute == 2))
-    f, b, w, act, comp, tps, cps, syncs = [], [], [], [], [], [], [], []
-    n_enc_st, n_dec_st = [], []
-    start = 0
-    for j in range(stages):
-        n = layers[j]
-        nd = max(0, min(start + n, sh.num_layers) - max(start, sh.n_enc)) if sh.n_dec else 0
-        ne = n - nd
-        start += n
-        first, last = j == 0, j == stages - 1
-        fwd_c = ne * enc.fwd_s + nd * dec.fwd_s + first * embed.fwd_s + last * head.fwd_s
-        bwd_c = (ne * (enc.bwd_s + enc.recompute_s) + nd * (dec.bwd_s + dec.recompute_s)
-                 + first * embed.bwd_s + last * head.bwd_s)
-        tp_s = ne * enc.tp_s + nd * dec.tp_s + first * embed.tp_s + last * head.tp_s
-        cp_s = ne * enc.cp_s + nd * dec.cp_s
-        sync_f = (j < stages - 1) * ctx.eff.p2p_overhead_s     # blocking send of the forward output
-        sync_b = (j > 0) * ctx.eff.p2p_overhead_s              # ... and of the input gradient
-        f.append(fwd_c + (tp_s + cp_s) * tp_fwd_share + sync_f)
-        b.append(bwd_c + (tp_s + cp_s) * (1 - tp_fwd_share) + sync_b)
-        syncs.append(sync_f + sync_b)
-        w.append(0.5 * (ne * enc.bwd_s + nd * dec.bwd_s + last * head.bwd_s) if k.schedule == 3 else 0.0)
-        act.append(ne * enc.act_bytes + nd * dec.act_bytes)
-        comp.append(fwd_c + bwd_c)
-        tps.append(tp_s)
-        cps.append(cp_s)
-        n_enc_st.append(ne)
-        n_dec_st.append(nd)
-    p2p = float(p2p_time_s(ctx, k, comm)) if pp > 1 else 0.0
-    sim = dict(schedule=plan.schedule, pp=pp, num_micro_batches=m, virtual_stages=v, fwd_s=f, bwd_s=b,
-               bwd_weight_s=w if k.schedule == 3 else None)
-    res = simulate_pipeline(**sim, p2p_s=p2p, act_bytes=act, with_events=timeline)
-    span0 = simulate_pipeline(**sim, p2p_s=0.0, with_events=False).makespan_s if p2p > 0 else res.makespan_s
-    ranks = []
-    for r in range(pp):
-        idx = range(r, stages, pp)
-        first, last = r == 0, r == pp - 1
-        ne, nd = sum(n_enc_st[j] for j in idx), sum(n_dec_st[j] for j in idx)
-        params = ne * enc.params + nd * dec.params + first * embed.params + last * head.params
-        fwd = sum(f[j] for j in idx)
-        bwd = sum(b[j] for j in idx)
-        peak_act = res.peak_act_bytes[r] if res.peak_act_bytes is not None else 0.0
-        ranks.append(rank_state(ctx, k, comm, r, m, ne, nd, enc, dec, fwd, bwd, params, stored_act_bytes=peak_act))
-        ranks[-1].update(comp=sum(comp[j] for j in idx), tp=sum(tps[j] for j in idx), cp=sum(cps[j] for j in idx),
-                         sync=sum(syncs[j] for j in idx))
-    # the same breakdown as step_costs: the busiest rank's work, what transfers add, the rest is bubble
-    busy_rank = max(range(pp), key=lambda r: (res.busy_s[r], -r))
-    crit = ranks[busy_rank]
-    cp_grad = float(comm.time_s("cp", "all_reduce", max(r["params"] for r in ranks) * ctx.grad_bytes)
-                    / ctx.eff.collective_efficiency) if k.cp > 1 else 0.0
-    out = {
-        "num_micro_batches": m,
-        "compute_s": m * crit["comp"], "tp_comm_s": m * crit["tp"],
-        "cp_comm_s": m * crit["cp"] + cp_grad,
-        "dp_comm_s": max(r["dp"] for r in ranks),
-        "pp_comm_s": m * crit["sync"] + (res.makespan_s - span0),
-        "bubble_s": max(span0 - res.busy_s[busy_rank], 0.0),
-        "optimizer_s": max(r["opt"] for r in ranks) + ctx.eff.step_overhead_s,
-    }
-    top = max(ranks, key=lambda r: r["peak"])
-    out.update({
-        "parameters_bytes": top["params_bytes"], "gradients_bytes": top["grads_bytes"],
-        "optimizer_bytes": top["optimizer_bytes"], "activations_bytes": top["activations_bytes"],
-        "buffers_bytes": top["buffers_bytes"], "peak_bytes": top["peak"],
-    })
-    out["step_time_s"] = sum(out[key] for key in ("compute_s", "tp_comm_s", "cp_comm_s", "dp_comm_s",
-                                                  "pp_comm_s", "bubble_s", "optimizer_s"))
-    return out, tuple(_membreak(r) for r in ranks), res.events
+def _stage_memory(state: dict[str, np.ndarray], pp: int) -> tuple[MemoryBreakdown, ...]:
+    """Per-rank MemoryBreakdowns from `simulated_costs`' per-rank arrays (`_construct` inlined, as in
+    `_closed_form_stage_memory`: valid by construction, one per rank)."""
+    cols = [state[key].tolist() for key in ("params_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes",
+                                            "buffers_bytes", "peak")]
+    new, put = object.__new__, object.__setattr__
+    fields_set = set(MemoryBreakdown.model_fields)   # shared: frozen instances never change it
+    out = []
+    for p, g, o, a, b, pk in zip(*cols, strict=True):
+        obj = new(MemoryBreakdown)
+        put(obj, "__dict__", {"parameters_bytes": float(p), "gradients_bytes": float(g), "optimizer_bytes": float(o),
+                              "activations_bytes": float(a), "buffers_bytes": float(b), "peak_bytes": float(pk)})
+        put(obj, "__pydantic_fields_set__", fields_set)
+        put(obj, "__pydantic_extra__", None)
+        put(obj, "__pydantic_private__", None)
+        out.append(obj)
+    return tuple(out)
+
+
+def prefetch_simulations(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec,
+                         plans: Iterable[ParallelPlan], *, calibration: Any = None, topology: Any = None,
+                         efficiency: EfficiencyModel = DEFAULT_EFFICIENCY) -> int:
+    """Run the pipeline simulations that `estimate` will need for `plans` (those with an explicit
+    `layers_per_stage`) in batches, one numpy sweep per schedule shape, so that the `estimate` calls
+    that follow find them memoized. Results are unchanged; invalid plans are skipped (their
+    `estimate` raises). Returns how many simulations ran."""
+    ctx = step_context(model, cluster, training, efficiency=efficiency, calibration=calibration)
+    todo = []
+    for plan in plans:
+        if plan.layers_per_stage is None:
+            continue
+        try:
+            check_plan(model, cluster, training, plan)
+        except ValueError:
+            continue
+        comm = comm_model(cluster, plan, topology=topology, calibration=calibration)
+        todo.append(cached_stage_times(ctx, knobs_from_plan(plan), comm, plan.schedule, plan.layers_per_stage))
+    return prefetch(todo)
 
 
 def _to_estimate(ctx: StepContext, plan: ParallelPlan, out: dict, stage_mem: tuple,

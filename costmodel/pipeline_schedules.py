@@ -25,7 +25,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-__all__ = ["FWD", "BWD", "WGT", "SCHEDULES", "Op", "rank_orders", "check_schedule_args"]
+import numpy as np
+
+__all__ = ["FWD", "BWD", "WGT", "SCHEDULES", "Op", "rank_orders", "rank_order_arrays", "check_schedule_args"]
 
 FWD, BWD, WGT = 0, 1, 2
 SCHEDULES = ("gpipe", "1f1b", "interleaved-1f1b", "zero-bubble")
@@ -105,3 +107,69 @@ def rank_orders(schedule: str, pp: int, num_micro_batches: int,
     else:
         orders = [_one_f_one_b(r, pp, m, zero_bubble=schedule == "zero-bubble") for r in range(pp)]
     return tuple(tuple(o) for o in orders)
+
+
+def _one_f_one_b_arrays(pp: int, m: int, *, zero_bubble: bool) -> tuple[np.ndarray, np.ndarray]:
+    """`_one_f_one_b` of every rank as (kind, micro_batch) arrays of shape (pp, ops per rank), placed
+    by closed-form positions: rank r runs w = min(pp-r-1, m) warm-up forwards, then step k runs
+    F(w+k) (while any are left), B(k) and, under ZB-H1, W(k-r) once k >= r; the remaining W's end it."""
+    r = np.arange(pp)[:, None]
+    k = np.arange(m)[None, :]
+    w = np.minimum(pp - r - 1, m)
+    length = (3 if zero_bubble else 2) * m
+    kind = np.empty((pp, length), np.int64)
+    mb = np.empty((pp, length), np.int64)
+    rows = np.broadcast_to(r, (pp, m))
+
+    def put(valid: np.ndarray, pos: np.ndarray, op_kind: int, op_mb: np.ndarray) -> None:
+        kind[rows[valid], pos[valid]] = op_kind
+        mb[rows[valid], pos[valid]] = np.broadcast_to(op_mb, (pp, m))[valid]
+
+    put(k < w, np.broadcast_to(k, (pp, m)), FWD, k)                      # warm-up forwards
+    has_f = w + k < m
+    before = w + k + np.minimum(k, m - w) + (np.maximum(k - r, 0) if zero_bubble else 0)   # ops before step k
+    put(has_f, before, FWD, w + k)
+    put(np.ones((pp, m), bool), before + has_f, BWD, k)
+    if zero_bubble:
+        put(np.broadcast_to(k >= r, (pp, m)), before + has_f + 1, WGT, k - r)
+        tail = k >= m - r                                                 # W(i), i >= m - r, at the end
+        put(np.broadcast_to(tail, (pp, m)), np.broadcast_to(length - m + k, (pp, m)), WGT, k)
+    return kind, mb
+
+
+def _interleaved_arrays(rank: int, pp: int, m: int, v: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`_interleaved` as (kind, stage, micro_batch) arrays."""
+    total = m * v
+    warmup = min((v - 1) * pp + 2 * (pp - rank - 1), total)
+    steady = total - warmup
+    k = np.arange(total)
+    mb = (k // (pp * v)) * pp + k % pp
+    f_stage = ((k // pp) % v) * pp + rank
+    b_stage = (v - 1 - (k // pp) % v) * pp + rank
+    order_kind = np.concatenate([np.full(warmup, FWD), np.tile([FWD, BWD], steady), np.full(warmup, BWD)])
+    order_k = np.concatenate([k[:warmup], np.stack([k[warmup:], k[:steady]], axis=1).ravel(), k[steady:]])
+    stage = np.where(order_kind == FWD, f_stage[order_k], b_stage[order_k])
+    return order_kind, stage, mb[order_k]
+
+
+@lru_cache(maxsize=64)
+def rank_order_arrays(schedule: str, pp: int, num_micro_batches: int,
+                      virtual_stages: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`rank_orders` as three int64 arrays of shape (pp, ops per rank): kind, stage, micro-batch
+    (built with numpy: the simulator's per-shape setup at pp=64, m=256 without 49k Python tuples).
+    Cached; the arrays are read-only."""
+    check_schedule_args(schedule, pp, num_micro_batches, virtual_stages)
+    m, v = num_micro_batches, virtual_stages
+    if schedule in ("1f1b", "zero-bubble"):
+        kind, mb = _one_f_one_b_arrays(pp, m, zero_bubble=schedule == "zero-bubble")
+        kinds, stages, mbs = kind, np.broadcast_to(np.arange(pp)[:, None], kind.shape), mb
+    elif schedule == "gpipe":
+        kinds = np.broadcast_to(np.repeat([FWD, BWD], m), (pp, 2 * m))
+        mbs = np.broadcast_to(np.tile(np.arange(m), 2), (pp, 2 * m))
+        stages = np.broadcast_to(np.arange(pp)[:, None], (pp, 2 * m))
+    else:
+        kinds, stages, mbs = zip(*(_interleaved_arrays(r, pp, m, v) for r in range(pp)), strict=True)
+    out = tuple(np.array(x, dtype=np.int64) for x in (kinds, stages, mbs))
+    for a in out:
+        a.flags.writeable = False
+    return out

@@ -10,11 +10,14 @@ Data Networks, 6.5). Different axes are assumed not to overlap in time."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import permutations
+from math import prod
 
 import numpy as np
 
+from .route_table import RouteTable
 from .specs import AXES, ParallelPlan
 from .topology import Topology
 
@@ -40,7 +43,8 @@ class GroupLink:
     """Where one axis's groups sit and what their collectives run over. `bw_bytes_per_s` and
     `latency_s` are the flat ring's (bottleneck after sharing, worst hop); `intra`/`inter` are the
     two stages of a hierarchical collective (None when the group sits in one server or spreads
-    unevenly); `edges` are group 0's ring hops, for inspection."""
+    unevenly); `edges` are group 0's ring hops, for inspection (a tuple, or on a preset topology a
+    `route_names.Hops` that names them on first use and equals that tuple)."""
 
     size: int
     bw_bytes_per_s: float
@@ -53,7 +57,7 @@ class GroupLink:
     link_kinds: tuple[str, ...] = ()
     intra: PathStats | None = None
     inter: PathStats | None = None
-    edges: tuple[tuple[str, str], ...] = ()
+    edges: Sequence[tuple[str, str]] = ()
 
 
 def axis_groups(plan: ParallelPlan, axis: str) -> np.ndarray:
@@ -74,10 +78,36 @@ def price_flows(topo: Topology, flows: list[Flow] | tuple[np.ndarray, np.ndarray
     is a list of pairs or a (src, dst) pair of arrays. Preset graphs are priced by their closed-form
     routes (`costmodel.route_table`, the same figures), others by `walk_flows`."""
     src, dst = _as_arrays(flows)
-    table = getattr(topo, "route_table", None)
-    if table is not None and topo.num_gpus == table.num_servers * table.gpus_per_node:
+    table = _table(topo)
+    if table is not None:
         return PathStats(*table.price(src, dst))
     return walk_flows(topo, list(zip(src.tolist(), dst.tolist(), strict=True)))
+
+
+def _table(topo: Topology) -> RouteTable | None:
+    """The topology's closed-form route table when it covers every GPU, else None (walk the graph)."""
+    table = getattr(topo, "route_table", None)
+    if table is not None and topo.num_gpus == table.num_servers * table.gpus_per_node:
+        return table
+    return None
+
+
+def _route_edges(topo: Topology, src: np.ndarray, dst: np.ndarray) -> Sequence[tuple[str, str]]:
+    """Named hops of flows src[i] -> dst[i], flow after flow: the table's (named on first use, see
+    `route_names.Hops`), else the graph walk's."""
+    table = _table(topo)
+    if table is not None:
+        return table.hops(src, dst)
+    return tuple(e for a, b in zip(src.tolist(), dst.tolist(), strict=True) for e in topo.route(a, b))
+
+
+def _by_server(groups: np.ndarray, servers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ranks and servers sorted by server, stably (a no-op where rows are already
+    sorted, as they are when servers are numbered in GPU order)."""
+    if groups.shape[1] < 2 or bool((servers[:, 1:] >= servers[:, :-1]).all()):
+        return groups, servers
+    order = np.argsort(servers, axis=1, kind="stable")
+    return np.take_along_axis(groups, order, axis=1), np.take_along_axis(servers, order, axis=1)
 
 
 def _as_arrays(flows: list[Flow] | tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -112,12 +142,13 @@ def _ring_flows(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _snake(groups: np.ndarray, servers: np.ndarray) -> np.ndarray:
     """Ring order as NCCL builds it: ranks grouped by server, every other server walked backwards, so
     server-to-server hops join GPUs with the same local index (same NIC rail)."""
-    order = np.argsort(servers, axis=1, kind="stable")
-    ranks, srv = np.take_along_axis(groups, order, axis=1), np.take_along_axis(servers, order, axis=1)
+    ranks, srv = _by_server(groups, servers)
     n = ranks.shape[1]
-    pos = np.broadcast_to(np.arange(n), ranks.shape)
     new = np.ones(ranks.shape, dtype=bool)
     new[:, 1:] = srv[:, 1:] != srv[:, :-1]
+    if n < 3 or new.all() or not new[:, 1:].any():  # one rank per server, or one server: no block reversed
+        return ranks
+    pos = np.broadcast_to(np.arange(n), ranks.shape)
     block = np.cumsum(new, axis=1) - 1  # server block of each position (0, 1, ...)
     start = np.maximum.accumulate(np.where(new, pos, 0), axis=1)
     end_new = np.ones(ranks.shape, dtype=bool)  # last position of its block
@@ -145,14 +176,12 @@ def place_axis(topo: Topology, plan: ParallelPlan, axis: str) -> GroupLink:
         flows = _ring_flows(_snake(groups, servers))
     flat = price_flows(topo, flows)
     first = size - 1 if axis == "pp" else size  # group 0's flows come first
-    edges = tuple(e for a, b in zip(flows[0][:first].tolist(), flows[1][:first].tolist(), strict=True)
-                  for e in topo.route(a, b))
+    edges = _route_edges(topo, flows[0][:first], flows[1][:first])
     intra = inter = None
     k = int(per_server[0])
     if crosses and axis != "pp" and k > 1 and np.all(per_server == k):
         # hierarchical: ranks of a group grouped by server (servers appear in rank order)
-        order = np.argsort(servers, axis=1, kind="stable")
-        by_server = np.take_along_axis(groups, order, axis=1).reshape(groups.shape[0], -1, k)
+        by_server = _by_server(groups, servers)[0].reshape(groups.shape[0], -1, k)
         intra = price_flows(topo, _ring_flows(by_server.reshape(-1, k)))
         inter = price_flows(topo, _ring_flows(np.swapaxes(by_server, 1, 2).reshape(-1, by_server.shape[1])))
     return GroupLink(size, flat.bw_bytes_per_s, flat.latency_s, crosses, num_groups=groups.shape[0],
@@ -165,8 +194,8 @@ def axis_stride(plan: ParallelPlan, axis: str) -> int:
     """Rank distance between neighbours of an `axis` group: the product of the degrees of the axes
     placed inside it. The groups of an axis, as a set of rank rows, depend only on (stride, degree,
     world size), so their GroupLink does too (`CommModel` caches it under that key)."""
-    order = list(plan.placement)
-    return int(np.prod([getattr(plan, a) for a in order[:order.index(axis)]], dtype=np.int64))
+    order = plan.placement
+    return prod(getattr(plan, a) for a in order[:order.index(axis)])
 
 
 def candidate_placements(plan: ParallelPlan) -> list[tuple[str, ...]]:

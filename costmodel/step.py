@@ -1,7 +1,9 @@
 """The step-cost core shared by `estimate` (scalars) and `estimate_batch` (numpy arrays).
 
 `StepContext` / `Knobs` (costmodel.stepctx) say what is priced: a (model, cluster, training) triple
-and one plan, or a batch of plans with the same dp/tp/pp/cp degrees (so one CommModel serves them);
+and one plan, or a batch of plans of one pipeline depth pp (dp/tp/cp per row, collectives priced by
+each row's own CommModel through a `costmodel.comm_grouped.GroupedComm`; `costmodel.step_rows`
+prices blocks and the pipeline once per distinct row);
 `block_costs` / `end_costs` (costmodel.blocks) price one block, the embedding and the head on one GPU
 for one micro-batch; `step_costs` here assembles pipeline ranks, the pipeline, data-parallel
 communication and the optimizer for even stage splits, and `rank_state` one rank's memory. Every
@@ -10,7 +12,6 @@ are re-exported here."""
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
 from typing import Any
 
 import numpy as np
@@ -19,12 +20,14 @@ from .blocks import BlockCost, EndCost, block_costs, collective_s, end_costs, p2
 from .compute import memory_time_s
 from .memory import inflight_chunks, logits_bytes, model_state_bytes
 from .pipeline_ranked import ranked_makespan_s
+from .step_rows import PIPELINE_KNOBS, UNIT_KNOBS, at_rows, distinct_rows, take_knobs, take_units
 from .stepctx import Knobs, StepContext, any_set, build_context, vmax
 
 __all__ = ["StepContext", "Knobs", "BlockCost", "EndCost", "build_context", "block_costs", "end_costs",
            "step_costs", "rank_state", "p2p_time_s", "vmax"]
 
 Num = Any
+
 
 def _cross_layers_on_rank(rank: int, pp: int, v: Num, n_enc: int, n_layers: int) -> Num:
     """Blocks with cross-attention (decoder blocks after n_enc encoder blocks) on `rank` when the
@@ -59,7 +62,15 @@ def step_costs(ctx: StepContext, k: Knobs, comm: Any, *, memo: dict | None = Non
         key = ("pipe", id(ctx), k.mb, k.sp, k.recompute, k.v, k.schedule)   # ZeRO does not change it
         hit = memo.get(key)
     if key is None or hit is None or hit[0] is not ctx:
-        hit = (ctx, _pipeline(ctx, k, comm, m, enc, dec, embed, head))
+        distinct = distinct_rows(k, comm, *PIPELINE_KNOBS, repeats=2)   # ZeRO (and the dp link) do not change it
+        if distinct is None:
+            hit = (ctx, _pipeline(ctx, k, comm, m, enc, dec, embed, head))
+        else:
+            first, inverse = distinct
+            units = take_units((enc, dec, embed, head), first)
+            sub = _pipeline(ctx, take_knobs(k, first), comm.take(first) if hasattr(comm, "take") else comm,
+                            m[first], *units)
+            hit = (ctx, _expand_pipeline(sub, inverse))
         if key is not None:
             memo[key] = hit
     classes, crit, pp_s, bubble = hit[1]
@@ -69,7 +80,8 @@ def step_costs(ctx: StepContext, k: Knobs, comm: Any, *, memo: dict | None = Non
                                 rs["params"]))
         ranks[-1].update(rs)
     r0, rl = ranks[0], ranks[-1]
-    cp_grad = collective_s(ctx, comm, "cp", "all_reduce", vmax(r0["params"], rl["params"]) * ctx.grad_bytes) if cp > 1 else 0.0
+    cp_grad = (collective_s(ctx, comm, "cp", "all_reduce", vmax(r0["params"], rl["params"]) * ctx.grad_bytes)
+               if any_set(cp > 1) else 0.0)
     mem_last = rl["peak"] > r0["peak"]
     if isinstance(mem_last, np.ndarray):
         mem = {key: np.where(mem_last, rl[key], r0[key]) for key in
@@ -96,6 +108,7 @@ def step_costs(ctx: StepContext, k: Knobs, comm: Any, *, memo: dict | None = Non
                           + out["pp_comm_s"] + out["bubble_s"] + out["optimizer_s"])
     out["_ranks"] = ranks
     out["_blocks"] = (enc, dec)
+    out["_units"] = (enc, dec, embed, head)
     return out
 
 
@@ -181,14 +194,13 @@ def _unit_costs(ctx: StepContext, k: Knobs, comm: Any, memo: dict | None) -> tup
         hit = memo.get(key)
         if hit is not None and hit[0] is ctx:
             return hit[1]
-    if isinstance(k.mb, np.ndarray) and k.mb.size > 64:
-        # arrays: price each distinct (mb, sp, recompute) once and expand (same numbers, fewer ops)
-        code = (np.asarray(k.mb) * 4 + np.asarray(k.sp)) * 4 + np.asarray(k.recompute)
-        uniq, first, inverse = np.unique(code, return_index=True, return_inverse=True)
-        if uniq.size * 8 < code.size:
-            small = replace(k, mb=k.mb[first], sp=k.sp[first], recompute=k.recompute[first])
-            inverse = inverse.ravel()
-            return tuple(_expand(u, inverse) for u in _unit_costs(ctx, small, comm, None))
+    # arrays: price each distinct (mb, sp, recompute, tp, cp, their links) once and expand (same
+    # numbers, fewer ops); blocks and ends do not depend on dp, the schedule or ZeRO
+    distinct = distinct_rows(k, comm, *UNIT_KNOBS, repeats=8)
+    if distinct is not None:
+        first, inverse = distinct
+        units = _unit_costs(ctx, take_knobs(k, first), comm.take(first) if hasattr(comm, "take") else comm, None)
+        return take_units(units, inverse)
     enc = block_costs(ctx, k, comm, cross=False)
     dec = block_costs(ctx, k, comm, cross=True) if ctx.shape.n_dec else enc
     units = (enc, dec, *end_costs(ctx, k, comm))
@@ -199,44 +211,57 @@ def _unit_costs(ctx: StepContext, k: Knobs, comm: Any, memo: dict | None) -> tup
     return units
 
 
-def _expand(unit: Any, inverse: np.ndarray) -> Any:
-    """A BlockCost/EndCost of unique knob rows, indexed back to every row."""
-    return type(unit)(**{f.name: (v[inverse] if isinstance(v := getattr(unit, f.name), np.ndarray) and v.ndim
-                                  else v) for f in fields(unit)})
+_RANK_KEYS = ("rank", "n_enc", "n_dec", "fwd", "bwd", "params", "tp", "cp")
+_CRIT_KEYS = ("fwd", "bwd", "tp", "cp", "sync")
+
+
+def _expand_pipeline(sub: tuple, inverse: np.ndarray) -> tuple:
+    """`_pipeline`'s result for distinct rows, indexed back to every row: the end ranks' and the
+    busiest rank's figures `step_costs` reads (`_RANK_KEYS`, `_CRIT_KEYS`)."""
+    classes, crit, pp_s, bubble = sub
+    ends = [classes[0], classes[-1]] if len(classes) > 1 else [classes[0]]
+    take = lambda d, keys: {key: at_rows(d[key], inverse) for key in keys}  # noqa: E731
+    return ([take(rs, _RANK_KEYS) for rs in ends], take(crit, _CRIT_KEYS), at_rows(pp_s, inverse),
+            at_rows(bubble, inverse))
+
+
+
 
 
 def rank_state(ctx: StepContext, k: Knobs, comm: Any, rank: int, m: Num, n_enc: Num, n_dec: Num,
                enc: BlockCost, dec: BlockCost, fwd: Num, bwd: Num, params: Num,
-               stored_act_bytes: Num = None, *, with_time: bool = True) -> dict[str, Num]:
-    """Memory of pipeline rank `rank` and (with_time) its exposed data-parallel communication and
-    optimizer time. `stored_act_bytes` overrides the closed-form in-flight activations (e.g. the
-    simulator's peak)."""
+               stored_act_bytes: Num = None, *, with_time: bool = True, with_memory: bool = True) -> dict[str, Num]:
+    """Memory of pipeline rank `rank` (with_memory) and (with_time) its exposed data-parallel
+    communication and optimizer time. `stored_act_bytes` overrides the closed-form in-flight
+    activations (e.g. the simulator's peak)."""
     sh, eff, e = ctx.shape, ctx.eff, ctx.act_bytes
     dp, tp, pp, cp = k.dp, k.tp, k.pp, k.cp
     shards = dp * cp
-    w, g, o = model_state_bytes(params, zero_stage=k.zero, shards=shards, weight_bytes=ctx.weight_bytes,
-                                grad_bytes=ctx.grad_bytes, optimizer_bytes=ctx.opt_bytes)
-    if stored_act_bytes is None:
-        chunks = inflight_chunks(k.schedule, rank, pp, m, k.v)
-        stored_act_bytes = chunks * (n_enc * enc.act_bytes + n_dec * dec.act_bytes) / k.v
-    working = (k.recompute == 2) * (dec.act_full_bytes if sh.n_dec else enc.act_full_bytes)
-    acts = stored_act_bytes + working
-    tokens = k.mb * (ctx.seq_len // cp)
-    last = rank == pp - 1
-    buffers = (last * logits_bytes(sh, k.mb, ctx.seq_len // cp, tp=tp)
-               + (pp > 1) * 2 * e * tokens * sh.h / tp
-               + k.sp * e * tokens * sh.h
-               + (k.zero == 3) * 2 * enc.params * ctx.weight_bytes
-               + eff.framework_bytes)
-    peak = w + g + o + acts + buffers
-    out = {"params_bytes": w, "grads_bytes": g, "optimizer_bytes": o, "activations_bytes": acts,
-           "buffers_bytes": buffers, "peak": peak, "params": params}
+    out = {"params": params}
+    if with_memory:
+        w, g, o = model_state_bytes(params, zero_stage=k.zero, shards=shards, weight_bytes=ctx.weight_bytes,
+                                    grad_bytes=ctx.grad_bytes, optimizer_bytes=ctx.opt_bytes)
+        if stored_act_bytes is None:
+            chunks = inflight_chunks(k.schedule, rank, pp, m, k.v)
+            stored_act_bytes = chunks * (n_enc * enc.act_bytes + n_dec * dec.act_bytes) / k.v
+        working = (k.recompute == 2) * (dec.act_full_bytes if sh.n_dec else enc.act_full_bytes)
+        acts = stored_act_bytes + working
+        tokens = k.mb * (ctx.seq_len // cp)
+        last = rank == pp - 1
+        buffers = (last * logits_bytes(sh, k.mb, ctx.seq_len // cp, tp=tp)
+                   + (pp > 1) * 2 * e * tokens * sh.h / tp
+                   + k.sp * e * tokens * sh.h
+                   + (k.zero == 3) * 2 * enc.params * ctx.weight_bytes
+                   + eff.framework_bytes)
+        peak = w + g + o + acts + buffers
+        out.update({"params_bytes": w, "grads_bytes": g, "optimizer_bytes": o, "activations_bytes": acts,
+                    "buffers_bytes": buffers, "peak": peak})
     if not with_time:
         return out
     # data-parallel gradient / parameter traffic of this rank
     zero = k.zero
     dp_s = 0.0 * k.mb
-    if dp > 1:
+    if any_set(dp > 1):   # per row: a one-rank dp axis costs 0, so every term below is 0 there
         gbytes, wbytes = params * ctx.grad_bytes, params * ctx.weight_bytes
         window = bwd if eff.overlap_grad_reduce else 0.0 * bwd
         if any_set(zero == 0):

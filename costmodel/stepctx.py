@@ -78,13 +78,15 @@ def build_context(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec
 
 @dataclass
 class Knobs:
-    """One plan (numbers) or many plans (arrays) sharing the degrees dp, tp, pp, cp (plain ints).
+    """One plan (numbers) or many plans (arrays). `pp` is always a plain int; dp, tp, cp are ints
+    (plans sharing the degrees, one CommModel) or per-row int arrays (then the comm is a
+    `costmodel.comm_grouped.GroupedComm`, each row priced by its own group's CommModel).
     Codes: schedule 0 gpipe / 1 1f1b / 2 interleaved-1f1b / 3 zero-bubble; recompute 0/1/2; sp 0/1."""
 
-    dp: int
-    tp: int
+    dp: Num
+    tp: Num
     pp: int
-    cp: int
+    cp: Num
     mb: Num
     v: Num
     schedule: Num

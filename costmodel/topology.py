@@ -5,16 +5,13 @@ Nodes carry `kind` ('gpu', 'switch', 'nic') and `server` (None for network switc
 traffic leaves through, as NCCL binds each GPU to its nearest NIC). Edges are full duplex and carry
 `bw_bytes_per_s` (per direction), `latency_s` and `kind`.
 
-Presets follow the public system descriptions: DGX-style NVSwitch (every GPU one hop from the switch),
-DGX-1 hybrid cube-mesh (two fully connected quads plus i<->i+4, NVIDIA DGX-1 whitepaper 2017), PCIe
-boxes (GPUs and NICs behind one host bridge); rail-optimized fat tree (NIC k of every server on rail
-switch k, NVIDIA DGX SuperPOD reference architecture) and two-tier leaf/spine with an
-oversubscription ratio (leaf uplink = downlink capacity / ratio). Link latencies are split so that a
-GPU-switch-GPU path costs the intra-node link's latency and a NIC-switch-NIC path the NIC's."""
+Preset graphs (`costmodel.topology_presets`) are built only when something reads `Topology.graph`:
+their routes are closed-form (`costmodel.route_table`), with the same figures as a graph walk."""
 
 from __future__ import annotations
 
-from functools import lru_cache
+from collections.abc import Callable
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +22,10 @@ import yaml
 from .route_table import RouteTable
 from .specs import ClusterSpec
 from .topology_check import validate_topology
+from .topology_graphs import ordered_subgraph as _ordered_subgraph
+from .topology_graphs import routing_weight as _weight
+from .topology_graphs import server_signatures as _signatures
+from .topology_presets import preset_graph
 from .units import parse_bandwidth, parse_latency
 
 __all__ = ["Topology", "build_topology", "load_topology", "validate_topology"]
@@ -33,31 +34,41 @@ Edge = tuple[str, str]
 
 
 class Topology:
-    """A validated cluster graph with cached GPU-to-GPU routes."""
+    """A validated cluster graph with cached GPU-to-GPU routes.
+
+    A preset's topology (`build_topology`) carries its closed-form `route_table` and builds the
+    networkx graph only when something reads `graph` (a topology view, a user-level walk): routes
+    and placements are priced from the table, with the same figures."""
 
     def __init__(self, graph: nx.Graph, *, name: str = "custom") -> None:
         validate_topology(graph, name=name)
-        self.graph = graph
-        self.name = name
         gpus = sorted((n for n, d in graph.nodes(data=True) if d["kind"] == "gpu"),
                       key=lambda n: graph.nodes[n]["index"])
-        self.gpus: tuple[str, ...] = tuple(gpus)
-        self.servers: tuple[str, ...] = tuple(dict.fromkeys(graph.nodes[g]["server"] for g in gpus))
-        sidx = {s: i for i, s in enumerate(self.servers)}
-        self.gpu_server = np.array([sidx[graph.nodes[g]["server"]] for g in gpus], dtype=np.int64)
+        servers = tuple(dict.fromkeys(graph.nodes[g]["server"] for g in gpus))
+        sidx = {s: i for i, s in enumerate(servers)}
+        gpu_server = np.array([sidx[graph.nodes[g]["server"]] for g in gpus], dtype=np.int64)
+        self._setup(name, tuple(gpus), servers, gpu_server)
+        self._graph: nx.Graph | None = graph
+        self._make_graph: Callable[[], nx.Graph] | None = None
+        self._index_graph(graph, uniform=False)
+
+    @classmethod
+    def _lazy(cls, make_graph: Callable[[], nx.Graph], *, name: str, gpus: tuple[str, ...],
+              servers: tuple[str, ...], gpu_server: np.ndarray, route_table: RouteTable | None) -> Topology:
+        """A preset topology whose graph `make_graph()` builds on first use (identical servers)."""
+        topo = cls.__new__(cls)
+        topo._setup(name, gpus, servers, gpu_server)
+        topo._graph, topo._make_graph = None, make_graph
+        topo.route_table = route_table
+        return topo
+
+    def _setup(self, name: str, gpus: tuple[str, ...], servers: tuple[str, ...], gpu_server: np.ndarray) -> None:
+        self.name = name
+        self.gpus: tuple[str, ...] = gpus
+        self.servers: tuple[str, ...] = servers
+        self.gpu_server = gpu_server
         """Server number of each GPU (index into `servers`)."""
-        members: dict[str | None, list[str]] = {}
-        for n, d in graph.nodes(data=True):
-            members.setdefault(d.get("server"), []).append(n)
-        self._members = {s: ns for s, ns in members.items() if s is not None}
-        self._server_graphs: dict[tuple[str, bool], nx.Graph] = {}
-        self._signature = _signatures(graph, self._members)
-        self._local_paths: dict[tuple[int, bool, str, str], list[str]] = {}
-        self._switches = graph.subgraph(members.get(None, [])).copy()
-        self._attach = {n: [m for m in graph.neighbors(n) if graph.nodes[m].get("server") is None]
-                        for n, d in graph.nodes(data=True) if d["kind"] == "nic"}
-        self._routes: dict[Edge, tuple[Edge, ...]] = {}
-        self._net_paths: dict[Edge, list[str]] = {}
+        self._routes: dict[tuple[int, int], tuple[Edge, ...]] = {}
         self.link_attrs: dict[Edge, tuple[float, float, str]] = {}
         """(bw_bytes_per_s, latency_s, kind) of every directed link a computed route uses."""
         self.placement_cache: dict[Any, Any] = {}
@@ -65,34 +76,72 @@ class Topology:
         self.route_table: RouteTable | None = None
         """Closed-form routes of a preset graph (set by `build_topology`); None: walk the graph."""
 
+    def _index_graph(self, graph: nx.Graph, *, uniform: bool) -> None:
+        """Per-server members, shared in-server paths and network attachments of `graph` (`uniform`:
+        every server is built alike, so all share one signature)."""
+        members: dict[str | None, list[str]] = {}
+        for n, d in graph.nodes(data=True):
+            members.setdefault(d.get("server"), []).append(n)
+        self._members = {s: ns for s, ns in members.items() if s is not None}
+        self._server_graphs: dict[tuple[str, bool], nx.Graph] = {}
+        self._signature = (dict.fromkeys(self._members, 0) if uniform else _signatures(graph, self._members))
+        self._local_paths: dict[tuple[int, bool, str, str], list[str]] = {}
+        self._switches = _ordered_subgraph(graph, members.get(None, []))
+        self._attach = {n: [m for m in graph.neighbors(n) if graph.nodes[m].get("server") is None]
+                        for n, d in graph.nodes(data=True) if d["kind"] == "nic"}
+        self._net_paths: dict[Edge, list[str]] = {}
+
+    @property
+    def graph(self) -> nx.Graph:
+        """The networkx graph (a preset's is built and validated on first access)."""
+        if self._graph is None:
+            assert self._make_graph is not None
+            graph = self._make_graph()
+            validate_topology(graph, name=self.name)
+            self._index_graph(graph, uniform=True)
+            self._graph = graph
+        return self._graph
+
     @property
     def num_gpus(self) -> int:
         return len(self.gpus)
 
     def server_of(self, gpu: int) -> str:
-        return self.graph.nodes[self.gpus[gpu]]["server"]
+        return self.servers[self.gpu_server[gpu]]
 
     def edge(self, u: str, v: str) -> dict[str, Any]:
         return self.graph.edges[u, v]
 
     def route(self, a: int, b: int) -> tuple[Edge, ...]:
         """Directed edges from GPU `a` to GPU `b` (global GPU indices): inside a server the widest
-        shortest path of its fabric; across servers GPU -> its NIC -> network -> NIC -> GPU."""
-        key = (self.gpus[a], self.gpus[b])
-        if key not in self._routes:
-            route = self._route(*key)
+        shortest path of its fabric; across servers GPU -> its NIC -> network -> NIC -> GPU. A
+        preset reads it from its route table (the same hops), other graphs walk the graph."""
+        key = (a, b)
+        hit = self._routes.get(key)
+        if hit is not None:
+            return hit
+        table = self.route_table
+        if table is not None and table.num_servers * table.gpus_per_node == self.num_gpus:
+            ids = table.route_ids(a, b)
+            route = tuple(map(table.link_name, ids))
+            for i, e in zip(ids, route, strict=True):
+                if e not in self.link_attrs:
+                    self.link_attrs[e] = table.link_attrs(i)
+        else:
+            graph = self.graph
+            route = self._route(self.gpus[a], self.gpus[b])
             for e in route:
                 if e not in self.link_attrs:
-                    d = self.graph.edges[e]
+                    d = graph.edges[e]
                     self.link_attrs[e] = (d["bw_bytes_per_s"], d["latency_s"], d["kind"])
-            self._routes[key] = route
-        return self._routes[key]
+        self._routes[key] = route
+        return route
 
     def _server_graph(self, server: str, *, with_nics: bool) -> nx.Graph:
         key = (server, with_nics)
         if key not in self._server_graphs:
             nodes = [n for n in self._members[server] if with_nics or self.graph.nodes[n]["kind"] != "nic"]
-            self._server_graphs[key] = self.graph.subgraph(nodes).copy()
+            self._server_graphs[key] = _ordered_subgraph(self.graph, nodes)
         return self._server_graphs[key]
 
     def _in_server(self, server: str, u: str, v: str, *, with_nics: bool) -> list[str]:
@@ -141,103 +190,27 @@ class Topology:
         return tuple(zip(nodes[:-1], nodes[1:], strict=True))
 
 
-def _signatures(graph: nx.Graph, members: dict[str, list[str]]) -> dict[str, int]:
-    """A number per server whose nodes are all named '<server>/<local>': equal numbers mean the same
-    local nodes, kinds and internal links, so routes computed in one hold in the other."""
-    sigs: dict[Any, int] = {}
-    out: dict[str, int] = {}
-    for server, nodes in members.items():
-        prefix = f"{server}/"
-        if not all(n.startswith(prefix) for n in nodes):
-            continue
-        cut = len(prefix)
-        inside = set(nodes)
-        local_nodes = frozenset((n[cut:], graph.nodes[n]["kind"]) for n in nodes)
-        local_edges = frozenset((*sorted((u[cut:], v[cut:])), d["bw_bytes_per_s"], d["latency_s"], d["kind"])
-                                for n in nodes for u, v, d in graph.edges(n, data=True) if v in inside)
-        out[server] = sigs.setdefault((local_nodes, local_edges), len(sigs))
-    return out
-
-
-def _weight(u: str, v: str, d: dict[str, Any]) -> float:
-    """Routing cost: prefer wide links, then few hops (time to move 1 MB plus the hop's latency)."""
-    return 1e6 / d["bw_bytes_per_s"] + d["latency_s"]
-
-
-def _add_server(g: nx.Graph, c: ClusterSpec, s: int) -> None:
-    server, intra, nic_link = f"n{s}", c.intra_node_link, c.inter_node_link
-    gpn, nics = c.gpus_per_node, c.nics_per_node
-    gpus = [f"{server}/gpu{j}" for j in range(gpn)]
-    for j, gpu in enumerate(gpus):
-        g.add_node(gpu, kind="gpu", server=server, index=s * gpn + j, nic=f"{server}/nic{j * nics // gpn}")
-    hub = {"nvswitch": "nvswitch", "none": "host", "pcie": "pcie"}.get(c.intra_node_topology)
-    if hub:
-        g.add_node(f"{server}/{hub}", kind="switch", server=server)
-        for gpu in gpus:
-            g.add_edge(gpu, f"{server}/{hub}", bw_bytes_per_s=intra.bw_bytes_per_s,
-                       latency_s=intra.latency_s / 2, kind=intra.name)
-    else:  # cube-mesh: two fully connected quads plus i <-> i+4; a GPU's NVLinks split over 4 peers
-        if gpn != 8:
-            raise ValueError(f"intra_node_topology='cube-mesh' needs gpus_per_node=8 (got {gpn}); "
-                             "use 'nvswitch' or 'pcie'")
-        pairs = [(i, j) for q in (0, 4) for i in range(q, q + 4) for j in range(i + 1, q + 4)]
-        pairs += [(i, i + 4) for i in range(4)]
-        for i, j in pairs:
-            g.add_edge(gpus[i], gpus[j], bw_bytes_per_s=intra.bw_bytes_per_s / 4,
-                       latency_s=intra.latency_s, kind=intra.name)
-    for k in range(nics):
-        nic = f"{server}/nic{k}"
-        g.add_node(nic, kind="nic", server=server)
-        if hub == "pcie":  # NICs sit behind the same host bridge as the GPUs
-            g.add_edge(nic, f"{server}/pcie", bw_bytes_per_s=nic_link.bw_bytes_per_s, latency_s=0.0,
-                       kind="pcie")
-    if hub != "pcie":
-        for j, gpu in enumerate(gpus):  # each GPU's own PCIe path to its NIC
-            g.add_edge(gpu, f"{server}/nic{j * nics // gpn}", bw_bytes_per_s=nic_link.bw_bytes_per_s,
-                       latency_s=0.0, kind="pcie")
-
-
-def _add_network(g: nx.Graph, c: ClusterSpec, nodes_per_leaf: int) -> None:
-    nic = c.inter_node_link
-    half = nic.latency_s / 2
-    if c.network == "rail-optimized":
-        for k in range(c.nics_per_node):
-            g.add_node(f"rail{k}", kind="switch", server=None)
-            for s in range(c.num_nodes):
-                g.add_edge(f"n{s}/nic{k}", f"rail{k}", bw_bytes_per_s=nic.bw_bytes_per_s, latency_s=half,
-                           kind=nic.name)
-            if c.nics_per_node > 1:  # cross-rail traffic goes up to the spine
-                g.add_edge(f"rail{k}", "spine", bw_bytes_per_s=c.num_nodes * nic.bw_bytes_per_s / c.oversubscription,
-                           latency_s=0.0, kind="uplink")
-        if c.nics_per_node > 1:
-            g.nodes["spine"].update(kind="switch", server=None)
-        return
-    leaves = (c.num_nodes + nodes_per_leaf - 1) // nodes_per_leaf
-    for leaf in range(leaves):
-        servers = range(leaf * nodes_per_leaf, min(c.num_nodes, (leaf + 1) * nodes_per_leaf))
-        g.add_node(f"leaf{leaf}", kind="switch", server=None)
-        for s in servers:
-            for k in range(c.nics_per_node):
-                g.add_edge(f"n{s}/nic{k}", f"leaf{leaf}", bw_bytes_per_s=nic.bw_bytes_per_s, latency_s=half,
-                           kind=nic.name)
-        if leaves > 1:
-            down = len(servers) * c.nics_per_node * nic.bw_bytes_per_s
-            g.add_edge(f"leaf{leaf}", "spine", bw_bytes_per_s=down / c.oversubscription, latency_s=0.0,
-                       kind="uplink")
-    if leaves > 1:
-        g.nodes["spine"].update(kind="switch", server=None)
-
-
 @lru_cache(maxsize=64)
 def _build_cached(cluster_json: str, nodes_per_leaf: int) -> Topology:
     c = ClusterSpec.model_validate_json(cluster_json)
-    g = nx.Graph()
-    for s in range(c.num_nodes):
-        _add_server(g, c, s)
-    _add_network(g, c, nodes_per_leaf)
-    topo = Topology(g, name=c.name)
-    topo.route_table = RouteTable.for_cluster(c, nodes_per_leaf=nodes_per_leaf)
-    return topo
+    gpn = c.gpus_per_node
+    servers = tuple(f"n{s}" for s in range(c.num_nodes))
+    gpus = tuple(f"{server}/gpu{j}" for server in servers for j in range(gpn))
+    gpu_server = np.repeat(np.arange(c.num_nodes, dtype=np.int64), gpn)
+    table = RouteTable.for_cluster(c, nodes_per_leaf=nodes_per_leaf, mesh_routes=_mesh_routes(c))
+    return Topology._lazy(partial(preset_graph, c, nodes_per_leaf=nodes_per_leaf), name=c.name, gpus=gpus,
+                          servers=servers, gpu_server=gpu_server, route_table=table)
+
+
+def _mesh_routes(c: ClusterSpec) -> list[list[list[int]]] | None:
+    """For cube-mesh servers (several equal-cost paths), the local GPU sequence of every pair's route
+    as the graph walk picks it, found once in a one-server graph (servers are alike); else None."""
+    if c.intra_node_topology != "cube-mesh":
+        return None
+    one = Topology(preset_graph(c.model_copy(update={"num_nodes": 1}), nodes_per_leaf=1), name=c.name)
+    index = {gpu: i for i, gpu in enumerate(one.gpus)}
+    return [[[i] + [index[v] for _, v in one.route(i, j)] for j in range(one.num_gpus)]
+            for i in range(one.num_gpus)]
 
 
 def build_topology(cluster: ClusterSpec, *, nodes_per_leaf: int = 1) -> Topology:

@@ -4,7 +4,9 @@ Per rank: init the process group (Gloo on CPU, NCCL + Gloo on CUDA, with a timeo
 the plan, optionally resume from a checkpoint (same or different plan), then train: the global batch of
 step s is a pure function of (seed, s) (executor.data), the learning rate follows linear warm-up and
 cosine decay, the engine does gradient accumulation, clipping and AdamW. Rank 0 appends one JSON object
-per step to `<out>/metrics.jsonl` and writes `<out>/summary.json` (a costmodel `StepMeasurement`).
+per step to `<out>/metrics.jsonl` (wall and CPU seconds of its step, the host's load average, ...) and
+writes `<out>/summary.json` (a costmodel `StepMeasurement`) and `<out>/memory.json` (peak resident-set rise
+and peak live tensor bytes, max over ranks; executor.memtrack).
 
 A rank that raises writes `<out>/failures/rank<R>.json` (rank, step, cause) before exiting non-zero, so the
 launcher can name the rank and the cause. After an elastic restart (TORCHELASTIC_RESTART_COUNT > 0) the
@@ -17,6 +19,7 @@ after step S, or SIGKILL itself while checkpoint S is being written - on the fir
 from __future__ import annotations
 
 import argparse
+import contextlib
 import faulthandler
 import math
 import os
@@ -37,6 +40,7 @@ from costmodel import TrainingSpec, load_model, load_plan
 
 from .checkpoint import CHECKPOINT_DIRNAME, latest_checkpoint, load_checkpoint, save_checkpoint
 from .data import BatchSource, load_corpus
+from .memtrack import TensorBytesTracker
 from .metrics import (
     MemoryTracker,
     MetricsWriter,
@@ -46,9 +50,11 @@ from .metrics import (
     write_json_atomic,
 )
 
-__all__ = ["lr_at", "build_arg_parser", "train", "main", "FAILURES_DIRNAME", "DEFAULT_LR"]
+__all__ = ["lr_at", "build_arg_parser", "train", "main", "FAILURES_DIRNAME", "MEMORY_FILENAME", "DEFAULT_LR"]
 
 FAILURES_DIRNAME = "failures"
+MEMORY_FILENAME = "memory.json"
+"""Run-directory file with the peak memory over ranks: resident-set rise and live tensor bytes."""
 DEFAULT_LR = 3e-4
 DEFAULT_MIN_LR_RATIO = 0.1
 
@@ -174,22 +180,29 @@ def train(args: argparse.Namespace) -> dict[str, Any] | None:
                      "world_size": world, "corpus": args.corpus}
     records: list[dict[str, Any]] = []
     step = start_step
+    tensor_peak_bytes = 0
     try:
         for step in range(start_step + 1, args.steps + 1):
             tokens, targets = (t.to(device, non_blocking=True) for t in source.batch(step))
             step_lr = lr_at(step, lr=lr, warmup_steps=warmup, decay_steps=decay)
-            t0 = time.perf_counter()
-            loss = engine.train_step(tokens, targets, lr=step_lr, max_grad_norm=args.max_grad_norm)
+            tracker = _tensor_tracker(engine) if step == start_step + 1 and device.type == "cpu" else None
+            t0, cpu0 = time.perf_counter(), time.process_time()
+            with tracker or contextlib.nullcontext():  # warm-up step only: it is not timed
+                loss = engine.train_step(tokens, targets, lr=step_lr, max_grad_norm=args.max_grad_norm)
+            if tracker is not None:
+                tensor_peak_bytes = tracker.peak_bytes
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             step_time_s = time.perf_counter() - t0
+            cpu_time_s = time.process_time() - cpu0  # this rank's CPU work (all its threads)
             if not math.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss} at step {step}; lower --lr or check the data")
             tflops = flops_per_step / step_time_s / world / 1e12
             rec = {"step": step, "loss": loss, "lr": step_lr, "step_time_s": step_time_s,
                    "tokens_per_s": tokens_per_step / step_time_s, "tflops_per_gpu": tflops,
                    "mfu": tflops * 1e12 / peak_flops if peak_flops else None,
-                   "peak_bytes": memory.peak_bytes(), "time_unix_s": time.time(), "attempt": attempt}
+                   "peak_bytes": memory.peak_bytes(), "time_unix_s": time.time(), "attempt": attempt,
+                   "cpu_time_s": cpu_time_s, "load_avg_1m": _load_avg()}
             records.append(rec)
             if writer is not None:
                 writer.write(rec)
@@ -213,17 +226,37 @@ def train(args: argparse.Namespace) -> dict[str, Any] | None:
     finally:
         if writer is not None:
             writer.close()
-    peak = torch.tensor([float(memory.peak_bytes())], dtype=torch.float64)
+    if device.type == "cuda":
+        tensor_peak_bytes = memory.peak_bytes()  # the CUDA allocator counts tensors already
+    peak = torch.tensor([float(memory.peak_bytes()), float(tensor_peak_bytes)], dtype=torch.float64)
     dist.all_reduce(peak, op=dist.ReduceOp.MAX)
     if rank != 0:
         return None
+    write_json_atomic(out / MEMORY_FILENAME, {"peak_bytes": peak[0].item(), "tensor_peak_bytes": peak[1].item() or None,
+                                              "what": "max over ranks; tensor bytes counted in the first step"})
     summary = summarize(records, plan=plan, model_name=model_spec.name,
                         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                         backend=backend, world_size=world, training=training, flops_per_step=flops_per_step,
-                        peak_flops_per_s=peak_flops, peak_bytes=peak.item())
+                        peak_flops_per_s=peak_flops, peak_bytes=peak[0].item())
     data = summary.model_dump(mode="json")
     write_json_atomic(out / "summary.json", data)
     return data
+
+
+def _tensor_tracker(engine: Any) -> TensorBytesTracker:
+    """Live tensor bytes of this rank from now on, seeded with its parameters, buffers and any
+    optimizer states (executor.memtrack)."""
+    seed = [t for part in engine.model_parts for t in (*part.parameters(), *part.buffers())]
+    seed += [v for state in engine.optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
+    return TensorBytesTracker(seed=seed)
+
+
+def _load_avg() -> float | None:
+    """The host's 1-minute load average (runnable processes; shows other users' load), None if unknown."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
 
 
 def _write_failure(out: str, exc: BaseException) -> None:

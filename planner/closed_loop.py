@@ -7,8 +7,9 @@ model calibrated by this machine's profile, and compare (the closed loop of issu
 2. Each plan runs for `steps` optimizer steps through the injected `runner` (the CLI passes
    `executor.launch.run_plan`; this module never imports the executor, DESIGN.md) and its
    `StepMeasurement` (median step time after warm-up, peak memory over ranks) is read back.
-3. Predictions use the profile with a-priori constants (`host_constants`): on a CPU host the
-   processes share the cores the profile measured; memory is compared without a CUDA context.
+3. Predictions use the profile with a-priori constants (`planner.closed_loop_host.host_constants`):
+   on a CPU host the processes share the cores the profile measured and the measured eager host cost
+   per block adds to compute; memory is compared without a CUDA context.
 4. Out-of-fold calibrated predictions (`costmodel.fit.cross_validated`): each plan predicted with
    constants fitted on the other plans' measurements - the error a user gets after `paraplan calibrate`.
 
@@ -16,6 +17,7 @@ Rows and summary go to `validation.csv` and `summary.json` (metrics in `planner.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Callable
@@ -28,9 +30,9 @@ import pandas as pd
 
 from costmodel import ClusterSpec, ModelSpec, ParallelPlan, StepMeasurement, TrainingSpec, estimate
 from costmodel.calibration import CalibrationProfile
-from costmodel.constants import MEASURED_RATE_SCALE
 from costmodel.fit import Observation, cross_validated, fit_constants
 
+from .closed_loop_host import host_constants
 from .closed_loop_metrics import summarize_validation
 from .closed_loop_report import CSV_COLUMNS, PLAN_KNOBS, ValidationReport, cv_peak_bytes, per_repeat_summaries
 from .search import search
@@ -49,6 +51,9 @@ __all__ = [
 Runner = Callable[..., Any]
 """`runner(plan, *, model, steps, out, global_batch, seq_len, dtype, stream)` -> object with `.summary`
 (a StepMeasurement); raises on a failed run. `executor.launch.run_plan` has this signature."""
+
+MEMORY_FILE = "memory.json"
+"""The executor's per-run memory file (executor.train.MEMORY_FILENAME; this module never imports it)."""
 
 LOCAL_FIT_NAMES = ("host_op_s", "step_overhead_s")
 """Constants fitted on local runs: what the profile does not measure (per-op host time, per-step
@@ -82,20 +87,6 @@ class LocalValidation:
             )
 
 
-def host_constants(profile: CalibrationProfile, *, procs: int, cores: int | None = None) -> dict[str, float]:
-    """A-priori constants of `procs` worker processes on this host. Always framework_bytes 0: the
-    executor measures tensor memory (CUDA allocator peak) or the resident-set rise, not a CUDA context.
-    On a CPU host also the measured rates times min(1, cores / (procs * worker_threads)) *
-    worker_threads / profile_threads: torchrun gives each of several workers 1 thread (a single
-    worker all cores), and the workers share the cores the profile measured one process at a time."""
-    if profile.device.lower() != "cpu":
-        return {"framework_bytes": 0.0}
-    cores = cores or os.cpu_count() or 1
-    worker_threads = 1 if procs > 1 else cores
-    share = min(1.0, cores / (procs * worker_threads)) * worker_threads / max(1, profile.threads or 1)
-    return {MEASURED_RATE_SCALE: share, "framework_bytes": 0.0}
-
-
 def select_plans(
     model: ModelSpec,
     cluster: ClusterSpec,
@@ -126,8 +117,8 @@ def select_plans(
 
 def _run_one(
     runner: Runner, plan: ParallelPlan, cfg: LocalValidation, training: TrainingSpec, run_dir: Path
-) -> tuple[list[StepMeasurement], str]:
-    measurements, status = [], "ok"
+) -> tuple[list[StepMeasurement], str, dict[str, float]]:
+    measurements, status, cpu, load, tensor = [], "ok", [], [], []
     for r in range(cfg.repeats):
         out = run_dir if cfg.repeats == 1 else run_dir / f"repeat{r}"
         try:
@@ -149,7 +140,26 @@ def _run_one(
             status = "failed: the run wrote no summary.json"
             continue
         measurements.append(summary)
-    return measurements, status
+        records = list(getattr(result, "metrics", None) or [])[1:]  # the first step is warm-up
+        cpu += [r["cpu_time_s"] for r in records if r.get("cpu_time_s") is not None]
+        load += [r["load_avg_1m"] for r in records if r.get("load_avg_1m") is not None]
+        tensor.append(_tensor_peak_bytes(Path(getattr(result, "out_dir", out))))
+    host = {
+        "measured_tensor_peak_bytes": float(np.nanmedian(tensor)) if any(t == t for t in tensor) else math.nan,
+        "measured_cpu_s": float(np.median(cpu)) if cpu else math.nan,
+        "load_avg_min": min(load) if load else math.nan,
+        "load_avg_max": max(load) if load else math.nan,
+    }
+    return measurements, status, host
+
+
+def _tensor_peak_bytes(run_dir: Path) -> float:
+    """Peak live tensor bytes over ranks that the executor counted (`memory.json` of the run; NaN if absent)."""
+    try:
+        value = json.loads((run_dir / MEMORY_FILE).read_text()).get("tensor_peak_bytes")
+    except (OSError, ValueError, AttributeError):
+        return math.nan
+    return float(value) if value else math.nan
 
 
 def _row(
@@ -206,8 +216,8 @@ def run_local_validation(
         say(
             f"[{i + 1}/{len(plans)}] {plan.short()} (planner rank {rank}, predicted {est.step_time_s * 1e3:.1f} ms)"
         )
-        ms, status = _run_one(runner, plan, cfg, training, run_dir)
-        row = _row(rank, plan, est, ms, status, run_dir)
+        ms, status, host = _run_one(runner, plan, cfg, training, run_dir)
+        row = {**_row(rank, plan, est, ms, status, run_dir), **host}
         say(
             f"    measured {row['measured_step_time_s'] * 1e3:.1f} ms, peak {row['measured_peak_bytes'] / 2**20:.1f} MiB"
             if ms
@@ -244,6 +254,7 @@ def run_local_validation(
     df["cv_step_time_error"] = df["cv_predicted_step_time_s"] / df["measured_step_time_s"] - 1
     df["peak_error"] = df["predicted_peak_bytes"] / df["measured_peak_bytes"] - 1
     df["cv_peak_error"] = df["cv_predicted_peak_bytes"] / df["measured_peak_bytes"] - 1
+    df["tensor_peak_error"] = df["predicted_peak_bytes"] / df["measured_tensor_peak_bytes"] - 1
     df["predicted_rank"] = df["predicted_step_time_s"].rank(method="min")
     df["measured_rank"] = df["measured_step_time_s"].rank(method="min")
     summary = summarize_validation(df)
@@ -258,6 +269,8 @@ def run_local_validation(
             "profile_device": profile.device,
             "profile_threads": profile.threads,
             "fitted_constants": fitted,
+            "load_avg_min": float(df["load_avg_min"].min()),
+            "load_avg_max": float(df["load_avg_max"].max()),
         }
     )
     if cfg.repeats > 1:

@@ -78,9 +78,12 @@ def local_markdown(
         f"| Spearman rank correlation | {_num(s.get('spearman'))} | {_num(s.get('cv_spearman'))} | >= 0.8 |",
         f"| planner regret (measured top-1 / best measured) | {_num(s.get('regret'))} | {_num(s.get('cv_regret'))} | <= 1.10 (goal 1.05) |",
         f"| peak memory mean abs error (max over ranks) | {_pct(s.get('peak_mean_abs_error'))} | {_pct(s.get('cv_peak_mean_abs_error'))} | |",
+        f"| peak live tensor bytes mean abs error (max over ranks) | {_pct(s.get('tensor_peak_mean_abs_error'))} | | |",
         "",
         f"Plans run: {s.get('plans_run')}, failed: {s.get('plans_failed')}. Planner top-1: "
-        f"`{s.get('planner_top1_plan')}`; fastest measured: `{s.get('best_measured_plan')}`.",
+        f"`{s.get('planner_top1_plan')}`; fastest measured: `{s.get('best_measured_plan')}`. "
+        f"Host load average (1 min) during the timed steps: {_num(s.get('load_avg_min'), '.1f')} - "
+        f"{_num(s.get('load_avg_max'), '.1f')} (the sweep's own {s.get('procs')} processes included).",
     ]
     runs = runs or s.get("per_repeat")
     if runs and len(runs) > 1:
@@ -97,8 +100,8 @@ def local_markdown(
         ]
     lines += [
         "",
-        "| plan | measured ms (min-max) | predicted ms | error | calibrated ms | error | measured MiB | predicted MiB | error | calibrated error |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| plan | measured ms (min-max) | predicted ms | error | calibrated ms | error | measured MiB | predicted MiB | error | calibrated error | tensor MiB | error |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows.sort_values("measured_step_time_s").itertuples():
         lines.append(
@@ -106,7 +109,9 @@ def local_markdown(
             f"{_num(r.measured_max_s * 1e3, '.0f')}) | {_num(r.predicted_step_time_s * 1e3, '.1f')} | "
             f"{_pct(r.step_time_error)} | {_num(r.cv_predicted_step_time_s * 1e3, '.1f')} | {_pct(r.cv_step_time_error)} | "
             f"{_num(r.measured_peak_bytes / 2**20, '.1f')} | {_num(r.predicted_peak_bytes / 2**20, '.1f')} | {_pct(r.peak_error)} | "
-            f"{_pct(getattr(r, 'cv_peak_error', float('nan')))} |"
+            f"{_pct(getattr(r, 'cv_peak_error', float('nan')))} | "
+            f"{_num(getattr(r, 'measured_tensor_peak_bytes', float('nan')) / 2**20, '.1f')} | "
+            f"{_pct(getattr(r, 'tensor_peak_error', float('nan')))} |"
         )
     return "\n".join(lines)
 

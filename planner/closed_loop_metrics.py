@@ -78,6 +78,11 @@ def summarize_validation(rows: pd.DataFrame) -> dict[str, Any]:
         out["cv_peak_mean_abs_error"], out["cv_peak_max_abs_error"], _ = _errors(
             ran, "cv_predicted_peak_bytes", "measured_peak_bytes"
         )
+    if "measured_tensor_peak_bytes" in ran and ran["measured_tensor_peak_bytes"].notna().any():
+        tensors = ran[ran["measured_tensor_peak_bytes"].notna()]
+        out["tensor_peak_mean_abs_error"], out["tensor_peak_max_abs_error"], _ = _errors(
+            tensors, "predicted_peak_bytes", "measured_tensor_peak_bytes"
+        )
     if "cv_predicted_step_time_s" in ran and ran["cv_predicted_step_time_s"].notna().any():
         cv_mean, cv_max, _ = _errors(ran, "cv_predicted_step_time_s", "measured_step_time_s")
         out["cv_step_time_mean_abs_error"], out["cv_step_time_max_abs_error"] = cv_mean, cv_max

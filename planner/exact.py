@@ -4,9 +4,10 @@ simulation); the faster variant that fits wins."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from costmodel.estimate import estimate
+from costmodel.estimate import estimate, prefetch_simulations
 from costmodel.specs import ClusterSpec, ModelSpec, StepEstimate, TrainingSpec
 
 from .balance import balanced_split
@@ -24,9 +25,25 @@ class ExactScorer:
         self.calibration, self.topology, self.rebalance = calibration, topology, rebalance
         self.calls = 0
         self._memo: dict[int, tuple[StepEstimate | None, StepEstimate]] = {}
+        self._variants: dict[int, list] = {}
 
     def variants(self, i: int) -> list:
         """The plans tried for candidate i: even split (when the layers divide) and balanced split."""
+        hit = self._variants.get(i)
+        if hit is None:
+            hit = self._variants[i] = self._make_variants(i)
+        return hit
+
+    def prefetch(self, indices: Iterable[int]) -> int:
+        """Run the pipeline simulations the candidates `indices` will need, batched per schedule shape
+        (`costmodel.estimate.prefetch_simulations`), so scoring them one by one later is cheap. Scores
+        nothing (`calls` and `scored()` are unchanged); returns how many simulations ran."""
+        plans = [p for i in indices if int(i) not in self._memo
+                 for p in self.variants(int(i)) if p.layers_per_stage is not None]
+        return prefetch_simulations(self.model, self.cluster, self.training, plans,
+                                    calibration=self.calibration, topology=self.topology)
+
+    def _make_variants(self, i: int) -> list:
         base = self.space.plan(i)
         layers = self.model.total_layers
         stages = base.pp * base.virtual_stages

@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 
 from costmodel import TrainingSpec, load_model
-from costmodel.calibration import CalibrationProfile, save_profile
+from costmodel.calibration import CalibrationProfile, CollectivePoint, HostPoint, save_profile
+from costmodel.compute import DEFAULT_EFFICIENCY, block_host_ops, block_host_s
+from costmodel.constants import efficiency_with_constants
 from costmodel.fit_data import local_cluster
 from costmodel.profile import ProfileConfig, run_profile
 from costmodel.specs import StepMeasurement
@@ -64,6 +66,49 @@ def test_host_constants_share_the_cores() -> None:
     assert host_constants(cpu, procs=1, cores=2)["measured_rate_scale"] == pytest.approx(1.0)
     gpu = CalibrationProfile(device="NVIDIA H200", gpu="h200", torch_version="x", threads=16)
     assert host_constants(gpu, procs=8) == {"framework_bytes": 0.0}
+
+
+def test_cpu_host_constants_reproduce_the_measured_block_host_times() -> None:
+    """On a CPU host the measured eager host time adds to compute (q = 1), and the cost model's host
+    time per block (block_host_s over its own op count) equals the profile's measured block times,
+    slowed by the core share; DP reduction is not hidden and the executor's scalar all-reduces are
+    charged per step."""
+    host = HostPoint(tokens=8, threads=1, block_s=3e-3, block_full_recompute_s=5e-3, block_selective_recompute_s=12e-3,
+                     block_tp_s=18e-3, block_tp_sp_s=27e-3, tp_group_size=2, aten_ops_per_block=225,
+                     concurrency_tokens=128, block_cpu_s=10e-3, concurrent_block_cpu_s={2: 9e-3, 4: 12.5e-3})
+    coll = (CollectivePoint(op="all_reduce", group_size=4, nbytes=1024, time_s=2e-3),
+            CollectivePoint(op="all_reduce", group_size=4, nbytes=4096, time_s=3e-3))
+    cpu = CalibrationProfile(device="cpu", gpu="cpu", torch_version="x", threads=1, host=host, collectives=coll)
+    c = host_constants(cpu, procs=4, cores=2)
+    assert c["host_overlap_exponent"] == 1.0 and c["overlap_grad_reduce"] == 0.0 and c["framework_bytes"] == 0.0
+    assert c["step_overhead_s"] == pytest.approx(3 * 2e-3)
+    eff = efficiency_with_constants(DEFAULT_EFFICIENCY, CalibrationProfile(device="cpu", torch_version="x", constants=c))
+    share = 0.5 / 1.25  # 4 one-thread workers on 2 cores, each block costing 1.25x the CPU it costs alone
+    assert c["measured_rate_scale"] == pytest.approx(share)
+    # 2 workers on 2 cores measured no dearer than alone: the plain core share (inflation is at least 1)
+    assert host_constants(cpu, procs=2, cores=2)["measured_rate_scale"] == pytest.approx(1.0)
+    assert host_constants(cpu, procs=3, cores=2)["measured_rate_scale"] == pytest.approx(2 / 3)  # not measured
+
+    def block(tp, sp, rc):
+        ops = block_host_ops(eff, cross=False, flash=True, tp=tp, sp=sp)
+        return block_host_s(eff, ops, tp=tp, sp=sp, recompute=rc) * share
+
+    assert block(1, 0, 0) == pytest.approx(3e-3)
+    assert block(1, 0, 2) == pytest.approx(5e-3) and block(1, 0, 1) == pytest.approx(12e-3)
+    assert block(2, 0, 0) == pytest.approx(18e-3) and block(2, 1, 0) == pytest.approx(27e-3)
+    # arrays of plans (the planner's batch path) price the same
+    tp, sp = np.array([1, 2, 2]), np.array([0, 0, 1])
+    ops = block_host_ops(eff, cross=False, flash=True, tp=tp, sp=sp)
+    assert np.allclose(block_host_s(eff, ops, tp=tp, sp=sp, recompute=np.zeros(3)) * share, [3e-3, 18e-3, 27e-3])
+
+
+def test_default_host_factors_keep_gpu_predictions() -> None:
+    """With the default (GPU) constants the host term is the documented ops * host_op_s * (3 + full)."""
+    eff = DEFAULT_EFFICIENCY
+    for tp, sp, rc, cross in ((1, 0, 0, False), (8, 1, 2, False), (4, 0, 1, True), (2, 1, 2, True)):
+        ops = block_host_ops(eff, cross=cross, flash=True, tp=tp, sp=sp)
+        expected = ops * eff.host_op_s * (3 + (rc == 2))
+        assert block_host_s(eff, ops, tp=tp, sp=sp, recompute=rc) == pytest.approx(expected)
 
 
 def test_failed_runs_are_rows_not_crashes(tmp_path, profile) -> None:
@@ -137,6 +182,11 @@ def test_reduced_local_validation_really_runs_every_plan(tmp_path, profile) -> N
         assert measured.peak_bytes == pytest.approx(r.measured_peak_bytes)
         assert measured.world_size == 2 and measured.plan.short() in r.plan
         assert r.measured_step_time_s != pytest.approx(r.predicted_step_time_s, rel=1e-6)
+        # the executor's own counts: live tensor bytes (memory.json), CPU seconds and load per step
+        memory = json.loads((out / "runs" / r.run_dir.split("/runs/")[-1] / "memory.json").read_text())
+        assert r.measured_tensor_peak_bytes == pytest.approx(memory["tensor_peak_bytes"])
+        assert 0 < r.measured_tensor_peak_bytes < r.measured_peak_bytes * 4
+        assert r.measured_cpu_s > 0 and r.load_avg_max >= r.load_avg_min >= 0
     summary = json.loads((out / "summary.json").read_text())["summary"]
     for key in (
         "step_time_mean_abs_error",
@@ -144,6 +194,8 @@ def test_reduced_local_validation_really_runs_every_plan(tmp_path, profile) -> N
         "spearman",
         "regret",
         "peak_mean_abs_error",
+        "tensor_peak_mean_abs_error",
+        "load_avg_max",
     ):
         assert key in summary
     assert summary["plans_run"] == 3 and summary["regret"] >= 1.0

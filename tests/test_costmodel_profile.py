@@ -63,10 +63,17 @@ def test_profile_writes_a_valid_profile_and_repeats_within_noise(tmp_path) -> No
         (op, 2, s) for op in ("all_reduce", "all_gather", "send_recv") for s in (4096.0, 262144.0)}
     assert first.gemm_flops_per_s(64, 64, 64, "fp32") is not None
     assert first.collective_time_s("all_reduce", 65536, 2) is not None
+    # eager host cost per block (CPU): plain, recomputed, and tensor parallel over 2 Gloo processes
+    host = first.host
+    assert host is not None and host.tp_group_size == 2 and host.aten_ops_per_block > 50
+    assert host.block_tp_s > host.block_s and host.block_tp_sp_s > 0 and host.block_full_recompute_s > host.block_s
+    # the CPU a block costs with 2 workers at once vs alone (oversubscription), both measured
+    assert set(host.concurrent_block_cpu_s) == {2} and host.block_cpu_s > host.block_s
+    assert 0.3 < host.concurrent_block_cpu_s[2] / host.block_cpu_s < 5
 
     second = run_profile(ProfileConfig(model="tiny-gpt", device="cpu", nprocs=(2,), sizes_bytes=(4096, 262144),
                                        ops=("all_reduce", "all_gather", "send_recv"), repeats=5, seed=7, threads=1,
-                                       timeout_s=150, progress=False))
+                                       timeout_s=150, progress=False, host=False))
     assert [(g.m, g.n, g.k) for g in second.gemm] == [(g.m, g.n, g.k) for g in first.gemm]
     # Same seed, same shapes: the typical point agrees within run-to-run noise on a shared 2-core host
     # (median ratio within 3x). One compute thread: with 2 OpenMP threads on 2 busy cores a thread
@@ -81,3 +88,46 @@ def test_profile_writes_a_valid_profile_and_repeats_within_noise(tmp_path) -> No
     pairs = {(c.op, c.nbytes): fastest(c) for c in first.collectives}
     coll_ratio = np.median([pairs[(c.op, c.nbytes)] / fastest(c) for c in second.collectives])
     assert 1 / 3 < coll_ratio < 3
+
+
+def _executor_block_ops(spec) -> int:
+    import torch
+
+    from costmodel.profile.host import count_aten_ops
+    from executor.model import TransformerBlock, rope_cache
+
+    torch.manual_seed(0)
+    block = TransformerBlock(spec)
+    x = torch.randn(1, 8, spec.hidden_size, requires_grad=True)
+    rope = rope_cache(spec) if spec.position == "rope" else None
+    return count_aten_ops(lambda: block(x, rope).float().sum().backward())
+
+
+@pytest.mark.parametrize("name", ["small-llama", "tiny-gpt"])
+def test_reference_block_issues_the_executors_ops(name) -> None:
+    """The profiler's reference block (plain torch, costmodel may not import the executor) issues about
+    as many aten ops per forward + backward as the executor's real block, so its host time is theirs."""
+    import torch
+
+    from costmodel.profile.host import RefBlock, count_aten_ops
+
+    spec = load_model(name)
+    torch.manual_seed(0)
+    block = RefBlock(spec)
+    x = torch.randn(1, 8, spec.hidden_size, requires_grad=True)
+    ref = count_aten_ops(lambda: block(x).float().sum().backward())
+    assert ref == pytest.approx(_executor_block_ops(spec), rel=0.15)
+
+
+def test_host_cost_is_measured_per_block_where_compute_is_negligible() -> None:
+    from costmodel.profile.host import measure_host
+
+    spec = load_model("small-llama")
+    host = measure_host(spec, tokens=8, layers=2, repeats=3, tp=False)
+    assert host.threads == 1 and host.tokens == 8 and host.block_tp_s is None
+    assert 1e-5 < host.block_s < 0.1 and host.aten_ops_per_block > 100
+    # checkpointing re-runs the forward: more host work than the plain block
+    assert host.block_full_recompute_s > host.block_s
+    assert host.block_selective_recompute_s > host.block_s
+    with pytest.raises(ValueError, match="tokens"):
+        measure_host(spec, tokens=3, tp=False)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -142,3 +145,15 @@ def test_interconnect_what_ifs() -> None:
         parse_oversubscription("1:2")
     with pytest.raises(ValueError, match="--intra-node-bw"):
         apply_interconnect(base, intra_node_bw="-3GB/s")
+
+
+def test_graph_walk_breaks_ties_the_same_under_any_hash_seed() -> None:
+    """Cube-mesh servers have equal-cost two-hop paths; the walk's pick (and so the priced TP ring)
+    must not depend on PYTHONHASHSEED (it did while subgraphs iterated a set of node names)."""
+    code = ("from costmodel import ParallelPlan, get_cluster; from costmodel.comm import build_comm_model; "
+            "from costmodel.topology import Topology, build_topology; c = get_cluster('dgx1-v100', nodes=2); "
+            "walk = Topology(build_topology(c).graph); "
+            "print(build_comm_model(c, ParallelPlan(tp=8, dp=2), topology=walk).links['tp'])")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "5")}
+    assert len(outs) == 1 and "GroupLink" in outs.pop()

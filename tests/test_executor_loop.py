@@ -150,3 +150,25 @@ def test_summary_is_a_step_measurement_with_median_after_warmup(tmp_path):
     write_json_atomic(tmp_path / "summary.json", m.model_dump(mode="json"))
     again = StepMeasurement.model_validate(json.loads((tmp_path / "summary.json").read_text()))
     assert again == m
+
+
+def test_tensor_bytes_tracker_counts_live_storage_once_and_frees_it():
+    import torch
+
+    from executor.memtrack import TensorBytesTracker
+
+    lin = torch.nn.Linear(256, 512)
+    param_bytes = (256 * 512 + 512) * 4
+    with TensorBytesTracker(seed=lin.parameters()) as tr:
+        assert tr.current_bytes == param_bytes
+        x = torch.randn(64, 256)
+        y = lin(x)
+        view = y[:10]  # a view shares y's storage: not counted twice
+        act_bytes = 64 * 512 * 4
+        assert tr.current_bytes == param_bytes + 64 * 256 * 4 + act_bytes
+        y.sum().backward()
+        del y, view
+        after = tr.current_bytes
+    # grads of weight and bias live on; the activation was freed; the peak saw everything at once
+    assert after == param_bytes * 2 + 64 * 256 * 4
+    assert tr.peak_bytes >= param_bytes + 64 * 256 * 4 + act_bytes

@@ -139,3 +139,69 @@ def test_bulk_pass_agrees_with_estimate_on_even_splits():
         est = estimate(model, cluster, training, plan)
         assert bulk["step_time_s"][i] == pytest.approx(est.step_time_s, rel=1e-9)
         assert bulk["peak_bytes"][i] == pytest.approx(est.memory.peak_bytes, rel=1e-9)
+
+
+def _per_group_reference(model, cluster, training, space, *, calibration=None, topology=None):
+    """The bulk pass as it was: one `step_costs` call per (dp, tp, pp, cp, placement) group."""
+    from costmodel.estimate import comm_model, step_context
+    from costmodel.specs import ParallelPlan
+    from costmodel.step import Knobs, step_costs
+
+    c = space.columns
+    ctx = step_context(model, cluster, training, calibration=calibration)
+    out = {k: np.full(len(space), np.nan) for k in ("step_time_s", "peak_bytes")}
+    keys = np.stack([c["dp"], c["tp"], c["pp"], c["cp"], c["placement"]], axis=1)
+    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    for g, (dp, tp, pp, cp, pl) in enumerate(uniq.tolist()):
+        rows = np.flatnonzero(inverse == g)
+        comm = comm_model(cluster, ParallelPlan(dp=dp, tp=tp, pp=pp, cp=cp, placement=space.placements[pl]),
+                          topology=topology, calibration=calibration)
+        k = Knobs(dp=dp, tp=tp, pp=pp, cp=cp, mb=c["mb"][rows], v=c["v"][rows], schedule=c["schedule"][rows],
+                  zero=c["zero"][rows], recompute=c["recompute"][rows], sp=c["sp"][rows].astype(np.int64))
+        res = step_costs(ctx, k, comm)
+        for key in out:
+            out[key][rows] = res[key]
+    return out
+
+
+GROUPED = [
+    # (model, cluster, nodes, batch, seq, calibrated, user topology, constraints): placements, cp > 1, enc-dec
+    ("llama2-7b", "dgx-a100", 4, 64, 4096, False, False, dict(max_micro_batch_size=2)),
+    ("t5-base", "dgx-h100", 2, 48, 512, False, False, dict(max_micro_batch_size=4, max_virtual_stages=3)),
+    ("gpt3-1.3b", "dgx-a100", 2, 64, 2048, True, False, dict(max_micro_batch_size=2)),
+    ("megatron-gpt-3.6b", "dgx-a100", 4, 64, 2048, False, True, dict(max_micro_batch_size=2)),
+]
+
+
+@pytest.mark.parametrize("case", GROUPED, ids=["llama-cp", "t5", "calibrated", "user-topology-uneven"])
+def test_grouped_bulk_pass_equals_the_per_group_pass(case):
+    from test_costmodel_calibration import synthetic_profile
+
+    from costmodel.topology import build_topology
+    from planner.constraints import Constraints
+    from planner.scoring import bulk_scores
+    from planner.space import build_space
+
+    name, preset, nodes, batch, seq, calibrated, user_topology, cons = case
+    model, cluster, training = _specs(name, preset, nodes, batch, seq)
+    calibration = synthetic_profile(gpu=cluster.gpu.name, group_sizes=(2, 4, 8)) if calibrated else None
+    topology = (build_topology(get_cluster(preset, nodes=nodes, intra_node_topology="cube-mesh"))
+                if user_topology else None)
+    space = build_space(model, cluster, training, Constraints.from_kwargs(**cons))
+    assert len(set(space.columns["placement"].tolist())) > 1 and len(space) > 500
+    bulk = bulk_scores(model, cluster, training, space, calibration=calibration, topology=topology)
+    ref = _per_group_reference(model, cluster, training, space, calibration=calibration, topology=topology)
+    for key in ref:
+        np.testing.assert_allclose(bulk[key], ref[key], rtol=1e-12, atol=0, err_msg=key)
+    rng = np.random.default_rng(1)
+    checked = 0
+    for i in rng.permutation(len(space))[:60]:
+        plan = space.plan(int(i))
+        if model.total_layers % (plan.pp * plan.virtual_stages):
+            continue
+        est = estimate(model, cluster, training, plan, calibration=calibration, topology=topology)
+        assert bulk["step_time_s"][i] == pytest.approx(est.step_time_s, rel=1e-12)
+        assert bulk["peak_bytes"][i] == pytest.approx(est.memory.peak_bytes, rel=1e-12)
+        checked += 1
+    assert checked >= 10

@@ -13,6 +13,7 @@ from ..catalog import list_gpus, load_model
 from ..specs import ModelSpec
 from .compute import TORCH_DTYPES, gemm_shapes, measure_attention, measure_gemms, measure_mem_bw
 from .dist_bench import OPS, run_collectives
+from .host import measure_host
 
 __all__ = ["ProfileConfig", "run_profile", "catalog_gpu_name", "DEFAULT_SIZES_BYTES"]
 
@@ -41,6 +42,8 @@ class ProfileConfig:
     timeout_s: float = 120.0
     progress: bool = True
     extra: dict[str, str] = field(default_factory=dict)
+    host: bool | None = None
+    """measure the eager host cost per block (costmodel.profile.host); None: on CPU only"""
 
     def check(self) -> None:
         """ValueError naming the field for bad settings."""
@@ -123,10 +126,13 @@ def _measure(cfg: ProfileConfig, model: ModelSpec, cuda: bool, device: torch.dev
         coll += run_collectives(nprocs=n, ops=ops, sizes=list(cfg.sizes_bytes), backend=backend,
                                 warmup=cfg.warmup, repeats=cfg.repeats, seed=cfg.seed,
                                 timeout_s=cfg.timeout_s, on_point=lambda _: bar.update())
+    host = None
+    if cfg.host if cfg.host is not None else not cuda:
+        host = measure_host(model, repeats=cfg.repeats, tp=bool(cfg.nprocs), procs=cfg.nprocs, timeout_s=cfg.timeout_s)
     bar.close()
     name = torch.cuda.get_device_name(device) if cuda else "cpu"
     return CalibrationProfile(
         device=name, gpu=catalog_gpu_name(name), torch_version=torch.__version__,
         backend=backend if coll else None, created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         seed=cfg.seed, threads=torch.get_num_threads(), model=model.name,
-        gemm=tuple(gemm), attention=tuple(attn), mem_bw=tuple(mem), collectives=tuple(coll))
+        gemm=tuple(gemm), attention=tuple(attn), mem_bw=tuple(mem), collectives=tuple(coll), host=host)

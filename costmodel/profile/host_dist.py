@@ -1,0 +1,131 @@
+"""The host benchmarks that need several processes (costmodel.profile.host):
+
+- `measure_tp_host`: host seconds of a tensor-parallel reference block over 2 Gloo ranks (torch's
+  DTensor TP styles), without and with sequence parallelism, on a few tokens.
+- `measure_concurrency`: CPU seconds of a reference block's forward + backward at a realistic token
+  count when `n` processes run it at once, over the same with one process. On an oversubscribed host
+  (more single-thread workers than cores) each process's work costs more CPU than alone: context
+  switches and shared caches (the 'noisy neighbour' effect; Tang et al. 2011, "The impact of memory
+  subsystem resource sharing on datacenter applications", ISCA). The ratio is what the cost model needs
+  on top of the core share cores / procs.
+
+Each benchmark spawns its ranks (torch.multiprocessing, spawn), times with `time.process_time` (the
+process's own CPU work, insensitive to other users' load) and returns the slowest rank's figure."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from ..specs import ModelSpec
+from .dist_bench import _loopback_name, free_port
+from .host import TP_RANKS, RefBlock, _apply_tp, _fwd_bwd, _input, block_host_seconds
+
+__all__ = ["measure_tp_host", "measure_concurrency"]
+
+
+def _init(rank: int, world: int, port: int, timeout_s: float) -> None:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                            timeout=timedelta(seconds=timeout_s))
+
+
+def _slowest(value: float) -> float:
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t)
+
+
+def _tp_worker(rank: int, world: int, port: int, timeout_s: float, out: str, spec_json: str, layers: int,
+               tokens: int, repeats: int) -> None:
+    from torch.distributed.device_mesh import init_device_mesh
+
+    _init(rank, world, port, timeout_s)
+    try:
+        spec = ModelSpec.model_validate_json(spec_json)
+        mesh = init_device_mesh("cpu", (world,))
+        result = {}
+        for sp in (False, True):
+            blocks = [RefBlock(spec) for _ in range(layers)]
+            for blk in blocks:
+                _apply_tp(blk, mesh, sp=sp)
+            x = _input(spec, tokens // world if sp else tokens)
+            result["tp_sp" if sp else "tp"] = _slowest(block_host_seconds(blocks, x, repeats=repeats,
+                                                                          sync=dist.barrier))
+        if rank == 0:
+            Path(out).write_text(json.dumps(result))
+    finally:
+        dist.destroy_process_group()
+
+
+def _concurrency_worker(rank: int, world: int, port: int, timeout_s: float, out: str, spec_json: str,
+                        layers: int, tokens: int, repeats: int) -> None:
+    _init(rank, world, port, timeout_s)
+    try:
+        spec = ModelSpec.model_validate_json(spec_json)
+        blocks = [RefBlock(spec) for _ in range(layers)]
+        x = _input(spec, tokens)
+        _fwd_bwd(blocks, x, "none")
+        dist.barrier()  # all ranks compute at once from here
+        samples = []
+        for _ in range(max(1, repeats)):
+            t0 = time.process_time()
+            _fwd_bwd(blocks, x, "none")
+            samples.append(time.process_time() - t0)
+        cpu = _slowest(statistics.median(samples) / layers)
+        if rank == 0:
+            Path(out).write_text(json.dumps({"block_cpu_s": cpu}))
+    finally:
+        dist.destroy_process_group()
+
+
+def _spawn(target: Callable[..., None], world: int, *args: Any, timeout_s: float) -> dict[str, float]:
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", _loopback_name())
+    out = Path(os.environ.get("TMPDIR", "/tmp")) / f"paraplan-host-{os.getpid()}-{free_port()}.json"
+    ctx = mp.get_context("spawn")
+    port = free_port()
+    procs = [ctx.Process(target=target, args=(r, world, port, timeout_s, str(out), *args), daemon=True)
+             for r in range(world)]
+    for p in procs:
+        p.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        for p in procs:
+            p.join(timeout=max(1.0, deadline - time.monotonic()))
+        codes = [p.exitcode for p in procs]
+        if codes != [0] * world or not out.is_file():
+            raise RuntimeError(f"host benchmark ({target.__name__}): ranks exited with {codes}")
+        return json.loads(out.read_text())
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+            p.join(timeout=5)
+        out.unlink(missing_ok=True)
+
+
+def measure_tp_host(spec: ModelSpec, *, layers: int, tokens: int, repeats: int,
+                    timeout_s: float) -> dict[str, float]:
+    """{'tp': s, 'tp_sp': s}: host seconds per TP block forward + backward over TP_RANKS processes."""
+    return _spawn(_tp_worker, TP_RANKS, spec.model_dump_json(), layers, tokens, repeats, timeout_s=timeout_s)
+
+
+def measure_concurrency(spec: ModelSpec, *, procs: int, layers: int, tokens: int, repeats: int,
+                        timeout_s: float) -> float:
+    """CPU seconds per block forward + backward on `tokens` tokens while `procs` processes run it at
+    once (one thread each; the slowest rank's median)."""
+    if procs < 2:
+        raise ValueError(f"procs={procs}: concurrency needs at least 2 processes")
+    return _spawn(_concurrency_worker, procs, spec.model_dump_json(), layers, tokens, repeats,
+                  timeout_s=timeout_s)["block_cpu_s"]
