@@ -1,8 +1,12 @@
-"""Closed loop (issue 6): held-out error of the constants fitted on vTrain's A100 measurements.
+"""Closed loop (issue 6): held-out error of the constants fitted on vTrain's A100 measurements, and
+this host's eager-PyTorch host cost per Transformer block (what `paraplan profile` adds for CPU hosts).
 
 For three random 70/30 splits, fit on 70 % and report the mean |error| on the held-out 30 %, before
-(the documented defaults with vTrain's no-bucketing setting) and after the fit. The local
-predicted-vs-measured sweep is a CLI run, not a benchmark: `paraplan validate --local` (docs/VALIDATION.md).
+(the documented defaults with vTrain's no-bucketing setting) and after the fit. Host cost: small-llama's
+block forward + backward on 8 tokens (CPU time, best of 5, 1 thread), plain / recomputed / tensor
+parallel over 2 Gloo ranks (+ sequence parallel), aten ops per block, and the CPU a 128-token block
+costs with 4 workers at once vs alone. The local predicted-vs-measured sweep is a CLI run, not a
+benchmark: `paraplan validate --local` (docs/VALIDATION.md).
 
     python -m benchmarks closedloop"""
 
@@ -17,7 +21,24 @@ from costmodel.published.validate import VALIDATION_EFFICIENCY
 SEEDS = (0, 1, 2)
 
 
+def host_cost() -> None:
+    from costmodel import load_model
+    from costmodel.profile.host import measure_host
+
+    t0 = time.process_time()
+    h = measure_host(load_model("small-llama"), repeats=5, procs=(4,))
+    ms = 1e3
+    print(f"host per block fwd+bwd (small-llama, {h.tokens} tokens, CPU time, best of 5): plain {h.block_s * ms:.2f} ms "
+          f"({h.aten_ops_per_block} aten ops, {h.block_s / h.aten_ops_per_block * 1e6:.1f} us/op); full recompute "
+          f"{h.block_full_recompute_s / h.block_s:.2f}x; selective {h.block_selective_recompute_s / h.block_s:.2f}x; "
+          f"TP over 2 ranks {h.block_tp_s / h.block_s:.2f}x; TP+SP {h.block_tp_sp_s / h.block_s:.2f}x")
+    print(f"   CPU per block on {h.concurrency_tokens} tokens: alone {h.block_cpu_s * ms:.1f} ms, 4 workers at once "
+          f"{h.concurrent_block_cpu_s[4] * ms:.1f} ms ({h.concurrent_block_cpu_s[4] / h.block_cpu_s:.2f}x); "
+          f"benchmark CPU {time.process_time() - t0:.1f} s (this process)")
+
+
 def main() -> None:
+    host_cost()
     obs = vtrain_observations()
     if not obs:
         print("closedloop: vTrain data not found (../shared/data/vtrain); skipped")

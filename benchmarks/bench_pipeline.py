@@ -14,6 +14,7 @@ import random
 import statistics
 import sys
 import time
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -34,19 +35,20 @@ BEGIN, END = "<!-- pipeline:begin -->", "<!-- pipeline:end -->"
 
 
 def sims_per_s(schedule: str, *, pp: int = 16, m: int = 64, v: int = 1, with_events: bool,
-               min_time_s: float = 1.0) -> float:
+               min_time_s: float = 1.0, simulate=simulate_pipeline) -> float:
     """Simulations per CPU-second (process time, so a shared host does not skew it) of one uneven
-    pp-stage step, with the per-shape caches warm as in a search."""
+    pp-stage step, with the per-shape caches warm as in a search (`simulate`: this simulator, or
+    the sequential reference)."""
     rng = random.Random(0)
     s = pp * v
     f = [rng.uniform(0.9, 1.1) / v for _ in range(s)]
     b = [2 * x for x in f]
     kw = dict(schedule=schedule, pp=pp, num_micro_batches=m, virtual_stages=v, fwd_s=f, bwd_s=b,
               bwd_weight_s=[x / 2 for x in b], p2p_s=0.02, with_events=with_events)
-    simulate_pipeline(**kw)
+    simulate(**kw)
     n, t0 = 0, time.process_time()
     while time.process_time() - t0 < min_time_s:
-        simulate_pipeline(**kw)
+        simulate(**kw)
         n += 1
     return n / (time.process_time() - t0)
 
@@ -78,6 +80,7 @@ def zero_bubble_error(ratio: float, *, seed: int = 3) -> tuple[float, float]:
     return min(errs), max(errs)
 
 
+@lru_cache(maxsize=1)
 def _reference() -> tuple:
     """The sequential simulator and estimate path kept as the tests' reference (tests/_*_reference.py):
     the implementation before the level-vectorized sweep, timed here on the same inputs."""
@@ -112,8 +115,7 @@ def rescoring_ms(schedule: str, pp: int, v: int, *, batch: int = 64, repeat: int
     seq 8192, dp=8 so m=256) with an uneven split of its 126 layers over pp*v stages: the reference path
     (two sequential simulations + per-op peak walk), the vectorized path (memo cleared), and per plan
     when `prefetch_simulations` runs `batch` plans of the shape at once; plus the cold op-graph build."""
-    ref_sim, ref_est = _reference()
-    del ref_sim
+    ref_est = _reference()[1]
     model, cluster = load_model("llama3-405b"), get_cluster("dgx-h100", nodes=2048)
     training = TrainingSpec(global_batch_size=2048, seq_len=8192)
     stages = pp * v
@@ -219,16 +221,21 @@ def main() -> None:
     lines = ["## Pipeline schedules (costmodel.pipeline)", "",
              f"Command: `python -m benchmarks pipeline` ({platform.processor() or platform.machine()}, "
              f"{os.cpu_count()} CPUs shared with other jobs, so rates are per CPU-second of process time; "
-             f"Python {platform.python_version()}).", "",
-             "simulate_pipeline, pp=16, m=64 (v=2 for interleaved), uneven stages, p2p > 0:", "",
-             "| schedule | ops | sims/s without events | sims/s with events (TimelineEvent objects) |", "|---|---|---|---|"]
+             f"Python {platform.python_version()}; load average {os.getloadavg()[0]:.1f} at start).", "",
+             "simulate_pipeline, pp=16, m=64 (v=2 for interleaved), uneven stages, p2p > 0 (a small shape: "
+             "about 15 ops per dependency level, where the plain loop is used; the sequential reference of "
+             "tests/_pipeline_reference.py in the same run for comparison):", "",
+             "| schedule | ops | sims/s without events | reference sims/s | sims/s with events (TimelineEvent objects) |",
+             "|---|---|---|---|---|"]
+    reference = _reference()[0]
     for schedule in SCHEDULES:
         v = 2 if schedule == "interleaved-1f1b" else 1
         ops = 16 * v * 64 * (3 if schedule == "zero-bubble" else 2)
         fast = sims_per_s(schedule, v=v, with_events=False)
+        ref = sims_per_s(schedule, v=v, with_events=False, simulate=reference)
         slow = sims_per_s(schedule, v=v, with_events=True, min_time_s=2.0)
-        lines.append(f"| {schedule} | {ops} | {fast:,.0f} | {slow:,.1f} |")
-        print(f"   {schedule:17s} {fast:9,.0f} sims/s   {slow:7,.1f} sims/s with events")
+        lines.append(f"| {schedule} | {ops} | {fast:,.0f} | {ref:,.0f} | {slow:,.1f} |")
+        print(f"   {schedule:17s} {fast:9,.0f} sims/s (reference {ref:9,.0f})  {slow:7,.1f} sims/s with events")
     lines += ["", "Closed forms for uniform stages (`uniform_makespan_s` on numpy arrays of 10^6 plans):", "",
               "| schedule | makespans/s |", "|---|---|"]
     for schedule in SCHEDULES:
@@ -259,7 +266,11 @@ def main() -> None:
         print(f"   {schedule:17s} pp={pp:2d} v={v}: reference {r['reference_ms']:6.1f} ms, vectorized "
               f"{r['vectorized_ms']:5.2f} ms, batched {r['batched_ms']:5.2f} ms/plan, graph {r['graph_ms']:5.1f} ms")
     lines += ["", "Share of the exact re-scoring in a whole search (`planner.search`, top 10, default space; "
-              "simulator caches cleared before each of 3 runs, median CPU s):", "",
+              "simulator caches cleared before each of 3 runs, median CPU s). For comparison, measured once "
+              "with the same timer on 2026-11-29 against commit 11a7eb0 (the sequential simulator, and that "
+              "commit's looser bounds, so 1,782 Llama candidates re-scored): exact re-scoring 31.6 s of a "
+              "37.3 s search before, 1.98 s of 7.3 s with this simulator path on the same 1,782 candidates, "
+              "identical results (plans, estimates and Pareto fronts equal bit for bit):", "",
               "| case | candidates re-scored | search CPU s | exact re-scoring CPU s |", "|---|---|---|---|"]
     for name in SEARCH_CASES:
         r = search_rescoring_s(name)

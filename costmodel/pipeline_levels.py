@@ -49,12 +49,12 @@ class OpGraph:
     in_flight: tuple[int, ...]           # per rank: peak (micro-batch, chunk) pairs held
     count_rows: tuple[np.ndarray, ...]   # per rank: distinct in-flight counts per chunk, (rows, v)
 
-    def pairs(self) -> list[tuple[int, int]]:
-        """(prev, dep) of every op as a Python list (cached), for the plain-loop sweep."""
-        hit = self.__dict__.get("_pairs")
+    def quads(self) -> list[tuple[int, int, int, int]]:
+        """(prev, dep, key, hop) of every op as a Python list (cached), for the plain-loop sweep."""
+        hit = self.__dict__.get("_quads")
         if hit is None:
-            hit = list(zip(self.prev.tolist(), self.dep.tolist(), strict=True))
-            object.__setattr__(self, "_pairs", hit)
+            hit = list(zip(self.prev.tolist(), self.dep.tolist(), self.key.tolist(), self.hop.tolist(), strict=True))
+            object.__setattr__(self, "_quads", hit)
         return hit
 
 
@@ -173,11 +173,11 @@ def sweep_end_s(graph: OpGraph, dur_s: np.ndarray, p2p_s: np.ndarray) -> np.ndar
     [:, j] (the last entry is unused). Returns (n_ops + 2, K): the ends in level order, then the
     two slots 0 and -inf."""
     cols, n = dur_s.shape[0], graph.n_ops
+    if cols == 1 and n < _PY_OPS_PER_LEVEL * len(graph.levels):
+        end = _sweep_lists(graph, dur_s[0].tolist(), p2p_s[0].tolist())
+        return np.fromiter(end, float, n + 2)[:, None]
     dur, cop = dur_s.T[graph.key], p2p_s.T[graph.hop]   # per op (level order) x column
     if cols == 1:
-        if n < _PY_OPS_PER_LEVEL * len(graph.levels):
-            end = np.array(_sweep_lists(graph, dur.ravel().tolist(), cop.ravel().tolist()))
-            return end[:, None]
         dur, cop = dur.ravel(), cop.ravel()
     end = np.empty((n + 2, cols) if cols > 1 else n + 2)
     end[n] = 0.0
@@ -195,17 +195,18 @@ def sweep_end_s(graph: OpGraph, dur_s: np.ndarray, p2p_s: np.ndarray) -> np.ndar
 _PY_OPS_PER_LEVEL = 16   # below this many ops per level a plain loop beats numpy's per-call cost
 
 
-def _sweep_lists(graph: OpGraph, dur: list[float], cop: list[float]) -> list[float]:
-    """`sweep_end_s` for one column as a plain loop over the level order (same arithmetic)."""
+def _sweep_lists(graph: OpGraph, dur: list[float], p2p: list[float]) -> list[float]:
+    """`sweep_end_s` for one column as a plain loop over the level order (same arithmetic);
+    `dur`/`p2p` are the column's duration and transfer tables."""
     n = graph.n_ops
     end = [0.0] * (n + 2)
     end[n + 1] = -math.inf
-    for i, (p, d) in enumerate(graph.pairs()):
+    for i, (p, d, k, h) in enumerate(graph.quads()):
         t = end[p]
-        x = end[d] + cop[i]
+        x = end[d] + p2p[h]
         if x > t:
             t = x
-        end[i] = t + dur[i]
+        end[i] = t + dur[k]
     return end
 
 

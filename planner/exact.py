@@ -1,6 +1,7 @@
 """`ExactScorer`: one candidate through `costmodel.estimate`, with the even split (closed form) and,
 where the layers do not divide or balancing helps, the balanced split (`planner.balance`, event
-simulation); the faster variant that fits wins."""
+simulation); the faster variant that fits wins. `prefetch` runs the simulations of candidates about to
+be scored in batches (one numpy sweep per schedule shape); scores are the same either way."""
 
 from __future__ import annotations
 

@@ -87,3 +87,38 @@ def test_single_routes_equal_the_vectorized_rows(preset: str, nodes: int, over: 
     rows = table.routes(src, dst)
     for a, b, row in zip(src.tolist(), dst.tolist(), rows, strict=True):
         assert table.route_ids(a, b) == row[row >= 0].tolist()
+
+
+def _random_fabric(rng: np.random.Generator) -> tuple[dict, int]:
+    intra = str(rng.choice(["nvswitch", "pcie", "none", "cube-mesh"]))
+    gpn = 8 if intra == "cube-mesh" else int(rng.choice([2, 4, 8]))
+    over = {"intra_node_topology": intra, "gpus_per_node": gpn, "nics_per_node": int(rng.choice([1, 2, 3, 4, 8])),
+            "network": str(rng.choice(["rail-optimized", "fat-tree", "leaf-spine"])),
+            "oversubscription": float(rng.choice([1.0, 1.5, 4.0]))}
+    return over, int(rng.integers(1, 4))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_fabrics_and_plans_price_as_by_graph_walk(seed: int) -> None:
+    """Seeded random fabrics (server fabric, GPUs and NICs per server, network, oversubscription,
+    servers per leaf) and plans: closed form == graph walk for every GroupLink and time."""
+    rng = np.random.default_rng(100 + seed)
+    over, npl = _random_fabric(rng)
+    nodes = int(rng.integers(1, 7))
+    cluster = get_cluster("dgx-a100", nodes=nodes, **over)
+    fast = build_topology(cluster, nodes_per_leaf=npl)
+    walk = Topology(fast.graph, name="walk")
+    world = cluster.num_gpus
+    divisors = [d for d in range(1, world + 1) if world % d == 0]
+    for _ in range(10):
+        tp, cp, pp = (int(rng.choice(divisors)) for _ in range(3))
+        if world % (tp * cp * pp):
+            continue
+        order = tuple(rng.permutation(["tp", "cp", "dp", "pp"]).tolist())
+        plan = ParallelPlan(tp=tp, cp=cp, pp=pp, dp=world // (tp * cp * pp), placement=order)
+        a = build_comm_model(cluster, plan, topology=fast)
+        b = build_comm_model(cluster, plan, topology=walk)
+        assert a.links == b.links, (over, npl, plan)
+        for axis in ("tp", "cp", "dp", "pp"):
+            for op in ("all_reduce", "reduce_scatter", "all_to_all", "send_recv"):
+                assert a.time_s(axis, op, 3e7) == b.time_s(axis, op, 3e7)
