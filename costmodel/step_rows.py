@@ -47,8 +47,10 @@ def distinct_rows(k: Knobs, comm: Any, names: tuple[str, ...], axes: tuple[str, 
 
 
 def take_knobs(k: Knobs, rows: np.ndarray) -> Knobs:
-    """The knobs of rows `rows` (scalar knobs stay scalars)."""
-    return replace(k, **{f.name: v[rows] for f in fields(k) if isinstance(v := getattr(k, f.name), np.ndarray)})
+    """The knobs of rows `rows`: per-row (1-D) knobs are indexed; scalars and knobs that vary along
+    another axis (a column such as the bulk pass's ZeRO stages, shape (stages, 1)) stay as they are."""
+    return replace(k, **{f.name: v[rows] for f in fields(k)
+                         if isinstance(v := getattr(k, f.name), np.ndarray) and v.ndim == 1})
 
 
 class RowsOf:

@@ -74,16 +74,16 @@ def _memo(model: ModelSpec, training: TrainingSpec) -> dict:
     return hit[1]
 
 
-def split_layouts(model: ModelSpec, training: TrainingSpec, space: Space,
+def split_layouts(model: ModelSpec, training: TrainingSpec, space: Space | dict[str, np.ndarray],
                   rebalance: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[tuple, Layout]]:
-    """(changed, mu_first, mu_last, layouts) per candidate.
+    """(changed, mu_first, mu_last, layouts) per candidate of `space` (a Space or its columns).
 
     `changed`: the exact scorer may use the balanced split instead of the closed form's even (or,
     layers not dividing, fractional) one. `mu_first`, `mu_last`: blocks on the first/last rank of
     the balanced split over the fractional share (capped at 1). `layouts[(pp, v, recompute, mb)]`:
     the balanced split's `Layout`, for every key of a changed candidate."""
-    c = space.columns
-    n = len(space)
+    c = space.columns if isinstance(space, Space) else space
+    n = c["pp"].shape[0]
     changed = np.zeros(n, dtype=bool)
     mu0, mul = np.ones(n), np.ones(n)
     layouts: dict[tuple, Layout] = {}

@@ -15,6 +15,7 @@ scoring."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
@@ -29,18 +30,44 @@ from costmodel.step_rows import take_knobs, take_units
 from .bounds import changed_lb_s, split_layouts, unique_rows
 from .space import Space
 
-__all__ = ["bulk_scores", "grouped_knobs", "MEMORY_SLACK"]
+__all__ = ["bulk_scores", "grouped_knobs", "zero_table", "MEMORY_SLACK"]
 
 MEMORY_SLACK = 0.10
 """Allowance for the event simulator's peak memory vs the closed form's when bounding a changed split."""
 
 
-def _pp_groups(space: Space) -> list[tuple[int, np.ndarray]]:
-    """(pp, rows) for each pipeline depth in the space, rows ascending."""
-    pp_col = space.columns["pp"]
-    order = np.argsort(pp_col, kind="stable")
-    cuts = np.flatnonzero(np.diff(pp_col[order])) + 1
-    return [(int(pp_col[rows[0]]), rows) for rows in np.split(order, cuts) if rows.size]
+_TABLE_KNOBS = ("pp", "dp", "tp", "cp", "placement", "mb", "v", "schedule", "recompute", "sp")
+"""Every knob but ZeRO, pp first: a table column is one distinct combination of these."""
+
+
+def _codes(cols: list[np.ndarray]) -> np.ndarray:
+    """One int64 per row, equal for equal rows of `cols` (small non-negative integers), ordered
+    like the rows' tuples: mixed-radix digits, re-densified (np.unique) before they could overflow."""
+    code = np.zeros(cols[0].shape[0], dtype=np.int64)
+    radix = 1
+    for col in cols:
+        col = col.astype(np.int64, copy=False)
+        base = int(col.max()) + 1 if col.size else 1
+        if radix * base >= 1 << 62:
+            _, code = np.unique(code, return_inverse=True)
+            code, radix = code.ravel(), int(code.max()) + 1
+        code, radix = code * base + col, radix * base
+    return code
+
+
+def zero_table(space: Space) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(first, column, zeros, zpos): the bulk pass prices a table whose columns are the distinct
+    combinations of every knob but ZeRO (`_TABLE_KNOBS`; `first`: a row of each, columns sorted by
+    pp, so each depth is a contiguous range) and whose rows are the ZeRO stages present (`zeros`).
+    Candidate i is cell (zpos[i], column[i]). Only the optimizer states, the ZeRO-3 gather buffer and
+    the data-parallel time depend on ZeRO, so everything else is priced once per column."""
+    c = space.columns
+    _, first, column = np.unique(_codes([c[name] for name in _TABLE_KNOBS]), return_index=True,
+                                 return_inverse=True)
+    present = np.bincount(c["zero"])
+    zeros = np.flatnonzero(present)
+    zpos = (np.cumsum(present > 0) - 1)[c["zero"]]
+    return first, column.ravel(), zeros, zpos
 
 
 @lru_cache(maxsize=8192)
@@ -65,39 +92,54 @@ def grouped_knobs(cluster: ClusterSpec, space: Space, rows: np.ndarray, pp: int,
 
 
 def _bulk_figures(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, space: Space,
-                  changed: np.ndarray, mu: tuple[np.ndarray, np.ndarray], layouts: dict, *, calibration: Any,
-                  topology: Any, on_group: Callable[[int], Any] | None) -> dict[str, np.ndarray]:
-    """Closed-form figures of every candidate, one `step_costs` call per pipeline depth pp (dp, tp,
-    cp and the placement per row, priced by a `GroupedComm`): `step_time_s`, `peak_bytes`,
-    `peak_bytes_lb` (see `bulk_scores`), and for `changed` candidates that may fit `split_lb_s`, a
-    lower bound on the exact step time of the balanced split (`planner.bounds.changed_lb_s`; 0 elsewhere).
+                  table: tuple, rebalance: bool, *, calibration: Any, topology: Any,
+                  on_group: Callable[[int], Any] | None) -> dict[str, np.ndarray]:
+    """Closed-form figures of every cell of the `zero_table` (ZeRO stages x columns), one
+    `step_costs` call per pipeline depth pp (a column's dp, tp, cp, placement priced by a
+    `GroupedComm`, ZeRO a (stages, 1) column that broadcasts): `step_time_s`, `peak_bytes`,
+    `peak_bytes_lb` and `step_time_s_lb` (see `bulk_scores`); where the split changes and the cell
+    may fit, the bound on the balanced split's exact step time (`planner.bounds.changed_lb_s`).
 
     This is `costmodel.estimate_batch`'s path (the same `step_context`, `comm_model`, `step_costs`),
     extended to what the planner needs and it does not take: the placement column and layer counts
     that do not divide evenly (`step_costs` then prices the fractional split, L/pp blocks per rank)."""
-    n = len(space)
-    out = {k: np.full(n, np.nan) for k in ("step_time_s", "peak_bytes", "peak_bytes_lb")}
-    out["split_lb_s"] = np.zeros(n)
+    first, column, zeros, _ = table
+    shape = (zeros.size, first.size)
+    out = {k: np.full(shape, np.nan) for k in ("step_time_s", "peak_bytes", "peak_bytes_lb")}
+    split_lb = np.zeros(shape)
+    cols = space.subset(first)
+    changed, mu0, mul, layouts = split_layouts(model, training, cols, rebalance)
     ctx = step_context(model, cluster, training, calibration=calibration)
     cap = cluster.gpu.hbm_bytes
-    for pp, rows in _pp_groups(space):
-        k, comm = grouped_knobs(cluster, space, rows, pp, calibration=calibration, topology=topology)
+    pp_col = cols["pp"]
+    cuts = np.flatnonzero(np.diff(pp_col)) + 1
+    per_column = np.bincount(column, minlength=first.size) if on_group is not None else None
+    for a, b in zip(np.concatenate([[0], cuts]).tolist(), np.concatenate([cuts, [first.size]]).tolist(), strict=True):
+        pp = int(pp_col[a])
+        k, comm = grouped_knobs(cluster, space, first[a:b], pp, calibration=calibration, topology=topology)
+        k = replace(k, zero=zeros[:, None])
         res = step_costs(ctx, k, comm)
-        peak = np.broadcast_to(res["peak_bytes"], rows.shape)
-        out["step_time_s"][rows] = res["step_time_s"]
-        out["peak_bytes"][rows] = peak
-        ch = changed[rows]
-        split_peak = np.maximum(res["_ranks"][0]["peak"] * mu[0][rows],
-                                res["_ranks"][-1]["peak"] * mu[1][rows]) * (1 - MEMORY_SLACK)
+        peak = np.broadcast_to(res["peak_bytes"], (zeros.size, b - a))
+        out["step_time_s"][:, a:b] = res["step_time_s"]
+        out["peak_bytes"][:, a:b] = peak
+        ch = changed[a:b]
+        split_peak = np.maximum(res["_ranks"][0]["peak"] * mu0[a:b],
+                                res["_ranks"][-1]["peak"] * mul[a:b]) * (1 - MEMORY_SLACK)
         peak_lb = np.where(ch, np.minimum(peak, split_peak), peak)
-        out["peak_bytes_lb"][rows] = peak_lb
-        sel = np.flatnonzero(ch & (peak_lb <= cap))   # the others get no plan from the exact scorer
-        if sel.size:
-            units = take_units(res["_units"], sel)
-            m = np.broadcast_to(res["num_micro_batches"], rows.shape)[sel]
-            out["split_lb_s"][rows[sel]] = changed_lb_s(ctx, take_knobs(k, sel), comm.take(sel), units, m, layouts)
+        out["peak_bytes_lb"][:, a:b] = peak_lb
+        sel = ch & (peak_lb <= cap)    # the other cells get no plan from the exact scorer
+        sc = np.flatnonzero(sel.any(axis=0))
+        if sc.size:
+            units = take_units(res["_units"], sc)
+            m = np.broadcast_to(res["num_micro_batches"], (b - a,))[sc]
+            lb = changed_lb_s(ctx, take_knobs(k, sc), comm.take(sc), units, m, layouts)
+            split_lb[:, a + sc] = np.where(sel[:, sc], lb, 0.0)
         if on_group is not None:
-            on_group(rows.size)
+            on_group(int(per_column[a:b].sum()))
+    divides = model.total_layers % (cols["pp"] * cols["v"]) == 0   # the exact scorer also tries the even split
+    times = out["step_time_s"]
+    split = np.where(divides, np.minimum(times, split_lb), split_lb)
+    out["step_time_s_lb"] = np.where(changed, split, times)
     return out
 
 
@@ -109,12 +151,9 @@ def bulk_scores(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, 
     exact scorer returns (equal to the closed form where the split does not change). Where
     `peak_bytes_lb` exceeds the GPU's memory no variant fits, the exact scorer returns no plan, and
     `step_time_s_lb` is the trivial bound 0 (not worth pricing: the search rejects them as 'oom')."""
-    changed, mu0, mul, layouts = split_layouts(model, training, space, rebalance)
-    b = _bulk_figures(model, cluster, training, space, changed, (mu0, mul), layouts, calibration=calibration,
+    table = zero_table(space)
+    t = _bulk_figures(model, cluster, training, space, table, rebalance, calibration=calibration,
                       topology=topology, on_group=on_chunk)
-    times, peaks, peak_lb = b["step_time_s"], b["peak_bytes"], b["peak_bytes_lb"]
-    c = space.columns
-    divides = model.total_layers % (c["pp"] * c["v"]) == 0   # the exact scorer also tries the even split
-    split_lb = np.where(divides, np.minimum(times, b["split_lb_s"]), b["split_lb_s"])
-    time_lb = np.where(changed, split_lb, times)
-    return {"step_time_s": times, "peak_bytes": peaks, "step_time_s_lb": time_lb, "peak_bytes_lb": peak_lb}
+    first, column, _, zpos = table
+    cell = zpos * first.size + column
+    return {key: t[key].ravel()[cell] for key in ("step_time_s", "peak_bytes", "step_time_s_lb", "peak_bytes_lb")}

@@ -1,0 +1,109 @@
+"""`costmodel.collectives` over many groups at once: a `LinkTable` holds each GroupLink's constants
+of the alpha-beta formulas as arrays, so one numpy expression prices a collective for rows that sit
+on different groups (the planner's bulk pass, `costmodel.comm_grouped.GroupedComm`), instead of one
+call per GroupLink.
+
+The formulas are `collectives.py`'s, term by term and in the same order, so every row gets the very
+float `collective_time_s` returns (tests/test_costmodel_batch_grouped.py checks equality on every
+GroupLink of several clusters and topologies):
+- ring all-reduce 2(n-1)/n * B/bw + 2(n-1) alpha; ring reduce-scatter / all-gather (n-1)/n * B/bw +
+  (n-1) alpha (Thakur, Rabenseifner & Gropp 2005, sec. 4);
+- double binary tree all-reduce 2 B/bw + 2 ceil(log2 n) alpha (Sanders, Speck & Traeff 2009);
+- hierarchical: reduce-scatter inside each server (k ranks), the B/k shard across the m servers
+  (all-reduce: the cheaper of ring and tree; reduce-scatter / all-gather: ring), all-gather inside;
+- send/recv alpha + B/bw; the cheapest algorithm per row (NCCL's tuner).
+A one-rank stage costs 0: its coefficients are 0 (0 * B / bw + 0 = 0 exactly), and an algorithm
+a group lacks has latency +inf, so `np.minimum` never picks it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from .placement import GroupLink
+
+__all__ = ["LinkTable", "VECTOR_OPS"]
+
+VECTOR_OPS = ("all_reduce", "reduce_scatter", "all_gather", "send_recv")
+"""Collectives a LinkTable prices (all-to-all goes through its CommModel)."""
+
+
+def _ring(n: int, lat_s: float, *, all_reduce: bool) -> tuple[float, float]:
+    """(coefficient of B/bw, latency term) of a ring on n ranks; (0, 0) for n <= 1."""
+    if n <= 1:
+        return 0.0, 0.0
+    if all_reduce:
+        return 2 * (n - 1) / n, 2 * (n - 1) * lat_s
+    return (n - 1) / n, (n - 1) * lat_s
+
+
+def _tree(n: int, lat_s: float) -> tuple[float, float]:
+    """(coefficient of B/bw, latency term) of the double binary tree all-reduce; (0, 0) for n <= 1."""
+    if n <= 1:
+        return 0.0, 0.0
+    return 2.0, 2 * int(np.ceil(np.log2(n))) * lat_s
+
+
+class LinkTable:
+    """The formula constants of GroupLinks `links` (index j = link j) as arrays; `time_s(op, code,
+    nbytes)` prices row i on link code[i] (code -1: a one-rank group, 0 s)."""
+
+    _FIELDS = ("ar", "ar_lat", "rs", "rs_lat", "tr", "tr_lat", "bw", "lat", "p2p_bw", "hier", "k", "in_c",
+               "in_lat", "in_bw", "x_ar", "x_ar_lat", "x_rs", "x_rs_lat", "x_tr", "x_tr_lat", "x_bw")
+
+    def __init__(self, links: Sequence[GroupLink]) -> None:
+        # the last entry is a one-rank group (code -1): every term 0, no hierarchical algorithm
+        one_rank = dict(ar=0.0, ar_lat=0.0, rs=0.0, rs_lat=0.0, tr=0.0, tr_lat=0.0, bw=1.0, lat=0.0,
+                        p2p_bw=math.inf, hier=0.0, k=1.0, in_c=0.0, in_lat=math.inf, in_bw=1.0, x_ar=0.0,
+                        x_ar_lat=0.0, x_rs=0.0, x_rs_lat=0.0, x_tr=0.0, x_tr_lat=0.0, x_bw=1.0)
+        rows = [self._constants(g) if g.size > 1 else one_rank for g in links] + [one_rank]
+        for name in self._FIELDS:
+            setattr(self, name, np.array([r[name] for r in rows], dtype=float))
+        self.any_hier = bool(self.hier.any())
+
+    @staticmethod
+    def _constants(g: GroupLink) -> dict[str, float]:
+        """The formula constants of one GroupLink of more than one rank."""
+        c = dict(bw=g.bw_bytes_per_s, lat=g.latency_s, p2p_bw=g.bw_bytes_per_s)
+        c["ar"], c["ar_lat"] = _ring(g.size, g.latency_s, all_reduce=True)
+        c["rs"], c["rs_lat"] = _ring(g.size, g.latency_s, all_reduce=False)
+        c["tr"], c["tr_lat"] = _tree(g.size, g.latency_s)
+        if g.intra is None or g.inter is None:   # no hierarchical algorithm: never the cheapest
+            c.update(hier=0.0, k=1.0, in_c=0.0, in_lat=math.inf, in_bw=1.0, x_ar=0.0, x_ar_lat=0.0, x_rs=0.0,
+                     x_rs_lat=0.0, x_tr=0.0, x_tr_lat=0.0, x_bw=1.0)
+            return c
+        k, m, x_lat = g.ranks_per_server, g.num_servers, g.inter.latency_s
+        c.update(hier=1.0, k=float(k), in_bw=g.intra.bw_bytes_per_s, x_bw=g.inter.bw_bytes_per_s)
+        c["in_c"], c["in_lat"] = _ring(k, g.intra.latency_s, all_reduce=False)
+        c["x_ar"], c["x_ar_lat"] = _ring(m, x_lat, all_reduce=True)
+        c["x_rs"], c["x_rs_lat"] = _ring(m, x_lat, all_reduce=False)
+        c["x_tr"], c["x_tr_lat"] = _tree(m, x_lat)
+        return c
+
+    def time_s(self, op: str, code: np.ndarray, nbytes: np.ndarray) -> np.ndarray:
+        """Seconds of one `op` (in `VECTOR_OPS`) of `nbytes` (full buffer, one per row) on each row's
+        link `code[i]` (-1: one rank)."""
+        b = np.asarray(nbytes, dtype=float)
+        j = code   # -1 indexes the one-rank entry (last)
+        if op == "send_recv":
+            return self.lat[j] + b / self.p2p_bw[j]
+        bw = self.bw[j]
+        hier = self.any_hier and bool(self.hier[j].any())
+        if op == "all_reduce":
+            best = np.minimum(self.ar[j] * b / bw + self.ar_lat[j], self.tr[j] * b / bw + self.tr_lat[j])
+        elif op in ("reduce_scatter", "all_gather"):
+            best = self.rs[j] * b / bw + self.rs_lat[j]
+        else:
+            raise ValueError(f"op {op!r} is not one of {VECTOR_OPS}")
+        if not hier:
+            return best
+        k, x_bw = self.k[j], self.x_bw[j]
+        rs_in = self.in_c[j] * b / self.in_bw[j] + self.in_lat[j]
+        shard = b / k
+        if op == "all_reduce":
+            across = np.minimum(self.x_ar[j] * shard / x_bw + self.x_ar_lat[j],
+                                self.x_tr[j] * shard / x_bw + self.x_tr_lat[j])
+            return np.minimum(best, 2 * rs_in + across)
+        return np.minimum(best, rs_in + (self.x_rs[j] * shard / x_bw + self.x_rs_lat[j]))
