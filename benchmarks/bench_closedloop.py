@@ -3,7 +3,7 @@ this host's eager-PyTorch host cost per Transformer block (what `paraplan profil
 
 For three random 70/30 splits, fit on 70 % and report the mean |error| on the held-out 30 %, before
 (the documented defaults with vTrain's no-bucketing setting) and after the fit. Host cost: small-llama's
-block forward + backward on 8 tokens (CPU time, best of 5, 1 thread), plain / recomputed / tensor
+block forward + backward on 8 tokens (CPU time, best of 10, 1 thread), plain / recomputed / tensor
 parallel over 2 Gloo ranks (+ sequence parallel), aten ops per block, and the CPU a 128-token block
 costs with 4 workers at once vs alone. The local predicted-vs-measured sweep is a CLI run, not a
 benchmark: `paraplan validate --local` (docs/VALIDATION.md).
@@ -26,9 +26,9 @@ def host_cost() -> None:
     from costmodel.profile.host import measure_host
 
     t0 = time.process_time()
-    h = measure_host(load_model("small-llama"), repeats=5, procs=(4,))
+    h = measure_host(load_model("small-llama"), repeats=10, procs=(4,))
     ms = 1e3
-    print(f"host per block fwd+bwd (small-llama, {h.tokens} tokens, CPU time, best of 5): plain {h.block_s * ms:.2f} ms "
+    print(f"host per block fwd+bwd (small-llama, {h.tokens} tokens, CPU time, best of 10): plain {h.block_s * ms:.2f} ms "
           f"({h.aten_ops_per_block} aten ops, {h.block_s / h.aten_ops_per_block * 1e6:.1f} us/op); full recompute "
           f"{h.block_full_recompute_s / h.block_s:.2f}x; selective {h.block_selective_recompute_s / h.block_s:.2f}x; "
           f"TP over 2 ranks {h.block_tp_s / h.block_s:.2f}x; TP+SP {h.block_tp_sp_s / h.block_s:.2f}x")

@@ -3,7 +3,8 @@ space, cold (first search on a fresh cluster object: topology graph and every Co
 warm (the same search again: CommModels memoized by the cost model), in wall time and in CPU time of
 this process (`time.process_time`, robust to a shared machine), with the load average; and the bulk
 pass's plans per second: wall time inside the search, and the median CPU time of 7 warm bulk passes
-alone (`planner.scoring.bulk_scores` on the same space). Results: docs/BENCHMARKS.md (planner section)."""
+alone (`planner.scoring.bulk_scores` on the same space), with the size of the table it prices
+(`planner.scoring.zero_table`: ZeRO stages x columns). Results: docs/BENCHMARKS.md (planner section)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import time
 from costmodel import TrainingSpec, get_cluster, load_model
 from planner import search
 from planner.constraints import Constraints
-from planner.scoring import bulk_scores
+from planner.scoring import bulk_scores, zero_table
 from planner.space import build_space
 
 CASES = [
@@ -30,16 +31,18 @@ def _run(model, cluster, training, cons):  # noqa: ANN001, ANN202
     return time.perf_counter() - t0, time.process_time() - c0, result
 
 
-def bulk_cpu_s(model, cluster, training, cons, repeats: int = 7) -> tuple[float, int]:  # noqa: ANN001
-    """(median CPU seconds of one warm bulk pass, valid candidates) over `repeats` passes."""
+def bulk_cpu_s(model, cluster, training, cons, repeats: int = 7) -> tuple[float, int, str]:  # noqa: ANN001
+    """(median CPU seconds of one warm bulk pass, valid candidates, the table's shape) over `repeats`
+    passes."""
     space = build_space(model, cluster, training, Constraints.from_kwargs(**cons))
+    first, _, zeros, _ = zero_table(space)
     bulk_scores(model, cluster, training, space)
     times = []
     for _ in range(repeats):
         c0 = time.process_time()
         bulk_scores(model, cluster, training, space)
         times.append(time.process_time() - c0)
-    return statistics.median(times), len(space)
+    return statistics.median(times), len(space), f"{zeros.size} ZeRO stages x {first.size:,} columns"
 
 
 def main() -> None:
@@ -57,9 +60,9 @@ def main() -> None:
         print(f"   warm: space {t['space_s']:.2f} s, bulk {t['bulk_s']:.2f} s "
               f"({warm.bulk_plans_per_s:,.0f} plans/s wall), re-score {t['rescore_s']:.2f} s, "
               f"pareto {t['pareto_s']:.2f} s; cold bulk {cold.timings_s['bulk_s']:.2f} s")
-        bulk_s, valid = bulk_cpu_s(model, cluster, training, cons)
+        bulk_s, valid, table = bulk_cpu_s(model, cluster, training, cons)
         print(f"   bulk pass alone (warm, median of 7): {bulk_s:.3f} s CPU, {valid / bulk_s:,.0f} plans/s CPU "
-              f"(load {os.getloadavg()[0]:.1f})")
+              f"(load {os.getloadavg()[0]:.1f}; table {table})")
         if cold.best is not None:
             e = cold.best.estimate
             print(f"   best: {cold.best.plan.short()} step {e.step_time_s:.2f} s, MFU {e.mfu:.1%}, "

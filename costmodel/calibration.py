@@ -67,6 +67,7 @@ class CollectivePoint(Spec):
     time_s: float = Field(gt=0)
     time_std_s: float = Field(default=0.0, ge=0)
     samples_s: tuple[float, ...] = Field(default=(), description="every timing (slowest rank), in run order")
+    cpu_s: float | None = Field(default=None, ge=0, description="median CPU seconds of the busiest rank (process_time)")
 
 
 class HostPoint(Spec):
@@ -135,6 +136,14 @@ class CalibrationProfile(Spec):
         return _scaled(max(self.mem_bw, key=lambda p: p.nbytes).bw_bytes_per_s, self)
 
     # ---------------------------------------------------------------- communication look-ups
+    def cpu_cost_profile(self) -> CalibrationProfile | None:
+        """This profile with every collective's wall time replaced by the CPU seconds it cost (what a
+        collective takes from cores other workers could use); None unless every point has `cpu_s`."""
+        if not self.collectives or any(p.cpu_s is None for p in self.collectives):
+            return None
+        points = tuple(p.model_copy(update={"time_s": max(p.cpu_s, 1e-9), "samples_s": ()}) for p in self.collectives)
+        return self.model_copy(update={"collectives": points})
+
     def collective_curve(self, op: str, group_size: int) -> tuple[np.ndarray, np.ndarray] | None:
         """(sizes in bytes, seconds) measured for `op` over `group_size` ranks, sorted; None if absent."""
         pts = sorted((p.nbytes, p.time_s) for p in self.collectives if p.op == op and p.group_size == group_size)

@@ -24,10 +24,25 @@ import numpy as np
 
 from .placement import GroupLink
 
-__all__ = ["LinkTable", "VECTOR_OPS"]
+__all__ = ["LinkTable", "link_table", "VECTOR_OPS"]
 
 VECTOR_OPS = ("all_reduce", "reduce_scatter", "all_gather", "send_recv")
 """Collectives a LinkTable prices (all-to-all goes through its CommModel)."""
+
+
+_TABLES: dict[tuple[int, ...], tuple[tuple[GroupLink, ...], LinkTable]] = {}
+
+
+def link_table(links: Sequence[GroupLink]) -> LinkTable:
+    """The LinkTable of `links`, memoized on the links' identities (GroupLinks are frozen and shared
+    by every CommModel of a topology's placement cache; the entry keeps them alive)."""
+    key = tuple(map(id, links))
+    hit = _TABLES.get(key)
+    if hit is None or any(a is not b for a, b in zip(hit[0], links, strict=True)):
+        if len(_TABLES) > 256:
+            _TABLES.clear()
+        hit = _TABLES[key] = (tuple(links), LinkTable(links))
+    return hit[1]
 
 
 def _ring(n: int, lat_s: float, *, all_reduce: bool) -> tuple[float, float]:
@@ -82,28 +97,50 @@ class LinkTable:
         c["x_tr"], c["x_tr_lat"] = _tree(m, x_lat)
         return c
 
+    def rows(self, code: np.ndarray) -> _Rows:
+        """The constants of rows on links `code` (-1: one rank), each gathered on first use and kept:
+        price several collectives on the same rows with one `_Rows`."""
+        return _Rows(self, code)
+
     def time_s(self, op: str, code: np.ndarray, nbytes: np.ndarray) -> np.ndarray:
         """Seconds of one `op` (in `VECTOR_OPS`) of `nbytes` (full buffer, one per row) on each row's
         link `code[i]` (-1: one rank)."""
+        return self.rows(code).time_s(op, nbytes)
+
+
+class _Rows:
+    """A LinkTable's constants at rows `code`, gathered lazily (attribute = the table's field)."""
+
+    def __init__(self, table: LinkTable, code: np.ndarray) -> None:
+        self._table, self._code = table, code
+        self._hier: bool | None = None
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        value = getattr(self._table, name)[self._code]
+        setattr(self, name, value)
+        return value
+
+    def time_s(self, op: str, nbytes: np.ndarray) -> np.ndarray:
+        """Seconds of one `op` of `nbytes` (one per row) on each row's link."""
         b = np.asarray(nbytes, dtype=float)
-        j = code   # -1 indexes the one-rank entry (last)
         if op == "send_recv":
-            return self.lat[j] + b / self.p2p_bw[j]
-        bw = self.bw[j]
-        hier = self.any_hier and bool(self.hier[j].any())
+            return self.lat + b / self.p2p_bw
         if op == "all_reduce":
-            best = np.minimum(self.ar[j] * b / bw + self.ar_lat[j], self.tr[j] * b / bw + self.tr_lat[j])
+            best = np.minimum(self.ar * b / self.bw + self.ar_lat, self.tr * b / self.bw + self.tr_lat)
         elif op in ("reduce_scatter", "all_gather"):
-            best = self.rs[j] * b / bw + self.rs_lat[j]
+            best = self.rs * b / self.bw + self.rs_lat
         else:
             raise ValueError(f"op {op!r} is not one of {VECTOR_OPS}")
-        if not hier:
+        if self._hier is None:
+            self._hier = self._table.any_hier and bool(self.hier.any())
+        if not self._hier:
             return best
-        k, x_bw = self.k[j], self.x_bw[j]
-        rs_in = self.in_c[j] * b / self.in_bw[j] + self.in_lat[j]
-        shard = b / k
+        rs_in = self.in_c * b / self.in_bw + self.in_lat
+        shard = b / self.k
         if op == "all_reduce":
-            across = np.minimum(self.x_ar[j] * shard / x_bw + self.x_ar_lat[j],
-                                self.x_tr[j] * shard / x_bw + self.x_tr_lat[j])
+            across = np.minimum(self.x_ar * shard / self.x_bw + self.x_ar_lat,
+                                self.x_tr * shard / self.x_bw + self.x_tr_lat)
             return np.minimum(best, 2 * rs_in + across)
-        return np.minimum(best, rs_in + (self.x_rs[j] * shard / x_bw + self.x_rs_lat[j]))
+        return np.minimum(best, rs_in + (self.x_rs * shard / self.x_bw + self.x_rs_lat))

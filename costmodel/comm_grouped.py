@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .collectives_rows import VECTOR_OPS, LinkTable
+from .collectives_rows import VECTOR_OPS, link_table
 from .comm import CommModel
 
 __all__ = ["GroupedComm", "AXES_PRICED"]
@@ -54,7 +54,7 @@ class GroupedComm:
                 _links[axis] = (tuple(reps), code)
         self._links = _links
         self._parts: dict[str, list[tuple[Any, np.ndarray | None]]] = {}
-        self._codes: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+        self._codes: dict[str, tuple[Any, np.ndarray, np.ndarray | None]] = {}
 
     def __len__(self) -> int:
         return int(self.group.size)
@@ -76,20 +76,21 @@ class GroupedComm:
             self._parts[axis] = parts
         return parts
 
-    def _table(self, axis: str) -> tuple[LinkTable, np.ndarray, np.ndarray | None]:
-        """(LinkTable of the axis's GroupLinks, each row's code, rows the table may not price: their
-        CommModel would use a measured curve, or is not a plain CommModel; None if there are none)."""
+    def _table(self, axis: str) -> tuple[Any, np.ndarray, np.ndarray | None]:
+        """(the axis's LinkTable constants at each row, each row's code, rows the table may not
+        price: their CommModel would use a measured curve, or is not a plain CommModel; None if
+        there are none)."""
         entry = self._links[axis]
         if len(entry) == 2:   # built once per set of links, shared with `take`'s adapters
             reps, code = entry
             plain = np.array([_formula_only(rep, rep.links[axis]) for rep in reps] + [True])
-            entry = self._links[axis] = (reps, code, LinkTable([rep.links[axis] for rep in reps]), plain)
+            entry = self._links[axis] = (reps, code, link_table([rep.links[axis] for rep in reps]), plain)
         hit = self._codes.get(axis)
         if hit is None:
             rows_code = entry[1][self.group]
             other = np.flatnonzero(~entry[3][rows_code])
-            hit = self._codes[axis] = (rows_code, other if other.size else None)
-        return entry[2], hit[0], hit[1]
+            hit = self._codes[axis] = (entry[2].rows(rows_code), rows_code, other if other.size else None)
+        return hit
 
     def time_s(self, axis: str, op: str, nbytes: Any) -> np.ndarray:
         """Seconds of one `op` of `nbytes` (full buffer) on each row's `axis` group."""
@@ -98,8 +99,8 @@ class GroupedComm:
         n = self.group.size
         nb = np.broadcast_to(np.asarray(nbytes, dtype=float), (n,))
         if op in VECTOR_OPS:
-            table, code, other = self._table(axis)
-            out = table.time_s(op, code, nb)
+            consts, code, other = self._table(axis)
+            out = consts.time_s(op, nb)
             if other is not None:   # calibrated groups: their own CommModel, one call per GroupLink
                 reps = self._links[axis][0]
                 for j in np.unique(code[other]).tolist():

@@ -24,7 +24,8 @@ from .step_rows import PIPELINE_KNOBS, UNIT_KNOBS, at_rows, distinct_rows, take_
 from .stepctx import Knobs, StepContext, any_set, build_context, vmax
 
 __all__ = ["StepContext", "Knobs", "BlockCost", "EndCost", "build_context", "block_costs", "end_costs",
-           "step_costs", "rank_state", "p2p_time_s", "vmax"]
+           "step_costs", "unit_costs", "pipeline_phase", "assemble_step", "RANK_KEYS", "CRIT_KEYS", "rank_state",
+           "p2p_time_s", "vmax"]
 
 Num = Any
 
@@ -42,7 +43,8 @@ def _cross_layers_on_rank(rank: int, pp: int, v: Num, n_enc: int, n_layers: int)
     return total
 
 
-def step_costs(ctx: StepContext, k: Knobs, comm: Any, *, memo: dict | None = None) -> dict[str, Num]:
+def step_costs(ctx: StepContext, k: Knobs, comm: Any, *, memo: dict | None = None,
+               units: tuple | None = None, rows_distinct: bool = False) -> dict[str, Num]:
     """Time and memory breakdown of one step for even stage splits (closed-form pipeline).
 
     Pipeline: `pipeline_ranked.ranked_makespan_s` on the per-micro-batch forward/backward of the first,
@@ -52,17 +54,18 @@ def step_costs(ctx: StepContext, k: Knobs, comm: Any, *, memo: dict | None = Non
     Breakdown (both paths): compute/TP/CP of the busiest rank over m micro-batches; pp_comm its
     blocking-send time plus what the transfers add to the makespan; bubble the rest of the makespan.
     DP: all-reduce (ZeRO-0), reduce-scatter + all-gather (ZeRO-1/2), per-micro-batch all-gathers +
-    reduce-scatter (ZeRO-3), overlapped with backward when EfficiencyModel.overlap_grad_reduce."""
-    eff = ctx.eff
-    dp, pp, cp = k.dp, k.pp, k.cp
+    reduce-scatter (ZeRO-3), overlapped with backward when EfficiencyModel.overlap_grad_reduce.
+    `units`: the (enc, dec, embed, head) costs of these rows if already priced (`unit_costs`);
+    `rows_distinct`: no two rows share every knob but ZeRO (do not look for repeats to price once)."""
+    dp, pp = k.dp, k.pp
     m = ctx.global_batch // (dp * k.mb)
-    enc, dec, embed, head = _unit_costs(ctx, k, comm, memo)
+    enc, dec, embed, head = _unit_costs(ctx, k, comm, memo) if units is None else units
     key = None
     if memo is not None and not isinstance(k.mb, np.ndarray):
         key = ("pipe", id(ctx), k.mb, k.sp, k.recompute, k.v, k.schedule)   # ZeRO does not change it
         hit = memo.get(key)
     if key is None or hit is None or hit[0] is not ctx:
-        distinct = distinct_rows(k, comm, *PIPELINE_KNOBS, repeats=2)   # ZeRO (and the dp link) do not change it
+        distinct = None if rows_distinct else distinct_rows(k, comm, *PIPELINE_KNOBS, repeats=2)   # not ZeRO, dp links
         if distinct is None:
             hit = (ctx, _pipeline(ctx, k, comm, m, enc, dec, embed, head))
         else:
@@ -74,8 +77,31 @@ def step_costs(ctx: StepContext, k: Knobs, comm: Any, *, memo: dict | None = Non
         if key is not None:
             memo[key] = hit
     classes, crit, pp_s, bubble = hit[1]
+    ends = (classes[0], classes[-1]) if pp > 1 else (classes[0],)
+    return assemble_step(ctx, k, comm, m, (enc, dec, embed, head), ends, crit, pp_s, bubble)
+
+
+def pipeline_phase(ctx: StepContext, k: Knobs, comm: Any, m: Num, units: tuple) -> tuple:
+    """(first rank, last rank, busiest rank, pp_comm_s, bubble_s): `step_costs`'s closed-form pipeline
+    on rows of one depth k.pp, every row priced (no search for repeats); the rank dicts hold at
+    least `RANK_KEYS` / `CRIT_KEYS`. With `assemble_step` it is `step_costs` in two phases, so a
+    caller may price the pipeline per depth and the rest on rows of every depth at once."""
+    classes, crit, pp_s, bubble = _pipeline(ctx, k, comm, m, *units)
+    return classes[0], classes[-1], crit, pp_s, bubble
+
+
+def assemble_step(ctx: StepContext, k: Knobs, comm: Any, m: Num, units: tuple, ends: tuple, crit: dict[str, Num],
+                  pp_s: Num, bubble: Num, *, memory_breakdown: bool = True) -> dict[str, Num]:
+    """`step_costs`'s result from its pipeline (`ends`: the first and last rank's dicts, or the one
+    rank of pp = 1; `crit` the busiest rank's; `pp_s`, `bubble`): memory and data-parallel time of
+    the end ranks (`rank_state`), the cp gradient all-reduce, the breakdown. Any knob may vary along
+    a second axis that broadcasts (the planner's ZeRO stages, a (stages, 1) column). Without
+    `memory_breakdown` the memory parts of the busier rank are left out (its `peak_bytes` and each
+    rank's in `_ranks` remain)."""
+    eff, cp = ctx.eff, k.cp
+    enc, dec = units[0], units[1]
     ranks = []
-    for rs in (classes[0], classes[-1]) if pp > 1 else (classes[0],):
+    for rs in ends:
         ranks.append(rank_state(ctx, k, comm, rs["rank"], m, rs["n_enc"], rs["n_dec"], enc, dec, rs["fwd"], rs["bwd"],
                                 rs["params"]))
         ranks[-1].update(rs)
@@ -83,9 +109,9 @@ def step_costs(ctx: StepContext, k: Knobs, comm: Any, *, memo: dict | None = Non
     cp_grad = (collective_s(ctx, comm, "cp", "all_reduce", vmax(r0["params"], rl["params"]) * ctx.grad_bytes)
                if any_set(cp > 1) else 0.0)
     mem_last = rl["peak"] > r0["peak"]
+    parts = ("params_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes", "buffers_bytes")
     if isinstance(mem_last, np.ndarray):
-        mem = {key: np.where(mem_last, rl[key], r0[key]) for key in
-               ("params_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes", "buffers_bytes", "peak")}
+        mem = {key: np.where(mem_last, rl[key], r0[key]) for key in (*parts, "peak") if memory_breakdown or key == "peak"}
     else:
         mem = rl if mem_last else r0
     out = {
@@ -97,18 +123,17 @@ def step_costs(ctx: StepContext, k: Knobs, comm: Any, *, memo: dict | None = Non
         "pp_comm_s": pp_s,
         "bubble_s": bubble,
         "optimizer_s": vmax(r0["opt"], rl["opt"]) + eff.step_overhead_s,
-        "parameters_bytes": mem["params_bytes"],
-        "gradients_bytes": mem["grads_bytes"],
-        "optimizer_bytes": mem["optimizer_bytes"],
-        "activations_bytes": mem["activations_bytes"],
-        "buffers_bytes": mem["buffers_bytes"],
         "peak_bytes": mem["peak"],
     }
+    if memory_breakdown:
+        out.update(parameters_bytes=mem["params_bytes"], gradients_bytes=mem["grads_bytes"],
+                   optimizer_bytes=mem["optimizer_bytes"], activations_bytes=mem["activations_bytes"],
+                   buffers_bytes=mem["buffers_bytes"])
     out["step_time_s"] = (out["compute_s"] + out["tp_comm_s"] + out["cp_comm_s"] + out["dp_comm_s"]
                           + out["pp_comm_s"] + out["bubble_s"] + out["optimizer_s"])
     out["_ranks"] = ranks
     out["_blocks"] = (enc, dec)
-    out["_units"] = (enc, dec, embed, head)
+    out["_units"] = units
     return out
 
 
@@ -137,7 +162,7 @@ def _pipeline(ctx: StepContext, k: Knobs, comm: Any, m: Num, enc: BlockCost, dec
         rs["T"] = rs["f"] + rs["b"]
     crit = classes[0]
     for rs in classes[1:]:
-        crit = _slower(crit, rs)
+        crit = _slower(crit, rs, CRIT_KEYS + ("T",))   # what the step reads of the busiest rank
     if pp == 1:
         return classes, crit, 0.0 * k.mb, 0.0 * k.mb
     mid = classes[1] if pp > 2 else {"f": 0.0, "b": 0.0, "w": 0.0}
@@ -174,15 +199,24 @@ def _rank_times(ctx: StepContext, k: Knobs, rank: int, enc: BlockCost, dec: Bloc
     }
 
 
-def _slower(a: dict[str, Num], b: dict[str, Num]) -> dict[str, Num]:
-    """The rank dict with the larger per-micro-batch time "T" (elementwise for arrays)."""
+def _slower(a: dict[str, Num], b: dict[str, Num], keys: tuple[str, ...] | None = None) -> dict[str, Num]:
+    """The rank dict with the larger per-micro-batch time "T" (elementwise for arrays: only `keys`,
+    default every key both have)."""
     key = "T" if "T" in a else "fwd"
     ta = a[key] if key == "T" else a["fwd"] + a["bwd"] + a["tp"] + a["cp"]
     tb = b[key] if key == "T" else b["fwd"] + b["bwd"] + b["tp"] + b["cp"]
     pick_b = tb > ta
     if isinstance(pick_b, np.ndarray):
-        return {key2: np.where(pick_b, b[key2], a[key2]) for key2 in a if key2 in b}
+        return {key2: np.where(pick_b, b[key2], a[key2]) for key2 in (keys or a) if key2 in b}
     return b if pick_b else a
+
+
+def unit_costs(ctx: StepContext, k: Knobs, comm: Any) -> tuple:
+    """(enc, dec, embed, head): one block, one cross-attention block, the embedding and the head
+    for one micro-batch on one GPU (`block_costs`, `end_costs`); on arrays each distinct row of
+    what they depend on (`step_rows.UNIT_KNOBS`) is priced once. Of pp they only read pp > 1 (a
+    tied head's weights), so rows of every depth > 1 may share one call."""
+    return _unit_costs(ctx, k, comm, None)
 
 
 def _unit_costs(ctx: StepContext, k: Knobs, comm: Any, memo: dict | None) -> tuple:
@@ -211,17 +245,19 @@ def _unit_costs(ctx: StepContext, k: Knobs, comm: Any, memo: dict | None) -> tup
     return units
 
 
-_RANK_KEYS = ("rank", "n_enc", "n_dec", "fwd", "bwd", "params", "tp", "cp")
-_CRIT_KEYS = ("fwd", "bwd", "tp", "cp", "sync")
+RANK_KEYS = ("rank", "n_enc", "n_dec", "fwd", "bwd", "params", "tp", "cp")
+"""What `assemble_step` (and the planner) read of an end rank's dict."""
+CRIT_KEYS = ("fwd", "bwd", "tp", "cp", "sync")
+"""What `assemble_step` reads of the busiest rank's dict."""
 
 
 def _expand_pipeline(sub: tuple, inverse: np.ndarray) -> tuple:
     """`_pipeline`'s result for distinct rows, indexed back to every row: the end ranks' and the
-    busiest rank's figures `step_costs` reads (`_RANK_KEYS`, `_CRIT_KEYS`)."""
+    busiest rank's figures `step_costs` reads (`RANK_KEYS`, `CRIT_KEYS`)."""
     classes, crit, pp_s, bubble = sub
     ends = [classes[0], classes[-1]] if len(classes) > 1 else [classes[0]]
     take = lambda d, keys: {key: at_rows(d[key], inverse) for key in keys}  # noqa: E731
-    return ([take(rs, _RANK_KEYS) for rs in ends], take(crit, _CRIT_KEYS), at_rows(pp_s, inverse),
+    return ([take(rs, RANK_KEYS) for rs in ends], take(crit, CRIT_KEYS), at_rows(pp_s, inverse),
             at_rows(bubble, inverse))
 
 

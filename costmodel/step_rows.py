@@ -79,8 +79,16 @@ def take_units(units: tuple, rows: np.ndarray) -> tuple:
     return tuple(out)
 
 
-def take_unit(unit: Any, rows: np.ndarray) -> Any:
-    """The BlockCost/EndCost (or RowsOf) of rows `rows`, lazily (indices compose, nothing is copied)."""
+def take_unit(unit: Any, rows: np.ndarray | slice) -> Any:
+    """The BlockCost/EndCost (or RowsOf) of rows `rows` (an index array or a bounded slice), lazily
+    (indices compose, nothing is copied)."""
     if isinstance(unit, RowsOf):
-        return RowsOf(unit._unit, unit._index[rows])
+        index = unit._index
+        if isinstance(index, slice):   # a bounded slice seen as the range it selects
+            index = range(index.start or 0, index.stop, index.step or 1)
+            index = index[rows] if isinstance(rows, slice) else np.arange(index.start, index.stop, index.step)[rows]
+            if isinstance(index, range):
+                index = slice(index.start, index.stop, index.step)
+            return RowsOf(unit._unit, index)
+        return RowsOf(unit._unit, index[rows])
     return RowsOf(unit, rows)

@@ -12,112 +12,24 @@ after the pipeline (`end_ranks_rest_s`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from costmodel.params import model_shape
-from costmodel.specs import ModelSpec, ParallelPlan, TrainingSpec
 from costmodel.step import Knobs, collective_s, p2p_time_s, rank_state
 from costmodel.step_rows import PIPELINE_KNOBS, distinct_rows, take_knobs, take_units
 from costmodel.stepctx import any_set
 
-from .balance import balanced_split
-from .constraints import RECOMPUTES
-from .space import Space
+from .layouts import Layout, split_layouts, unique_rows
 
 __all__ = ["Layout", "unique_rows", "split_layouts", "changed_lb_s", "pipeline_lb_s", "no_w_lb_s", "split_makespan_lb_s",
            "end_ranks_rest_s"]
 
-Layout = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
-"""(encoder blocks per rank, decoder blocks per rank, encoder blocks of chunk-0 stage j, decoder
-blocks of chunk-0 stage j), each of length pp; chunk-0 stage j lives on rank j."""
-
 _SLACK = 1 - 1e-9   # the bound and the simulator sum the same terms in different orders
-
-
-def unique_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`np.unique(keys, axis=0, return_inverse=True)` for small non-negative integer columns, via one
-    mixed-radix integer per row (same sorted rows and inverse, without the slow row sort)."""
-    keys = np.asarray(keys, dtype=np.int64)
-    if keys.shape[0] == 0:
-        return keys.reshape(0, keys.shape[1]), np.zeros(0, dtype=np.int64)
-    code = np.zeros(keys.shape[0], dtype=np.int64)
-    for j in range(keys.shape[1]):
-        code = code * (int(keys[:, j].max()) + 1) + keys[:, j]
-    _, first, inverse = np.unique(code, return_index=True, return_inverse=True)
-    return keys[first], inverse.ravel()
-
-
-def _layout(split: tuple[int, ...], pp: int, n_enc: int, n_dec: int) -> Layout:
-    """Per-rank and chunk-0 encoder/decoder block counts of a split (decoder blocks after n_enc, as
-    `costmodel.estimate`'s simulator path counts them)."""
-    layers = n_enc + n_dec
-    counts = np.asarray(split, dtype=float)
-    start = np.concatenate([[0.0], np.cumsum(counts)[:-1]])
-    nd = np.clip(np.minimum(start + counts, layers) - np.maximum(start, n_enc), 0, None) if n_dec else 0 * counts
-    ne = counts - nd
-    return ne.reshape(-1, pp).sum(axis=0), nd.reshape(-1, pp).sum(axis=0), ne[:pp], nd[:pp]
-
-
-_MEMO: dict[tuple[int, int], tuple[tuple, dict]] = {}
-
-
-def _memo(model: ModelSpec, training: TrainingSpec) -> dict:
-    """The balanced splits' figures already derived for (model, training) (specs are frozen; the
-    entry keeps them alive so their ids stay theirs)."""
-    hit = _MEMO.get((id(model), id(training)))
-    if hit is None or hit[0][0] is not model or hit[0][1] is not training:
-        if len(_MEMO) > 64:
-            _MEMO.clear()
-        hit = _MEMO[(id(model), id(training))] = ((model, training), {})
-    return hit[1]
-
-
-def split_layouts(model: ModelSpec, training: TrainingSpec, space: Space | dict[str, np.ndarray],
-                  rebalance: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[tuple, Layout]]:
-    """(changed, mu_first, mu_last, layouts) per candidate of `space` (a Space or its columns).
-
-    `changed`: the exact scorer may use the balanced split instead of the closed form's even (or,
-    layers not dividing, fractional) one. `mu_first`, `mu_last`: blocks on the first/last rank of
-    the balanced split over the fractional share (capped at 1). `layouts[(pp, v, recompute, mb)]`:
-    the balanced split's `Layout`, for every key of a changed candidate."""
-    c = space.columns if isinstance(space, Space) else space
-    n = c["pp"].shape[0]
-    changed = np.zeros(n, dtype=bool)
-    mu0, mul = np.ones(n), np.ones(n)
-    layouts: dict[tuple, Layout] = {}
-    layers = model.total_layers
-    stages = c["pp"] * c["v"]
-    maybe = (layers % stages != 0) | (rebalance & (stages > 1))
-    if not maybe.any():
-        return changed, mu0, mul, layouts
-    n_dec = model_shape(model).n_dec
-    keys = np.stack([c["pp"], c["v"], c["recompute"], c["mb"]], axis=1)
-    uniq, inverse = unique_rows(keys[maybe])
-    vals = np.ones((len(uniq), 3))
-    memo = _memo(model, training)
-    for j, key in enumerate(map(tuple, uniq.tolist())):
-        hit = memo.get(key)
-        if hit is None:
-            pp, v, rc, mb = key
-            plan = ParallelPlan(pp=pp, virtual_stages=v, schedule="interleaved-1f1b" if v > 1 else "1f1b",
-                                recompute=RECOMPUTES[rc], micro_batch_size=mb)
-            split = balanced_split(model, training, plan)
-            if layers % (pp * v) == 0 and split == plan.stage_layers(layers):
-                hit = memo[key] = ((0, 1, 1), None)
-            else:
-                share = layers / pp
-                n0, nl = sum(split[0::pp]), sum(split[pp - 1::pp])
-                hit = memo[key] = ((1, min(1.0, n0 / share), min(1.0, nl / share)),
-                                   _layout(split, pp, layers - n_dec, n_dec))
-        vals[j] = hit[0]
-        if hit[1] is not None:
-            layouts[key] = hit[1]
-    idx = np.flatnonzero(maybe)
-    changed[idx] = vals[inverse, 0] > 0
-    mu0[idx], mul[idx] = vals[inverse, 1], vals[inverse, 2]
-    return changed, mu0, mul, layouts
+BOUND_CELLS = 32768
+"""Rows x pp cells per `split_makespan_lb_s` call at most (its float temporaries then stay within a
+core's L2 cache; the figures do not depend on it)."""
 
 
 def pipeline_lb_s(f0: np.ndarray, b0: np.ndarray, w0: np.ndarray, busy: np.ndarray, tail: np.ndarray,
@@ -188,41 +100,58 @@ def no_w_lb_s(t0: np.ndarray, busy: np.ndarray, p2p_s: np.ndarray) -> np.ndarray
     return (np.cumsum(x, axis=1) - x + busy).max(axis=1)
 
 
-def changed_lb_s(ctx: Any, k: Knobs, comm: Any, units: tuple, m: np.ndarray, layouts: dict[tuple, Layout]) -> np.ndarray:
+def changed_lb_s(ctx: Any, k: Knobs, comm: Any, units: tuple, m: np.ndarray, layouts: dict[tuple, Layout], *,
+                 rows_distinct: bool = False) -> np.ndarray:
     """Lower bound on the exact step time of the balanced split (`layouts[(pp, v, recompute, mb)]`):
     `split_makespan_lb_s` (on the distinct rows of what the pipeline depends on,
     `costmodel.step.PIPELINE_KNOBS`) plus `end_ranks_rest_s` (every row). Exact step = makespan +
     cp gradient + max_r dp_r + max_r opt_r + overhead (its bubble is max(span0 - busy, 0) >=
-    span0 - busy), so the sum is a lower bound."""
-    distinct = distinct_rows(k, comm, *PIPELINE_KNOBS, repeats=2)
+    span0 - busy), so the sum is a lower bound. `rows_distinct`: as `costmodel.step.step_costs`'s."""
+    distinct = None if rows_distinct else distinct_rows(k, comm, *PIPELINE_KNOBS, repeats=2)
     if distinct is None:
-        first, inverse = np.arange(np.size(m)), None
+        sub, sub_comm, sub_units, sub_m, inverse = k, comm, units, m, None
     else:
         first, inverse = distinct
-    sub = take_knobs(k, first)
-    keys = np.stack([sub.v, sub.recompute, sub.mb], axis=1)
-    uniq, which = unique_rows(keys)
+        sub, sub_units, sub_m = take_knobs(k, first), take_units(units, first), m[first]
+        sub_comm = comm.take(first) if hasattr(comm, "take") else comm
+    uniq, which = unique_rows(np.stack([sub.v, sub.recompute, sub.mb], axis=1))
     per_key = [layouts[(k.pp, *key)] for key in uniq.tolist()]
-    layout = tuple(np.stack([lay[j] for lay in per_key])[which] for j in range(4))
-    span = split_makespan_lb_s(ctx, sub, comm.take(first) if hasattr(comm, "take") else comm,
-                               take_units(units, first), m[first], layout)
-    n_first, n_last = layout[0][:, 0] + layout[1][:, 0], layout[0][:, -1] + layout[1][:, -1]
+    n, step = which.size, max(64, BOUND_CELLS // k.pp)
+    if n <= step:
+        span = split_makespan_lb_s(ctx, sub, sub_comm, sub_units, sub_m, per_key, which)
+    else:   # rows x pp temporaries: a block of rows at a time stays in cache
+        span = np.concatenate([
+            split_makespan_lb_s(ctx, take_knobs(sub, r), sub_comm.take(r) if hasattr(sub_comm, "take") else sub_comm,
+                                take_units(sub_units, r), sub_m[r], per_key, which[r])
+            for r in (slice(lo, min(lo + step, n)) for lo in range(0, n, step))])
+    n_first = np.array([lay[0][0] + lay[1][0] for lay in per_key])[which]
+    n_last = np.array([lay[0][-1] + lay[1][-1] for lay in per_key])[which]
     if inverse is not None:
         span, n_first, n_last = span[inverse], n_first[inverse], n_last[inverse]
     rest = end_ranks_rest_s(ctx, k, comm, units[0], units[2], units[3], m, n_first, n_last)
     return (span + rest) * _SLACK
 
 
-def split_makespan_lb_s(ctx: Any, k: Knobs, comm: Any, units: tuple, m: np.ndarray, layout: Layout) -> np.ndarray:
-    """`pipeline_lb_s` of the balanced split: per-rank and chunk-0 stage times built from `layout`
-    (rows x pp block counts) and the block/end costs `units` = (enc, dec, embed, head) exactly as
-    `costmodel.estimate`'s simulator path builds its stages (exposed TP/CP split between forward and
-    backward, a blocking-send overhead on each send: rank r sends 2v - [r first] - [r last] times)."""
+def split_makespan_lb_s(ctx: Any, k: Knobs, comm: Any, units: tuple, m: np.ndarray, layouts: Sequence[Layout],
+                        which: np.ndarray) -> np.ndarray:
+    """`pipeline_lb_s` of the balanced split: per-rank and chunk-0 stage times built from row i's
+    layout `layouts[which[i]]` (block counts per rank) and the block/end costs `units` = (enc, dec,
+    embed, head) exactly as `costmodel.estimate`'s simulator path builds its stages (exposed TP/CP
+    split between forward and backward, a blocking-send overhead on each send: rank r sends
+    2v - [r first] - [r last] times). Without interleaving (v = 1) chunk-0 stage j is rank j's only
+    chunk, so its times are the rank's (same counts, two sends, the head on rank pp-1)."""
     enc, dec, embed, head = units
-    ne, nd, ne0, nd0 = layout
-    pp, ovh = k.pp, ctx.eff.p2p_overhead_s
     two_kinds = bool(ctx.shape.n_dec)
     v = np.asarray(k.v)
+    interleaved = bool((v > 1).any())
+
+    def rows_of(j: int) -> np.ndarray | None:   # rows x pp block counts, only those needed
+        if j in (1, 3) and not two_kinds:
+            return None
+        return np.stack([lay[j] for lay in layouts])[which]
+
+    ne, nd = rows_of(0), rows_of(1)
+    pp, ovh = k.pp, ctx.eff.p2p_overhead_s
     zb = np.asarray(k.schedule) == 3
     c = np.broadcast_to(p2p_time_s(ctx, k, comm), np.shape(m))
     col = _col
@@ -241,15 +170,17 @@ def split_makespan_lb_s(ctx: Any, k: Knobs, comm: Any, units: tuple, m: np.ndarr
         return t
 
     t_rank = per_rank(ne, nd, 2 * v, 1.0, 1.0)
-    last0 = (v == 1) * 1.0     # chunk-0 stage pp-1 is the model's last stage only without interleaving
-    t0 = per_rank(ne0, nd0, 2.0, 1.0, last0)
+    if interleaved:
+        last0 = (v == 1) * 1.0     # chunk-0 stage pp-1 is the model's last stage only without interleaving
+        t0 = per_rank(rows_of(2), rows_of(3), 2.0, 1.0, last0)
+    else:
+        t0 = t_rank
     busy = col(m) * t_rank
     span = np.empty(np.shape(m))
-    plain = np.flatnonzero(~zb)
-    if plain.size:
+    plain, z = _split_rows(zb)
+    if plain is not None:
         span[plain] = no_w_lb_s(t0[plain], busy[plain], c[plain])
-    z = np.flatnonzero(zb)
-    if z.size:   # ZB-H1 (v = 1): split each rank's time into F, B (input gradient) and W
+    if z is not None:   # ZB-H1 (v = 1): split each rank's time into F, B (input gradient) and W
         share = _at(1.0 / (2 + (np.asarray(k.recompute) == 2)), z)
         ext_e = _at(enc.tp_s + enc.cp_s, z)
         f = ne[z] * col(_at(enc.fwd_s, z) + ext_e * share) + col(ovh + 0.0 * share)
@@ -264,6 +195,18 @@ def split_makespan_lb_s(ctx: Any, k: Knobs, comm: Any, units: tuple, m: np.ndarr
         tail = np.minimum(np.arange(pp)[None, :] + 1, col(mz)) * w   # rank s runs min(s+1, m) W after its last B
         span[z] = pipeline_lb_s(f, t_rank[z] - f, w, busy[z], tail, c[z])
     return span
+
+
+def _split_rows(flag: np.ndarray) -> tuple[Any, Any]:
+    """(rows where `flag` is False, rows where it is True) as slices when the flag is sorted (the
+    planner's table lists zero-bubble columns last), else index arrays; None for no rows."""
+    n = flag.size
+    k = int(np.count_nonzero(flag))
+    if k == 0 or k == n:
+        return (slice(None), None) if k == 0 else (None, slice(None))
+    if not flag[:n - k].any():
+        return slice(0, n - k), slice(n - k, n)
+    return np.flatnonzero(~flag), np.flatnonzero(flag)
 
 
 def _at(x: Any, rows: np.ndarray) -> Any:

@@ -8,8 +8,9 @@ model calibrated by this machine's profile, and compare (the closed loop of issu
    `executor.launch.run_plan`; this module never imports the executor, DESIGN.md) and its
    `StepMeasurement` (median step time after warm-up, peak memory over ranks) is read back.
 3. Predictions use the profile with a-priori constants (`planner.closed_loop_host.host_constants`):
-   on a CPU host the processes share the cores the profile measured and the measured eager host cost
-   per block adds to compute; memory is compared without a CUDA context.
+   on a CPU host the measured eager host cost per block adds to compute, and more workers than cores
+   share them: the step is the work-span bound of the plan priced with a core per worker
+   (`work_span_step_s`); memory is compared without a CUDA context.
 4. Out-of-fold calibrated predictions (`costmodel.fit.cross_validated`): each plan predicted with
    constants fitted on the other plans' measurements - the error a user gets after `paraplan calibrate`.
 
@@ -32,7 +33,7 @@ from costmodel import ClusterSpec, ModelSpec, ParallelPlan, StepMeasurement, Tra
 from costmodel.calibration import CalibrationProfile
 from costmodel.fit import Observation, cross_validated, fit_constants
 
-from .closed_loop_host import host_constants
+from .closed_loop_host import comm_s, host_constants, step_sync_s, work_span_step_s
 from .closed_loop_metrics import summarize_validation
 from .closed_loop_report import CSV_COLUMNS, PLAN_KNOBS, ValidationReport, cv_peak_bytes, per_repeat_summaries
 from .search import search
@@ -163,15 +164,21 @@ def _tensor_peak_bytes(run_dir: Path) -> float:
 
 
 def _row(
-    rank: int, plan: ParallelPlan, est: Any, ms: list[StepMeasurement], status: str, run_dir: Path
+    rank: int,
+    plan: ParallelPlan,
+    step_s: float,
+    peak_bytes: float,
+    ms: list[StepMeasurement],
+    status: str,
+    run_dir: Path,
 ) -> dict:
     times = [m.step_time_s for m in ms]
     row = {
         "plan": plan.short()
         + ("" if plan.layers_per_stage is None else "-L" + ".".join(map(str, plan.layers_per_stage))),
         "planner_rank": rank,
-        "predicted_step_time_s": est.step_time_s,
-        "predicted_peak_bytes": est.memory.peak_bytes,
+        "predicted_step_time_s": step_s,
+        "predicted_peak_bytes": peak_bytes,
         "measured_step_time_s": float(np.median(times)) if times else math.nan,
         "measured_min_s": min(times) if times else math.nan,
         "measured_max_s": max(times) if times else math.nan,
@@ -206,18 +213,31 @@ def run_local_validation(
     training = TrainingSpec(global_batch_size=cfg.global_batch, seq_len=seq_len, dtype=dtype)
     consts = host_constants(profile, procs=cfg.procs)
     calib = profile.model_copy(update={"constants": {**profile.constants, **consts}})
+    cores = os.cpu_count() or 1
+    free = None  # oversubscribed CPU host: each worker priced with a core of its own, then work-span
+    if profile.device.lower() == "cpu" and cfg.procs > cores:
+        free_consts = host_constants(profile, procs=cfg.procs, cores=cfg.procs)
+        free = profile.model_copy(update={"constants": {**profile.constants, **free_consts}})
+        cpu_cost = free.cpu_cost_profile()
+        sync_s, sync_cpu_s = step_sync_s(profile, procs=cfg.procs)
     plans = select_plans(
         cfg.model, cluster, training, calibration=calib, max_plans=cfg.max_plans, top_plans=cfg.top_plans
     )
     rows, observations, obs_rows = [], [], []
     for i, (rank, plan) in enumerate(plans):
         est = estimate(cfg.model, cluster, training, plan, calibration=calib)
+        step_s = est.step_time_s
+        if free is not None:
+            comm_cpu = comm_s(estimate(cfg.model, cluster, training, plan, calibration=cpu_cost)) if cpu_cost else None
+            step_s = work_span_step_s(estimate(cfg.model, cluster, training, plan, calibration=free),
+                                      procs=cfg.procs, cores=cores, comm_cpu_s=comm_cpu, sync_s=sync_s,
+                                      sync_cpu_s=sync_cpu_s)
         run_dir = out / "runs" / f"{i:02d}-{plan.short()}"
         say(
-            f"[{i + 1}/{len(plans)}] {plan.short()} (planner rank {rank}, predicted {est.step_time_s * 1e3:.1f} ms)"
+            f"[{i + 1}/{len(plans)}] {plan.short()} (planner rank {rank}, predicted {step_s * 1e3:.1f} ms)"
         )
         ms, status, host = _run_one(runner, plan, cfg, training, run_dir)
-        row = {**_row(rank, plan, est, ms, status, run_dir), **host}
+        row = {**_row(rank, plan, step_s, est.memory.peak_bytes, ms, status, run_dir), **host}
         say(
             f"    measured {row['measured_step_time_s'] * 1e3:.1f} ms, peak {row['measured_peak_bytes'] / 2**20:.1f} MiB"
             if ms
@@ -255,6 +275,9 @@ def run_local_validation(
     df["peak_error"] = df["predicted_peak_bytes"] / df["measured_peak_bytes"] - 1
     df["cv_peak_error"] = df["cv_predicted_peak_bytes"] / df["measured_peak_bytes"] - 1
     df["tensor_peak_error"] = df["predicted_peak_bytes"] / df["measured_tensor_peak_bytes"] - 1
+    # the wall time the measured CPU work allows on idle cores: procs x rank 0's CPU per step / cores
+    df["measured_cpu_bound_s"] = df["measured_cpu_s"] * cfg.procs / min(cfg.procs, os.cpu_count() or 1)
+    df["cpu_bound_error"] = df["predicted_step_time_s"] / df["measured_cpu_bound_s"] - 1
     df["predicted_rank"] = df["predicted_step_time_s"].rank(method="min")
     df["measured_rank"] = df["measured_step_time_s"].rank(method="min")
     summary = summarize_validation(df)

@@ -67,8 +67,10 @@ def local_markdown(
         f"seq {s.get('seq_len')}, {s.get('steps')} steps per run (first not timed), {s.get('repeats')} run(s) per plan. "
         f"Reproduce: `{command}`. Per-plan CSV: `{csv_name}`.",
         "",
-        "A priori = the cost model with this machine's `paraplan profile` (GEMM/attention/bandwidth and Gloo "
-        "collective curves) and the documented host constants (processes share the cores; no CUDA context). "
+        "A priori = the cost model with this machine's `paraplan profile` (GEMM/attention/bandwidth, Gloo "
+        "collective curves with their CPU cost, eager host cost per block, CPU inflation of concurrent workers) "
+        "and the documented host constants derived from it (host time adds to compute; workers share the cores, "
+        "work-span bound; no CUDA context), nothing fitted to these runs. "
         "Calibrated = leave-one-out: each plan predicted with constants fitted on the *other* plans' measurements.",
         "",
         "| figure | a priori | calibrated (leave-one-out) | target |",
@@ -84,6 +86,12 @@ def local_markdown(
         f"`{s.get('planner_top1_plan')}`; fastest measured: `{s.get('best_measured_plan')}`. "
         f"Host load average (1 min) during the timed steps: {_num(s.get('load_avg_min'), '.1f')} - "
         f"{_num(s.get('load_avg_max'), '.1f')} (the sweep's own {s.get('procs')} processes included).",
+        "",
+        "Load-insensitive check: the CPU-work bound of each run, procs x the CPU seconds rank 0 spent per "
+        "step / cores (the wall time the measured work needs on otherwise idle cores, bubbles not included): "
+        f"prediction vs that bound mean |error| {_pct(s.get('cpu_bound_mean_abs_error'))} (max "
+        f"{_pct(s.get('cpu_bound_max_abs_error'))}); measured wall / bound, median "
+        f"{_num(s.get('wall_over_cpu_bound_median'), '.2f')}.",
     ]
     runs = runs or s.get("per_repeat")
     if runs and len(runs) > 1:
@@ -100,14 +108,15 @@ def local_markdown(
         ]
     lines += [
         "",
-        "| plan | measured ms (min-max) | predicted ms | error | calibrated ms | error | measured MiB | predicted MiB | error | calibrated error | tensor MiB | error |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| plan | measured ms (min-max) | predicted ms | error | CPU-bound ms | calibrated ms | error | measured MiB | predicted MiB | error | calibrated error | tensor MiB | error |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows.sort_values("measured_step_time_s").itertuples():
         lines.append(
             f"| `{r.plan}` | {_num(r.measured_step_time_s * 1e3, '.1f')} ({_num(r.measured_min_s * 1e3, '.0f')}-"
             f"{_num(r.measured_max_s * 1e3, '.0f')}) | {_num(r.predicted_step_time_s * 1e3, '.1f')} | "
-            f"{_pct(r.step_time_error)} | {_num(r.cv_predicted_step_time_s * 1e3, '.1f')} | {_pct(r.cv_step_time_error)} | "
+            f"{_pct(r.step_time_error)} | {_num(getattr(r, 'measured_cpu_bound_s', float('nan')) * 1e3, '.0f')} | "
+            f"{_num(r.cv_predicted_step_time_s * 1e3, '.1f')} | {_pct(r.cv_step_time_error)} | "
             f"{_num(r.measured_peak_bytes / 2**20, '.1f')} | {_num(r.predicted_peak_bytes / 2**20, '.1f')} | {_pct(r.peak_error)} | "
             f"{_pct(getattr(r, 'cv_peak_error', float('nan')))} | "
             f"{_num(getattr(r, 'measured_tensor_peak_bytes', float('nan')) / 2**20, '.1f')} | "

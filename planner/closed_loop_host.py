@@ -30,7 +30,8 @@ from typing import Any
 from costmodel.compute import DEFAULT_EFFICIENCY, block_host_ops
 from costmodel.constants import MEASURED_RATE_SCALE
 
-__all__ = ["host_constants", "cpu_inflation", "STEP_SCALAR_ALL_REDUCES"]
+__all__ = ["host_constants", "cpu_inflation", "work_span_step_s", "comm_s", "step_sync_s",
+           "STEP_SCALAR_ALL_REDUCES"]
 
 STEP_SCALAR_ALL_REDUCES = 3
 """Scalar all-reduces per optimizer step in `executor.engine.Engine.train_step`: the target-token
@@ -69,10 +70,9 @@ def host_constants(profile: Any, *, procs: int, cores: int | None = None) -> dic
             out["host_full_recompute_factor"] = host.block_full_recompute_s / host.block_s
         if host.block_selective_recompute_s:
             out["host_selective_recompute_factor"] = host.block_selective_recompute_s / host.block_s
-    if procs > 1:
-        curve = profile.collective_curve("all_reduce", procs)
-        if curve is not None:
-            out["step_overhead_s"] = STEP_SCALAR_ALL_REDUCES * float(curve[1][0])
+    sync_s, _ = step_sync_s(profile, procs=procs)
+    if sync_s > 0:
+        out["step_overhead_s"] = sync_s
     return out
 
 
@@ -83,3 +83,38 @@ def cpu_inflation(host: Any, procs: int) -> float:
     if host is None or not host.block_cpu_s or procs not in (host.concurrent_block_cpu_s or {}):
         return 1.0
     return max(1.0, host.concurrent_block_cpu_s[procs] / host.block_cpu_s)
+
+
+def comm_s(est: Any) -> float:
+    """Communication seconds of a StepEstimate's breakdown (TP, CP, DP, PP)."""
+    t = est.time
+    return t.tp_comm_s + t.cp_comm_s + t.dp_comm_s + t.pp_comm_s
+
+
+def work_span_step_s(free: Any, *, procs: int, cores: int, comm_cpu_s: float | None = None,
+                     sync_s: float = 0.0, sync_cpu_s: float = 0.0) -> float:
+    """Step time of `procs` single-thread workers sharing `cores` cores, from `free`, the StepEstimate
+    of the same plan priced as if every worker had a core of its own (`host_constants(..., cores=procs)`):
+    the work-span lower bound max(span, work / cores) (Brent 1974; Blumofe & Leiserson 1999), which a
+    greedy scheduler such as the OS's approaches when either term dominates. Span = the free step (its
+    critical path: compute, bubbles, and communication at the wall times the profile measured with all
+    `procs` workers on these cores). Work = procs x each worker's CPU seconds: the free step minus bubble
+    and communication wall time, plus the CPU the communication costs (`comm_cpu_s`: the plan priced with
+    the profile's CPU-time collective curves, `CalibrationProfile.cpu_cost_profile`; default: its wall
+    time; `sync_s` / `sync_cpu_s`: per-step synchronisation inside the optimizer term, e.g. the executor's
+    scalar all-reduces, wall and CPU). While a worker waits in a bubble or a collective its core runs the
+    others, which a fixed share of a core per worker cannot express."""
+    wall_comm_s = comm_s(free) + sync_s
+    busy_s = max(0.0, free.step_time_s - free.time.bubble_s - wall_comm_s)
+    cpu_comm_s = wall_comm_s if comm_cpu_s is None else comm_cpu_s + sync_cpu_s
+    return max(free.step_time_s, procs * (busy_s + cpu_comm_s) / max(1, cores))
+
+
+def step_sync_s(profile: Any, *, procs: int) -> tuple[float, float]:
+    """(wall, CPU) seconds of the executor's scalar all-reduces per step at `procs` ranks, from the
+    profile's smallest all-reduce point ((0, 0) when not measured; CPU 0 when its CPU was not kept)."""
+    pts = [p for p in getattr(profile, "collectives", ()) if p.op == "all_reduce" and p.group_size == procs]
+    if procs < 2 or not pts:
+        return 0.0, 0.0
+    small = min(pts, key=lambda p: p.nbytes)
+    return STEP_SCALAR_ALL_REDUCES * small.time_s, STEP_SCALAR_ALL_REDUCES * (small.cpu_s or 0.0)

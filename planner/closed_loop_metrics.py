@@ -83,6 +83,12 @@ def summarize_validation(rows: pd.DataFrame) -> dict[str, Any]:
         out["tensor_peak_mean_abs_error"], out["tensor_peak_max_abs_error"], _ = _errors(
             tensors, "predicted_peak_bytes", "measured_tensor_peak_bytes"
         )
+    if "measured_cpu_bound_s" in ran and ran["measured_cpu_bound_s"].notna().any():
+        bound = ran[ran["measured_cpu_bound_s"].notna()]
+        out["cpu_bound_mean_abs_error"], out["cpu_bound_max_abs_error"], _ = _errors(
+            bound, "predicted_step_time_s", "measured_cpu_bound_s"
+        )
+        out["wall_over_cpu_bound_median"] = float((bound["measured_step_time_s"] / bound["measured_cpu_bound_s"]).median())
     if "cv_predicted_step_time_s" in ran and ran["cv_predicted_step_time_s"].notna().any():
         cv_mean, cv_max, _ = _errors(ran, "cv_predicted_step_time_s", "measured_step_time_s")
         out["cv_step_time_mean_abs_error"], out["cv_step_time_max_abs_error"] = cv_mean, cv_max

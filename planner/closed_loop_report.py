@@ -46,6 +46,8 @@ CSV_COLUMNS = (
     "measured_runs_s",
     "runs",
     "measured_cpu_s",
+    "measured_cpu_bound_s",
+    "cpu_bound_error",
     "load_avg_min",
     "load_avg_max",
     *PLAN_KNOBS,

@@ -38,6 +38,9 @@ class Space:
     placements: tuple[tuple[str, ...], ...]
     rejected: dict[str, int] = field(default_factory=dict)
     generated: int = 0
+    zero_key: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """Optional: a non-negative int64 per candidate, equal exactly for candidates that differ at most
+    in their ZeRO stage (`planner.scoring.zero_table` prices those together)."""
 
     def __len__(self) -> int:
         return int(self.columns["dp"].shape[0])
@@ -204,6 +207,7 @@ def build_space(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec,
     c_cols = b_cols | {"mb"}
     cols = apply(cols, stage(c_cols, b_cols), tail[cols["deg"]])
     # stage D: ZeRO x recompute x sequence parallel x placement (structurally pruned, then sp rule)
+    cols["cid"] = np.arange(cols["dp"].shape[0])   # with rc, sp, placement: the candidate but its ZeRO stage
     cols = _cross(cols, "zero", zeros)
     cols = _take(cols, (cols["dp"] > 1) | (cols["zero"] == zeros.min()))  # ZeRO is moot without dp
     cols = _cross(cols, "recompute", rcs)
@@ -215,4 +219,5 @@ def build_space(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec,
                  np.ones(cols["dp"].shape[0], dtype=np.int64))
     out = {k: cols[k] for k in KNOBS}
     out["sp"] = out["sp"].astype(bool)
-    return Space(columns=out, placements=placements, rejected=rejected, generated=generated)
+    zero_key = ((cols["cid"] * len(RECOMPUTES) + cols["recompute"]) * 2 + out["sp"]) * len(placements) + cols["placement"]
+    return Space(columns=out, placements=placements, rejected=rejected, generated=generated, zero_key=zero_key)

@@ -208,3 +208,26 @@ def test_cli_validate_bad_input_is_a_one_line_error(capsys) -> None:
     assert err.count("\n") == 1 and "seq_len=4096" in err
     assert main(["validate", "--local", "--steps", "1"]) == 2
     assert "steps=1" in capsys.readouterr().err
+
+
+def test_work_span_bound_on_an_oversubscribed_host() -> None:
+    """4 one-thread workers on 2 cores: without bubbles the step is the CPU work of all workers shared
+    by the cores; with a long bubble the idle workers leave their cores to the busy ones, and the free
+    critical path is the bound."""
+    from types import SimpleNamespace
+
+    from planner.closed_loop_host import work_span_step_s
+
+    def est(compute, bubble, comm):
+        t = SimpleNamespace(tp_comm_s=0.0, cp_comm_s=0.0, dp_comm_s=comm, pp_comm_s=0.0, bubble_s=bubble)
+        return SimpleNamespace(step_time_s=compute + bubble + comm, time=t)
+
+    # no bubble: 4 workers' CPU (compute + what the collective costs in CPU) on 2 cores
+    assert work_span_step_s(est(0.3, 0.0, 0.05), procs=4, cores=2, comm_cpu_s=0.01) == pytest.approx(2 * 0.31)
+    assert work_span_step_s(est(0.3, 0.0, 0.05), procs=4, cores=2) == pytest.approx(2 * 0.35)  # CPU = wall
+    # long bubble: the free critical path
+    assert work_span_step_s(est(0.3, 0.5, 0.05), procs=4, cores=2, comm_cpu_s=0.01) == pytest.approx(0.85)
+    assert work_span_step_s(est(0.3, 0.0, 0.05), procs=2, cores=2, comm_cpu_s=0.01) == pytest.approx(0.35)
+    # per-step synchronisation: waiting (wall) on the span, its CPU in the work
+    assert work_span_step_s(est(0.3, 0.0, 0.05), procs=4, cores=2, comm_cpu_s=0.01, sync_s=0.03,
+                            sync_cpu_s=0.003) == pytest.approx(2 * (0.3 - 0.03 + 0.013))

@@ -104,3 +104,48 @@ def test_grouped_comm_prices_each_row_on_its_own_group() -> None:
                                [float(comms[g].time_s("dp", "all_gather", 1e6)) for g in (0, 1)], rtol=1e-12)
     with pytest.raises(ValueError, match="axis 'ep'"):
         grouped.time_s("ep", "all_reduce", 1.0)
+
+
+def _plans(world: int, placements) -> list[ParallelPlan]:
+    degrees = [1, 2, 4, 8, 16, 32]
+    return [ParallelPlan(dp=world // (tp * pp * cp), tp=tp, pp=pp, cp=cp, placement=pl)
+            for tp, pp, cp in itertools.product(degrees[:4], degrees, degrees[:3])
+            if world % (tp * pp * cp) == 0 for pl in placements]
+
+
+LINK_CASES = [
+    # (cluster preset, nodes, intra-node topology, calibrated?)
+    ("dgx-a100", 4, None, False),
+    ("dgx-h100", 16, None, False),
+    ("dgx-a100", 4, "cube-mesh", False),
+    ("dgx-a100", 2, None, True),
+]
+
+
+@pytest.mark.parametrize("case", LINK_CASES, ids=["a100x4", "h100x16", "cube-mesh", "calibrated"])
+def test_grouped_comm_equals_each_comm_model_bit_for_bit(case) -> None:
+    """The LinkTable expression (every GroupLink at once) returns the very float each row's own
+    CommModel returns, for every axis and collective, on flat, hierarchical and one-rank groups; a
+    calibrated server's groups go through their CommModel (measured curves)."""
+    preset, nodes, intra, calibrated = case
+    cluster = get_cluster(preset, nodes=nodes, **({"intra_node_topology": intra} if intra else {}))
+    topology = build_topology(cluster) if intra else None
+    calibration = synthetic_profile(gpu=cluster.gpu.name, group_sizes=(2, 4, 8)) if calibrated else None
+    plans = _plans(cluster.num_gpus, (("tp", "cp", "dp", "pp"), ("tp", "cp", "pp", "dp"), ("dp", "pp", "tp", "cp")))
+    comms = [comm_model(cluster, p, topology=topology, calibration=calibration) for p in plans]
+    rng = np.random.default_rng(len(plans))
+    group = rng.integers(len(comms), size=2000)
+    grouped = GroupedComm(comms, group)
+    nbytes = np.exp(rng.uniform(np.log(1e3), np.log(1e11), size=group.size)).round()
+    picked: set[str] = set()
+    for axis in ("tp", "cp", "dp", "pp"):
+        picked |= {comms[g].algorithm(axis, "all_reduce", float(b)) for g, b in zip(group[:300], nbytes[:300], strict=True)}
+        for op in ("all_reduce", "reduce_scatter", "all_gather", "send_recv", "all_to_all"):
+            got = grouped.time_s(axis, op, nbytes)
+            want = np.array([float(comms[g].time_s(axis, op, float(b))) for g, b in zip(group, nbytes, strict=True)])
+            np.testing.assert_array_equal(got, want, err_msg=f"{axis} {op}")
+        sub = grouped.take(np.arange(0, group.size, 7))
+        np.testing.assert_array_equal(sub.time_s(axis, "all_reduce", nbytes[::7]),
+                                      grouped.time_s(axis, "all_reduce", nbytes)[::7])
+    # every pricing path is exercised: ring, tree, hierarchical; measured curves where calibrated
+    assert {"ring", "tree", "hierarchical", "none"} <= picked if not calibrated else "measured" in picked, picked

@@ -99,3 +99,16 @@ def test_plan_roundtrip_matches_columns():
     assert isinstance(plan, ParallelPlan) and plan.virtual_stages == space.columns["v"][i] > 1
     df = space.frame()
     assert len(df) == len(space) and df.loc[i, "schedule"] == "interleaved-1f1b"
+
+
+def test_zero_key_groups_exactly_the_candidates_that_differ_only_in_zero():
+    _, _, _, space = _space(nodes=2, max_micro_batch_size=4)
+    c = space.columns
+    rest = np.stack([c[k].astype(np.int64) for k in ("dp", "tp", "pp", "cp", "mb", "v", "schedule", "recompute",
+                                                       "sp", "placement")], axis=1)
+    _, by_rest = np.unique(rest, axis=0, return_inverse=True)
+    _, by_key = np.unique(space.zero_key, return_inverse=True)
+    pairs = set(zip(by_rest.ravel().tolist(), by_key.ravel().tolist(), strict=True))
+    assert len(pairs) == len(set(by_rest.ravel().tolist())) == len(set(by_key.ravel().tolist()))
+    assert len(pairs) < len(space)   # ZeRO stages do share columns
+    assert (space.zero_key >= 0).all()

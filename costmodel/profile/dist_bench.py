@@ -2,7 +2,8 @@
 GPU), all bound to 127.0.0.1, with a process-group timeout and a wall-clock deadline.
 
 Each (op, size) is timed `repeats` times after `warmup` runs: every rank waits at a barrier, times
-the op, and the slowest rank's time counts (a collective ends when its last rank does). send_recv is
+the op, and the slowest rank's time counts (a collective ends when its last rank does); the CPU
+seconds the busiest rank spent in it (`time.process_time`, all its threads) are kept too. send_recv is
 half a ping-pong round trip between ranks 0 and 1. Sizes are full buffer bytes (fp32), as
 `CommModel.time_s` takes them; reduce-scatter's input and all-gather's output have that size."""
 
@@ -78,23 +79,25 @@ def _worker(rank: int, world: int, port: int, backend: str, ops: list[str], size
                 fn = _op_fn(op, numel, world, rank, device)
                 for _ in range(warmup):
                     fn()
-                times = []
+                times, cpus = [], []
                 for _ in range(repeats):
                     dist.barrier()
                     if device.type == "cuda":
                         torch.cuda.synchronize(device)
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     fn()
                     if device.type == "cuda":
                         torch.cuda.synchronize(device)
-                    dt = torch.tensor([time.perf_counter() - t0], dtype=torch.float64, device=device)
+                    dt = torch.tensor([time.perf_counter() - t0, time.process_time() - c0], dtype=torch.float64,
+                                      device=device)
                     dist.all_reduce(dt, op=dist.ReduceOp.MAX)
-                    times.append(float(dt) / (2 if op == "send_recv" else 1))
+                    times.append(float(dt[0]) / (2 if op == "send_recv" else 1))
+                    cpus.append(float(dt[1]) / (2 if op == "send_recv" else 1))
                 if rank == 0:
                     rec = {"op": op, "group_size": world if op != "send_recv" else 2, "nbytes": numel * 4,
                            "time_s": statistics.median(times),
                            "time_std_s": statistics.stdev(times) if len(times) > 1 else 0.0,
-                           "samples_s": times}
+                           "samples_s": times, "cpu_s": statistics.median(cpus)}
                     with open(out_path, "a") as f:
                         f.write(json.dumps(rec) + "\n")
                         f.flush()

@@ -16,9 +16,9 @@ cores (costmodel.profile.host_dist.measure_concurrency)."""
 
 from __future__ import annotations
 
-import statistics
 import time
 from functools import partial
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -160,27 +160,33 @@ def _selective_policy(ctx: object, op: object, *args: object, **kwargs: object) 
     return CheckpointPolicy.MUST_SAVE if op in keep else CheckpointPolicy.PREFER_RECOMPUTE
 
 
-def block_host_seconds(blocks: list[nn.Module], x: torch.Tensor, *, recompute: str = "none",
-                       repeats: int = 5, sync: object = None) -> float:
-    """CPU seconds (`time.process_time`: this process's work, not other users' load) of one block's
-    forward + backward: the fastest of `repeats` runs of the stack, / len(blocks). `sync` (e.g. a
-    barrier) runs before each timed repeat so peers start together."""
-    _fwd_bwd(blocks, x, recompute)  # warm-up
-    best = float("inf")
+def block_host_seconds(blocks: list[nn.Module], x: torch.Tensor, *, recompute: str | tuple[str, ...] = "none",
+                       repeats: int = 10, sync: object = None) -> Any:
+    """CPU seconds (`time.process_time`: this process's work, less sensitive to other users' load than
+    wall time) of one block's forward + backward: the fastest of `repeats` runs of the stack, /
+    len(blocks). Several recompute modes (a tuple) are timed in interleaved rounds, so slow drifts of
+    the machine hit all of them alike and their ratios hold; returns a tuple then. `sync` (e.g. a
+    barrier) runs before each timed run so peers start together."""
+    modes = (recompute,) if isinstance(recompute, str) else tuple(recompute)
+    best = dict.fromkeys(modes, float("inf"))
+    for mode in modes:
+        _fwd_bwd(blocks, x, mode)  # warm-up
     for _ in range(max(1, repeats)):
-        if sync is not None:
-            sync()  # type: ignore[operator]
-        t0 = time.process_time()
-        _fwd_bwd(blocks, x, recompute)
-        best = min(best, time.process_time() - t0)
-    return best / len(blocks)
+        for mode in modes:
+            if sync is not None:
+                sync()  # type: ignore[operator]
+            t0 = time.process_time()
+            _fwd_bwd(blocks, x, mode)
+            best[mode] = min(best[mode], time.process_time() - t0)
+    out = tuple(best[m] / len(blocks) for m in modes)
+    return out[0] if isinstance(recompute, str) else out
 
 
 def _input(spec: ModelSpec, tokens: int) -> torch.Tensor:
     return torch.randn(1, tokens, spec.hidden_size, requires_grad=True)
 
 
-def measure_host(spec: ModelSpec, *, tokens: int = 8, layers: int = 4, repeats: int = 5, tp: bool = True,
+def measure_host(spec: ModelSpec, *, tokens: int = 8, layers: int = 4, repeats: int = 10, tp: bool = True,
                  procs: tuple[int, ...] = (), concurrency_tokens: int = 128,
                  timeout_s: float = 120.0) -> HostPoint:
     """Host seconds per block forward + backward of `spec`'s block on `tokens` tokens, with 1 thread
@@ -199,30 +205,20 @@ def measure_host(spec: ModelSpec, *, tokens: int = 8, layers: int = 4, repeats: 
         torch.manual_seed(0)
         blocks = [RefBlock(spec) for _ in range(layers)]
         x = _input(spec, tokens)
-        plain = block_host_seconds(blocks, x, repeats=repeats)
-        full = block_host_seconds(blocks, x, recompute="full", repeats=repeats)
-        selective = block_host_seconds(blocks, x, recompute="selective", repeats=repeats)
+        plain, full, selective = block_host_seconds(blocks, x, recompute=("none", "full", "selective"),
+                                                    repeats=repeats)
         ops = count_aten_ops(lambda: _fwd_bwd(blocks[:1], x, "none"))
-        alone = _median_cpu(blocks, _input(spec, concurrency_tokens), repeats) if procs else None
     finally:
         torch.set_num_threads(threads)
     tp_times = measure_tp_host(spec, layers=layers, tokens=tokens, repeats=repeats, timeout_s=timeout_s) if tp else {}
-    together = {n: measure_concurrency(spec, procs=n, layers=layers, tokens=concurrency_tokens, repeats=repeats,
-                                       timeout_s=timeout_s) for n in sorted(set(procs)) if n > 1}
+    counts = sorted({n for n in procs if n > 1})
+    runs = {n: measure_concurrency(spec, procs=n, layers=layers, tokens=concurrency_tokens, repeats=repeats,
+                                   timeout_s=timeout_s) for n in ([1, *counts] if counts else [])}
+    alone = runs.pop(1, None)
+    together = runs
     return HostPoint(tokens=tokens, threads=1, block_s=plain, block_full_recompute_s=full,
                      block_selective_recompute_s=selective, aten_ops_per_block=ops,
                      block_tp_s=tp_times.get("tp"), block_tp_sp_s=tp_times.get("tp_sp"),
                      tp_group_size=TP_RANKS if tp else None,
                      concurrency_tokens=concurrency_tokens if together else None,
                      block_cpu_s=alone if together else None, concurrent_block_cpu_s=together)
-
-
-def _median_cpu(blocks: list[nn.Module], x: torch.Tensor, repeats: int) -> float:
-    """Median CPU seconds per block forward + backward (as the concurrency workers time it)."""
-    _fwd_bwd(blocks, x, "none")
-    samples = []
-    for _ in range(max(1, repeats)):
-        t0 = time.process_time()
-        _fwd_bwd(blocks, x, "none")
-        samples.append(time.process_time() - t0)
-    return statistics.median(samples) / len(blocks)

@@ -128,7 +128,8 @@ def _measure(cfg: ProfileConfig, model: ModelSpec, cuda: bool, device: torch.dev
                                 timeout_s=cfg.timeout_s, on_point=lambda _: bar.update())
     host = None
     if cfg.host if cfg.host is not None else not cuda:
-        host = measure_host(model, repeats=cfg.repeats, tp=bool(cfg.nprocs), procs=cfg.nprocs, timeout_s=cfg.timeout_s)
+        host = measure_host(model, repeats=max(10, cfg.repeats), tp=bool(cfg.nprocs), procs=cfg.nprocs,
+                            timeout_s=cfg.timeout_s)
     bar.close()
     name = torch.cuda.get_device_name(device) if cuda else "cpu"
     return CalibrationProfile(
