@@ -87,6 +87,9 @@ class HostPoint(Spec):
     block_cpu_s: float | None = Field(default=None, gt=0, description="CPU s per block on concurrency_tokens, alone")
     concurrent_block_cpu_s: dict[int, float] = Field(
         default_factory=dict, description="processes -> CPU s per block while that many run at once")
+    fsdp_procs: int | None = Field(default=None, gt=1, description="ranks of the FSDP2 measurement")
+    fsdp_zero2_block_s: float | None = Field(default=None, ge=0, description="extra CPU s per block and step, FSDP2")
+    fsdp_zero3_block_s: float | None = Field(default=None, ge=0, description="... resharding after forward")
 
 
 class CalibrationProfile(Spec):

@@ -30,7 +30,7 @@ from typing import Any
 from costmodel.compute import DEFAULT_EFFICIENCY, block_host_ops
 from costmodel.constants import MEASURED_RATE_SCALE
 
-__all__ = ["host_constants", "cpu_inflation", "work_span_step_s", "comm_s", "step_sync_s",
+__all__ = ["host_constants", "cpu_inflation", "work_span_step_s", "comm_s", "step_sync_s", "sharded_dp_cpu_s",
            "STEP_SCALAR_ALL_REDUCES"]
 
 STEP_SCALAR_ALL_REDUCES = 3
@@ -92,7 +92,7 @@ def comm_s(est: Any) -> float:
 
 
 def work_span_step_s(free: Any, *, procs: int, cores: int, comm_cpu_s: float | None = None,
-                     sync_s: float = 0.0, sync_cpu_s: float = 0.0) -> float:
+                     sync_s: float = 0.0, sync_cpu_s: float = 0.0, extra_cpu_s: float = 0.0) -> float:
     """Step time of `procs` single-thread workers sharing `cores` cores, from `free`, the StepEstimate
     of the same plan priced as if every worker had a core of its own (`host_constants(..., cores=procs)`):
     the work-span lower bound max(span, work / cores) (Brent 1974; Blumofe & Leiserson 1999), which a
@@ -102,12 +102,13 @@ def work_span_step_s(free: Any, *, procs: int, cores: int, comm_cpu_s: float | N
     and communication wall time, plus the CPU the communication costs (`comm_cpu_s`: the plan priced with
     the profile's CPU-time collective curves, `CalibrationProfile.cpu_cost_profile`; default: its wall
     time; `sync_s` / `sync_cpu_s`: per-step synchronisation inside the optimizer term, e.g. the executor's
-    scalar all-reduces, wall and CPU). While a worker waits in a bubble or a collective its core runs the
-    others, which a fixed share of a core per worker cannot express."""
+    scalar all-reduces, wall and CPU; `extra_cpu_s`: per-step CPU work of each worker the estimate does
+    not hold, e.g. `sharded_dp_cpu_s`, on both the span and the work). While a worker waits in a bubble
+    or a collective its core runs the others, which a fixed share of a core per worker cannot express."""
     wall_comm_s = comm_s(free) + sync_s
     busy_s = max(0.0, free.step_time_s - free.time.bubble_s - wall_comm_s)
     cpu_comm_s = wall_comm_s if comm_cpu_s is None else comm_cpu_s + sync_cpu_s
-    return max(free.step_time_s, procs * (busy_s + cpu_comm_s) / max(1, cores))
+    return max(free.step_time_s + extra_cpu_s, procs * (busy_s + cpu_comm_s + extra_cpu_s) / max(1, cores))
 
 
 def step_sync_s(profile: Any, *, procs: int) -> tuple[float, float]:
@@ -118,3 +119,19 @@ def step_sync_s(profile: Any, *, procs: int) -> tuple[float, float]:
         return 0.0, 0.0
     small = min(pts, key=lambda p: p.nbytes)
     return STEP_SCALAR_ALL_REDUCES * small.time_s, STEP_SCALAR_ALL_REDUCES * (small.cpu_s or 0.0)
+
+
+def sharded_dp_cpu_s(plan: Any, host: Any, *, num_layers: int) -> float:
+    """Extra CPU seconds per step that per-block sharded data parallelism costs each worker: the
+    profile's FSDP2 figure per block (`HostPoint.fsdp_zero2_block_s`, `fsdp_zero3_block_s` for ZeRO-3)
+    times the blocks on a pipeline rank plus one unit for the embedding / head. The executor shards
+    per block (FSDP2, or its `replicate` for ZeRO-0) whenever dp > 1 unless the plan is plain DDP
+    (ZeRO-0/1 without TP and PP; executor.parallelize.dp_wrapper). 0 without a measurement."""
+    if host is None or plan.dp < 2 or host.fsdp_zero2_block_s is None:
+        return 0.0
+    if plan.zero_stage <= 1 and plan.tp == 1 and plan.pp == 1:
+        return 0.0  # DDP: one bucketed all-reduce, priced by the comm model
+    per_block = host.fsdp_zero3_block_s if plan.zero_stage == 3 and host.fsdp_zero3_block_s is not None \
+        else host.fsdp_zero2_block_s
+    layers = max(plan.layers_per_stage) if plan.layers_per_stage else num_layers / plan.pp
+    return (layers + 1) * per_block

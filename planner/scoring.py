@@ -77,7 +77,8 @@ def zero_table(space: Space) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
         # build_space's key: a lookup table (no sort of the rows), columns then sorted as _TABLE_KNOBS
         seen = np.zeros(int(key.max()) + 1, dtype=bool)
         seen[key] = True
-        dense = np.cumsum(seen) - 1
+        dense = np.cumsum(seen, dtype=np.int64 if seen.size >= 1 << 31 else np.int32)
+        dense -= 1
         column = dense[key]
         first = np.empty(int(dense[-1]) + 1, dtype=np.int64)
         first[column] = np.arange(key.size)
@@ -146,7 +147,7 @@ def _bulk_figures(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec
     k_all, comm_all = _table_knobs(cluster, space, cols, zeros, calibration=calibration, topology=topology)
     m_all = ctx.global_batch // (k_all.dp * k_all.mb)
     # blocks and ends read pp only as pp > 1 (a tied head's weights): one pricing for every column
-    # as if deep; depth-1 columns (first in the table) are priced again as such
+    # as if deep; with a tied head, depth-1 columns (first in the table) are priced again as such
     units_all = unit_costs(ctx, replace(k_all, pp=2), comm_all)
     shape = (zeros.size, n)
     out = {key: np.empty(shape) for key in ("step_time_s", "peak_bytes", "peak_bytes_lb")}
@@ -154,7 +155,8 @@ def _bulk_figures(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec
     per_column = np.bincount(column, minlength=n) if on_group is not None else None
     for pp, a, b in _depths(cols["pp"]):
         k, comm = replace(take_knobs(k_all, slice(a, b)), pp=pp), comm_all.take(slice(a, b))
-        units = unit_costs(ctx, k, comm) if pp == 1 else take_units(units_all, slice(a, b))
+        tied_head = pp == 1 and ctx.shape.tie   # depth 1 with a tied head: the head holds no weights of its own
+        units = unit_costs(ctx, k, comm) if tied_head else take_units(units_all, slice(a, b))
         m = m_all[a:b]
         first_rank, last_rank, busiest, pp_s, bubble = pipeline_phase(ctx, k, comm, m, units)
         ends = (first_rank, last_rank) if pp > 1 else (first_rank,)

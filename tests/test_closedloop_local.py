@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from costmodel import TrainingSpec, load_model
+from costmodel import ParallelPlan, TrainingSpec, load_model
 from costmodel.calibration import CalibrationProfile, CollectivePoint, HostPoint, save_profile
 from costmodel.compute import DEFAULT_EFFICIENCY, block_host_ops, block_host_s
 from costmodel.constants import efficiency_with_constants
@@ -231,3 +231,18 @@ def test_work_span_bound_on_an_oversubscribed_host() -> None:
     # per-step synchronisation: waiting (wall) on the span, its CPU in the work
     assert work_span_step_s(est(0.3, 0.0, 0.05), procs=4, cores=2, comm_cpu_s=0.01, sync_s=0.03,
                             sync_cpu_s=0.003) == pytest.approx(2 * (0.3 - 0.03 + 0.013))
+
+
+def test_sharded_data_parallel_cpu_follows_the_executors_wrapper() -> None:
+    from planner.closed_loop_host import sharded_dp_cpu_s
+
+    host = HostPoint(tokens=8, threads=1, block_s=3e-3, fsdp_procs=4, fsdp_zero2_block_s=0.01, fsdp_zero3_block_s=0.02)
+    assert sharded_dp_cpu_s(ParallelPlan(dp=4, tp=1, pp=1, micro_batch_size=1), host, num_layers=8) == 0.0  # DDP
+    assert sharded_dp_cpu_s(ParallelPlan(dp=4, tp=1, pp=1, micro_batch_size=1, zero_stage=1), host, num_layers=8) == 0.0
+    assert sharded_dp_cpu_s(ParallelPlan(dp=4, tp=1, pp=1, micro_batch_size=1, zero_stage=2), host,
+                            num_layers=8) == pytest.approx(9 * 0.01)
+    assert sharded_dp_cpu_s(ParallelPlan(dp=2, tp=1, pp=2, micro_batch_size=1, zero_stage=3), host,
+                            num_layers=8) == pytest.approx(5 * 0.02)
+    assert sharded_dp_cpu_s(ParallelPlan(dp=2, tp=2, pp=1, micro_batch_size=1), host, num_layers=8) == pytest.approx(0.09)
+    assert sharded_dp_cpu_s(ParallelPlan(dp=1, tp=2, pp=2, micro_batch_size=1), host, num_layers=8) == 0.0
+    assert sharded_dp_cpu_s(ParallelPlan(dp=2, tp=1, pp=2, micro_batch_size=1, zero_stage=2), None, num_layers=8) == 0.0

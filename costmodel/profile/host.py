@@ -194,7 +194,7 @@ def measure_host(spec: ModelSpec, *, tokens: int = 8, layers: int = 4, repeats: 
     `tp`, tensor parallel over 2 Gloo processes (without / with sequence parallelism). For each count
     in `procs`, also the CPU seconds per block on `concurrency_tokens` tokens while that many
     processes run at once, and the same alone (costmodel.profile.host_dist)."""
-    from .host_dist import measure_concurrency, measure_tp_host
+    from .host_dist import measure_concurrency, measure_fsdp, measure_tp_host
 
     if tokens < TP_RANKS or tokens % TP_RANKS:
         raise ValueError(f"tokens={tokens}: must be a positive multiple of {TP_RANKS} (sequence shards)")
@@ -216,9 +216,13 @@ def measure_host(spec: ModelSpec, *, tokens: int = 8, layers: int = 4, repeats: 
                                    timeout_s=timeout_s) for n in ([1, *counts] if counts else [])}
     alone = runs.pop(1, None)
     together = runs
+    fsdp = measure_fsdp(spec, procs=max(counts), layers=layers, tokens=concurrency_tokens, repeats=repeats,
+                        timeout_s=timeout_s) if counts else {}
     return HostPoint(tokens=tokens, threads=1, block_s=plain, block_full_recompute_s=full,
                      block_selective_recompute_s=selective, aten_ops_per_block=ops,
                      block_tp_s=tp_times.get("tp"), block_tp_sp_s=tp_times.get("tp_sp"),
                      tp_group_size=TP_RANKS if tp else None,
                      concurrency_tokens=concurrency_tokens if together else None,
-                     block_cpu_s=alone if together else None, concurrent_block_cpu_s=together)
+                     block_cpu_s=alone if together else None, concurrent_block_cpu_s=together,
+                     fsdp_procs=max(counts) if counts else None, fsdp_zero2_block_s=fsdp.get("zero2"),
+                     fsdp_zero3_block_s=fsdp.get("zero3"))

@@ -8,6 +8,9 @@
   switches and shared caches (the 'noisy neighbour' effect; Tang et al. 2011, "The impact of memory
   subsystem resource sharing on datacenter applications", ISCA). The ratio is what the cost model needs
   on top of the core share cores / procs.
+- `measure_fsdp`: the extra CPU seconds per block and step that FSDP2 (torch's per-block sharded data
+  parallelism, ZeRO-2/3; Zhao et al. 2023, "PyTorch FSDP") adds over `n` ranks: parameter all-gather,
+  gradient reduce-scatter, the copies in and out of the flat buffers, and its hooks.
 
 Each benchmark spawns its ranks (torch.multiprocessing, spawn), times with `time.process_time` (the
 process's own CPU work, insensitive to other users' load) and returns the slowest rank's figure."""
@@ -31,7 +34,7 @@ from ..specs import ModelSpec
 from .dist_bench import _loopback_name, free_port
 from .host import TP_RANKS, RefBlock, _apply_tp, _fwd_bwd, _input, block_host_seconds
 
-__all__ = ["measure_tp_host", "measure_concurrency"]
+__all__ = ["measure_tp_host", "measure_concurrency", "measure_fsdp"]
 
 
 def _init(rank: int, world: int, port: int, timeout_s: float) -> None:
@@ -93,6 +96,38 @@ def _concurrency_worker(rank: int, world: int, port: int, timeout_s: float, out:
         dist.destroy_process_group()
 
 
+def _fsdp_worker(rank: int, world: int, port: int, timeout_s: float, out: str, spec_json: str, layers: int,
+                 tokens: int, repeats: int) -> None:
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    _init(rank, world, port, timeout_s)
+    try:
+        spec = ModelSpec.model_validate_json(spec_json)
+        mesh = init_device_mesh("cpu", (world,))
+        stacks = {}
+        for mode in ("plain", "zero2", "zero3"):
+            blocks = [RefBlock(spec) for _ in range(layers)]
+            if mode != "plain":  # FSDP2 per block; ZeRO-3 re-gathers the parameters for the backward
+                for blk in blocks:
+                    fully_shard(blk, mesh=mesh, reshard_after_forward=mode == "zero3")
+            stacks[mode] = (blocks, _input(spec, tokens))
+            _fwd_bwd(blocks, stacks[mode][1], "none")
+        samples: dict[str, list[float]] = {m: [] for m in stacks}
+        for _ in range(max(1, repeats)):  # interleaved rounds: machine drifts hit all modes alike
+            for mode, (blocks, x) in stacks.items():
+                dist.barrier()
+                t0 = time.process_time()
+                _fwd_bwd(blocks, x, "none")
+                samples[mode].append(time.process_time() - t0)
+        cpu = {m: _slowest(statistics.median(v) / layers) for m, v in samples.items()}
+        if rank == 0:
+            Path(out).write_text(json.dumps({"zero2": max(0.0, cpu["zero2"] - cpu["plain"]),
+                                             "zero3": max(0.0, cpu["zero3"] - cpu["plain"])}))
+    finally:
+        dist.destroy_process_group()
+
+
 def _spawn(target: Callable[..., None], world: int, *args: Any, timeout_s: float) -> dict[str, float]:
     os.environ.setdefault("GLOO_SOCKET_IFNAME", _loopback_name())
     out = Path(os.environ.get("TMPDIR", "/tmp")) / f"paraplan-host-{os.getpid()}-{free_port()}.json"
@@ -133,3 +168,13 @@ def measure_concurrency(spec: ModelSpec, *, procs: int, layers: int, tokens: int
         raise ValueError(f"procs={procs}: need at least 1 process")
     return _spawn(_concurrency_worker, procs, spec.model_dump_json(), layers, tokens, repeats,
                   timeout_s=timeout_s)["block_cpu_s"]
+
+
+def measure_fsdp(spec: ModelSpec, *, procs: int, layers: int, tokens: int, repeats: int,
+                 timeout_s: float) -> dict[str, float]:
+    """{'zero2': s, 'zero3': s}: extra CPU seconds per block and step (forward + backward with its
+    parameter all-gather and gradient reduce-scatter) when each block is sharded with FSDP2 over
+    `procs` ranks, without / with resharding after forward, over the same blocks unsharded."""
+    if procs < 2:
+        raise ValueError(f"procs={procs}: sharded data parallelism needs at least 2 processes")
+    return _spawn(_fsdp_worker, procs, spec.model_dump_json(), layers, tokens, repeats, timeout_s=timeout_s)
