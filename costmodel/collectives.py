@@ -22,7 +22,7 @@ import numpy as np
 from .placement import GroupLink, PathStats
 
 __all__ = [
-    "Collective", "COLLECTIVES", "ring_all_reduce_time_s", "ring_reduce_scatter_time_s",
+    "Collective", "COLLECTIVES", "ring_terms", "tree_terms", "ring_all_reduce_time_s", "ring_reduce_scatter_time_s",
     "tree_all_reduce_time_s", "all_to_all_time_s", "send_recv_time_s", "algorithm_times_s",
     "collective_time_s",
 ]
@@ -32,25 +32,45 @@ COLLECTIVES: tuple[str, ...] = ("all_reduce", "reduce_scatter", "all_gather", "a
 ArrayLike = float | np.ndarray
 
 
-def ring_all_reduce_time_s(nbytes: ArrayLike, n: int, bw_bytes_per_s: float, latency_s: float) -> ArrayLike:
-    """Ring all-reduce: 2(n-1)/n * B/bw + 2(n-1) * alpha; zero for n == 1."""
+def ring_terms(n: int, latency_s: float, *, all_reduce: bool) -> tuple[float, float]:
+    """(coefficient of B/bw, latency term) of a ring on n ranks: all-reduce 2(n-1)/n and 2(n-1) alpha,
+    reduce-scatter / all-gather (n-1)/n and (n-1) alpha; (0, 0) for n <= 1. The one place these
+    constants live (`costmodel.collectives_rows` prices many groups with them)."""
+    if n <= 1:
+        return 0.0, 0.0
+    if all_reduce:
+        return 2 * (n - 1) / n, 2 * (n - 1) * latency_s
+    return (n - 1) / n, (n - 1) * latency_s
+
+
+def tree_terms(n: int, latency_s: float) -> tuple[float, float]:
+    """(coefficient of B/bw, latency term) of the double binary tree all-reduce: 2 and
+    2 ceil(log2 n) alpha; (0, 0) for n <= 1."""
+    if n <= 1:
+        return 0.0, 0.0
+    return 2.0, 2 * int(np.ceil(np.log2(n))) * latency_s
+
+
+def _priced(nbytes: ArrayLike, n: int, terms: tuple[float, float], bw_bytes_per_s: float) -> ArrayLike:
     if n <= 1:
         return np.zeros_like(np.asarray(nbytes, dtype=float))[()]
-    return 2 * (n - 1) / n * np.asarray(nbytes, dtype=float) / bw_bytes_per_s + 2 * (n - 1) * latency_s
+    coef, lat = terms
+    return coef * np.asarray(nbytes, dtype=float) / bw_bytes_per_s + lat
+
+
+def ring_all_reduce_time_s(nbytes: ArrayLike, n: int, bw_bytes_per_s: float, latency_s: float) -> ArrayLike:
+    """Ring all-reduce: 2(n-1)/n * B/bw + 2(n-1) * alpha; zero for n == 1."""
+    return _priced(nbytes, n, ring_terms(n, latency_s, all_reduce=True), bw_bytes_per_s)
 
 
 def ring_reduce_scatter_time_s(nbytes: ArrayLike, n: int, bw_bytes_per_s: float, latency_s: float) -> ArrayLike:
     """Ring reduce-scatter (or all-gather) of a B-byte full buffer: (n-1)/n * B/bw + (n-1) * alpha."""
-    if n <= 1:
-        return np.zeros_like(np.asarray(nbytes, dtype=float))[()]
-    return (n - 1) / n * np.asarray(nbytes, dtype=float) / bw_bytes_per_s + (n - 1) * latency_s
+    return _priced(nbytes, n, ring_terms(n, latency_s, all_reduce=False), bw_bytes_per_s)
 
 
 def tree_all_reduce_time_s(nbytes: ArrayLike, n: int, bw_bytes_per_s: float, latency_s: float) -> ArrayLike:
     """Double binary tree all-reduce: 2 B/bw + 2 ceil(log2 n) * alpha."""
-    if n <= 1:
-        return np.zeros_like(np.asarray(nbytes, dtype=float))[()]
-    return 2 * np.asarray(nbytes, dtype=float) / bw_bytes_per_s + 2 * int(np.ceil(np.log2(n))) * latency_s
+    return _priced(nbytes, n, tree_terms(n, latency_s), bw_bytes_per_s)
 
 
 def all_to_all_time_s(nbytes: ArrayLike, g: GroupLink) -> ArrayLike:

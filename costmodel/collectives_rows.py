@@ -3,7 +3,7 @@ of the alpha-beta formulas as arrays, so one numpy expression prices a collectiv
 on different groups (the planner's bulk pass, `costmodel.comm_grouped.GroupedComm`), instead of one
 call per GroupLink.
 
-The formulas are `collectives.py`'s, term by term and in the same order, so every row gets the very
+The formulas are `collectives.py`'s (the same `ring_terms` / `tree_terms` constants), in the same order, so every row gets the very
 float `collective_time_s` returns (tests/test_costmodel_batch_grouped.py checks equality on every
 GroupLink of several clusters and topologies):
 - ring all-reduce 2(n-1)/n * B/bw + 2(n-1) alpha; ring reduce-scatter / all-gather (n-1)/n * B/bw +
@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .collectives import ring_terms, tree_terms
 from .placement import GroupLink
 
 __all__ = ["LinkTable", "link_table", "VECTOR_OPS"]
@@ -45,22 +46,6 @@ def link_table(links: Sequence[GroupLink]) -> LinkTable:
     return hit[1]
 
 
-def _ring(n: int, lat_s: float, *, all_reduce: bool) -> tuple[float, float]:
-    """(coefficient of B/bw, latency term) of a ring on n ranks; (0, 0) for n <= 1."""
-    if n <= 1:
-        return 0.0, 0.0
-    if all_reduce:
-        return 2 * (n - 1) / n, 2 * (n - 1) * lat_s
-    return (n - 1) / n, (n - 1) * lat_s
-
-
-def _tree(n: int, lat_s: float) -> tuple[float, float]:
-    """(coefficient of B/bw, latency term) of the double binary tree all-reduce; (0, 0) for n <= 1."""
-    if n <= 1:
-        return 0.0, 0.0
-    return 2.0, 2 * int(np.ceil(np.log2(n))) * lat_s
-
-
 class LinkTable:
     """The formula constants of GroupLinks `links` (index j = link j) as arrays; `time_s(op, code,
     nbytes)` prices row i on link code[i] (code -1: a one-rank group, 0 s)."""
@@ -82,19 +67,19 @@ class LinkTable:
     def _constants(g: GroupLink) -> dict[str, float]:
         """The formula constants of one GroupLink of more than one rank."""
         c = dict(bw=g.bw_bytes_per_s, lat=g.latency_s, p2p_bw=g.bw_bytes_per_s)
-        c["ar"], c["ar_lat"] = _ring(g.size, g.latency_s, all_reduce=True)
-        c["rs"], c["rs_lat"] = _ring(g.size, g.latency_s, all_reduce=False)
-        c["tr"], c["tr_lat"] = _tree(g.size, g.latency_s)
+        c["ar"], c["ar_lat"] = ring_terms(g.size, g.latency_s, all_reduce=True)
+        c["rs"], c["rs_lat"] = ring_terms(g.size, g.latency_s, all_reduce=False)
+        c["tr"], c["tr_lat"] = tree_terms(g.size, g.latency_s)
         if g.intra is None or g.inter is None:   # no hierarchical algorithm: never the cheapest
             c.update(hier=0.0, k=1.0, in_c=0.0, in_lat=math.inf, in_bw=1.0, x_ar=0.0, x_ar_lat=0.0, x_rs=0.0,
                      x_rs_lat=0.0, x_tr=0.0, x_tr_lat=0.0, x_bw=1.0)
             return c
         k, m, x_lat = g.ranks_per_server, g.num_servers, g.inter.latency_s
         c.update(hier=1.0, k=float(k), in_bw=g.intra.bw_bytes_per_s, x_bw=g.inter.bw_bytes_per_s)
-        c["in_c"], c["in_lat"] = _ring(k, g.intra.latency_s, all_reduce=False)
-        c["x_ar"], c["x_ar_lat"] = _ring(m, x_lat, all_reduce=True)
-        c["x_rs"], c["x_rs_lat"] = _ring(m, x_lat, all_reduce=False)
-        c["x_tr"], c["x_tr_lat"] = _tree(m, x_lat)
+        c["in_c"], c["in_lat"] = ring_terms(k, g.intra.latency_s, all_reduce=False)
+        c["x_ar"], c["x_ar_lat"] = ring_terms(m, x_lat, all_reduce=True)
+        c["x_rs"], c["x_rs_lat"] = ring_terms(m, x_lat, all_reduce=False)
+        c["x_tr"], c["x_tr_lat"] = tree_terms(m, x_lat)
         return c
 
     def rows(self, code: np.ndarray) -> _Rows:
