@@ -82,12 +82,15 @@ class HostPoint(Spec):
     block_tp_s: float | None = Field(default=None, gt=0, description="tensor parallel (DTensor) block")
     block_tp_sp_s: float | None = Field(default=None, gt=0, description="... with sequence parallelism")
     tp_group_size: int | None = Field(default=None, gt=1)
+    tp_token_s: float | None = Field(default=None, ge=0, description="extra CPU s per token of a TP block")
+    tp_sp_token_s: float | None = Field(default=None, ge=0, description="... with sequence parallelism")
     aten_ops_per_block: int = Field(default=0, ge=0, description="aten ops of one plain forward + backward")
     concurrency_tokens: int | None = Field(default=None, gt=0)
     block_cpu_s: float | None = Field(default=None, gt=0, description="CPU s per block on concurrency_tokens, alone")
     concurrent_block_cpu_s: dict[int, float] = Field(
         default_factory=dict, description="processes -> CPU s per block while that many run at once")
-    fsdp_procs: int | None = Field(default=None, gt=1, description="ranks of the FSDP2 measurement")
+    fsdp_procs: int | None = Field(default=None, gt=1, description="ranks of the DDP / FSDP2 measurement")
+    ddp_block_s: float | None = Field(default=None, ge=0, description="extra CPU s per block and step, DDP")
     fsdp_zero2_block_s: float | None = Field(default=None, ge=0, description="extra CPU s per block and step, FSDP2")
     fsdp_zero3_block_s: float | None = Field(default=None, ge=0, description="... resharding after forward")
 

@@ -30,7 +30,7 @@ from .init import init_weights
 from .mesh import axis_group, axis_rank, axis_size, build_mesh
 from .model import IGNORE_INDEX, build_model
 from .parallelize import apply_ddp, apply_fsdp, apply_recompute, apply_tp, uses_ddp, uses_fsdp
-from .pipeline import build_schedule, build_stages, split_model
+from .pipeline import build_schedule, build_stages, check_schedule_supported, split_model
 
 __all__ = ["Engine", "build_engine", "compute_dtype", "uses_loss_parallel", "ADAM_BETAS", "ADAM_EPS"]
 
@@ -184,6 +184,7 @@ def build_engine(model_spec: ModelSpec, plan: ParallelPlan, training: TrainingSp
         raise ValueError("cp: context parallelism is not supported by the executor (torch's context_parallel "
                          "needs CUDA SDPA kernels and does not run on CPU/Gloo); use cp=1")
     check_plan(model_spec, None, training, plan)
+    check_schedule_supported(plan)
     mesh = mesh if mesh is not None else build_mesh(plan, device_type=device.type)
     dtype = compute_dtype(training, device)
     model = build_model(model_spec, device="meta")

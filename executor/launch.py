@@ -42,6 +42,7 @@ from .checkpoint import read_trainer_state, resolve_checkpoint
 from .data import load_corpus
 from .failures import RunFailed, explain_failure
 from .metrics import read_metrics, write_json_atomic
+from .pipeline import check_schedule_supported
 from .scaling import host_capacity, scale_plan
 
 __all__ = ["RunSetup", "RunResult", "RunFailed", "prepare_run", "launch", "run_plan", "free_port"]
@@ -118,6 +119,7 @@ def prepare_run(plan: ParallelPlan | str | os.PathLike[str], *, model: str | Mod
     from .model import build_model
 
     build_model(model_spec, device="meta")  # raises ValueError for what the executor cannot run
+    check_schedule_supported(plan)
     for name, value in (("steps", steps), ("timeout", timeout_s), ("nnodes", nnodes), ("lr", lr),
                         ("global_batch", global_batch), ("seq_len", seq_len)):
         _positive(name, value)

@@ -25,7 +25,17 @@ from costmodel.specs import ParallelPlan
 
 from .model import Transformer
 
-__all__ = ["stage_ids", "layer_ranges", "split_model", "build_stages", "build_schedule"]
+__all__ = ["stage_ids", "layer_ranges", "split_model", "build_stages", "build_schedule", "check_schedule_supported"]
+
+
+def check_schedule_supported(plan: ParallelPlan) -> None:
+    """ValueError for a schedule the executor cannot run with the plan's other knobs: torch's selective
+    activation checkpoint allows one backward per checkpointed region, and the zero-bubble schedule
+    splits each backward into an input-gradient and a weight-gradient pass (Qi et al. 2024)."""
+    if plan.pp > 1 and plan.schedule == "zero-bubble" and plan.recompute == "selective":
+        raise ValueError("recompute: 'selective' cannot run with schedule 'zero-bubble' (torch's selective "
+                         "checkpoint allows one backward per region; zero-bubble splits it in two); use "
+                         "recompute 'full' or 'none', or another schedule")
 
 
 def layer_ranges(plan: ParallelPlan, num_layers: int) -> list[range]:

@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from costmodel import ClusterSpec, ModelSpec, ParallelPlan, StepMeasurement, TrainingSpec, estimate
+from costmodel import ClusterSpec, ModelSpec, ParallelPlan, StepMeasurement, TrainingSpec
 from costmodel.calibration import CalibrationProfile
 from costmodel.fit import Observation, cross_validated, fit_constants
 
-from .closed_loop_host import comm_s, host_constants, sharded_dp_cpu_s, step_sync_s, work_span_step_s
+from .closed_loop_host import LocalPredictor, host_constants
 from .closed_loop_metrics import summarize_validation
 from .closed_loop_report import CSV_COLUMNS, PLAN_KNOBS, ValidationReport, cv_peak_bytes, per_repeat_summaries
 from .search import search
@@ -211,29 +211,14 @@ def run_local_validation(
     seq_len = cfg.seq_len or cfg.model.max_seq_len
     dtype = "fp32" if profile.device.lower() == "cpu" else "bf16"  # what the executor runs on the device
     training = TrainingSpec(global_batch_size=cfg.global_batch, seq_len=seq_len, dtype=dtype)
-    consts = host_constants(profile, procs=cfg.procs)
-    calib = profile.model_copy(update={"constants": {**profile.constants, **consts}})
-    cores = os.cpu_count() or 1
-    cpu_host = profile.device.lower() == "cpu"
-    free = None  # oversubscribed CPU host: each worker priced with a core of its own, then work-span
-    if cpu_host and cfg.procs > cores:
-        free_consts = host_constants(profile, procs=cfg.procs, cores=cfg.procs)
-        free = profile.model_copy(update={"constants": {**profile.constants, **free_consts}})
-        cpu_cost = free.cpu_cost_profile()
-        sync_s, sync_cpu_s = step_sync_s(profile, procs=cfg.procs)
+    predictor = LocalPredictor(profile, model=cfg.model, cluster=cluster, training=training, procs=cfg.procs)
+    consts, calib = predictor.constants, predictor.calibration
     plans = select_plans(
         cfg.model, cluster, training, calibration=calib, max_plans=cfg.max_plans, top_plans=cfg.top_plans
     )
     rows, observations, obs_rows = [], [], []
     for i, (rank, plan) in enumerate(plans):
-        est = estimate(cfg.model, cluster, training, plan, calibration=calib)
-        extra_s = sharded_dp_cpu_s(plan, profile.host, num_layers=cfg.model.num_layers) if cpu_host else 0.0
-        step_s = est.step_time_s + extra_s
-        if free is not None:
-            comm_cpu = comm_s(estimate(cfg.model, cluster, training, plan, calibration=cpu_cost)) if cpu_cost else None
-            step_s = work_span_step_s(estimate(cfg.model, cluster, training, plan, calibration=free),
-                                      procs=cfg.procs, cores=cores, comm_cpu_s=comm_cpu, sync_s=sync_s,
-                                      sync_cpu_s=sync_cpu_s, extra_cpu_s=extra_s)
+        step_s, est = predictor(plan)
         run_dir = out / "runs" / f"{i:02d}-{plan.short()}"
         say(
             f"[{i + 1}/{len(plans)}] {plan.short()} (planner rank {rank}, predicted {step_s * 1e3:.1f} ms)"

@@ -27,11 +27,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from costmodel import estimate
 from costmodel.compute import DEFAULT_EFFICIENCY, block_host_ops
 from costmodel.constants import MEASURED_RATE_SCALE
 
-__all__ = ["host_constants", "cpu_inflation", "work_span_step_s", "comm_s", "step_sync_s", "sharded_dp_cpu_s",
-           "STEP_SCALAR_ALL_REDUCES"]
+__all__ = ["LocalPredictor", "host_constants", "cpu_inflation", "work_span_step_s", "comm_s", "step_sync_s",
+           "sharded_dp_cpu_s", "tp_token_cpu_s", "STEP_SCALAR_ALL_REDUCES"]
 
 STEP_SCALAR_ALL_REDUCES = 3
 """Scalar all-reduces per optimizer step in `executor.engine.Engine.train_step`: the target-token
@@ -121,17 +122,77 @@ def step_sync_s(profile: Any, *, procs: int) -> tuple[float, float]:
     return STEP_SCALAR_ALL_REDUCES * small.time_s, STEP_SCALAR_ALL_REDUCES * (small.cpu_s or 0.0)
 
 
-def sharded_dp_cpu_s(plan: Any, host: Any, *, num_layers: int) -> float:
-    """Extra CPU seconds per step that per-block sharded data parallelism costs each worker: the
-    profile's FSDP2 figure per block (`HostPoint.fsdp_zero2_block_s`, `fsdp_zero3_block_s` for ZeRO-3)
-    times the blocks on a pipeline rank plus one unit for the embedding / head. The executor shards
-    per block (FSDP2, or its `replicate` for ZeRO-0) whenever dp > 1 unless the plan is plain DDP
-    (ZeRO-0/1 without TP and PP; executor.parallelize.dp_wrapper). 0 without a measurement."""
+def sharded_dp_cpu_s(plan: Any, host: Any, *, num_layers: int, dp_comm_cpu_s: float = 0.0) -> float:
+    """Extra CPU seconds per step that the executor's data parallelism costs each worker beyond the
+    collectives the comm model prices (`dp_comm_cpu_s`, their CPU): the profile's figure per block and
+    step - DDP (`HostPoint.ddp_block_s`) for plain DDP plans (ZeRO-0/1 without TP and PP), else per-block
+    FSDP2 (`fsdp_zero2_block_s`, `fsdp_zero3_block_s` for ZeRO-3; the executor's `replicate` for ZeRO-0
+    with TP/PP is FSDP2-based too; executor.parallelize.dp_wrapper) - times the blocks on a pipeline rank
+    plus one unit for the embedding / head, minus `dp_comm_cpu_s`, at least 0. 0 when dp = 1 or not measured."""
     if host is None or plan.dp < 2 or host.fsdp_zero2_block_s is None:
         return 0.0
     if plan.zero_stage <= 1 and plan.tp == 1 and plan.pp == 1:
-        return 0.0  # DDP: one bucketed all-reduce, priced by the comm model
-    per_block = host.fsdp_zero3_block_s if plan.zero_stage == 3 and host.fsdp_zero3_block_s is not None \
-        else host.fsdp_zero2_block_s
+        per_block = host.ddp_block_s or 0.0
+    elif plan.zero_stage == 3 and host.fsdp_zero3_block_s is not None:
+        per_block = host.fsdp_zero3_block_s
+    else:
+        per_block = host.fsdp_zero2_block_s
     layers = max(plan.layers_per_stage) if plan.layers_per_stage else num_layers / plan.pp
-    return (layers + 1) * per_block
+    return max(0.0, (layers + 1) * per_block - dp_comm_cpu_s)
+
+
+def tp_token_cpu_s(plan: Any, host: Any, *, num_layers: int, global_batch: int, seq_len: int) -> float:
+    """Extra CPU seconds per step of tensor parallelism that grow with the tokens (beyond the measured
+    per-block host factor at a few tokens): the profile's `HostPoint.tp_token_s` (`tp_sp_token_s` under
+    sequence parallelism) x tokens per micro-batch x micro-batches x blocks on a pipeline rank; 0 when
+    tp = 1 or not measured. Measured over 2 ranks, used for every TP degree."""
+    if host is None or plan.tp < 2:
+        return 0.0
+    per_token = host.tp_sp_token_s if plan.sequence_parallel else host.tp_token_s
+    if per_token is None:
+        return 0.0
+    layers = max(plan.layers_per_stage) if plan.layers_per_stage else num_layers / plan.pp
+    micro_batches = global_batch // (plan.dp * plan.micro_batch_size)
+    return per_token * plan.micro_batch_size * seq_len * micro_batches * layers
+
+
+class LocalPredictor:
+    """The a-priori step time and estimate of a plan run by `procs` executor workers on this host:
+    `estimate` with `host_constants`; on a CPU host plus `sharded_dp_cpu_s` and `tp_token_cpu_s`, and with more workers than
+    cores the work-span bound (`work_span_step_s`) of the plan priced with a core per worker, its
+    communication's CPU from the profile's CPU-time curves. `predictor(plan) -> (step_time_s, estimate)`;
+    the estimate (memory, breakdown) is the plain one with the shared-core constants."""
+
+    def __init__(self, profile: Any, *, model: Any, cluster: Any, training: Any, procs: int,
+                 cores: int | None = None) -> None:
+        self.profile, self.model, self.cluster, self.training, self.procs = profile, model, cluster, training, procs
+        self.cores = cores or os.cpu_count() or 1
+        self.constants = host_constants(profile, procs=procs, cores=self.cores)
+        self.calibration = self._with(self.constants)
+        self.cpu_host = profile.device.lower() == "cpu"
+        self.free = self.cpu_cost = None
+        if self.cpu_host and procs > self.cores:
+            self.free = self._with(host_constants(profile, procs=procs, cores=procs))
+            self.cpu_cost = self.free.cpu_cost_profile()
+        self.sync_s, self.sync_cpu_s = step_sync_s(profile, procs=procs)
+
+    def _with(self, constants: dict[str, float]) -> Any:
+        return self.profile.model_copy(update={"constants": {**self.profile.constants, **constants}})
+
+    def __call__(self, plan: Any) -> tuple[float, Any]:
+        args = (self.model, self.cluster, self.training, plan)
+        est = estimate(*args, calibration=self.calibration)
+        if not self.cpu_host:
+            return est.step_time_s, est
+        cpu_est = estimate(*args, calibration=self.cpu_cost) if self.cpu_cost is not None else None
+        host = self.profile.host
+        extra_s = sharded_dp_cpu_s(plan, host, num_layers=self.model.num_layers,
+                                   dp_comm_cpu_s=(cpu_est or est).time.dp_comm_s)
+        extra_s += tp_token_cpu_s(plan, host, num_layers=self.model.num_layers,
+                                  global_batch=self.training.global_batch_size, seq_len=self.training.seq_len)
+        if self.free is None:
+            return est.step_time_s + extra_s, est
+        step_s = work_span_step_s(estimate(*args, calibration=self.free), procs=self.procs, cores=self.cores,
+                                  comm_cpu_s=comm_s(cpu_est) if cpu_est is not None else None,
+                                  sync_s=self.sync_s, sync_cpu_s=self.sync_cpu_s, extra_cpu_s=extra_s)
+        return step_s, est

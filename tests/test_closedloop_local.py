@@ -246,3 +246,26 @@ def test_sharded_data_parallel_cpu_follows_the_executors_wrapper() -> None:
     assert sharded_dp_cpu_s(ParallelPlan(dp=2, tp=2, pp=1, micro_batch_size=1), host, num_layers=8) == pytest.approx(0.09)
     assert sharded_dp_cpu_s(ParallelPlan(dp=1, tp=2, pp=2, micro_batch_size=1), host, num_layers=8) == 0.0
     assert sharded_dp_cpu_s(ParallelPlan(dp=2, tp=1, pp=2, micro_batch_size=1, zero_stage=2), None, num_layers=8) == 0.0
+
+
+def test_ddp_cpu_and_the_comm_models_share_are_not_counted_twice() -> None:
+    from planner.closed_loop_host import sharded_dp_cpu_s
+
+    host = HostPoint(tokens=8, threads=1, block_s=3e-3, fsdp_procs=4, ddp_block_s=0.005, fsdp_zero2_block_s=0.01)
+    ddp = ParallelPlan(dp=4, tp=1, pp=1, micro_batch_size=1)
+    assert sharded_dp_cpu_s(ddp, host, num_layers=8) == pytest.approx(9 * 0.005)
+    # the all-reduce's CPU that the comm model already prices comes off; never below 0
+    assert sharded_dp_cpu_s(ddp, host, num_layers=8, dp_comm_cpu_s=0.02) == pytest.approx(9 * 0.005 - 0.02)
+    assert sharded_dp_cpu_s(ddp, host, num_layers=8, dp_comm_cpu_s=1.0) == 0.0
+
+
+def test_tp_cpu_that_grows_with_tokens() -> None:
+    from planner.closed_loop_host import tp_token_cpu_s
+
+    host = HostPoint(tokens=8, threads=1, block_s=3e-3, tp_token_s=2e-5, tp_sp_token_s=3e-5)
+    plan = ParallelPlan(dp=1, tp=2, pp=2, micro_batch_size=4)  # 2 micro-batches of 4 x 128 tokens, 4 blocks
+    assert tp_token_cpu_s(plan, host, num_layers=8, global_batch=8, seq_len=128) == pytest.approx(2e-5 * 512 * 2 * 4)
+    sp = ParallelPlan(dp=1, tp=2, pp=2, micro_batch_size=4, sequence_parallel=True)
+    assert tp_token_cpu_s(sp, host, num_layers=8, global_batch=8, seq_len=128) == pytest.approx(3e-5 * 512 * 2 * 4)
+    assert tp_token_cpu_s(ParallelPlan(dp=4, tp=1, pp=1, micro_batch_size=1), host, num_layers=8, global_batch=8,
+                          seq_len=128) == 0.0

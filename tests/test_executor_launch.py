@@ -204,3 +204,13 @@ def test_failure_explanation_names_the_root_cause(tmp_path):
                       {"rank": 1, "error": "ValueError: bad shape", "where": "engine.py:10", "time_unix_s": 2.0})
     assert explain_failure(tmp_path, report, 1).startswith("rank 1 failed: ValueError: bad shape (at engine.py:10)")
     assert "exited with code 3" in explain_failure(tmp_path / "none", "Failures:\n[0]:\n  rank : 2\n  exitcode : 3\n", 1)
+
+
+def test_zero_bubble_with_selective_recompute_is_refused_before_launch(tmp_path):
+    """torch's selective checkpoint allows one backward per region; zero-bubble splits it in two: the
+    run would fail in every rank after start-up, so prepare_run names the knobs instead."""
+    plan = ParallelPlan(dp=1, tp=1, pp=2, micro_batch_size=1, schedule="zero-bubble", recompute="selective")
+    with pytest.raises(ValueError, match="recompute: 'selective' cannot run with schedule 'zero-bubble'"):
+        prepare_run(plan, model="tiny-llama", steps=2, out=tmp_path / "run", global_batch=4)
+    ok = plan.model_copy(update={"recompute": "full"})
+    assert prepare_run(ok, model="tiny-llama", steps=2, out=tmp_path / "run", global_batch=4).plan == ok

@@ -210,7 +210,8 @@ def measure_host(spec: ModelSpec, *, tokens: int = 8, layers: int = 4, repeats: 
         ops = count_aten_ops(lambda: _fwd_bwd(blocks[:1], x, "none"))
     finally:
         torch.set_num_threads(threads)
-    tp_times = measure_tp_host(spec, layers=layers, tokens=tokens, repeats=repeats, timeout_s=timeout_s) if tp else {}
+    tp_times = measure_tp_host(spec, layers=layers, tokens=tokens, repeats=repeats, timeout_s=timeout_s,
+                               big_tokens=concurrency_tokens) if tp else {}
     counts = sorted({n for n in procs if n > 1})
     runs = {n: measure_concurrency(spec, procs=n, layers=layers, tokens=concurrency_tokens, repeats=repeats,
                                    timeout_s=timeout_s) for n in ([1, *counts] if counts else [])}
@@ -221,8 +222,10 @@ def measure_host(spec: ModelSpec, *, tokens: int = 8, layers: int = 4, repeats: 
     return HostPoint(tokens=tokens, threads=1, block_s=plain, block_full_recompute_s=full,
                      block_selective_recompute_s=selective, aten_ops_per_block=ops,
                      block_tp_s=tp_times.get("tp"), block_tp_sp_s=tp_times.get("tp_sp"),
-                     tp_group_size=TP_RANKS if tp else None,
+                     tp_group_size=TP_RANKS if tp else None, tp_token_s=tp_times.get("tp_token_s"),
+                     tp_sp_token_s=tp_times.get("tp_sp_token_s"),
                      concurrency_tokens=concurrency_tokens if together else None,
                      block_cpu_s=alone if together else None, concurrent_block_cpu_s=together,
-                     fsdp_procs=max(counts) if counts else None, fsdp_zero2_block_s=fsdp.get("zero2"),
+                     fsdp_procs=max(counts) if counts else None, ddp_block_s=fsdp.get("ddp"),
+                     fsdp_zero2_block_s=fsdp.get("zero2"),
                      fsdp_zero3_block_s=fsdp.get("zero3"))

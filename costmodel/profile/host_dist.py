@@ -8,9 +8,10 @@
   switches and shared caches (the 'noisy neighbour' effect; Tang et al. 2011, "The impact of memory
   subsystem resource sharing on datacenter applications", ISCA). The ratio is what the cost model needs
   on top of the core share cores / procs.
-- `measure_fsdp`: the extra CPU seconds per block and step that FSDP2 (torch's per-block sharded data
-  parallelism, ZeRO-2/3; Zhao et al. 2023, "PyTorch FSDP") adds over `n` ranks: parameter all-gather,
-  gradient reduce-scatter, the copies in and out of the flat buffers, and its hooks.
+- `measure_fsdp`: the extra CPU seconds per block and step that data parallelism adds over `n` ranks:
+  DDP (bucketed all-reduce, Li et al. 2020, "PyTorch Distributed") and FSDP2 (per-block sharding, ZeRO-2/3;
+  Zhao et al. 2023, "PyTorch FSDP": parameter all-gather, gradient reduce-scatter, the copies in and out
+  of the flat buffers, and its hooks), collectives' CPU included.
 
 Each benchmark spawns its ranks (torch.multiprocessing, spawn), times with `time.process_time` (the
 process's own CPU work, insensitive to other users' load) and returns the slowest rank's figure."""
@@ -51,7 +52,7 @@ def _slowest(value: float) -> float:
 
 
 def _tp_worker(rank: int, world: int, port: int, timeout_s: float, out: str, spec_json: str, layers: int,
-               tokens: int, repeats: int) -> None:
+               tokens: int, repeats: int, big_tokens: int) -> None:
     from torch.distributed.device_mesh import init_device_mesh
 
     _init(rank, world, port, timeout_s)
@@ -59,16 +60,18 @@ def _tp_worker(rank: int, world: int, port: int, timeout_s: float, out: str, spe
         spec = ModelSpec.model_validate_json(spec_json)
         mesh = init_device_mesh("cpu", (world,))
         stacks = {}
-        for sp in (False, True):
+        for mode in ("plain", "tp", "tp_sp"):
             blocks = [RefBlock(spec) for _ in range(layers)]
-            for blk in blocks:
-                _apply_tp(blk, mesh, sp=sp)
-            stacks[sp] = (blocks, _input(spec, tokens // world if sp else tokens))
-        best = {sp: float("inf") for sp in stacks}
-        for _ in range(max(1, repeats)):  # interleaved rounds: machine drifts hit both alike
-            for sp, (blocks, x) in stacks.items():
-                best[sp] = min(best[sp], block_host_seconds(blocks, x, repeats=1, sync=dist.barrier))
-        result = {"tp_sp" if sp else "tp": _slowest(t) for sp, t in best.items()}
+            if mode != "plain":
+                for blk in blocks:
+                    _apply_tp(blk, mesh, sp=mode == "tp_sp")
+            for size in sorted({tokens, big_tokens}):
+                stacks[(mode, size)] = (blocks, _input(spec, size // world if mode == "tp_sp" else size))
+        best = dict.fromkeys(stacks, float("inf"))
+        for _ in range(max(1, repeats)):  # interleaved rounds: machine drifts hit all alike
+            for key, (blocks, x) in stacks.items():
+                best[key] = min(best[key], block_host_seconds(blocks, x, repeats=1, sync=dist.barrier))
+        result = {f"{mode}@{size}": _slowest(t) for (mode, size), t in best.items()}
         if rank == 0:
             Path(out).write_text(json.dumps(result))
     finally:
@@ -106,9 +109,13 @@ def _fsdp_worker(rank: int, world: int, port: int, timeout_s: float, out: str, s
         spec = ModelSpec.model_validate_json(spec_json)
         mesh = init_device_mesh("cpu", (world,))
         stacks = {}
-        for mode in ("plain", "zero2", "zero3"):
+        for mode in ("plain", "ddp", "zero2", "zero3"):
             blocks = [RefBlock(spec) for _ in range(layers)]
-            if mode != "plain":  # FSDP2 per block; ZeRO-3 re-gathers the parameters for the backward
+            if mode == "ddp":  # one DDP module over the stack: bucketed gradient all-reduce
+                from torch.nn.parallel import DistributedDataParallel
+
+                blocks = [DistributedDataParallel(torch.nn.Sequential(*blocks))]  # no buffers to sync
+            elif mode != "plain":  # FSDP2 per block; ZeRO-3 re-gathers the parameters for the backward
                 for blk in blocks:
                     fully_shard(blk, mesh=mesh, reshard_after_forward=mode == "zero3")
             stacks[mode] = (blocks, _input(spec, tokens))
@@ -122,8 +129,7 @@ def _fsdp_worker(rank: int, world: int, port: int, timeout_s: float, out: str, s
                 samples[mode].append(time.process_time() - t0)
         cpu = {m: _slowest(statistics.median(v) / layers) for m, v in samples.items()}
         if rank == 0:
-            Path(out).write_text(json.dumps({"zero2": max(0.0, cpu["zero2"] - cpu["plain"]),
-                                             "zero3": max(0.0, cpu["zero3"] - cpu["plain"])}))
+            Path(out).write_text(json.dumps({m: max(0.0, cpu[m] - cpu["plain"]) for m in ("ddp", "zero2", "zero3")}))
     finally:
         dist.destroy_process_group()
 
@@ -153,10 +159,21 @@ def _spawn(target: Callable[..., None], world: int, *args: Any, timeout_s: float
         out.unlink(missing_ok=True)
 
 
-def measure_tp_host(spec: ModelSpec, *, layers: int, tokens: int, repeats: int,
-                    timeout_s: float) -> dict[str, float]:
-    """{'tp': s, 'tp_sp': s}: host seconds per TP block forward + backward over TP_RANKS processes."""
-    return _spawn(_tp_worker, TP_RANKS, spec.model_dump_json(), layers, tokens, repeats, timeout_s=timeout_s)
+def measure_tp_host(spec: ModelSpec, *, layers: int, tokens: int, repeats: int, timeout_s: float,
+                    big_tokens: int | None = None) -> dict[str, float]:
+    """Host seconds per block forward + backward over TP_RANKS processes on `tokens` tokens: {'tp': s,
+    'tp_sp': s}; with `big_tokens` also the extra CPU per token a TP block costs over half a plain block
+    (what grows with the activations: redistributions, the collectives' copies and waits), between the
+    two sizes: {'tp_token_s': s, 'tp_sp_token_s': s}."""
+    big = big_tokens or tokens
+    r = _spawn(_tp_worker, TP_RANKS, spec.model_dump_json(), layers, tokens, repeats, big, timeout_s=timeout_s)
+    out = {"tp": r[f"tp@{tokens}"], "tp_sp": r[f"tp_sp@{tokens}"]}
+    if big > tokens:
+        for mode in ("tp", "tp_sp"):
+            def excess(size: int, mode: str = mode) -> float:
+                return r[f"{mode}@{size}"] - r[f"plain@{size}"] / TP_RANKS
+            out[f"{mode}_token_s"] = max(0.0, (excess(big) - excess(tokens)) / (big - tokens))
+    return out
 
 
 def measure_concurrency(spec: ModelSpec, *, procs: int, layers: int, tokens: int, repeats: int,
@@ -172,9 +189,9 @@ def measure_concurrency(spec: ModelSpec, *, procs: int, layers: int, tokens: int
 
 def measure_fsdp(spec: ModelSpec, *, procs: int, layers: int, tokens: int, repeats: int,
                  timeout_s: float) -> dict[str, float]:
-    """{'zero2': s, 'zero3': s}: extra CPU seconds per block and step (forward + backward with its
-    parameter all-gather and gradient reduce-scatter) when each block is sharded with FSDP2 over
-    `procs` ranks, without / with resharding after forward, over the same blocks unsharded."""
+    """{'ddp': s, 'zero2': s, 'zero3': s}: extra CPU seconds per block and step (forward + backward
+    with the data-parallel collectives) over `procs` ranks with DDP around the stack, and with each
+    block sharded with FSDP2 without / with resharding after forward, over the same blocks alone."""
     if procs < 2:
         raise ValueError(f"procs={procs}: sharded data parallelism needs at least 2 processes")
     return _spawn(_fsdp_worker, procs, spec.model_dump_json(), layers, tokens, repeats, timeout_s=timeout_s)
