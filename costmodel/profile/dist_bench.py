@@ -24,7 +24,7 @@ import torch.multiprocessing as mp
 
 from ..calibration import CollectivePoint
 
-__all__ = ["OPS", "free_port", "run_collectives"]
+__all__ = ["OPS", "free_port", "run_collectives", "stop_processes"]
 
 OPS = ("all_reduce", "reduce_scatter", "all_gather", "all_to_all", "send_recv")
 
@@ -148,11 +148,17 @@ def run_collectives(*, nprocs: int, ops: list[str], sizes: list[int], backend: s
                                    f"({len(points)} points measured); lower the sizes or raise the timeout")
             time.sleep(0.1)
     finally:
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-            p.join(timeout=5)
+        stop_processes(procs)
         out.unlink(missing_ok=True)
+
+
+def stop_processes(procs: list) -> None:
+    """Terminate benchmark worker processes still alive and reap them all (a hung rank never outlives
+    its benchmark)."""
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+        p.join(timeout=5)
 
 
 def _read_points(path: Path, have: list[CollectivePoint],

@@ -32,7 +32,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ..specs import ModelSpec
-from .dist_bench import _loopback_name, free_port
+from .dist_bench import _loopback_name, free_port, stop_processes
 from .host import TP_RANKS, RefBlock, _apply_tp, _fwd_bwd, _input, block_host_seconds
 
 __all__ = ["measure_tp_host", "measure_concurrency", "measure_fsdp"]
@@ -152,10 +152,7 @@ def _spawn(target: Callable[..., None], world: int, *args: Any, timeout_s: float
             raise RuntimeError(f"host benchmark ({target.__name__}): ranks exited with {codes}")
         return json.loads(out.read_text())
     finally:
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-            p.join(timeout=5)
+        stop_processes(procs)
         out.unlink(missing_ok=True)
 
 
