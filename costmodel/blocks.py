@@ -10,9 +10,20 @@ from .compute import attention_core_time_s, block_host_ops, block_host_s, gemm_t
 from .memory import layer_activation_bytes
 from .stepctx import Knobs, StepContext, any_set, vmax
 
-__all__ = ["BlockCost", "EndCost", "block_costs", "end_costs", "collective_s", "p2p_time_s"]
+__all__ = ["BlockCost", "EndCost", "block_costs", "end_costs", "collective_s", "p2p_time_s", "tp_forward_share",
+           "W_SHARE"]
 
 Num = Any
+
+W_SHARE = 0.5
+"""Weight-gradient part W of a block's (and the head's) backward, as zero-bubble splits it off (Qi et
+al. 2023: B and W each about one forward's GEMMs)."""
+
+
+def tp_forward_share(recompute: Num) -> Num:
+    """Share of a block's exposed TP/CP traffic that falls in its forward pass: 1 of 2 collective
+    rounds (forward, backward), 1 of 3 when full recomputation repeats the forward."""
+    return 1.0 / (2 + (recompute == 2))
 
 
 @dataclass

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .blocks import W_SHARE, tp_forward_share
 from .pipeline_sim import simulate_pipeline, simulate_pipelines
 from .step import BlockCost, EndCost, Knobs, StepContext, block_costs, end_costs, p2p_time_s, rank_state
 
@@ -71,7 +72,7 @@ def stage_times(ctx: StepContext, k: Knobs, comm: Any, schedule: str, layers: tu
     ne = n - nd
     j = np.arange(stages)
     first, last = j == 0, j == stages - 1
-    tp_fwd_share = 1.0 / (2 + (k.recompute == 2))
+    tp_fwd_share = tp_forward_share(k.recompute)
     fwd_c = ne * enc.fwd_s + nd * dec.fwd_s + first * embed.fwd_s + last * head.fwd_s
     bwd_c = (ne * (enc.bwd_s + enc.recompute_s) + nd * (dec.bwd_s + dec.recompute_s)
              + first * embed.bwd_s + last * head.bwd_s)
@@ -80,7 +81,7 @@ def stage_times(ctx: StepContext, k: Knobs, comm: Any, schedule: str, layers: tu
     sync_f = (j < stages - 1) * ctx.eff.p2p_overhead_s     # blocking send of the forward output
     sync_b = (j > 0) * ctx.eff.p2p_overhead_s              # ... and of the input gradient
     zb = k.schedule == 3
-    w = 0.5 * (ne * enc.bwd_s + nd * dec.bwd_s + last * head.bwd_s) if zb else None
+    w = W_SHARE * (ne * enc.bwd_s + nd * dec.bwd_s + last * head.bwd_s) if zb else None
     p2p = float(p2p_time_s(ctx, k, comm)) if k.pp > 1 else 0.0
     as_f = np.asarray
     return StageTimes(schedule=schedule, pp=k.pp, v=k.v, m=m,

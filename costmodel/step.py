@@ -16,7 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from .blocks import BlockCost, EndCost, block_costs, collective_s, end_costs, p2p_time_s
+from .blocks import (
+    W_SHARE,
+    BlockCost,
+    EndCost,
+    block_costs,
+    collective_s,
+    end_costs,
+    p2p_time_s,
+    tp_forward_share,
+)
 from .compute import memory_time_s
 from .memory import inflight_chunks, logits_bytes, model_state_bytes
 from .pipeline_ranked import ranked_makespan_s
@@ -142,7 +151,7 @@ def _pipeline(ctx: StepContext, k: Knobs, comm: Any, m: Num, enc: BlockCost, dec
     """(rank classes, busiest class, pp_comm_s, bubble_s): the closed-form pipeline of step_costs."""
     sh, eff, pp = ctx.shape, ctx.eff, k.pp
     per_rank = sh.num_layers / pp
-    tp_fwd_share = 1.0 / (2 + (k.recompute == 2))
+    tp_fwd_share = tp_forward_share(k.recompute)
     ovh = eff.p2p_overhead_s
     classes = [_rank_times(ctx, k, 0, enc, dec, embed, head, per_rank, first=True, last=pp == 1)]
     if pp > 2:
@@ -195,7 +204,7 @@ def _rank_times(ctx: StepContext, k: Knobs, rank: int, enc: BlockCost, dec: Bloc
         "sync_f": multi * (k.v - last), "sync_b": multi * (k.v - first),
         # weight-gradient part W of the backward (zero-bubble), half of the blocks' backward as in
         # estimate's simulator path
-        "w": (k.schedule == 3) * 0.5 * (n_enc * enc.bwd_s + n_dec * dec.bwd_s + last * head.bwd_s),
+        "w": (k.schedule == 3) * W_SHARE * (n_enc * enc.bwd_s + n_dec * dec.bwd_s + last * head.bwd_s),
     }
 
 

@@ -21,7 +21,7 @@ PIPELINE_KNOBS = (("dp", "tp", "cp", "mb", "sp", "recompute", "v", "schedule"), 
 """(knobs, comm axes) the pipeline of a step depends on: not ZeRO, not the data-parallel links."""
 
 
-def at_rows(value: Any, rows: np.ndarray) -> Any:
+def at_rows(value: Any, rows: np.ndarray | slice) -> Any:
     """value[rows] for per-row arrays; numbers as they are."""
     return value[rows] if isinstance(value, np.ndarray) and value.ndim else value
 

@@ -17,8 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from costmodel.blocks import W_SHARE, tp_forward_share
 from costmodel.step import Knobs, collective_s, p2p_time_s, rank_state
 from costmodel.step_rows import PIPELINE_KNOBS, distinct_rows, take_knobs, take_units
+from costmodel.step_rows import at_rows as _at
 from costmodel.stepctx import any_set
 
 from .layouts import Layout, split_layouts, unique_rows
@@ -71,7 +73,7 @@ def end_ranks_rest_s(ctx: Any, k: Knobs, comm: Any, enc: Any, embed: Any, head: 
     all-reduce (increasing in the bytes of the largest rank). Zero for encoder-decoder models."""
     if ctx.shape.n_dec:
         return np.zeros(np.shape(m))
-    share = 1.0 / (2 + (k.recompute == 2))
+    share = tp_forward_share(k.recompute)
     ovh = ctx.eff.p2p_overhead_s
     rest = []
     params = []
@@ -181,16 +183,16 @@ def split_makespan_lb_s(ctx: Any, k: Knobs, comm: Any, units: tuple, m: np.ndarr
     if plain is not None:
         span[plain] = no_w_lb_s(t0[plain], busy[plain], c[plain])
     if z is not None:   # ZB-H1 (v = 1): split each rank's time into F, B (input gradient) and W
-        share = _at(1.0 / (2 + (np.asarray(k.recompute) == 2)), z)
+        share = _at(tp_forward_share(np.asarray(k.recompute)), z)
         ext_e = _at(enc.tp_s + enc.cp_s, z)
         f = ne[z] * col(_at(enc.fwd_s, z) + ext_e * share) + col(ovh + 0.0 * share)
-        w = ne[z] * col(0.5 * _at(enc.bwd_s, z) + 0.0 * share)
+        w = ne[z] * col(W_SHARE * _at(enc.bwd_s, z) + 0.0 * share)
         if two_kinds:
             f = f + nd[z] * col(_at(dec.fwd_s, z) + _at(dec.tp_s + dec.cp_s, z) * share)
-            w = w + nd[z] * col(0.5 * _at(dec.bwd_s, z) + 0.0 * share)
+            w = w + nd[z] * col(W_SHARE * _at(dec.bwd_s, z) + 0.0 * share)
         f[:, 0] += _at(embed.fwd_s, z) + _at(embed.tp_s, z) * share
         f[:, -1] += _at(head.fwd_s, z) + _at(head.tp_s, z) * share - ovh
-        w[:, -1] += 0.5 * _at(head.bwd_s, z)
+        w[:, -1] += W_SHARE * _at(head.bwd_s, z)
         mz = _at(m, z)
         tail = np.minimum(np.arange(pp)[None, :] + 1, col(mz)) * w   # rank s runs min(s+1, m) W after its last B
         span[z] = pipeline_lb_s(f, t_rank[z] - f, w, busy[z], tail, c[z])
@@ -209,9 +211,6 @@ def _split_rows(flag: np.ndarray) -> tuple[Any, Any]:
     return np.flatnonzero(~flag), np.flatnonzero(flag)
 
 
-def _at(x: Any, rows: np.ndarray) -> Any:
-    """x[rows] for per-row arrays; numbers as they are."""
-    return x[rows] if isinstance(x, np.ndarray) and x.ndim else x
 
 
 def _col(x: Any) -> Any:

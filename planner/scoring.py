@@ -30,6 +30,7 @@ from costmodel.comm_grouped import GroupedComm
 from costmodel.estimate import comm_model, step_context
 from costmodel.specs import ClusterSpec, ModelSpec, ParallelPlan, TrainingSpec
 from costmodel.step import Knobs, assemble_step, pipeline_phase, unit_costs
+from costmodel.step_rows import at_rows as _at
 from costmodel.step_rows import take_knobs, take_units
 
 from .bounds import changed_lb_s, split_layouts, unique_rows
@@ -185,11 +186,6 @@ def _bulk_figures(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec
     split = np.where(divides, np.minimum(times, split_lb), split_lb)
     out["step_time_s_lb"] = np.where(changed, split, times)
     return out
-
-
-def _at(value: Any, rows: slice) -> Any:
-    """value[rows] for per-row arrays; numbers as they are."""
-    return value[rows] if isinstance(value, np.ndarray) and value.ndim else value
 
 
 def _at_rows(d: dict[str, Any], rows: slice) -> dict[str, Any]:

@@ -13,63 +13,19 @@ they delay the receiver but occupy no compute on either rank (a send is a separa
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 
 from costmodel.pipeline_schedules import BWD, FWD, rank_orders
+from costmodel.pipeline_sim import (  # the result type and input checks are not what is compared
+    PipelineResult,
+    _times,
+)
 from costmodel.specs import TimelineEvent
 
 __all__ = ["reference_simulate", "ref_rank_order_ops"]
 
 _KIND_NAMES = {False: ("fwd", "bwd", "bwd_weight"), True: ("fwd", "bwd_input", "bwd_weight")}
-
-
-@dataclass(frozen=True)
-class PipelineResult:
-    """Outcome of one simulated step.
-
-    For the critical rank (the one whose last op ends at `makespan_s`):
-    `makespan_s == busy_s[critical_rank] + exposed_p2p_s + bubble_s`. Exposed p2p is the part of the
-    rank's idle time spent waiting for a transfer in flight; the rest of its idle time is bubble.
-    `peak_in_flight[r]` counts (micro-batch, chunk) pairs whose forward ran on rank r and whose
-    activations are not yet freed (by the backward, or by W under zero-bubble); `peak_act_bytes[r]`
-    weighs them by `act_bytes[stage]` (None when no act_bytes were given)."""
-
-    makespan_s: float
-    busy_s: tuple[float, ...]
-    bubble_s: float
-    exposed_p2p_s: float
-    critical_rank: int
-    peak_in_flight: tuple[int, ...]
-    peak_act_bytes: tuple[float, ...] | None = None
-    events: tuple[TimelineEvent, ...] = ()
-
-    @property
-    def bubble_fraction(self) -> float:
-        """Bubble relative to the critical rank's compute (Narayanan 2021's (p-1)/(v*m) for uniform stages)."""
-        busy = self.busy_s[self.critical_rank]
-        return self.bubble_s / busy if busy > 0 else 0.0
-
-
-def _times(name: str, values: Sequence[float], n: int, *, allow_scalar: bool = False) -> list[float]:
-    if allow_scalar and isinstance(values, numbers.Real):
-        out = [float(values)] * n
-    else:
-        try:
-            out = [float(x) for x in values]
-        except TypeError:
-            raise ValueError(f"{name} must be a sequence of {n} times in seconds"
-                             + (" or one scalar" if allow_scalar else "")) from None
-        if len(out) != n:
-            raise ValueError(f"{name} has {len(out)} entries but {n} are needed "
-                             f"({'one per stage boundary, pp*virtual_stages-1' if allow_scalar else 'one per (virtual) stage, pp*virtual_stages'})")
-    for x in out:
-        if not (x >= 0 and math.isfinite(x)):
-            raise ValueError(f"{name} must hold finite times >= 0 (got {x})")
-    return out
 
 
 @lru_cache(maxsize=256)
