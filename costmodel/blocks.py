@@ -92,7 +92,7 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
         # Eager frameworks issue every op from the host; the GPU (compute + communication) never runs
         # ahead of it, so a block takes max(GPU time, ops * host_op_s); the slack counts as compute.
         ops = block_host_ops(ctx.eff, cross=cross, flash=ctx.flash, tp=tp, sp=k.sp)
-        host_s = block_host_s(ctx.eff, ops, tp=tp, sp=k.sp, recompute=rc)   # measured host factors (issue 6)
+        host_s = block_host_s(ctx.eff, ops, tp=tp, sp=k.sp, recompute=rc, tokens=m)   # measured host factors (issue 6)
         hidden_comm = (tp_s + cp_s) * ctx.eff.host_hides_comm
         gpu_s = fwd + bwd + recompute + hidden_comm
         q = ctx.eff.host_overlap_exponent   # smooth max(gpu_s, host_s): the queue is not always full

@@ -93,6 +93,10 @@ class HostPoint(Spec):
     ddp_block_s: float | None = Field(default=None, ge=0, description="extra CPU s per block and step, DDP")
     fsdp_zero2_block_s: float | None = Field(default=None, ge=0, description="extra CPU s per block and step, FSDP2")
     fsdp_zero3_block_s: float | None = Field(default=None, ge=0, description="... resharding after forward")
+    optimizer_tensor_s: float | None = Field(default=None, ge=0, description="AdamW step CPU s per plain tensor")
+    optimizer_param_s: float | None = Field(default=None, ge=0, description="AdamW step CPU s per parameter")
+    optimizer_tp_tensor_s: float | None = Field(default=None, ge=0, description="... per TP DTensor parameter")
+    optimizer_sharded_tensor_s: float | None = Field(default=None, ge=0, description="... per FSDP2 DTensor parameter")
 
 
 class CalibrationProfile(Spec):

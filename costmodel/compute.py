@@ -56,6 +56,28 @@ class EfficiencyModel:
     """host time of a fully recomputed block / a plain one: 4/3 = one more forward of 3 passes"""
     host_selective_recompute_factor: float = 1.0
     """host time of a selectively recomputed block / a plain one (torch's per-op checkpoint policy)"""
+    host_tp_token_s: float = 0.0
+    """host seconds per token of a TP block's forward + backward beyond host_tp_factor's per-op cost
+    (DTensor redistributions and the collectives' copies grow with the activations; measured on a CPU
+    host, 0 elsewhere)"""
+    host_sp_token_s: float = 0.0
+    """the same under sequence parallelism"""
+    host_ddp_block_s: float = 0.0
+    """host seconds per block and step of a DDP-style data-parallel wrapper (bucketed all-reduce hooks,
+    collectives' CPU included; measured on a CPU host, 0 elsewhere)"""
+    host_fsdp_block_s: float = 0.0
+    """the same for per-block sharding (FSDP2: all-gather, reduce-scatter, copy-in/out, hooks)"""
+    host_fsdp_reshard_block_s: float = 0.0
+    """the same when parameters are resharded after the forward (ZeRO-3)"""
+    host_optimizer_tensor_s: float = 0.0
+    """host seconds per parameter tensor of one optimizer step (multi-tensor AdamW), plain tensors"""
+    host_optimizer_tp_tensor_s: float = 0.0
+    """the same for tensor-parallel DTensor parameters"""
+    host_optimizer_sharded_tensor_s: float = 0.0
+    """the same for FSDP-sharded DTensor parameters"""
+    optimizer_param_s: float = 0.0
+    """seconds per parameter of one optimizer step when measured (`paraplan profile`); 0: the fused
+    kernel's memory traffic at the achievable bandwidth"""
     host_hides_comm: float = 0.25
     """share of TP/CP communication that runs while the host is still issuing ops (0..1)"""
     elementwise_kernels_per_layer: int = 4
@@ -170,12 +192,17 @@ def block_host_ops(eff: EfficiencyModel, *, cross: Num, flash: bool, tp: Num, sp
             + (2 * blocks + cross) * (1 + sp) * (tp > 1))
 
 
-def block_host_s(eff: EfficiencyModel, ops: Num, *, tp: Num, sp: Num, recompute: Num) -> Num:
+def block_host_s(eff: EfficiencyModel, ops: Num, *, tp: Num, sp: Num, recompute: Num, tokens: Num = 0) -> Num:
     """Host seconds to issue one block's forward + backward (+ recomputed forward): ops * host_op_s *
     3 passes (the backward issues twice the forward's ops), times the measured host factors of
     tensor parallelism (DTensor dispatch), sequence parallelism and recomputation (checkpoint
-    wrappers). With the default factors (1, 1, 4/3, 1) this is ops * host_op_s * (3 + full)."""
+    wrappers), plus a TP block's per-token host cost on `tokens` (the micro-batch's tokens). With the
+    default factors (1, 1, 4/3, 1) and no per-token cost this is ops * host_op_s * (3 + full)."""
     factor = 1.0 + (tp > 1) * ((eff.host_tp_factor - 1.0) + sp * eff.host_tp_factor * (eff.host_sp_factor - 1.0))
-    rc = ((recompute == 2) * (eff.host_full_recompute_factor - 1.0)
-          + (recompute == 1) * (eff.host_selective_recompute_factor - 1.0))
-    return ops * eff.host_op_s * 3.0 * factor * (1.0 + rc)
+    # full recomputation repeats the whole (DTensor) forward: a factor on the TP block; selective repeats
+    # the attention core and element-wise ops, which run on local tensors inside the TP regions (the
+    # styles hand out local outputs): the plain block's extra cost, added
+    per_token = (tp > 1) * (sp * eff.host_sp_token_s + (1 - sp) * eff.host_tp_token_s)
+    return (ops * eff.host_op_s * 3.0 * (factor * (1.0 + (recompute == 2) * (eff.host_full_recompute_factor - 1.0))
+                                         + (recompute == 1) * (eff.host_selective_recompute_factor - 1.0))
+            + per_token * tokens)

@@ -14,7 +14,7 @@ from .specs import ModelSpec
 
 __all__ = [
     "ModelShape", "model_shape", "attention_params", "mlp_params", "norm_params", "layer_params",
-    "embedding_params", "lm_head_params", "total_params",
+    "embedding_params", "lm_head_params", "total_params", "layer_tensors", "end_tensors",
 ]
 
 T5_RELATIVE_BUCKETS = 32
@@ -100,6 +100,23 @@ def layer_params(shape: ModelShape, *, cross: bool = False) -> int:
     if cross:
         n += attn + norm_params(shape.h, shape.norm_weights)
     return n
+
+
+def layer_tensors(shape: ModelShape, *, cross: bool = False) -> int:
+    """Parameter tensors of one block (what a per-tensor optimizer or wrapper cost counts): q, k, v, o
+    and 2-3 MLP matrices (+ their biases) and the norms' weights (+ biases); `cross` adds q, k, v, o
+    and a norm."""
+    linears = 4 + (3 if shape.gated else 2) + (4 if cross else 0)
+    norms = 2 + (1 if cross else 0)
+    return linears * (2 if shape.bias else 1) + norms * shape.norm_weights
+
+
+def end_tensors(shape: ModelShape) -> tuple[int, int]:
+    """(embedding, head) parameter tensors: the token table (+ positions) and the final norm(s) (+ the
+    output projection when not tied)."""
+    stacks = 2 if shape.encoder_decoder else 1
+    embed = 1 + (1 if shape.learned_pos or shape.relative_pos else 0)
+    return embed, stacks * shape.norm_weights + (0 if shape.tie else 1)
 
 
 def embedding_params(shape: ModelShape) -> int:

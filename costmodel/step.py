@@ -33,8 +33,8 @@ from .step_rows import PIPELINE_KNOBS, UNIT_KNOBS, at_rows, distinct_rows, take_
 from .stepctx import Knobs, StepContext, any_set, build_context, vmax
 
 __all__ = ["StepContext", "Knobs", "BlockCost", "EndCost", "build_context", "block_costs", "end_costs",
-           "step_costs", "unit_costs", "pipeline_phase", "assemble_step", "RANK_KEYS", "CRIT_KEYS", "rank_state",
-           "p2p_time_s", "vmax"]
+           "step_costs", "optimizer_time_s", "unit_costs", "pipeline_phase", "assemble_step", "RANK_KEYS",
+           "CRIT_KEYS", "rank_state", "p2p_time_s", "vmax"]
 
 Num = Any
 
@@ -321,8 +321,40 @@ def rank_state(ctx: StepContext, k: Knobs, comm: Any, rank: int, m: Num, n_enc: 
                 z3_window = m * (fwd + bwd) if eff.overlap_grad_reduce else 0.0 * bwd
                 z3 = vmax(z3_total - z3_window, z3_total / (m * vmax(n_enc + n_dec, 1.0)))
                 dp_s = dp_s + (zero == 3) * z3
+    blocks = n_enc + n_dec
+    if eff.host_ddp_block_s or eff.host_fsdp_block_s or eff.host_fsdp_reshard_block_s:
+        # the wrapper's host cost per block (+1 unit: embedding / head), collectives' CPU included
+        ddp = (zero <= 1) * (tp == 1) * (pp == 1)
+        per_block = ddp * eff.host_ddp_block_s + (1 - ddp) * ((zero == 3) * eff.host_fsdp_reshard_block_s
+                                                              + (zero != 3) * eff.host_fsdp_block_s)
+        dp_s = vmax(dp_s, (dp > 1) * (blocks + 1) * per_block)
     shard_params = params / (1 + (zero >= 1) * (shards - 1))
-    opt_traffic = shard_params * (2 * ctx.opt_bytes + ctx.grad_bytes + ctx.weight_bytes)
     out["dp"] = dp_s
-    out["opt"] = memory_time_s(opt_traffic, ctx.rates, kernels=4)
+    out["opt"] = optimizer_time_s(ctx, k, rank, n_enc, n_dec, shard_params)
+    return out
+
+
+def optimizer_time_s(ctx: StepContext, k: Knobs, rank: Num, n_enc: Num, n_dec: Num, shard_params: Num) -> Num:
+    """One optimizer step of a rank holding n_enc + n_dec blocks (without / with cross-attention; + the
+    embedding on the first rank, the head on the last) and updating `shard_params` parameters: the fused
+    kernel's traffic (m, v, gradient, weight) at the achievable bandwidth, or the measured seconds per
+    parameter (`optimizer_param_s`), plus the measured host cost per parameter tensor (plain, TP or
+    FSDP-sharded DTensors; ZeroRedundancyOptimizer steps a 1/dp share of whole tensors)."""
+    eff = ctx.eff
+    if eff.optimizer_param_s:
+        out = shard_params * eff.optimizer_param_s
+    else:
+        out = memory_time_s(shard_params * (2 * ctx.opt_bytes + ctx.grad_bytes + ctx.weight_bytes), ctx.rates,
+                            kernels=4)
+    if eff.host_optimizer_tensor_s or eff.host_optimizer_tp_tensor_s or eff.host_optimizer_sharded_tensor_s:
+        embed_t, head_t = ctx.end_tensors
+        tensors = (n_enc * ctx.layer_tensors[0] + n_dec * ctx.layer_tensors[1]
+                   + (rank == 0) * embed_t + (rank == k.pp - 1) * head_t)
+        ddp = (k.zero <= 1) * (k.tp == 1) * (k.pp == 1)
+        fsdp = (k.dp > 1) * (1 - ddp)   # FSDP2 / replicate hold DTensor parameters
+        zero1_ddp = (k.dp > 1) * (k.zero == 1) * ddp
+        per_tensor = ((k.tp > 1) * eff.host_optimizer_tp_tensor_s
+                      + (k.tp == 1) * (fsdp * eff.host_optimizer_sharded_tensor_s
+                                       + (1 - fsdp) * eff.host_optimizer_tensor_s))
+        out = out + tensors / (1 + zero1_ddp * (k.dp * k.cp - 1)) * per_tensor
     return out

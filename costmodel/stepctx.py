@@ -13,7 +13,7 @@ import numpy as np
 from .compute import EfficiencyModel, Rates
 from .constants import efficiency_with_constants
 from .memory import DTYPE_BYTES, optimizer_bytes_per_param, weight_bytes_per_param
-from .params import ModelShape, embedding_params, layer_params, lm_head_params, model_shape
+from .params import ModelShape, embedding_params, end_tensors, layer_params, layer_tensors, lm_head_params, model_shape
 from .specs import ClusterSpec, ModelSpec, TrainingSpec
 
 __all__ = ["StepContext", "Knobs", "build_context", "vmax", "any_set"]
@@ -53,6 +53,16 @@ class StepContext:
     @cached_property
     def eff(self) -> EfficiencyModel:
         return self.rates.eff
+
+    @cached_property
+    def layer_tensors(self) -> tuple[int, int]:
+        """Parameter tensors of a block without and with cross-attention."""
+        return layer_tensors(self.shape), layer_tensors(self.shape, cross=True)
+
+    @cached_property
+    def end_tensors(self) -> tuple[int, int]:
+        """Parameter tensors of the embedding and the head."""
+        return end_tensors(self.shape)
 
 
 def build_context(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *,

@@ -1,7 +1,7 @@
 """paraplan executor: run a ParallelPlan for real with torch.distributed.
 
 Public API (imported lazily, so `import executor` stays light):
-- launch: `prepare_run`, `launch`, `run_plan`, `RunSetup`, `RunResult`, `RunFailed`, `host_capacity`,
+- launch: `prepare_run`, `launch`, `run_plan`, `plan_unsupported`, `RunSetup`, `RunResult`, `RunFailed`, `host_capacity`,
   `scale_plan` - used by the `paraplan run` CLI and the UI.
 - training pieces: `lr_at` (schedule), `BatchSource`/`load_corpus` (data), `save_checkpoint`,
   `load_checkpoint`, `latest_checkpoint`, `read_metrics`.
@@ -13,7 +13,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "prepare_run": "launch", "launch": "launch", "run_plan": "launch", "RunSetup": "launch",
+    "prepare_run": "launch", "launch": "launch", "run_plan": "launch", "plan_unsupported": "launch",
+    "RunSetup": "launch",
     "RunResult": "launch", "RunFailed": "failures", "host_capacity": "scaling", "scale_plan": "scaling",
     "lr_at": "train", "BatchSource": "data", "load_corpus": "data", "save_checkpoint": "checkpoint",
     "load_checkpoint": "checkpoint", "latest_checkpoint": "checkpoint", "read_metrics": "metrics",

@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from costmodel.checks import check_plan
 from costmodel.specs import ModelSpec, ParallelPlan, TrainingSpec
 
-from .grads import clip_grad_norm_
+from .grads import align_grads_, clip_grad_norm_
 from .init import init_weights
 from .mesh import axis_group, axis_rank, axis_size, build_mesh
 from .model import IGNORE_INDEX, build_model
@@ -139,6 +139,7 @@ class Engine:
         self._scale = self.dp_size / max(count, 1)
         self._loss_sums = []
         self._forward_backward(tokens, targets)
+        align_grads_(self._params)
         clip_grad_norm_(self._params, max_grad_norm, pp_group=axis_group(self.mesh, "pp"))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -159,7 +160,9 @@ def uses_loss_parallel(plan: ParallelPlan) -> bool:
 def _optimizer(params: list[nn.Parameter], plan: ParallelPlan, mesh: DeviceMesh | None, *, lr: float,
                weight_decay: float) -> torch.optim.Optimizer:
     """AdamW; decay on matrices only (norms, biases undecayed). ZeRO-1 without TP shards its states
-    with ZeroRedundancyOptimizer; FSDP2 plans shard them with the parameters."""
+    with ZeroRedundancyOptimizer; FSDP2 plans shard them with the parameters. Multi-tensor (foreach)
+    kernels everywhere: on CPU torch defaults to a Python loop over the tensors, which with DTensor
+    parameters cost ~0.8 ms per tensor here (FSDP2 ZeRO-2, 4 Gloo ranks: 78 -> 16 ms a step; issue 6)."""
     groups = []  # DTensor and plain parameters apart: foreach kernels take one kind per list
     for decayed in (True, False):
         for sharded in (True, False):
@@ -169,8 +172,8 @@ def _optimizer(params: list[nn.Parameter], plan: ParallelPlan, mesh: DeviceMesh 
     if plan.zero_stage == 1 and uses_ddp(plan):
         return ZeroRedundancyOptimizer(groups, optimizer_class=torch.optim.AdamW,
                                        process_group=axis_group(mesh, "dp"), lr=lr, betas=ADAM_BETAS,
-                                       eps=ADAM_EPS)
-    return torch.optim.AdamW(groups, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS)
+                                       eps=ADAM_EPS, foreach=True)
+    return torch.optim.AdamW(groups, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, foreach=True)
 
 
 def build_engine(model_spec: ModelSpec, plan: ParallelPlan, training: TrainingSpec, *,

@@ -45,7 +45,7 @@ from .metrics import read_metrics, write_json_atomic
 from .pipeline import check_schedule_supported
 from .scaling import host_capacity, scale_plan
 
-__all__ = ["RunSetup", "RunResult", "RunFailed", "prepare_run", "launch", "run_plan", "free_port"]
+__all__ = ["RunSetup", "RunResult", "RunFailed", "prepare_run", "launch", "run_plan", "plan_unsupported", "free_port"]
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,20 @@ def _positive(name: str, value: float | None) -> None:
         raise ValueError(f"{name}={value} must be > 0")
 
 
+def plan_unsupported(plan: ParallelPlan, *, global_batch: int) -> str | None:
+    """Why the executor cannot run `plan` at `global_batch` rows per step (one line naming the field and
+    the fix), or None: context parallelism, and the pipeline schedules' limits
+    (`pipeline.check_schedule_supported`). The planner may propose such plans; `validate --local`
+    skips them."""
+    if plan.cp > 1:
+        return "cp: context parallelism is not supported by the executor; use cp=1"
+    try:
+        check_schedule_supported(plan, global_batch // (plan.dp * plan.micro_batch_size))
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def prepare_run(plan: ParallelPlan | str | os.PathLike[str], *, model: str | ModelSpec, steps: int,
                 out: str | os.PathLike[str], global_batch: int | None = None, seq_len: int | None = None,
                 seed: int | None = None, lr: float | None = None, warmup_steps: int | None = None,
@@ -120,6 +134,8 @@ def prepare_run(plan: ParallelPlan | str | os.PathLike[str], *, model: str | Mod
 
     build_model(model_spec, device="meta")  # raises ValueError for what the executor cannot run
     check_schedule_supported(plan)
+    if global_batch is not None and global_batch > 0 and (reason := plan_unsupported(plan, global_batch=global_batch)):
+        raise ValueError(reason)
     for name, value in (("steps", steps), ("timeout", timeout_s), ("nnodes", nnodes), ("lr", lr),
                         ("global_batch", global_batch), ("seq_len", seq_len)):
         _positive(name, value)

@@ -28,14 +28,24 @@ from .model import Transformer
 __all__ = ["stage_ids", "layer_ranges", "split_model", "build_stages", "build_schedule", "check_schedule_supported"]
 
 
-def check_schedule_supported(plan: ParallelPlan) -> None:
+def check_schedule_supported(plan: ParallelPlan, n_microbatches: int | None = None) -> None:
     """ValueError for a schedule the executor cannot run with the plan's other knobs: torch's selective
     activation checkpoint allows one backward per checkpointed region, and the zero-bubble schedule
-    splits each backward into an input-gradient and a weight-gradient pass (Qi et al. 2024)."""
+    splits each backward into an input-gradient and a weight-gradient pass (Qi et al. 2024); with
+    `n_microbatches` (per step and pipeline) also torch's limits on their number: 1F1B needs at least
+    pp, interleaved 1F1B a multiple of pp."""
     if plan.pp > 1 and plan.schedule == "zero-bubble" and plan.recompute == "selective":
         raise ValueError("recompute: 'selective' cannot run with schedule 'zero-bubble' (torch's selective "
                          "checkpoint allows one backward per region; zero-bubble splits it in two); use "
                          "recompute 'full' or 'none', or another schedule")
+    if plan.pp == 1 or n_microbatches is None:
+        return
+    if plan.schedule == "1f1b" and n_microbatches < plan.pp:
+        raise ValueError(f"micro_batch_size: 1f1b needs at least pp={plan.pp} micro-batches per step, "
+                         f"got {n_microbatches}; lower micro_batch_size or use schedule 'gpipe'")
+    if plan.schedule == "interleaved-1f1b" and n_microbatches % plan.pp:
+        raise ValueError(f"schedule: interleaved-1f1b needs micro-batches per step ({n_microbatches}) to "
+                         f"be a multiple of pp={plan.pp}; change global batch, dp or micro_batch_size")
 
 
 def layer_ranges(plan: ParallelPlan, num_layers: int) -> list[range]:
@@ -93,18 +103,13 @@ def build_schedule(stages: list[PipelineStage], plan: ParallelPlan, *, n_microba
                    ) -> PipelineScheduleSingle | PipelineScheduleMulti:
     """The plan's schedule. `loss_fn` returns a per-micro-batch loss already scaled for the global
     batch, so torch's own 1/n_microbatches grad scaling is off."""
+    check_schedule_supported(plan, n_microbatches)
     kwargs = {"n_microbatches": n_microbatches, "loss_fn": loss_fn, "scale_grads": False}
     if plan.schedule == "gpipe":
         return ScheduleGPipe(stages[0], **kwargs) if len(stages) == 1 else _multi_error(plan)
     if plan.schedule == "1f1b":
-        if n_microbatches < plan.pp:
-            raise ValueError(f"micro_batch_size: 1f1b needs at least pp={plan.pp} micro-batches per step, "
-                             f"got {n_microbatches}; lower micro_batch_size or use schedule 'gpipe'")
         return Schedule1F1B(stages[0], **kwargs) if len(stages) == 1 else _multi_error(plan)
     if plan.schedule == "interleaved-1f1b":
-        if n_microbatches % plan.pp:
-            raise ValueError(f"schedule: interleaved-1f1b needs micro-batches per step ({n_microbatches}) to "
-                             f"be a multiple of pp={plan.pp}; change global batch, dp or micro_batch_size")
         return ScheduleInterleaved1F1B(stages, **kwargs)
     if plan.schedule == "zero-bubble":
         return ScheduleInterleavedZeroBubble(stages, **kwargs)

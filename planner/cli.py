@@ -74,7 +74,7 @@ def build_specs(args: argparse.Namespace) -> tuple[ModelSpec, ClusterSpec, Train
     model = load_model(args.model)
     cluster = get_cluster(args.cluster, nodes=args.nodes, gpu=args.gpu)
     cluster, args.topology_graph = _interconnect(args, cluster)
-    args.calibration_profile = _calibration(args)
+    args.calibration_profile = _calibration(args, procs=cluster.gpus_per_node)
     seq_len = args.seq_len or model.max_seq_len
     global_batch = args.global_batch or 8 * cluster.num_gpus
     training = TrainingSpec(global_batch_size=global_batch, seq_len=seq_len, dtype=args.dtype)
@@ -98,14 +98,16 @@ def _interconnect(args: argparse.Namespace, cluster: ClusterSpec) -> tuple[Clust
     return cluster_for_topology(cluster, topo_file)
 
 
-def _calibration(args: argparse.Namespace) -> Any:
-    """The --calibration profile, loaded and validated, or None."""
+def _calibration(args: argparse.Namespace, *, procs: int) -> Any:
+    """The --calibration profile, loaded and validated, or None. A CPU profile describes `procs` worker
+    processes per host: its measured host terms apply (`costmodel.host_terms.with_host_terms`)."""
     path = getattr(args, "calibration", None)
     if path is None:
         return None
     from costmodel.calibration import load_profile
+    from costmodel.host_terms import with_host_terms
 
-    return load_profile(path)
+    return with_host_terms(load_profile(path), procs=procs)
 
 
 def cost_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -411,7 +413,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     from costmodel.calibration import load_profile, save_profile
     from costmodel.fit_data import local_cluster
-    from executor.launch import run_plan
+    from executor.launch import plan_unsupported, run_plan
     from planner.closed_loop import LocalValidation, run_local_validation
     from planner.closed_loop_doc import local_markdown, update_part
 
@@ -436,7 +438,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
         cluster = cluster_for_device(profile.device, args.procs).model_copy(update={"gpus_per_node": args.procs})
     report = run_local_validation(cfg, runner=run_plan, cluster=cluster, profile=profile,
-                                  out_dir=out, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+                                  out_dir=out, log=lambda msg: print(msg, file=sys.stderr, flush=True),
+                                  runnable=lambda plan: plan_unsupported(plan, global_batch=args.global_batch) is None)
     s = report.summary
     print(f"validate --local: {s['plans_run']} plans run ({s['plans_failed']} failed); step time mean |error| "
           f"{s['step_time_mean_abs_error']:.1%} (max {s['step_time_max_abs_error']:.1%}), Spearman {s['spearman']:.3f}, "

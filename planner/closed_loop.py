@@ -7,10 +7,11 @@ model calibrated by this machine's profile, and compare (the closed loop of issu
 2. Each plan runs for `steps` optimizer steps through the injected `runner` (the CLI passes
    `executor.launch.run_plan`; this module never imports the executor, DESIGN.md) and its
    `StepMeasurement` (median step time after warm-up, peak memory over ranks) is read back.
-3. Predictions use the profile with a-priori constants (`planner.closed_loop_host.host_constants`):
-   on a CPU host the measured eager host cost per block adds to compute, and more workers than cores
-   share them: the step is the work-span bound of the plan priced with a core per worker
-   (`work_span_step_s`); memory is compared without a CUDA context.
+3. Predictions use the profile with a-priori constants (`costmodel.host_terms.host_constants`):
+   on a CPU host the measured eager host costs (per block, TP per token, the data-parallel wrapper,
+   the optimizer per tensor and parameter) add to compute, and more workers than cores share them:
+   the step is the work-span bound of the plan priced with a core per worker (`work_span_step_s`);
+   memory is compared without a CUDA context.
 4. Out-of-fold calibrated predictions (`costmodel.fit.cross_validated`): each plan predicted with
    constants fitted on the other plans' measurements - the error a user gets after `paraplan calibrate`.
 
@@ -96,15 +97,20 @@ def select_plans(
     calibration: Any,
     max_plans: int,
     top_plans: int = 3,
+    runnable: Callable[[ParallelPlan], bool] | None = None,
+    predictor: Callable[[ParallelPlan], tuple[float, Any]] | None = None,
 ) -> list[tuple[int, ParallelPlan]]:
     """(planner rank, plan) of up to `max_plans` feasible plans: the planner's `top_plans` best, then
-    evenly spaced over the rest of its exact ranking (distinct plan labels only)."""
+    evenly spaced over the rest of its exact ranking (distinct plan labels only). `runnable` drops plans
+    the executor cannot run; `predictor` (e.g. `LocalPredictor`) re-ranks the search's plans by its step
+    time - on a host with more workers than cores the planner's ranking is then the work-span bound's."""
     result = search(model, cluster, training, top_k=10_000, calibration=calibration, cp=1)
-    seen: dict[str, tuple[int, ParallelPlan]] = {}
+    seen: dict[str, tuple[float, ParallelPlan]] = {}
     for rp in result.plans:
         key = rp.plan.short() + str(rp.plan.layers_per_stage)
-        seen.setdefault(key, (rp.rank, rp.plan))
-    ranked = sorted(seen.values(), key=lambda x: x[0])
+        if key not in seen and (runnable is None or runnable(rp.plan)):
+            seen[key] = (predictor(rp.plan)[0] if predictor else rp.rank, rp.plan)
+    ranked = [(i + 1, plan) for i, (_, plan) in enumerate(sorted(seen.values(), key=lambda x: x[0]))]
     if not ranked:
         raise ValueError(
             f"no feasible plan for {model.name} on {cluster.num_gpus} processes: {result.message}"
@@ -203,8 +209,10 @@ def run_local_validation(
     profile: CalibrationProfile,
     out_dir: str | os.PathLike[str],
     log: Callable[[str], None] | None = None,
+    runnable: Callable[[ParallelPlan], bool] | None = None,
 ) -> ValidationReport:
-    """Select, run, predict and score the plans; writes `out_dir`/validation.csv and summary.json."""
+    """Select (`select_plans`: the planner's ranking by the local predictor, plans `runnable` by the
+    executor), run, predict and score the plans; writes `out_dir`/validation.csv and summary.json."""
     cfg.check()
     say = log or (lambda _msg: None)
     out = Path(out_dir)
@@ -214,7 +222,8 @@ def run_local_validation(
     predictor = LocalPredictor(profile, model=cfg.model, cluster=cluster, training=training, procs=cfg.procs)
     consts, calib = predictor.constants, predictor.calibration
     plans = select_plans(
-        cfg.model, cluster, training, calibration=calib, max_plans=cfg.max_plans, top_plans=cfg.top_plans
+        cfg.model, cluster, training, calibration=calib, max_plans=cfg.max_plans, top_plans=cfg.top_plans,
+        runnable=runnable, predictor=predictor,
     )
     rows, observations, obs_rows = [], [], []
     for i, (rank, plan) in enumerate(plans):

@@ -96,6 +96,8 @@ def test_cpu_host_constants_reproduce_the_measured_block_host_times() -> None:
     assert block(1, 0, 0) == pytest.approx(3e-3)
     assert block(1, 0, 2) == pytest.approx(5e-3) and block(1, 0, 1) == pytest.approx(12e-3)
     assert block(2, 0, 0) == pytest.approx(18e-3) and block(2, 1, 0) == pytest.approx(27e-3)
+    # TP + recompute: full repeats the DTensor forward (a factor); selective repeats local-tensor ops (added)
+    assert block(2, 0, 2) == pytest.approx(18e-3 * 5 / 3) and block(2, 0, 1) == pytest.approx(18e-3 + 9e-3)
     # arrays of plans (the planner's batch path) price the same
     tp, sp = np.array([1, 2, 2]), np.array([0, 0, 1])
     ops = block_host_ops(eff, cross=False, flash=True, tp=tp, sp=sp)
@@ -233,39 +235,78 @@ def test_work_span_bound_on_an_oversubscribed_host() -> None:
                             sync_cpu_s=0.003) == pytest.approx(2 * (0.3 - 0.03 + 0.013))
 
 
-def test_sharded_data_parallel_cpu_follows_the_executors_wrapper() -> None:
-    from planner.closed_loop_host import sharded_dp_cpu_s
+def _estimate_with(plan: ParallelPlan, **constants: float):
+    """tiny-llama on 4 CPU processes, priced with only `constants` on top of the defaults (q = 1)."""
+    from costmodel import estimate
 
-    host = HostPoint(tokens=8, threads=1, block_s=3e-3, fsdp_procs=4, fsdp_zero2_block_s=0.01, fsdp_zero3_block_s=0.02)
-    assert sharded_dp_cpu_s(ParallelPlan(dp=4, tp=1, pp=1, micro_batch_size=1), host, num_layers=8) == 0.0  # DDP
-    assert sharded_dp_cpu_s(ParallelPlan(dp=4, tp=1, pp=1, micro_batch_size=1, zero_stage=1), host, num_layers=8) == 0.0
-    assert sharded_dp_cpu_s(ParallelPlan(dp=4, tp=1, pp=1, micro_batch_size=1, zero_stage=2), host,
-                            num_layers=8) == pytest.approx(9 * 0.01)
-    assert sharded_dp_cpu_s(ParallelPlan(dp=2, tp=1, pp=2, micro_batch_size=1, zero_stage=3), host,
-                            num_layers=8) == pytest.approx(5 * 0.02)
-    assert sharded_dp_cpu_s(ParallelPlan(dp=2, tp=2, pp=1, micro_batch_size=1), host, num_layers=8) == pytest.approx(0.09)
-    assert sharded_dp_cpu_s(ParallelPlan(dp=1, tp=2, pp=2, micro_batch_size=1), host, num_layers=8) == 0.0
-    assert sharded_dp_cpu_s(ParallelPlan(dp=2, tp=1, pp=2, micro_batch_size=1, zero_stage=2), None, num_layers=8) == 0.0
+    calib = CalibrationProfile(device="cpu", gpu="cpu", torch_version="x", threads=1,
+                               constants={"host_overlap_exponent": 1.0, **constants})
+    training = TrainingSpec(global_batch_size=8, seq_len=64, dtype="fp32")
+    return estimate(load_model("tiny-llama"), local_cluster(4), training, plan, calibration=calib)
 
 
-def test_ddp_cpu_and_the_comm_models_share_are_not_counted_twice() -> None:
-    from planner.closed_loop_host import sharded_dp_cpu_s
+def test_data_parallel_wrapper_host_cost_follows_the_executors_wrapper() -> None:
+    """The DP wrapper's measured host cost per block (+1 unit for the embedding / head) is the floor of
+    the exposed DP time: DDP for ZeRO-0/1 on plain models, FSDP2 otherwise, resharding for ZeRO-3."""
+    big = {"host_ddp_block_s": 1.0, "host_fsdp_block_s": 2.0, "host_fsdp_reshard_block_s": 3.0}
+    layers = load_model("tiny-llama").num_layers
+    cases = [(ParallelPlan(dp=4), 1.0 * (layers + 1)), (ParallelPlan(dp=4, zero_stage=1), 1.0 * (layers + 1)),
+             (ParallelPlan(dp=4, zero_stage=2), 2.0 * (layers + 1)),
+             (ParallelPlan(dp=2, pp=2, zero_stage=3), 3.0 * (layers // 2 + 1)),
+             (ParallelPlan(dp=2, tp=2), 2.0 * (layers + 1)),  # replicate (FSDP-based) with TP
+             (ParallelPlan(tp=2, pp=2), 0.0)]
+    for plan, want in cases:
+        got = _estimate_with(plan, **big).time.dp_comm_s
+        assert got == pytest.approx(want, rel=1e-9), plan.short()
+    base = _estimate_with(ParallelPlan(dp=4, zero_stage=2)).time.dp_comm_s
+    assert 0 < base < 1.0  # without the measured terms only the collectives count
 
-    host = HostPoint(tokens=8, threads=1, block_s=3e-3, fsdp_procs=4, ddp_block_s=0.005, fsdp_zero2_block_s=0.01)
-    ddp = ParallelPlan(dp=4, tp=1, pp=1, micro_batch_size=1)
-    assert sharded_dp_cpu_s(ddp, host, num_layers=8) == pytest.approx(9 * 0.005)
-    # the all-reduce's CPU that the comm model already prices comes off; never below 0
-    assert sharded_dp_cpu_s(ddp, host, num_layers=8, dp_comm_cpu_s=0.02) == pytest.approx(9 * 0.005 - 0.02)
-    assert sharded_dp_cpu_s(ddp, host, num_layers=8, dp_comm_cpu_s=1.0) == 0.0
+
+def test_tp_host_cost_that_grows_with_tokens() -> None:
+    """A TP block's per-token host cost adds to compute (q = 1): tokens per micro-batch x micro-batches x
+    blocks on the rank; SP has its own figure; nothing without TP."""
+    layers = load_model("tiny-llama").num_layers
+    plan = ParallelPlan(tp=2, pp=2, micro_batch_size=4)  # 2 micro-batches of 4 x 64 tokens
+    grow = _estimate_with(plan, host_tp_token_s=1e-3).time.compute_s - _estimate_with(plan).time.compute_s
+    assert grow == pytest.approx(1e-3 * 256 * 2 * (layers // 2), rel=1e-6)
+    sp = plan.model_copy(update={"sequence_parallel": True})
+    assert _estimate_with(sp, host_tp_token_s=1e-3).time.compute_s == pytest.approx(_estimate_with(sp).time.compute_s)
+    grow_sp = _estimate_with(sp, host_sp_token_s=1e-3).time.compute_s - _estimate_with(sp).time.compute_s
+    assert grow_sp == pytest.approx(grow, rel=1e-6)
+    dp = ParallelPlan(dp=4)
+    assert _estimate_with(dp, host_tp_token_s=1e-3).time.compute_s == pytest.approx(_estimate_with(dp).time.compute_s)
 
 
-def test_tp_cpu_that_grows_with_tokens() -> None:
-    from planner.closed_loop_host import tp_token_cpu_s
+def test_optimizer_host_cost_per_tensor_and_parameter() -> None:
+    """The optimizer step: measured seconds per parameter on the rank's shard, plus a per-tensor host cost
+    that depends on what the tensors are (plain, TP or FSDP2 DTensors)."""
+    from costmodel.params import end_tensors, layer_tensors, model_shape, total_params
 
-    host = HostPoint(tokens=8, threads=1, block_s=3e-3, tp_token_s=2e-5, tp_sp_token_s=3e-5)
-    plan = ParallelPlan(dp=1, tp=2, pp=2, micro_batch_size=4)  # 2 micro-batches of 4 x 128 tokens, 4 blocks
-    assert tp_token_cpu_s(plan, host, num_layers=8, global_batch=8, seq_len=128) == pytest.approx(2e-5 * 512 * 2 * 4)
-    sp = ParallelPlan(dp=1, tp=2, pp=2, micro_batch_size=4, sequence_parallel=True)
-    assert tp_token_cpu_s(sp, host, num_layers=8, global_batch=8, seq_len=128) == pytest.approx(3e-5 * 512 * 2 * 4)
-    assert tp_token_cpu_s(ParallelPlan(dp=4, tp=1, pp=1, micro_batch_size=1), host, num_layers=8, global_batch=8,
-                          seq_len=128) == 0.0
+    model = load_model("tiny-llama")
+    shape, layers, params = model_shape(model), model.num_layers, total_params(model)
+    tensors = layers * layer_tensors(shape) + sum(end_tensors(shape))
+    per = {"host_optimizer_tensor_s": 1e-3, "host_optimizer_tp_tensor_s": 5e-3,
+           "host_optimizer_sharded_tensor_s": 2e-3, "optimizer_param_s": 1e-8}
+    plain = _estimate_with(ParallelPlan(dp=4), **per).time.optimizer_s
+    assert plain == pytest.approx(tensors * 1e-3 + params * 1e-8, rel=1e-9)
+    sharded = _estimate_with(ParallelPlan(dp=4, zero_stage=2), **per).time.optimizer_s
+    assert sharded == pytest.approx(tensors * 2e-3 + params / 4 * 1e-8, rel=1e-9)
+    zero1 = _estimate_with(ParallelPlan(dp=4, zero_stage=1), **per).time.optimizer_s  # ZeroRedundancyOptimizer
+    assert zero1 == pytest.approx(tensors / 4 * 1e-3 + params / 4 * 1e-8, rel=1e-9)
+    tp = _estimate_with(ParallelPlan(dp=2, tp=2), **per).time.optimizer_s
+    assert tensors * 5e-3 < tp < tensors * 5e-3 + params * 1e-8  # replicated norms: a bit over half
+
+
+def test_with_host_terms_applies_the_measured_constants_under_the_profiles_own() -> None:
+    from costmodel.host_terms import with_host_terms
+
+    host = HostPoint(tokens=8, threads=1, block_s=3e-3, ddp_block_s=0.004, fsdp_procs=4, fsdp_zero2_block_s=0.01,
+                     optimizer_tensor_s=1e-5, optimizer_param_s=2e-9, tp_token_s=3e-5)
+    cpu = CalibrationProfile(device="cpu", gpu="cpu", torch_version="x", threads=1, host=host,
+                             constants={"host_op_s": 1e-4})
+    got = with_host_terms(cpu, procs=4, cores=2).constants
+    assert got["host_op_s"] == 1e-4  # the profile's own (fitted) constant wins
+    assert got["host_fsdp_block_s"] == pytest.approx(0.01 / 0.5) and got["host_ddp_block_s"] == pytest.approx(0.008)
+    assert got["optimizer_param_s"] == pytest.approx(4e-9) and got["host_tp_token_s"] == pytest.approx(6e-5)
+    gpu = CalibrationProfile(device="NVIDIA H200", gpu="h200", torch_version="x", threads=16)
+    assert with_host_terms(gpu, procs=8) is gpu and with_host_terms(None, procs=8) is None

@@ -19,6 +19,7 @@ from torch.distributed.tensor.parallel import loss_parallel
 
 from costmodel import load_model
 from costmodel.specs import ParallelPlan
+from executor.grads import align_grads_, global_grad_norm
 from executor.init import canonical_name, init_weights
 from executor.model import build_model
 from executor.parallelize import apply_fsdp, apply_recompute, apply_tp
@@ -71,6 +72,20 @@ def _assert_grads_close(got: dict, want: dict, what: str) -> None:
             f"{what} grad {name}: max abs error {err}"
 
 
+def _check_aligned_norm(model, what: str, *, partial: bool) -> None:
+    """align_grads_ reduces pending (Partial) gradients in one all-reduce and keeps their values; the
+    global norm from local shards equals the norm of the full gradients."""
+    before = _grads(model)
+    issued = align_grads_(model.parameters())
+    assert issued == (1 if partial else 0), f"{what}: {issued} all-reduces"
+    for p in model.parameters():
+        if isinstance(p, DTensor):
+            assert p.grad.placements == p.placements, what
+    _assert_grads_close(_grads(model), before, what)
+    want = torch.sqrt(sum(g.double().square().sum() for g in before.values())).item()
+    assert global_grad_norm(model.parameters()) == pytest.approx(want, rel=1e-6), what
+
+
 def _check_loss_parallel(spec, plain, tokens, mesh) -> None:
     """Vocab-sharded logits + torch's loss_parallel cross-entropy == plain cross-entropy (value, grads)."""
     model = build_model(spec, device="meta")
@@ -110,6 +125,7 @@ def _worker(rank: int, world: int, port: int) -> None:
                 wq = model.layers["0"].attention.wq.weight
                 assert isinstance(wq, DTensor) and wq.to_local().shape[0] == wq.shape[0] // world
                 _compare(model, plain, tokens, f"{name} tp{world} sp={sp}")
+                _check_aligned_norm(model, f"{name} tp{world} sp={sp}", partial=sp)
             _check_loss_parallel(spec, plain, tokens, mesh)
             fsdp_mesh = init_device_mesh("cpu", (world,), mesh_dim_names=("dp",))
             model = build_model(spec, device="meta")
@@ -117,6 +133,7 @@ def _worker(rank: int, world: int, port: int) -> None:
             model.to_empty(device="cpu")
             init_weights(model, spec, seed=3)
             _compare(model, plain, tokens, f"{name} fsdp{world}")  # same rows on every rank: mean = plain
+            _check_aligned_norm(model, f"{name} fsdp{world}", partial=False)
     finally:
         dist.destroy_process_group()
 

@@ -34,6 +34,7 @@ import torch.multiprocessing as mp
 from ..specs import ModelSpec
 from .dist_bench import _loopback_name, free_port, stop_processes
 from .host import TP_RANKS, RefBlock, _apply_tp, _fwd_bwd, _input, block_host_seconds
+from .optimizer import optimizer_step_seconds
 
 __all__ = ["measure_tp_host", "measure_concurrency", "measure_fsdp"]
 
@@ -49,6 +50,16 @@ def _slowest(value: float) -> float:
     t = torch.tensor([value], dtype=torch.float64)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return float(t)
+
+
+def _optimizer_raw(key: str, blocks: list[torch.nn.Module], repeats: int) -> dict[str, float]:
+    """AdamW step over `blocks`' (DTensor) parameters on every rank: {key: slowest rank's CPU s,
+    key_tensors: parameter tensors, key_params: this rank's local parameters}."""
+    params = [p for blk in blocks for p in blk.parameters()]
+    dist.barrier()
+    seconds = _slowest(optimizer_step_seconds(params, repeats=repeats))
+    local = sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in params)
+    return {key: seconds, f"{key}_tensors": float(len(params)), f"{key}_params": float(local)}
 
 
 def _tp_worker(rank: int, world: int, port: int, timeout_s: float, out: str, spec_json: str, layers: int,
@@ -72,6 +83,7 @@ def _tp_worker(rank: int, world: int, port: int, timeout_s: float, out: str, spe
             for key, (blocks, x) in stacks.items():
                 best[key] = min(best[key], block_host_seconds(blocks, x, repeats=1, sync=dist.barrier))
         result = {f"{mode}@{size}": _slowest(t) for (mode, size), t in best.items()}
+        result.update(_optimizer_raw("opt_tp", stacks[("tp", tokens)][0], repeats))
         if rank == 0:
             Path(out).write_text(json.dumps(result))
     finally:
@@ -128,8 +140,10 @@ def _fsdp_worker(rank: int, world: int, port: int, timeout_s: float, out: str, s
                 _fwd_bwd(blocks, x, "none")
                 samples[mode].append(time.process_time() - t0)
         cpu = {m: _slowest(statistics.median(v) / layers) for m, v in samples.items()}
+        result = {m: max(0.0, cpu[m] - cpu["plain"]) for m in ("ddp", "zero2", "zero3")}
+        result.update(_optimizer_raw("opt_sharded", stacks["zero2"][0], repeats))
         if rank == 0:
-            Path(out).write_text(json.dumps({m: max(0.0, cpu[m] - cpu["plain"]) for m in ("ddp", "zero2", "zero3")}))
+            Path(out).write_text(json.dumps(result))
     finally:
         dist.destroy_process_group()
 
@@ -161,10 +175,12 @@ def measure_tp_host(spec: ModelSpec, *, layers: int, tokens: int, repeats: int, 
     """Host seconds per block forward + backward over TP_RANKS processes on `tokens` tokens: {'tp': s,
     'tp_sp': s}; with `big_tokens` also the extra CPU per token a TP block costs over half a plain block
     (what grows with the activations: redistributions, the collectives' copies and waits), between the
-    two sizes: {'tp_token_s': s, 'tp_sp_token_s': s}."""
+    two sizes: {'tp_token_s': s, 'tp_sp_token_s': s}; and 'opt_tp' (+ '_tensors', '_params'): an AdamW
+    step over the TP blocks' DTensor parameters."""
     big = big_tokens or tokens
     r = _spawn(_tp_worker, TP_RANKS, spec.model_dump_json(), layers, tokens, repeats, big, timeout_s=timeout_s)
     out = {"tp": r[f"tp@{tokens}"], "tp_sp": r[f"tp_sp@{tokens}"]}
+    out.update({k: v for k, v in r.items() if k.startswith("opt_")})
     if big > tokens:
         for mode in ("tp", "tp_sp"):
             def excess(size: int, mode: str = mode) -> float:
@@ -188,7 +204,8 @@ def measure_fsdp(spec: ModelSpec, *, procs: int, layers: int, tokens: int, repea
                  timeout_s: float) -> dict[str, float]:
     """{'ddp': s, 'zero2': s, 'zero3': s}: extra CPU seconds per block and step (forward + backward
     with the data-parallel collectives) over `procs` ranks with DDP around the stack, and with each
-    block sharded with FSDP2 without / with resharding after forward, over the same blocks alone."""
+    block sharded with FSDP2 without / with resharding after forward, over the same blocks alone; plus
+    'opt_sharded' (+ '_tensors', '_params'): an AdamW step over the FSDP2-sharded parameters."""
     if procs < 2:
         raise ValueError(f"procs={procs}: sharded data parallelism needs at least 2 processes")
     return _spawn(_fsdp_worker, procs, spec.model_dump_json(), layers, tokens, repeats, timeout_s=timeout_s)
