@@ -122,6 +122,18 @@ def select_plans(
     return head + picks
 
 
+def _speed_ratio(profile: CalibrationProfile, model: ModelSpec) -> float:
+    """This CPU's speed right now relative to when `profile` measured it: the reference block's CPU
+    seconds now (`costmodel.profile.host.speed_probe_s`) / `HostPoint.block_cpu_s` (> 1: slower now);
+    NaN on GPUs or without that measurement."""
+    host = profile.host
+    if profile.device.lower() != "cpu" or host is None or not host.block_cpu_s or not host.concurrency_tokens:
+        return math.nan
+    from costmodel.profile.host import speed_probe_s
+
+    return speed_probe_s(model, tokens=host.concurrency_tokens) / host.block_cpu_s
+
+
 def _run_one(
     runner: Runner, plan: ParallelPlan, cfg: LocalValidation, training: TrainingSpec, run_dir: Path
 ) -> tuple[list[StepMeasurement], str, dict[str, float]]:
@@ -232,8 +244,9 @@ def run_local_validation(
         say(
             f"[{i + 1}/{len(plans)}] {plan.short()} (planner rank {rank}, predicted {step_s * 1e3:.1f} ms)"
         )
+        speed = _speed_ratio(profile, cfg.model)
         ms, status, host = _run_one(runner, plan, cfg, training, run_dir)
-        row = {**_row(rank, plan, step_s, est.memory.peak_bytes, ms, status, run_dir), **host}
+        row = {**_row(rank, plan, step_s, est.memory.peak_bytes, ms, status, run_dir), **host, "speed_ratio": speed}
         say(
             f"    measured {row['measured_step_time_s'] * 1e3:.1f} ms, peak {row['measured_peak_bytes'] / 2**20:.1f} MiB"
             if ms
@@ -267,6 +280,8 @@ def run_local_validation(
         ).constants
     df["cv_predicted_peak_bytes"] = cv_peak_bytes(df)
     df["step_time_error"] = df["predicted_step_time_s"] / df["measured_step_time_s"] - 1
+    df["speed_predicted_step_time_s"] = df["predicted_step_time_s"] * df["speed_ratio"]
+    df["speed_step_time_error"] = df["speed_predicted_step_time_s"] / df["measured_step_time_s"] - 1
     df["cv_step_time_error"] = df["cv_predicted_step_time_s"] / df["measured_step_time_s"] - 1
     df["peak_error"] = df["predicted_peak_bytes"] / df["measured_peak_bytes"] - 1
     df["cv_peak_error"] = df["cv_predicted_peak_bytes"] / df["measured_peak_bytes"] - 1

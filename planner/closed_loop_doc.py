@@ -87,6 +87,13 @@ def local_markdown(
         f"Host load average (1 min) during the timed steps: {_num(s.get('load_avg_min'), '.1f')} - "
         f"{_num(s.get('load_avg_max'), '.1f')} (the sweep's own {s.get('procs')} processes included).",
         "",
+        "Machine drift: right before each plan runs, the reference block of the profile's concurrency "
+        "benchmark is timed again (`speed_probe_s`, ~0.5 s); its CPU time over the profile's is the machine's "
+        f"speed ratio, {_num(s.get('speed_ratio_min'), '.2f')} - {_num(s.get('speed_ratio_max'), '.2f')} in this "
+        "sweep (> 1: slower than when profiled). The a-priori prediction x that ratio: mean |error| "
+        f"{_pct(s.get('speed_step_time_mean_abs_error'))} (max {_pct(s.get('speed_step_time_max_abs_error'))}), "
+        f"Spearman {_num(s.get('speed_spearman'))}.",
+        "",
         "Load-insensitive check: the CPU-work bound of each run, procs x the CPU seconds rank 0 spent per "
         "step / cores (the wall time the measured work needs on otherwise idle cores, bubbles not included): "
         f"prediction vs that bound mean |error| {_pct(s.get('cpu_bound_mean_abs_error'))} (max "

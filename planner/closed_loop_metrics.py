@@ -89,6 +89,12 @@ def summarize_validation(rows: pd.DataFrame) -> dict[str, Any]:
             bound, "predicted_step_time_s", "measured_cpu_bound_s"
         )
         out["wall_over_cpu_bound_median"] = float((bound["measured_step_time_s"] / bound["measured_cpu_bound_s"]).median())
+    if "speed_predicted_step_time_s" in ran and ran["speed_predicted_step_time_s"].notna().any():
+        sp = ran[ran["speed_predicted_step_time_s"].notna()]
+        out["speed_step_time_mean_abs_error"], out["speed_step_time_max_abs_error"], _ = _errors(
+            sp, "speed_predicted_step_time_s", "measured_step_time_s")
+        out["speed_spearman"] = spearman(sp["speed_predicted_step_time_s"], sp["measured_step_time_s"])
+        out["speed_ratio_min"], out["speed_ratio_max"] = float(sp["speed_ratio"].min()), float(sp["speed_ratio"].max())
     if "cv_predicted_step_time_s" in ran and ran["cv_predicted_step_time_s"].notna().any():
         cv_mean, cv_max, _ = _errors(ran, "cv_predicted_step_time_s", "measured_step_time_s")
         out["cv_step_time_mean_abs_error"], out["cv_step_time_max_abs_error"] = cv_mean, cv_max

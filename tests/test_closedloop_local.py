@@ -310,3 +310,19 @@ def test_with_host_terms_applies_the_measured_constants_under_the_profiles_own()
     assert got["optimizer_param_s"] == pytest.approx(4e-9) and got["host_tp_token_s"] == pytest.approx(6e-5)
     gpu = CalibrationProfile(device="NVIDIA H200", gpu="h200", torch_version="x", threads=16)
     assert with_host_terms(gpu, procs=8) is gpu and with_host_terms(None, procs=8) is None
+
+
+def test_speed_ratio_puts_predictions_at_the_machines_current_speed() -> None:
+    """The speed probe times the profile's reference block again; the summary scores the prediction x
+    the ratio separately from the a-priori one."""
+    from costmodel.profile.host import speed_probe_s
+    from planner.closed_loop_metrics import summarize_validation
+
+    assert 0 < speed_probe_s(load_model("tiny-llama"), tokens=16, layers=1, repeats=2) < 1.0
+    rows = pd.DataFrame({"plan": ["a", "b"], "measured_step_time_s": [1.0, 2.0], "predicted_step_time_s": [0.8, 1.6],
+                         "measured_peak_bytes": [1.0, 1.0], "predicted_peak_bytes": [1.0, 1.0],
+                         "speed_ratio": [1.25, 1.25]})
+    rows["speed_predicted_step_time_s"] = rows["predicted_step_time_s"] * rows["speed_ratio"]
+    s = summarize_validation(rows)
+    assert s["step_time_mean_abs_error"] == pytest.approx(0.2)
+    assert s["speed_step_time_mean_abs_error"] == pytest.approx(0.0) and s["speed_ratio_max"] == 1.25

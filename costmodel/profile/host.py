@@ -28,7 +28,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from ..calibration import HostPoint
 from ..specs import ModelSpec
 
-__all__ = ["RefBlock", "TP_RANKS", "measure_host", "block_host_seconds", "count_aten_ops"]
+__all__ = ["RefBlock", "TP_RANKS", "measure_host", "block_host_seconds", "count_aten_ops", "speed_probe_s"]
 
 TP_RANKS = 2
 
@@ -225,7 +225,7 @@ def measure_host(spec: ModelSpec, *, tokens: int = 8, layers: int = 4, repeats: 
                         timeout_s=timeout_s) if counts else {}
     return HostPoint(tokens=tokens, threads=1, block_s=plain, block_full_recompute_s=full,
                      block_selective_recompute_s=selective, aten_ops_per_block=ops,
-                     block_tp_s=tp_times.get("tp"), block_tp_sp_s=tp_times.get("tp_sp"),
+                     block_tp_s=_at_speed(tp_times, "tp", plain), block_tp_sp_s=_at_speed(tp_times, "tp_sp", plain),
                      tp_group_size=TP_RANKS if tp else None, tp_token_s=tp_times.get("tp_token_s"),
                      tp_sp_token_s=tp_times.get("tp_sp_token_s"),
                      concurrency_tokens=concurrency_tokens if together else None,
@@ -238,9 +238,42 @@ def measure_host(spec: ModelSpec, *, tokens: int = 8, layers: int = 4, repeats: 
                      optimizer_sharded_tensor_s=_per_tensor(fsdp, "opt_sharded", opt_param_s))
 
 
+def _at_speed(raw: dict[str, float], key: str, plain_s: float) -> float | None:
+    """A TP block's host seconds at the speed of this process's plain measurement: its ratio to the plain
+    block timed in the same rounds of the TP benchmark x `plain_s` (the two benchmarks run seconds
+    apart, and this machine's speed drifts by tens of percent between them)."""
+    if key not in raw:
+        return None
+    return raw[key] / raw["plain"] * plain_s
+
+
 def _per_tensor(raw: dict[str, float], key: str, param_s: float) -> float | None:
     """Per-tensor seconds of a distributed AdamW measurement: (step - local parameters x the plain
     per-parameter cost) / tensors; None when not measured."""
     if key not in raw:
         return None
     return max(0.0, raw[key] - raw[f"{key}_params"] * param_s) / raw[f"{key}_tensors"]
+
+
+def speed_probe_s(spec: ModelSpec, *, tokens: int = 128, layers: int = 4, repeats: int = 5) -> float:
+    """CPU seconds per reference block forward + backward on `tokens` tokens, 1 thread, median of
+    `repeats`: the same measurement as `HostPoint.block_cpu_s`, cheap enough (~0.5 s) to repeat right
+    before a run, so a prediction can be put at the machine's speed of the moment (shared machines
+    drift by tens of percent within minutes; `validate --local` reports it)."""
+    import statistics
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        blocks = [RefBlock(spec) for _ in range(layers)]
+        x = _input(spec, min(tokens, spec.max_seq_len))
+        _fwd_bwd(blocks, x, "none")
+        samples = []
+        for _ in range(max(1, repeats)):
+            t0 = time.process_time()
+            _fwd_bwd(blocks, x, "none")
+            samples.append(time.process_time() - t0)
+    finally:
+        torch.set_num_threads(threads)
+    return statistics.median(samples) / layers

@@ -173,13 +173,14 @@ def _spawn(target: Callable[..., None], world: int, *args: Any, timeout_s: float
 def measure_tp_host(spec: ModelSpec, *, layers: int, tokens: int, repeats: int, timeout_s: float,
                     big_tokens: int | None = None) -> dict[str, float]:
     """Host seconds per block forward + backward over TP_RANKS processes on `tokens` tokens: {'tp': s,
-    'tp_sp': s}; with `big_tokens` also the extra CPU per token a TP block costs over half a plain block
+    'tp_sp': s, 'plain': s} (a plain block timed in the same interleaved rounds: the ratios are free of
+    the machine's drift between benchmarks); with `big_tokens` also the extra CPU per token a TP block costs over half a plain block
     (what grows with the activations: redistributions, the collectives' copies and waits), between the
     two sizes: {'tp_token_s': s, 'tp_sp_token_s': s}; and 'opt_tp' (+ '_tensors', '_params'): an AdamW
     step over the TP blocks' DTensor parameters."""
     big = big_tokens or tokens
     r = _spawn(_tp_worker, TP_RANKS, spec.model_dump_json(), layers, tokens, repeats, big, timeout_s=timeout_s)
-    out = {"tp": r[f"tp@{tokens}"], "tp_sp": r[f"tp_sp@{tokens}"]}
+    out = {"tp": r[f"tp@{tokens}"], "tp_sp": r[f"tp_sp@{tokens}"], "plain": r[f"plain@{tokens}"]}
     out.update({k: v for k, v in r.items() if k.startswith("opt_")})
     if big > tokens:
         for mode in ("tp", "tp_sp"):
