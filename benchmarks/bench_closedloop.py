@@ -35,6 +35,11 @@ def host_cost() -> None:
     print(f"   CPU per block on {h.concurrency_tokens} tokens: alone {h.block_cpu_s * ms:.1f} ms, 4 workers at once "
           f"{h.concurrent_block_cpu_s[4] * ms:.1f} ms ({h.concurrent_block_cpu_s[4] / h.block_cpu_s:.2f}x); "
           f"benchmark CPU {time.process_time() - t0:.1f} s (this process)")
+    us = 1e6
+    print(f"   TP per token (8 -> 512 tokens): {h.tp_token_s * us:.1f} us, with SP {h.tp_sp_token_s * us:.1f} us; "
+          f"AdamW step: {h.optimizer_param_s * 1e9:.2f} ns per parameter, per tensor {h.optimizer_tensor_s * us:.1f} us "
+          f"plain, {h.optimizer_tp_tensor_s * us:.1f} us TP DTensor (2 ranks), "
+          f"{h.optimizer_sharded_tensor_s * us:.1f} us FSDP2 DTensor (4 ranks)")
 
 
 def main() -> None:
