@@ -214,3 +214,18 @@ def test_zero_bubble_with_selective_recompute_is_refused_before_launch(tmp_path)
         prepare_run(plan, model="tiny-llama", steps=2, out=tmp_path / "run", global_batch=4)
     ok = plan.model_copy(update={"recompute": "full"})
     assert prepare_run(ok, model="tiny-llama", steps=2, out=tmp_path / "run", global_batch=4).plan == ok
+
+
+def test_plans_the_schedules_cannot_run_are_refused_before_launch(tmp_path):
+    """torch's 1F1B needs at least pp micro-batches per step and interleaved 1F1B a multiple of pp;
+    `plan_unsupported` says so (the validation sweep skips such plans) and prepare_run refuses them."""
+    from executor import plan_unsupported
+
+    few = ParallelPlan(dp=1, tp=1, pp=4, micro_batch_size=8, schedule="1f1b")  # 8 rows: 1 micro-batch
+    assert "1f1b needs at least pp=4 micro-batches" in plan_unsupported(few, global_batch=8)
+    with pytest.raises(ValueError, match="micro_batch_size: 1f1b needs at least pp=4"):
+        prepare_run(few, model="tiny-llama", steps=2, out=tmp_path / "run", global_batch=8)
+    assert plan_unsupported(few.model_copy(update={"micro_batch_size": 2}), global_batch=8) is None
+    odd = ParallelPlan(dp=1, tp=1, pp=2, virtual_stages=2, micro_batch_size=2, schedule="interleaved-1f1b")
+    assert "multiple of pp=2" in plan_unsupported(odd, global_batch=6)
+    assert plan_unsupported(ParallelPlan(dp=2, cp=2), global_batch=8).startswith("cp:")
