@@ -13,7 +13,15 @@ import numpy as np
 from .compute import EfficiencyModel, Rates
 from .constants import efficiency_with_constants
 from .memory import DTYPE_BYTES, optimizer_bytes_per_param, weight_bytes_per_param
-from .params import ModelShape, embedding_params, end_tensors, layer_params, layer_tensors, lm_head_params, model_shape
+from .params import (
+    ModelShape,
+    embedding_params,
+    end_tensors,
+    layer_params,
+    layer_tensors,
+    lm_head_params,
+    model_shape,
+)
 from .specs import ClusterSpec, ModelSpec, TrainingSpec
 
 __all__ = ["StepContext", "Knobs", "build_context", "vmax", "any_set"]

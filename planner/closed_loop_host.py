@@ -9,7 +9,13 @@ import os
 from typing import Any
 
 from costmodel import estimate
-from costmodel.host_terms import STEP_SCALAR_ALL_REDUCES, cpu_inflation, host_constants, step_sync_s, with_host_terms
+from costmodel.host_terms import (
+    STEP_SCALAR_ALL_REDUCES,
+    cpu_inflation,
+    host_constants,
+    step_sync_s,
+    with_host_terms,
+)
 
 __all__ = ["LocalPredictor", "host_constants", "with_host_terms", "cpu_inflation", "work_span_step_s", "comm_s",
            "step_sync_s", "STEP_SCALAR_ALL_REDUCES"]
