@@ -49,7 +49,8 @@ def align_grads_(params: Iterable[torch.nn.Parameter]) -> int:
         g = p.grad
         if not isinstance(g, DTensor) or not isinstance(p, DTensor) or g.placements == p.placements:
             continue
-        if any(pl.is_partial() for pl in g.placements):
+        partial = [pl for pl in g.placements if pl.is_partial()]
+        if partial and all(getattr(pl, "reduce_op", "sum") == "sum" for pl in partial):
             pending.setdefault((g.device_mesh, g.placements), []).append(p)
         else:
             p.grad = g.redistribute(placements=p.placements)
