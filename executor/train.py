@@ -287,6 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr, flush=True)
         raise
     if dist.is_initialized():
+        dist.barrier()  # every rank is done with its collectives before any tears its process group down
         dist.destroy_process_group()
     return 0
 
