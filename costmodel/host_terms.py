@@ -35,7 +35,7 @@ from typing import Any
 from .compute import DEFAULT_EFFICIENCY, block_host_ops
 from .constants import MEASURED_RATE_SCALE
 
-__all__ = ["host_constants", "with_host_terms", "cpu_inflation", "step_sync_s", "STEP_SCALAR_ALL_REDUCES"]
+__all__ = ["host_constants", "with_constants", "with_host_terms", "cpu_inflation", "step_sync_s", "STEP_SCALAR_ALL_REDUCES"]
 
 STEP_SCALAR_ALL_REDUCES = 3
 """Scalar all-reduces per optimizer step in `executor.engine.Engine.train_step`: the target-token
@@ -98,13 +98,17 @@ def _block_terms(host: Any, host_share: float) -> dict[str, float]:
     return out
 
 
+def with_constants(profile: Any, constants: dict[str, float]) -> Any:
+    """`profile` with `constants` under its own (a profile's fitted constants win)."""
+    return profile.model_copy(update={"constants": {**constants, **profile.constants}})
+
+
 def with_host_terms(profile: Any, *, procs: int, cores: int | None = None) -> Any:
-    """`profile` with `host_constants` for `procs` workers under its own constants (which win); the
-    same object for a profile without host measurements or of a GPU."""
-    if profile is None or profile.device.lower() != "cpu" or getattr(profile, "host", None) is None:
+    """A CPU `profile` with `host_constants` for `procs` workers (`with_constants`); any other profile
+    (a GPU's, None) as it is: there the CUDA context and the GPU's own rates stand."""
+    if profile is None or profile.device.lower() != "cpu":
         return profile
-    derived = host_constants(profile, procs=procs, cores=cores)
-    return profile.model_copy(update={"constants": {**derived, **profile.constants}})
+    return with_constants(profile, host_constants(profile, procs=procs, cores=cores))
 
 
 def cpu_inflation(host: Any, procs: int) -> float:

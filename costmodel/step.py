@@ -33,7 +33,7 @@ from .step_rows import PIPELINE_KNOBS, UNIT_KNOBS, at_rows, distinct_rows, take_
 from .stepctx import Knobs, StepContext, any_set, build_context, vmax
 
 __all__ = ["StepContext", "Knobs", "BlockCost", "EndCost", "build_context", "block_costs", "end_costs",
-           "step_costs", "optimizer_time_s", "unit_costs", "pipeline_phase", "assemble_step", "RANK_KEYS",
+           "step_costs", "optimizer_time_s", "ddp_wrapped", "unit_costs", "pipeline_phase", "assemble_step", "RANK_KEYS",
            "CRIT_KEYS", "rank_state", "p2p_time_s", "vmax"]
 
 Num = Any
@@ -324,7 +324,7 @@ def rank_state(ctx: StepContext, k: Knobs, comm: Any, rank: int, m: Num, n_enc: 
     blocks = n_enc + n_dec
     if eff.host_ddp_block_s or eff.host_fsdp_block_s or eff.host_fsdp_reshard_block_s:
         # the wrapper's host cost per block (+1 unit: embedding / head), collectives' CPU included
-        ddp = (zero <= 1) * (tp == 1) * (pp == 1)
+        ddp = ddp_wrapped(k)
         per_block = ddp * eff.host_ddp_block_s + (1 - ddp) * ((zero == 3) * eff.host_fsdp_reshard_block_s
                                                               + (zero != 3) * eff.host_fsdp_block_s)
         dp_s = vmax(dp_s, (dp > 1) * (blocks + 1) * per_block)
@@ -332,6 +332,13 @@ def rank_state(ctx: StepContext, k: Knobs, comm: Any, rank: int, m: Num, n_enc: 
     out["dp"] = dp_s
     out["opt"] = optimizer_time_s(ctx, k, rank, n_enc, n_dec, shard_params)
     return out
+
+
+def ddp_wrapped(k: Knobs) -> Num:
+    """1 where data parallelism is DDP-style (plain tensors, bucketed all-reduce; ZeroRedundancyOptimizer
+    for ZeRO-1): ZeRO-0/1 without TP and PP, as `executor.parallelize.dp_wrapper` applies it; 0 where it is
+    FSDP2-style (per-block sharding or replicate, DTensor parameters)."""
+    return (k.zero <= 1) * (k.tp == 1) * (k.pp == 1)
 
 
 def optimizer_time_s(ctx: StepContext, k: Knobs, rank: Num, n_enc: Num, n_dec: Num, shard_params: Num) -> Num:
@@ -350,7 +357,7 @@ def optimizer_time_s(ctx: StepContext, k: Knobs, rank: Num, n_enc: Num, n_dec: N
         embed_t, head_t = ctx.end_tensors
         tensors = (n_enc * ctx.layer_tensors[0] + n_dec * ctx.layer_tensors[1]
                    + (rank == 0) * embed_t + (rank == k.pp - 1) * head_t)
-        ddp = (k.zero <= 1) * (k.tp == 1) * (k.pp == 1)
+        ddp = ddp_wrapped(k)
         fsdp = (k.dp > 1) * (1 - ddp)   # FSDP2 / replicate hold DTensor parameters
         zero1_ddp = (k.dp > 1) * (k.zero == 1) * ddp
         per_tensor = ((k.tp > 1) * eff.host_optimizer_tp_tensor_s

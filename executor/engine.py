@@ -23,6 +23,7 @@ from torch.distributed.tensor.parallel import loss_parallel
 from torch.nn.parallel import DistributedDataParallel
 
 from costmodel.checks import check_plan
+from costmodel.profile.optimizer import ADAMW_WEIGHT_DECAY, adamw_param_groups
 from costmodel.specs import ModelSpec, ParallelPlan, TrainingSpec
 
 from .grads import align_grads_, clip_grad_norm_
@@ -163,12 +164,7 @@ def _optimizer(params: list[nn.Parameter], plan: ParallelPlan, mesh: DeviceMesh 
     with ZeroRedundancyOptimizer; FSDP2 plans shard them with the parameters. Multi-tensor (foreach)
     kernels everywhere: on CPU torch defaults to a Python loop over the tensors, which with DTensor
     parameters cost ~0.8 ms per tensor here (FSDP2 ZeRO-2, 4 Gloo ranks: 78 -> 16 ms a step; issue 6)."""
-    groups = []  # DTensor and plain parameters apart: foreach kernels take one kind per list
-    for decayed in (True, False):
-        for sharded in (True, False):
-            chosen = [p for p in params if (p.ndim >= 2) == decayed and isinstance(p, DTensor) == sharded]
-            if chosen:
-                groups.append({"params": chosen, "weight_decay": weight_decay if decayed else 0.0})
+    groups = adamw_param_groups(params, weight_decay=weight_decay)  # the profile times the same groups
     if plan.zero_stage == 1 and uses_ddp(plan):
         return ZeroRedundancyOptimizer(groups, optimizer_class=torch.optim.AdamW,
                                        process_group=axis_group(mesh, "dp"), lr=lr, betas=ADAM_BETAS,
@@ -177,7 +173,7 @@ def _optimizer(params: list[nn.Parameter], plan: ParallelPlan, mesh: DeviceMesh 
 
 
 def build_engine(model_spec: ModelSpec, plan: ParallelPlan, training: TrainingSpec, *,
-                 device: torch.device, seed: int = 0, lr: float = 3e-4, weight_decay: float = 0.1,
+                 device: torch.device, seed: int = 0, lr: float = 3e-4, weight_decay: float = ADAMW_WEIGHT_DECAY,
                  mesh: DeviceMesh | None = None) -> Engine:
     """Build the mesh (unless given) over the initialized default process group, the model on the meta
     device, apply the plan (PP split -> TP/SP -> recompute -> FSDP; materialize; deterministic init

@@ -14,6 +14,7 @@ from costmodel.host_terms import (
     cpu_inflation,
     host_constants,
     step_sync_s,
+    with_constants,
     with_host_terms,
 )
 
@@ -58,17 +59,14 @@ class LocalPredictor:
         self.profile, self.model, self.cluster, self.training, self.procs = profile, model, cluster, training, procs
         self.cores = cores or os.cpu_count() or 1
         self.constants = host_constants(profile, procs=procs, cores=self.cores)
-        self.calibration = self._with(self.constants)
+        self.calibration = with_constants(self.profile, self.constants)
         self.cpu_host = profile.device.lower() == "cpu"
         self.free = self.cpu_cost = None
         if self.cpu_host and procs > self.cores:
-            self.free = self._with(host_constants(profile, procs=procs, cores=procs))
+            self.free = with_constants(self.profile, host_constants(profile, procs=procs, cores=procs))
             self.cpu_cost = self.free.cpu_cost_profile()
         self.sync_s, self.sync_cpu_s = step_sync_s(profile, procs=procs)
 
-    def _with(self, constants: dict[str, float]) -> Any:
-        """The profile with `constants` under its own (fitted constants win, as in `with_host_terms`)."""
-        return self.profile.model_copy(update={"constants": {**constants, **self.profile.constants}})
 
     def __call__(self, plan: Any) -> tuple[float, Any]:
         args = (self.model, self.cluster, self.training, plan)

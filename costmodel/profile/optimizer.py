@@ -10,10 +10,24 @@ import time
 
 import torch
 
-__all__ = ["optimizer_step_seconds", "measure_optimizer", "ADAMW_WEIGHT_DECAY"]
+__all__ = ["adamw_param_groups", "optimizer_step_seconds", "measure_optimizer", "ADAMW_WEIGHT_DECAY"]
 
 ADAMW_WEIGHT_DECAY = 0.1
 """The executor's default decay (executor.engine.build_engine)."""
+
+
+def adamw_param_groups(params: list[torch.Tensor], *, weight_decay: float) -> list[dict]:
+    """The executor's AdamW parameter groups: decay on matrices only (norms, biases undecayed), DTensor
+    and plain tensors in separate groups (a multi-tensor kernel takes one kind per list)."""
+    from torch.distributed.tensor import DTensor
+
+    groups = []
+    for decayed in (True, False):
+        for sharded in (True, False):
+            chosen = [p for p in params if (p.ndim >= 2) == decayed and isinstance(p, DTensor) == sharded]
+            if chosen:
+                groups.append({"params": chosen, "weight_decay": weight_decay if decayed else 0.0})
+    return groups
 
 
 def optimizer_step_seconds(params: list[torch.Tensor], *, repeats: int = 10) -> float:
@@ -21,13 +35,7 @@ def optimizer_step_seconds(params: list[torch.Tensor], *, repeats: int = 10) -> 
     ones): the fastest of `repeats` steps after a first one that creates the moments."""
     for p in params:
         p.grad = torch.ones_like(p)
-    groups = []  # as the executor: decay on matrices only; DTensor and plain tensors in separate lists
-    for decayed in (True, False):
-        for sharded in (True, False):
-            chosen = [p for p in params if (p.ndim >= 2) == decayed and hasattr(p, "to_local") == sharded]
-            if chosen:
-                groups.append({"params": chosen, "weight_decay": ADAMW_WEIGHT_DECAY if decayed else 0.0})
-    opt = torch.optim.AdamW(groups, lr=1e-4, foreach=True)
+    opt = torch.optim.AdamW(adamw_param_groups(params, weight_decay=ADAMW_WEIGHT_DECAY), lr=1e-4, foreach=True)
     opt.step()
     best = float("inf")
     for _ in range(max(1, repeats)):
