@@ -22,9 +22,9 @@ from torch.distributed.tensor import DTensor
 from torch.distributed.tensor.parallel import loss_parallel
 from torch.nn.parallel import DistributedDataParallel
 
-from costmodel.checks import check_plan
-from costmodel.profile.optimizer import ADAMW_WEIGHT_DECAY, adamw_param_groups
 from costmodel.specs import ModelSpec, ParallelPlan, TrainingSpec
+from costmodel.specs.optimizer import ADAMW_WEIGHT_DECAY, adamw_param_groups
+from costmodel.step.checks import check_plan
 
 from .grads import align_grads_, clip_grad_norm_
 from .init import init_weights
@@ -163,7 +163,7 @@ def _optimizer(params: list[nn.Parameter], plan: ParallelPlan, mesh: DeviceMesh 
     """AdamW; decay on matrices only (norms, biases undecayed). ZeRO-1 without TP shards its states
     with ZeroRedundancyOptimizer; FSDP2 plans shard them with the parameters. Multi-tensor (foreach)
     kernels everywhere: on CPU torch defaults to a Python loop over the tensors, which with DTensor
-    parameters cost ~0.8 ms per tensor here (FSDP2 ZeRO-2, 4 Gloo ranks: 78 -> 16 ms a step; issue 6)."""
+    parameters cost ~0.8 ms per tensor here (FSDP2 ZeRO-2, 4 Gloo ranks: 78 -> 16 ms a step)."""
     groups = adamw_param_groups(params, weight_decay=weight_decay)  # the profile times the same groups
     if plan.zero_stage == 1 and uses_ddp(plan):
         return ZeroRedundancyOptimizer(groups, optimizer_class=torch.optim.AdamW,

@@ -3,7 +3,7 @@ final `StepMeasurement` summary.
 
 MFU follows Chowdhery et al. 2022 (PaLM), Appendix B: model FLOPs per token = 6*N + 12*L*H*Q*T, with N the
 matrix-multiply parameters (embedding lookups excluded), recomputation not counted. When the cost model's
-FLOPs counter (`costmodel.flops`) is present it is used instead, so measured and predicted MFU agree.
+FLOPs counter (`costmodel.layer.flops`) is present it is used instead, so measured and predicted MFU agree.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ def model_flops_per_step(model: ModelSpec, training: TrainingSpec) -> float:
     (Narayanan et al. 2021, sec. 5.1) so measured and predicted MFU agree; PaLM's 6N + 12LHQT per token
     when that counter is unavailable."""
     try:
-        from costmodel.flops import step_flops
-        from costmodel.params import model_shape
+        from costmodel.layer.flops import step_flops
+        from costmodel.layer.params import model_shape
 
         model_flops, _ = step_flops(model_shape(model), training.global_batch_size, training.seq_len, 0)
         return float(model_flops)

@@ -17,8 +17,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from costmodel.flops import RECOMPUTE_CODES, layer_fwd_flops, lm_head_fwd_flops, recompute_fwd_flops
-from costmodel.params import model_shape
+from costmodel.layer.flops import RECOMPUTE_CODES, layer_fwd_flops, lm_head_fwd_flops, recompute_fwd_flops
+from costmodel.layer.params import model_shape
 from costmodel.specs import ModelSpec, ParallelPlan, TrainingSpec
 
 __all__ = ["balance_layers", "stage_costs", "layer_weights", "balanced_split"]
@@ -94,7 +94,7 @@ def _balance(costs: tuple[float, ...], stages: int, first: float, last: float, m
 def layer_weights(model: ModelSpec, training: TrainingSpec, plan: ParallelPlan) -> tuple[np.ndarray, float, float]:
     """(cost per block, first-stage extra, last-stage extra) for balancing `plan`'s stages.
 
-    Relative costs are the step's FLOPs per block and of the LM head from `costmodel.flops`
+    Relative costs are the step's FLOPs per block and of the LM head from `costmodel.layer.flops`
     (forward + backward = 3x forward, plus the recomputed forward of the plan's policy; Narayanan et
     al. 2021, sec. 5.1). The embedding lookup does no matrix work, so the first stage's extra is 0."""
     shape = model_shape(model)

@@ -4,7 +4,7 @@ the k-th best, so tighter bounds mean fewer event simulations.
 
 Where the layers do not divide pp*v (or `rebalance` asks for it) the exact scorer
 (`planner.exact.ExactScorer`) prices `planner.balance.balanced_split`'s split with the event
-simulation of `costmodel.pipeline_sim`. That split depends only on (pp, v, recompute, micro-batch),
+simulation of `costmodel.pipeline.sim`. That split depends only on (pp, v, recompute, micro-batch),
 so its per-rank block counts are known here; with the per-block costs of the bulk pass they give
 every rank's per-micro-batch forward/backward exactly as `costmodel.estimate` builds its stages,
 and from those a provable bound on the simulated makespan (`pipeline_lb_s`) plus what the step adds
@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from costmodel.blocks import W_SHARE, tp_forward_share
-from costmodel.step import Knobs, collective_s, p2p_time_s, rank_state
-from costmodel.step_rows import PIPELINE_KNOBS, distinct_rows, take_knobs, take_units
-from costmodel.step_rows import at_rows as _at
-from costmodel.stepctx import any_set
+from costmodel.layer.blocks import W_SHARE, tp_forward_share
+from costmodel.layer.context import any_set
+from costmodel.step.costs import Knobs, collective_s, p2p_time_s, rank_state
+from costmodel.step.rows import PIPELINE_KNOBS, distinct_rows, take_knobs, take_units
+from costmodel.step.rows import at_rows as _at
 
 from .layouts import Layout, split_layouts, unique_rows
 
@@ -36,7 +36,7 @@ core's L2 cache; the figures do not depend on it)."""
 
 def pipeline_lb_s(f0: np.ndarray, b0: np.ndarray, w0: np.ndarray, busy: np.ndarray, tail: np.ndarray,
                   p2p_s: np.ndarray) -> np.ndarray:
-    """Least makespan of the simulated pipeline (`costmodel.pipeline_sim`), rows x ranks arrays.
+    """Least makespan of the simulated pipeline (`costmodel.pipeline.sim`), rows x ranks arrays.
 
     The simulator runs each rank's ops in a fixed order, an op starting when its rank is free and
     its input arrived; so the makespan is the longest path in the op graph, and any one path bounds
@@ -68,7 +68,7 @@ def end_ranks_rest_s(ctx: Any, k: Knobs, comm: Any, enc: Any, embed: Any, head: 
     """What the exact (simulated) step adds to the pipeline makespan, bounded from below by the first
     and last rank of the balanced split (n_first, n_last blocks): data-parallel communication and
     optimizer time (the exact step takes the max over all ranks, each priced by
-    `costmodel.step.rank_state` from that rank's blocks, forward and backward exactly as
+    `costmodel.step.costs.rank_state` from that rank's blocks, forward and backward exactly as
     `costmodel.estimate` builds them), the step overhead, and the context-parallel gradient
     all-reduce (increasing in the bytes of the largest rank). Zero for encoder-decoder models."""
     if ctx.shape.n_dec:
@@ -106,9 +106,9 @@ def changed_lb_s(ctx: Any, k: Knobs, comm: Any, units: tuple, m: np.ndarray, lay
                  rows_distinct: bool = False) -> np.ndarray:
     """Lower bound on the exact step time of the balanced split (`layouts[(pp, v, recompute, mb)]`):
     `split_makespan_lb_s` (on the distinct rows of what the pipeline depends on,
-    `costmodel.step.PIPELINE_KNOBS`) plus `end_ranks_rest_s` (every row). Exact step = makespan +
+    `costmodel.step.costs.PIPELINE_KNOBS`) plus `end_ranks_rest_s` (every row). Exact step = makespan +
     cp gradient + max_r dp_r + max_r opt_r + overhead (its bubble is max(span0 - busy, 0) >=
-    span0 - busy), so the sum is a lower bound. `rows_distinct`: as `costmodel.step.step_costs`'s."""
+    span0 - busy), so the sum is a lower bound. `rows_distinct`: as `costmodel.step.costs.step_costs`'s."""
     distinct = None if rows_distinct else distinct_rows(k, comm, *PIPELINE_KNOBS, repeats=2)
     if distinct is None:
         sub, sub_comm, sub_units, sub_m, inverse = k, comm, units, m, None

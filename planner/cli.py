@@ -84,7 +84,7 @@ def build_specs(args: argparse.Namespace) -> tuple[ModelSpec, ClusterSpec, Train
 def _interconnect(args: argparse.Namespace, cluster: ClusterSpec) -> tuple[ClusterSpec, Any]:
     """Apply --inter-node-bw/--intra-node-bw/--oversubscription, or load --topology (then the cluster
     is sized to the file and the graph is returned for estimate/search's `topology=`)."""
-    from costmodel.whatif import apply_interconnect, cluster_for_topology
+    from costmodel.network.whatif import apply_interconnect, cluster_for_topology
 
     flags = {"inter_node_bw": getattr(args, "inter_node_bw", None),
              "intra_node_bw": getattr(args, "intra_node_bw", None),
@@ -100,12 +100,12 @@ def _interconnect(args: argparse.Namespace, cluster: ClusterSpec) -> tuple[Clust
 
 def _calibration(args: argparse.Namespace, *, procs: int) -> Any:
     """The --calibration profile, loaded and validated, or None. A CPU profile describes `procs` worker
-    processes per host: its measured host terms apply (`costmodel.host_terms.with_host_terms`)."""
+    processes per host: its measured host terms apply (`costmodel.calibration.host_terms.with_host_terms`)."""
     path = getattr(args, "calibration", None)
     if path is None:
         return None
-    from costmodel.calibration import load_profile
-    from costmodel.host_terms import with_host_terms
+    from costmodel.calibration.host_terms import with_host_terms
+    from costmodel.calibration.profile_spec import load_profile
 
     return with_host_terms(load_profile(path), procs=procs)
 
@@ -156,8 +156,8 @@ def _add_estimate(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_estimate(args: argparse.Namespace) -> int:
     from costmodel import estimate
-    from costmodel.feasibility import oom_message
-    from costmodel.report import format_estimate, write_text_atomic
+    from costmodel.step.feasibility import oom_message
+    from costmodel.step.report import format_estimate, write_text_atomic
 
     model, cluster, training = build_specs(args)
     plan = plan_from_args(args, world_size=cluster.num_gpus)
@@ -178,19 +178,19 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
 def _add_validate_published(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate-published",
                        help="reproduce published training runs (Megatron-LM SC21, vTrain) and report the error")
-    p.add_argument("--data", default=None, help="folder holding megatron2021/ and vtrain/ (default ../shared/data)")
+    p.add_argument("--data", default=None, help="folder holding megatron2021/ and vtrain/ (default: the copy shipped with paraplan)")
     p.add_argument("--out", default=None, metavar="VALIDATION.md", help="write the report section into this file")
     p.add_argument("--csv", default=None, metavar="FILE", help="write predicted vs published per row as CSV")
     p.set_defaults(handler=_cmd_validate_published)
 
 
 def _cmd_validate_published(args: argparse.Namespace) -> int:
-    from costmodel.published import run_validation, summary_text, update_validation_doc
+    from costmodel.calibration.published import run_validation, summary_text, update_validation_doc
 
     result = run_validation(args.data)
     print(summary_text(result))
     if args.csv:
-        from costmodel.report import write_text_atomic
+        from costmodel.step.report import write_text_atomic
         write_text_atomic(args.csv, result.rows.to_csv(index=False))
     if args.out:
         update_validation_doc(args.out, result)
@@ -372,9 +372,9 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
-    from costmodel.calibration import save_profile
-    from costmodel.profile import ProfileConfig, run_profile
-    from costmodel.profile.options import parse_nprocs, parse_ops, parse_sizes
+    from costmodel.calibration.profile import ProfileConfig, run_profile
+    from costmodel.calibration.profile.options import parse_nprocs, parse_ops, parse_sizes
+    from costmodel.calibration.profile_spec import save_profile
 
     cfg = ProfileConfig(model=args.model, device=args.device, dtypes=tuple(args.dtype) if args.dtype else None,
                         tokens=args.tokens, threads=args.threads, nprocs=parse_nprocs(args.nprocs), sizes_bytes=parse_sizes(args.sizes),
@@ -387,7 +387,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------- validate, calibrate (closed loop, issue 6)
+# ---------------------------------------------------------------- validate, calibrate (closed loop)
 def _add_validate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="run feasible plans for real on this machine and compare with predictions")
     p.add_argument("--local", action="store_true", required=True, help="validate on this machine (required)")
@@ -411,11 +411,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     import shlex
     from pathlib import Path
 
-    from costmodel.calibration import load_profile, save_profile
-    from costmodel.fit_data import local_cluster
+    from costmodel.calibration.fit_data import local_cluster
+    from costmodel.calibration.profile_spec import load_profile, save_profile
     from executor.launch import plan_unsupported, run_plan
-    from planner.closed_loop import LocalValidation, run_local_validation
-    from planner.closed_loop_doc import local_markdown, update_part
+    from planner.closed_loop.doc import local_markdown, update_part
+    from planner.closed_loop.validate import LocalValidation, run_local_validation
 
     out = Path(args.out)
     model = load_model(args.model)
@@ -425,7 +425,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     if args.profile:
         profile = load_profile(args.profile)
     else:
-        from costmodel.profile import ProfileConfig, run_profile
+        from costmodel.calibration.profile import ProfileConfig, run_profile
 
         print(f"paraplan: profiling this machine for {model.name} (pass --profile to reuse one)", file=sys.stderr)
         profile = run_profile(ProfileConfig(model=model.name, nprocs=(args.procs,) if args.procs > 1 else (),
@@ -434,7 +434,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         save_profile(profile, out / "profile.json")
     cluster = local_cluster(args.procs)
     if profile.device.lower() != "cpu":  # GPUs: the preset of this GPU, one node of --procs GPUs
-        from costmodel.fit_data import cluster_for_device
+        from costmodel.calibration.fit_data import cluster_for_device
 
         cluster = cluster_for_device(profile.device, args.procs).model_copy(update={"gpus_per_node": args.procs})
     report = run_local_validation(cfg, runner=run_plan, cluster=cluster, profile=profile,
@@ -460,8 +460,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calibrate", help="fit the cost model's constants to measured runs (held-out scoring)")
     p.add_argument("summaries", nargs="*", metavar="SUMMARY.json", help="executor summary.json files or run folders")
-    p.add_argument("--vtrain", action="store_true", help="fit on the vTrain A100 measurements (../shared/data/vtrain)")
-    p.add_argument("--data", default=None, help="shared data folder (default ../shared/data)")
+    p.add_argument("--vtrain", action="store_true", help="fit on the vTrain A100 measurements (shipped with paraplan; see docs/VALIDATION.md)")
+    p.add_argument("--data", default=None, help="folder holding vtrain/ (default: the copy shipped with paraplan)")
     p.add_argument("--profile", default=None, metavar="FILE", help="measured profile of the runs' machine to build on")
     p.add_argument("--fit", default=None, metavar="NAMES", help="comma-separated constants to fit (default: by data)")
     p.add_argument("--holdout", type=float, default=0.3, help="fraction held out for scoring (default 0.3)")
@@ -474,12 +474,12 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from costmodel.calibrate import VTRAIN_FIT_NAMES, calibrate
-    from costmodel.calibration import load_profile, save_profile
-    from costmodel.fit_data import observations_from_summaries, vtrain_observations
-    from costmodel.published.validate import VALIDATION_EFFICIENCY
-    from costmodel.report import write_text_atomic
-    from planner.closed_loop_doc import fit_markdown, update_part
+    from costmodel.calibration.calibrate import VTRAIN_FIT_NAMES, calibrate
+    from costmodel.calibration.fit_data import observations_from_summaries, vtrain_observations
+    from costmodel.calibration.profile_spec import load_profile, save_profile
+    from costmodel.calibration.published.validate import VALIDATION_EFFICIENCY
+    from costmodel.step.report import write_text_atomic
+    from planner.closed_loop.doc import fit_markdown, update_part
 
     if bool(args.summaries) == bool(args.vtrain):
         raise ValueError("calibrate: give summary.json files or --vtrain (one of the two)")
@@ -488,14 +488,15 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if args.vtrain:
         obs = vtrain_observations(args.data)
         if not obs:
-            print("paraplan: vTrain data not found (expected ../shared/data/vtrain); nothing to fit", file=sys.stderr)
-            return 0
+            print(f"paraplan: --data: no vtrain/ground_truth_*.csv in {args.data}; point it at a folder with vtrain/ "
+                  "or leave it out", file=sys.stderr)
+            return 2
         fit, saved = calibrate(obs, profile=profile, names=names or VTRAIN_FIT_NAMES, efficiency=VALIDATION_EFFICIENCY,
                                test_fraction=args.holdout, seed=args.seed, max_evals=args.max_evals, source="vtrain")
     else:
         obs = observations_from_summaries(args.summaries)
         if profile is not None and profile.device.lower() == "cpu" and obs:
-            from planner.closed_loop import host_constants
+            from planner.closed_loop.validate import host_constants
 
             # the same a-priori host constants as validate --local
             start = host_constants(profile, procs=obs[0].plan.world_size)

@@ -1,6 +1,6 @@
 """`costmodel.check_plan`'s rules, vectorized over arrays of plans so the planner filters millions at once.
 
-Each `Rule` mirrors one branch of `costmodel.checks.plan_problems` (same condition, same field);
+Each `Rule` mirrors one branch of `costmodel.step.checks.plan_problems` (same condition, same field);
 tests/test_planner_rules.py checks that `bulk_problems` agrees with `plan_problems` on a grid, so a
 rule changed in one place and not the other fails the suite."""
 

@@ -1,7 +1,7 @@
 """The planner's two ways of pricing candidates, both through the cost model (no formula lives here):
 
 - `bulk_scores`: every candidate at once on arrays with the code `costmodel.estimate_batch` runs
-  (closed-form pipeline `costmodel.step.step_costs`, in its phases; even or fractional stage
+  (closed-form pipeline `costmodel.step.costs.step_costs`, in its phases; even or fractional stage
   splits), with lower bounds on what the exact model says for the plan the planner returns. The
   candidates are priced as a table (`zero_table`): one column per distinct combination of every
   knob but ZeRO, one row per ZeRO stage, because ZeRO changes only the model states, the ZeRO-3
@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from costmodel.comm_grouped import GroupedComm
-from costmodel.estimate import comm_model, step_context
+from costmodel.network.comm_grouped import GroupedComm
 from costmodel.specs import ClusterSpec, ModelSpec, ParallelPlan, TrainingSpec
-from costmodel.step import Knobs, assemble_step, pipeline_phase, unit_costs
-from costmodel.step_rows import at_rows as _at
-from costmodel.step_rows import take_knobs, take_units
+from costmodel.step.costs import Knobs, assemble_step, pipeline_phase, unit_costs
+from costmodel.step.estimate import comm_model, step_context
+from costmodel.step.rows import at_rows as _at
+from costmodel.step.rows import take_knobs, take_units
 
 from .bounds import changed_lb_s, split_layouts, unique_rows
 from .space import Space
@@ -128,7 +128,7 @@ def _bulk_figures(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec
                   table: tuple, rebalance: bool, *, calibration: Any, topology: Any,
                   on_group: Callable[[int], Any] | None) -> dict[str, np.ndarray]:
     """Closed-form figures of every cell of the `zero_table` (ZeRO stages x columns), by
-    `costmodel.step.step_costs`'s code in its phases: block, embedding and head costs for all columns
+    `costmodel.step.costs.step_costs`'s code in its phases: block, embedding and head costs for all columns
     (`unit_costs`), the pipeline per depth pp (`pipeline_phase`), then memory, data-parallel and
     optimizer time of every column at once (`assemble_step`, pp per column, ZeRO a (stages, 1) column
     that broadcasts); a column's dp, tp, cp and placement priced by one `GroupedComm`. Returns
@@ -189,7 +189,7 @@ def _bulk_figures(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec
 
 
 def _at_rows(d: dict[str, Any], rows: slice) -> dict[str, Any]:
-    """A rank dict's per-row values at `rows` (`costmodel.step.RANK_KEYS` / `CRIT_KEYS` and the rest)."""
+    """A rank dict's per-row values at `rows` (`costmodel.step.costs.RANK_KEYS` / `CRIT_KEYS` and the rest)."""
     return {key: _at(value, rows) for key, value in d.items()}
 
 

@@ -8,10 +8,10 @@ from typing import Any
 
 from _pipeline_reference import reference_simulate
 
-from costmodel.checks import check_plan
-from costmodel.estimate import _membreak, _to_estimate, comm_model, knobs_from_plan, step_context
 from costmodel.specs import ParallelPlan
-from costmodel.step import Knobs, StepContext, block_costs, end_costs, p2p_time_s, rank_state
+from costmodel.step.checks import check_plan
+from costmodel.step.costs import Knobs, StepContext, block_costs, end_costs, p2p_time_s, rank_state
+from costmodel.step.estimate import _membreak, _to_estimate, comm_model, knobs_from_plan, step_context
 
 __all__ = ["reference_estimate"]
 

@@ -11,10 +11,10 @@ import pytest
 from test_costmodel_calibration import synthetic_profile
 
 from costmodel import ParallelPlan, TrainingSpec, estimate, get_cluster, load_model
-from costmodel.comm_grouped import GroupedComm
-from costmodel.estimate import comm_model, step_context
-from costmodel.step import Knobs, step_costs
-from costmodel.topology import build_topology
+from costmodel.network.comm_grouped import GroupedComm
+from costmodel.network.topology import build_topology
+from costmodel.step.costs import Knobs, step_costs
+from costmodel.step.estimate import comm_model, step_context
 
 NAMES = ("gpipe", "1f1b", "interleaved-1f1b", "zero-bubble")
 RECOMPUTE = ("none", "selective", "full")

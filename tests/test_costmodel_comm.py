@@ -7,9 +7,9 @@ import pytest
 from test_costmodel_calibration import ALPHA, BW, _ring_ar, synthetic_profile
 
 from costmodel import ParallelPlan, get_cluster
-from costmodel.calibration import CollectivePoint
-from costmodel.comm import CommModel, all_reduce_time_s, build_comm_model, group_link
-from costmodel.topology import build_topology
+from costmodel.calibration.profile_spec import CollectivePoint
+from costmodel.network.comm import CommModel, all_reduce_time_s, build_comm_model, group_link
+from costmodel.network.topology import build_topology
 
 
 def test_interface_links_and_time() -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from costmodel import TrainingSpec, check_plan, get_cluster, load_model
-from costmodel.estimate import estimate
+from costmodel.step.estimate import estimate
 from planner import search, search_exhaustive
 from planner.search import OOM_REASON
 
@@ -157,9 +157,9 @@ def test_bulk_pass_of_an_empty_space_is_empty():
 
 def _per_group_reference(model, cluster, training, space, *, calibration=None, topology=None):
     """The bulk pass as it was: one `step_costs` call per (dp, tp, pp, cp, placement) group."""
-    from costmodel.estimate import comm_model, step_context
     from costmodel.specs import ParallelPlan
-    from costmodel.step import Knobs, step_costs
+    from costmodel.step.costs import Knobs, step_costs
+    from costmodel.step.estimate import comm_model, step_context
 
     c = space.columns
     ctx = step_context(model, cluster, training, calibration=calibration)
@@ -194,7 +194,7 @@ GROUPED = [
 def test_grouped_bulk_pass_equals_the_per_group_pass(case):
     from test_costmodel_calibration import synthetic_profile
 
-    from costmodel.topology import build_topology
+    from costmodel.network.topology import build_topology
     from planner.constraints import Constraints
     from planner.scoring import bulk_scores
     from planner.space import build_space

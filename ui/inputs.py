@@ -139,7 +139,7 @@ def _cluster_input() -> tuple[ClusterSpec | None, str | None]:
                                types=["yaml", "yml", "json"])
             if upload is None:
                 st.info("Upload a ClusterSpec file (gpu, num_nodes, gpus_per_node, links) or a topology graph "
-                        "file (nodes and links, as costmodel.topology.load_topology reads).")
+                        "file (nodes and links, as costmodel.network.topology.load_topology reads).")
                 return None, None
             name, raw = upload
             if is_topology_file(raw, name):

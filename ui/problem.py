@@ -62,7 +62,7 @@ class Problem:
     training: TrainingSpec
     constraints: dict[str, Any] = field(default_factory=dict)
     topology_text: str | None = None
-    """An uploaded cluster graph (costmodel.topology file format) that replaces the preset's graph."""
+    """An uploaded cluster graph (costmodel.network.topology file format) that replaces the preset's graph."""
 
     def key(self) -> str:
         """A stable JSON key for caching: the specs' JSON, the constraints and the topology file."""
@@ -75,7 +75,7 @@ class Problem:
         }, sort_keys=True)
 
     def topology(self) -> Any:
-        """The uploaded cluster graph as a `costmodel.topology.Topology` (None: the preset's graph)."""
+        """The uploaded cluster graph as a `costmodel.network.topology.Topology` (None: the preset's graph)."""
         return None if self.topology_text is None else topology_from_text(self.topology_text)
 
     @classmethod
@@ -193,8 +193,8 @@ def is_topology_file(raw: bytes, filename: str) -> bool:
 
 @lru_cache(maxsize=8)
 def topology_from_text(text: str) -> Any:
-    """A validated `costmodel.topology.Topology` from the text of a graph file (YAML or JSON)."""
-    from costmodel.topology import load_topology
+    """A validated `costmodel.network.topology.Topology` from the text of a graph file (YAML or JSON)."""
+    from costmodel.network.topology import load_topology
 
     fd, tmp = tempfile.mkstemp(suffix=".yaml", prefix="topology.")
     try:

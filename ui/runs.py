@@ -53,10 +53,10 @@ def check_run(plan: ParallelPlan, *, model: str, steps: int, procs: int, global_
 def compare(summary: dict[str, Any], *, calibration: Any = None) -> tuple[StepMeasurement, StepEstimate]:
     """The run's `summary.json` as a StepMeasurement, and the cost model's prediction of the same run
     (same model, plan and batch, on the cluster preset of the device it ran on; CPU runs are fp32; a CPU
-    profile's host terms for the run's processes, `costmodel.host_terms.with_host_terms`)."""
+    profile's host terms for the run's processes, `costmodel.calibration.host_terms.with_host_terms`)."""
     from costmodel import estimate
-    from costmodel.fit_data import cluster_for_device
-    from costmodel.host_terms import with_host_terms
+    from costmodel.calibration.fit_data import cluster_for_device
+    from costmodel.calibration.host_terms import with_host_terms
 
     measured = StepMeasurement.model_validate(summary)
     cluster = cluster_for_device(measured.device, measured.world_size)

@@ -110,7 +110,7 @@ def torchrun_script(value: Problem, plan: ParallelPlan) -> str:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _topology_frames(key: str, plan_json: str, axis: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from costmodel.topology import build_topology
+    from costmodel.network.topology import build_topology
     from ui.topology_view import topology_frames as frames
 
     value = Problem.from_key(key)

@@ -1,6 +1,6 @@
 """The cluster graph with a plan's communication groups and link load, drawn with Altair.
 
-Uses the cost model's own graph (`costmodel.topology`) and rank layout (`costmodel.placement`): rank
+Uses the cost model's own graph (`costmodel.network.topology`) and rank layout (`costmodel.network.placement`): rank
 r runs on GPU r, each axis's groups talk at once (rings for tp/cp/dp, stage i -> i+1 for pp), and a
 link's load is the number of concurrent flows that cross it, as `placement.price_flows` counts them
 (each flow gets 1/load of the link: max-min fair sharing)."""
@@ -29,7 +29,7 @@ def _flows(groups: np.ndarray, axis: str) -> list[tuple[int, int]]:
 
 def link_load(topo: Any, plan: ParallelPlan, axis: str) -> dict[tuple[str, str], int]:
     """Concurrent flows of `axis` per undirected link (the busier direction)."""
-    from costmodel.placement import axis_groups
+    from costmodel.network.placement import axis_groups
 
     directed: dict[tuple[str, str], int] = {}
     for a, b in _flows(axis_groups(plan, axis), axis):
@@ -76,7 +76,7 @@ def topology_frames(topo: Any, plan: ParallelPlan, axis: str, *, max_servers: in
                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Nodes (x, y, kind, rank, group of `axis`) and edges (x, y, x2, y2, load, bandwidth) of the
     servers that hold `axis` group 0's ranks (at most `max_servers`) and the network above them."""
-    from costmodel.placement import axis_groups
+    from costmodel.network.placement import axis_groups
 
     g = topo.graph
     groups = axis_groups(plan, axis)

@@ -49,8 +49,8 @@ with right:
                f"{est.capacity_bytes / charts.GIB:.0f} GiB.")
 
 st.subheader("Topology: the plan's groups and link load")
-if services.missing("costmodel.topology.build_topology", "costmodel.placement.axis_groups"):
-    st.warning("The topology view is not available yet (costmodel.topology / costmodel.placement missing).")
+if services.missing("costmodel.network.topology.build_topology", "costmodel.network.placement.axis_groups"):
+    st.warning("The topology view is not available yet (costmodel.network.topology / costmodel.network.placement missing).")
 else:
     axes = [a for a in ("tp", "cp", "dp", "pp") if getattr(plan, a) > 1] or ["dp"]
     axis = st.radio("Communication of", axes, horizontal=True, key="topo_axis",

@@ -108,7 +108,7 @@ def _finished(current: jobs.Job) -> None:
     try:
         calibration = None
         if profile_path:
-            from costmodel.calibration import load_profile
+            from costmodel.calibration.profile_spec import load_profile
 
             calibration = load_profile(profile_path)
             st.caption(f"Predicted with the calibration profile measured on the Calibrate page ({profile_path}).")

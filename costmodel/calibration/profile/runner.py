@@ -1,0 +1,139 @@
+"""`run_profile`: measure this machine and return a `CalibrationProfile` (what `paraplan profile` runs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import torch
+from tqdm import tqdm
+
+from ...catalog import list_gpus, load_model
+from ...specs import ModelSpec
+from ..profile_spec import CalibrationProfile
+from .compute import TORCH_DTYPES, gemm_shapes, measure_attention, measure_gemms, measure_mem_bw
+from .dist_bench import OPS, run_collectives
+from .host_point import measure_host
+
+__all__ = ["ProfileConfig", "run_profile", "catalog_gpu_name", "DEFAULT_SIZES_BYTES"]
+
+DEFAULT_SIZES_BYTES: tuple[int, ...] = tuple(1024 * 4**i for i in range(9))  # 1 KiB .. 64 MiB
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    """What to measure. None fields take device-dependent defaults (CPU: fp32, 512 tokens, GEMMs of
+    at most 1 GFLOP; GPU: bf16 and fp32, 8192 tokens, 1 TFLOP)."""
+
+    model: str = "gpt3-125m"
+    device: str = "auto"
+    dtypes: tuple[str, ...] | None = None
+    tokens: int | None = None
+    max_gemm_flop: float | None = None
+    attention_seqs: tuple[int, ...] | None = None
+    mem_sizes_bytes: tuple[int, ...] = (1 << 20, 16 << 20, 64 << 20)
+    nprocs: tuple[int, ...] = (2,)
+    ops: tuple[str, ...] = OPS
+    sizes_bytes: tuple[int, ...] = DEFAULT_SIZES_BYTES
+    threads: int | None = None
+    repeats: int = 5
+    warmup: int = 1
+    seed: int = 0
+    timeout_s: float = 120.0
+    progress: bool = True
+    extra: dict[str, str] = field(default_factory=dict)
+    host: bool | None = None
+    """measure the eager host cost per block (costmodel.calibration.profile.host); None: on CPU only"""
+
+    def check(self) -> None:
+        """ValueError naming the field for bad settings."""
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device: {self.device!r} is not one of auto, cpu, cuda")
+        for d in self.dtypes or ():
+            if d not in TORCH_DTYPES:
+                raise ValueError(f"dtype: {d!r} is not one of {', '.join(TORCH_DTYPES)}")
+        if any(n < 2 for n in self.nprocs):
+            raise ValueError(f"nprocs: {self.nprocs} - collectives need at least 2 processes (or none)")
+        if any(s <= 0 for s in self.sizes_bytes):
+            raise ValueError(f"sizes: {self.sizes_bytes} must all be positive byte counts")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads={self.threads} must be >= 1 (or None for torch's default)")
+        if self.repeats < 1:
+            raise ValueError(f"repeats={self.repeats} must be >= 1")
+
+
+def catalog_gpu_name(device_name: str) -> str | None:
+    """The catalog GPU a device name matches ('NVIDIA H200' -> 'h200'); 'cpu' for CPU."""
+    low = device_name.lower().replace(" ", "")
+    if low == "cpu":
+        return "cpu"
+    for name in sorted(list_gpus(), key=len, reverse=True):
+        if name.split("-")[0] in low:
+            return name
+    return None
+
+
+def run_profile(config: ProfileConfig | None = None) -> CalibrationProfile:
+    """Measure GEMMs over `config.model`'s layer shapes, causal SDPA, streaming bandwidth and the
+    collectives over each `config.nprocs` local processes; returns the profile (not yet saved)."""
+    cfg = config or ProfileConfig()
+    cfg.check()
+    model = load_model(cfg.model)
+    cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    if cuda and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' requested but torch sees no GPU; use --device cpu")
+    device = torch.device("cuda" if cuda else "cpu")
+    dtypes = cfg.dtypes or (("bf16", "fp32") if cuda else ("fp32",))
+    tokens = cfg.tokens or (8192 if cuda else 512)
+    max_flop = cfg.max_gemm_flop or (1e12 if cuda else 1e9)
+    seqs = list(cfg.attention_seqs or sorted({min(model.max_seq_len, s) for s in ((256, 512) if not cuda
+                                                                                   else (1024, 4096))}))
+    shapes = gemm_shapes(model, tokens=tokens, max_flop=max_flop)
+    threads_before = torch.get_num_threads()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _measure(cfg, model, cuda, device, dtypes, seqs, shapes)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _measure(cfg: ProfileConfig, model: ModelSpec, cuda: bool, device: torch.device, dtypes: tuple[str, ...],
+             seqs: list[int], shapes: list[tuple[int, int, int]]) -> CalibrationProfile:
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    n_coll = len(cfg.nprocs) * len(cfg.ops) * len(cfg.sizes_bytes)
+    total = len(dtypes) * (len(shapes) + len(seqs)) + len(cfg.mem_sizes_bytes) + n_coll
+    bar = tqdm(total=total, desc="profile", unit="pt", disable=not cfg.progress, leave=False)
+    gemm, attn = [], []
+    for dt in dtypes:
+        for pt in measure_gemms(shapes, dt, device=device, repeats=cfg.repeats, gen=gen):
+            gemm.append(pt)
+            bar.update()
+        for pt in measure_attention(model, seqs=seqs, batch=1, dtype=dt, device=device,
+                                    repeats=cfg.repeats, gen=gen):
+            attn.append(pt)
+            bar.update()
+    mem = []
+    for pt in measure_mem_bw(list(cfg.mem_sizes_bytes), device=device, repeats=cfg.repeats):
+        mem.append(pt)
+        bar.update()
+    coll = []
+    backend = "nccl" if cuda else "gloo"
+    for n in cfg.nprocs:
+        ops = [op for op in cfg.ops if op != "send_recv" or n == min(cfg.nprocs)]
+        bar.total -= (len(cfg.ops) - len(ops)) * len(cfg.sizes_bytes)
+        coll += run_collectives(nprocs=n, ops=ops, sizes=list(cfg.sizes_bytes), backend=backend,
+                                warmup=cfg.warmup, repeats=cfg.repeats, seed=cfg.seed,
+                                timeout_s=cfg.timeout_s, on_point=lambda _: bar.update())
+    host = None
+    if cfg.host if cfg.host is not None else not cuda:
+        host = measure_host(model, repeats=max(10, cfg.repeats), tp=bool(cfg.nprocs), procs=cfg.nprocs,
+                            timeout_s=cfg.timeout_s)
+    bar.close()
+    name = torch.cuda.get_device_name(device) if cuda else "cpu"
+    return CalibrationProfile(
+        device=name, gpu=catalog_gpu_name(name), torch_version=torch.__version__,
+        backend=backend if coll else None, created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        seed=cfg.seed, threads=torch.get_num_threads(), model=model.name,
+        gemm=tuple(gemm), attention=tuple(attn), mem_bw=tuple(mem), collectives=tuple(coll), host=host)
