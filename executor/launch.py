@@ -41,6 +41,7 @@ from costmodel import (
 from .checkpoint import read_trainer_state, resolve_checkpoint
 from .data import load_corpus
 from .failures import RunFailed, explain_failure
+from .float8 import float8_unsupported
 from .metrics import read_metrics, write_json_atomic
 from .pipeline import check_schedule_supported
 from .scaling import host_capacity, scale_plan
@@ -126,8 +127,9 @@ def prepare_run(plan: ParallelPlan | str | os.PathLike[str], *, model: str | Mod
                 lr_decay_steps: int | None = None, ckpt_every: int = 0, resume: str | os.PathLike[str] | None = None,
                 max_restarts: int = 0, timeout_s: float = 300.0, scale_to: int | None = None,
                 nnodes: int = 1, node_rank: int = 0, rdzv_endpoint: str | None = None, dtype: str | None = None,
-                corpus: str | None = None, log_every: int = 10) -> RunSetup:
-    """Validate a run and build its torchrun command; ValueError (field + fix) on bad input."""
+                corpus: str | None = None, log_every: int = 10, compile: bool | None = None) -> RunSetup:
+    """Validate a run and build its torchrun command; ValueError (field + fix) on bad input. `compile`:
+    torch.compile each block (None: on CUDA, off on CPU)."""
     plan = load_plan(plan) if not isinstance(plan, ParallelPlan) else plan
     model_spec = load_model(model) if isinstance(model, str) else model
     from .model import build_model
@@ -136,6 +138,8 @@ def prepare_run(plan: ParallelPlan | str | os.PathLike[str], *, model: str | Mod
     check_schedule_supported(plan)
     if global_batch is not None and global_batch > 0 and (reason := plan_unsupported(plan, global_batch=global_batch)):
         raise ValueError(reason)
+    if dtype == "fp8" and rdzv_endpoint is None and (reason := float8_unsupported()):
+        raise ValueError(reason)  # a run on this host; other hosts' workers check their own GPUs
     for name, value in (("steps", steps), ("timeout", timeout_s), ("nnodes", nnodes), ("lr", lr),
                         ("global_batch", global_batch), ("seq_len", seq_len)):
         _positive(name, value)
@@ -182,6 +186,8 @@ def prepare_run(plan: ParallelPlan | str | os.PathLike[str], *, model: str | Mod
                         ("--resume", resume_from)):
         if value is not None:
             worker += [flag, str(value)]
+    if compile is not None:
+        worker.append("--compile" if compile else "--no-compile")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
                 "--max-restarts", str(max_restarts), "--monitor-interval", "0.5"]
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),

@@ -16,6 +16,7 @@ from __future__ import annotations
 from functools import partial
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.distributed._composable.replicate_with_fsdp import replicate
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
@@ -38,7 +39,7 @@ from costmodel.specs import ParallelPlan
 from .model import Transformer
 
 __all__ = ["apply_tp", "apply_recompute", "apply_fsdp", "apply_ddp", "dp_wrapper", "uses_fsdp", "uses_ddp",
-           "selective_policy"]
+           "selective_policy", "ddp_bucket_cap_mb"]
 
 
 def apply_tp(part: Transformer, tp_mesh: DeviceMesh, *, sequence_parallel: bool, loss_parallel: bool = False
@@ -138,20 +139,54 @@ def apply_fsdp(part: nn.Module, plan: ParallelPlan, dp_mesh: DeviceMesh, *,
                param_dtype: torch.dtype = torch.float32) -> None:
     """FSDP2 `fully_shard` (or `replicate`) per block, then the whole part. ZeRO-3 reshards parameters
     after forward; ZeRO-1/2 keep them gathered until backward (sharded gradients and optimizer states,
-    Rajbhandari et al. 2020); `replicate` keeps everything whole and all-reduces gradients (DDP)."""
+    Rajbhandari et al. 2020); `replicate` keeps everything whole and all-reduces gradients (DDP).
+
+    Sharded plans use torchtitan's units: the embedding, each block, and the head (final norm + output
+    layer, never resharded after forward: the backward needs it at once; with tied embeddings one unit
+    holds embedding and head). Under ZeRO-3 each unit explicitly prefetches the next one's all-gather
+    in the forward (`set_modules_to_forward_prefetch`), so block i+1's parameters arrive while block i
+    computes; the backward prefetches one unit ahead by FSDP2's default."""
     mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
     if dp_wrapper(plan) == "replicate":
         wrap = partial(replicate, mesh=dp_mesh, mp_policy=mp)
-    else:
-        wrap = partial(fully_shard, mesh=dp_mesh, reshard_after_forward=plan.zero_stage == 3, mp_policy=mp)
-    for block in part.layers.values():
-        wrap(block)
-    wrap(part)
+        for block in part.layers.values():
+            wrap(block)
+        wrap(part)
+        return
+    reshard = plan.zero_stage == 3
+    wrap = partial(fully_shard, mesh=dp_mesh, mp_policy=mp)
+    head = [m for m in (part.norm, part.output) if m is not None]
+    tied = part.embed is not None and part.output is not None and part.spec.tie_embeddings
+    units: list[nn.Module] = []
+    if part.embed is not None and not tied:
+        units.append(wrap(part.embed, reshard_after_forward=reshard))
+    units += [wrap(block, reshard_after_forward=reshard) for block in part.layers.values()]
+    if part.output is not None:  # a group of modules shares one FSDP state: its first module stands for it
+        units.append(wrap([part.embed, *head] if tied else head, reshard_after_forward=False)[0])
+    wrap(part, reshard_after_forward=reshard)
+    if reshard:
+        for unit, following in zip(units, units[1:], strict=False):
+            unit.set_modules_to_forward_prefetch([following])
+
+
+DDP_BUCKET_PARAMS = 40_000_000
+"""Gradient elements per DDP bucket (at least; Megatron-LM's default: max(40M, 1M x dp) parameters,
+`DistributedDataParallelConfig.bucket_size`, so that large DP groups do not turn latency-bound)."""
+
+
+def ddp_bucket_cap_mb(dp: int, *, grad_bytes: int = 4) -> float:
+    """DDP `bucket_cap_mb` for `dp` ranks with gradients of `grad_bytes` per element."""
+    return max(DDP_BUCKET_PARAMS, 1_000_000 * dp) * grad_bytes / 2**20
 
 
 def apply_ddp(part: nn.Module, dp_group: torch.distributed.ProcessGroup, *,
               device: torch.device) -> DistributedDataParallel:
-    """DDP over the data-parallel group (wraps materialized parameters; broadcasts rank 0's)."""
+    """DDP over the data-parallel group (wraps materialized parameters; broadcasts rank 0's). Each
+    bucket's all-reduce starts as soon as its gradients are ready, during the backward (Li et al.
+    2020, "PyTorch Distributed", sec. 3.2.3); gradients are views into the buckets
+    (`gradient_as_bucket_view`), so no second copy of them is kept."""
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(part, process_group=dp_group, device_ids=ids,
-                                   broadcast_buffers=False, find_unused_parameters=False)
+                                   broadcast_buffers=False, find_unused_parameters=False,
+                                   bucket_cap_mb=ddp_bucket_cap_mb(dist.get_world_size(dp_group)),
+                                   gradient_as_bucket_view=True)

@@ -2,7 +2,7 @@
 
     torchrun --standalone --nproc-per-node 2 -m executor.parity --cases cases.json --out losses.json
 
-`cases.json` is a list of {"name", "model", "plan", "training", "steps", "seed", "lr"}; every case
+`cases.json` is a list of {"name", "model", "plan", "training", "steps", "seed", "lr"[, "compile"]}; every case
 with plan.world_size equal to the launched world size runs in turn in the same process group, and
 rank 0 writes {name: [loss per step]}. `run_losses` with no process group is the single-process
 reference the tests compare against (torchtitan's loss-golden idea)."""
@@ -55,11 +55,11 @@ def synthetic_batch(spec: ModelSpec, training: TrainingSpec, *, step: int, seed:
 
 
 def run_losses(spec: ModelSpec, plan: ParallelPlan, training: TrainingSpec, *, steps: int, seed: int = 0,
-               lr: float = 1e-3, device: torch.device | None = None) -> list[float]:
+               lr: float = 1e-3, device: torch.device | None = None, compile: bool | None = None) -> list[float]:
     """Per-step global losses of `plan` in the current process group (or a single process), with a
-    3-step linear lr warm-up to `lr`."""
+    3-step linear lr warm-up to `lr`; `compile` as `build_engine`'s (None: the device's default)."""
     device = device or torch.device("cpu")
-    engine = build_engine(spec, plan, training, device=device, seed=seed, lr=lr)
+    engine = build_engine(spec, plan, training, device=device, seed=seed, lr=lr, compile=compile)
     rows = engine.local_batch_size
     losses = []
     for step in range(steps):
@@ -73,7 +73,8 @@ def run_losses(spec: ModelSpec, plan: ParallelPlan, training: TrainingSpec, *, s
 def run_case(case: dict[str, Any]) -> list[float]:
     spec = load_model(case["model"])
     return run_losses(spec, ParallelPlan.model_validate(case["plan"]), TrainingSpec.model_validate(case["training"]),
-                      steps=int(case.get("steps", 10)), seed=int(case.get("seed", 0)), lr=float(case.get("lr", 1e-3)))
+                      steps=int(case.get("steps", 10)), seed=int(case.get("seed", 0)), lr=float(case.get("lr", 1e-3)),
+                      compile=case.get("compile"))
 
 
 def main(argv: list[str] | None = None) -> int:

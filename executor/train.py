@@ -50,9 +50,12 @@ from .metrics import (
     write_json_atomic,
 )
 
-__all__ = ["lr_at", "build_arg_parser", "train", "main", "FAILURES_DIRNAME", "MEMORY_FILENAME", "DEFAULT_LR"]
+__all__ = ["lr_at", "build_arg_parser", "train", "main", "FAILURES_DIRNAME", "MEMORY_FILENAME", "ENGINE_FILENAME",
+           "DEFAULT_LR"]
 
 FAILURES_DIRNAME = "failures"
+ENGINE_FILENAME = "engine.json"
+"""Run-directory file with what the engine applied: dtype, compiled blocks, fp8, async TP, optimizer kernel."""
 MEMORY_FILENAME = "memory.json"
 """Run-directory file with the peak memory over ranks: resident-set rise and live tensor bytes."""
 DEFAULT_LR = 3e-4
@@ -80,7 +83,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--global-batch", type=int, required=True)
     p.add_argument("--seq-len", type=int, required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", default=None, help="compute dtype (default fp32 on CPU, bf16 on CUDA)")
+    p.add_argument("--dtype", default=None, help="compute dtype (default fp32 on CPU, bf16 on CUDA; fp8 on GPUs "
+                   "of compute capability >= 8.9)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile each block (default: on CUDA, off on CPU)")
     p.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default {DEFAULT_LR})")
     p.add_argument("--warmup-steps", type=int, default=None, help="default: lr-decay-steps // 10")
     p.add_argument("--lr-decay-steps", type=int, default=None, help="cosine length (default: --steps)")
@@ -157,7 +163,9 @@ def train(args: argparse.Namespace) -> dict[str, Any] | None:
     decay = args.lr_decay_steps if args.lr_decay_steps is not None else state.get("lr_decay_steps", args.steps)
     warmup = args.warmup_steps if args.warmup_steps is not None else state.get("warmup_steps", decay // 10)
     engine = build_engine(model_spec, plan, training, device=device, seed=seed, lr=lr,
-                          weight_decay=args.weight_decay)
+                          weight_decay=args.weight_decay, compile=args.compile)
+    if rank == 0:
+        write_json_atomic(out / ENGINE_FILENAME, {"dtype": dtype, **engine.settings})
     start_step = 0
     if resume is not None:
         state = load_checkpoint(engine.model_parts, engine.optimizer, resume)
@@ -185,7 +193,9 @@ def train(args: argparse.Namespace) -> dict[str, Any] | None:
         for step in range(start_step + 1, args.steps + 1):
             tokens, targets = (t.to(device, non_blocking=True) for t in source.batch(step))
             step_lr = lr_at(step, lr=lr, warmup_steps=warmup, decay_steps=decay)
-            tracker = _tensor_tracker(engine) if step == start_step + 1 and device.type == "cpu" else None
+            # (not around compiled blocks: torch.compile does not run under a Python dispatch mode)
+            tracker = _tensor_tracker(engine) if (step == start_step + 1 and device.type == "cpu"
+                                                  and not engine.settings.get("compile")) else None
             t0, cpu0 = time.perf_counter(), time.process_time()
             with tracker or contextlib.nullcontext():  # warm-up step only: it is not timed
                 loss = engine.train_step(tokens, targets, lr=step_lr, max_grad_norm=args.max_grad_norm)

@@ -301,8 +301,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-4)")
     p.add_argument("--warmup-steps", type=int, default=None, help="default lr-decay-steps // 10")
     p.add_argument("--lr-decay-steps", type=int, default=None, help="cosine length (default --steps)")
-    p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
-                   help="default fp32 on CPU, bf16 on GPUs")
+    p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16", "fp8"],
+                   help="default fp32 on CPU, bf16 on GPUs; fp8 (torchao float8 linears) needs compute capability >= 8.9")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile each Transformer block (default: on with CUDA, off on CPU)")
     p.add_argument("--corpus", default=None, help="text file to train on (default: the built-in corpus)")
     p.add_argument("--ckpt-every", type=int, default=0, help="checkpoint every N steps and at the end")
     p.add_argument("--resume", default=None, help="run directory or checkpoint to resume from (any plan)")
@@ -330,7 +332,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         lr_decay_steps=args.lr_decay_steps, ckpt_every=args.ckpt_every, resume=args.resume,
         max_restarts=args.max_restarts, timeout_s=args.timeout, scale_to=args.scale_to, nnodes=args.nnodes,
         node_rank=args.node_rank, rdzv_endpoint=args.rdzv_endpoint, dtype=args.dtype, corpus=args.corpus,
-        log_every=args.log_every)
+        log_every=args.log_every, compile=args.compile)
     for change in setup.changes:
         print(f"paraplan: scaled: {change}", file=sys.stderr)
     if args.dry_run:
