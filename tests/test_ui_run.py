@@ -58,6 +58,22 @@ def test_run_is_checked_and_scaled_by_the_executor_before_it_starts(tmp_path):
     argv = runs.run_argv(tmp_path / "plan.json", model="tiny-llama", steps=2, procs=2, global_batch=8, out=tmp_path)
     assert argv[1:3] == ["run", str(tmp_path / "plan.json")] or argv[3:5] == ["run", str(tmp_path / "plan.json")]
     assert "--scale-to" in argv and "--global-batch" in argv
+    assert "--compile" not in argv and "--no-compile" not in argv  # no choice made: the device's default
+    for compile_blocks, flag in ((True, "--compile"), (False, "--no-compile")):
+        assert flag in runs.run_argv(tmp_path / "plan.json", model="tiny-llama", steps=2, procs=2, global_batch=8,
+                                     out=tmp_path, compile=compile_blocks)
+
+
+def test_run_page_has_a_compile_toggle():
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["nodes"] = 1
+    at.run()
+    at.switch_page("views/run.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    toggle = at.toggle(key="run_compile")
+    assert toggle.value is False  # CPU runs stay eager unless asked
+    toggle.set_value(True).run()
+    assert not at.exception and at.toggle(key="run_compile").value is True
 
 
 @pytest.mark.slow

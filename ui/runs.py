@@ -27,15 +27,17 @@ def default_procs() -> int:
 
 
 def run_argv(plan_path: str | Path, *, model: str, steps: int, procs: int, global_batch: int,
-             out: str | Path) -> list[str]:
+             out: str | Path, compile: bool | None = None) -> list[str]:
     """`paraplan run PLAN --model M --steps N --out DIR` plus the options this build supports
-    (`--scale-to`, `--global-batch`)."""
+    (`--scale-to`, `--global-batch`, `--compile/--no-compile` when `compile` is given)."""
     argv = paraplan_argv("run", str(plan_path), "--model", model, "--steps", str(steps), "--out", str(out))
     options = services.cli_options("run")
     if "--scale-to" in options:
         argv += ["--scale-to", str(procs)]
     if "--global-batch" in options:
         argv += ["--global-batch", str(global_batch)]
+    if compile is not None and "--compile" in options:
+        argv.append("--compile" if compile else "--no-compile")
     return argv
 
 

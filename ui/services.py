@@ -149,7 +149,7 @@ def torchrun_command(problem: Problem, plan: ParallelPlan, *, steps: int = 1000)
     out = f"runs/{plan.short()}"
     setup = prepare_run(plan, model=model.name if catalog else model, steps=steps, out=out,
                         global_batch=training.global_batch_size, seq_len=training.seq_len,
-                        dtype=training.dtype if training.dtype in ("fp32", "bf16", "fp16") else "bf16",
+                        dtype=training.dtype if training.dtype in ("fp32", "bf16", "fp16", "fp8") else "bf16",
                         nnodes=nnodes, node_rank=0, rdzv_endpoint="$MASTER_ADDR:29500")
     argv = ["python" if i == 0 else str(a).replace(str(setup.out_dir), out) for i, a in enumerate(setup.command)]
     if "--node-rank" in argv:

@@ -54,6 +54,9 @@ model = c[0].selectbox("Model", runs.LOCAL_MODELS, key="run_model")
 steps = int(c[1].number_input("Steps", 1, 1000, 20, key="run_steps"))
 procs = int(c[2].number_input("Processes", 1, 64, runs.default_procs(), key="run_procs"))
 global_batch = int(c[3].number_input("Global batch", 1, 4096, 8, key="run_global_batch"))
+compile_blocks = st.toggle("Compile blocks (torch.compile)", value=False, key="run_compile",
+                           help="Compile each Transformer block with inductor (on by default on GPUs; on this "
+                                "machine's CPUs the first step then spends ~30 s compiling).")
 
 start = st.button("Start run", type="primary", disabled=plan is None or (job is not None and job.running),
                   key="run_start")
@@ -66,7 +69,8 @@ if start and plan is not None:
     else:
         st.session_state["_run_changes"] = changes
         plan_path = save_plan(plan, f"{out}/plan.json")
-        argv = runs.run_argv(plan_path, model=model, steps=steps, procs=procs, global_batch=global_batch, out=out)
+        argv = runs.run_argv(plan_path, model=model, steps=steps, procs=procs, global_batch=global_batch, out=out,
+                             compile=compile_blocks)
         job = jobs.start_job(argv, out_dir=out)
         st.session_state["_run_job"] = job
         st.session_state["_run_steps"] = steps
