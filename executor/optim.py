@@ -72,9 +72,13 @@ def build_optimizer(params: list[nn.Parameter], plan: ParallelPlan, mesh: Device
     the parameters."""
     groups = adamw_param_groups(params, weight_decay=weight_decay)
     kernel = adamw_kernel(device)
-    if kernel.get("foreach") and params:
+    zero1 = plan.zero_stage == 1 and uses_ddp(plan)
+    # (not under ZeroRedundancyOptimizer: it deals each group's parameters out over the ranks, so small
+    # groups leave a rank with empty ones, which DCP's optimizer state dict cannot name; its temporaries
+    # are a 1/dp shard's anyway)
+    if kernel.get("foreach") and params and not zero1:
         groups = split_groups(groups, max_bytes=max(local_bytes(p) for p in params))
-    if plan.zero_stage == 1 and uses_ddp(plan):
+    if zero1:
         return ZeroRedundancyOptimizer(groups, optimizer_class=torch.optim.AdamW,
                                        process_group=axis_group(mesh, "dp"), lr=lr, betas=ADAM_BETAS,
                                        eps=ADAM_EPS, **kernel)

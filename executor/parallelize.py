@@ -143,9 +143,10 @@ def apply_fsdp(part: nn.Module, plan: ParallelPlan, dp_mesh: DeviceMesh, *,
 
     Sharded plans use torchtitan's units: the embedding, each block, and the head (final norm + output
     layer, never resharded after forward: the backward needs it at once; with tied embeddings one unit
-    holds embedding and head). Under ZeRO-3 each unit explicitly prefetches the next one's all-gather
-    in the forward (`set_modules_to_forward_prefetch`), so block i+1's parameters arrive while block i
-    computes; the backward prefetches one unit ahead by FSDP2's default."""
+    holds embedding and head). In the forward each unit explicitly prefetches the next one's all-gather
+    (`set_modules_to_forward_prefetch`), so block i+1's parameters arrive while block i computes (every
+    micro-batch gathers again: FSDP2 reshards after each backward); the backward prefetches one unit
+    ahead by FSDP2's default, and each unit's reduce-scatter runs during the next unit's backward."""
     mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
     if dp_wrapper(plan) == "replicate":
         wrap = partial(replicate, mesh=dp_mesh, mp_policy=mp)
@@ -164,9 +165,8 @@ def apply_fsdp(part: nn.Module, plan: ParallelPlan, dp_mesh: DeviceMesh, *,
     if part.output is not None:  # a group of modules shares one FSDP state: its first module stands for it
         units.append(wrap([part.embed, *head] if tied else head, reshard_after_forward=False)[0])
     wrap(part, reshard_after_forward=reshard)
-    if reshard:
-        for unit, following in zip(units, units[1:], strict=False):
-            unit.set_modules_to_forward_prefetch([following])
+    for unit, following in zip(units, units[1:], strict=False):
+        unit.set_modules_to_forward_prefetch([following])
 
 
 DDP_BUCKET_PARAMS = 40_000_000
