@@ -30,6 +30,15 @@ def test_a_spent_budget_skips_loops():
     assert "time budget spent" in format_table(rows, (TINY,))
 
 
+def test_a_failing_loop_is_reported_and_the_others_go_on():
+    fp8 = Case("tiny-fp8", "tiny-llama", seq_len=16, global_batch=4, micro_batch=2, dtype="fp8",
+               loops=("executor",))
+    if torch.cuda.is_available():
+        pytest.skip("this host has a GPU; fp8 may run here")
+    (row,) = measure_case(fp8, device=torch.device("cpu"))
+    assert row["skipped"].startswith("failed: ValueError: dtype: fp8"), row
+
+
 def test_cases_are_the_gpu_data_sets_plus_fp8():
     assert [c.name for c in CASES] == ["gpt3-1.3b", "llama-3.2-1b", "llama2-7b-full", "llama2-7b-full-fp8"]
     llama = CASES[1].spec()
