@@ -23,13 +23,24 @@ from torch.distributed.device_mesh import DeviceMesh
 
 from costmodel.specs import ParallelPlan
 
-__all__ = ["default_compile", "apply_compile", "async_tp_applies", "enable_async_tp"]
+__all__ = ["compile_unsupported", "default_compile", "apply_compile", "async_tp_applies", "enable_async_tp"]
 
 
-def default_compile(device: torch.device) -> bool:
-    """Compile by default on CUDA; on CPU eager is the default (the first step would spend ~30 s in
-    inductor's C++ compiler on this project's 2-core hosts, longer than most CPU runs)."""
-    return device.type == "cuda"
+def compile_unsupported(plan: ParallelPlan) -> str | None:
+    """Why blocks of `plan` cannot be compiled (one line naming the field and the fix), or None. The
+    zero-bubble schedule splits each backward into an input-gradient and a weight-gradient pass (Qi et
+    al. 2024); a compiled block's backward is one graph that yields both, so it would run twice."""
+    if plan.pp > 1 and plan.schedule == "zero-bubble":
+        return ("compile: the zero-bubble schedule splits each block's backward in two, which a compiled "
+                "block cannot; use --no-compile or another schedule")
+    return None
+
+
+def default_compile(device: torch.device, plan: ParallelPlan | None = None) -> bool:
+    """Compile by default on CUDA (unless the plan cannot be compiled); on CPU eager is the default (the
+    first step would spend ~30 s in inductor's C++ compiler on this project's 2-core hosts, longer than
+    most CPU runs)."""
+    return device.type == "cuda" and (plan is None or compile_unsupported(plan) is None)
 
 
 def async_tp_applies(plan: ParallelPlan, device: torch.device, *, compiled: bool) -> bool:

@@ -25,7 +25,7 @@ from costmodel.specs import ModelSpec, ParallelPlan, TrainingSpec
 from costmodel.specs.optimizer import ADAMW_WEIGHT_DECAY
 from costmodel.step.checks import check_plan
 
-from .compile import apply_compile, async_tp_applies, default_compile, enable_async_tp
+from .compile import apply_compile, async_tp_applies, compile_unsupported, default_compile, enable_async_tp
 from .float8 import apply_float8, float8_unsupported
 from .grads import align_grads_, clip_grad_norm_
 from .init import init_weights
@@ -175,7 +175,9 @@ def build_engine(model_spec: ModelSpec, plan: ParallelPlan, training: TrainingSp
     float8 = training.dtype == "fp8"
     if float8 and (reason := float8_unsupported(device)):
         raise ValueError(reason)
-    compile = default_compile(device) if compile is None else bool(compile)
+    compile = default_compile(device, plan) if compile is None else bool(compile)
+    if compile and (reason := compile_unsupported(plan)):
+        raise ValueError(reason)
     mesh = mesh if mesh is not None else build_mesh(plan, device_type=device.type)
     dtype = compute_dtype(training, device)
     async_tp = async_tp_applies(plan, device, compiled=compile)

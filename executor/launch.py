@@ -39,6 +39,7 @@ from costmodel import (
 )
 
 from .checkpoint import read_trainer_state, resolve_checkpoint
+from .compile import compile_unsupported
 from .data import load_corpus
 from .failures import RunFailed, explain_failure
 from .float8 import float8_unsupported
@@ -173,6 +174,8 @@ def prepare_run(plan: ParallelPlan | str | os.PathLike[str], *, model: str | Mod
     seq_len = seq_len or saved.get("seq_len") or min(model_spec.max_seq_len, 1024)
     training = TrainingSpec(global_batch_size=int(global_batch), seq_len=int(seq_len), dtype=dtype or "fp32")
     check_plan(model_spec, None, training, plan)
+    if compile and (reason := compile_unsupported(plan)):
+        raise ValueError(reason)
     load_corpus(corpus, min_tokens=int(seq_len) + 2)
 
     out_dir = Path(out).resolve()

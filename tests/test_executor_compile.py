@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from costmodel import ParallelPlan, TrainingSpec, load_model, save_plan
-from executor.compile import apply_compile, async_tp_applies, default_compile
+from executor.compile import apply_compile, async_tp_applies, compile_unsupported, default_compile
 from executor.engine import build_engine
 from executor.float8 import float8_unsupported
 from executor.launch import prepare_run
@@ -37,6 +37,16 @@ def test_compile_defaults_and_async_tp_rule():
     assert not async_tp_applies(sp, torch.device("cuda", 0), compiled=False)  # an inductor pass
     assert not async_tp_applies(ParallelPlan(tp=2), torch.device("cuda", 0), compiled=True)  # all-reduces
     assert not async_tp_applies(sp, torch.device("cpu"), compiled=True)  # symmetric memory: CUDA only
+
+
+def test_zero_bubble_plans_are_not_compiled(tmp_path):
+    """A compiled block's backward is one graph: zero-bubble's split backward would run it twice."""
+    zb = ParallelPlan(pp=2, schedule="zero-bubble")
+    assert compile_unsupported(zb).startswith("compile: the zero-bubble schedule")
+    assert not default_compile(torch.device("cuda", 0), zb) and default_compile(torch.device("cuda", 0), ParallelPlan(pp=2))
+    with pytest.raises(ValueError, match="^compile: the zero-bubble"):
+        prepare_run(zb, model="tiny-llama", steps=1, out=tmp_path / "r", compile=True)
+    assert "--no-compile" in prepare_run(zb, model="tiny-llama", steps=1, out=tmp_path / "r", compile=False).command
 
 
 def test_compiling_blocks_keeps_parameter_names():
