@@ -69,8 +69,9 @@ def apply_compile(part: nn.Module) -> int:
     """Compile each block of `part.layers` in place (fullgraph: a graph break is a bug to fix, not a
     silent slowdown). Returns the number of blocks compiled."""
     # Recompute replays a block's forward in the backward; compiled regions cannot replay Python side
-    # effects, and the blocks have none to replay (torchtitan sets the same flag).
-    torch._dynamo.config.skip_fwd_side_effects_in_bwd_under_checkpoint = True
+    # effects, and the blocks have none to replay (torchtitan sets the same flag, where torch has it).
+    if hasattr(torch._dynamo.config, "skip_fwd_side_effects_in_bwd_under_checkpoint"):
+        torch._dynamo.config.skip_fwd_side_effects_in_bwd_under_checkpoint = True
     blocks = list(part.layers.values())
     for block in blocks:
         block.compile(fullgraph=True)
