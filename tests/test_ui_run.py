@@ -70,10 +70,12 @@ def test_run_page_has_a_compile_toggle():
     at.run()
     at.switch_page("views/run.py").run()
     assert not at.exception, [e.value for e in at.exception]
+    from ui import runs
+
     toggle = at.toggle(key="run_compile")
-    assert toggle.value is False  # CPU runs stay eager unless asked
-    toggle.set_value(True).run()
-    assert not at.exception and at.toggle(key="run_compile").value is True
+    assert toggle.value is runs.compile_default()  # as `paraplan run`: compiled on a GPU machine, eager on CPUs
+    toggle.set_value(not toggle.value).run()
+    assert not at.exception and at.toggle(key="run_compile").value is not runs.compile_default()
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from ui import services
 from ui.charts import GIB
 from ui.jobs import paraplan_argv
 
-__all__ = ["LOCAL_MODELS", "default_procs", "run_argv", "check_run", "compare", "comparison_rows",
+__all__ = ["LOCAL_MODELS", "default_procs", "compile_default", "run_argv", "check_run", "compare", "comparison_rows",
            "comparison_table"]
 
 LOCAL_MODELS = ["tiny-llama", "tiny-gpt", "tiny-bert", "small-llama"]
@@ -24,6 +24,14 @@ LOCAL_MODELS = ["tiny-llama", "tiny-gpt", "tiny-bert", "small-llama"]
 def default_procs() -> int:
     """Processes for a local run: 2 on a small host, up to 4."""
     return max(1, min(4, os.cpu_count() or 1))
+
+
+def compile_default() -> bool:
+    """The Run page's compile toggle starts where `paraplan run` would: on with a CUDA device here, off
+    on CPUs (executor.compile.default_compile)."""
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def run_argv(plan_path: str | Path, *, model: str, steps: int, procs: int, global_batch: int,

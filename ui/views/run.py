@@ -54,7 +54,7 @@ model = c[0].selectbox("Model", runs.LOCAL_MODELS, key="run_model")
 steps = int(c[1].number_input("Steps", 1, 1000, 20, key="run_steps"))
 procs = int(c[2].number_input("Processes", 1, 64, runs.default_procs(), key="run_procs"))
 global_batch = int(c[3].number_input("Global batch", 1, 4096, 8, key="run_global_batch"))
-compile_blocks = st.toggle("Compile blocks (torch.compile)", value=False, key="run_compile",
+compile_blocks = st.toggle("Compile blocks (torch.compile)", value=runs.compile_default(), key="run_compile",
                            help="Compile each Transformer block with inductor (on by default on GPUs; on this "
                                 "machine's CPUs the first step then spends ~30 s compiling).")
 
