@@ -6,12 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .compute import attention_core_time_s, block_host_ops, block_host_s, gemm_time_s, memory_time_s
 from .context import Knobs, StepContext, any_set, vmax
+from .elementwise import elementwise_bytes
 from .memory import layer_activation_bytes
 
 __all__ = ["BlockCost", "EndCost", "block_costs", "end_costs", "collective_s", "p2p_time_s", "tp_forward_share",
-           "W_SHARE"]
+           "tp_overlap_hidden_s", "W_SHARE"]
 
 Num = Any
 
@@ -64,12 +67,17 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
                            + gemm_time_s(m, sh.h, sh.q_width // tp, r))
     core_f = blocks * attention_core_time_s(b, heads, s_loc, ctx.seq_len, sh.d, r, flash=ctx.flash, act_bytes=e)
     seq_shard = 1 + k.sp * (tp - 1)
-    ew_bytes = m * ((10 * e + 2) * sh.h * (blocks if cross else 1) / seq_shard
-                    + (3 if sh.gated else 2) * e * sh.f / tp)
-    ew_f = memory_time_s(ew_bytes, r, kernels=ctx.eff.elementwise_kernels_per_layer + 2 * cross)
+    eff = ctx.eff
+    ew_bytes, _ = elementwise_bytes(ctx.ew_classes, sh, m, tp=tp, seq_shard=seq_shard, act_bytes=e, cross=cross)
+    ew_f = memory_time_s(ew_bytes, r, kernels=eff.elementwise_kernels_per_layer + 2 * cross)
     core_bwd_factor = 2.5 if ctx.flash else 2.0
-    fwd = gemm_f + core_f + ew_f
-    bwd = 2 * (gemm_f + ew_f) + core_bwd_factor * core_f
+    params = (ctx.layer_params_dec if cross else ctx.layer_params_enc) / tp
+    # the stack's per-micro-batch weight traffic: casting master weights for the forward (autocast) and
+    # folding 16-bit weight gradients into fp32 .grad buffers in the backward
+    cast_f = memory_time_s(params * eff.weight_cast_bytes, r, kernels=0) if eff.weight_cast_bytes else 0.0
+    accumulate_b = memory_time_s(params * eff.grad_accumulate_bytes, r, kernels=0) if eff.grad_accumulate_bytes else 0.0
+    fwd = gemm_f + core_f + ew_f + cast_f
+    bwd = 2 * (gemm_f + ew_f) + core_bwd_factor * core_f + accumulate_b
     rc = k.recompute
     recompute = (rc == 2) * fwd + (rc == 1) * core_f
     # tensor parallelism: per all-reduce point an AR, or AG + RS under sequence parallelism
@@ -78,6 +86,8 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
         per_point = _tp_point(ctx, comm, k.sp, act_buf)
         points = 3 if cross else 2
         tp_s = per_point * points * (2 + (rc == 2))
+        if eff.tp_overlap_with_sp and any_set(k.sp):
+            tp_s = tp_s - k.sp * tp_overlap_hidden_s(tp_s, gemm_f * (3 + (rc == 2)), tp)
     else:
         tp_s = 0.0 * b
     if any_set(cp > 1):
@@ -87,15 +97,15 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
         cp_s = cp_s * (1 + (rc == 2))
     else:
         cp_s = 0.0 * b
-    host = ctx.eff.host_op_s
+    host = eff.host_op_s
     if host > 0:
         # Eager frameworks issue every op from the host; the GPU (compute + communication) never runs
         # ahead of it, so a block takes max(GPU time, ops * host_op_s); the slack counts as compute.
-        ops = block_host_ops(ctx.eff, cross=cross, flash=ctx.flash, tp=tp, sp=k.sp)
-        host_s = block_host_s(ctx.eff, ops, tp=tp, sp=k.sp, recompute=rc, tokens=m)   # measured host factors
-        hidden_comm = (tp_s + cp_s) * ctx.eff.host_hides_comm
+        ops = block_host_ops(eff, cross=cross, flash=ctx.flash, tp=tp, sp=k.sp)
+        host_s = block_host_s(eff, ops, tp=tp, sp=k.sp, recompute=rc, tokens=m)   # measured host factors
+        hidden_comm = (tp_s + cp_s) * eff.host_hides_comm
         gpu_s = fwd + bwd + recompute + hidden_comm
-        q = ctx.eff.host_overlap_exponent   # smooth max(gpu_s, host_s): the queue is not always full
+        q = eff.host_overlap_exponent   # smooth max(gpu_s, host_s): the queue is not always full
         slack = (gpu_s**q + host_s**q) ** (1.0 / q) - gpu_s
         fwd = fwd + slack / (3 + (rc == 2))
         bwd = bwd + slack * (2 / (3 + (rc == 2)))
@@ -104,8 +114,19 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
                                  act_bytes=e, cross=cross)
     act_full = layer_activation_bytes(sh, b, s_loc, tp=tp, sp=k.sp, recompute_code=0, flash=ctx.flash,
                                       act_bytes=e, cross=cross)
-    params = (ctx.layer_params_dec if cross else ctx.layer_params_enc) / tp
     return BlockCost(fwd, bwd, recompute, tp_s, cp_s, act, act_full, params)
+
+
+def tp_overlap_hidden_s(comm_s: Num, gemm_s: Num, tp: Num) -> Num:
+    """TP communication hidden behind the GEMMs by chunked overlap (Transformer Engine userbuffers with
+    sequence parallelism; Wang et al. 2023, "Overlap Communication with Dependent Computation via
+    Decomposition", ASPLOS): each all-gather / reduce-scatter is split into tp ring steps that run under
+    the GEMM's chunks, so the first of the tp chunks stays exposed and no more than the GEMM time hides:
+    hidden = min(C (tp-1)/tp, G)."""
+    hidden = comm_s * (tp - 1) / vmax(tp, 1)
+    if isinstance(hidden, np.ndarray) or isinstance(gemm_s, np.ndarray):
+        return np.minimum(hidden, gemm_s)
+    return min(hidden, gemm_s)
 
 
 def collective_s(ctx: StepContext, comm: Any, axis: str, op: str, nbytes: Num) -> Num:

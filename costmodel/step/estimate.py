@@ -35,6 +35,7 @@ from .costs import (
     step_costs,
 )
 from .simulate import cached_stage_times, prefetch, simulated_costs
+from .split import needs_split, with_balanced_split
 
 __all__ = ["estimate", "knobs_from_plan", "step_context", "comm_model", "MemoComm", "prefetch_simulations"]
 
@@ -129,12 +130,18 @@ def estimate(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, pla
     """Predict one optimizer step of `plan`: time breakdown (parts sum to `step_time_s`), memory of
     the most loaded GPU, per-rank memory, and with `timeline=True` the simulated pipeline events.
 
+    When pp * virtual_stages does not divide the layers and the plan gives no `layers_per_stage`, the
+    stages are balanced by their priced time (`costmodel.step.split`); the estimate's plan carries the
+    chosen split.
+
     Raises PlanError (a ValueError naming the field) for an invalid plan; a plan that does not fit
     still gets its estimate (`est.fits` is False; `costmodel.evaluate` turns it into a Rejection)."""
-    check_plan(model, cluster, training, plan)
+    check_plan(model, cluster, training, plan, auto_split=True)
     ctx = step_context(model, cluster, training, efficiency=efficiency, calibration=calibration)
     comm = comm_model(cluster, plan, topology=topology, calibration=calibration)
     k = knobs_from_plan(plan)
+    if needs_split(model, plan):
+        plan = with_balanced_split(ctx, k, comm, plan)
     if plan.layers_per_stage is None and not timeline:
         out = step_costs(ctx, k, comm, memo=getattr(comm, "unit_memo", None))
         stage_mem = _closed_form_stage_memory(ctx, k, comm, out)
