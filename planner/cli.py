@@ -46,12 +46,18 @@ def add_cluster_args(p: argparse.ArgumentParser) -> None:
                    help="cluster graph YAML/JSON (nodes and links); sizes the cluster to it")
     p.add_argument("--calibration", default=None, metavar="PROFILE.json",
                    help="a calibration profile (paraplan profile / calibrate) to use instead of defaults")
+    p.add_argument("--gpu-profile", default=None, metavar="NAME|FILE",
+                   help="a measured GPU profile (shipped name or `paraplan profile --device cuda` file); refused "
+                        "when measured on another GPU than the cluster's")
 
 
 def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--global-batch", type=int, default=None, help="sequences per step (default: 8 per GPU)")
     p.add_argument("--seq-len", type=int, default=None, help="sequence length (default: model's max)")
     p.add_argument("--dtype", default="bf16", choices=["fp32", "tf32", "bf16", "fp16", "fp8"])
+    p.add_argument("--stack", default="megatron", metavar="NAME",
+                   help="software stack that runs the plan (costmodel/data/stacks): megatron (default), deepspeed, "
+                        "fsdp, torch-compile, paraplan")
 
 
 def add_plan_args(p: argparse.ArgumentParser, *, defaults: bool) -> None:
@@ -77,7 +83,8 @@ def build_specs(args: argparse.Namespace) -> tuple[ModelSpec, ClusterSpec, Train
     args.calibration_profile = _calibration(args, procs=cluster.gpus_per_node)
     seq_len = args.seq_len or model.max_seq_len
     global_batch = args.global_batch or 8 * cluster.num_gpus
-    training = TrainingSpec(global_batch_size=global_batch, seq_len=seq_len, dtype=args.dtype)
+    training = TrainingSpec(global_batch_size=global_batch, seq_len=seq_len, dtype=args.dtype,
+                            stack=getattr(args, "stack", "megatron"))
     return model, cluster, training
 
 
@@ -102,6 +109,13 @@ def _calibration(args: argparse.Namespace, *, procs: int) -> Any:
     """The --calibration profile, loaded and validated, or None. A CPU profile describes `procs` worker
     processes per host: its measured host terms apply (`costmodel.calibration.host_terms.with_host_terms`)."""
     path = getattr(args, "calibration", None)
+    gpu_profile = getattr(args, "gpu_profile", None)
+    if gpu_profile is not None:
+        if path is not None:
+            raise ValueError("--gpu-profile: give either --gpu-profile or --calibration, not both")
+        from costmodel.calibration.gpu_profiles import load_gpu_profile
+
+        return load_gpu_profile(gpu_profile)
     if path is None:
         return None
     from costmodel.calibration.host_terms import with_host_terms

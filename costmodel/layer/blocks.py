@@ -8,13 +8,20 @@ from typing import Any
 
 import numpy as np
 
-from .compute import attention_core_time_s, block_host_ops, block_host_s, gemm_time_s, memory_time_s
+from .compute import (
+    attention_core_bwd_time_s,
+    attention_core_time_s,
+    block_host_ops,
+    block_host_s,
+    gemm_time_s,
+    memory_time_s,
+)
 from .context import Knobs, StepContext, any_set, vmax
-from .elementwise import elementwise_bytes
+from .elementwise import elementwise_bytes, profiled_elementwise_s
 from .memory import layer_activation_bytes
 
 __all__ = ["BlockCost", "EndCost", "block_costs", "end_costs", "collective_s", "p2p_time_s", "tp_forward_share",
-           "tp_overlap_hidden_s", "W_SHARE"]
+           "tp_overlap_hidden_s", "cross_entropy_bytes", "W_SHARE"]
 
 Num = Any
 
@@ -58,26 +65,40 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
     m = b * s_loc
     blocks = 2 if cross else 1
     heads = sh.a // tp
-    gemm_f = (gemm_time_s(m, (sh.q_width + 2 * sh.kv_width) // tp, sh.h, r)
-              + gemm_time_s(m, sh.h, sh.q_width // tp, r)
-              + gemm_time_s(m, sh.f * (2 if sh.gated else 1) // tp, sh.h, r)
-              + gemm_time_s(m, sh.h, sh.f // tp, r))
+    shapes = [(m, (sh.q_width + 2 * sh.kv_width) // tp, sh.h), (m, sh.h, sh.q_width // tp),
+              (m, sh.f * (2 if sh.gated else 1) // tp, sh.h), (m, sh.h, sh.f // tp)]
     if cross:
-        gemm_f = gemm_f + (gemm_time_s(m, sh.q_width // tp, sh.h, r) + gemm_time_s(m, 2 * sh.kv_width // tp, sh.h, r)
-                           + gemm_time_s(m, sh.h, sh.q_width // tp, r))
-    core_f = blocks * attention_core_time_s(b, heads, s_loc, ctx.seq_len, sh.d, r, flash=ctx.flash, act_bytes=e)
+        shapes += [(m, sh.q_width // tp, sh.h), (m, 2 * sh.kv_width // tp, sh.h), (m, sh.h, sh.q_width // tp)]
+    gemm_f = sum(gemm_time_s(mm, n, kk, r) for mm, n, kk in shapes)
+    cal = r.calibration
+    if cal is not None and cal.gemm:
+        # measured GEMMs: the backward's own shapes, input gradient (m x n)(n x k) and weight gradient
+        # (k x m)(m x n), each interpolated in the profile (a wide-m wgrad runs at its own rate)
+        gemm_b = sum(gemm_time_s(mm, kk, n, r) + gemm_time_s(kk, n, mm, r) for mm, n, kk in shapes)
+    else:
+        gemm_b = 2 * gemm_f   # the roofline efficiency is symmetric in (m, n, k): dgrad + wgrad = 2 fwd
+    core_f = blocks * attention_core_time_s(b, heads, s_loc, ctx.seq_len, sh.d, r, flash=ctx.flash, act_bytes=e,
+                                            causal=sh.causal)
+    core_bwd_factor = 2.5 if ctx.flash else 2.0
+    core_b = core_bwd_factor * core_f
+    if ctx.flash and cal is not None and any(pt.bwd_time_s for pt in cal.attention):
+        core_b = blocks * attention_core_bwd_time_s(b, heads, s_loc, ctx.seq_len, sh.d, r, causal=sh.causal)
     seq_shard = 1 + k.sp * (tp - 1)
     eff = ctx.eff
-    ew_bytes, _ = elementwise_bytes(ctx.ew_classes, sh, m, tp=tp, seq_shard=seq_shard, act_bytes=e, cross=cross)
-    ew_f = memory_time_s(ew_bytes, r, kernels=eff.elementwise_kernels_per_layer + 2 * cross)
-    core_bwd_factor = 2.5 if ctx.flash else 2.0
+    kernels = eff.elementwise_kernels_per_layer + 2 * cross
+    if cal is not None and cal.mem_ops:   # each memory-bound operator at its measured bandwidth
+        ew_f = profiled_elementwise_s(ctx.ew_classes, sh, m, cal, tp=tp, seq_shard=seq_shard, act_bytes=e, cross=cross,
+                                      default_bw=r.mem_bw_bytes_per_s) + kernels * eff.kernel_overhead_s
+    else:
+        ew_bytes, _ = elementwise_bytes(ctx.ew_classes, sh, m, tp=tp, seq_shard=seq_shard, act_bytes=e, cross=cross)
+        ew_f = memory_time_s(ew_bytes, r, kernels=kernels)
     params = (ctx.layer_params_dec if cross else ctx.layer_params_enc) / tp
     # the stack's per-micro-batch weight traffic: casting master weights for the forward (autocast) and
     # folding 16-bit weight gradients into fp32 .grad buffers in the backward
     cast_f = memory_time_s(params * eff.weight_cast_bytes, r, kernels=0) if eff.weight_cast_bytes else 0.0
     accumulate_b = memory_time_s(params * eff.grad_accumulate_bytes, r, kernels=0) if eff.grad_accumulate_bytes else 0.0
     fwd = gemm_f + core_f + ew_f + cast_f
-    bwd = 2 * (gemm_f + ew_f) + core_bwd_factor * core_f + accumulate_b
+    bwd = gemm_b + 2 * ew_f + core_b + accumulate_b
     rc = k.recompute
     recompute = (rc == 2) * fwd + (rc == 1) * core_f
     # tensor parallelism: per all-reduce point an AR, or AG + RS under sequence parallelism
@@ -178,8 +199,20 @@ def end_costs(ctx: StepContext, k: Knobs, comm: Any) -> tuple[EndCost, EndCost]:
                     ctx.vocab_params / tp + ctx.replicated_embed_params)
     head_gemm = gemm_time_s(m, sh.vocab // tp, sh.h, r)
     loss_bytes = 4 * m * sh.vocab / tp
+    loss_f = memory_time_s(3 * loss_bytes, r, kernels=3)
+    loss_b = memory_time_s(2 * loss_bytes, r, kernels=2)
+    cal = r.calibration
+    if cal is not None and cal.has_mem_op("cross_entropy"):   # the measured fp32 cross-entropy over the vocabulary
+        bw = cal.mem_op_bw_bytes_per_s("cross_entropy", cross_entropy_bytes(m, sh.vocab / tp))
+        loss_f, loss_b = 3 * loss_bytes / bw, 2 * loss_bytes / bw
     norms = ctx.head_extra_params - (0 if sh.tie else ctx.vocab_params)
     head_params = norms + (ctx.vocab_params / tp if (not sh.tie or k.pp > 1) else 0)
-    head = EndCost(vmax(head_gemm + memory_time_s(3 * loss_bytes, r, kernels=3), 8 * host),
-                   vmax(2 * head_gemm + memory_time_s(2 * loss_bytes, r, kernels=2), 16 * host), point, head_params)
+    head = EndCost(vmax(head_gemm + loss_f, 8 * host), vmax(2 * head_gemm + loss_b, 16 * host), point, head_params)
     return embed, head
+
+
+def cross_entropy_bytes(tokens: Num, vocab: Num) -> Num:
+    """Bytes a fused fp32 cross-entropy forward moves over `tokens` x `vocab` logits: read the logits,
+    write and read the fp32 log-probabilities, 3 x 4 bytes per logit (the profiler's `cross_entropy`
+    operator is measured with this count)."""
+    return 3 * 4 * tokens * vocab

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["EfficiencyModel", "DEFAULT_EFFICIENCY", "Rates", "gemm_time_s", "attention_core_time_s",
-           "memory_time_s", "gemm_efficiency", "block_host_ops", "block_host_s", "REFERENCE_MATMUL_EFFICIENCY",
+           "attention_core_bwd_time_s", "memory_time_s", "gemm_efficiency", "block_host_ops", "block_host_s", "REFERENCE_MATMUL_EFFICIENCY",
            "attention_peak_fraction", "DEFAULT_ATTENTION_FRACTION"]
 
 Num = Any
@@ -205,14 +205,18 @@ def gemm_time_s(m: Num, n: Num, k: Num, rates: Rates, *, count: Num = 1) -> Num:
 
 
 def attention_core_time_s(b: Num, heads: Num, s_q: Num, s_kv: Num, head_dim: int, rates: Rates, *,
-                          flash: bool, act_bytes: int = 2) -> Num:
+                          flash: bool, act_bytes: int = 2, causal: bool = False) -> Num:
     """Forward seconds of softmax(Q K^T) V for b sequences and `heads` local heads.
 
-    Flash: fused kernel at peak * attention_efficiency (or the calibrated rate). Otherwise two batched
+    Flash: fused kernel at peak * the kernel's share on this GPU * attention_efficiency (or the
+    calibrated rate, measured causal); a causal flash kernel skips the masked half of the score blocks
+    (Dao 2023, FlashAttention-2, sec. 3.1.1: FLOPs counted as half for causal). Otherwise two batched
     GEMMs plus a memory-bound scale-mask-softmax and dropout over the b*heads*s_q*s_kv scores (read and
-    write 16-bit scores twice, write a 1-byte mask)."""
+    write 16-bit scores twice, write a 1-byte mask), the full square computed whatever the mask."""
     flops = 4.0 * b * heads * s_q * s_kv * head_dim
     if flash:
+        if causal:
+            flops = flops / 2
         rate = (rates.peak_flops_per_s * rates.attention_fraction * rates.eff.attention_efficiency
                 * (s_kv / (s_kv + 4 * head_dim)))
         if rates.calibration is not None:
@@ -224,6 +228,21 @@ def attention_core_time_s(b: Num, heads: Num, s_q: Num, s_kv: Num, head_dim: int
     scores = b * heads * s_q * s_kv
     softmax = scores * (4 * act_bytes + 1) / rates.mem_bw_bytes_per_s + 2 * rates.eff.kernel_overhead_s
     return bmm + softmax
+
+
+def attention_core_bwd_time_s(b: Num, heads: Num, s_q: Num, s_kv: Num, head_dim: int, rates: Rates, *,
+                              causal: bool = False) -> Num:
+    """Backward seconds of a fused attention kernel from a profile's measured backward rate: 2.5x the
+    forward's FLOPs (halved when causal) at `CalibrationProfile.attention_bwd_flops_per_s`; where the
+    profile has no backward point, 2.5x the forward time."""
+    flops = 2.5 * 4.0 * b * heads * s_q * s_kv * head_dim / (2 if causal else 1)
+    measured = _measured(rates.calibration.attention_bwd_flops_per_s, (b, heads, s_kv, head_dim), rates.dtype)
+    fallback = 2.5 * attention_core_time_s(b, heads, s_q, s_kv, head_dim, rates, flash=True, causal=causal)
+    rate = _pick(measured, np.nan)
+    out = flops / rate + rates.eff.kernel_overhead_s
+    if isinstance(out, np.ndarray):
+        return np.where(np.isnan(out), fallback, out)
+    return fallback if out != out else out
 
 
 def memory_time_s(nbytes: Num, rates: Rates, *, kernels: Num = 1) -> Num:

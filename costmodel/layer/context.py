@@ -100,6 +100,9 @@ def build_context(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec
     classes = elementwise_classes(stack.kernels.elementwise or MEGATRON_ELEMENTWISE, shape)
     if stack.kernels.elementwise:
         efficiency = replace(efficiency, elementwise_kernels_per_layer=sum(c.kernels for c in classes))
+    measured_opt = calibration.optimizer_param_s(stack.kernels.optimizer) if getattr(calibration, "optimizer", ()) else None
+    if measured_opt:   # the profile's AdamW step of the stack's implementation (seconds per parameter)
+        efficiency = replace(efficiency, optimizer_param_s=measured_opt)
     efficiency = efficiency_with_constants(efficiency, calibration)  # fitted constants
     gpu = cluster.gpu
     peak = gpu.peak_flops(training.dtype)

@@ -45,6 +45,8 @@ class ElementwiseOp(Spec):
     token and width element, e.g. a 1-byte dropout mask, or the extra half of an fp32 element). The
     backward streams about twice the forward's bytes (input and weight paths)."""
 
+    kind: Literal["norm", "add", "activation", "rope", "cast", "copy"] = Field(
+        description="the profiled memory-bound operator that prices it (CalibrationProfile.mem_ops)")
     kernels: int = Field(ge=0)
     passes: float = Field(ge=0, description="activation-element reads + writes per token per width element")
     width: Literal["h", "f", "qk", "qkv", "q"]

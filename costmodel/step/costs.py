@@ -336,9 +336,9 @@ def optimizer_time_s(ctx: StepContext, k: Knobs, rank: Num, n_enc: Num, n_dec: N
     eff = ctx.eff
     if eff.optimizer_param_s:
         out = shard_params * eff.optimizer_param_s
-    else:
-        out = memory_time_s(shard_params * (2 * ctx.opt_bytes + ctx.grad_bytes + ctx.weight_bytes), ctx.rates,
-                            kernels=4)
+    else:   # the stack's AdamW traffic per parameter, or the fused kernel's (m, v, master, gradient, weight)
+        per_param = eff.optimizer_bytes_per_param or (2 * ctx.opt_bytes + ctx.grad_bytes + ctx.weight_bytes)
+        out = memory_time_s(shard_params * per_param, ctx.rates, kernels=4)
     if eff.host_optimizer_tensor_s or eff.host_optimizer_tp_tensor_s or eff.host_optimizer_sharded_tensor_s:
         embed_t, head_t = ctx.end_tensors
         tensors = (n_enc * ctx.layer_tensors[0] + n_dec * ctx.layer_tensors[1]
