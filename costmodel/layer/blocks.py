@@ -97,6 +97,12 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
     # folding 16-bit weight gradients into fp32 .grad buffers in the backward
     cast_f = memory_time_s(params * eff.weight_cast_bytes, r, kernels=0) if eff.weight_cast_bytes else 0.0
     accumulate_b = memory_time_s(params * eff.grad_accumulate_bytes, r, kernels=0) if eff.grad_accumulate_bytes else 0.0
+    if r.dtype == "fp8":
+        # per-tensor scaled fp8 GEMMs (NVIDIA Transformer Engine FP8 primer): each GEMM's input and weight
+        # are cast from 16 bits to fp8 (read 2 + write 1 byte per element) in the forward, each output
+        # gradient in the backward; the casts are memory-bound kernels of their own
+        cast_f = cast_f + memory_time_s(3 * (sum(mm * kk for mm, _, kk in shapes) + params), r, kernels=2 * len(shapes))
+        accumulate_b = accumulate_b + memory_time_s(3 * sum(mm * n for mm, n, _ in shapes), r, kernels=len(shapes))
     fwd = gemm_f + core_f + ew_f + cast_f
     bwd = gemm_b + 2 * ew_f + core_b + accumulate_b
     rc = k.recompute

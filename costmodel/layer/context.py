@@ -107,9 +107,14 @@ def build_context(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec
     gpu = cluster.gpu
     peak = gpu.peak_flops(training.dtype)
     kernel = stack.kernels.attention_kernel
+    fp8 = training.dtype == "fp8"
+    matmul = (gpu.fp8_matmul_efficiency if fp8 else None) or gpu.matmul_efficiency or REFERENCE_MATMUL_EFFICIENCY
+    # fp8 training (Transformer Engine, torchao float8) runs the Linear layers' GEMMs in fp8; attention
+    # stays in 16 bits, at the 16-bit peak
+    attention_peak = gpu.peak_flops("bf16") if fp8 else peak
     rates = Rates(peak, gpu.hbm_bw_bytes_per_s, efficiency, training.dtype, calibration,
-                  matmul_scale=(gpu.matmul_efficiency or REFERENCE_MATMUL_EFFICIENCY) / REFERENCE_MATMUL_EFFICIENCY,
-                  attention_fraction=attention_peak_fraction(gpu.attention_efficiency, kernel))
+                  matmul_scale=matmul / REFERENCE_MATMUL_EFFICIENCY,
+                  attention_fraction=attention_peak_fraction(gpu.attention_efficiency, kernel) * attention_peak / peak)
     embed = embedding_params(shape)
     return StepContext(
         shape=shape, seq_len=training.seq_len, global_batch=training.global_batch_size,

@@ -24,6 +24,8 @@ class GPUSpec(Spec):
         default=None, gt=0, le=1,
         description="maximum achievable 16-bit matmul FLOP/s / dense peak, as measured (MAMF); None = the "
                     "A100's 0.869, the GPU the cost model's GEMM constants were fitted on")
+    fp8_matmul_efficiency: float | None = Field(
+        default=None, gt=0, le=1, description="the same for fp8 (e4m3) matmuls; None = matmul_efficiency")
     attention_efficiency: dict[str, float] = Field(
         default_factory=dict,
         description="attention kernel (flash2, flash3, cudnn) -> share of dense peak its forward reaches at long "

@@ -22,7 +22,7 @@ from ._base import Spec
 __all__ = ["SourceRef", "ElementwiseOp", "KernelSpec", "Zero3Spec", "CommSpec", "StackMemorySpec", "StackSpec",
            "ATTENTION_KERNELS", "ELEMENTWISE_WIDTHS"]
 
-ATTENTION_KERNELS = ("flash2", "flash3", "cudnn", "unfused")
+ATTENTION_KERNELS = ("flash1", "flash2", "flash3", "cudnn", "unfused")
 """Attention implementations a stack can name; `GPUSpec.attention_efficiency` gives each one's share of peak."""
 
 ELEMENTWISE_WIDTHS = ("h", "f", "qk", "qkv", "q")
@@ -60,7 +60,7 @@ class KernelSpec(Spec):
 
     gemm_efficiency: float | None = Field(default=None, gt=0, le=1,
                                           description="share of the GPU's achievable matmul FLOP/s (GPUSpec.matmul_efficiency)")
-    attention_kernel: Literal["flash2", "flash3", "cudnn", "unfused"] = "flash2"
+    attention_kernel: Literal["flash1", "flash2", "flash3", "cudnn", "unfused"] = "flash2"
     attention_efficiency: float | None = Field(default=None, gt=0, le=1,
                                                description="share of the attention kernel's peak on the GPU")
     memory_efficiency: float | None = Field(default=None, gt=0, le=1, description="share of HBM bandwidth of memory-bound kernels")

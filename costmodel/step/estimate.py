@@ -61,7 +61,10 @@ def _remember(cache: dict, key: tuple, keep: tuple, make: Any) -> Any:
 
 def resolve_calibration(cluster: ClusterSpec, calibration: Any) -> Any:
     """The profile an estimate uses: the one given, else the shipped profile of the cluster's GPU
-    (`costmodel/data/gpu_profiles/<gpu>.json`, none yet), else None."""
+    (`costmodel/data/gpu_profiles/<gpu>.json`, none yet), else None. `False` asks for none at all (the
+    stack's analytical efficiencies even where a profile is shipped)."""
+    if calibration is False:
+        return None
     return calibration if calibration is not None else default_gpu_profile(cluster.gpu.name)
 
 
