@@ -26,7 +26,7 @@ bench-gpu: $(STAMP)
 	$(BIN)/python -m benchmarks gpu
 
 validate: $(STAMP)
-	$(BIN)/paraplan validate-published --out docs/VALIDATION.md
+	$(BIN)/paraplan validate-published --loso --out docs/VALIDATION.md --csv docs/validation_published.csv
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -195,6 +195,8 @@ def _add_validate_published(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None, help="folder holding megatron2021/ and vtrain/ (default: the copy shipped with paraplan)")
     p.add_argument("--out", default=None, metavar="VALIDATION.md", help="write the report section into this file")
     p.add_argument("--csv", default=None, metavar="FILE", help="write predicted vs published per row as CSV")
+    p.add_argument("--loso", action="store_true",
+                   help="also fit the constants leaving each source out and report that error (several minutes)")
     p.set_defaults(handler=_cmd_validate_published)
 
 
@@ -203,11 +205,18 @@ def _cmd_validate_published(args: argparse.Namespace) -> int:
 
     result = run_validation(args.data)
     print(summary_text(result))
+    loso = None
+    if args.loso:
+        from costmodel.calibration.published.loso import leave_one_source_out
+        from costmodel.calibration.published.validate import all_cases
+
+        loso = leave_one_source_out(all_cases(result.data_dir)[0], log=lambda m: print(m, file=sys.stderr, flush=True))
+        print(loso.table.to_string(index=False, float_format=lambda x: f"{x:.1%}"))
     if args.csv:
         from costmodel.step.report import write_text_atomic
         write_text_atomic(args.csv, result.rows.to_csv(index=False))
     if args.out:
-        update_validation_doc(args.out, result)
+        update_validation_doc(args.out, result, loso=loso)
         print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
