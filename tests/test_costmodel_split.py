@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from costmodel import ModelSpec, ParallelPlan, PlanError, TrainingSpec, check_plan, estimate, evaluate, get_cluster, load_model
+from costmodel import (
+    ModelSpec,
+    ParallelPlan,
+    PlanError,
+    TrainingSpec,
+    check_plan,
+    estimate,
+    evaluate,
+    get_cluster,
+    load_model,
+)
 from planner.cli import main
 
 BLOOM_LIKE = ModelSpec(name="bloom-like", num_layers=70, hidden_size=14336, num_heads=112, vocab_size=250880,
