@@ -381,7 +381,9 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="gpt3-125m", help="model whose layer GEMM shapes are measured")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--dtype", action="append", default=None, help="dtype(s) to measure (repeatable)")
-    p.add_argument("--nprocs", default="2", help="local processes for collectives, e.g. 2 or 2,4 (0 = skip)")
+    p.add_argument("--nprocs", default="auto",
+                   help="local processes for collectives, e.g. 2 or 2,4 (0 = skip; auto: 2 on CPU, every GPU when "
+                        "there are several, none on one GPU)")
     p.add_argument("--sizes", default="1KB-64MB",
                    help="collective buffer sizes: a range LO-HI (powers of 4) or a list 1KB,1MB (KB = 1024 B)")
     p.add_argument("--ops", default=None, help="collectives to time, comma-separated (default: all)")
@@ -399,14 +401,16 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     from costmodel.calibration.profile.options import parse_nprocs, parse_ops, parse_sizes
     from costmodel.calibration.profile_spec import save_profile
 
+    nprocs = None if args.nprocs == "auto" else parse_nprocs(args.nprocs)
     cfg = ProfileConfig(model=args.model, device=args.device, dtypes=tuple(args.dtype) if args.dtype else None,
-                        tokens=args.tokens, threads=args.threads, nprocs=parse_nprocs(args.nprocs), sizes_bytes=parse_sizes(args.sizes),
+                        tokens=args.tokens, threads=args.threads, nprocs=nprocs, sizes_bytes=parse_sizes(args.sizes),
                         ops=parse_ops(args.ops), repeats=args.repeats, seed=args.seed,
                         timeout_s=args.timeout, progress=args.progress)
     profile = run_profile(cfg)
     save_profile(profile, args.out)
     print(f"wrote {args.out}: {profile.device}, torch {profile.torch_version}, {len(profile.gemm)} GEMMs, "
-          f"{len(profile.attention)} attention, {len(profile.collectives)} collective points")
+          f"{len(profile.attention)} attention, {len(profile.mem_ops)} memory-bound operator, "
+          f"{len(profile.optimizer)} optimizer, {len(profile.collectives)} collective points")
     return 0
 
 

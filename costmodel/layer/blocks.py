@@ -114,7 +114,10 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
         points = 3 if cross else 2
         tp_s = per_point * points * (2 + (rc == 2))
         if eff.tp_overlap_with_sp and any_set(k.sp):
-            tp_s = tp_s - k.sp * tp_overlap_hidden_s(tp_s, gemm_f * (3 + (rc == 2)), tp)
+            # userbuffers exchange the chunks over NVLink peer memory: a TP group inside one server
+            # (the default placement puts TP innermost)
+            in_node = tp <= ctx.gpus_per_node
+            tp_s = tp_s - k.sp * in_node * tp_overlap_hidden_s(tp_s, gemm_f * (3 + (rc == 2)), tp)
     else:
         tp_s = 0.0 * b
     if any_set(cp > 1):
@@ -149,7 +152,7 @@ def tp_overlap_hidden_s(comm_s: Num, gemm_s: Num, tp: Num) -> Num:
     sequence parallelism; Wang et al. 2023, "Overlap Communication with Dependent Computation via
     Decomposition", ASPLOS): each all-gather / reduce-scatter is split into tp ring steps that run under
     the GEMM's chunks, so the first of the tp chunks stays exposed and no more than the GEMM time hides:
-    hidden = min(C (tp-1)/tp, G)."""
+    hidden = min(C (tp-1)/tp, G). Only inside a server: the chunks move through NVLink peer memory."""
     hidden = comm_s * (tp - 1) / vmax(tp, 1)
     if isinstance(hidden, np.ndarray) or isinstance(gemm_s, np.ndarray):
         return np.minimum(hidden, gemm_s)
