@@ -26,7 +26,7 @@ bench-gpu: $(STAMP)
 	$(BIN)/python -m benchmarks gpu
 
 validate: $(STAMP)
-	$(BIN)/paraplan validate-published --loso --out docs/VALIDATION.md --csv docs/validation_published.csv
+	$(BIN)/paraplan validate-published --loso --out docs/VALIDATION.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

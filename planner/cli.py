@@ -306,6 +306,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                **constraints_from_args(args))
     cols = [args.vary, "plan", "num_gpus", "step_time_s", "tokens_per_s", "mfu", "peak_gib", "message"]
     print(df[cols].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    print(f"times assume stack {training.stack}")
     if args.csv:
         write_csv_atomic(df, args.csv)
     return 0
