@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench validate lint clean
+.PHONY: run test bench bench-gpu validate lint clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -22,8 +22,11 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
+bench-gpu: $(STAMP)
+	$(BIN)/python -m benchmarks gpu
+
 validate: $(STAMP)
-	$(BIN)/paraplan validate-published --out docs/VALIDATION.md
+	$(BIN)/paraplan validate-published --loso --out docs/VALIDATION.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

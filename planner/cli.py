@@ -46,12 +46,18 @@ def add_cluster_args(p: argparse.ArgumentParser) -> None:
                    help="cluster graph YAML/JSON (nodes and links); sizes the cluster to it")
     p.add_argument("--calibration", default=None, metavar="PROFILE.json",
                    help="a calibration profile (paraplan profile / calibrate) to use instead of defaults")
+    p.add_argument("--gpu-profile", default=None, metavar="NAME|FILE",
+                   help="a measured GPU profile (shipped name or `paraplan profile --device cuda` file); refused "
+                        "when measured on another GPU than the cluster's")
 
 
 def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--global-batch", type=int, default=None, help="sequences per step (default: 8 per GPU)")
     p.add_argument("--seq-len", type=int, default=None, help="sequence length (default: model's max)")
     p.add_argument("--dtype", default="bf16", choices=["fp32", "tf32", "bf16", "fp16", "fp8"])
+    p.add_argument("--stack", default="megatron", metavar="NAME",
+                   help="software stack that runs the plan (costmodel/data/stacks): megatron (default), deepspeed, "
+                        "fsdp, torch-compile, paraplan")
 
 
 def add_plan_args(p: argparse.ArgumentParser, *, defaults: bool) -> None:
@@ -77,7 +83,8 @@ def build_specs(args: argparse.Namespace) -> tuple[ModelSpec, ClusterSpec, Train
     args.calibration_profile = _calibration(args, procs=cluster.gpus_per_node)
     seq_len = args.seq_len or model.max_seq_len
     global_batch = args.global_batch or 8 * cluster.num_gpus
-    training = TrainingSpec(global_batch_size=global_batch, seq_len=seq_len, dtype=args.dtype)
+    training = TrainingSpec(global_batch_size=global_batch, seq_len=seq_len, dtype=args.dtype,
+                            stack=getattr(args, "stack", "megatron"))
     return model, cluster, training
 
 
@@ -102,6 +109,13 @@ def _calibration(args: argparse.Namespace, *, procs: int) -> Any:
     """The --calibration profile, loaded and validated, or None. A CPU profile describes `procs` worker
     processes per host: its measured host terms apply (`costmodel.calibration.host_terms.with_host_terms`)."""
     path = getattr(args, "calibration", None)
+    gpu_profile = getattr(args, "gpu_profile", None)
+    if gpu_profile is not None:
+        if path is not None:
+            raise ValueError("--gpu-profile: give either --gpu-profile or --calibration, not both")
+        from costmodel.calibration.gpu_profiles import load_gpu_profile
+
+        return load_gpu_profile(gpu_profile)
     if path is None:
         return None
     from costmodel.calibration.host_terms import with_host_terms
@@ -181,6 +195,8 @@ def _add_validate_published(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None, help="folder holding megatron2021/ and vtrain/ (default: the copy shipped with paraplan)")
     p.add_argument("--out", default=None, metavar="VALIDATION.md", help="write the report section into this file")
     p.add_argument("--csv", default=None, metavar="FILE", help="write predicted vs published per row as CSV")
+    p.add_argument("--loso", action="store_true",
+                   help="also fit the constants leaving each source out and report that error (several minutes)")
     p.set_defaults(handler=_cmd_validate_published)
 
 
@@ -189,11 +205,18 @@ def _cmd_validate_published(args: argparse.Namespace) -> int:
 
     result = run_validation(args.data)
     print(summary_text(result))
+    loso = None
+    if args.loso:
+        from costmodel.calibration.published.loso import leave_one_source_out
+        from costmodel.calibration.published.validate import all_cases
+
+        loso = leave_one_source_out(all_cases(result.data_dir)[0], log=lambda m: print(m, file=sys.stderr, flush=True))
+        print(loso.table.to_string(index=False, float_format=lambda x: f"{x:.1%}"))
     if args.csv:
         from costmodel.step.report import write_text_atomic
         write_text_atomic(args.csv, result.rows.to_csv(index=False))
     if args.out:
-        update_validation_doc(args.out, result)
+        update_validation_doc(args.out, result, loso=loso)
         print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
@@ -283,6 +306,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                **constraints_from_args(args))
     cols = [args.vary, "plan", "num_gpus", "step_time_s", "tokens_per_s", "mfu", "peak_gib", "message"]
     print(df[cols].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    print(f"times assume stack {training.stack}")
     if args.csv:
         write_csv_atomic(df, args.csv)
     return 0
@@ -360,7 +384,9 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="gpt3-125m", help="model whose layer GEMM shapes are measured")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--dtype", action="append", default=None, help="dtype(s) to measure (repeatable)")
-    p.add_argument("--nprocs", default="2", help="local processes for collectives, e.g. 2 or 2,4 (0 = skip)")
+    p.add_argument("--nprocs", default="auto",
+                   help="local processes for collectives, e.g. 2 or 2,4 (0 = skip; auto: 2 on CPU, every GPU when "
+                        "there are several, none on one GPU)")
     p.add_argument("--sizes", default="1KB-64MB",
                    help="collective buffer sizes: a range LO-HI (powers of 4) or a list 1KB,1MB (KB = 1024 B)")
     p.add_argument("--ops", default=None, help="collectives to time, comma-separated (default: all)")
@@ -378,14 +404,16 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     from costmodel.calibration.profile.options import parse_nprocs, parse_ops, parse_sizes
     from costmodel.calibration.profile_spec import save_profile
 
+    nprocs = None if args.nprocs == "auto" else parse_nprocs(args.nprocs)
     cfg = ProfileConfig(model=args.model, device=args.device, dtypes=tuple(args.dtype) if args.dtype else None,
-                        tokens=args.tokens, threads=args.threads, nprocs=parse_nprocs(args.nprocs), sizes_bytes=parse_sizes(args.sizes),
+                        tokens=args.tokens, threads=args.threads, nprocs=nprocs, sizes_bytes=parse_sizes(args.sizes),
                         ops=parse_ops(args.ops), repeats=args.repeats, seed=args.seed,
                         timeout_s=args.timeout, progress=args.progress)
     profile = run_profile(cfg)
     save_profile(profile, args.out)
     print(f"wrote {args.out}: {profile.device}, torch {profile.torch_version}, {len(profile.gemm)} GEMMs, "
-          f"{len(profile.attention)} attention, {len(profile.collectives)} collective points")
+          f"{len(profile.attention)} attention, {len(profile.mem_ops)} memory-bound operator, "
+          f"{len(profile.optimizer)} optimizer, {len(profile.collectives)} collective points")
     return 0
 
 

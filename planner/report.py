@@ -84,6 +84,10 @@ def format_table(result: SearchResult, *, max_rejections: int = 6) -> str:
             "placement": df["placement"], "layers/stage": df["layers_per_stage"].map(_short_split),
         })
         lines.append(table.to_string(index=False))
+        best = result.plans[0].estimate
+        lines.append(f"times assume stack {best.stack}; kernels: "
+                     + (f"measured GPU profile ({best.gpu_profile})" if best.gpu_profile
+                        else "the stack's analytical efficiencies (no GPU profile)"))
     lines.append(result.summary())
     if result.rejections:
         top = result.rejections_frame().head(max_rejections)

@@ -56,7 +56,7 @@ def plan_row(estimate: StepEstimate) -> dict[str, Any]:
         "optimizer_s": t.optimizer_s,
         "parameters_bytes": m.parameters_bytes, "gradients_bytes": m.gradients_bytes,
         "optimizer_bytes": m.optimizer_bytes, "activations_bytes": m.activations_bytes,
-        "buffers_bytes": m.buffers_bytes,
+        "buffers_bytes": m.buffers_bytes, "stack": estimate.stack, "gpu_profile": estimate.gpu_profile or "",
     }
 
 
@@ -142,5 +142,5 @@ COLUMNS = [
     "tokens_per_s", "model_tflops_per_gpu", "hardware_tflops_per_gpu", "mfu", "hfu", "peak_bytes",
     "peak_gib", "capacity_bytes", "compute_s", "tp_comm_s", "cp_comm_s", "dp_comm_s", "pp_comm_s",
     "bubble_s", "optimizer_s", "parameters_bytes", "gradients_bytes", "optimizer_bytes",
-    "activations_bytes", "buffers_bytes",
+    "activations_bytes", "buffers_bytes", "stack", "gpu_profile",
 ]

@@ -24,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from costmodel.specs import ClusterSpec, ModelSpec, TrainingSpec
+from costmodel.step.estimate import resolve_calibration
 
 from .constraints import Constraints
 from .exact import ExactScorer
@@ -70,6 +71,7 @@ def search(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, to
     `message` with numbers."""
     t0 = time.perf_counter()
     _check_request(model, cluster, training, top_k)
+    calibration = resolve_calibration(cluster, calibration)   # a shipped profile of this GPU, if any
     cons = Constraints.from_kwargs(**constraints)
     space = build_space(model, cluster, training, cons)
     t_space = time.perf_counter()
@@ -186,6 +188,7 @@ def search_exhaustive(model: ModelSpec, cluster: ClusterSpec, training: Training
     """Reference search: every valid candidate through the exact cost model one by one (slow; for
     tests and small spaces). Returns the ranked plans `search` must return."""
     _check_request(model, cluster, training, top_k)
+    calibration = resolve_calibration(cluster, calibration)
     cons = Constraints.from_kwargs(**constraints)
     space = build_space(model, cluster, training, cons)
     scorer = ExactScorer(model, cluster, training, space, calibration=calibration, topology=topology,

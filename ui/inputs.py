@@ -16,6 +16,7 @@ from typing import Any
 import streamlit as st
 
 from costmodel import ClusterSpec, ModelSpec, get_cluster, list_clusters, list_gpus, list_models, load_model
+from costmodel.stacks import DEFAULT_STACK, list_stacks
 from ui.problem import (
     DEFAULTS,
     GBIT,
@@ -182,8 +183,12 @@ def _training_input(model: ModelSpec | None):
                default=DEFAULTS["global_batch_size"])
     seq = kept(c2.number_input, "Sequence length", min_value=1, key="seq_len", default=DEFAULTS["seq_len"])
     dtype = kept(st.selectbox, "Compute dtype", _DTYPES, key="dtype", default=DEFAULTS["dtype"])
+    stack = kept(st.selectbox, "Software stack", list_stacks(), key="stack", default=DEFAULT_STACK,
+                 help="what runs the plan: its kernels, overlap and sharding (costmodel/data/stacks); "
+                      "every time shown assumes it")
     try:
-        return training_from_inputs(global_batch_size=int(gbs), seq_len=int(seq), dtype=dtype, model=model)
+        return training_from_inputs(global_batch_size=int(gbs), seq_len=int(seq), dtype=dtype, model=model,
+                                    stack=stack)
     except ValueError as exc:
         st.error(f"Training: {exc}")
         return None
@@ -215,7 +220,7 @@ def _constraints_input() -> dict[str, Any]:
 
 _QUERY = {"model": ("model_preset", str), "cluster": ("cluster_preset", str), "nodes": ("nodes", int),
           "gpu": ("gpu", str), "global_batch": ("global_batch", int), "seq_len": ("seq_len", int),
-          "dtype": ("dtype", str)}
+          "dtype": ("dtype", str), "stack": ("stack", str)}
 """URL query parameters that preset inputs (e.g. `?model=gpt3-175b&cluster=dgx-a100&nodes=16`)."""
 
 
@@ -226,7 +231,7 @@ def _apply_query_params() -> None:
         return
     ss["_query_applied"] = True
     choices = {"model_preset": list_models(), "cluster_preset": list_clusters(), "gpu": [_ANY, *list_gpus()],
-               "dtype": _DTYPES}
+               "dtype": _DTYPES, "stack": list(list_stacks())}
     for name, (key, cast) in _QUERY.items():
         if name not in st.query_params:
             continue

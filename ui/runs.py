@@ -70,8 +70,9 @@ def compare(summary: dict[str, Any], *, calibration: Any = None) -> tuple[StepMe
 
     measured = StepMeasurement.model_validate(summary)
     cluster = cluster_for_device(measured.device, measured.world_size)
+    cpu = measured.device == "cpu"
     training = TrainingSpec(global_batch_size=measured.global_batch_size, seq_len=measured.seq_len,
-                            dtype="fp32" if measured.device == "cpu" else "bf16")
+                            dtype="fp32" if cpu else "bf16", stack="megatron" if cpu else "paraplan")
     calibration = with_host_terms(calibration, procs=measured.world_size)
     return measured, estimate(load_model(measured.model), cluster, training, measured.plan, calibration=calibration)
 

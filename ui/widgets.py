@@ -24,11 +24,11 @@ def human_count(value: float) -> str:
 
 
 def problem_caption(problem: Problem) -> str:
-    """One line: model, cluster, batch."""
+    """One line: model, cluster, batch, and the software stack every time on the page assumes."""
     c, t = problem.cluster, problem.training
     return (f"**{problem.model.name}** on **{c.num_nodes} x {c.gpus_per_node} {c.gpu.name}** "
             f"({c.name}, {c.num_gpus} GPUs) · global batch {t.global_batch_size} x {t.seq_len} tokens · "
-            f"{t.dtype}")
+            f"{t.dtype} · times assume stack **{t.stack}**")
 
 
 def ranked_or_stop(problem: Problem) -> SearchView:

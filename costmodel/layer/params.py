@@ -41,6 +41,8 @@ class ModelShape:
     relative_pos: bool
     max_seq: int
     encoder_decoder: bool
+    rope: bool = False  # rotary positions (element-wise rotations of Q and K in eager stacks)
+    causal: bool = False  # decoder-only: causal self-attention (a flash kernel skips the masked half)
 
     @property
     def q_width(self) -> int:
@@ -70,6 +72,7 @@ def model_shape(model: ModelSpec) -> ModelShape:
         norm_weights=2 if model.norm == "layernorm" else 1, tie=model.tie_embeddings,
         learned_pos=model.position == "learned", relative_pos=model.position == "relative",
         max_seq=model.max_seq_len, encoder_decoder=model.arch == "encoder-decoder",
+        rope=model.position == "rope", causal=model.arch == "decoder",
     )
     if len(_SHAPES) > 256:
         _SHAPES.clear()

@@ -87,6 +87,9 @@ class StepEstimate(Spec):
     stage_memory: tuple[MemoryBreakdown, ...] = Field(default=(), description="one per pipeline rank")
     capacity_bytes: float = Field(gt=0, description="HBM per GPU")
     timeline: tuple[TimelineEvent, ...] = ()
+    stack: str = Field(default="megatron", description="software stack the estimate assumes (TrainingSpec.stack)")
+    gpu_profile: str | None = Field(default=None, description="measured GPU profile used (provenance); None: the "
+                                                              "stack's analytical kernel efficiencies")
 
     @property
     def fits(self) -> bool:

@@ -20,7 +20,7 @@ from ..layer.memory import SCHEDULE_CODES
 from ..network.comm_grouped import GroupedComm
 from ..specs import ClusterSpec, ModelSpec, ParallelPlan, TrainingSpec
 from .costs import Knobs, step_costs
-from .estimate import comm_model, step_context
+from .estimate import comm_model, resolve_calibration, step_context
 
 __all__ = ["estimate_batch", "BATCH_COLUMNS", "plan_columns"]
 
@@ -114,6 +114,7 @@ def estimate_batch(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpe
     valid=False and NaN figures (use `plan_problems` on one plan to learn why)."""
     c = plan_columns(plans)
     n = c["dp"].size
+    calibration = resolve_calibration(cluster, calibration)
     ctx = step_context(model, cluster, training, efficiency=efficiency, calibration=calibration)
     valid = _valid(model, cluster, training, c)
     out = {name: np.empty(n) for name in BATCH_COLUMNS}

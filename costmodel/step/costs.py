@@ -30,6 +30,7 @@ from ..layer.compute import memory_time_s
 from ..layer.context import Knobs, StepContext, any_set, build_context, vmax
 from ..layer.memory import inflight_chunks, logits_bytes, model_state_bytes
 from ..pipeline.ranked import ranked_makespan_s
+from .dp_comm import dp_comm_s
 from .rows import PIPELINE_KNOBS, UNIT_KNOBS, at_rows, distinct_rows, take_knobs, take_units
 
 __all__ = ["StepContext", "Knobs", "BlockCost", "EndCost", "build_context", "block_costs", "end_costs",
@@ -303,24 +304,9 @@ def rank_state(ctx: StepContext, k: Knobs, comm: Any, rank: int, m: Num, n_enc: 
                     "buffers_bytes": buffers, "peak": peak})
     if not with_time:
         return out
-    # data-parallel gradient / parameter traffic of this rank
+    # data-parallel gradient / parameter traffic of this rank (costmodel.step.dp_comm)
     zero = k.zero
-    dp_s = 0.0 * k.mb
-    if any_set(dp > 1):   # per row: a one-rank dp axis costs 0, so every term below is 0 there
-        gbytes, wbytes = params * ctx.grad_bytes, params * ctx.weight_bytes
-        window = bwd if eff.overlap_grad_reduce else 0.0 * bwd
-        if any_set(zero == 0):
-            ar = collective_s(ctx, comm, "dp", "all_reduce", gbytes)
-            dp_s = dp_s + (zero == 0) * vmax(ar - window, 0.0)
-        if any_set(zero >= 1):
-            rs = collective_s(ctx, comm, "dp", "reduce_scatter", gbytes)
-            ag = collective_s(ctx, comm, "dp", "all_gather", wbytes)
-            dp_s = dp_s + ((zero == 1) | (zero == 2)) * (vmax(rs - window, 0.0) + ag)
-            if any_set(zero == 3):
-                z3_total = m * (2 * ag + rs)
-                z3_window = m * (fwd + bwd) if eff.overlap_grad_reduce else 0.0 * bwd
-                z3 = vmax(z3_total - z3_window, z3_total / (m * vmax(n_enc + n_dec, 1.0)))
-                dp_s = dp_s + (zero == 3) * z3
+    dp_s = dp_comm_s(ctx, k, comm, m, params, fwd, bwd, n_enc + n_dec)
     blocks = n_enc + n_dec
     if eff.host_ddp_block_s or eff.host_fsdp_block_s or eff.host_fsdp_reshard_block_s:
         # the wrapper's host cost per block (+1 unit: embedding / head), collectives' CPU included
@@ -350,9 +336,9 @@ def optimizer_time_s(ctx: StepContext, k: Knobs, rank: Num, n_enc: Num, n_dec: N
     eff = ctx.eff
     if eff.optimizer_param_s:
         out = shard_params * eff.optimizer_param_s
-    else:
-        out = memory_time_s(shard_params * (2 * ctx.opt_bytes + ctx.grad_bytes + ctx.weight_bytes), ctx.rates,
-                            kernels=4)
+    else:   # the stack's AdamW traffic per parameter, or the fused kernel's (m, v, master, gradient, weight)
+        per_param = eff.optimizer_bytes_per_param or (2 * ctx.opt_bytes + ctx.grad_bytes + ctx.weight_bytes)
+        out = memory_time_s(shard_params * per_param, ctx.rates, kernels=4)
     if eff.host_optimizer_tensor_s or eff.host_optimizer_tp_tensor_s or eff.host_optimizer_sharded_tensor_s:
         embed_t, head_t = ctx.end_tensors
         tensors = (n_enc * ctx.layer_tensors[0] + n_dec * ctx.layer_tensors[1]
