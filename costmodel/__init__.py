@@ -16,6 +16,7 @@ from .catalog import (
 )
 from .layer.compute import EfficiencyModel
 from .specs import (
+    MEMORY_SAFETY_MARGIN,
     ClusterSpec,
     GPUSpec,
     LinkSpec,
@@ -38,7 +39,7 @@ from .step.estimate import estimate
 from .step.feasibility import evaluate
 
 __all__ = [
-    "EfficiencyModel", "estimate", "estimate_batch", "evaluate",
+    "MEMORY_SAFETY_MARGIN", "EfficiencyModel", "estimate", "estimate_batch", "evaluate",
     "ClusterSpec", "GPUSpec", "LinkSpec", "MemoryBreakdown", "ModelSpec", "ParallelPlan", "PlanError",
     "Rejection", "StepEstimate", "StepMeasurement", "TimeBreakdown", "TimelineEvent", "TrainingSpec",
     "check_plan", "format_validation_error", "get_cluster", "get_gpu", "get_link", "list_clusters",

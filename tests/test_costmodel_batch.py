@@ -22,7 +22,8 @@ from costmodel.step.batch import BATCH_COLUMNS
 FIELDS = {"compute_s": "time", "tp_comm_s": "time", "cp_comm_s": "time", "dp_comm_s": "time",
           "pp_comm_s": "time", "bubble_s": "time", "optimizer_s": "time", "parameters_bytes": "memory",
           "gradients_bytes": "memory", "optimizer_bytes": "memory", "activations_bytes": "memory",
-          "buffers_bytes": "memory", "peak_bytes": "memory"}
+          "buffers_bytes": "memory", "temporaries_bytes": "memory", "allocated_bytes": "memory",
+          "reserved_bytes": "memory", "context_bytes": "memory", "peak_bytes": "memory"}
 
 
 def _frame():

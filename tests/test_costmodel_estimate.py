@@ -68,8 +68,11 @@ def test_invariants_over_a_grid():
         if plan.dp == 1:
             assert t.dp_comm_s == 0
         mem = est.memory
-        assert mem.peak_bytes == pytest.approx(mem.parameters_bytes + mem.gradients_bytes + mem.optimizer_bytes
-                                               + mem.activations_bytes + mem.buffers_bytes, rel=1e-12)
+        assert mem.allocated_bytes == pytest.approx(mem.parameters_bytes + mem.gradients_bytes + mem.optimizer_bytes
+                                                    + mem.activations_bytes + mem.buffers_bytes
+                                                    + mem.temporaries_bytes, rel=1e-12)
+        assert mem.allocated_bytes <= mem.reserved_bytes
+        assert mem.peak_bytes == pytest.approx(mem.reserved_bytes + mem.context_bytes, rel=1e-12)
 
 
 def test_more_bandwidth_or_flops_is_never_slower():

@@ -3,7 +3,7 @@ beyond a profile's curves to predict the executor on the machine `paraplan profi
 constant is a measurement of the profile (`CalibrationProfile.host`) or a documented property of the
 executor; nothing is fitted to validation runs.
 
-On a GPU host only `framework_bytes` = 0 (the executor measures tensor memory, not the CUDA context).
+On a GPU host none (memory is compared as allocated bytes; the CUDA context stays in the device peak).
 On a CPU host (one process per 'GPU', Gloo), with share = min(1, cores / (procs * worker_threads)) /
 inflation, the share of a core each worker gets (torchrun gives each of several workers 1 thread, a
 single worker all cores; `inflation` = how much more CPU a block costs while `procs` workers run at
@@ -48,7 +48,7 @@ def host_constants(profile: Any, *, procs: int, cores: int | None = None) -> dic
     if procs < 1:
         raise ValueError(f"procs={procs}: need at least 1")
     if profile.device.lower() != "cpu":
-        return {"framework_bytes": 0.0}
+        return {}
     cores = cores or os.cpu_count() or 1
     worker_threads = 1 if procs > 1 else cores
     host = getattr(profile, "host", None)

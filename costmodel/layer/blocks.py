@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from .activations import block_activation_bytes, precision_mode
 from .compute import (
     attention_core_bwd_time_s,
     attention_core_time_s,
@@ -16,9 +17,8 @@ from .compute import (
     gemm_time_s,
     memory_time_s,
 )
-from .context import Knobs, StepContext, any_set, vmax
+from .context import Knobs, StepContext, any_set, fsdp_wrapped, vmax
 from .elementwise import elementwise_bytes, profiled_elementwise_s
-from .memory import layer_activation_bytes
 
 __all__ = ["BlockCost", "EndCost", "block_costs", "end_costs", "collective_s", "p2p_time_s", "tp_forward_share",
            "tp_overlap_hidden_s", "cross_entropy_bytes", "W_SHARE"]
@@ -140,11 +140,22 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
         fwd = fwd + slack / (3 + (rc == 2))
         bwd = bwd + slack * (2 / (3 + (rc == 2)))
         recompute = recompute + slack * ((rc == 2) / (3 + (rc == 2)))
-    act = layer_activation_bytes(sh, b, s_loc, tp=tp, sp=k.sp, recompute_code=rc, flash=ctx.flash,
-                                 act_bytes=e, cross=cross)
-    act_full = layer_activation_bytes(sh, b, s_loc, tp=tp, sp=k.sp, recompute_code=0, flash=ctx.flash,
-                                      act_bytes=e, cross=cross)
+    act = _activation_bytes(ctx, k, b, s_loc, rc, cross=cross)
+    act_full = _activation_bytes(ctx, k, b, s_loc, 0, cross=cross)
     return BlockCost(fwd, bwd, recompute, tp_s, cp_s, act, act_full, params)
+
+
+def _activation_bytes(ctx: StepContext, k: Knobs, b: Num, s_loc: Num, rc: Num, *, cross: bool) -> Num:
+    """One block's stored activations as the stack keeps them (`costmodel.layer.activations`); plans the
+    executor wraps with FSDP2 may compute in another precision mode than the others."""
+    st, sh = ctx.stack, ctx.shape
+    kw = dict(tp=k.tp, sp=k.sp, recompute_code=rc, flash=ctx.flash, act_bytes=ctx.act_bytes, cross=cross)
+    plain = block_activation_bytes(st, precision_mode(st, ctx.dtype, fsdp=False), sh, b, s_loc, **kw)
+    if st is None or st.memory.fsdp_weights is None or not any_set(fsdp_wrapped(k)):
+        return plain
+    fsdp = fsdp_wrapped(k)
+    return fsdp * block_activation_bytes(st, precision_mode(st, ctx.dtype, fsdp=True), sh, b, s_loc, **kw) + (
+        1 - fsdp) * plain
 
 
 def tp_overlap_hidden_s(comm_s: Num, gemm_s: Num, tp: Num) -> Num:

@@ -13,6 +13,7 @@ All functions are numpy-broadcastable in their numeric arguments."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -92,8 +93,9 @@ class EfficiencyModel:
     """fixed host/sync time per pipeline send/recv on the critical path"""
     overlap_grad_reduce: bool = True
     """hide the DP gradient reduction behind the last micro-batch's backward (bucketed DDP, ZeRO)"""
-    framework_bytes: float = 1.0 * 2**30
-    """CUDA context, NCCL and allocator reserve per GPU"""
+    framework_bytes: float = math.nan
+    """device memory outside the caching allocator per GPU (CUDA context, NCCL buffers); NaN: the stack's
+    (`StackMemorySpec.cuda_context_bytes` + `nccl_bytes_per_group` per communicator); 0 from a CPU profile"""
     step_overhead_s: float = 0.0
     """fixed time per optimizer step (data loading, logging, launch of the step)"""
     # ---- what the software stack does (costmodel.stacks maps a StackSpec onto these; defaults: Megatron-LM)

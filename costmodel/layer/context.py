@@ -12,7 +12,7 @@ import numpy as np
 
 from ..calibration.constants import efficiency_with_constants
 from ..specs import ClusterSpec, ModelSpec, TrainingSpec
-from ..specs.stack import StackSpec
+from ..specs.stack import StackMemorySpec, StackSpec
 from ..stacks import get_stack, stack_efficiency
 from .compute import REFERENCE_MATMUL_EFFICIENCY, EfficiencyModel, Rates, attention_peak_fraction
 from .elementwise import MEGATRON_ELEMENTWISE, ElementwiseClass, elementwise_classes
@@ -27,7 +27,7 @@ from .params import (
     model_shape,
 )
 
-__all__ = ["StepContext", "Knobs", "build_context", "vmax", "any_set"]
+__all__ = ["StepContext", "Knobs", "build_context", "vmax", "any_set", "ddp_wrapped", "fsdp_wrapped"]
 
 Num = Any
 
@@ -65,7 +65,16 @@ class StepContext:
     nic_latency_s: float = 0.0
     gpus_per_node: int = 1
     sm_count: int | None = None
+    dtype: str = "bf16"               # training dtype
+    grad_dtype_bytes: int | None = None  # TrainingSpec.grad_dtype's bytes when given (else the stack decides)
+    optimizer: str = "adamw"
+    on_cpu: bool = False              # the cluster's "GPU" is this host's CPU (no CUDA context, no caching allocator)
     memo: dict = field(default_factory=dict, compare=False, repr=False)  # per-context cache (step FLOPs)
+
+    @cached_property
+    def memory(self) -> StackMemorySpec:
+        """The stack's memory section (Megatron's defaults without a stack)."""
+        return self.stack.memory if self.stack is not None else StackMemorySpec()
 
     @cached_property
     def eff(self) -> EfficiencyModel:
@@ -127,6 +136,8 @@ def build_context(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec
         head_extra_params=lm_head_params(shape), hbm_bytes=gpu.hbm_bytes, peak_flops_per_s=peak,
         stack=stack, ew_classes=classes, nic_bw_per_gpu_bytes_per_s=cluster.inter_node_bw_per_gpu_bytes_per_s,
         nic_latency_s=cluster.inter_node_link.latency_s, gpus_per_node=cluster.gpus_per_node, sm_count=gpu.sm_count,
+        dtype=training.dtype, grad_dtype_bytes=DTYPE_BYTES[training.grad_dtype] if training.grad_dtype else None,
+        optimizer=training.optimizer, on_cpu=gpu.name == "cpu",
     )
 
 
@@ -152,3 +163,15 @@ class Knobs:
 def any_set(flag: Num) -> bool:
     """Whether a 0/1 flag (number or array) is set anywhere: skip work no plan needs."""
     return bool(np.any(flag)) if isinstance(flag, np.ndarray) else bool(flag)
+
+
+def ddp_wrapped(k: Knobs) -> Num:
+    """1 where data parallelism is DDP-style (plain tensors, bucketed all-reduce; ZeroRedundancyOptimizer
+    for ZeRO-1): ZeRO-0/1 without TP and PP, as `executor.parallelize.dp_wrapper` applies it; 0 where it is
+    FSDP2-style (per-block sharding or replicate, DTensor parameters)."""
+    return (k.zero <= 1) * (k.tp == 1) * (k.pp == 1)
+
+
+def fsdp_wrapped(k: Knobs) -> Num:
+    """1 where paraplan's executor wraps the plan with FSDP2 (fully_shard or replicate): dp > 1, not DDP."""
+    return (k.dp > 1) * (1 - ddp_wrapped(k))

@@ -87,7 +87,7 @@ def inflight_chunks(schedule_code: Num, rank: Num, pp: Num, m: Num, v: Num) -> N
     """Model-chunk activations rank `rank` holds at its peak (in units of one micro-batch through one
     chunk of layers): GPipe m; 1F1B min(p-r, m); zero-bubble (ZB-H1) min(p, m); interleaved
     min((v-1)p+2(p-r-1)+1, m*v)."""
-    if not hasattr(schedule_code, "shape") and not hasattr(m, "shape") and not hasattr(v, "shape"):
+    if not any(hasattr(x, "shape") for x in (schedule_code, m, v, rank)):
         if schedule_code == 2:
             return min((v - 1) * pp + 2 * (pp - rank - 1) + 1, m * v)
         if schedule_code == 3:

@@ -5,6 +5,8 @@ from .hardware import ClusterSpec, Dtype, GPUSpec, LinkSpec
 from .model import Activation, Arch, ModelSpec
 from .plan import AXES, ParallelPlan, Recompute, Schedule, load_plan, save_plan
 from .results import (
+    MEMORY_SAFETY_MARGIN,
+    PEAK_MOMENTS,
     MemoryBreakdown,
     Rejection,
     StepEstimate,
@@ -15,7 +17,7 @@ from .results import (
 from .training import TrainingSpec
 
 __all__ = [
-    "AXES", "Activation", "Arch", "ClusterSpec", "Dtype", "GPUSpec", "LinkSpec", "MemoryBreakdown",
+    "AXES", "MEMORY_SAFETY_MARGIN", "PEAK_MOMENTS", "Activation", "Arch", "ClusterSpec", "Dtype", "GPUSpec", "LinkSpec", "MemoryBreakdown",
     "ModelSpec", "ParallelPlan", "Recompute", "Rejection", "Schedule", "Spec", "StepEstimate",
     "StepMeasurement", "TimeBreakdown", "TimelineEvent", "TrainingSpec", "format_validation_error",
     "load_plan", "save_plan",

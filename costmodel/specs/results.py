@@ -12,6 +12,8 @@ from ._base import Spec
 from .plan import ParallelPlan
 
 __all__ = [
+    "MEMORY_SAFETY_MARGIN",
+    "PEAK_MOMENTS",
     "TimeBreakdown",
     "MemoryBreakdown",
     "TimelineEvent",
@@ -39,15 +41,44 @@ class TimeBreakdown(Spec):
                 + self.bubble_s + self.optimizer_s)
 
 
-class MemoryBreakdown(Spec):
-    """Bytes on one GPU; `peak_bytes` is the high-water mark (states + activations + buffers)."""
+MEMORY_SAFETY_MARGIN = 0.05
+"""Share of a GPU's memory the planner keeps free: a plan fits when its predicted peak (reserved by the
+caching allocator + CUDA context and NCCL) is at most (1 - margin) x the GPU's memory. It covers the
+memory model's error where it was checked (docs/VALIDATION.md, "Memory": the executor's allocated peak
+within 5% and never more than 3% under, published runs within 10% mean), memory other processes hold
+on the GPU, and allocator behaviour the model does not capture (e.g. a caching-allocator retry)."""
 
-    parameters_bytes: float = Field(ge=0)
+PEAK_MOMENTS = ("forward", "backward", "optimizer")
+"""When a step's memory peaks: `forward` = the most micro-batches in flight as the loss's backward starts,
+`backward` = the end of the last backward (every gradient), `optimizer` = the optimizer step."""
+
+
+class MemoryBreakdown(Spec):
+    """Bytes on one GPU at its peak moment. The parts sum to `allocated_bytes` (torch.cuda.max_memory_allocated);
+    `reserved_bytes` is what the caching allocator holds then (max_memory_reserved); `peak_bytes` adds the CUDA
+    context and NCCL buffers outside the allocator: what the GPU must hold (compared with its capacity)."""
+
+    parameters_bytes: float = Field(ge=0, description="model weights and the 16-bit copies the step computes with")
     gradients_bytes: float = Field(ge=0)
     optimizer_bytes: float = Field(ge=0, description="optimizer states incl. fp32 master weights")
     activations_bytes: float = Field(ge=0, description="stored activations of in-flight micro-batches")
-    buffers_bytes: float = Field(default=0.0, ge=0, description="communication buffers, logits, workspace")
-    peak_bytes: float = Field(ge=0)
+    buffers_bytes: float = Field(default=0.0, ge=0, description="communication buffers (pipeline, SP, FSDP, buckets)")
+    temporaries_bytes: float = Field(default=0.0, ge=0, description="transients of the peak moment: the loss's "
+                                                                    "buffers, optimizer or gradient temporaries")
+    allocated_bytes: float = Field(default=0.0, ge=0, description="tensor bytes at the peak (the parts' sum)")
+    reserved_bytes: float = Field(default=0.0, ge=0, description="the caching allocator's reservation at the peak")
+    context_bytes: float = Field(default=0.0, ge=0, description="CUDA context and NCCL buffers (outside the allocator)")
+    peak_bytes: float = Field(ge=0, description="reserved + context: the GPU's high-water mark")
+    stage: int = Field(default=0, ge=0, description="pipeline rank")
+    moment: Literal["forward", "backward", "optimizer"] = "forward"
+    inflight_micro_batches: float = Field(default=1.0, ge=0, description="micro-batches in flight at the forward moment")
+
+    def describe(self) -> str:
+        """Where the peak is, e.g. 'stage 3, forward (4 micro-batches in flight)'."""
+        what = {"forward": f"forward ({self.inflight_micro_batches:g} micro-batch"
+                           f"{'es' if self.inflight_micro_batches != 1 else ''} in flight, loss starting)",
+                "backward": "end of backward (all gradients)", "optimizer": "optimizer step"}[self.moment]
+        return f"stage {self.stage}, {what}"
 
 
 class TimelineEvent(Spec):
@@ -86,14 +117,21 @@ class StepEstimate(Spec):
     memory: MemoryBreakdown = Field(description="the most loaded GPU (stage)")
     stage_memory: tuple[MemoryBreakdown, ...] = Field(default=(), description="one per pipeline rank")
     capacity_bytes: float = Field(gt=0, description="HBM per GPU")
+    memory_margin: float = Field(default=MEMORY_SAFETY_MARGIN, ge=0, lt=1,
+                                 description="share of capacity_bytes kept free (MEMORY_SAFETY_MARGIN)")
     timeline: tuple[TimelineEvent, ...] = ()
     stack: str = Field(default="megatron", description="software stack the estimate assumes (TrainingSpec.stack)")
     gpu_profile: str | None = Field(default=None, description="measured GPU profile used (provenance); None: the "
                                                               "stack's analytical kernel efficiencies")
 
     @property
+    def usable_bytes(self) -> float:
+        """What a plan may use: capacity x (1 - memory_margin)."""
+        return self.capacity_bytes * (1 - self.memory_margin)
+
+    @property
     def fits(self) -> bool:
-        return self.memory.peak_bytes <= self.capacity_bytes
+        return self.memory.peak_bytes <= self.usable_bytes
 
     def chrome_trace(self) -> dict[str, Any]:
         """The timeline as a Chrome/Perfetto trace (one thread per pipeline rank, times in µs)."""

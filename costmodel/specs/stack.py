@@ -7,9 +7,12 @@ overlaps with compute, and how it shards (ZeRO-3 re-gathers, reduce-scatter cade
 `TrainingSpec.stack` names one, and every estimate says which one it assumed.
 
 Where a stack leaves a value unset (None), the cost model's documented default (`EfficiencyModel`)
-applies. The `memory` section is where the allocator-level memory model (gradient dtype kept, fp32
-gradient accumulation buffers, optimizer temporaries, communication buckets, allocator reserve) adds
-its fields; it only holds what the time model already uses today."""
+applies. The `memory` section says how the stack allocates (`costmodel.layer.states`,
+`costmodel.layer.activations`, `costmodel.layer.overheads`, assembled per rank by
+`costmodel.step.memory`): which copies of the weights it keeps and in which dtype, how it accumulates
+gradients, which tensors autograd keeps per block under each precision and recomputation mode, the loss's
+buffers, its optimizer's temporaries, its communication buffers, the CUDA context and NCCL, and the caching
+allocator's reserve."""
 
 from __future__ import annotations
 
@@ -19,8 +22,8 @@ from pydantic import Field, model_validator
 
 from ._base import Spec
 
-__all__ = ["SourceRef", "ElementwiseOp", "KernelSpec", "Zero3Spec", "CommSpec", "StackMemorySpec", "StackSpec",
-           "ATTENTION_KERNELS", "ELEMENTWISE_WIDTHS"]
+__all__ = ["SourceRef", "ElementwiseOp", "KernelSpec", "Zero3Spec", "CommSpec", "SavedTensor", "ActivationTable",
+           "StackMemorySpec", "StackSpec", "ATTENTION_KERNELS", "ELEMENTWISE_WIDTHS", "PRECISION_MODES"]
 
 ATTENTION_KERNELS = ("flash1", "flash2", "flash3", "cudnn", "unfused")
 """Attention implementations a stack can name; `GPUSpec.attention_efficiency` gives each one's share of peak."""
@@ -105,10 +108,84 @@ class CommSpec(Spec):
     zero3: Zero3Spec = Field(default_factory=Zero3Spec)
 
 
-class StackMemorySpec(Spec):
-    """Memory the stack allocates beyond model states and activations (the memory model adds fields)."""
+PRECISION_MODES = ("autocast", "half", "fp32")
+"""How a block computes: `autocast` (fp32 parameters and residual stream, torch.autocast casting each matmul's
+inputs to 16 bits), `half` (16-bit parameters and activations: Megatron's Float16Module, DeepSpeed's bf16/fp16
+engine, FSDP's MixedPrecisionPolicy), `fp32` (no mixed precision: CPU runs)."""
 
-    framework_bytes: float | None = Field(default=None, ge=0, description="CUDA context, NCCL and allocator reserve per GPU")
+
+class SavedTensor(Spec):
+    """Tensors autograd keeps for the backward pass, per token: `bytes` per element of `width` (the hidden
+    size h, the query width q = heads x head_dim, the key/value width kv, the MLP's f, or one value per
+    attention head). h-wide tensors sit in the sequence-parallel region (replicated over TP unless sequence
+    parallel); the others are split over TP."""
+
+    width: Literal["h", "q", "kv", "f", "heads"]
+    bytes: float = Field(ge=0, description="bytes per token per width element")
+    gated_bytes: float | None = Field(default=None, ge=0, description="for gated MLPs (SwiGLU / GeGLU)")
+    rmsnorm_bytes: float | None = Field(default=None, ge=0, description="for RMSNorm models")
+
+
+class ActivationTable(Spec):
+    """What one block keeps per token under each recomputation mode, and what the last stage keeps for
+    its final norm and head (the loss's buffers are `StackMemorySpec.loss_bytes_per_logit`)."""
+
+    none: dict[str, SavedTensor]
+    selective: dict[str, SavedTensor]
+    full: dict[str, SavedTensor]
+    head: dict[str, SavedTensor] = Field(default_factory=dict)
+
+
+class StackMemorySpec(Spec):
+    """How the stack allocates memory on a GPU (defaults: Megatron-LM's bf16 training)."""
+
+    weights: Literal["autocast", "fsdp_mixed_precision", "half_params"] = Field(
+        default="half_params",
+        description="'half_params': 16-bit model weights, fp32 master copy in the optimizer (Megatron, DeepSpeed); "
+                    "'autocast': fp32 parameters are the master weights, autocast casts each matmul's weight "
+                    "to 16 bits; 'fsdp_mixed_precision': fp32 sharded parameters, 16-bit unsharded copies of "
+                    "the units in flight (FSDP MixedPrecisionPolicy)")
+    fsdp_weights: Literal["autocast", "fsdp_mixed_precision", "half_params"] | None = Field(
+        default=None, description="weights of plans the stack wraps with FSDP2 (per-block sharding or replicate), "
+                                  "when they differ from `weights`")
+    autocast_weight_cache: bool = Field(
+        default=False, description="autocast's 16-bit weight copies live through the backward (it runs inside "
+                                   "the autocast context, whose cast cache holds them)")
+    fp32_grad_accumulation: Literal["always", "bf16", "never"] = Field(
+        default="bf16", description="gradients kept and accumulated in fp32 (Megatron forces it for bf16)")
+    grad_buffer: Literal["persistent", "per_step"] = Field(
+        default="persistent", description="'persistent': contiguous gradient buffers allocated once (Megatron, "
+                                          "DeepSpeed, DDP buckets); 'per_step': .grad created by the first "
+                                          "backward of a step and freed after the optimizer (set_to_none)")
+    activations: dict[Literal["autocast", "half", "fp32"], ActivationTable] = Field(
+        default_factory=dict, description="saved tensors per precision mode; a mode without a table uses "
+                                          "Korthikanti et al. 2022's Table 2 (Megatron's kernels)")
+    loss_bytes_per_logit: float = Field(
+        default=6.0, ge=0, description="bytes per logit at the loss's peak on the last stage (16-bit training)")
+    loss_bytes_per_logit_fp32: float | None = Field(default=None, ge=0, description="... in fp32 training")
+    loss_hole_bytes_per_logit: float = Field(
+        default=0.0, ge=0, description="bytes per logit freed just before the loss's larger fp32 buffers are "
+                                       "allocated, which the caching allocator cannot reuse for them (reserved, "
+                                       "not allocated)")
+    logits_gathered_with_pp: bool = Field(
+        default=False, description="with tp > 1 and pp > 1 the logits are gathered (full vocabulary per rank) "
+                                   "instead of a vocabulary-parallel loss")
+    foreach_group: Literal["all", "largest_param"] = Field(
+        default="all", description="what one multi-tensor (foreach) AdamW step covers: its sqrt(v) temporary is "
+                                   "4 bytes per parameter of it")
+    cpu_optimizer: Literal["fused", "foreach"] | None = Field(
+        default=None, description="the AdamW implementation on a CPU host, when it differs from kernels.optimizer")
+    fsdp_prefetch_units: int = Field(default=1, ge=0, description="FSDP units gathered ahead of the one computing")
+    bucket_bytes: float = Field(default=0.0, ge=0, description="ZeRO-1/2 gradient reduce / parameter all-gather "
+                                                              "buckets per GPU (DeepSpeed reduce_bucket_size)")
+    cuda_context_bytes: float = Field(default=1.0 * 2**30, ge=0, description="CUDA context and kernels per GPU "
+                                                                          "(outside the caching allocator)")
+    nccl_bytes_per_group: float = Field(default=256 * 2**20, ge=0, description="NCCL buffers per communicator the "
+                                                                              "GPU uses (outside the allocator)")
+    allocator_reserve_fraction: float = Field(
+        default=0.02, ge=0, description="caching allocator's reserved-but-unallocated share at the peak (block "
+                                        "rounding, split segments)")
+    framework_bytes: float | None = Field(default=None, ge=0, description="overrides CUDA context + NCCL per GPU")
 
 
 class StackSpec(Spec):

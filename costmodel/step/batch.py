@@ -18,7 +18,7 @@ from ..layer.compute import DEFAULT_EFFICIENCY, EfficiencyModel
 from ..layer.flops import RECOMPUTE_CODES, step_flops
 from ..layer.memory import SCHEDULE_CODES
 from ..network.comm_grouped import GroupedComm
-from ..specs import ClusterSpec, ModelSpec, ParallelPlan, TrainingSpec
+from ..specs import MEMORY_SAFETY_MARGIN, ClusterSpec, ModelSpec, ParallelPlan, TrainingSpec
 from .costs import Knobs, step_costs
 from .estimate import comm_model, resolve_calibration, step_context
 
@@ -28,8 +28,11 @@ BATCH_COLUMNS = (
     "step_time_s", "tokens_per_s", "mfu", "hfu", "model_tflops_per_gpu", "hardware_tflops_per_gpu",
     "compute_s", "tp_comm_s", "cp_comm_s", "dp_comm_s", "pp_comm_s", "bubble_s", "optimizer_s",
     "parameters_bytes", "gradients_bytes", "optimizer_bytes", "activations_bytes", "buffers_bytes",
-    "peak_bytes", "num_micro_batches", "fits", "valid",
+    "temporaries_bytes", "allocated_bytes", "reserved_bytes", "context_bytes", "peak_bytes", "num_micro_batches",
+    "fits", "valid",
 )
+_FROM_STEP = BATCH_COLUMNS[6:BATCH_COLUMNS.index("fits")]
+"""The columns `step_costs` returns directly."""
 _ALIASES = {"micro_batch_size": ("micro_batch_size", "mb", "micro_batch"),
             "virtual_stages": ("virtual_stages", "v"), "zero_stage": ("zero_stage", "zero"),
             "sequence_parallel": ("sequence_parallel", "sp")}
@@ -105,13 +108,15 @@ def _valid(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, c: di
 
 def estimate_batch(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, plans: Any, *,
                    calibration: Any = None, topology: Any = None,
-                   efficiency: EfficiencyModel = DEFAULT_EFFICIENCY) -> dict[str, np.ndarray]:
+                   efficiency: EfficiencyModel = DEFAULT_EFFICIENCY,
+                   memory_margin: float = MEMORY_SAFETY_MARGIN) -> dict[str, np.ndarray]:
     """Estimate many plans at once; returns one array per name in BATCH_COLUMNS, row i for plan i.
 
     `plans`: DataFrame or dict of arrays with columns dp, tp, pp and optionally cp, micro_batch_size
     (or mb), virtual_stages, schedule (name or code), zero_stage, recompute (name or code),
     sequence_parallel; missing columns take ParallelPlan's defaults. Rows that break a plan rule get
-    valid=False and NaN figures (use `plan_problems` on one plan to learn why)."""
+    valid=False and NaN figures (use `plan_problems` on one plan to learn why). `fits`: the peak is at most
+    the GPU's memory less `memory_margin` (`StepEstimate.fits`)."""
     c = plan_columns(plans)
     n = c["dp"].size
     calibration = resolve_calibration(cluster, calibration)
@@ -137,7 +142,7 @@ def estimate_batch(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpe
                       v=c["virtual_stages"][rows], schedule=c["schedule"][rows], zero=c["zero_stage"][rows],
                       recompute=c["recompute"][rows], sp=c["sequence_parallel"][rows])
             res = step_costs(ctx, k, GroupedComm(comms, inverse.ravel()))
-            for name in BATCH_COLUMNS[6:20]:
+            for name in _FROM_STEP:
                 out[name][rows] = res[name]
             out["step_time_s"][rows] = res["step_time_s"]
         rc = np.clip(c["recompute"], 0, 2)
@@ -155,6 +160,6 @@ def estimate_batch(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpe
     if invalid.any():
         for name in BATCH_COLUMNS:
             out[name][invalid] = np.nan
-    out["fits"] = valid & (np.nan_to_num(out["peak_bytes"], nan=np.inf) <= ctx.hbm_bytes)
+    out["fits"] = valid & (np.nan_to_num(out["peak_bytes"], nan=np.inf) <= ctx.hbm_bytes * (1 - memory_margin))
     out["valid"] = valid
     return out

@@ -27,10 +27,10 @@ from ..layer.blocks import (
     tp_forward_share,
 )
 from ..layer.compute import memory_time_s
-from ..layer.context import Knobs, StepContext, any_set, build_context, vmax
-from ..layer.memory import inflight_chunks, logits_bytes, model_state_bytes
+from ..layer.context import Knobs, StepContext, any_set, build_context, ddp_wrapped, vmax
 from ..pipeline.ranked import ranked_makespan_s
 from .dp_comm import dp_comm_s
+from .memory import PARTS, rank_memory
 from .rows import PIPELINE_KNOBS, UNIT_KNOBS, at_rows, distinct_rows, take_knobs, take_units
 
 __all__ = ["StepContext", "Knobs", "BlockCost", "EndCost", "build_context", "block_costs", "end_costs",
@@ -119,9 +119,9 @@ def assemble_step(ctx: StepContext, k: Knobs, comm: Any, m: Num, units: tuple, e
     cp_grad = (collective_s(ctx, comm, "cp", "all_reduce", vmax(r0["params"], rl["params"]) * ctx.grad_bytes)
                if any_set(cp > 1) else 0.0)
     mem_last = rl["peak"] > r0["peak"]
-    parts = ("params_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes", "buffers_bytes")
+    keys = (*PARTS, "allocated", "reserved", "context", "moment", "inflight")
     if isinstance(mem_last, np.ndarray):
-        mem = {key: np.where(mem_last, rl[key], r0[key]) for key in (*parts, "peak") if memory_breakdown or key == "peak"}
+        mem = {key: np.where(mem_last, rl[key], r0[key]) for key in (*keys, "peak") if memory_breakdown or key == "peak"}
     else:
         mem = rl if mem_last else r0
     out = {
@@ -138,7 +138,11 @@ def assemble_step(ctx: StepContext, k: Knobs, comm: Any, m: Num, units: tuple, e
     if memory_breakdown:
         out.update(parameters_bytes=mem["params_bytes"], gradients_bytes=mem["grads_bytes"],
                    optimizer_bytes=mem["optimizer_bytes"], activations_bytes=mem["activations_bytes"],
-                   buffers_bytes=mem["buffers_bytes"])
+                   buffers_bytes=mem["buffers_bytes"], temporaries_bytes=mem["temporaries_bytes"],
+                   allocated_bytes=mem["allocated"], reserved_bytes=mem["reserved"], context_bytes=mem["context"],
+                   peak_moment=mem["moment"], inflight_micro_batches=mem["inflight"],
+                   peak_stage=np.where(mem_last, k.pp - 1, 0) if isinstance(mem_last, np.ndarray)
+                   else (k.pp - 1 if mem_last else 0))
     out["step_time_s"] = (out["compute_s"] + out["tp_comm_s"] + out["cp_comm_s"] + out["dp_comm_s"]
                           + out["pp_comm_s"] + out["bubble_s"] + out["optimizer_s"])
     out["_ranks"] = ranks
@@ -277,31 +281,14 @@ def _expand_pipeline(sub: tuple, inverse: np.ndarray) -> tuple:
 def rank_state(ctx: StepContext, k: Knobs, comm: Any, rank: int, m: Num, n_enc: Num, n_dec: Num,
                enc: BlockCost, dec: BlockCost, fwd: Num, bwd: Num, params: Num,
                stored_act_bytes: Num = None, *, with_time: bool = True, with_memory: bool = True) -> dict[str, Num]:
-    """Memory of pipeline rank `rank` (with_memory) and (with_time) its exposed data-parallel
-    communication and optimizer time. `stored_act_bytes` overrides the closed-form in-flight
-    activations (e.g. the simulator's peak)."""
-    sh, eff, e = ctx.shape, ctx.eff, ctx.act_bytes
-    dp, tp, pp, cp = k.dp, k.tp, k.pp, k.cp
-    shards = dp * cp
+    """Memory of pipeline rank `rank` (with_memory: `costmodel.step.memory.rank_memory`) and (with_time)
+    its exposed data-parallel communication and optimizer time. `stored_act_bytes` overrides the
+    closed-form in-flight activations (e.g. the simulator's peak)."""
+    eff = ctx.eff
+    dp, shards = k.dp, k.dp * k.cp
     out = {"params": params}
     if with_memory:
-        w, g, o = model_state_bytes(params, zero_stage=k.zero, shards=shards, weight_bytes=ctx.weight_bytes,
-                                    grad_bytes=ctx.grad_bytes, optimizer_bytes=ctx.opt_bytes)
-        if stored_act_bytes is None:
-            chunks = inflight_chunks(k.schedule, rank, pp, m, k.v)
-            stored_act_bytes = chunks * (n_enc * enc.act_bytes + n_dec * dec.act_bytes) / k.v
-        working = (k.recompute == 2) * (dec.act_full_bytes if sh.n_dec else enc.act_full_bytes)
-        acts = stored_act_bytes + working
-        tokens = k.mb * (ctx.seq_len // cp)
-        last = rank == pp - 1
-        buffers = (last * logits_bytes(sh, k.mb, ctx.seq_len // cp, tp=tp)
-                   + (pp > 1) * 2 * e * tokens * sh.h / tp
-                   + k.sp * e * tokens * sh.h
-                   + (k.zero == 3) * 2 * enc.params * ctx.weight_bytes
-                   + eff.framework_bytes)
-        peak = w + g + o + acts + buffers
-        out.update({"params_bytes": w, "grads_bytes": g, "optimizer_bytes": o, "activations_bytes": acts,
-                    "buffers_bytes": buffers, "peak": peak})
+        out.update(rank_memory(ctx, k, rank, m, n_enc, n_dec, enc, dec, params, stored_act_bytes))
     if not with_time:
         return out
     # data-parallel gradient / parameter traffic of this rank (costmodel.step.dp_comm)
@@ -318,13 +305,6 @@ def rank_state(ctx: StepContext, k: Knobs, comm: Any, rank: int, m: Num, n_enc: 
     out["dp"] = dp_s
     out["opt"] = optimizer_time_s(ctx, k, rank, n_enc, n_dec, shard_params)
     return out
-
-
-def ddp_wrapped(k: Knobs) -> Num:
-    """1 where data parallelism is DDP-style (plain tensors, bucketed all-reduce; ZeroRedundancyOptimizer
-    for ZeRO-1): ZeRO-0/1 without TP and PP, as `executor.parallelize.dp_wrapper` applies it; 0 where it is
-    FSDP2-style (per-block sharding or replicate, DTensor parameters)."""
-    return (k.zero <= 1) * (k.tp == 1) * (k.pp == 1)
 
 
 def optimizer_time_s(ctx: StepContext, k: Knobs, rank: Num, n_enc: Num, n_dec: Num, shard_params: Num) -> Num:

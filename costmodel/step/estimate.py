@@ -15,9 +15,11 @@ import numpy as np
 from ..calibration.gpu_profiles import check_profile_gpu, default_gpu_profile, profile_label
 from ..layer.compute import DEFAULT_EFFICIENCY, EfficiencyModel
 from ..layer.flops import RECOMPUTE_CODES, step_flops
-from ..layer.memory import SCHEDULE_CODES, inflight_chunks
+from ..layer.memory import SCHEDULE_CODES
 from ..network.comm import build_comm_model
 from ..specs import (
+    MEMORY_SAFETY_MARGIN,
+    PEAK_MOMENTS,
     ClusterSpec,
     MemoryBreakdown,
     ModelSpec,
@@ -142,7 +144,8 @@ def knobs_from_plan(plan: ParallelPlan) -> Knobs:
 
 def estimate(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, plan: ParallelPlan, *,
              calibration: Any = None, topology: Any = None, timeline: bool = False,
-             efficiency: EfficiencyModel = DEFAULT_EFFICIENCY) -> StepEstimate:
+             efficiency: EfficiencyModel = DEFAULT_EFFICIENCY,
+             memory_margin: float = MEMORY_SAFETY_MARGIN) -> StepEstimate:
     """Predict one optimizer step of `plan`: time breakdown (parts sum to `step_time_s`), memory of
     the most loaded GPU, per-rank memory, and with `timeline=True` the simulated pipeline events.
 
@@ -151,7 +154,10 @@ def estimate(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, pla
     chosen split.
 
     Raises PlanError (a ValueError naming the field) for an invalid plan; a plan that does not fit
-    still gets its estimate (`est.fits` is False; `costmodel.evaluate` turns it into a Rejection)."""
+    still gets its estimate (`est.fits` is False: its peak exceeds the GPU's memory less
+    `memory_margin`; `costmodel.evaluate` turns it into a Rejection)."""
+    if not 0 <= memory_margin < 1:
+        raise ValueError(f"memory_margin={memory_margin}: give a share of the GPU's memory in [0, 1), e.g. 0.05")
     check_plan(model, cluster, training, plan, auto_split=True)
     calibration = resolve_calibration(cluster, calibration)
     ctx = step_context(model, cluster, training, efficiency=efficiency, calibration=calibration)
@@ -167,7 +173,7 @@ def estimate(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, pla
         st = cached_stage_times(ctx, k, comm, plan.schedule, plan.stage_layers(ctx.shape.num_layers))
         out, state, events = simulated_costs(ctx, k, comm, st, timeline=timeline)
         stage_mem = _stage_memory(state, k.pp)
-    return _to_estimate(ctx, plan, out, stage_mem, events, profile_label(calibration))
+    return _to_estimate(ctx, plan, out, stage_mem, events, profile_label(calibration), memory_margin)
 
 
 def _construct(cls: Any, **values: Any) -> Any:
@@ -181,78 +187,46 @@ def _construct(cls: Any, **values: Any) -> Any:
     return obj
 
 
-def _membreak(rank: dict[str, Any]) -> MemoryBreakdown:
-    return _construct(MemoryBreakdown,
-        parameters_bytes=float(rank["params_bytes"]), gradients_bytes=float(rank["grads_bytes"]),
-        optimizer_bytes=float(rank["optimizer_bytes"]), activations_bytes=float(rank["activations_bytes"]),
-        buffers_bytes=float(rank["buffers_bytes"]), peak_bytes=float(rank["peak"]))
+_MEMORY_KEYS = (("parameters_bytes", "params_bytes"), ("gradients_bytes", "grads_bytes"),
+                ("optimizer_bytes", "optimizer_bytes"), ("activations_bytes", "activations_bytes"),
+                ("buffers_bytes", "buffers_bytes"), ("temporaries_bytes", "temporaries_bytes"),
+                ("allocated_bytes", "allocated"), ("reserved_bytes", "reserved"), ("context_bytes", "context"),
+                ("peak_bytes", "peak"), ("inflight_micro_batches", "inflight"))
+"""MemoryBreakdown field <- key of a rank's memory dict (`costmodel.step.memory.rank_memory`)."""
+
+
+def _membreak(values: dict[str, Any], stage: int) -> MemoryBreakdown:
+    """A MemoryBreakdown from one rank's memory values (valid by construction)."""
+    fields = {name: float(values[key]) for name, key in _MEMORY_KEYS}
+    return _construct(MemoryBreakdown, **fields, stage=int(stage), moment=PEAK_MOMENTS[int(values["moment"])])
+
+
+def _stage_memory(state: dict[str, Any], pp: int) -> tuple[MemoryBreakdown, ...]:
+    """Per-rank MemoryBreakdowns from per-rank arrays of memory values (the keys of `rank_memory`)."""
+    cols = {key: np.broadcast_to(np.asarray(state[key]), (pp,)).tolist()
+            for key in (*(key for _, key in _MEMORY_KEYS), "moment")}
+    return tuple(_membreak({key: col[r] for key, col in cols.items()}, r) for r in range(pp))
 
 
 def _closed_form_stage_memory(ctx: StepContext, k: Knobs, comm: Any, out: dict) -> tuple[MemoryBreakdown, ...]:
-    """Memory of every pipeline rank; middle ranks of a decoder-only model differ from each other
-    only in their in-flight activations, so one full rank state serves them all."""
+    """Memory of every pipeline rank, all ranks at once on arrays (`rank_state` without time); the end
+    ranks are the ones `step_costs` already priced."""
     ranks = out["_ranks"]
     if k.pp <= 2:
-        return tuple(_membreak(r) for r in ranks)
+        return tuple(_membreak(r, i) for i, r in enumerate(ranks))
     sh = ctx.shape
-    enc, dec = out["_blocks"]
+    enc, dec, embed, head = out["_units"]
     per_rank = sh.num_layers / k.pp
-    m = out["num_micro_batches"]
-    mids = []
+    rank = np.arange(k.pp)
     if sh.n_dec:
-        for rank in range(1, k.pp - 1):
-            n_dec = float(_cross_layers_on_rank(rank, k.pp, k.v, sh.n_enc, sh.num_layers))
-            n_enc = per_rank - n_dec
-            params = n_enc * enc.params + n_dec * dec.params
-            mids.append(_membreak(rank_state(ctx, k, comm, rank, m, n_enc, n_dec, enc, dec, 0.0, 0.0, params,
-                                             with_time=False)))
-        return (_membreak(ranks[0]), *mids, _membreak(ranks[-1]))
-    # rank 0 differs from a middle rank only by the embedding's parameters (states are linear in the
-    # parameter count) and its in-flight count; buffers are equal (no logits on either)
-    r0 = ranks[0]
-    scale = per_rank * enc.params / r0["params"]
-    per_chunk = per_rank * enc.act_bytes / k.v
-    working = r0["activations_bytes"] - inflight_chunks(k.schedule, 0, k.pp, m, k.v) * per_chunk
-    w, g, o = (float(r0["params_bytes"] * scale), float(r0["grads_bytes"] * scale),
-               float(r0["optimizer_bytes"] * scale))
-    buf = float(r0["buffers_bytes"])
-    fixed_peak = w + g + o + buf
-    new, put, pp, v, sched = object.__new__, object.__setattr__, k.pp, k.v, k.schedule
-    fields_set = set(MemoryBreakdown.model_fields)   # shared: frozen instances never change it
-    for rank in range(1, pp - 1):   # inflight_chunks and _construct inlined: this loop is the hot path
-        if sched == 2:
-            chunks = min((v - 1) * pp + 2 * (pp - rank - 1) + 1, m * v)
-        else:
-            chunks = m if sched == 0 else (min(pp, m) if sched == 3 else min(pp - rank, m))
-        acts = float(chunks * per_chunk + working)
-        values = {"parameters_bytes": w, "gradients_bytes": g, "optimizer_bytes": o, "activations_bytes": acts,
-                  "buffers_bytes": buf, "peak_bytes": fixed_peak + acts}
-        obj = new(MemoryBreakdown)
-        put(obj, "__dict__", values)
-        put(obj, "__pydantic_fields_set__", fields_set)
-        put(obj, "__pydantic_extra__", None)
-        put(obj, "__pydantic_private__", None)
-        mids.append(obj)
-    return (_membreak(ranks[0]), *mids, _membreak(ranks[-1]))
-
-
-def _stage_memory(state: dict[str, np.ndarray], pp: int) -> tuple[MemoryBreakdown, ...]:
-    """Per-rank MemoryBreakdowns from `simulated_costs`' per-rank arrays (`_construct` inlined, as in
-    `_closed_form_stage_memory`: valid by construction, one per rank)."""
-    cols = [state[key].tolist() for key in ("params_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes",
-                                            "buffers_bytes", "peak")]
-    new, put = object.__new__, object.__setattr__
-    fields_set = set(MemoryBreakdown.model_fields)   # shared: frozen instances never change it
-    out = []
-    for p, g, o, a, b, pk in zip(*cols, strict=True):
-        obj = new(MemoryBreakdown)
-        put(obj, "__dict__", {"parameters_bytes": float(p), "gradients_bytes": float(g), "optimizer_bytes": float(o),
-                              "activations_bytes": float(a), "buffers_bytes": float(b), "peak_bytes": float(pk)})
-        put(obj, "__pydantic_fields_set__", fields_set)
-        put(obj, "__pydantic_extra__", None)
-        put(obj, "__pydantic_private__", None)
-        out.append(obj)
-    return tuple(out)
+        n_dec = np.array([float(_cross_layers_on_rank(r, k.pp, k.v, sh.n_enc, sh.num_layers)) for r in range(k.pp)])
+    else:
+        n_dec = np.zeros(k.pp)
+    n_enc = per_rank - n_dec
+    params = n_enc * enc.params + n_dec * dec.params + (rank == 0) * embed.params + (rank == k.pp - 1) * head.params
+    state = rank_state(ctx, k, comm, rank, out["num_micro_batches"], n_enc, n_dec, enc, dec, 0.0, 0.0, params,
+                       with_time=False)
+    return _stage_memory(state, k.pp)
 
 
 def prefetch_simulations(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec,
@@ -278,7 +252,8 @@ def prefetch_simulations(model: ModelSpec, cluster: ClusterSpec, training: Train
 
 
 def _to_estimate(ctx: StepContext, plan: ParallelPlan, out: dict, stage_mem: tuple,
-                 events: tuple, gpu_profile: str | None = None) -> StepEstimate:
+                 events: tuple, gpu_profile: str | None = None,
+                 memory_margin: float = MEMORY_SAFETY_MARGIN) -> StepEstimate:
     """Assemble the StepEstimate (fields computed here are valid by construction)."""
     gpus = plan.world_size
     step = float(out["step_time_s"])
@@ -293,13 +268,13 @@ def _to_estimate(ctx: StepContext, plan: ParallelPlan, out: dict, stage_mem: tup
         dp_comm_s=float(out["dp_comm_s"]), pp_comm_s=float(out["pp_comm_s"]), bubble_s=float(out["bubble_s"]),
         optimizer_s=float(out["optimizer_s"]))
     memory = _construct(MemoryBreakdown,
-        parameters_bytes=float(out["parameters_bytes"]), gradients_bytes=float(out["gradients_bytes"]),
-        optimizer_bytes=float(out["optimizer_bytes"]), activations_bytes=float(out["activations_bytes"]),
-        buffers_bytes=float(out["buffers_bytes"]), peak_bytes=float(out["peak_bytes"]))
+        **{name: float(out[name]) for name, _ in _MEMORY_KEYS}, stage=int(out["peak_stage"]),
+        moment=PEAK_MOMENTS[int(out["peak_moment"])])
     return _construct(StepEstimate,
         plan=plan, num_gpus=gpus, step_time_s=step, tokens_per_s=ctx.global_batch * ctx.seq_len / step,
         model_tflops_per_gpu=model_flops / per_gpu / 1e12, hardware_tflops_per_gpu=hw_flops / per_gpu / 1e12,
         mfu=model_flops / per_gpu / ctx.peak_flops_per_s, hfu=hw_flops / per_gpu / ctx.peak_flops_per_s,
         time=time, memory=memory, stage_memory=stage_mem, capacity_bytes=float(ctx.hbm_bytes),
-        timeline=tuple(events), stack=ctx.stack.name if ctx.stack is not None else "megatron", gpu_profile=gpu_profile)
+        memory_margin=memory_margin, timeline=tuple(events),
+        stack=ctx.stack.name if ctx.stack is not None else "megatron", gpu_profile=gpu_profile)
 

@@ -198,7 +198,10 @@ def simulated_costs(ctx: StepContext, k: Knobs, comm: Any, st: StageTimes, *,
     out.update({
         "parameters_bytes": state["params_bytes"][top], "gradients_bytes": state["grads_bytes"][top],
         "optimizer_bytes": state["optimizer_bytes"][top], "activations_bytes": state["activations_bytes"][top],
-        "buffers_bytes": state["buffers_bytes"][top], "peak_bytes": state["peak"][top],
+        "buffers_bytes": state["buffers_bytes"][top], "temporaries_bytes": state["temporaries_bytes"][top],
+        "allocated_bytes": state["allocated"][top], "reserved_bytes": state["reserved"][top],
+        "context_bytes": state["context"][top], "peak_bytes": state["peak"][top], "peak_stage": top,
+        "peak_moment": state["moment"][top], "inflight_micro_batches": state["inflight"][top],
     })
     out["step_time_s"] = sum(out[key] for key in ("compute_s", "tp_comm_s", "cp_comm_s", "dp_comm_s",
                                                   "pp_comm_s", "bubble_s", "optimizer_s"))

@@ -1,0 +1,177 @@
+"""One pipeline rank's memory over a step: what is allocated at each moment that can hold the peak,
+the peak, and what the caching allocator reserves for it.
+
+Moments (`MOMENTS`; Korthikanti et al. 2022 sec. 4.2.3 for the in-flight count, the stacks' files for the
+rest):
+- `forward`: the last stage starts its loss's backward, or any stage has its most micro-batches in flight
+  (`inflight_chunks`): model weights at rest and the 16-bit copies the step computes with, optimizer states
+  and master weights, gradients if a backward already ran in this step (persistent buffers, or fewer micro-
+  batches in flight than the step has), the stored activations of the micro-batches in flight, the final
+  norm's and head's inputs (last stage), the larger of the loss's buffers and one recomputed block's
+  working set, communication buffers.
+- `backward`: the end of the last backward: every gradient, the freshly computed gradient of the largest
+  parameter before it is accumulated, weight copies and communication buffers; no activations.
+- `optimizer`: the optimizer step: weights, gradients, states and the optimizer's temporaries.
+
+allocated = the largest moment (torch.cuda.max_memory_allocated); reserved = the caching allocator's
+reservation for it (`costmodel.layer.overheads.reserved_bytes`); peak = reserved + the CUDA context and
+NCCL buffers outside the allocator: what the GPU must hold. Numpy-broadcastable over ranks and plans."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..layer.activations import head_activation_bytes, precision_mode
+from ..layer.context import Knobs, StepContext, ddp_wrapped, fsdp_wrapped
+from ..layer.memory import inflight_chunks
+from ..layer.overheads import (
+    communicator_count,
+    context_bytes,
+    loss_buffer_bytes,
+    loss_hole_bytes,
+    pipeline_buffer_bytes,
+    reduce_scatter_buffer_bytes,
+    reserved_bytes,
+    sequence_parallel_buffer_bytes,
+)
+from ..layer.states import (
+    WEIGHT_SCHEMES,
+    grad_accumulation_temporary_bytes,
+    grad_bytes_per_param,
+    gradient_bytes,
+    master_weight_bytes,
+    optimizer_state_bytes,
+    optimizer_temporary_bytes,
+    weight_copy_bytes,
+    weights_at_rest_bytes,
+)
+
+__all__ = ["MOMENTS", "PARTS", "rank_memory", "fsdp_wrapped", "ddp_wrapped", "weight_scheme"]
+
+Num = Any
+MOMENTS = ("forward", "backward", "optimizer")
+PARTS = ("params_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes", "buffers_bytes", "temporaries_bytes")
+
+
+def weight_scheme(ctx: StepContext, k: Knobs) -> Num:
+    """The WEIGHT_SCHEMES code of each plan: fp32 training, else the stack's weights (its `fsdp_weights`
+    where the executor would wrap the plan with FSDP2)."""
+    mem = ctx.memory
+    if ctx.act_bytes >= 4:
+        return WEIGHT_SCHEMES["fp32"] + 0 * k.dp
+    plain = WEIGHT_SCHEMES[mem.weights]
+    if mem.fsdp_weights is None:
+        return plain + 0 * k.dp
+    fsdp = fsdp_wrapped(k)
+    return fsdp * WEIGHT_SCHEMES[mem.fsdp_weights] + (1 - fsdp) * plain
+
+
+def _head_params(ctx: StepContext, k: Knobs) -> Num:
+    """Final norm(s) + the output projection's local share (a tied one is held again by the last stage
+    when pp > 1)."""
+    sh = ctx.shape
+    norms = ctx.head_extra_params - (0 if sh.tie else ctx.vocab_params)
+    return norms + (ctx.vocab_params / k.tp if (not sh.tie or k.pp > 1) else 0.0 * k.tp)
+
+
+def _optimizer_kernel(ctx: StepContext) -> str:
+    mem, kernels = ctx.memory, (ctx.stack.kernels if ctx.stack is not None else None)
+    if ctx.on_cpu and mem.cpu_optimizer is not None:
+        return mem.cpu_optimizer
+    return kernels.optimizer if kernels is not None else "fused"
+
+
+def _head_acts(ctx: StepContext, k: Knobs, tokens: Num) -> Num:
+    """Final norm / head inputs per micro-batch, by precision mode (FSDP-wrapped rows may differ)."""
+    sh, st = ctx.shape, ctx.stack
+    plain = head_activation_bytes(st, precision_mode(st, ctx.dtype, fsdp=False), sh, tokens, tp=k.tp, sp=k.sp,
+                                  act_bytes=ctx.act_bytes)
+    if st is None or st.memory.fsdp_weights is None:
+        return plain
+    wrapped = head_activation_bytes(st, precision_mode(st, ctx.dtype, fsdp=True), sh, tokens, tp=k.tp, sp=k.sp,
+                                    act_bytes=ctx.act_bytes)
+    fsdp = fsdp_wrapped(k)
+    return fsdp * wrapped + (1 - fsdp) * plain
+
+
+def rank_memory(ctx: StepContext, k: Knobs, rank: Num, m: Num, n_enc: Num, n_dec: Num, enc: Any, dec: Any,
+                params: Num, stored_act_bytes: Num = None) -> dict[str, Num]:
+    """Memory of pipeline rank `rank` holding n_enc + n_dec blocks (and the embedding / head at the ends)
+    and `params` parameters: the parts at the peak moment (`PARTS`), `allocated`, `reserved`, `context`,
+    `peak` (bytes), `moment` (index into MOMENTS) and `inflight` (micro-batches in flight at the forward
+    moment). `stored_act_bytes` overrides the closed-form in-flight activations (the simulator's peak)."""
+    sh, mem = ctx.shape, ctx.memory
+    dp, tp, pp, cp, zero = k.dp, k.tp, k.pp, k.cp, k.zero
+    shards = dp * cp
+    fp32 = ctx.act_bytes >= 4
+    scheme = weight_scheme(ctx, k)
+    first, last = rank == 0, rank == pp - 1
+    # parameters by role on this rank
+    embed_p = ctx.vocab_params / tp + ctx.replicated_embed_params
+    head_p = _head_params(ctx, k)
+    linear_p = n_enc * enc.params + n_dec * dec.params + last * sh.vocab * sh.h / tp
+    root_p = first * embed_p + last * head_p
+    largest = np.maximum(sh.h * max(sh.f, sh.q_width) / tp, (first | last) * sh.vocab * sh.h / tp)
+    sharded_states = 1 + (zero >= 1) * (shards - 1)
+    # states
+    w_rest = weights_at_rest_bytes(params, scheme, zero=zero, shards=shards)
+    master = master_weight_bytes(params, scheme, zero=zero, shards=shards)
+    states = optimizer_state_bytes(params, ctx.optimizer, zero=zero, shards=shards)
+    gb = grad_bytes_per_param(scheme, dtype=ctx.dtype, accumulation=mem.fp32_grad_accumulation,
+                              override=ctx.grad_dtype_bytes)
+    grads = gradient_bytes(params, gb, zero=zero, shards=shards, scheme=scheme)
+    copies = weight_copy_bytes(scheme, zero=zero, params=params, linear_params=linear_p, unit_params=enc.params,
+                               root_params=root_p, prefetch_units=mem.fsdp_prefetch_units,
+                               autocast_cache=mem.autocast_weight_cache)
+    # activations in flight (pp = 1 runs its micro-batches one after another)
+    chunks = inflight_chunks(k.schedule, rank, pp, m, k.v) if pp > 1 else 1 + 0 * m
+    if stored_act_bytes is None:
+        stored_act_bytes = chunks * (n_enc * enc.act_bytes + n_dec * dec.act_bytes) / k.v
+    inflight = chunks / k.v
+    tokens = k.mb * (ctx.seq_len // cp)
+    head_acts = last * inflight * _head_acts(ctx, k, tokens)
+    rc = k.recompute
+    full = dec.act_full_bytes if sh.n_dec else enc.act_full_bytes
+    kept = dec.act_bytes if sh.n_dec else enc.act_bytes
+    working = (rc == 2) * full + (rc == 1) * np.maximum(full - kept, 0.0)   # one recomputed block
+    loss = last * loss_buffer_bytes(mem, tokens=tokens, vocab=sh.vocab, tp=tp, pp=pp, fp32=fp32)
+    hole = last * loss_hole_bytes(mem, tokens=tokens, vocab=sh.vocab, tp=tp, pp=pp, fp32=fp32)
+    # communication buffers
+    fsdp_scheme = scheme == WEIGHT_SCHEMES["fsdp_mixed_precision"]
+    buckets = (dp > 1) * ((zero == 1) | (zero == 2)) * mem.bucket_bytes
+    buffers = (pipeline_buffer_bytes(pp=pp, act_bytes=ctx.act_bytes, tokens=tokens, h=sh.h, tp=tp)
+               + sequence_parallel_buffer_bytes(sp=k.sp, act_bytes=ctx.act_bytes, tokens=tokens, h=sh.h)
+               + reduce_scatter_buffer_bytes(fsdp=fsdp_scheme * (dp > 1), zero=zero, unit_params=enc.params)
+               + buckets)
+    persistent = (mem.grad_buffer == "persistent") | ((dp > 1) & (ddp_wrapped(k) == 1))
+    grads_f = grads * (persistent | (chunks < m * k.v))
+    # the three moments: parts in PARTS order
+    loss_wins = loss >= working
+    fwd = (w_rest + copies, grads_f, master + states,
+           stored_act_bytes + head_acts + (1 - loss_wins) * working, buffers, loss_wins * loss)
+    accum = grad_accumulation_temporary_bytes(scheme, largest_param=largest / sharded_states, grad_bytes=gb,
+                                              micro_batches=m)
+    bwd = (w_rest + copies, grads, master + states, 0.0 * grads, buffers, accum)
+    kernel = _optimizer_kernel(ctx)
+    group = (params / sharded_states if mem.foreach_group == "all" else largest / sharded_states)
+    opt_tmp = optimizer_temporary_bytes(kernel, group_params=group, scheme=scheme, grad_bytes=gb,
+                                        local_params=params / sharded_states)
+    opt = (w_rest, grads, master + states, 0.0 * grads, buckets + 0.0 * grads, opt_tmp)
+    totals = [sum(parts) for parts in (fwd, bwd, opt)]
+    allocated = np.maximum(np.maximum(totals[0], totals[1]), totals[2])
+    moment = np.where(totals[0] >= allocated, 0, np.where(totals[1] >= allocated, 1, 2))
+    out: dict[str, Num] = {}
+    for i, name in enumerate(PARTS):
+        out[name] = np.where(moment == 0, fwd[i], np.where(moment == 1, bwd[i], opt[i]))
+    out["allocated"] = allocated
+    out["reserved"] = reserved_bytes(allocated, (moment == 0) * hole, mem, on_cpu=ctx.on_cpu)
+    out["context"] = context_bytes(mem, on_cpu=ctx.on_cpu, framework_bytes=ctx.eff.framework_bytes,
+                                   groups=communicator_count(dp=dp, tp=tp, pp=pp, cp=cp))
+    out["peak"] = out["reserved"] + out["context"]
+    out["moment"] = moment
+    out["inflight"] = inflight + 0.0 * allocated
+    if not isinstance(allocated, np.ndarray) or allocated.ndim == 0:
+        out = {key: (val.item() if isinstance(val, np.ndarray) else val) for key, val in out.items()}
+    return out
