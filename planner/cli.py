@@ -58,6 +58,9 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stack", default="megatron", metavar="NAME",
                    help="software stack that runs the plan (costmodel/data/stacks): megatron (default), deepspeed, "
                         "fsdp, torch-compile, paraplan")
+    p.add_argument("--memory-margin", type=float, default=None, metavar="SHARE",
+                   help="share of each GPU's memory to keep free: a plan fits when its peak <= capacity x "
+                        "(1 - margin) (default 0.05)")
 
 
 def add_plan_args(p: argparse.ArgumentParser, *, defaults: bool) -> None:
@@ -125,9 +128,16 @@ def _calibration(args: argparse.Namespace, *, procs: int) -> Any:
 
 
 def cost_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Keyword arguments for estimate/evaluate/search from the shared flags (topology, calibration)."""
-    return {"topology": getattr(args, "topology_graph", None),
-            "calibration": getattr(args, "calibration_profile", None)}
+    """Keyword arguments for estimate/evaluate/search from the shared flags (topology, calibration,
+    memory margin)."""
+    out = {"topology": getattr(args, "topology_graph", None),
+           "calibration": getattr(args, "calibration_profile", None)}
+    margin = getattr(args, "memory_margin", None)
+    if margin is not None:
+        if not 0 <= margin < 1:
+            raise ValueError(f"--memory-margin {margin}: give a share of the GPU's memory in [0, 1), e.g. 0.05")
+        out["memory_margin"] = margin
+    return out
 
 
 _PLAN_FIELDS = {"dp": "dp", "tp": "tp", "pp": "pp", "cp": "cp", "micro_batch": "micro_batch_size",

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from costmodel.specs import ClusterSpec, ModelSpec, StepEstimate, TrainingSpec
+from costmodel.specs import MEMORY_SAFETY_MARGIN, ClusterSpec, ModelSpec, StepEstimate, TrainingSpec
 from costmodel.step.estimate import estimate, prefetch_simulations
 
 from .balance import balanced_split
@@ -21,8 +21,10 @@ class ExactScorer:
     """Exact estimates of candidates (memoized): the best fitting split variant per candidate."""
 
     def __init__(self, model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, space: Space, *,
-                 calibration: Any = None, topology: Any = None, rebalance: bool = False) -> None:
+                 calibration: Any = None, topology: Any = None, rebalance: bool = False,
+                 memory_margin: float = MEMORY_SAFETY_MARGIN) -> None:
         self.model, self.cluster, self.training, self.space = model, cluster, training, space
+        self.memory_margin = memory_margin
         self.calibration, self.topology, self.rebalance = calibration, topology, rebalance
         self.calls = 0
         self._memo: dict[int, tuple[StepEstimate | None, StepEstimate]] = {}
@@ -63,7 +65,7 @@ class ExactScorer:
             return hit
         self.calls += 1
         ests = [estimate(self.model, self.cluster, self.training, p, calibration=self.calibration,
-                         topology=self.topology) for p in self.variants(i)]
+                         topology=self.topology, memory_margin=self.memory_margin) for p in self.variants(i)]
         fitting = [e for e in ests if e.fits]
         best_fit = min(fitting, key=lambda e: (e.step_time_s, e.memory.peak_bytes)) if fitting else None
         smallest = min(ests, key=lambda e: (e.memory.peak_bytes, e.step_time_s))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from costmodel.specs import ClusterSpec, ParallelPlan
+from costmodel.specs import MEMORY_SAFETY_MARGIN, ClusterSpec, ParallelPlan
 
 from .constraints import Constraints
 from .result import GIB
@@ -41,7 +41,7 @@ def explain_invalid(rejected: dict[str, int], num_candidates: int, constraints: 
 
 def explain_oom(*, min_peak_bytes: float, min_plan: ParallelPlan, cluster: ClusterSpec,
                 constraints: Constraints, fits_with_gpus: Callable[[int], bool] | None = None,
-                max_growth: int = 1024) -> str:
+                max_growth: int = 1024, memory_margin: float = MEMORY_SAFETY_MARGIN) -> str:
     """Message for a space in which no valid plan fits: the smallest memory any plan needs vs the
     capacity, and the changes that would help (more GPUs, recompute, ZeRO-3, smaller micro-batch).
 
@@ -49,7 +49,8 @@ def explain_oom(*, min_peak_bytes: float, min_plan: ParallelPlan, cluster: Clust
     nodes; it is tried for 2x, 4x, ... up to `max_growth`x the nodes."""
     cap = cluster.gpu.hbm_bytes
     msg = (f"no plan fits in memory: the smallest any plan needs is {min_peak_bytes / GIB:.1f} GiB per GPU "
-           f"({min_plan.short()}); each {cluster.gpu.name} GPU has {cap / GIB:.1f} GiB")
+           f"({min_plan.short()}); each {cluster.gpu.name} GPU has {cap / GIB:.1f} GiB, "
+           f"{cap * (1 - memory_margin) / GIB:.1f} GiB usable with the {memory_margin:.0%} safety margin")
     hints = []
     if constraints.recompute is not None and "full" not in constraints.recompute:
         hints.append("allow recompute=full")

@@ -113,7 +113,7 @@ def result_json(result: SearchResult) -> str:
         "pareto_gpus": [est(r) for r in result.pareto_gpus],
         "rejections": result.rejections, "num_candidates": result.num_candidates,
         "num_valid": result.num_valid, "num_fit": result.num_fit, "num_rescored": result.num_rescored,
-        "elapsed_s": result.elapsed_s, "message": result.message,
+        "elapsed_s": result.elapsed_s, "message": result.message, "memory_margin": result.memory_margin,
     }, indent=2)
 
 

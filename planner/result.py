@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from costmodel.specs import ParallelPlan, StepEstimate
+from costmodel.specs import MEMORY_SAFETY_MARGIN, ParallelPlan, StepEstimate
 
 __all__ = ["RankedPlan", "SearchResult", "plan_row", "GIB", "COLUMNS"]
 
@@ -50,13 +50,17 @@ def plan_row(estimate: StepEstimate) -> dict[str, Any]:
         "step_time_s": estimate.step_time_s, "tokens_per_s": estimate.tokens_per_s,
         "model_tflops_per_gpu": estimate.model_tflops_per_gpu,
         "hardware_tflops_per_gpu": estimate.hardware_tflops_per_gpu, "mfu": estimate.mfu, "hfu": estimate.hfu,
-        "peak_bytes": m.peak_bytes, "peak_gib": m.peak_bytes / GIB, "capacity_bytes": estimate.capacity_bytes,
+        "peak_bytes": m.peak_bytes, "peak_gib": m.peak_bytes / GIB, "allocated_bytes": m.allocated_bytes,
+        "reserved_bytes": m.reserved_bytes, "peak_stage": m.stage, "peak_moment": m.moment,
+        "capacity_bytes": estimate.capacity_bytes, "memory_margin": estimate.memory_margin,
+        "usable_bytes": estimate.usable_bytes,
         "compute_s": t.compute_s, "tp_comm_s": t.tp_comm_s, "cp_comm_s": t.cp_comm_s,
         "dp_comm_s": t.dp_comm_s, "pp_comm_s": t.pp_comm_s, "bubble_s": t.bubble_s,
         "optimizer_s": t.optimizer_s,
         "parameters_bytes": m.parameters_bytes, "gradients_bytes": m.gradients_bytes,
         "optimizer_bytes": m.optimizer_bytes, "activations_bytes": m.activations_bytes,
-        "buffers_bytes": m.buffers_bytes, "stack": estimate.stack, "gpu_profile": estimate.gpu_profile or "",
+        "buffers_bytes": m.buffers_bytes, "temporaries_bytes": m.temporaries_bytes, "context_bytes": m.context_bytes,
+        "stack": estimate.stack, "gpu_profile": estimate.gpu_profile or "",
     }
 
 
@@ -79,6 +83,8 @@ class SearchResult:
     message: str = ""
     complete: bool = True
     timings_s: dict[str, float] = field(default_factory=dict)
+    memory_margin: float = MEMORY_SAFETY_MARGIN
+    """Share of each GPU's memory kept free: a plan fits when its peak <= capacity x (1 - memory_margin)."""
 
     @property
     def best(self) -> RankedPlan | None:
@@ -122,12 +128,13 @@ class SearchResult:
     def summary(self) -> str:
         """A few lines: counts, timing, and the best plan or the reason nothing fits."""
         lines = [f"{self.num_candidates:,} candidate plans, {self.num_valid:,} valid, {self.num_fit:,} fit in "
-                 f"memory; {self.num_rescored} re-scored exactly; {self.elapsed_s:.2f} s "
-                 f"({self.plans_per_s:,.0f} plans/s)"]
+                 f"memory ({self.memory_margin:.0%} safety margin); {self.num_rescored} re-scored exactly; "
+                 f"{self.elapsed_s:.2f} s ({self.plans_per_s:,.0f} plans/s)"]
         if self.best is not None:
             e = self.best.estimate
             lines.append(f"best: {self.best.plan.short()}  step {e.step_time_s:.3f} s, "
-                         f"{e.tokens_per_s:,.0f} tokens/s, MFU {e.mfu:.1%}, peak {e.memory.peak_bytes / GIB:.1f} GiB")
+                         f"{e.tokens_per_s:,.0f} tokens/s, MFU {e.mfu:.1%}, peak {e.memory.peak_bytes / GIB:.1f} GiB "
+                         f"of {e.usable_bytes / GIB:.1f} GiB usable ({e.memory.describe()})")
         if not self.complete:
             lines.append("note: stopped re-scoring at the max_rescore limit; the order may differ from "
                          "an exhaustive search")
@@ -140,7 +147,8 @@ COLUMNS = [
     "plan", "num_gpus", "dp", "tp", "pp", "cp", "micro_batch_size", "virtual_stages", "schedule",
     "zero_stage", "recompute", "sequence_parallel", "placement", "layers_per_stage", "step_time_s",
     "tokens_per_s", "model_tflops_per_gpu", "hardware_tflops_per_gpu", "mfu", "hfu", "peak_bytes",
-    "peak_gib", "capacity_bytes", "compute_s", "tp_comm_s", "cp_comm_s", "dp_comm_s", "pp_comm_s",
+    "peak_gib", "allocated_bytes", "reserved_bytes", "peak_stage", "peak_moment", "capacity_bytes",
+    "memory_margin", "usable_bytes", "compute_s", "tp_comm_s", "cp_comm_s", "dp_comm_s", "pp_comm_s",
     "bubble_s", "optimizer_s", "parameters_bytes", "gradients_bytes", "optimizer_bytes",
-    "activations_bytes", "buffers_bytes", "stack", "gpu_profile",
+    "activations_bytes", "buffers_bytes", "temporaries_bytes", "context_bytes", "stack", "gpu_profile",
 ]

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from costmodel.network.comm_grouped import GroupedComm
-from costmodel.specs import ClusterSpec, ModelSpec, ParallelPlan, TrainingSpec
+from costmodel.specs import MEMORY_SAFETY_MARGIN, ClusterSpec, ModelSpec, ParallelPlan, TrainingSpec
 from costmodel.step.costs import Knobs, assemble_step, pipeline_phase, unit_costs
 from costmodel.step.estimate import comm_model, step_context
 from costmodel.step.rows import at_rows as _at
@@ -126,7 +126,7 @@ def _depths(pp_col: np.ndarray) -> list[tuple[int, int, int]]:
 
 def _bulk_figures(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, space: Space,
                   table: tuple, rebalance: bool, *, calibration: Any, topology: Any,
-                  on_group: Callable[[int], Any] | None) -> dict[str, np.ndarray]:
+                  on_group: Callable[[int], Any] | None, memory_margin: float) -> dict[str, np.ndarray]:
     """Closed-form figures of every cell of the `zero_table` (ZeRO stages x columns), by
     `costmodel.step.costs.step_costs`'s code in its phases: block, embedding and head costs for all columns
     (`unit_costs`), the pipeline per depth pp (`pipeline_phase`), then memory, data-parallel and
@@ -144,7 +144,7 @@ def _bulk_figures(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec
     cols = space.subset(first)
     changed, mu0, mul, layouts = split_layouts(model, training, cols, rebalance)
     ctx = step_context(model, cluster, training, calibration=calibration)
-    cap = cluster.gpu.hbm_bytes
+    cap = cluster.gpu.hbm_bytes * (1 - memory_margin)
     k_all, comm_all = _table_knobs(cluster, space, cols, zeros, calibration=calibration, topology=topology)
     m_all = ctx.global_batch // (k_all.dp * k_all.mb)
     # blocks and ends read pp only as pp > 1 (a tied head's weights): one pricing for every column
@@ -195,18 +195,19 @@ def _at_rows(d: dict[str, Any], rows: slice) -> dict[str, Any]:
 
 def bulk_scores(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, space: Space, *,
                 calibration: Any = None, topology: Any = None, rebalance: bool = False,
-                on_chunk: Callable[[int], Any] | None = None) -> dict[str, np.ndarray]:
+                on_chunk: Callable[[int], Any] | None = None,
+                memory_margin: float = MEMORY_SAFETY_MARGIN) -> dict[str, np.ndarray]:
     """Bulk figures of every candidate: `step_time_s`, `peak_bytes` (closed form, even or fractional
     split) and lower bounds `step_time_s_lb`, `peak_bytes_lb` on the exact figures of the plan the
     exact scorer returns (equal to the closed form where the split does not change). Where
-    `peak_bytes_lb` exceeds the GPU's memory no variant fits, the exact scorer returns no plan, and
+    `peak_bytes_lb` exceeds the GPU's memory less `memory_margin` no variant fits, the exact scorer returns no plan, and
     `step_time_s_lb` is the trivial bound 0 (not worth pricing: the search rejects them as 'oom')."""
     keys = ("step_time_s", "peak_bytes", "step_time_s_lb", "peak_bytes_lb")
     if len(space) == 0:
         return {key: np.zeros(0) for key in keys}
     table = zero_table(space)
     t = _bulk_figures(model, cluster, training, space, table, rebalance, calibration=calibration,
-                      topology=topology, on_group=on_chunk)
+                      topology=topology, on_group=on_chunk, memory_margin=memory_margin)
     first, column, _, zpos = table
     cell = zpos * first.size + column
     return {key: t[key].ravel()[cell] for key in keys}

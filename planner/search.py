@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from costmodel.specs import ClusterSpec, ModelSpec, TrainingSpec
+from costmodel.specs import MEMORY_SAFETY_MARGIN, ClusterSpec, ModelSpec, TrainingSpec
 from costmodel.step.estimate import resolve_calibration
 
 from .constraints import Constraints
@@ -58,7 +58,8 @@ def _key(est_time: float, world: int, peak: float, index: int) -> tuple[float, i
 
 def search(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, top_k: int = 10,
            calibration: Any = None, topology: Any = None, progress: bool = False,
-           rebalance: bool = False, max_rescore: int = MAX_RESCORE, **constraints: Any) -> SearchResult:
+           rebalance: bool = False, max_rescore: int = MAX_RESCORE,
+           memory_margin: float = MEMORY_SAFETY_MARGIN, **constraints: Any) -> SearchResult:
     """The `top_k` fastest plans for `model` on `cluster` that fit in memory.
 
     Keyword constraints fix or bound any knob (`tp=8`, `max_pp=16`, `schedule="1f1b"`,
@@ -66,11 +67,13 @@ def search(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, to
     stages get the balanced split (`planner.balance`); `rebalance` also tries it where they divide.
     At most `max_rescore` candidates are re-scored exactly; `result.complete` says whether the
     lower bound closed before that (then the result equals `search_exhaustive`'s).
-    `progress` shows a tqdm bar on stderr.
+    `progress` shows a tqdm bar on stderr. A plan fits when its predicted peak (reserved memory + CUDA
+    context) is at most the GPU's memory less `memory_margin` (`costmodel.MEMORY_SAFETY_MARGIN`).
     A malformed request raises ValueError naming the field; an impossible one returns no plans and a
     `message` with numbers."""
     t0 = time.perf_counter()
     _check_request(model, cluster, training, top_k)
+    _check_margin(memory_margin)
     calibration = resolve_calibration(cluster, calibration)   # a shipped profile of this GPU, if any
     cons = Constraints.from_kwargs(**constraints)
     space = build_space(model, cluster, training, cons)
@@ -78,16 +81,16 @@ def search(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, to
     rejections = {LABELS[c]: n for c, n in space.rejected.items()}
     if len(space) == 0:
         return SearchResult(plans=(), rejections=rejections, num_candidates=space.generated,
-                            elapsed_s=time.perf_counter() - t0,
+                            elapsed_s=time.perf_counter() - t0, memory_margin=memory_margin,
                             message=explain_invalid(space.rejected, space.generated, cons))
     bar = tqdm(total=len(space), desc="scoring plans", unit="plan", disable=not progress, leave=False)
     bulk = bulk_scores(model, cluster, training, space, calibration=calibration, topology=topology,
-                       rebalance=rebalance, on_chunk=bar.update)
+                       rebalance=rebalance, on_chunk=bar.update, memory_margin=memory_margin)
     bar.close()
     t_bulk = time.perf_counter()
     scorer = ExactScorer(model, cluster, training, space, calibration=calibration, topology=topology,
-                         rebalance=rebalance)
-    cap = cluster.gpu.hbm_bytes
+                         rebalance=rebalance, memory_margin=memory_margin)
+    cap = cluster.gpu.hbm_bytes * (1 - memory_margin)
     fit = bulk["peak_bytes_lb"] <= cap
     world = space.columns["dp"] * space.columns["tp"] * space.columns["pp"] * space.columns["cp"]
     lb = bulk["step_time_s_lb"]
@@ -125,13 +128,14 @@ def search(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, to
     plans = tuple(RankedPlan(rank + 1, est.plan, est) for rank, (_, est) in enumerate(ranked[:top_k]))
     message = ""
     if not plans:
-        message = _no_fit_message(model, cluster, training, cons, space, bulk, scorer)
+        message = _no_fit_message(model, cluster, training, cons, space, bulk, scorer, memory_margin)
     front_mem = _front(scorer, cand, lb, bulk["peak_bytes_lb"], world, mode="memory")
     front_gpu = _front(scorer, cand, lb, bulk["peak_bytes_lb"], world, mode="gpus")
     return SearchResult(plans=plans, pareto_memory=front_mem, pareto_gpus=front_gpu, rejections=rejections,
                         num_candidates=space.generated, num_valid=len(space),
                         num_fit=len(cand) - exact_oom, num_rescored=scorer.calls,
                         elapsed_s=time.perf_counter() - t0, message=message, complete=complete,
+                        memory_margin=memory_margin,
                         timings_s={"space_s": t_space - t0, "bulk_s": t_bulk - t_space,
                                    "rescore_s": t_rescore - t_bulk, "pareto_s": time.perf_counter() - t_rescore})
 
@@ -157,8 +161,13 @@ def _front(scorer: ExactScorer, cand: np.ndarray, time_lb: np.ndarray, peak_lb: 
     return tuple(RankedPlan(r + 1, ests[j].plan, ests[j]) for r, j in enumerate(keep))
 
 
+def _check_margin(memory_margin: float) -> None:
+    if not 0 <= memory_margin < 1:
+        raise ValueError(f"memory_margin={memory_margin}: give a share of the GPU's memory in [0, 1), e.g. 0.05")
+
+
 def _no_fit_message(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, cons: Constraints,
-                    space: Space, bulk: dict[str, np.ndarray], scorer: ExactScorer) -> str:
+                    space: Space, bulk: dict[str, np.ndarray], scorer: ExactScorer, memory_margin: float) -> str:
     i = int(np.argmin(bulk["peak_bytes_lb"]))
     est = scorer.best(i, require_fit=False)
     peak = est.memory.peak_bytes if est is not None else float(bulk["peak_bytes_lb"][i])
@@ -175,16 +184,17 @@ def _no_fit_message(model: ModelSpec, cluster: ClusterSpec, training: TrainingSp
         sp = build_space(model, bigger, training, lean)
         if len(sp) == 0:
             return False
-        b = bulk_scores(model, bigger, training, sp, calibration=scorer.calibration)
-        return bool((b["peak_bytes_lb"] <= bigger.gpu.hbm_bytes).any())
+        b = bulk_scores(model, bigger, training, sp, calibration=scorer.calibration, memory_margin=memory_margin)
+        return bool((b["peak_bytes_lb"] <= bigger.gpu.hbm_bytes * (1 - memory_margin)).any())
 
     return explain_oom(min_peak_bytes=peak, min_plan=est.plan if est is not None else space.plan(i),
-                       cluster=cluster, constraints=cons, fits_with_gpus=fits_with, max_growth=64)
+                       cluster=cluster, constraints=cons, fits_with_gpus=fits_with, max_growth=64,
+                       memory_margin=memory_margin)
 
 
 def search_exhaustive(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, top_k: int = 10,
                       calibration: Any = None, topology: Any = None, rebalance: bool = False,
-                      **constraints: Any) -> list[RankedPlan]:
+                      memory_margin: float = MEMORY_SAFETY_MARGIN, **constraints: Any) -> list[RankedPlan]:
     """Reference search: every valid candidate through the exact cost model one by one (slow; for
     tests and small spaces). Returns the ranked plans `search` must return."""
     _check_request(model, cluster, training, top_k)
@@ -192,7 +202,7 @@ def search_exhaustive(model: ModelSpec, cluster: ClusterSpec, training: Training
     cons = Constraints.from_kwargs(**constraints)
     space = build_space(model, cluster, training, cons)
     scorer = ExactScorer(model, cluster, training, space, calibration=calibration, topology=topology,
-                         rebalance=rebalance)
+                         rebalance=rebalance, memory_margin=memory_margin)
     ranked = []
     for i in range(len(space)):
         est = scorer.best(i)

@@ -97,8 +97,11 @@ def _simulated(ctx: StepContext, k: Knobs, comm: Any, plan: ParallelPlan, *, tim
     out.update({
         "parameters_bytes": top["params_bytes"], "gradients_bytes": top["grads_bytes"],
         "optimizer_bytes": top["optimizer_bytes"], "activations_bytes": top["activations_bytes"],
-        "buffers_bytes": top["buffers_bytes"], "peak_bytes": top["peak"],
+        "buffers_bytes": top["buffers_bytes"], "temporaries_bytes": top["temporaries_bytes"],
+        "allocated_bytes": top["allocated"], "reserved_bytes": top["reserved"], "context_bytes": top["context"],
+        "peak_bytes": top["peak"], "peak_stage": ranks.index(top), "peak_moment": top["moment"],
+        "inflight_micro_batches": top["inflight"],
     })
     out["step_time_s"] = sum(out[key] for key in ("compute_s", "tp_comm_s", "cp_comm_s", "dp_comm_s",
                                                   "pp_comm_s", "bubble_s", "optimizer_s"))
-    return out, tuple(_membreak(r) for r in ranks), res.events
+    return out, tuple(_membreak(r, i) for i, r in enumerate(ranks)), res.events

@@ -36,7 +36,7 @@ def test_a_stack_sets_only_what_its_file_states() -> None:
     deepspeed = stack_efficiency(base, get_stack("deepspeed"))
     assert deepspeed.overlap_grad_reduce and deepspeed.zero3_regather_recompute and deepspeed.zero3_nic_bound
     paraplan = stack_efficiency(base, get_stack("paraplan"))
-    assert paraplan.optimizer_bytes_per_param == 80 + 12 and paraplan.weight_cast_bytes == 6
+    assert paraplan.optimizer_bytes_per_param == 28 + 12 and paraplan.weight_cast_bytes == 6   # fused AdamW
 
 
 def test_every_stack_estimates_and_says_so() -> None:

@@ -43,9 +43,14 @@ def _vocab_local(vocab: int, *, tp: Num, pp: int, gathered_with_pp: bool) -> Num
 
 
 def loss_buffer_bytes(mem: StackMemorySpec, *, tokens: Num, vocab: int, tp: Num, pp: int, fp32: bool) -> Num:
-    """Bytes of the loss at its peak on the last stage."""
+    """Bytes of the loss at its peak on the last stage; with tp > 1 a vocabulary-parallel loss may keep more
+    (`vocab_parallel_loss_bytes_per_logit`: torch's `loss_parallel` computes log-softmax and its backward
+    from shard-local pieces, `(grad_input + exp(x)) * grad_output` with the zero-filled one-hot, 16 B)."""
     per_logit = (mem.loss_bytes_per_logit_fp32 if fp32 and mem.loss_bytes_per_logit_fp32 is not None
                  else mem.loss_bytes_per_logit)
+    gathered = mem.logits_gathered_with_pp and pp > 1
+    if mem.vocab_parallel_loss_bytes_per_logit is not None and not gathered:
+        per_logit = (tp > 1) * mem.vocab_parallel_loss_bytes_per_logit + (tp == 1) * per_logit
     return per_logit * tokens * _vocab_local(vocab, tp=tp, pp=pp, gathered_with_pp=mem.logits_gathered_with_pp)
 
 

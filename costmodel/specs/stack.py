@@ -163,6 +163,8 @@ class StackMemorySpec(Spec):
     loss_bytes_per_logit: float = Field(
         default=6.0, ge=0, description="bytes per logit at the loss's peak on the last stage (16-bit training)")
     loss_bytes_per_logit_fp32: float | None = Field(default=None, ge=0, description="... in fp32 training")
+    vocab_parallel_loss_bytes_per_logit: float | None = Field(
+        default=None, ge=0, description="... of the vocabulary-parallel loss with tp > 1 (None: as without TP)")
     loss_hole_bytes_per_logit: float = Field(
         default=0.0, ge=0, description="bytes per logit freed just before the loss's larger fp32 buffers are "
                                        "allocated, which the caching allocator cannot reuse for them (reserved, "

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..layer.compute import DEFAULT_EFFICIENCY, EfficiencyModel
 from ..specs import (
+    MEMORY_SAFETY_MARGIN,
     ClusterSpec,
     MemoryBreakdown,
     ModelSpec,
@@ -51,28 +52,31 @@ def oom_hints(plan: ParallelPlan, memory: MemoryBreakdown, *, max_pp: int | None
 
 
 def oom_message(est: StepEstimate, gpu_name: str, *, max_pp: int | None = None) -> str:
-    """'needs X GiB per GPU, <gpu> has Y GiB: <largest part> Z GiB; try ...'."""
+    """'needs X GiB per GPU at <moment>, <gpu> has Y GiB (Z usable with the margin): <largest parts>; try ...'."""
     mem = est.memory
     parts = {"activations": mem.activations_bytes, "optimizer states": mem.optimizer_bytes,
-             "parameters": mem.parameters_bytes, "gradients": mem.gradients_bytes, "buffers": mem.buffers_bytes}
+             "parameters": mem.parameters_bytes, "gradients": mem.gradients_bytes, "buffers": mem.buffers_bytes,
+             "temporaries": mem.temporaries_bytes}
     top = sorted(parts.items(), key=lambda kv: -kv[1])[:2]
     detail = ", ".join(f"{name} {nbytes / GIB:.1f} GiB" for name, nbytes in top)
     hints = oom_hints(est.plan, mem, max_pp=max_pp)
     tail = f"; try {' or '.join(hints)}" if hints else ""
-    return (f"needs {mem.peak_bytes / GIB:.1f} GiB per GPU, {gpu_name} has {est.capacity_bytes / GIB:.1f} GiB: "
-            f"{detail}{tail}")
+    return (f"needs {mem.peak_bytes / GIB:.1f} GiB per GPU ({mem.describe()}), {gpu_name} has "
+            f"{est.capacity_bytes / GIB:.1f} GiB ({est.usable_bytes / GIB:.1f} GiB usable with the "
+            f"{est.memory_margin:.0%} safety margin): {detail}{tail}")
 
 
 def evaluate(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, plan: ParallelPlan, *,
              calibration: Any = None, topology: Any = None, timeline: bool = False,
-             efficiency: EfficiencyModel = DEFAULT_EFFICIENCY) -> StepEstimate | Rejection:
+             efficiency: EfficiencyModel = DEFAULT_EFFICIENCY,
+             memory_margin: float = MEMORY_SAFETY_MARGIN) -> StepEstimate | Rejection:
     """The plan's StepEstimate when it is valid and fits; else a Rejection with code 'invalid'
     (the first broken rule) or 'oom' (needed vs available bytes and what to change)."""
     problems = plan_problems(model, cluster, training, plan, auto_split=True)
     if problems:
         return Rejection(plan=plan, code="invalid", message=str(problems[0]))
     est = estimate(model, cluster, training, plan, calibration=calibration, topology=topology,
-                   timeline=timeline, efficiency=efficiency)
+                   timeline=timeline, efficiency=efficiency, memory_margin=memory_margin)
     if est.fits:
         return est
     return Rejection(plan=plan, code="oom", message=oom_message(est, cluster.gpu.name, max_pp=model.total_layers),

@@ -38,12 +38,15 @@ def format_estimate(est: StepEstimate, *, model: str = "", cluster: str = "") ->
         if value > 0 or name == "compute":
             lines.append(f"  {name:<10} {value:10.4f} s  {value / total:6.1%}  {_bar(value, total)}")
     fit = "fits" if est.fits else "DOES NOT FIT"
-    lines.append(f"memory per GPU (most loaded stage): {mem.peak_bytes / GIB:.1f} GiB of "
-                 f"{est.capacity_bytes / GIB:.1f} GiB, {fit}")
+    lines.append(f"memory per GPU (most loaded stage): peak {mem.peak_bytes / GIB:.1f} GiB of "
+                 f"{est.usable_bytes / GIB:.1f} GiB usable ({est.capacity_bytes / GIB:.1f} GiB less the "
+                 f"{est.memory_margin:.0%} safety margin), {fit}")
+    lines.append(f"  at {mem.describe()}: allocated {mem.allocated_bytes / GIB:.2f} GiB, reserved "
+                 f"{mem.reserved_bytes / GIB:.2f} GiB, + CUDA context/NCCL {mem.context_bytes / GIB:.2f} GiB")
     for name, value in (("parameters", mem.parameters_bytes), ("gradients", mem.gradients_bytes),
                         ("optimizer", mem.optimizer_bytes), ("activations", mem.activations_bytes),
-                        ("buffers", mem.buffers_bytes)):
-        lines.append(f"  {name:<12} {value / GIB:8.2f} GiB  {_bar(value, mem.peak_bytes)}")
+                        ("buffers", mem.buffers_bytes), ("temporaries", mem.temporaries_bytes)):
+        lines.append(f"  {name:<12} {value / GIB:8.2f} GiB  {_bar(value, mem.allocated_bytes)}")
     if est.plan.layers_per_stage is not None:
         lines.append("layers per stage: " + ",".join(map(str, est.plan.layers_per_stage))
                      + " (embedding on the first, LM head + loss on the last)")
