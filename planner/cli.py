@@ -201,7 +201,7 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
 
 def _add_validate_published(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate-published",
-                       help="reproduce published training runs (Megatron-LM SC21, vTrain) and report the error")
+                       help="reproduce published training runs (Megatron-LM SC21, vTrain, MosaicML, torchtitan memory) and report the error")
     p.add_argument("--data", default=None, help="folder holding megatron2021/ and vtrain/ (default: the copy shipped with paraplan)")
     p.add_argument("--out", default=None, metavar="VALIDATION.md", help="write the report section into this file")
     p.add_argument("--csv", default=None, metavar="FILE", help="write predicted vs published per row as CSV")
@@ -212,9 +212,13 @@ def _add_validate_published(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_validate_published(args: argparse.Namespace) -> int:
     from costmodel.calibration.published import run_validation, summary_text, update_validation_doc
+    from costmodel.calibration.published.memory import memory_summary_text, run_memory_validation
+    from costmodel.calibration.published.memory_doc import update_memory_doc
 
     result = run_validation(args.data)
     print(summary_text(result))
+    memory = run_memory_validation(args.data)
+    print(memory_summary_text(memory))
     loso = None
     if args.loso:
         from costmodel.calibration.published.loso import leave_one_source_out
@@ -227,6 +231,7 @@ def _cmd_validate_published(args: argparse.Namespace) -> int:
         write_text_atomic(args.csv, result.rows.to_csv(index=False))
     if args.out:
         update_validation_doc(args.out, result, loso=loso)
+        update_memory_doc(args.out, memory)
         print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

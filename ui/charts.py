@@ -26,7 +26,7 @@ _TIME_PARTS = [("compute_s", "compute"), ("tp_comm_s", "TP comm"), ("cp_comm_s",
                ("optimizer_s", "optimizer")]
 _MEM_PARTS = [("parameters_bytes", "parameters"), ("gradients_bytes", "gradients"),
               ("optimizer_bytes", "optimizer states"), ("activations_bytes", "activations"),
-              ("buffers_bytes", "buffers")]
+              ("buffers_bytes", "buffers"), ("temporaries_bytes", "temporaries")]
 
 
 def timeline_frame(events: Sequence[TimelineEvent]) -> pd.DataFrame:

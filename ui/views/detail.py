@@ -45,8 +45,11 @@ with right:
     st.caption(f"Most loaded GPU: parameters {mem.parameters_bytes / charts.GIB:.1f} GiB, gradients "
                f"{mem.gradients_bytes / charts.GIB:.1f} GiB, optimizer {mem.optimizer_bytes / charts.GIB:.1f} GiB, "
                f"activations {mem.activations_bytes / charts.GIB:.1f} GiB, buffers "
-               f"{mem.buffers_bytes / charts.GIB:.1f} GiB; peak {mem.peak_bytes / charts.GIB:.1f} of "
-               f"{est.capacity_bytes / charts.GIB:.0f} GiB.")
+               f"{mem.buffers_bytes / charts.GIB:.1f} GiB, temporaries {mem.temporaries_bytes / charts.GIB:.1f} GiB "
+               f"at {mem.describe()}: allocated {mem.allocated_bytes / charts.GIB:.1f} GiB, reserved "
+               f"{mem.reserved_bytes / charts.GIB:.1f} GiB; peak with CUDA context {mem.peak_bytes / charts.GIB:.1f} of "
+               f"{est.usable_bytes / charts.GIB:.0f} GiB usable ({est.capacity_bytes / charts.GIB:.0f} GiB less the "
+               f"{est.memory_margin:.0%} safety margin).")
 
 st.subheader("Topology: the plan's groups and link load")
 if services.missing("costmodel.network.topology.build_topology", "costmodel.network.placement.axis_groups"):

@@ -28,7 +28,8 @@ else:
     c[1].metric("MFU", f"{best.mfu:.1%}")
     c[2].metric("Step time", f"{best.step_time_s:.3f} s")
     c[3].metric("Memory per GPU", f"{best.memory.peak_bytes / charts.GIB:.1f} GiB",
-                f"{(best.capacity_bytes - best.memory.peak_bytes) / charts.GIB:.1f} GiB free", delta_color="off")
+                f"{(best.usable_bytes - best.memory.peak_bytes) / charts.GIB:.1f} GiB free "
+                f"({best.memory_margin:.0%} kept as margin)", delta_color="off")
     c[4].metric("Search", f"{view.elapsed_s * 1e3:.0f} ms",
                 f"{human_count(view.evaluated)} plans" if view.evaluated else None, delta_color="off")
 

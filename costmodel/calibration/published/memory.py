@@ -39,7 +39,7 @@ class MemoryCase:
     plan: ParallelPlan
     metric: str            # 'reserved' or 'allocated'
     measured_gib: float
-    note: str = ""
+    plain_loop_gib: float | None = None   # h200-executor: the plain torch loop's allocated peak
 
 
 def torchtitan_cases(data_dir: Path) -> tuple[list[MemoryCase], list[str]]:
@@ -82,7 +82,7 @@ def h200_memory_cases(data_dir: Path) -> list[MemoryCase]:
                                 stack="paraplan")
         out.append(MemoryCase("h200-executor", f"{model.name} s{row['seq_len']} {plan.short()}", model, cluster,
                               training, plan, "allocated", float(row["measured_executor_peak_gib"]),
-                              note=f"plain torch loop (fused AdamW): {float(row['measured_plain_peak_gib']):.2f} GiB"))
+                              plain_loop_gib=float(row["measured_plain_peak_gib"])))
     return out
 
 
@@ -121,7 +121,8 @@ def _row(case: MemoryCase) -> dict:
             "metric": case.metric, "measured_gib": case.measured_gib, "predicted_gib": figure,
             "error": figure / case.measured_gib - 1, "allocated_gib": mem.allocated_bytes / GIB,
             "reserved_gib": mem.reserved_bytes / GIB, "peak_gib": mem.peak_bytes / GIB, "moment": mem.describe(),
-            "note": case.note}
+            "plain_loop_gib": case.plain_loop_gib,
+            "bf16_logits_gib": 2 * case.plan.micro_batch_size * case.training.seq_len * case.model.vocab_size / GIB}
 
 
 @dataclass
