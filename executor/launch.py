@@ -13,7 +13,6 @@ restarts (`max_restarts`) resume every worker from the run's newest checkpoint.
 
 from __future__ import annotations
 
-import math
 import os
 import shlex
 import shutil
@@ -24,6 +23,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -43,6 +43,7 @@ from .compile import compile_unsupported
 from .data import load_corpus
 from .failures import RunFailed, explain_failure
 from .float8 import float8_unsupported
+from .memguard import default_global_batch, default_seq_len, refuse_if_too_big
 from .metrics import read_metrics, write_json_atomic
 from .pipeline import check_schedule_supported
 from .scaling import host_capacity, scale_plan
@@ -93,16 +94,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def _default_global_batch(plan: ParallelPlan) -> int:
-    """8 sequences, rounded up to whole micro-batches per DP rank (and to a multiple of pp micro-batches
-    for interleaved 1F1B)."""
-    unit = plan.dp * plan.micro_batch_size
-    micro_batches = math.ceil(8 / unit)
-    if plan.schedule == "interleaved-1f1b":
-        micro_batches = math.ceil(micro_batches / plan.pp) * plan.pp
-    return unit * micro_batches
-
-
 def _positive(name: str, value: float | None) -> None:
     if value is not None and value <= 0:
         raise ValueError(f"{name}={value} must be > 0")
@@ -128,9 +119,11 @@ def prepare_run(plan: ParallelPlan | str | os.PathLike[str], *, model: str | Mod
                 lr_decay_steps: int | None = None, ckpt_every: int = 0, resume: str | os.PathLike[str] | None = None,
                 max_restarts: int = 0, timeout_s: float = 300.0, scale_to: int | None = None,
                 nnodes: int = 1, node_rank: int = 0, rdzv_endpoint: str | None = None, dtype: str | None = None,
-                corpus: str | None = None, log_every: int = 10, compile: bool | None = None) -> RunSetup:
+                corpus: str | None = None, log_every: int = 10, compile: bool | None = None, force: bool = False,
+                suggest: Callable[[Any], str] | None = None) -> RunSetup:
     """Validate a run and build its torchrun command; ValueError (field + fix) on bad input. `compile`:
-    torch.compile each block (None: on CUDA, off on CPU)."""
+    torch.compile each block (None: on CUDA, off on CPU). A plan whose predicted memory does not fit this
+    host is refused (`executor.memguard`, MemoryRefused naming the nearest plan `suggest` finds) unless `force`."""
     plan = load_plan(plan) if not isinstance(plan, ParallelPlan) else plan
     model_spec = load_model(model) if isinstance(model, str) else model
     from .model import build_model
@@ -170,10 +163,13 @@ def prepare_run(plan: ParallelPlan | str | os.PathLike[str], *, model: str | Mod
         raise ValueError(f"nnodes={nnodes} does not divide the plan's {plan.world_size} processes")
 
     seed = seed if seed is not None else int(saved.get("seed", 0))
-    global_batch = global_batch or saved.get("global_batch_size") or _default_global_batch(plan)
-    seq_len = seq_len or saved.get("seq_len") or min(model_spec.max_seq_len, 1024)
+    global_batch = global_batch or saved.get("global_batch_size") or default_global_batch(plan)
+    seq_len = seq_len or saved.get("seq_len") or default_seq_len(model_spec)
     training = TrainingSpec(global_batch_size=int(global_batch), seq_len=int(seq_len), dtype=dtype or "fp32")
     check_plan(model_spec, None, training, plan)
+    if not force:   # the memory guard: refuse before any process starts
+        refuse_if_too_big(model_spec, plan, training, processes=plan.world_size // nnodes, nnodes=nnodes, dtype=dtype,
+                          suggest=suggest)
     if compile and (reason := compile_unsupported(plan)):
         raise ValueError(reason)
     load_corpus(corpus, min_tokens=int(seq_len) + 2)

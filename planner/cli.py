@@ -356,12 +356,28 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rdzv-endpoint", default=None, help="HOST:PORT of node 0 (multi-node)")
     p.add_argument("--log-every", type=int, default=10, help="progress line every N steps")
     p.add_argument("--dry-run", action="store_true", help="print the torchrun command and exit")
+    p.add_argument("--force", action="store_true",
+                   help="launch even when the predicted memory does not fit this host (skip the memory guard)")
     p.set_defaults(handler=_cmd_run)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from executor.memguard import guard_run
+    from planner.nearest import nearest_plan_hint
+
+    def suggest(check: Any) -> str:   # the memory guard's nearest plan that fits, from the planner
+        def runnable(plan: Any) -> bool:   # (imports the launcher only when some plan fits)
+            from executor.launch import plan_unsupported
+
+            return plan_unsupported(plan, global_batch=check.training.global_batch_size) is None
+
+        return nearest_plan_hint(check, runnable=runnable)
+
+    if not args.force and args.resume is None and args.scale_to is None:   # refuse before importing the launcher
+        guard_run(args.plan_file, model=args.model, global_batch=args.global_batch, seq_len=args.seq_len,
+                  dtype=args.dtype, nnodes=args.nnodes, suggest=suggest)
     from executor.launch import RunFailed, launch, prepare_run
 
     out = args.out or str(Path("runs") / Path(args.plan_file).stem)
@@ -371,7 +387,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         lr_decay_steps=args.lr_decay_steps, ckpt_every=args.ckpt_every, resume=args.resume,
         max_restarts=args.max_restarts, timeout_s=args.timeout, scale_to=args.scale_to, nnodes=args.nnodes,
         node_rank=args.node_rank, rdzv_endpoint=args.rdzv_endpoint, dtype=args.dtype, corpus=args.corpus,
-        log_every=args.log_every, compile=args.compile)
+        log_every=args.log_every, compile=args.compile, force=args.force, suggest=suggest)
     for change in setup.changes:
         print(f"paraplan: scaled: {change}", file=sys.stderr)
     if args.dry_run:

@@ -65,7 +65,7 @@ def test_host_constants_share_the_cores() -> None:
     assert host_constants(cpu, procs=4, cores=2)["measured_rate_scale"] == pytest.approx(0.25)
     assert host_constants(cpu, procs=1, cores=2)["measured_rate_scale"] == pytest.approx(1.0)
     gpu = CalibrationProfile(device="NVIDIA H200", gpu="h200", torch_version="x", threads=16)
-    assert host_constants(gpu, procs=8) == {"framework_bytes": 0.0}
+    assert host_constants(gpu, procs=8) == {}   # the CUDA context stays in the device peak
 
 
 def test_cpu_host_constants_reproduce_the_measured_block_host_times() -> None:

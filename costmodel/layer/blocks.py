@@ -17,7 +17,7 @@ from .compute import (
     gemm_time_s,
     memory_time_s,
 )
-from .context import Knobs, StepContext, any_set, fsdp_wrapped, vmax
+from .context import Knobs, StepContext, any_set, vmax
 from .elementwise import elementwise_bytes, profiled_elementwise_s
 
 __all__ = ["BlockCost", "EndCost", "block_costs", "end_costs", "collective_s", "p2p_time_s", "tp_forward_share",
@@ -48,6 +48,8 @@ class BlockCost:
     act_bytes: Num
     act_full_bytes: Num  # without any recomputation (the working set while recomputing one block)
     params: Num
+    act_bytes_fsdp: Num = None       # the same where the executor wraps the plan with FSDP2 (another precision
+    act_full_bytes_fsdp: Num = None  # mode: StackMemorySpec.fsdp_weights); None: as act_bytes / act_full_bytes
 
 
 def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockCost:
@@ -140,22 +142,21 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
         fwd = fwd + slack / (3 + (rc == 2))
         bwd = bwd + slack * (2 / (3 + (rc == 2)))
         recompute = recompute + slack * ((rc == 2) / (3 + (rc == 2)))
-    act = _activation_bytes(ctx, k, b, s_loc, rc, cross=cross)
-    act_full = _activation_bytes(ctx, k, b, s_loc, 0, cross=cross)
-    return BlockCost(fwd, bwd, recompute, tp_s, cp_s, act, act_full, params)
+    act, act_full = (_activation_bytes(ctx, k, b, s_loc, code, cross=cross, fsdp=False) for code in (rc, 0))
+    out = BlockCost(fwd, bwd, recompute, tp_s, cp_s, act, act_full, params)
+    st = ctx.stack
+    if st is not None and st.memory.fsdp_weights is not None:   # a second precision mode under FSDP2
+        out.act_bytes_fsdp, out.act_full_bytes_fsdp = (
+            _activation_bytes(ctx, k, b, s_loc, code, cross=cross, fsdp=True) for code in (rc, 0))
+    return out
 
 
-def _activation_bytes(ctx: StepContext, k: Knobs, b: Num, s_loc: Num, rc: Num, *, cross: bool) -> Num:
-    """One block's stored activations as the stack keeps them (`costmodel.layer.activations`); plans the
-    executor wraps with FSDP2 may compute in another precision mode than the others."""
-    st, sh = ctx.stack, ctx.shape
-    kw = dict(tp=k.tp, sp=k.sp, recompute_code=rc, flash=ctx.flash, act_bytes=ctx.act_bytes, cross=cross)
-    plain = block_activation_bytes(st, precision_mode(st, ctx.dtype, fsdp=False), sh, b, s_loc, **kw)
-    if st is None or st.memory.fsdp_weights is None or not any_set(fsdp_wrapped(k)):
-        return plain
-    fsdp = fsdp_wrapped(k)
-    return fsdp * block_activation_bytes(st, precision_mode(st, ctx.dtype, fsdp=True), sh, b, s_loc, **kw) + (
-        1 - fsdp) * plain
+def _activation_bytes(ctx: StepContext, k: Knobs, b: Num, s_loc: Num, rc: Num, *, cross: bool, fsdp: bool) -> Num:
+    """One block's stored activations as the stack keeps them (`costmodel.layer.activations`) in the precision
+    mode of plain (or, with `fsdp`, FSDP2-wrapped) plans."""
+    st = ctx.stack
+    return block_activation_bytes(st, precision_mode(st, ctx.dtype, fsdp=fsdp), ctx.shape, b, s_loc, tp=k.tp,
+                                  sp=k.sp, recompute_code=rc, flash=ctx.flash, act_bytes=ctx.act_bytes, cross=cross)
 
 
 def tp_overlap_hidden_s(comm_s: Num, gemm_s: Num, tp: Num) -> Num:

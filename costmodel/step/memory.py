@@ -48,7 +48,7 @@ from ..layer.states import (
     weights_at_rest_bytes,
 )
 
-__all__ = ["MOMENTS", "PARTS", "rank_memory", "fsdp_wrapped", "ddp_wrapped", "weight_scheme"]
+__all__ = ["MOMENTS", "PARTS", "rank_memory", "block_activations", "weight_scheme"]
 
 Num = Any
 MOMENTS = ("forward", "backward", "optimizer")
@@ -96,6 +96,21 @@ def _head_acts(ctx: StepContext, k: Knobs, tokens: Num) -> Num:
     return fsdp * wrapped + (1 - fsdp) * plain
 
 
+def block_activations(k: Knobs, enc: Any, dec: Any, *, n_dec: int) -> tuple[Num, Num, Num, Num]:
+    """(enc block stored bytes, dec block stored bytes, one block's full set, one block's stored set) in the
+    precision mode of each plan (`BlockCost.act_bytes_fsdp` where the executor wraps it with FSDP2)."""
+    def pick(plain: Num, wrapped: Num) -> Num:
+        if wrapped is None:
+            return plain
+        fsdp = fsdp_wrapped(k)
+        return fsdp * wrapped + (1 - fsdp) * plain
+
+    enc_act = pick(enc.act_bytes, enc.act_bytes_fsdp)
+    dec_act = pick(dec.act_bytes, dec.act_bytes_fsdp) if n_dec else enc_act
+    unit = dec if n_dec else enc
+    return enc_act, dec_act, pick(unit.act_full_bytes, unit.act_full_bytes_fsdp), dec_act if n_dec else enc_act
+
+
 def rank_memory(ctx: StepContext, k: Knobs, rank: Num, m: Num, n_enc: Num, n_dec: Num, enc: Any, dec: Any,
                 params: Num, stored_act_bytes: Num = None) -> dict[str, Num]:
     """Memory of pipeline rank `rank` holding n_enc + n_dec blocks (and the embedding / head at the ends)
@@ -127,14 +142,13 @@ def rank_memory(ctx: StepContext, k: Knobs, rank: Num, m: Num, n_enc: Num, n_dec
                                autocast_cache=mem.autocast_weight_cache)
     # activations in flight (pp = 1 runs its micro-batches one after another)
     chunks = inflight_chunks(k.schedule, rank, pp, m, k.v) if pp > 1 else 1 + 0 * m
+    enc_act, dec_act, full, kept = block_activations(k, enc, dec, n_dec=sh.n_dec)
     if stored_act_bytes is None:
-        stored_act_bytes = chunks * (n_enc * enc.act_bytes + n_dec * dec.act_bytes) / k.v
+        stored_act_bytes = chunks * (n_enc * enc_act + n_dec * dec_act) / k.v
     inflight = chunks / k.v
     tokens = k.mb * (ctx.seq_len // cp)
     head_acts = last * inflight * _head_acts(ctx, k, tokens)
     rc = k.recompute
-    full = dec.act_full_bytes if sh.n_dec else enc.act_full_bytes
-    kept = dec.act_bytes if sh.n_dec else enc.act_bytes
     working = (rc == 2) * full + (rc == 1) * np.maximum(full - kept, 0.0)   # one recomputed block
     loss = last * loss_buffer_bytes(mem, tokens=tokens, vocab=sh.vocab, tp=tp, pp=pp, fp32=fp32)
     hole = last * loss_hole_bytes(mem, tokens=tokens, vocab=sh.vocab, tp=tp, pp=pp, fp32=fp32)

@@ -18,6 +18,7 @@ import numpy as np
 from ..layer.blocks import W_SHARE, tp_forward_share
 from ..pipeline.sim import simulate_pipeline, simulate_pipelines
 from .costs import BlockCost, EndCost, Knobs, StepContext, block_costs, end_costs, p2p_time_s, rank_state
+from .memory import block_activations
 
 __all__ = ["StageTimes", "stage_times", "cached_stage_times", "simulated_costs", "prefetch"]
 
@@ -83,11 +84,12 @@ def stage_times(ctx: StepContext, k: Knobs, comm: Any, schedule: str, layers: tu
     zb = k.schedule == 3
     w = W_SHARE * (ne * enc.bwd_s + nd * dec.bwd_s + last * head.bwd_s) if zb else None
     p2p = float(p2p_time_s(ctx, k, comm)) if k.pp > 1 else 0.0
+    enc_act, dec_act, _, _ = block_activations(k, enc, dec, n_dec=sh.n_dec)   # the plan's precision mode
     as_f = np.asarray
     return StageTimes(schedule=schedule, pp=k.pp, v=k.v, m=m,
                       f=as_f(fwd_c + (tp_s + cp_s) * tp_fwd_share + sync_f, float),
                       b=as_f(bwd_c + (tp_s + cp_s) * (1 - tp_fwd_share) + sync_b, float),
-                      w=None if w is None else as_f(w, float), act=as_f(ne * enc.act_bytes + nd * dec.act_bytes, float),
+                      w=None if w is None else as_f(w, float), act=as_f(ne * enc_act + nd * dec_act, float),
                       comp=as_f(fwd_c + bwd_c, float), tp=as_f(tp_s, float), cp=as_f(cp_s, float),
                       sync=as_f(sync_f + sync_b, float), n_enc=ne, n_dec=nd, p2p_s=p2p,
                       units=(enc, dec, embed, head))
