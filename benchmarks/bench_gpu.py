@@ -1,8 +1,10 @@
 """GPU benchmark (`python -m benchmarks gpu`, `make bench-gpu`): on a CUDA machine, run the executor on
 single-GPU plans of several models (micro-batch, recomputation and sequence-length variants), a plain torch
 loop of the same model (`benchmarks.gpu_loop`), and `estimate` (stack `paraplan`) without and with the GPU
-profile measured first on the same GPU (`paraplan profile --device cuda`); print the table and write it
-into docs/VALIDATION.md (section `gpu`) and docs/validation_gpu.csv. Without a GPU it says so and exits 0.
+profile measured first on the same GPU (`paraplan profile --device cuda`); record the predicted allocated and
+reserved peaks against torch.cuda.max_memory_allocated / max_memory_reserved of the executor and the plain loop
+(`benchmarks.gpu_memory`); print the table and write it into docs/VALIDATION.md (section `gpu`) and
+docs/validation_gpu.csv. Without a GPU it says so and exits 0.
 
 Environment: PARAPLAN_BENCH_STEPS (default 8; steps 2.. are timed), PARAPLAN_GPU_CASES (comma-separated
 case numbers, default all), PARAPLAN_GPU_PROFILE (a profile file to use instead of measuring one),
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.gpu_memory import memory_columns, read_reserved_bytes
 from costmodel import ParallelPlan, TrainingSpec, estimate, load_model, save_plan
 from costmodel.calibration.published.h200 import LLAMA32_1B
 
@@ -51,7 +54,7 @@ def _spec(name: str):
     return LLAMA32_1B if name == "llama-3.2-1b" else load_model(name)
 
 
-def _executor(case: GpuCase, workdir: Path, steps: int) -> tuple[float, float]:
+def _executor(case: GpuCase, workdir: Path, steps: int) -> tuple[float, float, float]:
     from executor.launch import run_plan
 
     plan = ParallelPlan(micro_batch_size=case.micro_batch, recompute=case.recompute)
@@ -61,7 +64,7 @@ def _executor(case: GpuCase, workdir: Path, steps: int) -> tuple[float, float]:
                       global_batch=case.global_batch, seq_len=case.seq_len, dtype="bf16", log_every=0, stream=None)
     if result.summary is None:
         raise RuntimeError(f"{tag}: the executor wrote no summary")
-    return result.summary.step_time_s, result.summary.peak_bytes
+    return result.summary.step_time_s, result.summary.peak_bytes, read_reserved_bytes(workdir / tag)
 
 
 def _profile() -> object:
@@ -97,11 +100,10 @@ def main() -> None:
         for i, case in enumerate(cases):
             spec = _spec(case.model)
             plan = ParallelPlan(micro_batch_size=case.micro_batch, recompute=case.recompute)
-            training = TrainingSpec(global_batch_size=case.global_batch, seq_len=case.seq_len, stack="paraplan",
-                                    grad_dtype="fp32")
+            training = TrainingSpec(global_batch_size=case.global_batch, seq_len=case.seq_len, stack="paraplan")
             plain = _plain(spec, case, steps)
             torch.cuda.empty_cache()
-            executor_s, executor_peak = _executor(case, Path(tmp), steps)
+            executor_s, executor_peak, executor_reserved = _executor(case, Path(tmp), steps)
             bare = estimate(spec, cluster, training, plan, calibration=False)
             prof = estimate(spec, cluster, training, plan, calibration=profile)
             rows.append({"case": i, "model": spec.name, "seq_len": case.seq_len, "plan": plan.short(),
@@ -111,13 +113,15 @@ def main() -> None:
                          "error_no_profile": bare.step_time_s / executor_s - 1,
                          "error_profile": prof.step_time_s / executor_s - 1,
                          "executor_overhead": executor_s / plain.step_time_s - 1,
-                         "predicted_peak_gib": prof.memory.peak_bytes / GIB,
-                         "executor_peak_allocated_gib": executor_peak / GIB,
-                         "plain_peak_allocated_gib": plain.max_allocated_bytes / GIB,
-                         "plain_peak_reserved_gib": plain.max_reserved_bytes / GIB})
+                         **memory_columns(prof, executor_allocated=executor_peak, executor_reserved=executor_reserved,
+                                          plain_allocated=plain.max_allocated_bytes,
+                                          plain_reserved=plain.max_reserved_bytes)})
             print(f"   {spec.name:14s} s{case.seq_len:<5d} {plan.short():22s} executor {executor_s:7.3f} s  plain "
                   f"{plain.step_time_s:7.3f} s  predicted {bare.step_time_s:7.3f} s ({rows[-1]['error_no_profile']:+.1%}) "
-                  f"/ with profile {prof.step_time_s:7.3f} s ({rows[-1]['error_profile']:+.1%})", flush=True)
+                  f"/ with profile {prof.step_time_s:7.3f} s ({rows[-1]['error_profile']:+.1%}); allocated "
+                  f"{executor_peak / GIB:.1f} GiB, predicted {rows[-1]['predicted_allocated_gib']:.1f} "
+                  f"({rows[-1]['allocated_error']:+.1%}), reserved {executor_reserved / GIB:.1f} GiB, predicted "
+                  f"{rows[-1]['predicted_reserved_gib']:.1f} ({rows[-1]['reserved_error']:+.1%})", flush=True)
     _report(rows, device=name, profile=profile, steps=steps)
 
 

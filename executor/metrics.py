@@ -116,6 +116,10 @@ class MemoryTracker:
         self._proc = _reset_rss_high_water()
         self._baseline_bytes = (_proc_status_bytes("VmRSS") or 0) if self._proc else _rss_high_water_bytes()
 
+    def reserved_bytes(self) -> int | None:
+        """The caching allocator's peak reservation (CUDA; None on CPU, which has no such cache)."""
+        return int(torch.cuda.max_memory_reserved(self.device)) if self.device.type == "cuda" else None
+
     def peak_bytes(self) -> int:
         if self.device.type == "cuda":
             return int(torch.cuda.max_memory_allocated(self.device))

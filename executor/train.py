@@ -238,12 +238,15 @@ def train(args: argparse.Namespace) -> dict[str, Any] | None:
             writer.close()
     if device.type == "cuda":
         tensor_peak_bytes = memory.peak_bytes()  # the CUDA allocator counts tensors already
-    peak = torch.tensor([float(memory.peak_bytes()), float(tensor_peak_bytes)], dtype=torch.float64)
+    peak = torch.tensor([float(memory.peak_bytes()), float(tensor_peak_bytes), float(memory.reserved_bytes() or 0)],
+                        dtype=torch.float64)
     dist.all_reduce(peak, op=dist.ReduceOp.MAX)
     if rank != 0:
         return None
     write_json_atomic(out / MEMORY_FILENAME, {"peak_bytes": peak[0].item(), "tensor_peak_bytes": peak[1].item() or None,
-                                              "what": "max over ranks; tensor bytes counted in the first step"})
+                                              "reserved_bytes": peak[2].item() or None,
+                                              "what": "max over ranks; tensor bytes counted in the first step; "
+                                                      "reserved: the CUDA caching allocator's peak"})
     summary = summarize(records, plan=plan, model_name=model_spec.name,
                         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                         backend=backend, world_size=world, training=training, flops_per_step=flops_per_step,

@@ -8,8 +8,9 @@ import torch
 
 from benchmarks import bench_gpu
 from benchmarks.gpu_loop import plain_loop
+from benchmarks.gpu_memory import GIB, memory_columns, read_reserved_bytes
 from benchmarks.gpu_report import write_gpu_report
-from costmodel import load_model
+from costmodel import ParallelPlan, TrainingSpec, estimate, get_cluster, load_model
 from costmodel.calibration.profile_spec import CalibrationProfile
 
 
@@ -25,16 +26,34 @@ def test_plain_loop_trains_on_cpu() -> None:
     assert r.step_time_s > 0 and r.max_allocated_bytes == 0
 
 
+def _memory(executor_allocated_gib: float = 41.8) -> dict:
+    """The memory columns of the shipped H200 case gpt3-1.3b mb4 from a real estimate (stack paraplan)."""
+    est = estimate(load_model("gpt3-1.3b"), get_cluster("dgx-h200", nodes=1, gpus_per_node=1),
+                   TrainingSpec(global_batch_size=16, seq_len=2048, stack="paraplan"), ParallelPlan(micro_batch_size=4),
+                   calibration=False)
+    return memory_columns(est, executor_allocated=executor_allocated_gib * GIB, executor_reserved=44.9 * GIB,
+                          plain_allocated=42.59 * GIB, plain_reserved=44.0 * GIB)
+
+
+def test_memory_columns_and_target() -> None:
+    row = _memory()
+    assert row["predicted_allocated_gib"] <= row["predicted_reserved_gib"] <= row["predicted_peak_gib"]
+    assert row["allocated_error"] == pytest.approx(row["predicted_allocated_gib"] / 41.8 - 1)
+    assert row["allocated_ok"] and row["peak_moment"].startswith("stage 0, forward")
+    assert not _memory(executor_allocated_gib=60.0)["allocated_ok"]          # predicted far under: not met
+    assert read_reserved_bytes("/nonexistent") != read_reserved_bytes("/nonexistent")   # NaN when absent
+
+
 def test_report_section_and_csv(tmp_path) -> None:
     doc = tmp_path / "VALIDATION.md"
     doc.write_text("# Validation\n\n<!-- other:begin -->\nkeep\n<!-- other:end -->\n")
     df = pd.DataFrame([{"model": "gpt3-1.3b", "seq_len": 2048, "plan": "dp1-tp1-pp1-mb4", "measured_executor_s": 0.76,
                         "measured_plain_s": 0.75, "executor_overhead": 0.013, "predicted_no_profile_s": 0.69,
                         "error_no_profile": -0.09, "predicted_profile_s": 0.75, "error_profile": -0.013,
-                        "predicted_peak_gib": 40.0, "executor_peak_allocated_gib": 41.8,
-                        "plain_peak_allocated_gib": 42.6, "plain_peak_reserved_gib": 44.0}])
+                        **_memory()}])
     profile = CalibrationProfile(device="NVIDIA H200", gpu="h200", torch_version="2.11", cuda_version="13.0")
     write_gpu_report(df, doc=doc, device="NVIDIA H200", profile=profile, steps=8)
     text = doc.read_text()
     assert "keep" in text and "<!-- gpu:begin -->" in text and "| gpt3-1.3b | 2048 |" in text and "-1.3%" in text
+    assert "max_memory_reserved" in text and "1 of 1 cases meet the target" in text
     assert (tmp_path / "validation_gpu.csv").read_text().startswith("model,")
