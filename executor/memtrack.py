@@ -9,7 +9,12 @@ drops it when the storage is freed (a weak reference's callback), so `peak_bytes
 of live tensor bytes. Tensors made before the tracker starts are counted through `seed` (the model's
 parameters and buffers). DTensors count their local shard. It costs a Python call per op, so the
 training loop runs it during the warm-up step only, which is not timed (the first step allocates the
-optimizer states, so its peak is the steady-state peak)."""
+optimizer states, so its peak is the steady-state peak).
+
+FSDP2 frees an unsharded parameter by resizing its storage to 0 bytes and gathers it again into the same
+storage (`storage.resize_`, which no dispatch mode sees): a storage's size is therefore re-read whenever an op
+returns it, every storage is re-read every `RESCAN_OPS` ops, and one seen to change size is re-read after
+every op from then on, so freed unsharded parameters stop counting as live."""
 
 from __future__ import annotations
 
@@ -21,7 +26,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-__all__ = ["TensorBytesTracker"]
+__all__ = ["TensorBytesTracker", "RESCAN_OPS"]
+
+RESCAN_OPS = 32
+"""Ops between two re-reads of every live storage's size (finds storages resized outside dispatch)."""
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:
@@ -36,6 +44,8 @@ class TensorBytesTracker(TorchDispatchMode):
         super().__init__()
         self._live: dict[int, int] = {}
         self._refs: dict[int, weakref.ref] = {}
+        self._resizable: set[int] = set()   # storages seen to change size (FSDP2's unsharded parameters)
+        self._ops = 0
         self.current_bytes = 0
         self.peak_bytes = 0
         for t in seed:
@@ -54,6 +64,7 @@ class TensorBytesTracker(TorchDispatchMode):
             return
         key = id(storage)
         if key in self._live:
+            self._resize(key, storage)
             return
         nbytes = storage.nbytes()
         try:
@@ -64,11 +75,31 @@ class TensorBytesTracker(TorchDispatchMode):
         self.current_bytes += nbytes
         self.peak_bytes = max(self.peak_bytes, self.current_bytes)
 
+    def _resize(self, key: int, storage: Any) -> None:
+        """Re-read a live storage's size (resized in place since it was counted)."""
+        nbytes = storage.nbytes()
+        old = self._live[key]
+        if nbytes != old:
+            self._resizable.add(key)
+            self._live[key] = nbytes
+            self.current_bytes += nbytes - old
+            self.peak_bytes = max(self.peak_bytes, self.current_bytes)
+
+    def _rescan(self, keys: Iterable[int]) -> None:
+        for key in list(keys):
+            ref = self._refs.get(key)
+            storage = ref() if ref is not None else None
+            if storage is not None:
+                self._resize(key, storage)
+
     def _free(self, key: int) -> None:
         self.current_bytes -= self._live.pop(key, 0)
         self._refs.pop(key, None)
+        self._resizable.discard(key)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        self._ops += 1
+        self._rescan(self._live if self._ops % RESCAN_OPS == 0 else self._resizable)   # frees by resize_(0)
         out = func(*args, **(kwargs or {}))
         for t in tree_leaves(out):
             self.add(t)

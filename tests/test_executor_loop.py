@@ -172,3 +172,27 @@ def test_tensor_bytes_tracker_counts_live_storage_once_and_frees_it():
     # grads of weight and bias live on; the activation was freed; the peak saw everything at once
     assert after == param_bytes * 2 + 64 * 256 * 4
     assert tr.peak_bytes >= param_bytes + 64 * 256 * 4 + act_bytes
+
+
+def test_tensor_bytes_tracker_sees_storages_resized_outside_dispatch():
+    """FSDP2 frees an unsharded parameter with storage.resize_(0) and gathers it again into the same storage:
+    the tracker stops counting it once freed and counts it again when it is filled."""
+    import torch
+
+    from executor.memtrack import TensorBytesTracker
+
+    full = 1024 * 4
+    with TensorBytesTracker() as tr:
+        unsharded = torch.empty(1024)          # counted when an op returns it
+        base = tr.current_bytes
+        assert base == full
+        unsharded.untyped_storage().resize_(0)   # FSDP2's free: no op, no dispatch
+        for _ in range(2):                     # the next op re-reads every storage seen to change size,
+            torch.zeros(1)                     # the periodic rescan the others
+        for _ in range(40):
+            torch.zeros(1)
+        assert tr.current_bytes < full
+        unsharded.untyped_storage().resize_(full)
+        unsharded.copy_(torch.ones(1024))      # the all-gather's copy-out writes into it again
+        assert tr.current_bytes >= full
+    assert tr.peak_bytes >= full

@@ -70,7 +70,7 @@ def local_markdown(
         "A priori = the cost model with this machine's `paraplan profile` (GEMM/attention/bandwidth, Gloo "
         "collective curves with their CPU cost, eager host cost per block, CPU inflation of concurrent workers) "
         "and the documented host constants derived from it (host time adds to compute; workers share the cores, "
-        "work-span bound; no CUDA context), nothing fitted to these runs. "
+        "work-span bound; memory: the executor's allocated tensor bytes, stack `paraplan`), nothing fitted to these runs. "
         "Calibrated = leave-one-out: each plan predicted with constants fitted on the *other* plans' measurements.",
         "",
         "| figure | a priori | calibrated (leave-one-out) | target |",

@@ -68,6 +68,12 @@ class LocalPredictor:
         self.sync_s, self.sync_cpu_s = step_sync_s(profile, procs=procs)
 
 
+    def memory(self, plan: Any) -> Any:
+        """The executor's memory for `plan` (its `MemoryBreakdown`): the cost model with stack `paraplan`, what
+        the executor allocates on this device (on a CPU its fp32 tables; `allocated_bytes` = live tensor bytes)."""
+        training = self.training.model_copy(update={"stack": "paraplan"})
+        return estimate(self.model, self.cluster, training, plan, calibration=self.calibration).memory
+
     def __call__(self, plan: Any) -> tuple[float, Any]:
         args = (self.model, self.cluster, self.training, plan)
         est = estimate(*args, calibration=self.calibration)

@@ -11,7 +11,7 @@ model calibrated by this machine's profile, and compare (the closed loop).
    on a CPU host the measured eager host costs (per block, TP per token, the data-parallel wrapper,
    the optimizer per tensor and parameter) add to compute, and more workers than cores share them:
    the step is the work-span bound of the plan priced with a core per worker (`work_span_step_s`);
-   memory is compared without a CUDA context.
+   memory is the executor's allocated tensor bytes as stack `paraplan` predicts them (`LocalPredictor.memory`).
 4. Out-of-fold calibrated predictions (`costmodel.calibration.fit.cross_validated`): each plan predicted with
    constants fitted on the other plans' measurements - the error a user gets after `paraplan calibrate`.
 
@@ -246,7 +246,8 @@ def run_local_validation(
         )
         speed = _speed_ratio(profile, cfg.model)
         ms, status, host = _run_one(runner, plan, cfg, training, run_dir)
-        row = {**_row(rank, plan, step_s, est.memory.peak_bytes, ms, status, run_dir), **host, "speed_ratio": speed}
+        memory = predictor.memory(plan)   # the executor's allocated tensor bytes (stack paraplan)
+        row = {**_row(rank, plan, step_s, memory.allocated_bytes, ms, status, run_dir), **host, "speed_ratio": speed}
         say(
             f"    measured {row['measured_step_time_s'] * 1e3:.1f} ms, peak {row['measured_peak_bytes'] / 2**20:.1f} MiB"
             if ms
