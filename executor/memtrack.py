@@ -26,7 +26,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-__all__ = ["TensorBytesTracker", "RESCAN_OPS"]
+__all__ = ["TensorBytesTracker", "RESCAN_OPS", "SteadyStepProbe"]
 
 RESCAN_OPS = 32
 """Ops between two re-reads of every live storage's size (finds storages resized outside dispatch)."""
@@ -104,3 +104,46 @@ class TensorBytesTracker(TorchDispatchMode):
         for t in tree_leaves(out):
             self.add(t)
         return out
+
+
+def _state_bytes(optimizer: Any) -> int:
+    """Bytes of the optimizer's state tensors on this rank (a ZeroRedundancyOptimizer's local optimizer's)."""
+    local = getattr(optimizer, "optim", optimizer)
+    return sum(_local(v).untyped_storage().nbytes() for state in local.state.values() for v in state.values()
+               if isinstance(v, torch.Tensor))
+
+
+class SteadyStepProbe:
+    """The peak a steady-state step reaches, measured in the first one (`with SteadyStepProbe(tracker, opt)`).
+
+    The first step allocates the optimizer's states inside its optimizer step, so its forward and backward
+    ran without them; every later step's forward holds them. The probe notes the tracker's peak when the
+    optimizer step starts (forward + backward) and the state bytes that step adds:
+    steady peak = max(the step's peak, forward/backward peak + new state bytes)."""
+
+    def __init__(self, tracker: TensorBytesTracker, optimizer: Any) -> None:
+        self.tracker, self.optimizer = tracker, optimizer
+        self.before_optimizer_bytes = 0
+        self.new_state_bytes = 0
+        self._handles: list[Any] = []
+        self._states_before = 0
+
+    def _pre(self, *_: Any) -> None:
+        self.before_optimizer_bytes = self.tracker.peak_bytes
+        self._states_before = _state_bytes(self.optimizer)
+
+    def _post(self, *_: Any) -> None:
+        self.new_state_bytes = max(0, _state_bytes(self.optimizer) - self._states_before)
+
+    def __enter__(self) -> SteadyStepProbe:
+        self._handles = [self.optimizer.register_step_pre_hook(self._pre),
+                         self.optimizer.register_step_post_hook(self._post)]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+    @property
+    def peak_bytes(self) -> int:
+        return max(self.tracker.peak_bytes, self.before_optimizer_bytes + self.new_state_bytes)

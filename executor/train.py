@@ -40,7 +40,7 @@ from costmodel import TrainingSpec, load_model, load_plan
 
 from .checkpoint import CHECKPOINT_DIRNAME, latest_checkpoint, load_checkpoint, save_checkpoint
 from .data import BatchSource, load_corpus
-from .memtrack import TensorBytesTracker
+from .memtrack import SteadyStepProbe, TensorBytesTracker
 from .metrics import (
     MemoryTracker,
     MetricsWriter,
@@ -197,10 +197,11 @@ def train(args: argparse.Namespace) -> dict[str, Any] | None:
             tracker = _tensor_tracker(engine) if (step == start_step + 1 and device.type == "cpu"
                                                   and not engine.settings.get("compile")) else None
             t0, cpu0 = time.perf_counter(), time.process_time()
-            with tracker or contextlib.nullcontext():  # warm-up step only: it is not timed
+            probe = SteadyStepProbe(tracker, engine.optimizer) if tracker is not None else None
+            with tracker or contextlib.nullcontext(), probe or contextlib.nullcontext():  # warm-up step: not timed
                 loss = engine.train_step(tokens, targets, lr=step_lr, max_grad_norm=args.max_grad_norm)
-            if tracker is not None:
-                tensor_peak_bytes = tracker.peak_bytes
+            if probe is not None:
+                tensor_peak_bytes = probe.peak_bytes   # as a steady step (optimizer states alive) reaches it
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             step_time_s = time.perf_counter() - t0

@@ -129,7 +129,8 @@ def test_oom_is_a_rejection_quoting_the_numbers():
     assert isinstance(rej, Rejection) and rej.code == "oom"
     assert rej.needed_bytes == est.memory.peak_bytes and rej.capacity_bytes == 80 * 2**30
     gib = f"{est.memory.peak_bytes / 2**30:.1f}"
-    assert rej.message.startswith(f"needs {gib} GiB per GPU, h100-sxm has 80.0 GiB: activations ")
+    assert rej.message.startswith(f"needs {gib} GiB per GPU (stage 0, forward (")
+    assert "h100-sxm has 80.0 GiB (76.0 GiB usable with the 5% safety margin): activations " in rej.message
     assert "try recompute=" in rej.message
     ok = evaluate(model, cluster, training, plan.model_copy(update={"recompute": "full", "micro_batch_size": 1}))
     assert isinstance(ok, StepEstimate) and ok.fits

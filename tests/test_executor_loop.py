@@ -196,3 +196,30 @@ def test_tensor_bytes_tracker_sees_storages_resized_outside_dispatch():
         unsharded.copy_(torch.ones(1024))      # the all-gather's copy-out writes into it again
         assert tr.current_bytes >= full
     assert tr.peak_bytes >= full
+
+
+def test_the_first_step_probe_gives_the_peak_of_a_steady_step():
+    """The first step's forward runs before AdamW has states; SteadyStepProbe adds them to its forward peak,
+    which is what the second step, counted the same way, reaches."""
+    import torch
+
+    from executor.memtrack import SteadyStepProbe, TensorBytesTracker
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64))
+    opt = torch.optim.AdamW(model.parameters(), foreach=True)
+    x = torch.randn(512, 64)
+
+    def step() -> None:
+        model(x).square().mean().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    with TensorBytesTracker(seed=model.parameters()) as first, SteadyStepProbe(first, opt) as probe:
+        step()
+    states = [v for s in opt.state.values() for v in s.values()]
+    with TensorBytesTracker(seed=[*model.parameters(), *states]) as second:
+        step()
+    assert probe.new_state_bytes == 2 * sum(p.numel() * 4 for p in model.parameters()) + 4 * len(opt.state)  # m, v, step
+    assert probe.peak_bytes > first.peak_bytes            # the forward peak without states was the larger part
+    assert probe.peak_bytes == second.peak_bytes

@@ -73,9 +73,11 @@ def sequence_parallel_buffer_bytes(*, sp: Num, act_bytes: int, tokens: Num, h: i
     return sp * act_bytes * tokens * h
 
 
-def reduce_scatter_buffer_bytes(*, fsdp: Num, zero: Num, unit_params: Num) -> Num:
-    """FSDP's reduce-scatter of one unit (per micro-batch from ZeRO-2)."""
-    return fsdp * (zero >= 2) * FSDP_REDUCE_SCATTER_BYTES * unit_params
+def reduce_scatter_buffer_bytes(*, fsdp: Num, zero: Num, unit_params: Num, mixed: bool) -> Num:
+    """FSDP's reduce-scatter of one unit (per micro-batch from ZeRO-2): its unsharded gradients and their
+    fp32 copy for the reduction (16-bit + 4 in mixed precision, 4 + 4 in fp32)."""
+    per_param = FSDP_REDUCE_SCATTER_BYTES if mixed else 8.0
+    return fsdp * (zero >= 2) * per_param * unit_params
 
 
 def communicator_count(*, dp: Num, tp: Num, pp: int, cp: Num) -> Num:

@@ -15,7 +15,8 @@ Weight schemes (`StackMemorySpec.weights`; `WEIGHT_SCHEMES` codes):
   (2 B), fp32 master weights in the optimizer (4 B, sharded from ZeRO-1), gradients in fp32 buffers when
   the stack accumulates in fp32 (Megatron forces it for bf16: `accumulate_allreduce_grads_in_fp32`;
   DeepSpeed's BF16_Optimizer), else 16-bit; ZeRO-3 gathers 16-bit units in flight.
-- fp32 training (any stack): fp32 weights and gradients, no master copy, no 16-bit copies.
+- fp32 training (any stack, `mixed=False`): fp32 weights and gradients, no master copy, no autocast
+  copies; gathered units (FSDP, ZeRO-3) are fp32.
 Optimizer states: Adam(W) momentum + variance in fp32 (8 B), SGD momentum (4 B), sharded from ZeRO-1
 (Rajbhandari et al. 2020, sec. 3.1). Temporaries of one optimizer step: none for fused AdamW (one kernel
 over all tensors of a group); torch's multi-tensor (foreach) AdamW materializes sqrt(v) for every tensor
@@ -27,12 +28,12 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["WEIGHT_SCHEMES", "weight_scheme_code", "weights_at_rest_bytes", "master_weight_bytes",
+__all__ = ["WEIGHT_SCHEMES", "weights_at_rest_bytes", "master_weight_bytes",
            "optimizer_state_bytes", "gradient_bytes", "grad_bytes_per_param", "weight_copy_bytes",
            "optimizer_temporary_bytes", "grad_accumulation_temporary_bytes"]
 
 Num = Any
-WEIGHT_SCHEMES = {"autocast": 0, "fsdp_mixed_precision": 1, "half_params": 2, "fp32": 3}
+WEIGHT_SCHEMES = {"autocast": 0, "fsdp_mixed_precision": 1, "half_params": 2}
 HALF = 2   # bytes of a 16-bit copy
 
 
@@ -41,23 +42,23 @@ def _shard(nbytes: Num, cond: Num, shards: Num) -> Num:
     return nbytes / (1 + cond * (shards - 1))
 
 
-def weight_scheme_code(weights: str, *, fp32: bool) -> int:
-    """The WEIGHT_SCHEMES code of a stack's weight scheme (fp32 training overrides it)."""
-    return WEIGHT_SCHEMES["fp32"] if fp32 else WEIGHT_SCHEMES[weights]
+def _work_bytes(mixed: bool) -> int:
+    """Bytes of a weight copy the step computes with: 16-bit in mixed precision, else fp32."""
+    return HALF if mixed else 4
 
 
-def weights_at_rest_bytes(params: Num, scheme: Num, *, zero: Num, shards: Num) -> Num:
-    """Model weights held between steps: 16-bit for half_params, else fp32; sharded under ZeRO-3, and
-    always under FSDP mixed precision (FSDP keeps sharded parameters at rest)."""
-    half = scheme == WEIGHT_SCHEMES["half_params"]
+def weights_at_rest_bytes(params: Num, scheme: Num, *, zero: Num, shards: Num, mixed: bool) -> Num:
+    """Model weights held between steps: 16-bit for half_params in mixed precision, else fp32; sharded under
+    ZeRO-3, and from ZeRO-1 under FSDP (it keeps sharded parameters at rest)."""
+    half = (scheme == WEIGHT_SCHEMES["half_params"]) * mixed
     per_param = half * HALF + (1 - half) * 4
     sharded = (zero >= 3) | ((scheme == WEIGHT_SCHEMES["fsdp_mixed_precision"]) & (zero >= 1))
     return _shard(params * per_param, sharded, shards)
 
 
-def master_weight_bytes(params: Num, scheme: Num, *, zero: Num, shards: Num) -> Num:
-    """fp32 master weights in the optimizer (half_params only), sharded from ZeRO-1."""
-    return _shard((scheme == WEIGHT_SCHEMES["half_params"]) * 4 * params, zero >= 1, shards)
+def master_weight_bytes(params: Num, scheme: Num, *, zero: Num, shards: Num, mixed: bool) -> Num:
+    """fp32 master weights in the optimizer (half_params in mixed precision), sharded from ZeRO-1."""
+    return _shard((scheme == WEIGHT_SCHEMES["half_params"]) * mixed * 4 * params, zero >= 1, shards)
 
 
 def optimizer_state_bytes(params: Num, optimizer: str, *, zero: Num, shards: Num) -> Num:
@@ -72,6 +73,8 @@ def grad_bytes_per_param(scheme: Num, *, dtype: str, accumulation: str, override
     accumulates in fp32 (`fp32_grad_accumulation`: 'always', or 'bf16' in bf16 training), else 16-bit."""
     if override is not None:
         return override + 0 * scheme
+    if dtype in ("fp32", "tf32"):
+        return 4 + 0 * scheme
     half = scheme == WEIGHT_SCHEMES["half_params"]
     fp32_acc = accumulation == "always" or (accumulation == "bf16" and dtype == "bf16")
     return half * (4 if fp32_acc else HALF) + (1 - half) * 4
@@ -84,15 +87,17 @@ def gradient_bytes(params: Num, grad_bytes: Num, *, zero: Num, shards: Num, sche
 
 
 def weight_copy_bytes(scheme: Num, *, zero: Num, params: Num, linear_params: Num, unit_params: Num,
-                      root_params: Num, prefetch_units: int, autocast_cache: bool) -> Num:
-    """16-bit weight copies alive while a micro-batch computes: autocast's cache of every linear weight
-    (when the backward runs inside autocast), FSDP's gathered units (ZeRO-3: the computing unit, the
-    prefetched ones and the root; ZeRO-0..2: every unit), half_params ZeRO-3's gathered units."""
+                      root_params: Num, prefetch_units: int, autocast_cache: bool, mixed: bool) -> Num:
+    """Weight copies alive while a micro-batch computes: autocast's 16-bit cache of every linear weight (when
+    the backward runs inside autocast), FSDP's gathered units (ZeRO-3: the computing unit, the prefetched
+    ones and the root; ZeRO-0..2: every unit), half_params ZeRO-3's gathered units; gathered copies are
+    16-bit in mixed precision, fp32 otherwise."""
+    work = _work_bytes(mixed)
     units = (1 + prefetch_units) * unit_params
-    autocast = (scheme == WEIGHT_SCHEMES["autocast"]) * (HALF * linear_params if autocast_cache else 0.0)
-    fsdp = (scheme == WEIGHT_SCHEMES["fsdp_mixed_precision"]) * HALF * (
+    autocast = (scheme == WEIGHT_SCHEMES["autocast"]) * (HALF * linear_params if autocast_cache and mixed else 0.0)
+    fsdp = (scheme == WEIGHT_SCHEMES["fsdp_mixed_precision"]) * work * (
         (zero >= 3) * (units + root_params) + (zero < 3) * params)
-    half = (scheme == WEIGHT_SCHEMES["half_params"]) * (zero >= 3) * HALF * units
+    half = (scheme == WEIGHT_SCHEMES["half_params"]) * (zero >= 3) * work * units
     return autocast + fsdp + half
 
 
@@ -101,14 +106,15 @@ def optimizer_temporary_bytes(kernel: str, *, group_params: Num, scheme: Num, gr
     """Transient bytes of one optimizer step: the foreach sqrt(v) temporary (4 B per parameter of the
     group it steps at once), plus fp32 copies of 16-bit gradients for half_params (4 B per local param)."""
     foreach = 4 * group_params if kernel == "foreach" else 0.0
-    copies = (scheme == WEIGHT_SCHEMES["half_params"]) * (grad_bytes < 4) * 4 * local_params
+    copies = (scheme == WEIGHT_SCHEMES["half_params"]) * (grad_bytes < 4) * 4 * local_params   # 16-bit grads only
     return foreach + copies
 
 
-def grad_accumulation_temporary_bytes(scheme: Num, *, largest_param: Num, grad_bytes: Num, micro_batches: Num) -> Num:
+def grad_accumulation_temporary_bytes(scheme: Num, *, largest_param: Num, grad_bytes: Num, micro_batches: Num,
+                                      mixed: bool) -> Num:
     """The freshly computed gradient of the largest parameter before it is added into the kept one (a
     16-bit gradient folded into an fp32 buffer, or an fp32 .grad += a new one: autocast's bf16 weight
     gradient is cast to fp32 first); only once a step accumulates (more than one micro-batch)."""
-    autocast = scheme == WEIGHT_SCHEMES["autocast"]
+    autocast = (scheme == WEIGHT_SCHEMES["autocast"]) * mixed
     per_param = autocast * (grad_bytes + HALF) + (1 - autocast) * grad_bytes
     return (micro_batches > 1) * per_param * largest_param

@@ -160,6 +160,9 @@ class StackMemorySpec(Spec):
     activations: dict[Literal["autocast", "half", "fp32"], ActivationTable] = Field(
         default_factory=dict, description="saved tensors per precision mode; a mode without a table uses "
                                           "Korthikanti et al. 2022's Table 2 (Megatron's kernels)")
+    ddp_no_sync_grads: bool = Field(
+        default=False, description="torch DDP under no_sync (gradient accumulation) accumulates into .grad tensors "
+                                   "apart from its buckets, which hold the gradients from the synchronized backward")
     loss_bytes_per_logit: float = Field(
         default=6.0, ge=0, description="bytes per logit at the loss's peak on the last stage (16-bit training)")
     loss_bytes_per_logit_fp32: float | None = Field(default=None, ge=0, description="... in fp32 training")

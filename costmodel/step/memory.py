@@ -56,11 +56,9 @@ PARTS = ("params_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes", 
 
 
 def weight_scheme(ctx: StepContext, k: Knobs) -> Num:
-    """The WEIGHT_SCHEMES code of each plan: fp32 training, else the stack's weights (its `fsdp_weights`
-    where the executor would wrap the plan with FSDP2)."""
+    """The WEIGHT_SCHEMES code of each plan: the stack's weights (its `fsdp_weights` where the executor would
+    wrap the plan with FSDP2)."""
     mem = ctx.memory
-    if ctx.act_bytes >= 4:
-        return WEIGHT_SCHEMES["fp32"] + 0 * k.dp
     plain = WEIGHT_SCHEMES[mem.weights]
     if mem.fsdp_weights is None:
         return plain + 0 * k.dp
@@ -121,6 +119,7 @@ def rank_memory(ctx: StepContext, k: Knobs, rank: Num, m: Num, n_enc: Num, n_dec
     dp, tp, pp, cp, zero = k.dp, k.tp, k.pp, k.cp, k.zero
     shards = dp * cp
     fp32 = ctx.act_bytes >= 4
+    mixed = not fp32
     scheme = weight_scheme(ctx, k)
     first, last = rank == 0, rank == pp - 1
     # parameters by role on this rank
@@ -131,15 +130,15 @@ def rank_memory(ctx: StepContext, k: Knobs, rank: Num, m: Num, n_enc: Num, n_dec
     largest = np.maximum(sh.h * max(sh.f, sh.q_width) / tp, (first | last) * sh.vocab * sh.h / tp)
     sharded_states = 1 + (zero >= 1) * (shards - 1)
     # states
-    w_rest = weights_at_rest_bytes(params, scheme, zero=zero, shards=shards)
-    master = master_weight_bytes(params, scheme, zero=zero, shards=shards)
+    w_rest = weights_at_rest_bytes(params, scheme, zero=zero, shards=shards, mixed=mixed)
+    master = master_weight_bytes(params, scheme, zero=zero, shards=shards, mixed=mixed)
     states = optimizer_state_bytes(params, ctx.optimizer, zero=zero, shards=shards)
     gb = grad_bytes_per_param(scheme, dtype=ctx.dtype, accumulation=mem.fp32_grad_accumulation,
                               override=ctx.grad_dtype_bytes)
     grads = gradient_bytes(params, gb, zero=zero, shards=shards, scheme=scheme)
     copies = weight_copy_bytes(scheme, zero=zero, params=params, linear_params=linear_p, unit_params=enc.params,
                                root_params=root_p, prefetch_units=mem.fsdp_prefetch_units,
-                               autocast_cache=mem.autocast_weight_cache)
+                               autocast_cache=mem.autocast_weight_cache, mixed=mixed)
     # activations in flight (pp = 1 runs its micro-batches one after another)
     chunks = inflight_chunks(k.schedule, rank, pp, m, k.v) if pp > 1 else 1 + 0 * m
     enc_act, dec_act, full, kept = block_activations(k, enc, dec, n_dec=sh.n_dec)
@@ -157,16 +156,19 @@ def rank_memory(ctx: StepContext, k: Knobs, rank: Num, m: Num, n_enc: Num, n_dec
     buckets = (dp > 1) * ((zero == 1) | (zero == 2)) * mem.bucket_bytes
     buffers = (pipeline_buffer_bytes(pp=pp, act_bytes=ctx.act_bytes, tokens=tokens, h=sh.h, tp=tp)
                + sequence_parallel_buffer_bytes(sp=k.sp, act_bytes=ctx.act_bytes, tokens=tokens, h=sh.h)
-               + reduce_scatter_buffer_bytes(fsdp=fsdp_scheme * (dp > 1), zero=zero, unit_params=enc.params)
+               + reduce_scatter_buffer_bytes(fsdp=fsdp_scheme * (dp > 1), zero=zero, unit_params=enc.params,
+                                             mixed=mixed)
                + buckets)
-    persistent = (mem.grad_buffer == "persistent") | ((dp > 1) & (ddp_wrapped(k) == 1))
-    grads_f = grads * (persistent | (chunks < m * k.v))
+    ddp = (dp > 1) & (ddp_wrapped(k) == 1)   # torch DDP: persistent buckets hold the gradients
+    persistent = (mem.grad_buffer == "persistent") | ddp
+    no_sync = ddp * mem.ddp_no_sync_grads * (m > 1)   # ... and .grad tensors accumulate apart under no_sync
+    grads_f = grads * ((persistent | (chunks < m * k.v)) + no_sync)
     # the three moments: parts in PARTS order
     loss_wins = loss >= working
     fwd = (w_rest + copies, grads_f, master + states,
            stored_act_bytes + head_acts + (1 - loss_wins) * working, buffers, loss_wins * loss)
     accum = grad_accumulation_temporary_bytes(scheme, largest_param=largest / sharded_states, grad_bytes=gb,
-                                              micro_batches=m)
+                                              micro_batches=m, mixed=mixed)
     bwd = (w_rest + copies, grads, master + states, 0.0 * grads, buffers, accum)
     kernel = _optimizer_kernel(ctx)
     group = (params / sharded_states if mem.foreach_group == "all" else largest / sharded_states)
