@@ -27,6 +27,7 @@ from typing import Any
 from ..specs.stack import StackMemorySpec
 
 __all__ = ["loss_buffer_bytes", "loss_hole_bytes", "pipeline_buffer_bytes", "sequence_parallel_buffer_bytes",
+           "weight_grad_pending_bytes",
            "reduce_scatter_buffer_bytes", "communicator_count", "context_bytes", "reserved_bytes"]
 
 Num = Any
@@ -78,6 +79,16 @@ def reduce_scatter_buffer_bytes(*, fsdp: Num, zero: Num, unit_params: Num, mixed
     fp32 copy for the reduction (16-bit + 4 in mixed precision, 4 + 4 in fp32)."""
     per_param = FSDP_REDUCE_SCATTER_BYTES if mixed else 8.0
     return fsdp * (zero >= 2) * per_param * unit_params
+
+
+def weight_grad_pending_bytes(*, h: int, q: int, kv: int, f: int, gated: bool, vocab: int, tokens: Num, tp: Num,
+                              act_bytes: int, blocks: Num, last: Num, pending: Num) -> Num:
+    """What a zero-bubble schedule keeps for each micro-batch whose input gradient ran and whose weight
+    gradient has not: the gradients of every weight's output, captured for the W pass (torch's
+    `stage_backward_input` saves the intermediates' grads in `param_groups`): q, k, v, the attention
+    projection, the MLP's f-wide outputs and its down projection per block, the logits on the last stage."""
+    per_token = (q + 2 * kv + 2 * h + (2 if gated else 1) * f) * blocks + last * vocab
+    return pending * act_bytes * tokens * per_token / tp
 
 
 def communicator_count(*, dp: Num, tp: Num, pp: int, cp: Num) -> Num:

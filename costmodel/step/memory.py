@@ -35,6 +35,7 @@ from ..layer.overheads import (
     reduce_scatter_buffer_bytes,
     reserved_bytes,
     sequence_parallel_buffer_bytes,
+    weight_grad_pending_bytes,
 )
 from ..layer.states import (
     WEIGHT_SCHEMES,
@@ -147,6 +148,11 @@ def rank_memory(ctx: StepContext, k: Knobs, rank: Num, m: Num, n_enc: Num, n_dec
     inflight = chunks / k.v
     tokens = k.mb * (ctx.seq_len // cp)
     head_acts = last * inflight * _head_acts(ctx, k, tokens)
+    # zero-bubble (torch's order): at a rank's peak, `rank` micro-batches ran B and wait for W
+    pending = (k.schedule == 3) * (pp > 1) * np.minimum(rank, m)
+    head_acts = head_acts + weight_grad_pending_bytes(
+        h=sh.h, q=sh.q_width, kv=sh.kv_width, f=sh.f, gated=sh.gated, vocab=sh.vocab, tokens=tokens, tp=tp,
+        act_bytes=ctx.act_bytes, blocks=n_enc + n_dec, last=last, pending=pending)
     rc = k.recompute
     working = (rc == 2) * full + (rc == 1) * np.maximum(full - kept, 0.0)   # one recomputed block
     loss = last * loss_buffer_bytes(mem, tokens=tokens, vocab=sh.vocab, tp=tp, pp=pp, fp32=fp32)
