@@ -13,7 +13,6 @@ All functions are numpy-broadcastable in their numeric arguments."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -93,8 +92,8 @@ class EfficiencyModel:
     """fixed host/sync time per pipeline send/recv on the critical path"""
     overlap_grad_reduce: bool = True
     """hide the DP gradient reduction behind the last micro-batch's backward (bucketed DDP, ZeRO)"""
-    framework_bytes: float = math.nan
-    """device memory outside the caching allocator per GPU (CUDA context, NCCL buffers); NaN: the stack's
+    framework_bytes: float = -1.0
+    """device memory outside the caching allocator per GPU (CUDA context, NCCL buffers); negative: the stack's
     (`StackMemorySpec.cuda_context_bytes` + `nccl_bytes_per_group` per communicator); 0 from a CPU profile"""
     step_overhead_s: float = 0.0
     """fixed time per optimizer step (data loading, logging, launch of the step)"""

@@ -101,7 +101,7 @@ def context_bytes(mem: StackMemorySpec, *, on_cpu: bool, framework_bytes: float,
     explicit `framework_bytes`, e.g. 0 from a CPU profile, replaces both); 0 on a CPU host."""
     if on_cpu:
         return 0.0 * groups
-    if framework_bytes == framework_bytes:   # not NaN: a calibration or the stack set it
+    if framework_bytes >= 0:   # a calibration or the stack set it
         return framework_bytes + 0.0 * groups
     if mem.framework_bytes is not None:
         return mem.framework_bytes + 0.0 * groups

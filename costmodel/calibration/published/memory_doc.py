@@ -20,9 +20,14 @@ MEMORY_MECHANISM = [
     "Megatron's fused vocabulary-parallel loss: 6 B), the optimizer's temporaries (foreach AdamW: 4 B per "
     "parameter of a group; fused: none), communication buffers and, assumed rather than measured, the caching "
     "allocator's reserve (2% of the allocated peak) and the CUDA context + NCCL buffers (1 GiB + 256 MiB per "
-    "communicator; not part of these figures). Chosen after seeing data (disclosed): the vocabulary-parallel "
-    "loss's 16 B per logit (torch's `loss_parallel` backward, read off its code) was added after Table 4's "
-    "tensor-parallel rows were found 17-22% low with the 12 B of the plain loss.",
+    "communicator; not part of these figures). Chosen after seeing data (disclosed; each number read off the "
+    "code it names, none adjusted to a row): the vocabulary-parallel loss's 16 B per logit (torch's "
+    "`loss_parallel` backward) was added after Table 4's tensor-parallel rows were found 17-22% low with the "
+    "12 B of the plain loss; the reserved-but-unallocated hole the freed 16-bit logits leave (2 B per logit) "
+    "was worked out while Table 1's rows were under study. Before this memory model (commit c150ee1: ZeRO "
+    "states, Korthikanti's activations, 4 B fp32 logits, a flat 1 GiB) the same 12 torchtitan rows were "
+    "36% off on average (max 47%): the 8B FSDP2 rows 17-34% over, the long-sequence and tensor-parallel "
+    "rows 41-47% under (their loss buffers).",
     f"The planner's fit check keeps {MEMORY_SAFETY_MARGIN:.0%} of each GPU's memory free "
     "(`costmodel.MEMORY_SAFETY_MARGIN`, `--memory-margin`): a plan fits when its peak (reserved + context) is "
     "at most the rest.",
