@@ -167,7 +167,7 @@ def prepare_run(plan: ParallelPlan | str | os.PathLike[str], *, model: str | Mod
     seq_len = seq_len or saved.get("seq_len") or default_seq_len(model_spec)
     training = TrainingSpec(global_batch_size=int(global_batch), seq_len=int(seq_len), dtype=dtype or "fp32")
     check_plan(model_spec, None, training, plan)
-    if not force:   # the memory guard: refuse before any process starts
+    if not force and rdzv_endpoint is None:   # the memory guard for a run on this host, before any process starts
         refuse_if_too_big(model_spec, plan, training, processes=plan.world_size // nnodes, nnodes=nnodes, dtype=dtype,
                           suggest=suggest)
     if compile and (reason := compile_unsupported(plan)):

@@ -375,7 +375,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         return nearest_plan_hint(check, runnable=runnable)
 
-    if not args.force and args.resume is None and args.scale_to is None:   # refuse before importing the launcher
+    if not (args.force or args.resume or args.scale_to or args.rdzv_endpoint):   # refuse before importing the launcher
         guard_run(args.plan_file, model=args.model, global_batch=args.global_batch, seq_len=args.seq_len,
                   dtype=args.dtype, nnodes=args.nnodes, suggest=suggest)
     from executor.launch import RunFailed, launch, prepare_run
