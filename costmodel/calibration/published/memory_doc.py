@@ -28,6 +28,9 @@ MEMORY_MECHANISM = [
     "states, Korthikanti's activations, 4 B fp32 logits, a flat 1 GiB) the same 12 torchtitan rows were "
     "36% off on average (max 47%): the 8B FSDP2 rows 17-34% over, the long-sequence and tensor-parallel "
     "rows 41-47% under (their loss buffers).",
+    "The executor's CPU runs (live tensor bytes against stack `paraplan`'s fp32 tables, `paraplan validate "
+    "--local`) are in the closed-loop section; the GPU benchmark (`make bench-gpu`, section `gpu`) records "
+    "predicted vs max_memory_allocated / max_memory_reserved on a GPU.",
     f"The planner's fit check keeps {MEMORY_SAFETY_MARGIN:.0%} of each GPU's memory free "
     "(`costmodel.MEMORY_SAFETY_MARGIN`, `--memory-margin`): a plan fits when its peak (reserved + context) is "
     "at most the rest.",
