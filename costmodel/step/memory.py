@@ -110,6 +110,53 @@ def block_activations(k: Knobs, enc: Any, dec: Any, *, n_dec: int) -> tuple[Num,
     return enc_act, dec_act, pick(unit.act_full_bytes, unit.act_full_bytes_fsdp), dec_act if n_dec else enc_act
 
 
+def _states(ctx: StepContext, k: Knobs, rank: Num, n_enc: Num, n_dec: Num, enc: Any, dec: Any, params: Num,
+            mixed: bool) -> dict[str, Num]:
+    """Weights at rest and the copies a micro-batch computes with, master weights + optimizer states,
+    gradients and their bytes per parameter, the largest parameter and the optimizer's state sharding."""
+    sh, mem = ctx.shape, ctx.memory
+    tp, zero, shards = k.tp, k.zero, k.dp * k.cp
+    scheme = weight_scheme(ctx, k)
+    first, last = rank == 0, rank == k.pp - 1
+    linear_p = n_enc * enc.params + n_dec * dec.params + last * sh.vocab * sh.h / tp   # autocast casts the head too
+    root_p = first * (ctx.vocab_params / tp + ctx.replicated_embed_params) + last * _head_params(ctx, k)
+    gb = grad_bytes_per_param(scheme, dtype=ctx.dtype, accumulation=mem.fp32_grad_accumulation,
+                              override=ctx.grad_dtype_bytes)
+    return {
+        "scheme": scheme, "grad_bytes": gb,
+        "weights": weights_at_rest_bytes(params, scheme, zero=zero, shards=shards, mixed=mixed),
+        "copies": weight_copy_bytes(scheme, zero=zero, params=params, linear_params=linear_p, unit_params=enc.params,
+                                    root_params=root_p, prefetch_units=mem.fsdp_prefetch_units,
+                                    autocast_cache=mem.autocast_weight_cache, mixed=mixed),
+        "optimizer": (master_weight_bytes(params, scheme, zero=zero, shards=shards, mixed=mixed)
+                      + optimizer_state_bytes(params, ctx.optimizer, zero=zero, shards=shards)),
+        "grads": gradient_bytes(params, gb, zero=zero, shards=shards, scheme=scheme),
+        "largest": np.maximum(sh.h * max(sh.f, sh.q_width) / tp, (first | last) * sh.vocab * sh.h / tp),
+        "state_shards": 1 + (zero >= 1) * (shards - 1),
+    }
+
+
+def _in_flight(ctx: StepContext, k: Knobs, rank: Num, m: Num, n_enc: Num, n_dec: Num, enc: Any, dec: Any,
+               stored_act_bytes: Num) -> dict[str, Num]:
+    """The forward moment's activations: the stored ones of the micro-batches in flight (pp = 1 runs its
+    micro-batches one after another), the head's inputs, zero-bubble's pending weight gradients (torch's
+    order: at a rank's peak `rank` micro-batches ran B and wait for W), one recomputed block's working set."""
+    sh, pp = ctx.shape, k.pp
+    last = rank == pp - 1
+    chunks = inflight_chunks(k.schedule, rank, pp, m, k.v) if pp > 1 else 1 + 0 * m
+    enc_act, dec_act, full, kept = block_activations(k, enc, dec, n_dec=sh.n_dec)
+    if stored_act_bytes is None:
+        stored_act_bytes = chunks * (n_enc * enc_act + n_dec * dec_act) / k.v
+    tokens = k.mb * (ctx.seq_len // k.cp)
+    pending = (k.schedule == 3) * (pp > 1) * np.minimum(rank, m)
+    extra = last * (chunks / k.v) * _head_acts(ctx, k, tokens) + weight_grad_pending_bytes(
+        h=sh.h, q=sh.q_width, kv=sh.kv_width, f=sh.f, gated=sh.gated, vocab=sh.vocab, tokens=tokens, tp=k.tp,
+        act_bytes=ctx.act_bytes, blocks=n_enc + n_dec, last=last, pending=pending)
+    rc = k.recompute
+    return {"chunks": chunks, "tokens": tokens, "stored": stored_act_bytes + extra,
+            "working": (rc == 2) * full + (rc == 1) * np.maximum(full - kept, 0.0)}
+
+
 def rank_memory(ctx: StepContext, k: Knobs, rank: Num, m: Num, n_enc: Num, n_dec: Num, enc: Any, dec: Any,
                 params: Num, stored_act_bytes: Num = None) -> dict[str, Num]:
     """Memory of pipeline rank `rank` holding n_enc + n_dec blocks (and the embedding / head at the ends)
@@ -118,82 +165,49 @@ def rank_memory(ctx: StepContext, k: Knobs, rank: Num, m: Num, n_enc: Num, n_dec
     moment). `stored_act_bytes` overrides the closed-form in-flight activations (the simulator's peak)."""
     sh, mem = ctx.shape, ctx.memory
     dp, tp, pp, cp, zero = k.dp, k.tp, k.pp, k.cp, k.zero
-    shards = dp * cp
     fp32 = ctx.act_bytes >= 4
-    mixed = not fp32
-    scheme = weight_scheme(ctx, k)
-    first, last = rank == 0, rank == pp - 1
-    # parameters by role on this rank
-    embed_p = ctx.vocab_params / tp + ctx.replicated_embed_params
-    head_p = _head_params(ctx, k)
-    linear_p = n_enc * enc.params + n_dec * dec.params + last * sh.vocab * sh.h / tp
-    root_p = first * embed_p + last * head_p
-    largest = np.maximum(sh.h * max(sh.f, sh.q_width) / tp, (first | last) * sh.vocab * sh.h / tp)
-    sharded_states = 1 + (zero >= 1) * (shards - 1)
-    # states
-    w_rest = weights_at_rest_bytes(params, scheme, zero=zero, shards=shards, mixed=mixed)
-    master = master_weight_bytes(params, scheme, zero=zero, shards=shards, mixed=mixed)
-    states = optimizer_state_bytes(params, ctx.optimizer, zero=zero, shards=shards)
-    gb = grad_bytes_per_param(scheme, dtype=ctx.dtype, accumulation=mem.fp32_grad_accumulation,
-                              override=ctx.grad_dtype_bytes)
-    grads = gradient_bytes(params, gb, zero=zero, shards=shards, scheme=scheme)
-    copies = weight_copy_bytes(scheme, zero=zero, params=params, linear_params=linear_p, unit_params=enc.params,
-                               root_params=root_p, prefetch_units=mem.fsdp_prefetch_units,
-                               autocast_cache=mem.autocast_weight_cache, mixed=mixed)
-    # activations in flight (pp = 1 runs its micro-batches one after another)
-    chunks = inflight_chunks(k.schedule, rank, pp, m, k.v) if pp > 1 else 1 + 0 * m
-    enc_act, dec_act, full, kept = block_activations(k, enc, dec, n_dec=sh.n_dec)
-    if stored_act_bytes is None:
-        stored_act_bytes = chunks * (n_enc * enc_act + n_dec * dec_act) / k.v
-    inflight = chunks / k.v
-    tokens = k.mb * (ctx.seq_len // cp)
-    head_acts = last * inflight * _head_acts(ctx, k, tokens)
-    # zero-bubble (torch's order): at a rank's peak, `rank` micro-batches ran B and wait for W
-    pending = (k.schedule == 3) * (pp > 1) * np.minimum(rank, m)
-    head_acts = head_acts + weight_grad_pending_bytes(
-        h=sh.h, q=sh.q_width, kv=sh.kv_width, f=sh.f, gated=sh.gated, vocab=sh.vocab, tokens=tokens, tp=tp,
-        act_bytes=ctx.act_bytes, blocks=n_enc + n_dec, last=last, pending=pending)
-    rc = k.recompute
-    working = (rc == 2) * full + (rc == 1) * np.maximum(full - kept, 0.0)   # one recomputed block
+    st = _states(ctx, k, rank, n_enc, n_dec, enc, dec, params, mixed=not fp32)
+    fl = _in_flight(ctx, k, rank, m, n_enc, n_dec, enc, dec, stored_act_bytes)
+    last, tokens = rank == pp - 1, fl["tokens"]
     loss = last * loss_buffer_bytes(mem, tokens=tokens, vocab=sh.vocab, tp=tp, pp=pp, fp32=fp32)
     hole = last * loss_hole_bytes(mem, tokens=tokens, vocab=sh.vocab, tp=tp, pp=pp, fp32=fp32)
     # communication buffers
-    fsdp_scheme = scheme == WEIGHT_SCHEMES["fsdp_mixed_precision"]
+    fsdp_scheme = st["scheme"] == WEIGHT_SCHEMES["fsdp_mixed_precision"]
     buckets = (dp > 1) * ((zero == 1) | (zero == 2)) * mem.bucket_bytes
     buffers = (pipeline_buffer_bytes(pp=pp, act_bytes=ctx.act_bytes, tokens=tokens, h=sh.h, tp=tp)
                + sequence_parallel_buffer_bytes(sp=k.sp, act_bytes=ctx.act_bytes, tokens=tokens, h=sh.h)
                + reduce_scatter_buffer_bytes(fsdp=fsdp_scheme * (dp > 1), zero=zero, unit_params=enc.params,
-                                             mixed=mixed)
+                                             mixed=not fp32)
                + buckets)
-    ddp = (dp > 1) & (ddp_wrapped(k) == 1)   # torch DDP: persistent buckets hold the gradients
-    persistent = (mem.grad_buffer == "persistent") | ddp
-    no_sync = ddp * mem.ddp_no_sync_grads * (m > 1)   # ... and .grad tensors accumulate apart under no_sync
-    grads_f = grads * ((persistent | (chunks < m * k.v)) + no_sync)
+    # gradients at the forward moment: persistent buffers (DDP's buckets too), or once a backward ran
+    ddp = (dp > 1) & (ddp_wrapped(k) == 1)
+    no_sync = ddp * mem.ddp_no_sync_grads * (m > 1)   # torch DDP: .grad accumulates apart under no_sync
+    grads, weights = st["grads"], st["weights"]
+    grads_f = grads * (((mem.grad_buffer == "persistent") | ddp | (fl["chunks"] < m * k.v)) + no_sync)
     # the three moments: parts in PARTS order
-    loss_wins = loss >= working
-    fwd = (w_rest + copies, grads_f, master + states,
-           stored_act_bytes + head_acts + (1 - loss_wins) * working, buffers, loss_wins * loss)
-    accum = grad_accumulation_temporary_bytes(scheme, largest_param=largest / sharded_states, grad_bytes=gb,
-                                              micro_batches=m, mixed=mixed)
-    bwd = (w_rest + copies, grads, master + states, 0.0 * grads, buffers, accum)
-    kernel = _optimizer_kernel(ctx)
-    group = (params / sharded_states if mem.foreach_group == "all" else largest / sharded_states)
-    opt_tmp = optimizer_temporary_bytes(kernel, group_params=group, scheme=scheme, grad_bytes=gb,
-                                        local_params=params / sharded_states)
-    opt = (w_rest, grads, master + states, 0.0 * grads, buckets + 0.0 * grads, opt_tmp)
+    loss_wins = loss >= fl["working"]
+    fwd = (weights + st["copies"], grads_f, st["optimizer"], fl["stored"] + (1 - loss_wins) * fl["working"],
+           buffers, loss_wins * loss)
+    accum = grad_accumulation_temporary_bytes(st["scheme"], largest_param=st["largest"] / st["state_shards"],
+                                              grad_bytes=st["grad_bytes"], micro_batches=m, mixed=not fp32)
+    bwd = (weights + st["copies"], grads, st["optimizer"], 0.0 * grads, buffers, accum)
+    group = params if mem.foreach_group == "all" else st["largest"]
+    opt_tmp = optimizer_temporary_bytes(_optimizer_kernel(ctx), group_params=group / st["state_shards"],
+                                        scheme=st["scheme"], grad_bytes=st["grad_bytes"],
+                                        local_params=params / st["state_shards"])
+    opt = (weights, grads, st["optimizer"], 0.0 * grads, buckets + 0.0 * grads, opt_tmp)
     totals = [sum(parts) for parts in (fwd, bwd, opt)]
     allocated = np.maximum(np.maximum(totals[0], totals[1]), totals[2])
     moment = np.where(totals[0] >= allocated, 0, np.where(totals[1] >= allocated, 1, 2))
-    out: dict[str, Num] = {}
-    for i, name in enumerate(PARTS):
-        out[name] = np.where(moment == 0, fwd[i], np.where(moment == 1, bwd[i], opt[i]))
+    out: dict[str, Num] = {name: np.where(moment == 0, fwd[i], np.where(moment == 1, bwd[i], opt[i]))
+                           for i, name in enumerate(PARTS)}
     out["allocated"] = allocated
     out["reserved"] = reserved_bytes(allocated, (moment == 0) * hole, mem, on_cpu=ctx.on_cpu)
     out["context"] = context_bytes(mem, on_cpu=ctx.on_cpu, framework_bytes=ctx.eff.framework_bytes,
                                    groups=communicator_count(dp=dp, tp=tp, pp=pp, cp=cp))
     out["peak"] = out["reserved"] + out["context"]
     out["moment"] = moment
-    out["inflight"] = inflight + 0.0 * allocated
+    out["inflight"] = fl["chunks"] / k.v + 0.0 * allocated
     if not isinstance(allocated, np.ndarray) or allocated.ndim == 0:
         out = {key: (val.item() if isinstance(val, np.ndarray) else val) for key, val in out.items()}
     return out
