@@ -246,7 +246,7 @@ def train(args: argparse.Namespace) -> dict[str, Any] | None:
         return None
     write_json_atomic(out / MEMORY_FILENAME, {"peak_bytes": peak[0].item(), "tensor_peak_bytes": peak[1].item() or None,
                                               "reserved_bytes": peak[2].item() or None,
-                                              "what": "max over ranks; tensor bytes counted in the first step; "
+                                              "what": "max over ranks; tensor bytes counted in the first step, as a steady step reaches them; "
                                                       "reserved: the CUDA caching allocator's peak"})
     summary = summarize(records, plan=plan, model_name=model_spec.name,
                         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
