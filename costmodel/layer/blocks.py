@@ -9,6 +9,7 @@ from typing import Any
 from .compute import attention_core_time_s, block_host_ops, block_host_s, gemm_time_s, memory_time_s
 from .context import Knobs, StepContext, any_set, vmax
 from .memory import layer_activation_bytes
+from .moe import moe_costs
 
 __all__ = ["BlockCost", "EndCost", "block_costs", "end_costs", "collective_s", "p2p_time_s", "tp_forward_share",
            "W_SHARE"]
@@ -38,6 +39,8 @@ class BlockCost:
     act_bytes: Num
     act_full_bytes: Num  # without any recomputation (the working set while recomputing one block)
     params: Num
+    ep_s: Num = 0.0          # expert-parallel all-to-alls (MoE layers)
+    expert_params: Num = 0.0  # routed-expert parameters among `params` (sharded over ep)
 
 
 def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockCost:
@@ -55,10 +58,9 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
     m = b * s_loc
     blocks = 2 if cross else 1
     heads = sh.a // tp
+    mlp_f = gemm_time_s(m, sh.f * (2 if sh.gated else 1) // tp, sh.h, r) + gemm_time_s(m, sh.h, sh.f // tp, r)
     gemm_f = (gemm_time_s(m, (sh.q_width + 2 * sh.kv_width) // tp, sh.h, r)
-              + gemm_time_s(m, sh.h, sh.q_width // tp, r)
-              + gemm_time_s(m, sh.f * (2 if sh.gated else 1) // tp, sh.h, r)
-              + gemm_time_s(m, sh.h, sh.f // tp, r))
+              + gemm_time_s(m, sh.h, sh.q_width // tp, r) + mlp_f)
     if cross:
         gemm_f = gemm_f + (gemm_time_s(m, sh.q_width // tp, sh.h, r) + gemm_time_s(m, 2 * sh.kv_width // tp, sh.h, r)
                            + gemm_time_s(m, sh.h, sh.q_width // tp, r))
@@ -66,6 +68,13 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
     seq_shard = 1 + k.sp * (tp - 1)
     ew_bytes = m * ((10 * e + 2) * sh.h * (blocks if cross else 1) / seq_shard
                     + (3 if sh.gated else 2) * e * sh.f / tp)
+    act_buf = e * m * sh.h
+    per_point = _tp_point(ctx, comm, k.sp, act_buf) if any_set(tp > 1) else 0.0 * b
+    moe = None
+    if sh.moe is not None:   # MoE layers replace the MLP (costmodel.layer.moe)
+        moe = moe_costs(ctx, k, comm, cross=cross, tokens=m, dense_gemm_f_s=mlp_f, dense_tp_point_s=per_point)
+        gemm_f = gemm_f + moe.gemm_f_s
+        ew_bytes = ew_bytes + moe.ew_bytes
     ew_f = memory_time_s(ew_bytes, r, kernels=ctx.eff.elementwise_kernels_per_layer + 2 * cross)
     core_bwd_factor = 2.5 if ctx.flash else 2.0
     fwd = gemm_f + core_f + ew_f
@@ -73,13 +82,14 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
     rc = k.recompute
     recompute = (rc == 2) * fwd + (rc == 1) * core_f
     # tensor parallelism: per all-reduce point an AR, or AG + RS under sequence parallelism
-    act_buf = e * m * sh.h
     if any_set(tp > 1):   # per row: a one-rank axis costs 0 (CommModel / GroupedComm)
-        per_point = _tp_point(ctx, comm, k.sp, act_buf)
         points = 3 if cross else 2
         tp_s = per_point * points * (2 + (rc == 2))
     else:
         tp_s = 0.0 * b
+    ep_s = 0.0
+    if moe is not None:
+        tp_s, ep_s = tp_s + moe.tp_s, moe.ep_s
     if any_set(cp > 1):
         kv = blocks * 2 * e * m * sh.kv_width / tp
         ring = (cp - 1) * collective_s(ctx, comm, "cp", "send_recv", kv)
@@ -92,8 +102,10 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
         # Eager frameworks issue every op from the host; the GPU (compute + communication) never runs
         # ahead of it, so a block takes max(GPU time, ops * host_op_s); the slack counts as compute.
         ops = block_host_ops(ctx.eff, cross=cross, flash=ctx.flash, tp=tp, sp=k.sp)
+        if moe is not None:
+            ops = ops + moe.host_ops
         host_s = block_host_s(ctx.eff, ops, tp=tp, sp=k.sp, recompute=rc, tokens=m)   # measured host factors
-        hidden_comm = (tp_s + cp_s) * ctx.eff.host_hides_comm
+        hidden_comm = (tp_s + cp_s + ep_s) * ctx.eff.host_hides_comm
         gpu_s = fwd + bwd + recompute + hidden_comm
         q = ctx.eff.host_overlap_exponent   # smooth max(gpu_s, host_s): the queue is not always full
         slack = (gpu_s**q + host_s**q) ** (1.0 / q) - gpu_s
@@ -105,7 +117,10 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
     act_full = layer_activation_bytes(sh, b, s_loc, tp=tp, sp=k.sp, recompute_code=0, flash=ctx.flash,
                                       act_bytes=e, cross=cross)
     params = (ctx.layer_params_dec if cross else ctx.layer_params_enc) / tp
-    return BlockCost(fwd, bwd, recompute, tp_s, cp_s, act, act_full, params)
+    if moe is None:
+        return BlockCost(fwd, bwd, recompute, tp_s, cp_s, act, act_full, params)
+    return BlockCost(fwd, bwd, recompute, tp_s, cp_s, act + moe.act_bytes, act_full + moe.act_full_bytes,
+                     params + moe.params, ep_s, moe.expert_params)
 
 
 def collective_s(ctx: StepContext, comm: Any, axis: str, op: str, nbytes: Num) -> Num:

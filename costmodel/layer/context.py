@@ -56,6 +56,7 @@ class StepContext:
     head_extra_params: int     # final norms + untied output projection
     hbm_bytes: float
     peak_flops_per_s: float
+    moe_imbalance: float = 1.0  # TrainingSpec.moe_load_imbalance (MoE models)
     memo: dict = field(default_factory=dict, compare=False, repr=False)  # per-context cache (step FLOPs)
 
     @cached_property
@@ -91,6 +92,7 @@ def build_context(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec
         layer_params_enc=layer_params(shape), layer_params_dec=layer_params(shape, cross=True),
         vocab_params=shape.vocab * shape.h, replicated_embed_params=embed - shape.vocab * shape.h,
         head_extra_params=lm_head_params(shape), hbm_bytes=gpu.hbm_bytes, peak_flops_per_s=peak,
+        moe_imbalance=training.moe_load_imbalance,
     )
 
 
@@ -99,7 +101,8 @@ class Knobs:
     """One plan (numbers) or many plans (arrays). `pp` is always a plain int; dp, tp, cp are ints
     (plans sharing the degrees, one CommModel) or per-row int arrays (then the comm is a
     `costmodel.network.comm_grouped.GroupedComm`, each row priced by its own group's CommModel).
-    Codes: schedule 0 gpipe / 1 1f1b / 2 interleaved-1f1b / 3 zero-bubble; recompute 0/1/2; sp 0/1."""
+    Codes: schedule 0 gpipe / 1 1f1b / 2 interleaved-1f1b / 3 zero-bubble; recompute 0/1/2; sp 0/1.
+    `ep` (expert parallelism, MoE models) divides dp; like dp, tp and cp an int or a per-row array."""
 
     dp: Num
     tp: Num
@@ -111,6 +114,7 @@ class Knobs:
     zero: Num
     recompute: Num
     sp: Num
+    ep: Num = 1
 
 
 def any_set(flag: Num) -> bool:

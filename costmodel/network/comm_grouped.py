@@ -22,7 +22,7 @@ from .comm import CommModel
 
 __all__ = ["GroupedComm", "AXES_PRICED"]
 
-AXES_PRICED = ("tp", "cp", "dp", "pp")
+AXES_PRICED = ("tp", "cp", "dp", "pp", "ep", "edp")
 
 
 class GroupedComm:

@@ -21,7 +21,7 @@ from ..specs import AXES, ParallelPlan
 from .route_table import RouteTable
 from .topology import Topology
 
-__all__ = ["PathStats", "GroupLink", "axis_groups", "price_flows", "walk_flows", "place_axis", "axis_stride",
+__all__ = ["PathStats", "GroupLink", "EXPERT_AXES", "axis_groups", "price_flows", "walk_flows", "place_axis", "axis_stride",
            "candidate_placements"]
 
 Flow = tuple[int, int]
@@ -60,11 +60,19 @@ class GroupLink:
     edges: Sequence[tuple[str, str]] = ()
 
 
+EXPERT_AXES = ("ep", "edp")
+"""Sub-axes of dp: 'ep' its innermost ep ranks (an expert-parallel group), 'edp' the dp/ep ranks
+holding the same experts (stride ep within the DP group), as Megatron-Core and torchtitan lay them out."""
+
+
 def axis_groups(plan: ParallelPlan, axis: str) -> np.ndarray:
     """Ranks of every `axis` group, shape (num_groups, degree): rank = sum(coord[a] * stride[a]) with
-    strides growing along `plan.placement`."""
+    strides growing along `plan.placement`; 'ep' / 'edp' split each DP group (`EXPERT_AXES`)."""
+    if axis in EXPERT_AXES:
+        dp = axis_groups(plan, "dp").reshape(-1, plan.dp // plan.ep, plan.ep)
+        return dp.reshape(-1, plan.ep) if axis == "ep" else np.swapaxes(dp, 1, 2).reshape(-1, plan.dp // plan.ep)
     if axis not in AXES:
-        raise ValueError(f"axis {axis!r} is not one of {AXES}")
+        raise ValueError(f"axis {axis!r} is not one of {AXES + EXPERT_AXES}")
     order = list(plan.placement)
     shape = [getattr(plan, a) for a in reversed(order)]  # outermost first (C order)
     ranks = np.arange(plan.world_size).reshape(shape)
@@ -193,7 +201,10 @@ def place_axis(topo: Topology, plan: ParallelPlan, axis: str) -> GroupLink:
 def axis_stride(plan: ParallelPlan, axis: str) -> int:
     """Rank distance between neighbours of an `axis` group: the product of the degrees of the axes
     placed inside it. The groups of an axis, as a set of rank rows, depend only on (stride, degree,
-    world size), so their GroupLink does too (`CommModel` caches it under that key)."""
+    world size), so their GroupLink does too (`CommModel` caches it under that key). 'ep' has dp's
+    stride, 'edp' ep times it."""
+    if axis in EXPERT_AXES:
+        return axis_stride(plan, "dp") * (plan.ep if axis == "edp" else 1)
     order = plan.placement
     return prod(getattr(plan, a) for a in order[:order.index(axis)])
 

@@ -24,6 +24,9 @@ class TrainingSpec(Spec):
         default=None, description="gradient storage dtype; None = same as dtype (Megatron default)"
     )
     flash_attention: bool = True
+    moe_load_imbalance: float = Field(
+        default=1.0, ge=1.0, description="tokens the busiest expert-parallel rank receives / the mean "
+        "(1 = perfectly balanced routing); mixture-of-experts models only")
 
     @property
     def tokens_per_step(self) -> int:
