@@ -87,7 +87,7 @@ def moe_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool, tokens: Num
     """The MoE terms of an average block (see the module docstring). `tokens` = m, the micro-batch's
     tokens on this GPU (b*s/cp); `dense_gemm_f_s`: the dense MLP's forward GEMM seconds and
     `dense_tp_point_s` its TP synchronisation point, both as `block_costs` prices them."""
-    from .blocks import collective_s   # blocks imports this module
+    from .blocks import collective_s  # blocks imports this module
 
     sh, r, e = ctx.shape, ctx.rates, ctx.act_bytes
     moe = sh.moe

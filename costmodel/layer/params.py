@@ -171,7 +171,7 @@ def total_params(model: ModelSpec) -> int:
              + lm_head_params(s))
     if s.moe is None:
         return dense
-    from .moe import moe_layer_params   # MoE layers replace their MLP (costmodel.layer.moe)
+    from .moe import moe_layer_params  # MoE layers replace their MLP (costmodel.layer.moe)
 
     per_layer = moe_layer_params(s)
     return dense + (s.moe.layers_enc + s.moe.layers_dec) * (per_layer[0] + per_layer[1] - mlp_params(
