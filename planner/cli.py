@@ -52,6 +52,8 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--global-batch", type=int, default=None, help="sequences per step (default: 8 per GPU)")
     p.add_argument("--seq-len", type=int, default=None, help="sequence length (default: model's max)")
     p.add_argument("--dtype", default="bf16", choices=["fp32", "tf32", "bf16", "fp16", "fp8"])
+    p.add_argument("--moe-imbalance", type=float, default=None, metavar="RATIO",
+                   help="mixture of experts: tokens the busiest expert-parallel rank gets / the mean (default 1)")
 
 
 def add_plan_args(p: argparse.ArgumentParser, *, defaults: bool) -> None:
@@ -62,6 +64,7 @@ def add_plan_args(p: argparse.ArgumentParser, *, defaults: bool) -> None:
     p.add_argument("--tp", type=int, default=d(1))
     p.add_argument("--pp", type=int, default=d(1))
     p.add_argument("--cp", type=int, default=d(1))
+    p.add_argument("--ep", type=int, default=d(1), help="expert-parallel degree (mixture of experts; divides dp)")
     p.add_argument("--micro-batch", type=int, default=d(1))
     p.add_argument("--virtual-stages", type=int, default=d(1))
     p.add_argument("--schedule", default=d(None), choices=["gpipe", "1f1b", "interleaved-1f1b", "zero-bubble"])
@@ -77,7 +80,8 @@ def build_specs(args: argparse.Namespace) -> tuple[ModelSpec, ClusterSpec, Train
     args.calibration_profile = _calibration(args, procs=cluster.gpus_per_node)
     seq_len = args.seq_len or model.max_seq_len
     global_batch = args.global_batch or 8 * cluster.num_gpus
-    training = TrainingSpec(global_batch_size=global_batch, seq_len=seq_len, dtype=args.dtype)
+    extra = {} if getattr(args, "moe_imbalance", None) is None else {"moe_load_imbalance": args.moe_imbalance}
+    training = TrainingSpec(global_batch_size=global_batch, seq_len=seq_len, dtype=args.dtype, **extra)
     return model, cluster, training
 
 
@@ -116,7 +120,7 @@ def cost_options(args: argparse.Namespace) -> dict[str, Any]:
             "calibration": getattr(args, "calibration_profile", None)}
 
 
-_PLAN_FIELDS = {"dp": "dp", "tp": "tp", "pp": "pp", "cp": "cp", "micro_batch": "micro_batch_size",
+_PLAN_FIELDS = {"dp": "dp", "tp": "tp", "pp": "pp", "cp": "cp", "ep": "ep", "micro_batch": "micro_batch_size",
                 "virtual_stages": "virtual_stages", "schedule": "schedule", "zero": "zero_stage",
                 "recompute": "recompute", "sequence_parallel": "sequence_parallel"}
 

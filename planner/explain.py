@@ -20,6 +20,9 @@ RULE_HINTS = {
     "seq_len": "lower --seq-len to the model's max_seq_len",
     "cp_seq": "pick a cp that divides seq_len",
     "cp_arch": "use cp=1 for encoder or encoder-decoder models",
+    "ep_dp": "pick an ep that divides dp*cp",
+    "ep_moe": "use ep=1 for a dense model",
+    "ep_experts": "pick an ep that divides num_experts",
     "pp_layers": "use fewer pipeline stages",
     "pp_uneven": "allow uneven stages or pick pp*v dividing the layers",
     "batch": "pick a global batch divisible by dp*micro_batch_size",
@@ -33,7 +36,7 @@ def explain_invalid(rejected: dict[str, int], num_candidates: int, constraints: 
     """Message for a space in which every candidate breaks a rule."""
     if num_candidates == 0:
         return ("no candidate plans: the constraints leave no factorization of the GPU count "
-                "(check --dp/--tp/--pp/--cp, their --max-* bounds and the cluster size)")
+                "(check --dp/--tp/--pp/--cp/--ep, their --max-* bounds and the cluster size)")
     top = sorted(rejected.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
     reasons = "; ".join(f"{LABELS.get(c, c)}: {n:,} ({RULE_HINTS.get(c, '')})" for c, n in top)
     return f"no valid plan: all {num_candidates:,} candidates break a rule - {reasons}"
@@ -57,7 +60,7 @@ def explain_oom(*, min_peak_bytes: float, min_plan: ParallelPlan, cluster: Clust
         hints.append("allow ZeRO-3 (zero_stage=3)")
     if constraints.micro_batch_size is not None and min(constraints.micro_batch_size) > 1:
         hints.append("a smaller micro-batch (micro_batch_size=1)")
-    for axis in ("tp", "pp", "dp"):
+    for axis in ("tp", "pp", "dp", "ep"):
         if getattr(constraints, axis) is not None or getattr(constraints, f"max_{axis}") is not None:
             hints.append(f"relax the {axis} constraint")
     if fits_with_gpus is not None:

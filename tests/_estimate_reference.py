@@ -85,7 +85,7 @@ def _simulated(ctx: StepContext, k: Knobs, comm: Any, plan: ParallelPlan, *, tim
     # the same breakdown as step_costs: the busiest rank's work, what transfers add, the rest is bubble
     busy_rank = max(range(pp), key=lambda r: (res.busy_s[r], -r))
     crit = ranks[busy_rank]
-    cp_grad = float(comm.time_s("cp", "all_reduce", max(r["params"] for r in ranks) * ctx.grad_bytes)
+    cp_grad = float(comm.time_s("cp", "all_reduce", max(r["cp_params"] for r in ranks) * ctx.grad_bytes)
                     / ctx.eff.collective_efficiency) if k.cp > 1 else 0.0
     out = {
         "num_micro_batches": m,

@@ -173,7 +173,8 @@ def expert_state_bytes(params: Num, experts: Num, k: Knobs, *, weight_bytes: int
 
 def dp_collective_s(ctx: StepContext, comm: Any, op: str, dense_bytes: Num, expert_bytes: Num) -> Num:
     """One data-parallel collective of a rank's gradients or weights: the dense part over the DP group,
-    the routed experts' over the expert-data-parallel group (dp/ep ranks, 'edp'), one after the other."""
+    the routed experts' over the expert-data-parallel group ('edp': the dp*cp/ep ranks holding the same
+    experts), one after the other."""
     from .blocks import collective_s
 
     return collective_s(ctx, comm, "dp", op, dense_bytes) + collective_s(ctx, comm, "edp", op, expert_bytes)

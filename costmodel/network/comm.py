@@ -22,7 +22,7 @@ import numpy as np
 from ..calibration.profile_spec import CalibrationProfile
 from ..specs import AXES, ClusterSpec, LinkSpec, ParallelPlan
 from .collectives import algorithm_times_s, collective_time_s
-from .placement import EXPERT_AXES, GroupLink, axis_stride, place_axis
+from .placement import EXPERT_AXES, GroupLink, axis_stride, expert_axis_key, place_axis
 from .topology import Topology, build_topology
 
 __all__ = [
@@ -98,8 +98,11 @@ class CommModel:
         if key not in cache:
             links = {}
             for a in AXES + EXPERT_AXES:  # groups depend only on (stride, degree, world): price each shape once
-                degree = plan.edp if a == "edp" else getattr(plan, a)
-                shape = ("axis", a == "pp", axis_stride(plan, a), degree, plan.world_size)
+                if a in EXPERT_AXES:
+                    shape = expert_axis_key(plan, a) if plan.ep > 1 or a == "ep" else (
+                        "axis", False, axis_stride(plan, "dp"), plan.dp, plan.world_size)
+                else:
+                    shape = ("axis", a == "pp", axis_stride(plan, a), getattr(plan, a), plan.world_size)
                 if shape not in cache:
                     cache[shape] = place_axis(topology, plan, a)
                 links[a] = cache[shape]

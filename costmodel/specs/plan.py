@@ -29,8 +29,8 @@ class ParallelPlan(Spec):
     tp: int = Field(default=1, gt=0, description="tensor-parallel degree")
     pp: int = Field(default=1, gt=0, description="pipeline-parallel degree (stages)")
     cp: int = Field(default=1, gt=0, description="context-parallel degree (ring attention)")
-    ep: int = Field(default=1, gt=0, description="expert-parallel degree: each data-parallel group's ranks "
-                    "split into groups of ep that share out the experts (ep divides dp)")
+    ep: int = Field(default=1, gt=0, description="expert-parallel degree: the data- and context-parallel "
+                    "ranks split into groups of ep that share out the experts (ep divides dp*cp)")
     micro_batch_size: int = Field(default=1, gt=0, description="sequences per micro-batch")
     virtual_stages: int = Field(default=1, gt=0, description="model chunks per pipeline rank (interleaving)")
     schedule: Schedule = "1f1b"
@@ -46,9 +46,10 @@ class ParallelPlan(Spec):
 
     @model_validator(mode="after")
     def _check(self) -> ParallelPlan:
-        if self.dp % self.ep:
-            raise ValueError(f"ep: ep={self.ep} does not divide dp={self.dp}; expert-parallel groups are carved "
-                             "out of the data-parallel ranks, so use an ep that divides dp (or raise dp)")
+        if (self.dp * self.cp) % self.ep:
+            raise ValueError(f"ep: ep={self.ep} does not divide dp*cp={self.dp}*{self.cp}; expert-parallel groups "
+                             "are carved out of the data- and context-parallel ranks, so use an ep that divides "
+                             "dp*cp (or raise dp)")
         if self.virtual_stages > 1 and self.schedule != "interleaved-1f1b":
             raise ValueError(
                 f"virtual_stages={self.virtual_stages} needs schedule='interleaved-1f1b' (got {self.schedule!r})"
@@ -81,8 +82,9 @@ class ParallelPlan(Spec):
 
     @property
     def edp(self) -> int:
-        """Expert-data-parallel degree dp/ep: replicas of each expert across data-parallel ranks."""
-        return self.dp // self.ep
+        """Expert-data-parallel degree dp*cp/ep: the ranks holding the same experts (Megatron-Core's
+        expert data parallelism, with CP folded in as its MoE parallel folding does)."""
+        return self.dp * self.cp // self.ep
 
     def num_micro_batches(self, global_batch_size: int) -> int:
         """Micro-batches per pipeline per step (gradient accumulation steps)."""

@@ -89,7 +89,7 @@ def _valid(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, c: di
     B, s, layers = training.global_batch_size, training.seq_len, model.total_layers
     ep = c["ep"]
     ok = (model.num_heads % tp == 0) & (model.kv_heads % tp == 0) & (model.ffn_size % tp == 0)
-    ok &= (dp % ep == 0) & ((model.num_experts or 1) % ep == 0)   # ep > 1 only on an MoE model
+    ok &= ((dp * cp) % ep == 0) & ((model.num_experts or 1) % ep == 0)   # ep > 1 only on an MoE model
     ok &= dp * tp * pp * cp <= cluster.num_gpus
     ok &= B % (dp * mb) == 0
     ok &= (s <= model.max_seq_len) & (s % cp == 0) & ((sp == 0) | ((s // cp) % tp == 0))

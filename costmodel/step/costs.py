@@ -116,7 +116,7 @@ def assemble_step(ctx: StepContext, k: Knobs, comm: Any, m: Num, units: tuple, e
                                 rs["params"]))
         ranks[-1].update(rs)
     r0, rl = ranks[0], ranks[-1]
-    cp_grad = (collective_s(ctx, comm, "cp", "all_reduce", vmax(r0["params"], rl["params"]) * ctx.grad_bytes)
+    cp_grad = (collective_s(ctx, comm, "cp", "all_reduce", vmax(r0["cp_params"], rl["cp_params"]) * ctx.grad_bytes)
                if any_set(cp > 1) else 0.0)
     mem_last = rl["peak"] > r0["peak"]
     parts = ("params_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes", "buffers_bytes")
@@ -285,9 +285,11 @@ def rank_state(ctx: StepContext, k: Knobs, comm: Any, rank: int, m: Num, n_enc: 
     sh, eff, e = ctx.shape, ctx.eff, ctx.act_bytes
     dp, tp, pp, cp = k.dp, k.tp, k.pp, k.cp
     shards = dp * cp
-    out = {"params": params}
     experts = n_enc * enc.expert_params + n_dec * dec.expert_params   # routed experts (MoE), sharded over ep
     moe = any_set(experts)
+    # parameters whose gradients the CP group all-reduces: with ep > 1 the experts reduce over their own
+    # expert-data-parallel group, which spans the CP ranks
+    out = {"params": params, "cp_params": params - (k.ep > 1) * experts if moe else params}
     if with_memory:
         if moe:
             w, g, o = expert_state_bytes(params, experts, k, weight_bytes=ctx.weight_bytes, grad_bytes=ctx.grad_bytes,

@@ -187,7 +187,7 @@ def simulated_costs(ctx: StepContext, k: Knobs, comm: Any, st: StageTimes, *,
     busy = np.array(busy_s)
     crit = int(np.argmax(busy))
     comp, tps, cps, eps, sync = (_rank_sums(x, pp, v)[crit] for x in (st.comp, st.tp, st.cp, st.ep, st.sync))
-    cp_grad = float(comm.time_s("cp", "all_reduce", state["params"].max().item() * ctx.grad_bytes)
+    cp_grad = float(comm.time_s("cp", "all_reduce", state["cp_params"].max().item() * ctx.grad_bytes)
                     / ctx.eff.collective_efficiency) if k.cp > 1 else 0.0
     out: dict[str, Any] = {
         "num_micro_batches": m,
