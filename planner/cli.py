@@ -258,6 +258,10 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     result = search(model, cluster, training, top_k=args.top_k, progress=progress,
                     rebalance=args.rebalance, **cost_options(args), **constraints_from_args(args))
     print(result_json(result) if args.json else format_table(result))
+    if not args.json and result.best is not None and model.is_moe:
+        from planner.explain import explain_experts
+
+        print(explain_experts(model, cluster, result.best.estimate, topology=getattr(args, "topology_graph", None)))
     if args.csv:
         write_csv_atomic(result.to_frame(), args.csv)
     if args.save and result.best is not None:

@@ -319,7 +319,8 @@ def rank_state(ctx: StepContext, k: Knobs, comm: Any, rank: int, m: Num, n_enc: 
     # data-parallel gradient / parameter traffic of this rank
     zero = k.zero
     dp_s = 0.0 * k.mb
-    if any_set(dp > 1):   # per row: a one-rank dp axis costs 0, so every term below is 0 there
+    # per row: a one-rank dp (and expert-data-parallel) axis costs 0, so every term below is 0 there
+    if any_set(dp > 1) or (moe and any_set(expert_shards(k) > 1)):
         dense = params - experts if moe else params
 
         def dp_op(op: str, nbytes: int) -> Num:   # experts reduce over the expert-data-parallel group
