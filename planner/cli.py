@@ -181,8 +181,9 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
 
 def _add_validate_published(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate-published",
-                       help="reproduce published training runs (Megatron-LM SC21, vTrain) and report the error")
-    p.add_argument("--data", default=None, help="folder holding megatron2021/ and vtrain/ (default: the copy shipped with paraplan)")
+                       help="reproduce published training runs (Megatron-LM SC21, vTrain, MoE) and report the error")
+    p.add_argument("--data", default=None, help="folder holding megatron2021/, vtrain/ and moe2025/ (default: the "
+                                                "copy shipped with paraplan)")
     p.add_argument("--out", default=None, metavar="VALIDATION.md", help="write the report section into this file")
     p.add_argument("--csv", default=None, metavar="FILE", help="write predicted vs published per row as CSV")
     p.set_defaults(handler=_cmd_validate_published)
@@ -190,14 +191,19 @@ def _add_validate_published(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_validate_published(args: argparse.Namespace) -> int:
     from costmodel.calibration.published import run_validation, summary_text, update_validation_doc
+    from costmodel.calibration.published.moe import moe_summary_text, run_moe_validation, update_moe_doc
 
     result = run_validation(args.data)
+    moe = run_moe_validation(args.data)   # mixtures of experts: held out, reported on their own
     print(summary_text(result))
+    if not moe.empty:
+        print(moe_summary_text(moe))
     if args.csv:
         from costmodel.step.report import write_text_atomic
         write_text_atomic(args.csv, result.rows.to_csv(index=False))
     if args.out:
         update_validation_doc(args.out, result)
+        update_moe_doc(args.out, moe)
         print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

@@ -188,3 +188,25 @@ def test_estimate_batch_equals_estimate_for_expert_parallel_plans():
         assert batch["peak_bytes"][i] == pytest.approx(est.memory.peak_bytes, rel=1e-12)
     bad = estimate_batch(model, cluster, training, {"dp": [32, 32], "ep": [16, 3]})
     assert not bad["valid"].any()   # 16 does not divide 8 experts; 3 does not divide dp*cp
+
+
+def test_published_moe_runs_are_predicted_and_documented(tmp_path):
+    from costmodel.calibration.published.moe import (
+        moe_cases,
+        render_moe_section,
+        run_moe_validation,
+        update_moe_doc,
+    )
+
+    cases = moe_cases()
+    assert {c["precision"] for c in cases} == {"bf16", "fp8"} and all(c["plan"].ep > 1 for c in cases)
+    rows = run_moe_validation()
+    assert len(rows) == len(cases) and np.isfinite(rows["error"]).all() and (rows["predicted"] > 0).all()
+    mixtral = rows.set_index("run").loc["mixtral-8x7b-mcore-v0.9"]
+    assert abs(mixtral["error"]) < 0.15   # a regression guard on the cleanest row (held out, not fitted)
+    doc = tmp_path / "VALIDATION.md"
+    doc.write_text("# Validation\n\nkept\n")
+    update_moe_doc(doc, rows)
+    text = doc.read_text()
+    assert "kept" in text and text.count("<!-- published-moe:begin -->") == 1
+    assert "mixtral-8x7b-mcore-v0.9" in render_moe_section(rows)
