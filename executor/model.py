@@ -134,6 +134,13 @@ class FeedForward(nn.Module):
         return self.w2(h)
 
 
+def _moe(spec: ModelSpec) -> MoE:
+    """An MoE layer whose shared experts (if any) are one FeedForward of their summed width."""
+    width = spec.num_shared_experts * spec.expert_ffn_size
+    shared = FeedForward(spec.model_copy(update={"ffn_hidden_size": width})) if width else None
+    return MoE(spec, shared=shared)
+
+
 class TransformerBlock(nn.Module):
     """One layer: attention and MLP with residuals; pre-norm (GPT/Llama) or post-norm (BERT)."""
 
@@ -143,7 +150,7 @@ class TransformerBlock(nn.Module):
         self.attention_norm = _norm(spec)
         self.attention = Attention(spec)
         self.ffn_norm = _norm(spec)
-        self.feed_forward = MoE(spec) if moe else FeedForward(spec)
+        self.feed_forward = _moe(spec) if moe else FeedForward(spec)
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor | None = None) -> torch.Tensor:
         if self.post_norm:

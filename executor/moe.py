@@ -82,18 +82,13 @@ class GroupedExperts(nn.Module):
 class MoE(nn.Module):
     """Router + routed experts + shared experts; x [b, s, h] -> [b, s, h]."""
 
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self, spec: ModelSpec, *, shared: nn.Module | None = None) -> None:
         super().__init__()
-        from .model import FeedForward
-
         self.num_experts, self.top_k = spec.num_experts, spec.experts_per_token
         self.aux_coef = spec.router_aux_loss_coef
         self.router = nn.Linear(spec.hidden_size, spec.num_experts, bias=False)
         self.experts = GroupedExperts(spec)
-        self.shared = None
-        if spec.num_shared_experts:
-            shared = spec.model_copy(update={"ffn_hidden_size": spec.num_shared_experts * spec.expert_ffn_size})
-            self.shared = FeedForward(shared)
+        self.shared = shared   # the shared experts: a dense MLP of num_shared_experts expert widths
         # set by executor.expert_parallel / the engine; a single process keeps these defaults
         self.ep_group: dist.ProcessGroup | None = None
         self.ep_size = 1

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .compute import attention_core_time_s, block_host_ops, block_host_s, gemm_time_s, memory_time_s
-from .context import Knobs, StepContext, any_set, vmax
+from .context import Knobs, StepContext, any_set, collective_s, vmax
 from .memory import layer_activation_bytes
 from .moe import moe_costs
 
@@ -121,11 +121,6 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
         return BlockCost(fwd, bwd, recompute, tp_s, cp_s, act, act_full, params)
     return BlockCost(fwd, bwd, recompute, tp_s, cp_s, act + moe.act_bytes, act_full + moe.act_full_bytes,
                      params + moe.params, ep_s, moe.expert_params)
-
-
-def collective_s(ctx: StepContext, comm: Any, axis: str, op: str, nbytes: Num) -> Num:
-    """Seconds of one collective: the CommModel's time / EfficiencyModel.collective_efficiency."""
-    return comm.time_s(axis, op, nbytes) / ctx.eff.collective_efficiency
 
 
 def p2p_time_s(ctx: StepContext, k: Knobs, comm: Any) -> Num:

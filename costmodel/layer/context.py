@@ -24,7 +24,7 @@ from .params import (
     model_shape,
 )
 
-__all__ = ["StepContext", "Knobs", "build_context", "vmax", "any_set"]
+__all__ = ["StepContext", "Knobs", "build_context", "vmax", "any_set", "collective_s"]
 
 Num = Any
 
@@ -115,6 +115,11 @@ class Knobs:
     recompute: Num
     sp: Num
     ep: Num = 1
+
+
+def collective_s(ctx: StepContext, comm: Any, axis: str, op: str, nbytes: Num) -> Num:
+    """Seconds of one collective: the CommModel's time / EfficiencyModel.collective_efficiency."""
+    return comm.time_s(axis, op, nbytes) / ctx.eff.collective_efficiency
 
 
 def any_set(flag: Num) -> bool:

@@ -29,22 +29,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from .compute import gemm_time_s
-from .context import Knobs, StepContext, any_set
-from .params import ModelShape, mlp_params
+from .context import Knobs, StepContext, any_set, collective_s
+from .memory import model_state_bytes
+from .params import ModelShape, mlp_params, moe_layer_params
 
 __all__ = ["MoETerms", "moe_layer_params", "block_params", "routed_share", "moe_costs", "dispatch_buffer_bytes",
            "expert_state_bytes", "expert_shards", "dp_collective_s", "moe_host_ops"]
 
 Num = Any
-
-
-def moe_layer_params(shape: ModelShape) -> tuple[int, int]:
-    """(router + shared experts, routed experts) parameters of one MoE layer's MLP: an h x E router
-    (no bias), n_shared expert MLPs as one MLP of their summed width, E expert MLPs."""
-    moe = shape.moe
-    router = shape.h * moe.experts
-    shared = mlp_params(shape.h, moe.shared * moe.f_e, gated=shape.gated, bias=shape.bias) if moe.shared else 0
-    return router + shared, moe.experts * mlp_params(shape.h, moe.f_e, gated=shape.gated, bias=shape.bias)
 
 
 def block_params(shape: ModelShape, *, cross: bool) -> tuple[float, float]:
@@ -87,8 +79,6 @@ def moe_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool, tokens: Num
     """The MoE terms of an average block (see the module docstring). `tokens` = m, the micro-batch's
     tokens on this GPU (b*s/cp); `dense_gemm_f_s`: the dense MLP's forward GEMM seconds and
     `dense_tp_point_s` its TP synchronisation point, both as `block_costs` prices them."""
-    from .blocks import collective_s  # blocks imports this module
-
     sh, r, e = ctx.shape, ctx.rates, ctx.act_bytes
     moe = sh.moe
     share = moe.share(sh, cross=cross)
@@ -162,8 +152,6 @@ def expert_state_bytes(params: Num, experts: Num, k: Knobs, *, weight_bytes: int
     experts: ZeRO shards the dense part over dp*cp ranks, the experts over dp*cp/ep
     (Rajbhandari et al. 2020, applied per parameter group as Megatron-Core's distributed optimizer
     does)."""
-    from .memory import model_state_bytes
-
     dense = model_state_bytes(params - experts, zero_stage=k.zero, shards=k.dp * k.cp, weight_bytes=weight_bytes,
                               grad_bytes=grad_bytes, optimizer_bytes=optimizer_bytes)
     exp = model_state_bytes(experts, zero_stage=k.zero, shards=expert_shards(k), weight_bytes=weight_bytes,
@@ -175,6 +163,4 @@ def dp_collective_s(ctx: StepContext, comm: Any, op: str, dense_bytes: Num, expe
     """One data-parallel collective of a rank's gradients or weights: the dense part over the DP group,
     the routed experts' over the expert-data-parallel group ('edp': the dp*cp/ep ranks holding the same
     experts), one after the other."""
-    from .blocks import collective_s
-
     return collective_s(ctx, comm, "dp", op, dense_bytes) + collective_s(ctx, comm, "edp", op, expert_bytes)

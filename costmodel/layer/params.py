@@ -14,7 +14,7 @@ from ..specs import ModelSpec
 
 __all__ = [
     "ModelShape", "MoEShape", "model_shape", "attention_params", "mlp_params", "norm_params", "layer_params",
-    "embedding_params", "lm_head_params", "total_params", "layer_tensors", "end_tensors",
+    "embedding_params", "lm_head_params", "total_params", "layer_tensors", "end_tensors", "moe_layer_params",
 ]
 
 T5_RELATIVE_BUCKETS = 32
@@ -164,6 +164,15 @@ def lm_head_params(shape: ModelShape) -> int:
     return stacks * norm_params(shape.h, shape.norm_weights) + (0 if shape.tie else shape.vocab * shape.h)
 
 
+def moe_layer_params(shape: ModelShape) -> tuple[int, int]:
+    """(router + shared experts, routed experts) parameters of one MoE layer's MLP: an h x E router
+    (no bias), n_shared expert MLPs as one MLP of their summed width, E expert MLPs."""
+    moe = shape.moe
+    router = shape.h * moe.experts
+    shared = mlp_params(shape.h, moe.shared * moe.f_e, gated=shape.gated, bias=shape.bias) if moe.shared else 0
+    return router + shared, moe.experts * mlp_params(shape.h, moe.f_e, gated=shape.gated, bias=shape.bias)
+
+
 def total_params(model: ModelSpec) -> int:
     """All parameters of `model` (embeddings, blocks, head)."""
     s = model_shape(model)
@@ -171,8 +180,6 @@ def total_params(model: ModelSpec) -> int:
              + lm_head_params(s))
     if s.moe is None:
         return dense
-    from .moe import moe_layer_params  # MoE layers replace their MLP (costmodel.layer.moe)
-
-    per_layer = moe_layer_params(s)
+    per_layer = moe_layer_params(s)   # MoE layers replace their MLP
     return dense + (s.moe.layers_enc + s.moe.layers_dec) * (per_layer[0] + per_layer[1] - mlp_params(
         s.h, s.f, gated=s.gated, bias=s.bias))
