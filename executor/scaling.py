@@ -43,7 +43,7 @@ def _with(plan: ParallelPlan, axis: str, value: int) -> ParallelPlan:
     data = plan.model_dump()
     data[axis] = value
     if axis == "dp":
-        data["ep"] = math.gcd(plan.ep, value * plan.cp)   # expert groups stay inside the data-parallel ranks
+        data["ep"] = math.gcd(plan.ep, value)   # expert groups stay inside the data-parallel ranks
     if axis == "pp":
         data["layers_per_stage"] = None  # the explicit split belonged to the old stage count
         if value == 1:
