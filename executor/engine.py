@@ -26,11 +26,13 @@ from costmodel.specs.optimizer import ADAMW_WEIGHT_DECAY
 from costmodel.step.checks import check_plan
 
 from .compile import apply_compile, async_tp_applies, compile_unsupported, default_compile, enable_async_tp
+from .expert_parallel import apply_experts, check_expert_plan
 from .float8 import apply_float8, float8_unsupported
 from .grads import align_grads_, clip_grad_norm_
 from .init import init_weights
-from .mesh import axis_group, axis_rank, axis_size, build_mesh
+from .mesh import axis_group, axis_mesh, axis_rank, axis_size, build_mesh
 from .model import IGNORE_INDEX, build_model
+from .moe import set_aux_loss_scale
 from .optim import ADAM_BETAS, ADAM_EPS, adamw_kernel, build_optimizer
 from .parallelize import apply_ddp, apply_fsdp, apply_recompute, apply_tp, uses_ddp, uses_fsdp
 from .pipeline import build_schedule, build_stages, check_schedule_supported, split_model
@@ -67,6 +69,7 @@ class Engine:
         self._scale = 1.0
         self._loss_sums: list[torch.Tensor] = []
         self._params = [p for part in model_parts for p in part.parameters()]
+        self.grad_norm = 0.0   # the last step's global gradient norm before clipping
 
     @property
     def local_batch_size(self) -> int:
@@ -142,7 +145,7 @@ class Engine:
         self._loss_sums = []
         self._forward_backward(tokens, targets)
         align_grads_(self._params)
-        clip_grad_norm_(self._params, max_grad_norm, pp_group=axis_group(self.mesh, "pp"))
+        self.grad_norm = clip_grad_norm_(self._params, max_grad_norm, pp_group=axis_group(self.mesh, "pp"))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.step()
@@ -172,6 +175,7 @@ def build_engine(model_spec: ModelSpec, plan: ParallelPlan, training: TrainingSp
                          "needs CUDA SDPA kernels and does not run on CPU/Gloo); use cp=1")
     check_plan(model_spec, None, training, plan)
     check_schedule_supported(plan)
+    check_expert_plan(plan)
     float8 = training.dtype == "fp8"
     if float8 and (reason := float8_unsupported(device)):
         raise ValueError(reason)
@@ -191,11 +195,13 @@ def build_engine(model_spec: ModelSpec, plan: ParallelPlan, training: TrainingSp
         if plan.tp > 1:  # 1. tensor (+ sequence) parallel
             apply_tp(part, mesh["tp"], sequence_parallel=plan.sequence_parallel,
                      loss_parallel=uses_loss_parallel(plan))
+        apply_experts(part, mesh, plan)  # MoE layers: experts over the EP and TP groups
         apply_recompute(part, plan.recompute)  # 2. activation checkpointing per block
         if compile:  # 3. torch.compile per block, after TP and recompute, before FSDP (torchtitan's order)
             apply_compile(part)
         if uses_fsdp(plan):  # 4. FSDP2 fully_shard or replicate (see dp_wrapper)
-            apply_fsdp(part, plan, mesh["dp"], param_dtype=dtype)
+            apply_fsdp(part, plan, axis_mesh(mesh, "dp"), param_dtype=dtype,
+                       expert_mesh=mesh["edp"] if plan.ep > 1 else None)
         part.to_empty(device=device)  # 5. materialize, same values on every plan
         init_weights(part, model_spec, seed=seed)
         model_parts.append(part)
@@ -207,6 +213,7 @@ def build_engine(model_spec: ModelSpec, plan: ParallelPlan, training: TrainingSp
         stages = build_stages(list(zip(ids, run_parts, strict=True)), plan, device=device,
                               group=axis_group(mesh, "pp"))
     params = [p for part in model_parts for p in part.parameters()]
+    set_aux_loss_scale(model_parts, axis_size(mesh, "dp") / training.global_batch_size)
     optimizer = build_optimizer(params, plan, mesh, lr=lr, weight_decay=weight_decay, device=device)
     settings = {"compile": compile, "float8": float8, "async_tp": async_tp,
                 "optimizer": "fused" if adamw_kernel(device).get("fused") else "foreach"}

@@ -41,6 +41,7 @@ from costmodel import (
 from .checkpoint import read_trainer_state, resolve_checkpoint
 from .compile import compile_unsupported
 from .data import load_corpus
+from .expert_parallel import check_expert_plan
 from .failures import RunFailed, explain_failure
 from .float8 import float8_unsupported
 from .metrics import read_metrics, write_json_atomic
@@ -116,6 +117,10 @@ def plan_unsupported(plan: ParallelPlan, *, global_batch: int) -> str | None:
     if plan.cp > 1:
         return "cp: context parallelism is not supported by the executor; use cp=1"
     try:
+        check_expert_plan(plan)
+    except ValueError as exc:
+        return str(exc)
+    try:
         check_schedule_supported(plan, global_batch // (plan.dp * plan.micro_batch_size))
     except ValueError as exc:
         return str(exc)
@@ -137,6 +142,7 @@ def prepare_run(plan: ParallelPlan | str | os.PathLike[str], *, model: str | Mod
 
     build_model(model_spec, device="meta")  # raises ValueError for what the executor cannot run
     check_schedule_supported(plan)
+    check_expert_plan(plan)
     if global_batch is not None and global_batch > 0 and (reason := plan_unsupported(plan, global_batch=global_batch)):
         raise ValueError(reason)
     if dtype == "fp8" and rdzv_endpoint is None and (reason := float8_unsupported()):

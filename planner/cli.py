@@ -58,6 +58,8 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stack", default="megatron", metavar="NAME",
                    help="software stack that runs the plan (costmodel/data/stacks): megatron (default), deepspeed, "
                         "fsdp, torch-compile, paraplan")
+    p.add_argument("--moe-imbalance", type=float, default=None, metavar="RATIO",
+                   help="mixture of experts: tokens the busiest expert-parallel rank gets / the mean (default 1)")
 
 
 def add_plan_args(p: argparse.ArgumentParser, *, defaults: bool) -> None:
@@ -68,6 +70,7 @@ def add_plan_args(p: argparse.ArgumentParser, *, defaults: bool) -> None:
     p.add_argument("--tp", type=int, default=d(1))
     p.add_argument("--pp", type=int, default=d(1))
     p.add_argument("--cp", type=int, default=d(1))
+    p.add_argument("--ep", type=int, default=d(1), help="expert-parallel degree (mixture of experts; divides dp)")
     p.add_argument("--micro-batch", type=int, default=d(1))
     p.add_argument("--virtual-stages", type=int, default=d(1))
     p.add_argument("--schedule", default=d(None), choices=["gpipe", "1f1b", "interleaved-1f1b", "zero-bubble"])
@@ -83,8 +86,9 @@ def build_specs(args: argparse.Namespace) -> tuple[ModelSpec, ClusterSpec, Train
     args.calibration_profile = _calibration(args, procs=cluster.gpus_per_node)
     seq_len = args.seq_len or model.max_seq_len
     global_batch = args.global_batch or 8 * cluster.num_gpus
+    extra = {} if getattr(args, "moe_imbalance", None) is None else {"moe_load_imbalance": args.moe_imbalance}
     training = TrainingSpec(global_batch_size=global_batch, seq_len=seq_len, dtype=args.dtype,
-                            stack=getattr(args, "stack", "megatron"))
+                            stack=getattr(args, "stack", "megatron"), **extra)
     return model, cluster, training
 
 
@@ -130,7 +134,7 @@ def cost_options(args: argparse.Namespace) -> dict[str, Any]:
             "calibration": getattr(args, "calibration_profile", None)}
 
 
-_PLAN_FIELDS = {"dp": "dp", "tp": "tp", "pp": "pp", "cp": "cp", "micro_batch": "micro_batch_size",
+_PLAN_FIELDS = {"dp": "dp", "tp": "tp", "pp": "pp", "cp": "cp", "ep": "ep", "micro_batch": "micro_batch_size",
                 "virtual_stages": "virtual_stages", "schedule": "schedule", "zero": "zero_stage",
                 "recompute": "recompute", "sequence_parallel": "sequence_parallel"}
 
@@ -191,8 +195,9 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
 
 def _add_validate_published(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate-published",
-                       help="reproduce published training runs (Megatron-LM SC21, vTrain) and report the error")
-    p.add_argument("--data", default=None, help="folder holding megatron2021/ and vtrain/ (default: the copy shipped with paraplan)")
+                       help="reproduce published training runs (Megatron-LM SC21, vTrain, MoE) and report the error")
+    p.add_argument("--data", default=None, help="folder holding megatron2021/, vtrain/ and moe2025/ (default: the "
+                                                "copy shipped with paraplan)")
     p.add_argument("--out", default=None, metavar="VALIDATION.md", help="write the report section into this file")
     p.add_argument("--csv", default=None, metavar="FILE", help="write predicted vs published per row as CSV")
     p.add_argument("--loso", action="store_true",
@@ -202,9 +207,13 @@ def _add_validate_published(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_validate_published(args: argparse.Namespace) -> int:
     from costmodel.calibration.published import run_validation, summary_text, update_validation_doc
+    from costmodel.calibration.published.moe import moe_summary_text, run_moe_validation, update_moe_doc
 
     result = run_validation(args.data)
+    moe = run_moe_validation(args.data)   # mixtures of experts: held out, reported on their own
     print(summary_text(result))
+    if not moe.empty:
+        print(moe_summary_text(moe))
     loso = None
     if args.loso:
         from costmodel.calibration.published.loso import leave_one_source_out
@@ -217,6 +226,7 @@ def _cmd_validate_published(args: argparse.Namespace) -> int:
         write_text_atomic(args.csv, result.rows.to_csv(index=False))
     if args.out:
         update_validation_doc(args.out, result, loso=loso)
+        update_moe_doc(args.out, moe)
         print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
@@ -277,6 +287,10 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     result = search(model, cluster, training, top_k=args.top_k, progress=progress,
                     rebalance=args.rebalance, **cost_options(args), **constraints_from_args(args))
     print(result_json(result) if args.json else format_table(result))
+    if not args.json and result.best is not None and model.is_moe:
+        from planner.explain import explain_experts
+
+        print(explain_experts(model, cluster, result.best.estimate, topology=getattr(args, "topology_graph", None)))
     if args.csv:
         write_csv_atomic(result.to_frame(), args.csv)
     if args.save and result.best is not None:

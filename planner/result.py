@@ -42,7 +42,7 @@ def plan_row(estimate: StepEstimate) -> dict[str, Any]:
     p, t, m = estimate.plan, estimate.time, estimate.memory
     return {
         "plan": p.short(), "num_gpus": estimate.num_gpus,
-        "dp": p.dp, "tp": p.tp, "pp": p.pp, "cp": p.cp, "micro_batch_size": p.micro_batch_size,
+        "dp": p.dp, "tp": p.tp, "pp": p.pp, "cp": p.cp, "ep": p.ep, "micro_batch_size": p.micro_batch_size,
         "virtual_stages": p.virtual_stages, "schedule": p.schedule, "zero_stage": p.zero_stage,
         "recompute": p.recompute, "sequence_parallel": p.sequence_parallel,
         "placement": "-".join(p.placement),
@@ -51,7 +51,7 @@ def plan_row(estimate: StepEstimate) -> dict[str, Any]:
         "model_tflops_per_gpu": estimate.model_tflops_per_gpu,
         "hardware_tflops_per_gpu": estimate.hardware_tflops_per_gpu, "mfu": estimate.mfu, "hfu": estimate.hfu,
         "peak_bytes": m.peak_bytes, "peak_gib": m.peak_bytes / GIB, "capacity_bytes": estimate.capacity_bytes,
-        "compute_s": t.compute_s, "tp_comm_s": t.tp_comm_s, "cp_comm_s": t.cp_comm_s,
+        "compute_s": t.compute_s, "tp_comm_s": t.tp_comm_s, "cp_comm_s": t.cp_comm_s, "ep_comm_s": t.ep_comm_s,
         "dp_comm_s": t.dp_comm_s, "pp_comm_s": t.pp_comm_s, "bubble_s": t.bubble_s,
         "optimizer_s": t.optimizer_s,
         "parameters_bytes": m.parameters_bytes, "gradients_bytes": m.gradients_bytes,
@@ -137,10 +137,10 @@ class SearchResult:
 
 
 COLUMNS = [
-    "plan", "num_gpus", "dp", "tp", "pp", "cp", "micro_batch_size", "virtual_stages", "schedule",
+    "plan", "num_gpus", "dp", "tp", "pp", "cp", "ep", "micro_batch_size", "virtual_stages", "schedule",
     "zero_stage", "recompute", "sequence_parallel", "placement", "layers_per_stage", "step_time_s",
     "tokens_per_s", "model_tflops_per_gpu", "hardware_tflops_per_gpu", "mfu", "hfu", "peak_bytes",
-    "peak_gib", "capacity_bytes", "compute_s", "tp_comm_s", "cp_comm_s", "dp_comm_s", "pp_comm_s",
+    "peak_gib", "capacity_bytes", "compute_s", "tp_comm_s", "cp_comm_s", "ep_comm_s", "dp_comm_s", "pp_comm_s",
     "bubble_s", "optimizer_s", "parameters_bytes", "gradients_bytes", "optimizer_bytes",
     "activations_bytes", "buffers_bytes", "stack", "gpu_profile",
 ]

@@ -164,8 +164,8 @@ def _no_fit_message(model: ModelSpec, cluster: ClusterSpec, training: TrainingSp
     peak = est.memory.peak_bytes if est is not None else float(bulk["peak_bytes_lb"][i])
 
     # the knobs that minimize memory, for the "how many GPUs would fit" probe (cheap: few groups)
-    lean = Constraints.from_kwargs(**{**{f: getattr(cons, f) for f in ("dp", "tp", "pp", "cp", "max_dp", "max_tp",
-                                                                      "max_pp", "max_cp")},
+    lean = Constraints.from_kwargs(**{**{f: getattr(cons, f) for f in ("dp", "tp", "pp", "cp", "ep", "max_dp",
+                                                                      "max_tp", "max_pp", "max_cp", "max_ep")},
                                       "micro_batch_size": 1, "zero_stage": max(cons.zero_stage or (3,)),
                                       "recompute": "full" if "full" in (cons.recompute or ("full",)) else None,
                                       "schedule": "1f1b", "virtual_stages": 1, "placement": [cons.placement[0]]})

@@ -22,7 +22,7 @@ _KIND_ORDER = ["fwd", "bwd", "bwd_input", "bwd_weight", "recompute", "send", "re
 _KIND_COLORS = ["#4c78a8", "#f58518", "#e45756", "#ff9da6", "#b279a2", "#54a24b", "#88d27a", "#9d755d",
                 "#bab0ac"]
 _TIME_PARTS = [("compute_s", "compute"), ("tp_comm_s", "TP comm"), ("cp_comm_s", "CP comm"),
-               ("dp_comm_s", "DP comm"), ("pp_comm_s", "PP comm"), ("bubble_s", "pipeline bubble"),
+               ("ep_comm_s", "EP all-to-all"), ("dp_comm_s", "DP comm"), ("pp_comm_s", "PP comm"), ("bubble_s", "pipeline bubble"),
                ("optimizer_s", "optimizer")]
 _MEM_PARTS = [("parameters_bytes", "parameters"), ("gradients_bytes", "gradients"),
               ("optimizer_bytes", "optimizer states"), ("activations_bytes", "activations"),

@@ -186,9 +186,14 @@ def _training_input(model: ModelSpec | None):
     stack = kept(st.selectbox, "Software stack", list_stacks(), key="stack", default=DEFAULT_STACK,
                  help="what runs the plan: its kernels, overlap and sharding (costmodel/data/stacks); "
                       "every time shown assumes it")
+    imbalance = 1.0
+    if model is not None and model.is_moe:
+        imbalance = kept(st.number_input, "MoE load imbalance (busiest expert-parallel rank / mean)", min_value=1.0,
+                         step=0.05, key="moe_imbalance", default=1.0,
+                         help="tokens the busiest expert-parallel rank receives relative to the mean; 1 = balanced")
     try:
         return training_from_inputs(global_batch_size=int(gbs), seq_len=int(seq), dtype=dtype, model=model,
-                                    stack=stack)
+                                    stack=stack, moe_load_imbalance=float(imbalance))
     except ValueError as exc:
         st.error(f"Training: {exc}")
         return None
@@ -200,7 +205,7 @@ def _constraints_input() -> dict[str, Any]:
     with st.expander("Constraints"):
         st.caption("Fix a knob or bound it; 0 / empty leaves it to the search.")
         c1, c2 = st.columns(2)
-        for i, knob in enumerate(("tp", "pp", "dp", "cp", "max_tp", "max_pp", "micro_batch_size")):
+        for i, knob in enumerate(("tp", "pp", "dp", "cp", "ep", "max_tp", "max_pp", "max_ep", "micro_batch_size")):
             value = kept((c1 if i % 2 == 0 else c2).number_input, knob, min_value=0, key=f"c_{knob}", default=0)
             if value:
                 out[knob] = int(value)

@@ -81,7 +81,7 @@ def plan_row(plan: ParallelPlan, est: StepEstimate) -> dict[str, Any]:
         "plan": plan.short(), "tokens_per_s": est.tokens_per_s, "mfu": est.mfu, "step_time_s": est.step_time_s,
         "memory_gib": est.memory.peak_bytes / GIB,
         "headroom_gib": (est.capacity_bytes - est.memory.peak_bytes) / GIB, "num_gpus": est.num_gpus,
-        "dp": plan.dp, "tp": plan.tp, "pp": plan.pp, "cp": plan.cp,
+        "dp": plan.dp, "tp": plan.tp, "pp": plan.pp, "cp": plan.cp, "ep": plan.ep,
         "micro_batch": plan.micro_batch_size, "virtual_stages": plan.virtual_stages,
         "schedule": plan.schedule if plan.pp > 1 else "-", "zero": plan.zero_stage,
         "recompute": plan.recompute, "seq_parallel": plan.sequence_parallel,

@@ -27,7 +27,7 @@ from .params import (
     model_shape,
 )
 
-__all__ = ["StepContext", "Knobs", "build_context", "vmax", "any_set"]
+__all__ = ["StepContext", "Knobs", "build_context", "vmax", "any_set", "collective_s"]
 
 Num = Any
 
@@ -65,6 +65,7 @@ class StepContext:
     nic_latency_s: float = 0.0
     gpus_per_node: int = 1
     sm_count: int | None = None
+    moe_imbalance: float = 1.0  # TrainingSpec.moe_load_imbalance (MoE models)
     memo: dict = field(default_factory=dict, compare=False, repr=False)  # per-context cache (step FLOPs)
 
     @cached_property
@@ -127,6 +128,7 @@ def build_context(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec
         head_extra_params=lm_head_params(shape), hbm_bytes=gpu.hbm_bytes, peak_flops_per_s=peak,
         stack=stack, ew_classes=classes, nic_bw_per_gpu_bytes_per_s=cluster.inter_node_bw_per_gpu_bytes_per_s,
         nic_latency_s=cluster.inter_node_link.latency_s, gpus_per_node=cluster.gpus_per_node, sm_count=gpu.sm_count,
+        moe_imbalance=training.moe_load_imbalance,
     )
 
 
@@ -135,7 +137,8 @@ class Knobs:
     """One plan (numbers) or many plans (arrays). `pp` is always a plain int; dp, tp, cp are ints
     (plans sharing the degrees, one CommModel) or per-row int arrays (then the comm is a
     `costmodel.network.comm_grouped.GroupedComm`, each row priced by its own group's CommModel).
-    Codes: schedule 0 gpipe / 1 1f1b / 2 interleaved-1f1b / 3 zero-bubble; recompute 0/1/2; sp 0/1."""
+    Codes: schedule 0 gpipe / 1 1f1b / 2 interleaved-1f1b / 3 zero-bubble; recompute 0/1/2; sp 0/1.
+    `ep` (expert parallelism, MoE models) divides dp; like dp, tp and cp an int or a per-row array."""
 
     dp: Num
     tp: Num
@@ -147,6 +150,12 @@ class Knobs:
     zero: Num
     recompute: Num
     sp: Num
+    ep: Num = 1
+
+
+def collective_s(ctx: StepContext, comm: Any, axis: str, op: str, nbytes: Num) -> Num:
+    """Seconds of one collective: the CommModel's time / EfficiencyModel.collective_efficiency."""
+    return comm.time_s(axis, op, nbytes) / ctx.eff.collective_efficiency
 
 
 def any_set(flag: Num) -> bool:

@@ -28,6 +28,7 @@ class TimeBreakdown(Spec):
     compute_s: float = Field(ge=0, description="forward + backward (+ recompute) on the critical path")
     tp_comm_s: float = Field(default=0.0, ge=0)
     cp_comm_s: float = Field(default=0.0, ge=0)
+    ep_comm_s: float = Field(default=0.0, ge=0, description="expert-parallel token dispatch/combine all-to-alls")
     dp_comm_s: float = Field(default=0.0, ge=0)
     pp_comm_s: float = Field(default=0.0, ge=0)
     bubble_s: float = Field(default=0.0, ge=0, description="pipeline idle time on the critical path")
@@ -35,7 +36,7 @@ class TimeBreakdown(Spec):
 
     @property
     def total_s(self) -> float:
-        return (self.compute_s + self.tp_comm_s + self.cp_comm_s + self.dp_comm_s + self.pp_comm_s
+        return (self.compute_s + self.tp_comm_s + self.cp_comm_s + self.ep_comm_s + self.dp_comm_s + self.pp_comm_s
                 + self.bubble_s + self.optimizer_s)
 
 

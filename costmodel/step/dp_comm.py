@@ -14,6 +14,8 @@
   prefetching the traffic hides behind the rank's compute, never below one block's share. When the
   stack's collectives are not aggregated per node (`zero3_nic_bound`) and the group spans nodes, every
   GPU's bytes cross its own share of the node's NICs: (n-1)/n B / (NIC bandwidth per GPU).
+Mixture-of-experts ranks reduce their routed experts' gradients over the expert-data-parallel group
+(`edp`, the dp*cp/ep ranks holding the same experts; costmodel.layer.moe) and the rest over dp.
 All formulas run on numbers and numpy arrays."""
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 from ..layer.blocks import collective_s
 from ..layer.context import Knobs, StepContext, any_set, vmax
+from ..layer.moe import dp_collective_s, expert_shards
 
 __all__ = ["dp_comm_s", "zero3_gathers", "sharded_collective_s"]
 
@@ -49,14 +52,24 @@ def sharded_collective_s(ctx: StepContext, k: Knobs, comm: Any, op: str, nbytes:
     return t + crosses * vmax(nic - t, 0.0)
 
 
-def dp_comm_s(ctx: StepContext, k: Knobs, comm: Any, m: Num, params: Num, fwd: Num, bwd: Num, blocks: Num) -> Num:
-    """Exposed DP seconds per step of a rank holding `params` parameters in `blocks` blocks, whose
-    micro-batch forward and backward (+ recompute) take `fwd` and `bwd` seconds, over `m` micro-batches."""
+def dp_comm_s(ctx: StepContext, k: Knobs, comm: Any, m: Num, params: Num, fwd: Num, bwd: Num, blocks: Num, *,
+              experts: Num = 0.0) -> Num:
+    """Exposed DP seconds per step of a rank holding `params` parameters (`experts` of them routed
+    experts) in `blocks` blocks, whose micro-batch forward and backward (+ recompute) take `fwd` and `bwd`
+    seconds, over `m` micro-batches."""
     eff, zero, dp = ctx.eff, k.zero, k.dp
     out = 0.0 * k.mb
-    if not any_set(dp > 1):   # per row: a one-rank dp axis costs 0, so every term below is 0 there
+    moe = any_set(experts)
+    # per row: a one-rank dp (and expert-data-parallel) axis costs 0, so every term below is 0 there
+    if not (any_set(dp > 1) or (moe and any_set(expert_shards(k) > 1))):
         return out
-    gbytes, wbytes = params * ctx.grad_bytes, params * ctx.weight_bytes
+    dense = params - experts
+    gbytes, wbytes = dense * ctx.grad_bytes, dense * ctx.weight_bytes
+
+    def coll(op: str, per_param_bytes: int) -> Num:   # experts reduce over the expert-data-parallel group
+        if moe:
+            return dp_collective_s(ctx, comm, op, dense * per_param_bytes, experts * per_param_bytes)
+        return collective_s(ctx, comm, "dp", op, params * per_param_bytes)
     chunks = vmax(blocks, 1.0)
     window = bwd if eff.overlap_grad_reduce else 0.0 * bwd
 
@@ -68,16 +81,19 @@ def dp_comm_s(ctx: StepContext, k: Knobs, comm: Any, m: Num, params: Num, fwd: N
         return vmax(vmax(total - hide, kappa * total), total / chunks) if overlapped else total
 
     if any_set(zero == 0):
-        ar = collective_s(ctx, comm, "dp", "all_reduce", gbytes)
+        ar = coll("all_reduce", ctx.grad_bytes)
         out = out + (zero == 0) * exposed(ar, window, eff.overlap_grad_reduce)
     if any_set((zero == 1) | (zero == 2)):
-        rs = collective_s(ctx, comm, "dp", "reduce_scatter", gbytes)
-        ag = collective_s(ctx, comm, "dp", "all_gather", wbytes)
+        rs = coll("reduce_scatter", ctx.grad_bytes)
+        ag = coll("all_gather", ctx.weight_bytes)
         z12 = exposed(rs, window, eff.overlap_grad_reduce) + exposed(ag, m * fwd, eff.overlap_param_gather)
         out = out + ((zero == 1) | (zero == 2)) * z12
     if any_set(zero == 3):
         ag3 = sharded_collective_s(ctx, k, comm, "all_gather", wbytes, blocks=blocks)
         rs3 = sharded_collective_s(ctx, k, comm, "reduce_scatter", gbytes, blocks=blocks)
+        if moe:
+            ag3 = ag3 + collective_s(ctx, comm, "edp", "all_gather", experts * ctx.weight_bytes)
+            rs3 = rs3 + collective_s(ctx, comm, "edp", "reduce_scatter", experts * ctx.grad_bytes)
         per_mb = eff.zero3_reduce_scatter_per_micro_batch
         total = m * (zero3_gathers(ctx, k.recompute) * ag3 + per_mb * rs3) + (not per_mb) * rs3
         hide = m * (fwd + bwd) if eff.overlap_grad_reduce else 0.0 * bwd

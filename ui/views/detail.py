@@ -52,7 +52,7 @@ st.subheader("Topology: the plan's groups and link load")
 if services.missing("costmodel.network.topology.build_topology", "costmodel.network.placement.axis_groups"):
     st.warning("The topology view is not available yet (costmodel.network.topology / costmodel.network.placement missing).")
 else:
-    axes = [a for a in ("tp", "cp", "dp", "pp") if getattr(plan, a) > 1] or ["dp"]
+    axes = [a for a in ("tp", "cp", "ep", "dp", "pp") if getattr(plan, a) > 1] or ["dp"]
     axis = st.radio("Communication of", axes, horizontal=True, key="topo_axis",
                     format_func=lambda a: f"{a} (degree {getattr(plan, a)})")
     try:
