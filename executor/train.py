@@ -27,7 +27,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -46,11 +46,12 @@ from .metrics import (
     MetricsWriter,
     device_gpu_spec,
     model_flops_per_step,
+    read_metrics,
     summarize,
     write_json_atomic,
 )
 
-__all__ = ["lr_at", "build_arg_parser", "train", "main", "FAILURES_DIRNAME", "MEMORY_FILENAME", "DEFAULT_LR"]
+__all__ = ["lr_at", "build_arg_parser", "train", "write_failure", "main", "FAILURES_DIRNAME", "MEMORY_FILENAME", "DEFAULT_LR"]
 
 FAILURES_DIRNAME = "failures"
 MEMORY_FILENAME = "memory.json"
@@ -83,12 +84,16 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None, help="compute dtype (default fp32 on CPU, bf16 on CUDA)")
     p.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default {DEFAULT_LR})")
     p.add_argument("--warmup-steps", type=int, default=None, help="default: lr-decay-steps // 10")
-    p.add_argument("--lr-decay-steps", type=int, default=None, help="cosine length (default: --steps)")
+    p.add_argument("--lr-decay-steps", type=int, default=None,
+                   help="cosine length (default: --steps; a resumed run keeps its checkpoint's)")
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--max-grad-norm", type=float, default=1.0)
     p.add_argument("--ckpt-every", type=int, default=0, help="checkpoint every N steps and at the end (0: off)")
     p.add_argument("--ckpt-keep", type=int, default=2)
     p.add_argument("--resume", default=None, help="checkpoint (or run directory) to start from")
+    p.add_argument("--auto-resume", action="store_true",
+                   help="continue from the newest complete checkpoint in --out when there is one (a job a "
+                        "scheduler restarts or requeues picks up where it stopped)")
     p.add_argument("--timeout", type=float, default=300.0, help="process-group (collective) timeout, seconds")
     p.add_argument("--corpus", default=None, help="text file to train on (default: the generated corpus)")
     p.add_argument("--log-every", type=int, default=10, help="print a progress line every N steps (0: never)")
@@ -119,7 +124,7 @@ def _init_distributed(timeout_s: float) -> tuple[torch.device, str]:
 
 
 def _resume_path(args: argparse.Namespace) -> Path | None:
-    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+    if getattr(args, "auto_resume", False) or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
         own = latest_checkpoint(Path(args.out) / CHECKPOINT_DIRNAME)
         if own is not None:
             return own  # an elastic restart continues from this run's newest checkpoint
@@ -129,8 +134,11 @@ def _resume_path(args: argparse.Namespace) -> Path | None:
     return None
 
 
-def train(args: argparse.Namespace) -> dict[str, Any] | None:
-    """Run the training loop on this rank; rank 0 returns the summary (as a dict), other ranks None."""
+def train(args: argparse.Namespace, *,
+          on_checkpoint: Callable[[Path, dict[str, Any]], None] | None = None) -> dict[str, Any] | None:
+    """Run the training loop on this rank; rank 0 returns the summary (as a dict), other ranks None.
+    `on_checkpoint(path, record)` runs on every rank after each complete checkpoint, with the step's
+    metrics record (Ray Train reports it there)."""
     from .engine import build_engine  # imported late: torch.distributed pieces load only in workers
 
     device, backend = _init_distributed(args.timeout)
@@ -220,9 +228,11 @@ def train(args: argparse.Namespace) -> dict[str, Any] | None:
                         if fault["rank"] == rank:
                             os.kill(os.getpid(), signal.SIGKILL)
                         time.sleep(60)  # the others wait here until torchrun stops them
-                save_checkpoint(engine.model_parts, engine.optimizer, root=out / CHECKPOINT_DIRNAME,
-                                step=step, trainer_state=trainer_state, keep=args.ckpt_keep,
-                                before_commit=hook)
+                saved = save_checkpoint(engine.model_parts, engine.optimizer, root=out / CHECKPOINT_DIRNAME,
+                                        step=step, trainer_state=trainer_state, keep=args.ckpt_keep,
+                                        before_commit=hook)
+                if on_checkpoint is not None:
+                    on_checkpoint(saved, rec)
     finally:
         if writer is not None:
             writer.close()
@@ -237,7 +247,8 @@ def train(args: argparse.Namespace) -> dict[str, Any] | None:
     summary = summarize(records, plan=plan, model_name=model_spec.name,
                         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                         backend=backend, world_size=world, training=training, flops_per_step=flops_per_step,
-                        peak_flops_per_s=peak_flops, peak_bytes=peak[0].item())
+                        peak_flops_per_s=peak_flops, peak_bytes=peak[0].item(),
+                        history=read_metrics(out / "metrics.jsonl"))
     data = summary.model_dump(mode="json")
     write_json_atomic(out / "summary.json", data)
     return data
@@ -259,7 +270,8 @@ def _load_avg() -> float | None:
         return None
 
 
-def _write_failure(out: str, exc: BaseException) -> None:
+def write_failure(out: str, exc: BaseException) -> None:
+    """Record this rank's failure as `<out>/failures/rank<R>.json` (the launcher names rank and cause)."""
     rank = int(os.environ.get("RANK", "0"))
     tb = traceback.extract_tb(exc.__traceback__)
     where = f"{Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else "?"
@@ -282,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         # no destroy_process_group here: peers may be blocked in a collective; exiting lets torchrun
         # notice the failure and stop them
-        _write_failure(args.out, exc)
+        write_failure(args.out, exc)
         print(f"[paraplan] rank {os.environ.get('RANK', '0')} failed: {type(exc).__name__}: {exc}",
               file=sys.stderr, flush=True)
         raise
