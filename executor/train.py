@@ -9,8 +9,9 @@ writes `<out>/summary.json` (a costmodel `StepMeasurement`) and `<out>/memory.js
 and peak live tensor bytes, max over ranks; executor.memtrack).
 
 A rank that raises writes `<out>/failures/rank<R>.json` (rank, step, cause) before exiting non-zero, so the
-launcher can name the rank and the cause. After an elastic restart (TORCHELASTIC_RESTART_COUNT > 0) the
-worker resumes from the newest checkpoint of `<out>`.
+launcher can name the rank and the cause. After an elastic restart (TORCHELASTIC_RESTART_COUNT > 0), or
+always with `--auto-resume` (what cluster launches pass, so a requeued job or a rejoining node continues),
+the worker resumes from the newest complete checkpoint of `<out>`.
 
 Test hook: PARAPLAN_FAULT="rank=R,step=S,mode=raise|kill|ckpt-kill" makes rank R raise, SIGKILL itself
 after step S, or SIGKILL itself while checkpoint S is being written - on the first attempt only.
@@ -100,9 +101,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _parse_fault() -> dict[str, Any] | None:
+def _parse_fault(attempt: int) -> dict[str, Any] | None:
     spec = os.environ.get("PARAPLAN_FAULT")
-    if not spec or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+    if not spec or attempt > 0:
         return None
     fields = dict(item.split("=", 1) for item in spec.split(",") if "=" in item)
     return {"rank": int(fields.get("rank", 0)), "step": int(fields.get("step", 1)),
@@ -135,10 +136,12 @@ def _resume_path(args: argparse.Namespace) -> Path | None:
 
 
 def train(args: argparse.Namespace, *,
-          on_checkpoint: Callable[[Path, dict[str, Any]], None] | None = None) -> dict[str, Any] | None:
+          on_checkpoint: Callable[[Path, dict[str, Any]], None] | None = None,
+          attempt: int | None = None) -> dict[str, Any] | None:
     """Run the training loop on this rank; rank 0 returns the summary (as a dict), other ranks None.
     `on_checkpoint(path, record)` runs on every rank after each complete checkpoint, with the step's
-    metrics record (Ray Train reports it there)."""
+    metrics record (Ray Train reports it there). `attempt`: restarts so far (default: torchrun's
+    TORCHELASTIC_RESTART_COUNT)."""
     from .engine import build_engine  # imported late: torch.distributed pieces load only in workers
 
     device, backend = _init_distributed(args.timeout)
@@ -149,8 +152,9 @@ def train(args: argparse.Namespace, *,
         raise ValueError(f"plan needs {plan.world_size} processes (dp*tp*pp*cp) but torchrun started {world}")
     dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
     training = TrainingSpec(global_batch_size=args.global_batch, seq_len=args.seq_len, dtype=dtype)
-    fault = _parse_fault()
-    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))  # elastic restarts so far
+    if attempt is None:
+        attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))  # elastic restarts so far
+    fault = _parse_fault(attempt)
 
     memory = MemoryTracker(device)
     memory.start()

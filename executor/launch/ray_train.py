@@ -44,6 +44,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     """One Ray Train worker: the executor's training loop on this rank, reporting each checkpoint."""
     import ray.train
 
+    from ..checkpoint import latest_checkpoint
     from ..train import build_arg_parser, train, write_failure
 
     spec = LaunchSpec.model_validate(config["spec"])
@@ -60,8 +61,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                              checkpoint=ray.train.Checkpoint.from_directory(str(path)) if rank == 0 else None,
                              checkpoint_upload_mode=ray.train.CheckpointUploadMode.NO_UPLOAD)
 
+        # Ray does not count group restarts: 1 marks any attempt that starts from a checkpoint, Ray's or the
+        # run directory's own (a report Ray had not collected when a worker died is still on disk there)
+        restarted = checkpoint is not None or latest_checkpoint(spec.out_dir) is not None
         try:
-            train(args, on_checkpoint=report)
+            train(args, on_checkpoint=report, attempt=int(restarted))
         except Exception as exc:
             write_failure(args.out, exc)
             raise
