@@ -41,6 +41,7 @@ from costmodel import TrainingSpec, load_model, load_plan
 
 from .checkpoint import CHECKPOINT_DIRNAME, latest_checkpoint, load_checkpoint, save_checkpoint
 from .data import BatchSource, load_corpus
+from .lifetime import die_with_parent
 from .memtrack import TensorBytesTracker
 from .metrics import (
     MemoryTracker,
@@ -291,6 +292,7 @@ def write_failure(out: str, exc: BaseException) -> None:
 @record
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_arg_parser().parse_args(argv)
+    die_with_parent()  # torchrun's agent killed outright: this worker ends too (executor.lifetime)
     if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>` prints every thread's stack (diagnosing a hang)
         faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:

@@ -43,6 +43,7 @@ from costmodel import (
 from ..checkpoint import read_trainer_state, resolve_checkpoint
 from ..data import load_corpus
 from ..failures import RunFailed, explain_failure
+from ..lifetime import die_with_parent
 from ..metrics import read_metrics, write_json_atomic
 from ..pipeline import check_schedule_supported
 from ..scaling import host_capacity, scale_plan
@@ -256,8 +257,9 @@ def _launch_in(setup: RunSetup, *, stream: TextIO | None) -> RunResult:
     env = {**os.environ, **setup.env}
     previous = _raise_on_sigterm()
     with open(log_path, "w") as log:
+        # torchrun ends with this process even when it is killed outright (its workers end with torchrun)
         proc = subprocess.Popen(setup.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env=env, bufsize=1, errors="replace")
+                                env=env, bufsize=1, errors="replace", preexec_fn=die_with_parent)
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
