@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from costmodel import ParallelPlan, save_plan
-from executor.launch import prepare_launch, render_launch, write_launch
+from executor.launch import free_port, prepare_launch, render_launch, write_launch
 from executor.launch.kubernetes import manifests, round_trip, to_yaml
 from planner.cli import main
 
@@ -146,7 +146,8 @@ def test_existing_file_is_replaced_only_with_overwrite(tmp_path, capsys):
     ("ray", [], "ray", False, "pip install 'paraplan[ray]'"),
     ("kubernetes", [], "kubernetes", False, "pip install 'paraplan[kubernetes]'"),
     ("torchrun", ["--nodes", "2", "--rdzv-host", "no-such-node.invalid"], None, False, "cannot resolve host"),
-], ids=["no-sbatch", "no-kubectl", "no-ray", "no-kubernetes-models", "unknown-rdzv-host"])
+    ("ray", ["--ray-address", f"127.0.0.1:{free_port()}"], None, False, "nothing answers at 127.0.0.1"),
+], ids=["no-sbatch", "no-kubectl", "no-ray", "no-kubernetes-models", "unknown-rdzv-host", "unreachable-ray"])
 def test_what_a_submission_needs_is_checked_before_writing(tmp_path, capsys, monkeypatch, target, extra, blocked,
                                                            path, message):
     if path:  # a machine without Slurm's or Kubernetes' clients: only Python's folder on PATH

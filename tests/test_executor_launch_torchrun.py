@@ -23,18 +23,19 @@ STEPS, BATCH, SEQ = 6, 4, 32
 def test_two_agents_survive_a_killed_worker_with_the_same_losses(tmp_path):
     plan = save_plan(ParallelPlan(dp=2, pp=2), tmp_path / "plan.json")
     script, run = tmp_path / "node.sh", tmp_path / "run"
-    done = subprocess.run(
-        [sys.executable, "-m", "planner.cli", "launch", str(plan), "--on", "torchrun", "--cluster", "cpu",
-         "--nodes", "2", "--rdzv-host", "127.0.0.1", "--rdzv-port", str(free_port()), "--steps", str(STEPS),
-         "--global-batch", str(BATCH), "--seq-len", str(SEQ), "--ckpt-every", "2", "--max-restarts", "1",
-         "--timeout", "3600", "--log-every", "1", "--out", str(run), "--file", str(script)],
-        capture_output=True, text=True, timeout=120, check=False)
+    launch = [sys.executable, "-m", "planner.cli", "launch", str(plan), "--on", "torchrun", "--cluster", "cpu",
+              "--nodes", "2", "--rdzv-host", "127.0.0.1", "--rdzv-port", str(free_port()), "--steps", str(STEPS),
+              "--global-batch", str(BATCH), "--seq-len", str(SEQ), "--ckpt-every", "2", "--max-restarts", "1",
+              "--timeout", "3600", "--log-every", "1", "--out", str(run)]
+    done = subprocess.run([*launch, "--file", str(script)], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"bash {script}  # on each of the 2 nodes"
     # the global rank 3 (on whichever agent joined second) SIGKILLs itself after step 3, first attempt only
     env = {**os.environ, "PARAPLAN_FAULT": "rank=3,step=3,mode=kill"}
     logs = [open(tmp_path / f"node{i}.log", "w") for i in range(2)]  # noqa: SIM115 - closed below
-    agents = [subprocess.Popen(["bash", str(script)], stdout=log, stderr=subprocess.STDOUT, env=env) for log in logs]
+    # one "node" runs the written script, the other `paraplan launch --submit` (which writes the same script)
+    commands = [["bash", str(script)], [*launch, "--file", str(tmp_path / "node1.sh"), "--submit"]]
+    agents = [subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env) for argv, log in zip(commands, logs, strict=True)]
     try:
         codes = [agent.wait(timeout=240) for agent in agents]
     finally:
@@ -45,6 +46,7 @@ def test_two_agents_survive_a_killed_worker_with_the_same_losses(tmp_path):
             log.close()
     text = "".join((tmp_path / f"node{i}.log").read_text() for i in range(2))
     assert codes == [0, 0], text[-4000:]
+    assert (tmp_path / "node1.sh").read_text() == script.read_text()
     assert "resumed from" in text and "step-00000002" in text  # the kill struck after step 3: step 2 was newest
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, STEPS + 1))

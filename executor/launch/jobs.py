@@ -22,8 +22,9 @@ from typing import Any, TextIO
 from costmodel.atomic import write_text_atomic
 
 from ..failures import RunFailed, explain_failure
+from ..lifetime import die_with_parent
 from .rendezvous import is_local_host, wait_for_endpoint
-from .rundir import previous_run
+from .rundir import hold_run_dir, previous_run
 from .spec import LaunchSpec
 
 __all__ = ["LaunchFile", "render_launch", "write_launch", "check_submit", "submit_launch", "launch_note"]
@@ -74,9 +75,10 @@ def check_submit(spec: LaunchSpec) -> None:
             raise ValueError("kubernetes: kubectl not found on PATH; write the manifest without --submit and "
                              "apply it where kubectl is configured (kubectl apply -f FILE)")
     elif spec.target == "ray":
-        from .ray_train import require_ray
+        from .ray_train import check_address, require_ray
 
         require_ray(local=spec.ray_address is None)
+        check_address(spec.ray_address)
     elif spec.target == "torchrun" and spec.rdzv_host:
         is_local_host(spec.rdzv_host)  # resolves it: an unknown host is refused here
 
@@ -128,7 +130,7 @@ def _run_script(spec: LaunchSpec, path: Path, *, stream: TextIO | None) -> int:
         wait_for_endpoint(f"{host}:{spec.rdzv_port}", timeout_s=120.0)
     tail: deque[str] = deque(maxlen=400)
     proc = subprocess.Popen(["bash", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            errors="replace", bufsize=1)
+                            errors="replace", bufsize=1, preexec_fn=die_with_parent)
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -165,5 +167,7 @@ def submit_launch(spec: LaunchSpec, path: str | os.PathLike[str], *, stream: Tex
     if spec.target == "ray":
         from .ray_train import fit
 
-        return fit(spec, num_cpus=num_cpus)
+        out = Path(spec.out_dir)
+        with hold_run_dir(out, resume=out):  # one driver at a time; an earlier run here is continued
+            return fit(spec, num_cpus=num_cpus)
     return {"returncode": _run_script(spec, path, stream=stream)}

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from ..metrics import read_metrics, write_json_atomic
+from .rendezvous import wait_for_endpoint
 from .settings import PACKAGE_ROOT
 from .spec import LaunchSpec
 
-__all__ = ["require_ray", "fit", "driver_script", "train_loop_per_worker"]
+__all__ = ["require_ray", "check_address", "fit", "driver_script", "train_loop_per_worker"]
 
 
 def require_ray(*, local: bool = False) -> Any:
@@ -38,6 +39,19 @@ def require_ray(*, local: bool = False) -> Any:
     except ImportError as exc:
         raise ValueError(f"ray: Ray Train is not installed ({exc.name}); pip install 'paraplan[ray]'") from None
     return ray
+
+
+def check_address(address: str | None, *, timeout_s: float = 3.0) -> None:
+    """A Ray cluster given as HOST:PORT or ray://HOST:PORT must answer: `ray.init` would otherwise wait for
+    minutes. None, 'auto' and 'local' are Ray's own look-ups (they fail fast)."""
+    if address in (None, "auto", "local"):
+        return
+    target = address.split("://", 1)[1] if "://" in address else address
+    if ":" not in target:
+        raise ValueError(f"ray_address={address!r}: give HOST:PORT (the head's GCS, e.g. head:6379), "
+                         "ray://HOST:10001 or auto")
+    wait_for_endpoint(target, timeout_s=timeout_s, field="ray_address",
+                      hint="start the Ray head (ray start --head) or fix --ray-address")
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -85,6 +99,7 @@ def fit(spec: LaunchSpec, *, address: str | None = None, num_cpus: int | None = 
     missing or the cluster cannot be reached; RuntimeError when training fails."""
     address = address or spec.ray_address
     ray = require_ray(local=address is None)
+    check_address(address)
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 

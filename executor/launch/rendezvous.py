@@ -71,9 +71,10 @@ def check_endpoint(endpoint: str, *, hosts_it: bool) -> tuple[str, int]:
     return host, port
 
 
-def wait_for_endpoint(endpoint: str, *, timeout_s: float, poll_s: float = 0.5) -> None:
-    """Wait until something accepts TCP connections at `endpoint` (node 0's rendezvous store), at most
-    `timeout_s`; ValueError saying what to start otherwise."""
+def wait_for_endpoint(endpoint: str, *, timeout_s: float, poll_s: float = 0.5, field: str = "rdzv_endpoint",
+                      hint: str = "start node 0 first (it hosts the rendezvous) or check --rdzv-endpoint") -> None:
+    """Wait until something accepts TCP connections at `endpoint` (node 0's rendezvous store, a Ray head),
+    at most `timeout_s`; ValueError naming `field` and saying what to start (`hint`) otherwise."""
     host, port = parse_endpoint(endpoint)
     deadline = time.monotonic() + timeout_s
     last = "no answer"
@@ -84,6 +85,5 @@ def wait_for_endpoint(endpoint: str, *, timeout_s: float, poll_s: float = 0.5) -
         except OSError as exc:
             last = exc.strerror or type(exc).__name__
         if time.monotonic() >= deadline:
-            raise ValueError(f"rdzv_endpoint: nothing answers at {host}:{port} after {timeout_s:g} s ({last}); "
-                             "start node 0 first (it hosts the rendezvous) or check --rdzv-endpoint")
+            raise ValueError(f"{field}: nothing answers at {host}:{port} after {timeout_s:g} s ({last}); {hint}")
         time.sleep(poll_s)
