@@ -526,6 +526,7 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    import functools
     import shlex
     from pathlib import Path
 
@@ -555,7 +556,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         from costmodel.fit_data import cluster_for_device
 
         cluster = cluster_for_device(profile.device, args.procs).model_copy(update={"gpus_per_node": args.procs})
-    report = run_local_validation(cfg, runner=run_plan, cluster=cluster, profile=profile,
+    # the sweep's run directories are its own outputs: a new sweep into --out replaces them
+    report = run_local_validation(cfg, runner=functools.partial(run_plan, overwrite=True), cluster=cluster,
+                                  profile=profile,
                                   out_dir=out, log=lambda msg: print(msg, file=sys.stderr, flush=True),
                                   runnable=lambda plan: plan_unsupported(plan, global_batch=args.global_batch) is None)
     s = report.summary
