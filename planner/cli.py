@@ -378,8 +378,10 @@ def _add_launch(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=50, help="train until this optimizer step")
     p.add_argument("--out", default=None, help="run directory as the nodes see it (default runs/NAME; "
                                                "/runs/NAME on Kubernetes)")
-    p.add_argument("--global-batch", type=int, default=None, help="sequences per step (default 8)")
-    p.add_argument("--seq-len", type=int, default=None, help="default: the model's max (at most 1024)")
+    p.add_argument("--global-batch", type=int, default=None,
+                   help="sequences per step (default: 8 per GPU as in `plan`; 8 with --cluster cpu)")
+    p.add_argument("--seq-len", type=int, default=None,
+                   help="default: the model's context (at most 1024 with --cluster cpu)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-4)")
     p.add_argument("--warmup-steps", type=int, default=None, help="default lr-decay-steps // 10")

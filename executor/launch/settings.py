@@ -51,11 +51,11 @@ def check_numbers(*, steps: int | None = None, global_batch: int | None = None, 
         raise ValueError(f"warmup_steps={warmup_steps}: must not exceed lr_decay_steps={lr_decay_steps}")
 
 
-def default_global_batch(plan: ParallelPlan) -> int:
-    """8 sequences, rounded up to whole micro-batches per DP rank (and to a multiple of pp micro-batches
-    for interleaved 1F1B)."""
+def default_global_batch(plan: ParallelPlan, *, sequences: int = 8) -> int:
+    """`sequences` (8: a run on this machine), rounded up to whole micro-batches per DP rank (and to a
+    multiple of pp micro-batches for interleaved 1F1B)."""
     unit = plan.dp * plan.micro_batch_size
-    micro_batches = math.ceil(8 / unit)
+    micro_batches = math.ceil(sequences / unit)
     if plan.schedule == "interleaved-1f1b":
         micro_batches = math.ceil(micro_batches / plan.pp) * plan.pp
     return unit * micro_batches

@@ -208,11 +208,13 @@ def prepare_launch(plan: ParallelPlan | str | os.PathLike[str], *, on: str, mode
     if on == "torchrun" and nodes > 1 and not rdzv_host:
         raise ValueError("rdzv_host: a multi-node torchrun launch needs --rdzv-host, the address of the node "
                          "that hosts the rendezvous (node 0)")
-    global_batch = global_batch or default_global_batch(plan)
+    gpu = None if cluster_spec.gpu.name == "cpu" else cluster_spec.gpu.name
+    # defaults: those of `paraplan plan` on GPUs (8 sequences per GPU, the model's context), those of
+    # `paraplan run` on CPUs (8 sequences, at most 1024 tokens)
+    global_batch = global_batch or default_global_batch(plan, sequences=8 * plan.world_size if gpu else 8)
     if reason := plan_unsupported(plan, global_batch=global_batch):
         raise ValueError(reason)
-    seq_len = seq_len or min(model_spec.max_seq_len, 1024)
-    gpu = None if cluster_spec.gpu.name == "cpu" else cluster_spec.gpu.name
+    seq_len = seq_len or (model_spec.max_seq_len if gpu else min(model_spec.max_seq_len, 1024))
     training = TrainingSpec(global_batch_size=global_batch, seq_len=seq_len,
                             dtype=dtype or ("bf16" if gpu else "fp32"))
     check_plan(model_spec, None, training, plan)
