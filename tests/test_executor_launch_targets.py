@@ -168,3 +168,12 @@ def test_status_needs_a_job_id(capsys):
     assert code == 2 and "not a Slurm job id" in _one_error_line(err)
     code, _, err = _cli(["launch"], capsys)
     assert code == 2 and "--on" in _one_error_line(err)
+
+
+def test_the_cli_offers_the_executors_targets_and_the_api_is_exported():
+    import executor
+    from executor.launch import TARGETS
+    from planner.cli import LAUNCH_TARGETS
+
+    assert tuple(LAUNCH_TARGETS) == TARGETS
+    assert executor.prepare_launch is prepare_launch and callable(executor.job_status)
