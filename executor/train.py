@@ -9,8 +9,9 @@ writes `<out>/summary.json` (a costmodel `StepMeasurement`) and `<out>/memory.js
 and peak live tensor bytes, max over ranks; executor.memtrack).
 
 A rank that raises writes `<out>/failures/rank<R>.json` (rank, step, cause) before exiting non-zero, so the
-launcher can name the rank and the cause. After an elastic restart (TORCHELASTIC_RESTART_COUNT > 0) the
-worker resumes from the newest checkpoint of `<out>`.
+launcher can name the rank and the cause. After an elastic restart (TORCHELASTIC_RESTART_COUNT > 0), or
+always with `--auto-resume` (what cluster launches pass, so a requeued job or a rejoining node continues),
+the worker resumes from the newest complete checkpoint of `<out>`.
 
 Test hook: PARAPLAN_FAULT="rank=R,step=S,mode=raise|kill|ckpt-kill" makes rank R raise, SIGKILL itself
 after step S, or SIGKILL itself while checkpoint S is being written - on the first attempt only.
@@ -27,7 +28,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -40,18 +41,20 @@ from costmodel import TrainingSpec, load_model, load_plan
 
 from .checkpoint import CHECKPOINT_DIRNAME, latest_checkpoint, load_checkpoint, save_checkpoint
 from .data import BatchSource, load_corpus
+from .lifetime import die_with_parent
 from .memtrack import TensorBytesTracker
 from .metrics import (
     MemoryTracker,
     MetricsWriter,
     device_gpu_spec,
     model_flops_per_step,
+    read_metrics,
     summarize,
     write_json_atomic,
 )
 
-__all__ = ["lr_at", "build_arg_parser", "train", "main", "FAILURES_DIRNAME", "MEMORY_FILENAME", "ENGINE_FILENAME",
-           "DEFAULT_LR"]
+__all__ = ["lr_at", "build_arg_parser", "train", "write_failure", "main", "FAILURES_DIRNAME", "MEMORY_FILENAME",
+           "ENGINE_FILENAME", "DEFAULT_LR"]
 
 FAILURES_DIRNAME = "failures"
 ENGINE_FILENAME = "engine.json"
@@ -89,21 +92,25 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    help="torch.compile each block (default: on CUDA, off on CPU)")
     p.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default {DEFAULT_LR})")
     p.add_argument("--warmup-steps", type=int, default=None, help="default: lr-decay-steps // 10")
-    p.add_argument("--lr-decay-steps", type=int, default=None, help="cosine length (default: --steps)")
+    p.add_argument("--lr-decay-steps", type=int, default=None,
+                   help="cosine length (default: --steps; a resumed run keeps its checkpoint's)")
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--max-grad-norm", type=float, default=1.0)
     p.add_argument("--ckpt-every", type=int, default=0, help="checkpoint every N steps and at the end (0: off)")
     p.add_argument("--ckpt-keep", type=int, default=2)
     p.add_argument("--resume", default=None, help="checkpoint (or run directory) to start from")
+    p.add_argument("--auto-resume", action="store_true",
+                   help="continue from the newest complete checkpoint in --out when there is one (a job a "
+                        "scheduler restarts or requeues picks up where it stopped)")
     p.add_argument("--timeout", type=float, default=300.0, help="process-group (collective) timeout, seconds")
     p.add_argument("--corpus", default=None, help="text file to train on (default: the generated corpus)")
     p.add_argument("--log-every", type=int, default=10, help="print a progress line every N steps (0: never)")
     return p
 
 
-def _parse_fault() -> dict[str, Any] | None:
+def _parse_fault(attempt: int) -> dict[str, Any] | None:
     spec = os.environ.get("PARAPLAN_FAULT")
-    if not spec or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+    if not spec or attempt > 0:
         return None
     fields = dict(item.split("=", 1) for item in spec.split(",") if "=" in item)
     return {"rank": int(fields.get("rank", 0)), "step": int(fields.get("step", 1)),
@@ -125,7 +132,7 @@ def _init_distributed(timeout_s: float) -> tuple[torch.device, str]:
 
 
 def _resume_path(args: argparse.Namespace) -> Path | None:
-    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+    if getattr(args, "auto_resume", False) or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
         own = latest_checkpoint(Path(args.out) / CHECKPOINT_DIRNAME)
         if own is not None:
             return own  # an elastic restart continues from this run's newest checkpoint
@@ -135,8 +142,13 @@ def _resume_path(args: argparse.Namespace) -> Path | None:
     return None
 
 
-def train(args: argparse.Namespace) -> dict[str, Any] | None:
-    """Run the training loop on this rank; rank 0 returns the summary (as a dict), other ranks None."""
+def train(args: argparse.Namespace, *,
+          on_checkpoint: Callable[[Path, dict[str, Any]], None] | None = None,
+          attempt: int | None = None) -> dict[str, Any] | None:
+    """Run the training loop on this rank; rank 0 returns the summary (as a dict), other ranks None.
+    `on_checkpoint(path, record)` runs on every rank after each complete checkpoint, with the step's
+    metrics record (Ray Train reports it there). `attempt`: restarts so far (default: torchrun's
+    TORCHELASTIC_RESTART_COUNT)."""
     from .engine import build_engine  # imported late: torch.distributed pieces load only in workers
 
     device, backend = _init_distributed(args.timeout)
@@ -147,8 +159,9 @@ def train(args: argparse.Namespace) -> dict[str, Any] | None:
         raise ValueError(f"plan needs {plan.world_size} processes (dp*tp*pp*cp) but torchrun started {world}")
     dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
     training = TrainingSpec(global_batch_size=args.global_batch, seq_len=args.seq_len, dtype=dtype)
-    fault = _parse_fault()
-    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))  # elastic restarts so far
+    if attempt is None:
+        attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))  # elastic restarts so far
+    fault = _parse_fault(attempt)
 
     memory = MemoryTracker(device)
     memory.start()
@@ -230,9 +243,11 @@ def train(args: argparse.Namespace) -> dict[str, Any] | None:
                         if fault["rank"] == rank:
                             os.kill(os.getpid(), signal.SIGKILL)
                         time.sleep(60)  # the others wait here until torchrun stops them
-                save_checkpoint(engine.model_parts, engine.optimizer, root=out / CHECKPOINT_DIRNAME,
-                                step=step, trainer_state=trainer_state, keep=args.ckpt_keep,
-                                before_commit=hook)
+                saved = save_checkpoint(engine.model_parts, engine.optimizer, root=out / CHECKPOINT_DIRNAME,
+                                        step=step, trainer_state=trainer_state, keep=args.ckpt_keep,
+                                        before_commit=hook)
+                if on_checkpoint is not None:
+                    on_checkpoint(saved, rec)
     finally:
         if writer is not None:
             writer.close()
@@ -247,7 +262,8 @@ def train(args: argparse.Namespace) -> dict[str, Any] | None:
     summary = summarize(records, plan=plan, model_name=model_spec.name,
                         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                         backend=backend, world_size=world, training=training, flops_per_step=flops_per_step,
-                        peak_flops_per_s=peak_flops, peak_bytes=peak[0].item())
+                        peak_flops_per_s=peak_flops, peak_bytes=peak[0].item(),
+                        history=read_metrics(out / "metrics.jsonl"))
     data = summary.model_dump(mode="json")
     write_json_atomic(out / "summary.json", data)
     return data
@@ -269,7 +285,8 @@ def _load_avg() -> float | None:
         return None
 
 
-def _write_failure(out: str, exc: BaseException) -> None:
+def write_failure(out: str, exc: BaseException) -> None:
+    """Record this rank's failure as `<out>/failures/rank<R>.json` (the launcher names rank and cause)."""
     rank = int(os.environ.get("RANK", "0"))
     tb = traceback.extract_tb(exc.__traceback__)
     where = f"{Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else "?"
@@ -285,6 +302,7 @@ def _write_failure(out: str, exc: BaseException) -> None:
 @record
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_arg_parser().parse_args(argv)
+    die_with_parent()  # torchrun's agent killed outright: this worker ends too (executor.lifetime)
     if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>` prints every thread's stack (diagnosing a hang)
         faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
@@ -292,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         # no destroy_process_group here: peers may be blocked in a collective; exiting lets torchrun
         # notice the failure and stop them
-        _write_failure(args.out, exc)
+        write_failure(args.out, exc)
         print(f"[paraplan] rank {os.environ.get('RANK', '0')} failed: {type(exc).__name__}: {exc}",
               file=sys.stderr, flush=True)
         raise

@@ -338,7 +338,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None, help="data/init seed (default 0, or the checkpoint's)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-4)")
     p.add_argument("--warmup-steps", type=int, default=None, help="default lr-decay-steps // 10")
-    p.add_argument("--lr-decay-steps", type=int, default=None, help="cosine length (default --steps)")
+    p.add_argument("--lr-decay-steps", type=int, default=None,
+                   help="cosine length (default --steps; a resumed run keeps its checkpoint's)")
     p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16", "fp8"],
                    help="default fp32 on CPU, bf16 on GPUs; fp8 (torchao float8 linears) needs compute capability >= 8.9")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
@@ -346,6 +347,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--corpus", default=None, help="text file to train on (default: the built-in corpus)")
     p.add_argument("--ckpt-every", type=int, default=0, help="checkpoint every N steps and at the end")
     p.add_argument("--resume", default=None, help="run directory or checkpoint to resume from (any plan)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (its metrics and checkpoints are deleted)")
     p.add_argument("--max-restarts", type=int, default=0, help="elastic restarts from the last checkpoint")
     p.add_argument("--timeout", type=float, default=300.0, help="collective timeout in seconds")
     p.add_argument("--scale-to", type=int, default=None, metavar="N",
@@ -353,8 +356,11 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nnodes", type=int, default=1)
     p.add_argument("--node-rank", type=int, default=0)
     p.add_argument("--rdzv-endpoint", default=None, help="HOST:PORT of node 0 (multi-node)")
+    p.add_argument("--rdzv-timeout", type=float, default=120.0,
+                   help="seconds to wait for node 0's rendezvous and for all nodes to join (multi-node)")
     p.add_argument("--log-every", type=int, default=10, help="progress line every N steps")
-    p.add_argument("--dry-run", action="store_true", help="print the torchrun command and exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the torchrun command and exit (nothing is written)")
     p.set_defaults(handler=_cmd_run)
 
 
@@ -370,10 +376,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         lr_decay_steps=args.lr_decay_steps, ckpt_every=args.ckpt_every, resume=args.resume,
         max_restarts=args.max_restarts, timeout_s=args.timeout, scale_to=args.scale_to, nnodes=args.nnodes,
         node_rank=args.node_rank, rdzv_endpoint=args.rdzv_endpoint, dtype=args.dtype, corpus=args.corpus,
-        log_every=args.log_every, compile=args.compile)
+        log_every=args.log_every, compile=args.compile, overwrite=args.overwrite, rdzv_timeout_s=args.rdzv_timeout)
     for change in setup.changes:
         print(f"paraplan: scaled: {change}", file=sys.stderr)
+    for note in setup.notes:
+        print(f"paraplan: note: {note}", file=sys.stderr)
     if args.dry_run:
+        print(f"paraplan: dry run, nothing written: a run first writes {setup.out_dir / 'plan.json'}, which this "
+              f"command reads: {setup.plan.model_dump_json()}", file=sys.stderr)
         print(setup.command_line())
         return 0
     try:
@@ -387,6 +397,116 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"paraplan: {setup.plan.short()} on {s.world_size} x {s.device}: {s.steps} steps, "
               f"{s.step_time_s * 1e3:.1f} ms/step, {s.tokens_per_s:.0f} tokens/s{mfu}; "
               f"results in {result.out_dir}")
+    return 0
+
+
+# ---- launch (executor): a plan on a cluster (torchrun, Slurm, Kubernetes, Ray)
+LAUNCH_TARGETS = ["torchrun", "slurm", "kubernetes", "ray"]  # executor.launch.TARGETS (kept light: no torch here)
+
+
+def _add_launch(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("launch", help="write (and --submit) what a cluster needs to run a plan: a torchrun "
+                                      "script, an sbatch script, a Kubernetes manifest or a Ray Train driver")
+    p.add_argument("plan_file", nargs="?", metavar="PLAN.json", help="plan file (e.g. from `paraplan plan --save`)")
+    p.add_argument("--on", choices=LAUNCH_TARGETS, help="where to run it")
+    p.add_argument("--status", metavar="JOBID", default=None, help="print a Slurm job's state (squeue/sacct)")
+    p.add_argument("--nodes", type=int, default=None, help="nodes (default: what the plan fills)")
+    p.add_argument("--gpus-per-node", type=int, default=None, help="default: the cluster preset's")
+    p.add_argument("--cluster", default="dgx-a100", help="cluster preset: GPUs per node, GPU type, network "
+                                                        "(NCCL settings); 'cpu' runs CPU workers over Gloo")
+    p.add_argument("--model", default="tiny-llama", help="catalog name or ModelSpec YAML/JSON")
+    p.add_argument("--steps", type=int, default=50, help="train until this optimizer step")
+    p.add_argument("--out", default=None, help="run directory as the nodes see it (default runs/NAME; "
+                                               "/runs/NAME on Kubernetes)")
+    p.add_argument("--global-batch", type=int, default=None,
+                   help="sequences per step (default: 8 per GPU as in `plan`; 8 with --cluster cpu)")
+    p.add_argument("--seq-len", type=int, default=None,
+                   help="default: the model's context (at most 1024 with --cluster cpu)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-4)")
+    p.add_argument("--warmup-steps", type=int, default=None, help="default lr-decay-steps // 10")
+    p.add_argument("--lr-decay-steps", type=int, default=None, help="cosine length (default --steps)")
+    p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"], help="default bf16 on GPUs")
+    p.add_argument("--ckpt-every", type=int, default=100, help="checkpoint every N steps and at the end")
+    p.add_argument("--max-restarts", type=int, default=3,
+                   help="restarts after a failure, each from the newest checkpoint")
+    p.add_argument("--timeout", type=float, default=1800.0, help="collective timeout in seconds")
+    p.add_argument("--log-every", type=int, default=10, help="progress line every N steps")
+    p.add_argument("--name", default=None, help="job name (default paraplan-MODEL-PLAN)")
+    p.add_argument("--env", action="append", default=None, metavar="NAME=VALUE",
+                   help="extra environment for the workers (repeatable), e.g. NCCL_SOCKET_IFNAME=ib0")
+    p.add_argument("--python", default=None, help="interpreter on the nodes (default: this one; python in a container)")
+    p.add_argument("--rdzv-host", default=None, help="torchrun: the node that hosts the rendezvous (node 0)")
+    p.add_argument("--rdzv-port", type=int, default=29500, help="torchrun: the rendezvous port on node 0")
+    p.add_argument("--partition", default=None, help="Slurm partition")
+    p.add_argument("--account", default=None, help="Slurm account")
+    p.add_argument("--time", default=None, dest="time_limit", help="Slurm time limit, e.g. 24:00:00")
+    p.add_argument("--image", default="paraplan:latest", help="Kubernetes: container image with paraplan installed")
+    p.add_argument("--namespace", default=None, help="Kubernetes namespace")
+    p.add_argument("--pvc", default=None, help="Kubernetes: PersistentVolumeClaim for the run directory")
+    p.add_argument("--kind", default="pytorchjob", choices=["pytorchjob", "jobset"], help="Kubernetes object")
+    p.add_argument("--ray-address", default=None, help="Ray cluster (default: a local instance)")
+    p.add_argument("--ray-cpus", type=int, default=None, help="CPUs of a local Ray instance (default: world size)")
+    p.add_argument("--file", default=None, help="where to write the script or manifest (default: NAME.<ext>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --file")
+    p.add_argument("--submit", action="store_true",
+                   help="also submit it: sbatch, kubectl apply, Ray Train from here, or this node's torchrun")
+    p.set_defaults(handler=_cmd_launch)
+
+
+def _cmd_launch(args: argparse.Namespace) -> int:
+    from executor.launch import (
+        RunFailed,
+        check_submit,
+        job_status,
+        launch_note,
+        prepare_launch,
+        submit_launch,
+        write_launch,
+    )
+
+    if args.status is not None:
+        info = job_status(args.status)
+        extra = info.get("reason") or info.get("exit_code") or ""
+        print(f"job {info['job']}: {info['state']}, elapsed {info['elapsed']}, nodes {info['nodes'] or '-'}"
+              + (f", {extra}" if extra and extra != "None" else "") + f" ({info['source']})")
+        return 0
+    if not args.plan_file or not args.on:
+        raise ValueError("launch: give PLAN.json and --on torchrun|slurm|kubernetes|ray (or --status JOBID)")
+    spec = prepare_launch(
+        args.plan_file, on=args.on, model=args.model, steps=args.steps, out=args.out, nodes=args.nodes,
+        gpus_per_node=args.gpus_per_node, cluster=args.cluster, global_batch=args.global_batch, seq_len=args.seq_len,
+        seed=args.seed, lr=args.lr, warmup_steps=args.warmup_steps, lr_decay_steps=args.lr_decay_steps,
+        dtype=args.dtype, ckpt_every=args.ckpt_every, max_restarts=args.max_restarts, timeout_s=args.timeout,
+        log_every=args.log_every, name=args.name, rdzv_host=args.rdzv_host, rdzv_port=args.rdzv_port, env=args.env,
+        python=args.python, partition=args.partition, account=args.account, time_limit=args.time_limit,
+        image=args.image, namespace=args.namespace, pvc=args.pvc, ray_address=args.ray_address)
+    if args.submit:
+        check_submit(spec)  # before writing: a refused submission leaves nothing behind
+    path = write_launch(spec, args.file, kind=args.kind, overwrite=args.overwrite)
+    print(f"paraplan: wrote {path}: {spec.summary_line()}", file=sys.stderr)
+    if note := launch_note(spec):
+        print(f"paraplan: note: {note}", file=sys.stderr)
+    if not args.submit:
+        usage = {"slurm": f"sbatch {path}", "kubernetes": f"kubectl apply -f {path}",
+                 "ray": f"python {path} --address auto", "torchrun": f"bash {path}  # on each of the {spec.nodes} nodes"}
+        print(usage[spec.target])
+        return 0
+    try:
+        result = submit_launch(spec, path, num_cpus=args.ray_cpus)
+    except (RunFailed, RuntimeError) as exc:
+        print(f"paraplan: error: run failed: {exc}", file=sys.stderr)
+        return 1
+    if "job" in result:
+        print(f"paraplan: submitted Slurm job {result['job']}; follow it with: paraplan launch --status "
+              f"{result['job']}", file=sys.stderr)
+        print(result["job"])
+    elif "applied" in result:
+        print(result["applied"])
+    elif result.get("summary"):
+        s = result["summary"]
+        print(f"paraplan: {spec.plan.short()} on Ray ({s['world_size']} workers): {s['steps']} steps, "
+              f"{s['step_time_s'] * 1e3:.1f} ms/step; results in {spec.out_dir}")
     return 0
 
 
@@ -452,6 +572,7 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    import functools
     import shlex
     from pathlib import Path
 
@@ -481,7 +602,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         from costmodel.calibration.fit_data import cluster_for_device
 
         cluster = cluster_for_device(profile.device, args.procs).model_copy(update={"gpus_per_node": args.procs})
-    report = run_local_validation(cfg, runner=run_plan, cluster=cluster, profile=profile,
+    # the sweep's run directories are its own outputs: a new sweep into --out replaces them
+    report = run_local_validation(cfg, runner=functools.partial(run_plan, overwrite=True), cluster=cluster,
+                                  profile=profile,
                                   out_dir=out, log=lambda msg: print(msg, file=sys.stderr, flush=True),
                                   runnable=lambda plan: plan_unsupported(plan, global_batch=args.global_batch) is None)
     s = report.summary
@@ -563,7 +686,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_estimate, _add_validate_published, _add_ui, _add_plan, _add_sweep, _add_run, _add_profile, _add_validate, _add_calibrate]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_estimate, _add_validate_published, _add_ui, _add_plan, _add_sweep, _add_run, _add_launch, _add_profile, _add_validate, _add_calibrate]
 
 
 def build_parser() -> argparse.ArgumentParser:

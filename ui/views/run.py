@@ -58,6 +58,33 @@ compile_blocks = st.toggle("Compile blocks (torch.compile)", value=runs.compile_
                            help="Compile each Transformer block with inductor (on by default on GPUs; on this "
                                 "machine's CPUs the first step then spends ~30 s compiling).")
 
+with st.expander("Run it on a cluster instead: Slurm script, Kubernetes manifest, Ray driver or torchrun script"):
+    # the executor's launchers (paraplan launch): the plan as chosen above, unscaled, sized to the sidebar's cluster
+    c2 = st.columns(3)
+    target = c2[0].selectbox("Launcher", ["slurm", "kubernetes", "ray", "torchrun"], key="run_launch_target")
+    pvc = c2[1].text_input("Kubernetes volume claim (run directory)", "paraplan-runs", key="run_launch_pvc")
+    if c2[2].button("Build launch file", disabled=plan is None, key="run_launch_build") and plan is not None:
+        from costmodel import list_models
+        from executor.launch import prepare_launch, render_launch
+
+        big = source.startswith("Selected") and problem is not None
+        try:
+            spec = prepare_launch(plan, on=target, model=problem.model.name if big and problem.model.name in
+                                  list_models() else problem.model if big else model, steps=steps,
+                                  cluster=problem.cluster if problem is not None else "cpu",
+                                  global_batch=problem.training.global_batch_size if big else global_batch,
+                                  seq_len=problem.training.seq_len if big else None, rdzv_host="$MASTER_ADDR",
+                                  pvc=pvc or None)
+            st.session_state["_launch_file"] = render_launch(spec)
+        except ValueError as exc:
+            st.session_state.pop("_launch_file", None)
+            st.error(f"Launch: {exc}")
+    launch_file = st.session_state.get("_launch_file")
+    if launch_file is not None:
+        st.download_button(f"Download {launch_file.file_name}", launch_file.text, file_name=launch_file.file_name,
+                           mime=launch_file.mime, key="dl_launch")
+        st.caption(f"Then: `{launch_file.usage}`")
+
 start = st.button("Start run", type="primary", disabled=plan is None or (job is not None and job.running),
                   key="run_start")
 if start and plan is not None:
