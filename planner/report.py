@@ -83,6 +83,8 @@ def format_table(result: SearchResult, *, max_rejections: int = 6) -> str:
             "comm s": (df["tp_comm_s"] + df["cp_comm_s"] + df["dp_comm_s"] + df["pp_comm_s"]).map("{:.3f}".format),
             "placement": df["placement"], "layers/stage": df["layers_per_stage"].map(_short_split),
         })
+        if df["equivalent"].any():
+            table["same as"] = df["equivalent_placements"].map(lambda s: s or "-")
         lines.append(table.to_string(index=False))
     lines.append(result.summary())
     if result.rejections:
@@ -101,7 +103,9 @@ def _short_split(text: str) -> str:
 def result_json(result: SearchResult) -> str:
     """The result as JSON: ranked StepEstimates (plan embedded), Pareto fronts, counts, rejections."""
     def est(r: Any) -> dict[str, Any]:
-        return {"rank": r.rank, **json.loads(r.estimate.model_dump_json(exclude={"timeline"}))}
+        return {"rank": r.rank, **json.loads(r.estimate.model_dump_json(exclude={"timeline"})),
+                "equivalent": [json.loads(p.model_dump_json()) for p in r.equivalent],
+                "equivalent_note": r.equivalent_note}
 
     return json.dumps({
         "plans": [est(r) for r in result.plans],
@@ -109,7 +113,7 @@ def result_json(result: SearchResult) -> str:
         "pareto_gpus": [est(r) for r in result.pareto_gpus],
         "rejections": result.rejections, "num_candidates": result.num_candidates,
         "num_valid": result.num_valid, "num_fit": result.num_fit, "num_rescored": result.num_rescored,
-        "elapsed_s": result.elapsed_s, "message": result.message,
+        "elapsed_s": result.elapsed_s, "message": result.message, "num_folded": result.num_folded,
     }, indent=2)
 
 
