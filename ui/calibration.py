@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,14 +66,26 @@ def show_profile(profile: dict[str, Any]) -> None:
 class ValidationReport:
     csv: Path | None
     markdown: Path | None
+    others: tuple[Path, ...] = ()
+    """Older closed-loop CSVs kept in docs/ (earlier rounds), for comparison."""
 
 
 def find_validation(root: Path = _REPO) -> ValidationReport:
-    """docs/VALIDATION.md and the newest validation CSV under docs/ (None for what is missing)."""
+    """docs/VALIDATION.md and the closed-loop CSV its current local section names ('Per-plan CSV:
+    `validation_local.csv`'); the other validation CSVs in docs/ are earlier rounds. File times say
+    nothing in a checkout, so the document decides which one is current."""
     docs = root / "docs"
     md = docs / "VALIDATION.md"
-    csvs = sorted(docs.rglob("*validation*.csv"), key=lambda p: p.stat().st_mtime, reverse=True) if docs.is_dir() else []
-    return ValidationReport(csv=csvs[0] if csvs else None, markdown=md if md.is_file() else None)
+    csvs = sorted(docs.glob("*validation*.csv")) if docs.is_dir() else []
+    current = None
+    if md.is_file():
+        m = re.search(r"<!-- closedloop:local -->.*?Per-plan CSV: `([^`]+)`", md.read_text(), re.S)
+        if m and (docs / m.group(1)).is_file():
+            current = docs / m.group(1)
+    if current is None and (docs / "validation_local.csv").is_file():
+        current = docs / "validation_local.csv"
+    return ValidationReport(csv=current, markdown=md if md.is_file() else None,
+                            others=tuple(p for p in csvs if p != current))
 
 
 def validation_errors(df: pd.DataFrame) -> pd.DataFrame:
@@ -90,7 +103,7 @@ def show_validation(df: pd.DataFrame) -> None:
         err = df["step_time_error"].abs()
         c = st.columns(3)
         c[0].metric("Plans", len(df))
-        c[1].metric("Mean |error|", f"{err.mean():.1%}")
+        c[1].metric("Mean |error| (step time)", f"{err.mean():.1%}")
         c[2].metric("Max |error|", f"{err.max():.1%}")
         top = float(max(df["measured_step_time_s"].max(), df["predicted_step_time_s"].max()))
         line = alt.Chart(pd.DataFrame({"x": [0.0, top], "y": [0.0, top]})).mark_line(
@@ -101,4 +114,15 @@ def show_validation(df: pd.DataFrame) -> None:
             tooltip=[c for c in df.columns if c in ("plan", "measured_step_time_s", "predicted_step_time_s",
                                                     "step_time_error")])
         show_chart((line + points).properties(height=300, title="Predicted vs measured step time"))
-    st.dataframe(df, hide_index=True, width="stretch")
+    shown = df.copy()
+    for col in [c for c in shown.columns if c.endswith("_error")]:
+        shown[col] = shown[col] * 100.0
+    for col in [c for c in shown.columns if c.endswith("_bytes")]:
+        shown[col.replace("_bytes", "_mib")] = shown.pop(col) / 2**20
+    config = {c: st.column_config.NumberColumn(c.replace("_error", " error (%)"), format="%+.1f%%")
+              for c in shown.columns if c.endswith("_error")}
+    config.update({c: st.column_config.NumberColumn(c.replace("_s", " (s)"), format="%.4f s")
+                   for c in shown.columns if c.endswith("_step_time_s")})
+    config.update({c: st.column_config.NumberColumn(c.replace("_mib", " (MiB)"), format="%.1f MiB")
+                   for c in shown.columns if c.endswith("_mib")})
+    st.dataframe(shown, hide_index=True, width="stretch", column_config=config)

@@ -249,4 +249,10 @@ def sweep_frame(problem: Problem, *, vary: str, values: list[Any]) -> pd.DataFra
     df["fits"] = df["tokens_per_s"].notna()
     if "peak_gib" in df:
         df["memory_gib"] = df["peak_gib"]
-    return df
+    if "capacity_bytes" in df:
+        df["capacity_gib"] = df["capacity_bytes"] / GIB
+    # the figures first (GiB, not bytes), then the knobs and the search's accounting
+    first = [vary, "fits", "plan", "placement", "step_time_s", "tokens_per_s", "mfu", "model_tflops_per_gpu",
+             "memory_gib", "capacity_gib", "num_gpus", "cluster_gpus"]
+    rest = [c for c in df.columns if c not in first and not c.endswith("_bytes") and c != "peak_gib"]
+    return df[[c for c in first if c in df.columns] + rest]

@@ -107,8 +107,9 @@ def estimate_metrics(est: StepEstimate | Rejection, *, plan: ParallelPlan | None
         st.caption(f"Step time and tokens/s: {conf.text()}. Memory: no validated GPU memory figures yet.")
 
 
-def show_chart(chart: Any, *, where: Any = None, pad_px: int = 110) -> None:
-    """Draw an Altair chart at its own plot height plus room for title, axis and legend (Streamlit
-    otherwise squeezes charts to a default height)."""
-    height = chart.height if isinstance(chart.height, int | float) else 260
+def show_chart(chart: Any, *, where: Any = None, pad_px: int = 110, height: int | None = None) -> None:
+    """Draw an Altair chart at its own plot height (or `height`, for concatenated charts) plus room for
+    title, axis and legend (Streamlit otherwise squeezes charts to a default height)."""
+    own = getattr(chart, "height", None)
+    height = height or (own if isinstance(own, int | float) else 260)
     (where or st).altair_chart(chart, width="stretch", height=int(height) + pad_px)

@@ -55,8 +55,13 @@ st.header("Validation: predicted vs measured")
 report = calibration.find_validation()
 if report.csv is not None:
     df = pd.read_csv(report.csv)
-    st.caption(f"From `{report.csv}`.")
+    st.caption(f"The current closed loop on this project's machine (`paraplan validate --local`), from "
+               f"`docs/{report.csv.name}`, the CSV docs/VALIDATION.md's local section names.")
     calibration.show_validation(df)
+    if report.others:
+        with st.expander(f"Earlier rounds ({len(report.others)} CSVs kept for comparison)"):
+            older = st.selectbox("CSV", [p.name for p in report.others], key="val_older")
+            calibration.show_validation(pd.read_csv(report.csv.parent / older))
 if report.markdown is not None:
     with st.expander(f"{report.markdown.name}", expanded=report.csv is None):
         st.markdown(re.sub(r"<!--.*?-->", "", report.markdown.read_text(), flags=re.S))  # section markers
