@@ -96,10 +96,14 @@ def validation_errors(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def show_validation(df: pd.DataFrame) -> None:
-    """Predicted vs measured step time per plan (scatter with the y = x line), errors, the table."""
+def show_validation(df: pd.DataFrame, *, headline: bool = True) -> None:
+    """Predicted vs measured step time per plan (scatter with the y = x line), errors (the headline
+    figures unless `headline` is False, for earlier rounds), the table."""
     df = validation_errors(df)
-    if "step_time_error" in df:
+    if "step_time_error" in df and not headline:
+        err = df["step_time_error"].abs()
+        st.caption(f"That round: {len(df)} plans, mean |error| {err.mean():.1%}, max {err.max():.1%}.")
+    elif "step_time_error" in df:
         err = df["step_time_error"].abs()
         c = st.columns(3)
         c[0].metric("Plans", len(df))

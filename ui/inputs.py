@@ -3,25 +3,21 @@
 Each run rebuilds the specs from the widgets through `ui.problem` (the same pydantic models the CLI
 uses); bad input is shown inline with `st.error` and yields no `Problem`, never a traceback.
 
-Streamlit drops a widget's state when a page that does not draw it runs, so every input keeps its
-value under a second key (`_keep_<key>`) and is redrawn from it: switching pages keeps the inputs.
+Every input keeps its value across pages and numbers are checked inline (`ui.fields`).
 Widget keys are the names below (`nodes`, `model_preset`, ...); setting one in the session state
 before the first run presets it (the tests do), and so does the URL (`ui.urlstate`: every input here
 has a URL name, e.g. `?model=llama3-70b&nodes=64`).
-
-Numbers are plain fields checked here, not by the browser: a value out of range stays in the field
-with an error under it naming the range, and the pages show no result until it is fixed (a browser
-bound would only turn the field red and keep the old results)."""
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
 
 from costmodel import ClusterSpec, ModelSpec, get_cluster, list_clusters, list_gpus, list_models, load_model
 from ui import urlstate
+from ui.fields import LIMITS, keep_key, kept, number, uploaded
 from ui.format import ui_words
 from ui.problem import (
     DEFAULTS,
@@ -38,78 +34,12 @@ from ui.problem import (
     training_from_inputs,
 )
 
-__all__ = ["problem_sidebar", "kept", "number", "LIMITS"]
+__all__ = ["problem_sidebar"]
 
 _MODEL_SOURCES = ["Preset", "Custom", "Upload config.json"]
 _CLUSTER_SOURCES = ["Preset", "Upload file"]
 _DTYPES = ["bf16", "fp16", "fp8", "tf32", "fp32"]
 _ANY = "any"
-
-
-def _keep(key: str) -> str:
-    return f"_keep_{key}"
-
-
-def kept(widget: Callable[..., Any], label: str, *args: Any, key: str, default: Any, **kwargs: Any) -> Any:
-    """Draw `widget` (st.number_input, a column's selectbox, ...) whose value survives page switches."""
-    ss = st.session_state
-    if _keep(key) not in ss:
-        ss[_keep(key)] = ss.get(key, default)
-    ss[key] = ss[_keep(key)]
-
-    def _sync() -> None:
-        ss[_keep(key)] = ss[key]
-
-    value = widget(label, *args, key=key, on_change=_sync, **kwargs)
-    ss[_keep(key)] = value
-    return value
-
-
-def _uploaded(label: str, *, key: str, types: list[str]) -> tuple[str, bytes] | None:
-    """A file uploader whose file (name, bytes) survives page switches until the user clears it."""
-    ss = st.session_state
-
-    def _sync() -> None:
-        f = ss.get(key)
-        ss[_keep(key)] = (f.name, f.getvalue()) if f is not None else None
-
-    upload = st.file_uploader(label, type=types, key=key, on_change=_sync)
-    if upload is not None:
-        ss[_keep(key)] = (upload.name, upload.getvalue())
-    stored = ss.get(_keep(key))
-    if upload is None and stored is not None:
-        st.caption(f"Using {stored[0]} (uploaded earlier).")
-    return stored
-
-
-
-LIMITS: dict[str, tuple[float, float]] = {
-    "nodes": (1, 65536), "global_batch": (1, 16_777_216), "seq_len": (1, 1_048_576), "constraint": (0, 1_048_576),
-    "cm_layers": (1, 1024), "cm_hidden": (1, 131072), "cm_heads": (1, 1024), "cm_kv": (0, 1024),
-    "cm_ffn": (0, 524288), "cm_vocab": (1, 1_000_000), "cm_maxseq": (1, 1_048_576), "cm_dec": (1, 1024),
-    "bw": (0.001, 1e6),
-}
-"""Accepted ranges of the number fields (inclusive): the planner's largest cluster, batches and sequences
-that its arrays hold, model shapes the catalog's largest models stay well within, link speeds in GB/s."""
-
-
-def number(container: Any, label: str, *, key: str, default: float, limits: tuple[float, float],
-           kind: type = int, step: float | None = None, help: str | None = None, what: str | None = None
-           ) -> float | None:
-    """A number field kept across pages; its value, or None with an error under it when the value is
-    out of `limits` (inclusive) - the field keeps what the user typed."""
-    value = kept(container.number_input, label, key=key, default=kind(default),
-                 step=kind(step if step is not None else 1), help=help,
-                 format="%d" if kind is int else None)
-    lo, hi = limits
-    if value is None:
-        container.error(f"{what or label}: enter a number ({lo:,g} to {hi:,g}).")
-        return None
-    if not lo <= value <= hi:
-        side = f"less than {lo:,g}" if value < lo else f"more than {hi:,g}"
-        container.error(f"{what or label}: {value:,g} is {side}; use {lo:,g} to {hi:,g}.")
-        return None
-    return kind(value)
 
 
 def _model_input() -> ModelSpec | None:
@@ -136,7 +66,7 @@ def _model_input() -> ModelSpec | None:
                 bad |= value is None
                 fields[field_name] = value
             return None if bad else model_from_fields(fields)
-        upload = _uploaded("Hugging Face config.json or ModelSpec YAML/JSON", key="model_upload",
+        upload = uploaded("Hugging Face config.json or ModelSpec YAML/JSON", key="model_upload",
                            types=["json", "yaml", "yml"])
         if upload is None:
             st.info("Upload a config.json to plan for it.")
@@ -156,7 +86,7 @@ def _link_overrides(base: ClusterSpec) -> tuple[float | None, float | None]:
     if ss.get("_link_tag") not in (None, tag):
         for key in ("intra_bw", "inter_bw"):
             ss.pop(key, None)
-            ss.pop(_keep(key), None)
+            ss.pop(keep_key(key), None)
     ss["_link_tag"] = tag
     ss["_link_defaults"] = {"intra_bw": intra_default, "inter_bw": inter_default}
     with st.expander("Link bandwidths"):
@@ -176,7 +106,7 @@ def _cluster_input() -> tuple[ClusterSpec | None, str | None]:
                   default="Preset")
     try:
         if source == "Upload file":
-            upload = _uploaded("ClusterSpec YAML/JSON, or a topology graph (nodes + links)", key="cluster_upload",
+            upload = uploaded("ClusterSpec YAML/JSON, or a topology graph (nodes + links)", key="cluster_upload",
                                types=["yaml", "yml", "json"])
             if upload is None:
                 st.info("Upload a ClusterSpec file (gpu, num_nodes, gpus_per_node, links) or a topology graph "
@@ -213,11 +143,12 @@ def _cluster_input() -> tuple[ClusterSpec | None, str | None]:
 def _training_input(model: ModelSpec | None):
     st.subheader("Training")
     ss = st.session_state
-    if model is not None and ss.get("_last_model") not in (None, model.name):
-        # another model: keep the sequence length within its maximum (a URL's own value is left as is)
-        current = ss.get(_keep("seq_len"), ss.get("seq_len", DEFAULTS["seq_len"]))
+    from_link = "seq_len" in ss.get(urlstate.APPLIED_KEYS, ()) and ss.get("_last_model") is None
+    if model is not None and ss.get("_last_model") != model.name and not from_link:
+        # another model: keep the sequence length within its maximum (a link's own value is left as is)
+        current = ss.get(keep_key("seq_len"), ss.get("seq_len", DEFAULTS["seq_len"]))
         if isinstance(current, int) and current > model.max_seq_len:
-            ss[_keep("seq_len")] = model.max_seq_len
+            ss[keep_key("seq_len")] = model.max_seq_len
             ss["_seq_lowered"] = f"Sequence length lowered from {current:,} to {model.max_seq_len:,}, the maximum of {model.name}."
     if model is not None:
         ss["_last_model"] = model.name

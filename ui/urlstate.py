@@ -18,13 +18,16 @@ from typing import Any
 
 import streamlit as st
 
-__all__ = ["Param", "parse", "encode", "apply_url", "publish", "show_notices", "register", "PARAMS", "MAX_SAFE_INT"]
+__all__ = ["Param", "parse", "encode", "apply_url", "publish", "show_notices", "register", "PARAMS", "MAX_SAFE_INT",
+           "APPLIED_KEYS"]
 
 MAX_SAFE_INT = 2**53 - 1
 """Largest integer a browser number field holds exactly (JavaScript's Number.MAX_SAFE_INTEGER)."""
 
 _NOTICES = "_url_notices"
 _APPLIED = "_url_applied"
+APPLIED_KEYS = "_url_keys"
+"""Session-state key: the widget keys the link set (so defaults that follow the model leave them alone)."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,7 @@ def apply_url(*, ranges: dict[str, tuple[float, float]] | None = None) -> None:
         return
     ss[_APPLIED] = True
     notices: list[str] = []
+    applied: list[str] = []
     for name, raw in st.query_params.to_dict().items():
         param = PARAMS.get(name)
         if param is None:
@@ -121,12 +125,14 @@ def apply_url(*, ranges: dict[str, tuple[float, float]] | None = None) -> None:
             notices.append(f"{exc}; the field keeps {encode_default(param)}.")
             continue
         lo, hi = (ranges or {}).get(name, (-math.inf, math.inf))
-        if not lo <= value <= hi:
+        if isinstance(value, int | float) and not lo <= value <= hi:
             notices.append(f"{name}={raw} is out of range ({lo:,g} to {hi:,g}): it is in the {param.label or name} "
                            "field with the error; no results until it is changed.")
         ss[param.key] = value
-        ss.pop(f"_keep_{param.key}", None)  # `ui.inputs.kept` redraws from the preset
+        ss.pop(f"_keep_{param.key}", None)  # `ui.fields.kept` redraws from the preset
+        applied.append(param.key)
     ss[_NOTICES] = notices
+    ss[APPLIED_KEYS] = applied
 
 
 def encode_default(param: Param) -> str:

@@ -61,7 +61,7 @@ if report.csv is not None:
     if report.others:
         with st.expander(f"Earlier rounds ({len(report.others)} CSVs kept for comparison)"):
             older = st.selectbox("CSV", [p.name for p in report.others], key="val_older")
-            calibration.show_validation(pd.read_csv(report.csv.parent / older))
+            calibration.show_validation(pd.read_csv(report.csv.parent / older), headline=False)
 if report.markdown is not None:
     with st.expander(f"{report.markdown.name}", expanded=report.csv is None):
         st.markdown(re.sub(r"<!--.*?-->", "", report.markdown.read_text(), flags=re.S))  # section markers

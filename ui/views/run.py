@@ -8,8 +8,8 @@ import streamlit as st
 
 from costmodel import ParallelPlan, load_model, save_plan
 from ui import jobs, runs, services, state, urlstate
+from ui.fields import kept, number
 from ui.format import ui_words
-from ui.inputs import kept, number
 from ui.run_view import overlay_runs, show_run
 
 st.title("Run")
