@@ -100,6 +100,8 @@ def show_run(info: runs.RunInfo, *, running: bool = False) -> None:
     st.markdown(f"**Predicted vs measured** · {measured.plan.short()} on {measured.world_size} x {measured.device} · "
                 f"{measured.model}, batch {measured.global_batch_size} x {measured.seq_len}, median step of "
                 f"{measured.steps} (warm-up and profiled steps left out)")
+    st.markdown(" · ".join(f"{r.metric}: measured {_fmt(r.unit, r.measured)}, predicted {_fmt(r.unit, r.predicted)}, "
+                           f"**error {format.signed_percent(r.error_pct / 100.0)}**" for r in table.itertuples()))
     show_chart(run_charts.predicted_vs_measured_chart(table, title=""), height=190, pad_px=90)
     shown = table.assign(measured=[_fmt(r.unit, r.measured) for r in table.itertuples()],
                          predicted=[_fmt(r.unit, r.predicted) for r in table.itertuples()])

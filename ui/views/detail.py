@@ -28,7 +28,7 @@ try:
 except ValueError as exc:
     st.error(f"Estimate: {ui_words(str(exc))}")
     st.stop()
-st.caption(f"Placement (mesh axes, innermost first): **{'-'.join(plan.placement)}**.")
+st.caption(f"**{ranked.label}** · placement (mesh axes, innermost first): **{'-'.join(plan.placement)}**.")
 equivalence_info(ranked)
 estimate_metrics(est, plan=plan, problem=problem)
 if isinstance(est, Rejection):
