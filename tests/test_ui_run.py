@@ -157,3 +157,28 @@ def test_trace_of_a_run_is_read_per_rank_in_the_timeline_kinds(tmp_path):
     assert {"fwd", "bwd", "optimizer"} <= kinds and ({"send", "recv"} & kinds)
     assert (step.events["end_ms"] <= step.step_ms + 1e-6).all()
     assert not step.memory.empty and (step.memory["allocated_bytes"] >= 0).all()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+@pytest.mark.xdist_group("dist")
+def test_calibrate_page_profiles_this_machine_and_shows_the_profile(tmp_path, monkeypatch):
+    from ui import runs
+
+    monkeypatch.setenv(runs.RUNS_ENV, str(tmp_path / "runs"))
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.run()
+    at.switch_page("views/calibrate.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.checkbox(key="profile_quick").value
+    at.button(key="profile_start").click().run()
+    job = at.session_state["_profile_job"]
+    _wait(job, 300)
+    assert job.returncode == 0, job.log_tail()
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]] + [job.log_tail()]
+    assert any("Profile written" in s.value for s in at.success)
+    saved = Path(at.session_state["_calibration_profile"])
+    assert saved.name == "profile.json" and saved.is_relative_to(tmp_path / "runs" / "profiles")
+    gemm = next(d.value for d in at.dataframe if {"m", "n", "k", "gflop_per_s"} <= set(d.value.columns))
+    assert len(gemm) > 0 and (gemm["gflop_per_s"] > 0).all() and "time_us" in gemm.columns

@@ -43,21 +43,45 @@ def find_profile(out_dir: Path) -> dict[str, Any] | None:
     return None
 
 
+def readable(df: pd.DataFrame) -> pd.DataFrame:
+    """A measured curve in readable units: FLOP/s as GFLOP/s, bytes as MiB, bytes/s as GB/s, seconds
+    as microseconds (the raw columns are replaced)."""
+    out = df.copy()
+    for col in list(out.columns):
+        if not pd.api.types.is_numeric_dtype(out[col]):
+            continue
+        if col.endswith("flops_per_s"):
+            out[col.replace("flops_per_s", "gflop_per_s")] = out.pop(col) / 1e9
+        elif col.endswith("bytes_per_s"):
+            out[col.replace("bytes_per_s", "gb_per_s")] = out.pop(col) / 1e9
+        elif col.endswith("bytes") or col == "nbytes":
+            out[col.replace("nbytes", "mib").replace("bytes", "mib")] = out.pop(col) / 2**20
+        elif col.endswith("_s"):
+            out[col[:-2] + "_us"] = out.pop(col) * 1e6
+    return out
+
+
+_UNIT_FORMATS = {"gflop_per_s": "%.1f GFLOP/s", "gb_per_s": "%.2f GB/s", "mib": "%.2f MiB", "_us": "%.1f us"}
+
+
 def show_profile(profile: dict[str, Any]) -> None:
-    """Headline fields, then every measured curve (lists of records) as a table and a line chart."""
+    """Headline fields, then every measured curve (lists of records) as a table and a line chart, in
+    readable units."""
     scalars = {k: v for k, v in profile.items() if isinstance(v, str | int | float | bool)}
     if scalars:
         st.dataframe(pd.DataFrame([scalars]), hide_index=True, key="profile_fields")
     for name, value in profile.items():
         if isinstance(value, list) and value and isinstance(value[0], dict):
-            df = pd.DataFrame(value)
+            df = readable(pd.DataFrame(value))
             st.markdown(f"**{name}**")
             numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c])]
             if len(numeric) >= 2:
                 show_chart(alt.Chart(df).mark_line(point=True).encode(
                     x=alt.X(f"{numeric[0]}:Q", scale=alt.Scale(type="log")), y=f"{numeric[-1]}:Q",
                     tooltip=list(df.columns)).properties(height=200))
-            st.dataframe(df, hide_index=True, key=f"profile_{name}")
+            config = {c: st.column_config.NumberColumn(c, format=fmt) for c in df.columns
+                      for suffix, fmt in _UNIT_FORMATS.items() if c.endswith(suffix)}
+            st.dataframe(df, hide_index=True, key=f"profile_{name}", column_config=config)
     with st.expander("Profile JSON"):
         st.json(profile)
 

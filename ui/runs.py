@@ -37,6 +37,8 @@ LOCAL_MODELS = ["tiny-llama", "tiny-gpt", "tiny-bert", "small-llama"]
 """Catalog models small enough to train on this machine's CPUs in seconds."""
 RUNS_ENV = "PARAPLAN_RUNS"
 REQUEST = "request.json"
+RESERVED = ("profiles", "validations")
+"""Folders of the runs folder that are not runs: this machine's profiles, the Calibrate page's validations."""
 TRACE_STEP_LAST = -1
 """`run_argv(trace_step=TRACE_STEP_LAST)`: profile the last step (steady state; left out of the median)."""
 
@@ -154,7 +156,7 @@ def list_runs(root: Path) -> list[RunInfo]:
         return []
     out = []
     for path in root.iterdir():
-        if not path.is_dir() or path.name == "profiles":
+        if not path.is_dir() or path.name in RESERVED:
             continue
         request = _json(path / REQUEST)
         raw = _json(path / "summary.json")
@@ -179,7 +181,7 @@ def _tail(path: Path, chars: int = 2000) -> str:
 def delete_run(root: Path, name: str) -> None:
     """Remove run `name` from the runs folder (ValueError for anything that is not one of its runs)."""
     path = (root / name).resolve()
-    if path.parent != root.resolve() or not path.is_dir() or name == "profiles" or not (
+    if path.parent != root.resolve() or not path.is_dir() or name in RESERVED or not (
             (path / REQUEST).is_file() or (path / "summary.json").is_file()):
         raise ValueError(f"run {name!r}: not a run of {root}")
     shutil.rmtree(path)
