@@ -147,10 +147,13 @@ def show_validation(df: pd.DataFrame, *, headline: bool = True) -> None:
         shown[col] = shown[col] * 100.0
     for col in [c for c in shown.columns if c.endswith("_bytes")]:
         shown[col.replace("_bytes", "_mib")] = shown.pop(col) / 2**20
-    config = {c: st.column_config.NumberColumn(c.replace("_error", " error (%)"), format="%+.1f%%")
+    def label(col: str, suffix: str, unit: str) -> str:
+        return f"{col.removesuffix(suffix).replace('_', ' ')} {unit}"
+
+    config = {c: st.column_config.NumberColumn(label(c, "_error", "error (%)"), format="%+.1f%%")
               for c in shown.columns if c.endswith("_error")}
-    config.update({c: st.column_config.NumberColumn(c.replace("_s", " (s)"), format="%.4f s")
+    config.update({c: st.column_config.NumberColumn(label(c, "_s", "(s)"), format="%.4f s")
                    for c in shown.columns if c.endswith("_step_time_s")})
-    config.update({c: st.column_config.NumberColumn(c.replace("_mib", " (MiB)"), format="%.1f MiB")
+    config.update({c: st.column_config.NumberColumn(label(c, "_mib", "(MiB)"), format="%.1f MiB")
                    for c in shown.columns if c.endswith("_mib")})
     st.dataframe(shown, hide_index=True, width="stretch", column_config=config)

@@ -170,10 +170,10 @@ def pareto_chart(df: pd.DataFrame, *, front: pd.DataFrame | None = None, max_rat
         return base.properties(height=300, title="Step time vs memory")
     line = alt.Chart(shown.sort_values("memory_gib")).mark_line(point=True, color="#e45756").encode(
         x="memory_gib:Q", y=alt.Y("step_time_s:Q", scale=y_scale), tooltip=["plan"])
-    title = "Step time vs memory (red: Pareto front)"
-    if hidden:
-        title += f"; {hidden} slower front plan{'s' if hidden > 1 else ''} (> {max_ratio:g}x the best) off the chart"
-    return (base + line).properties(height=300, title=title)
+    note = (f"{hidden} slower front plan{'s' if hidden > 1 else ''} (> {max_ratio:g}x the best step) off the chart"
+            if hidden else "")
+    return (base + line).properties(height=300, title=alt.TitleParams("Step time vs memory (red: Pareto front)",
+                                                                      subtitle=note))
 
 
 def rejections_chart(rejections: pd.DataFrame) -> alt.Chart:
@@ -195,7 +195,8 @@ def sweep_chart(df: pd.DataFrame, *, x: str, y: str, y_title: str, title: str,
             x=alt.X(f"{x}:Q", title=x), y=alt.Y(f"{y}:Q", title=y_title), tooltip=tooltip,
         ).properties(height=260, title=title)
     return alt.Chart(df).mark_bar().encode(
-        x=alt.X(f"{x}:N", title=x, sort=list(order) if order is not None else list(df[x])),
+        x=alt.X(f"{x}:N", title=x, sort=list(order) if order is not None else list(df[x]),
+                axis=alt.Axis(labelAngle=0)),
         y=alt.Y(f"{y}:Q", title=y_title), tooltip=tooltip,
     ).properties(height=260, title=title)
 

@@ -111,8 +111,30 @@ def show_run(info: runs.RunInfo, *, running: bool = False) -> None:
                               params=confidence.model_params(_model(measured.model)))
     st.caption(f"Predicted as `paraplan validate --local` predicts (profile `{profile}`). Error = predicted / "
                f"measured - 1. The closed loop on the validated machine: {conf.text() if conf else 'no cases'}. "
-               "A busy machine (other jobs on its cores) makes the measured step slower than predicted.")
+               f"{_load_note(info.path)}")
     _timelines(info, predicted)
+
+
+def _load_note(run_dir: Path) -> str:
+    """How busy the machine was during the timed steps: other jobs on its cores slow the measured step
+    down (wall time > the CPU time the step needed), which no prediction of this machine's speed sees."""
+    import os
+
+    df = jobs.read_metrics(run_dir / "metrics.jsonl")
+    if df.empty or "load_avg_1m" not in df:
+        return ""
+    timed = df.iloc[1:] if len(df) > 1 else df
+    if "traced" in timed:
+        timed = timed[timed["traced"].isna() | (timed["traced"] == False)]  # noqa: E712
+    load = timed["load_avg_1m"].dropna()
+    note = ""
+    if len(load):
+        note = (f"Host load during the timed steps (1-min load average): {load.min():.1f}-{load.max():.1f} on "
+                f"{os.cpu_count()} cores")
+    if "cpu_time_s" in timed and timed["cpu_time_s"].notna().any():
+        note += (f"; rank 0 needed {format.seconds(float(timed['cpu_time_s'].median()))} of CPU per step, "
+                 f"its wall step took {format.seconds(float(timed['step_time_s'].median()))}")
+    return note + ". A busy machine makes the measured step slower than predicted." if note else ""
 
 
 def _model(name: str) -> object:

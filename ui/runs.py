@@ -147,7 +147,7 @@ class RunInfo:
         return {"run": self.name, "status": self.status, "model": r.get("model", s.model if s else ""),
                 "plan": s.plan.short() if s else r.get("plan_label", ""), "processes": s.world_size if s else
                 r.get("procs"), "step_time_s": s.step_time_s if s else math.nan,
-                "tokens_per_s": s.tokens_per_s if s else math.nan, "source": r.get("source", "")}
+                "tokens_per_s": round(s.tokens_per_s) if s else math.nan, "source": r.get("source", "")}
 
 
 def list_runs(root: Path) -> list[RunInfo]:

@@ -4,7 +4,7 @@ Chromium (selenium + the system chromedriver), wait for results, check for excep
 Used by the browser test and to refresh the README's screenshots (every page, `PAGES`):
 
     python -m ui.screenshot docs/img --all --runs runs
-    python -m ui.screenshot docs/img/plan_detail.png --page detail \
+    python -m ui.screenshot docs/img/detail.png --page detail \
         --query "model=llama3-70b&nodes=4&global_batch=256&seq_len=4096"
 """
 

@@ -82,7 +82,7 @@ def plan_row(plan: ParallelPlan, est: StepEstimate, *, equivalent: tuple[Paralle
     return {
         "plan": plan.short(), "placement": "-".join(plan.placement),
         "same_as": ", ".join("-".join(e.placement) for e in equivalent),
-        "step_time_s": est.step_time_s, "tokens_per_s": est.tokens_per_s, "mfu": est.mfu,
+        "step_time_s": est.step_time_s, "tokens_per_s": round(est.tokens_per_s), "mfu": est.mfu,
         "tflops_per_gpu": est.model_tflops_per_gpu, "memory_gib": est.memory.peak_bytes / GIB,
         "headroom_gib": (est.capacity_bytes - est.memory.peak_bytes) / GIB, "num_gpus": est.num_gpus,
         "dp": plan.dp, "tp": plan.tp, "pp": plan.pp, "cp": plan.cp,
@@ -251,6 +251,7 @@ def sweep_frame(problem: Problem, *, vary: str, values: list[Any]) -> pd.DataFra
         df["memory_gib"] = df["peak_gib"]
     if "capacity_bytes" in df:
         df["capacity_gib"] = df["capacity_bytes"] / GIB
+    df["tokens_per_s"] = df["tokens_per_s"].round()
     # the figures first (GiB, not bytes), then the knobs and the search's accounting
     first = [vary, "fits", "plan", "placement", "step_time_s", "tokens_per_s", "mfu", "model_tflops_per_gpu",
              "memory_gib", "capacity_gib", "num_gpus", "cluster_gpus"]

@@ -15,7 +15,7 @@ import pandas as pd
 
 from costmodel import ParallelPlan
 
-__all__ = ["link_load", "topology_frames", "topology_chart", "color_legend"]
+__all__ = ["link_load", "topology_frames", "topology_chart", "color_legend", "legend_px"]
 
 
 def _flows(groups: np.ndarray, axis: str) -> list[tuple[int, int]]:
@@ -146,9 +146,22 @@ def topology_chart(nodes: pd.DataFrame, edges: pd.DataFrame, *, title: str) -> a
     points = alt.Chart(nodes).mark_point(filled=True, size=160, opacity=1).encode(
         x="x:Q", y=alt.Y("y:Q", scale=alt.Scale(reverse=True)),
         shape=alt.Shape("kind:N", scale=shapes, title="node",
-                        legend=alt.Legend(labelExpr="{'gpu': 'GPU', 'switch': 'switch', 'nic': 'NIC'}[datum.label]")),
+                        legend=alt.Legend(orient="bottom", direction="horizontal",
+                                          labelExpr="{'gpu': 'GPU', 'switch': 'switch', 'nic': 'NIC'}[datum.label]")),
         color=alt.Color("group:N", title="colour", scale=alt.Scale(domain=domain, range=colors),
-                        legend=alt.Legend(symbolLimit=0, labelLimit=260)),
+                        legend=alt.Legend(orient="bottom", columns=LEGEND_COLUMNS, symbolLimit=len(domain),
+                                          labelLimit=260)),
         tooltip=["id", "kind", "rank", "group"],
     )
-    return alt.layer(links, points).resolve_scale(color="independent").properties(height=360, title=title)
+    chart = alt.layer(links, points).resolve_scale(color="independent").properties(height=360, title=title)
+    return chart
+
+
+LEGEND_COLUMNS = 3
+
+
+def legend_px(nodes: pd.DataFrame) -> int:
+    """Room under the topology chart for its legends (node kinds, then the colours in rows of 3), so
+    no entry is cut off."""
+    entries = len(color_legend(nodes)[0])
+    return 70 + 22 * -(-entries // LEGEND_COLUMNS)

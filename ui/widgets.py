@@ -96,13 +96,13 @@ def estimate_metrics(est: StepEstimate | Rejection, *, plan: ParallelPlan | None
     conf = confidence_of(problem, est.num_gpus) if problem is not None else None
     band = conf.short() if conf is not None else None
     c = st.columns(6)
-    c[0].metric("Step time", format.seconds(est.step_time_s), band, delta_color="off")
-    c[1].metric("Tokens/s", f"{est.tokens_per_s:,.0f}", band, delta_color="off")
-    c[2].metric("MFU", format.percent(est.mfu), f"HFU {format.percent(est.hfu)}", delta_color="off")
-    c[3].metric("Per GPU", f"{est.model_tflops_per_gpu:,.1f} TFLOP/s", "model FLOPs", delta_color="off")
+    c[0].metric("Step time", format.seconds(est.step_time_s), band, delta_color="off", delta_arrow="off")
+    c[1].metric("Tokens/s", f"{est.tokens_per_s:,.0f}", band, delta_color="off", delta_arrow="off")
+    c[2].metric("MFU", format.percent(est.mfu), f"HFU {format.percent(est.hfu)}", delta_color="off", delta_arrow="off")
+    c[3].metric("TFLOP/s per GPU", f"{est.model_tflops_per_gpu:,.1f}", "model FLOPs", delta_color="off", delta_arrow="off")
     c[4].metric("Peak memory", format.gib(est.memory.peak_bytes),
-                f"of {format.gib(est.capacity_bytes, digits=0)}", delta_color="off")
-    c[5].metric("GPUs", f"{est.num_gpus:,}", (plan or est.plan).short(), delta_color="off")
+                f"of {format.gib(est.capacity_bytes, digits=0)}", delta_color="off", delta_arrow="off")
+    c[5].metric("GPUs", f"{est.num_gpus:,}", help=(plan or est.plan).short())
     if conf is not None:
         st.caption(f"Step time and tokens/s: {conf.text()}. Memory: no validated GPU memory figures yet.")
 

@@ -20,7 +20,8 @@ if len(labels) < 2:
     st.stop()
 
 ss = st.session_state
-linked = [labels[r - 1] for r in ss.pop("_url_compare", None) or [] if str(r).isdigit() and 1 <= int(r) <= len(labels)]
+linked = [labels[int(r) - 1] for r in ss.pop("_url_compare", None) or []
+          if str(r).isdigit() and 1 <= int(r) <= len(labels)]
 if linked or [p for p in ss.get("compare_pick", []) if p not in labels] or "compare_pick" not in ss:
     ss["compare_pick"] = (linked or list(dict.fromkeys([state.current_label(labels), *labels])))[:4 if linked else 2]
 picked = st.multiselect("Plans (2 to 4)", labels, max_selections=4, key="compare_pick")
@@ -65,7 +66,8 @@ shown = table.apply(_fmt, axis=1)  # one type per column (values of a row differ
 shown = shown.rename(index={"step_time_s": "step time", "tokens_per_s": "tokens/s", "mfu": "MFU",
                             "tflops_per_gpu": "TFLOP/s per GPU", "memory_gib": "memory per GPU",
                             "headroom_gib": "headroom", "num_gpus": "GPUs", "same_as": "same as"})
-st.dataframe(shown.style.apply(_differs, axis=1), width="stretch", key="compare_table")
+st.dataframe(shown.style.apply(_differs, axis=1), width="stretch", key="compare_table",
+             height=35 * (len(shown) + 1) + 3)  # every row visible: no scrolling to find a difference
 
 left, right = st.columns(2)
 with left:

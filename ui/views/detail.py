@@ -7,7 +7,7 @@ import streamlit as st
 from costmodel import Rejection
 from ui import charts, format, services, state, urlstate
 from ui.format import ui_words
-from ui.topology_view import topology_chart
+from ui.topology_view import legend_px, topology_chart
 from ui.widgets import (
     equivalence_info,
     estimate_metrics,
@@ -68,7 +68,8 @@ else:
     urlstate.publish({"axis": axis if axis != axes[0] else None})
     try:
         nodes, edges = state.topology_frames(problem, plan, axis)
-        show_chart(topology_chart(nodes, edges, title=f"{axis} groups on {problem.cluster.name}"))
+        show_chart(topology_chart(nodes, edges, title=f"{axis} groups on {problem.cluster.name}"),
+                   pad_px=110 + legend_px(nodes))
         busiest = int(edges["flows"].max()) if not edges.empty else 0
         st.caption(f"Servers holding {axis} group 0 (up to 4) and the network above them. Node colour: the "
                    f"{axis} group of each GPU (one legend entry per group drawn); grey GPUs are idle, dark squares "

@@ -34,14 +34,14 @@ else:
     conf = confidence_of(problem, best.num_gpus)
     band = conf.short() if conf is not None else None
     c = st.columns(5)
-    c[0].metric("Best tokens/s", f"{best.tokens_per_s:,.0f}", band, delta_color="off")
-    c[1].metric("Step time", format.seconds(best.step_time_s), band, delta_color="off")
+    c[0].metric("Best tokens/s", f"{best.tokens_per_s:,.0f}", band, delta_color="off", delta_arrow="off")
+    c[1].metric("Step time", format.seconds(best.step_time_s), band, delta_color="off", delta_arrow="off")
     c[2].metric("MFU", format.percent(best.mfu), f"{best.model_tflops_per_gpu:,.1f} TFLOP/s per GPU",
-                delta_color="off")
+                delta_color="off", delta_arrow="off")
     c[3].metric("Memory per GPU", format.gib(best.memory.peak_bytes),
-                f"{format.gib(best.capacity_bytes - best.memory.peak_bytes)} free", delta_color="off")
+                f"{format.gib(best.capacity_bytes - best.memory.peak_bytes)} free", delta_color="off", delta_arrow="off")
     c[4].metric("Search", format.seconds(view.elapsed_s),
-                f"{human_count(view.evaluated)} plans" if view.evaluated else None, delta_color="off")
+                f"{human_count(view.evaluated)} plans" if view.evaluated else None, delta_color="off", delta_arrow="off")
     if conf is not None:
         st.caption(f"Predicted step time and throughput: {conf.text()}.")
 
@@ -64,7 +64,7 @@ else:
         key=f"plan_table_{page}" if page > 1 else "plan_table",
         column_config={
             "rank": st.column_config.NumberColumn("rank", width="small"),
-            "plan": st.column_config.TextColumn("plan", width="medium"),
+            "plan": st.column_config.TextColumn("plan", width="large"),
             "placement": st.column_config.TextColumn("placement", help="mesh axes, innermost (fastest links) first"),
             "same_as": st.column_config.TextColumn("same as", help="other placements with the same figures"),
             "step_time_s": st.column_config.NumberColumn("step time (s)", format="%.3f s"),

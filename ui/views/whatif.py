@@ -101,4 +101,4 @@ if view is None or not view.fits:
 else:
     show_chart(charts.pareto_chart(view.table, front=view.pareto))
     st.dataframe(view.pareto[["plan", "placement", "step_time_s", "memory_gib", "num_gpus", "tokens_per_s"]],
-                 width="stretch", key="pareto_table", column_config=_COLUMNS)
+                 width="stretch", key="pareto_table", column_config=_COLUMNS, hide_index=True)
