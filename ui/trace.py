@@ -6,11 +6,13 @@ Per rank, the profiled step (the `paraplan:step` range) is cut into intervals on
 `paraplan:optimizer` range -> optimizer, autograd's backward ops (`autograd::engine::...`) -> bwd,
 other ops -> fwd. Neighbouring intervals of one kind closer than `merge_gap_frac` of the step merge, so a
 step of thousands of ops becomes a readable bar per phase. Collectives run by background threads (DDP's
-bucketed all-reduce) form a second lane of the rank. Memory over the step is the allocator's running
-total from the trace's `[memory]` events (CPU allocator on CPU runs, CUDA on GPUs)."""
+bucketed all-reduce) form a second lane of the rank; on a GPU its kernels form a third ('(GPU)': NCCL
+kernels by collective, the others by the CPU interval that launched them). Memory over the step is the
+allocator's running total from the trace's `[memory]` events (CPU allocator on CPU runs, CUDA on GPUs)."""
 
 from __future__ import annotations
 
+import bisect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,10 +111,15 @@ def read_rank(path: str | Path, *, rank: int, lane: str | None = None, merge_gap
             row = {"lane": label if thread_main else f"{label} (comm thread)", "rank": rank, "kind": kind,
                    "start_ms": (start - t0) / 1e3, "end_ms": (start + float(e["dur"]) - t0) / 1e3}
             (rows if thread_main else comm_rows).append(row)
-    step_ms = (t1 - t0) / 1e3
-    intervals = _merge(rows, merge_gap_frac * step_ms) + _merge(comm_rows, merge_gap_frac * step_ms)
+    gpu_rows = _gpu_rows(events, rows, t0=t0, main=main, lane=f"{label} (GPU)", rank=rank)
+    t_end = max([t1] + [t0 + r["end_ms"] * 1e3 for r in gpu_rows])  # kernels may finish after the CPU range
+    step_ms = (t_end - t0) / 1e3
+    gap = merge_gap_frac * step_ms
+    intervals = _merge(rows, gap) + _merge(comm_rows, gap) + _merge(gpu_rows, gap)
     mem = [e for e in events if e.get("name") == "[memory]" and e.get("tid") == main
-           and t0 <= float(e.get("ts", -1)) <= t1]
+           and t0 <= float(e.get("ts", -1)) <= t_end]
+    cuda = [e for e in mem if e.get("args", {}).get("Device Type") == 1]
+    mem = cuda or mem  # the GPU's allocator when a GPU ran
     samples = [{"rank": rank, "lane": label, "time_ms": (float(e["ts"]) - t0) / 1e3,
                 "allocated_bytes": float(e["args"].get("Total Allocated", 0.0))} for e in mem]
     if len(samples) > max_memory_points:  # keep every k-th sample and the peak
@@ -120,6 +127,34 @@ def read_rank(path: str | Path, *, rank: int, lane: str | None = None, merge_gap
         peak = max(range(len(samples)), key=lambda i: samples[i]["allocated_bytes"])
         samples = [s for i, s in enumerate(samples) if i % k == 0 or i == peak]
     return intervals, samples, step_ms
+
+
+def _gpu_rows(events: list[dict[str, Any]], cpu_rows: list[dict[str, Any]], *, t0: float, main: Any, lane: str,
+              rank: int) -> list[dict[str, Any]]:
+    """GPU kernels of the step (a CUDA run), in the same kinds: NCCL kernels by their collective, other
+    kernels by the CPU interval that launched them (the launch's `correlation` id)."""
+    kernels = [e for e in events if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")
+               and float(e.get("ts", -1)) >= t0]
+    if not kernels:
+        return []
+    launched: dict[Any, float] = {e["args"]["correlation"]: float(e["ts"]) for e in events
+                                  if e.get("cat") == "cuda_runtime" and e.get("tid") == main
+                                  and "correlation" in e.get("args", {})}
+    starts = [t0 + r["start_ms"] * 1e3 for r in cpu_rows]
+    out = []
+    for e in sorted(kernels, key=lambda e: float(e["ts"])):
+        name = str(e.get("name", ""))
+        low = name.lower()
+        if "nccl" in low:
+            kind = "recv" if "recv" in low and "send" not in low else "send" if "send" in low else "dp_comm"
+        else:
+            at = launched.get(e.get("args", {}).get("correlation"))
+            i = bisect.bisect_right(starts, at) - 1 if at is not None else -1
+            kind = cpu_rows[i]["kind"] if i >= 0 and cpu_rows[i]["kind"] in ("fwd", "bwd", "optimizer") else "fwd"
+        start = float(e["ts"])
+        out.append({"lane": lane, "rank": rank, "kind": kind, "start_ms": (start - t0) / 1e3,
+                    "end_ms": (start + float(e.get("dur", 0.0)) - t0) / 1e3})
+    return out
 
 
 def read_run_trace(run_dir: str | Path, *, lanes: dict[int, str] | None = None) -> MeasuredStep | None:

@@ -8,7 +8,7 @@ import streamlit as st
 from costmodel import Rejection, StepEstimate
 from ui import charts, format, services, state, urlstate
 from ui.format import ui_words
-from ui.widgets import problem_caption, ranked_or_stop, show_chart
+from ui.widgets import confidence_of, problem_caption, ranked_or_stop, show_chart
 
 st.title("Compare")
 problem = state.require_problem()
@@ -62,6 +62,10 @@ def _fmt(row: pd.Series) -> pd.Series:
 st.subheader("Side by side")
 st.caption("Rows where the plans differ are highlighted (the placement row too: plans with the same knobs "
            "may sit differently on the servers).")
+conf = confidence_of(problem)
+if conf is not None:
+    st.caption(f"Predicted step time and throughput: {conf.text()}. Plans closer than that to each other may "
+               "rank either way in practice.")
 shown = table.apply(_fmt, axis=1)  # one type per column (values of a row differ in type), formatted once
 shown = shown.rename(index={"step_time_s": "step time", "tokens_per_s": "tokens/s", "mfu": "MFU",
                             "tflops_per_gpu": "TFLOP/s per GPU", "memory_gib": "memory per GPU",

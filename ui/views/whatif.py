@@ -8,7 +8,7 @@ from costmodel import list_gpus
 from ui import charts, services, state, urlstate
 from ui.format import ui_words
 from ui.problem import GBIT
-from ui.widgets import problem_caption, show_chart
+from ui.widgets import confidence_of, problem_caption, show_chart
 
 st.title("What-if")
 problem = state.require_problem()
@@ -92,6 +92,9 @@ else:
     if not df["fits"].all():
         st.warning("No plan fits for: " + ", ".join(str(v) for v in df.loc[~df["fits"], vary]))
     st.dataframe(df, hide_index=True, width="stretch", key="whatif_table", column_config=_COLUMNS)
+    conf = confidence_of(problem)
+    if conf is not None:
+        st.caption(f"Predicted throughput and step times, at the sidebar's problem: {conf.text()}.")
 
 st.subheader("Pareto front")
 st.caption("Plans that nothing beats on both step time and memory per GPU (current problem).")
