@@ -31,7 +31,13 @@ def _overlap(a, b) -> bool:  # noqa: ANN001 (selenium elements)
 @pytest.mark.skipif(REASON is not None, reason=f"browser test needs Debian's chromium: {REASON}")
 def test_select_row_4_inspect_share_and_run_it_in_chromium(tmp_path):
     from selenium.webdriver.common.by import By
+    from test_ui_run import _quick_profile
 
+    from ui import runs
+
+    # this machine's profile for the run, measured beforehand (short): the browser test stays quick; the
+    # Run page measuring it first is tested headless (test_ui_run.py)
+    _quick_profile(runs.profile_path(tmp_path / "runs", "tiny-llama", 2), "tiny-llama")
     with screenshot.serve(log_path=tmp_path / "server.log", runs_dir=tmp_path / "runs") as url, \
             screenshot.chrome() as driver:
         screenshot.open_page(driver, f"{url}/?nodes=1", wait_for=('[data-testid="stDataFrame"]',
@@ -54,7 +60,7 @@ def test_select_row_4_inspect_share_and_run_it_in_chromium(tmp_path):
             screenshot.open_page(fresh, shared, wait_for=('[data-testid="stVegaLiteChart"]',))
             assert label in screenshot.wait_for_text(fresh, "Pipeline timeline", timeout_s=120)
 
-        # run plan #4 here: scaled to 2 processes, tiny model, a few steps; profile measured first
+        # run plan #4 here: scaled to 2 processes, tiny model, a few steps
         screenshot.open_page(driver, f"{url}/run?{shared.split('?', 1)[1]}&procs=2&steps=4&run_batch=4",
                              wait_for=('[data-testid="stButton"]',))
         assert f"Selected plan for the sidebar's problem: {label}" in driver.find_element(By.TAG_NAME, "body").text

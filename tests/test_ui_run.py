@@ -34,13 +34,14 @@ def _wait(job, seconds: float) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 @pytest.mark.xdist_group("dist")
 def test_run_page_runs_a_custom_plan_into_the_runs_folder_and_compares(tmp_path, monkeypatch):
+    """The first run measures this machine's profile (validate --local's settings) and then runs; the
+    second reuses that profile."""
     from ui import runs
 
     monkeypatch.setenv(runs.RUNS_ENV, str(tmp_path / "runs"))
-    _quick_profile(runs.profile_path(tmp_path / "runs", "tiny-llama", 2), "tiny-llama")
     st.cache_data.clear()
     at = AppTest.from_file(APP, default_timeout=240)
     at.session_state["nodes"] = 1
@@ -56,7 +57,9 @@ def test_run_page_runs_a_custom_plan_into_the_runs_folder_and_compares(tmp_path,
     assert not at.exception, [e.value for e in at.exception]
     job = at.session_state["_run_job"]
     assert job.out_dir.parent == tmp_path / "runs"  # a folder of its own in the runs folder
-    _wait(job, 420)
+    assert "profile" in job.argv[-1]  # profile first (none kept yet), then the run
+    _wait(job, 540)
+    assert runs.profile_path(tmp_path / "runs", "tiny-llama", 2).is_file()
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert job.returncode == 0, job.log_tail()
@@ -73,7 +76,7 @@ def test_run_page_runs_a_custom_plan_into_the_runs_folder_and_compares(tmp_path,
     at.checkbox(key="run_trace").uncheck()
     at.button(key="run_start").click().run()
     second = at.session_state["_run_job"]
-    assert second.out_dir != job.out_dir
+    assert second.out_dir != job.out_dir and "profile" not in " ".join(second.argv)  # the kept profile
     _wait(second, 300)
     at.run()
     names = {r.name for r in runs.list_runs(tmp_path / "runs")}
@@ -182,3 +185,26 @@ def test_calibrate_page_profiles_this_machine_and_shows_the_profile(tmp_path, mo
     assert saved.name == "profile.json" and saved.is_relative_to(tmp_path / "runs" / "profiles")
     gemm = next(d.value for d in at.dataframe if {"m", "n", "k", "gflop_per_s"} <= set(d.value.columns))
     assert len(gemm) > 0 and (gemm["gflop_per_s"] > 0).all() and "time_us" in gemm.columns
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+@pytest.mark.xdist_group("dist")
+def test_run_page_predicts_exactly_what_validate_local_predicts(tmp_path):
+    """`paraplan validate --local` runs a plan and writes its prediction; the Run page's prediction of
+    that same run directory, with the same profile, is the same number (step time and memory)."""
+    import pandas as pd
+
+    from ui import runs
+
+    profile = tmp_path / "profile.json"
+    _quick_profile(profile, "tiny-llama")
+    subprocess.run([sys.executable, "-m", "planner.cli", "validate", "--local", "--model", "tiny-llama", "--procs", "2",
+                    "--max-plans", "1", "--steps", "3", "--global-batch", "8", "--seq-len", "32", "--no-cv",
+                    "--profile", str(profile), "--out", str(tmp_path / "val")], check=True, capture_output=True,
+                   timeout=360)
+    row = pd.read_csv(tmp_path / "val" / "validation.csv").iloc[0]
+    measured, predicted = runs.predict(Path(row["run_dir"]), profile)
+    assert predicted.step_time_s == pytest.approx(row["predicted_step_time_s"], rel=1e-12)
+    assert predicted.estimate.memory.peak_bytes == pytest.approx(row["predicted_peak_bytes"], rel=1e-12)
+    assert measured.step_time_s == pytest.approx(row["measured_step_time_s"], rel=1e-12)

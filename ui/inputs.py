@@ -259,7 +259,8 @@ def _register_url() -> None:
 
 _register_url()
 _SIDEBAR_URL = [n for n, p in urlstate.PARAMS.items() if not p.key.startswith(("_url", "plan_", "topo_", "whatif_", "run_"))]
-_RANGE = {"nodes": LIMITS["nodes"], "global_batch": LIMITS["global_batch"], "seq_len": LIMITS["seq_len"]}
+URL_RANGES = {"nodes": LIMITS["nodes"], "global_batch": LIMITS["global_batch"], "seq_len": LIMITS["seq_len"]}
+"""Link values outside these get a notice (they still go into their field, with its error)."""
 
 
 def _publish_sidebar() -> None:
@@ -277,7 +278,7 @@ def _publish_sidebar() -> None:
 
 def problem_sidebar() -> Problem | None:
     """Render the problem form in the sidebar; the validated Problem, or None (errors shown inline)."""
-    urlstate.apply_url(ranges=_RANGE)
+    urlstate.apply_url(ranges=URL_RANGES)
     urlstate.show_notices()
     with st.sidebar:
         model = _model_input()
