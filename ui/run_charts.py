@@ -28,7 +28,7 @@ def predicted_vs_measured_chart(table: pd.DataFrame, *, title: str) -> alt.HConc
             color=alt.Color("source:N", scale=_SOURCE, legend=None),
             tooltip=["source", alt.Tooltip("value:Q", format=",.4g", title=row.unit)],
         )
-        text = bars.mark_text(dy=-6, fontSize=11).encode(text=alt.Text("value:Q", format=",.3~g"))
+        text = bars.mark_text(dy=-6, fontSize=11).encode(text=alt.Text("value:Q", format=",.3~r"))
         panels.append((bars + text).properties(
             width=170, height=190, title=f"{row.metric}: {signed_percent(row.error_pct / 100.0)}"))
     return alt.hconcat(*panels).properties(title=title) if title else alt.hconcat(*panels)

@@ -148,6 +148,8 @@ def _fmt(unit: str, value: float) -> str:
         return format.seconds(value)
     if unit == "GiB":
         return format.gib(value * format.GIB)
+    if unit == "MiB":
+        return f"{value:,.1f} MiB"
     return f"{value:,.0f}"
 
 

@@ -231,10 +231,12 @@ def comparison_table(measured: StepMeasurement, predicted: LocalPrediction, *,
     predicts), else with the resident-set rise."""
     tokens = measured.global_batch_size * measured.seq_len
     mem_measured = tensor_peak_bytes or measured.peak_bytes
+    mem_predicted = predicted.estimate.memory.peak_bytes
+    unit, scale = ("GiB", GIB) if max(mem_measured, mem_predicted) >= GIB else ("MiB", 2**20)
     rows = [("step time", "s", measured.step_time_s, predicted.step_time_s),
             ("tokens/s", "tokens/s", measured.tokens_per_s, tokens / predicted.step_time_s),
-            ("peak memory" + (" (live tensors)" if tensor_peak_bytes else " (resident set)"), "GiB",
-             mem_measured / GIB, predicted.estimate.memory.peak_bytes / GIB)]
+            ("peak memory" + (" (live tensors)" if tensor_peak_bytes else " (resident set)"), unit,
+             mem_measured / scale, mem_predicted / scale)]
     df = pd.DataFrame(rows, columns=["metric", "unit", "measured", "predicted"])
     df["error_pct"] = (df["predicted"] / df["measured"] - 1.0) * 100.0
     return df
