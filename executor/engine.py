@@ -36,6 +36,7 @@ from .moe import set_aux_loss_scale
 from .optim import ADAM_BETAS, ADAM_EPS, adamw_kernel, build_optimizer
 from .parallelize import apply_ddp, apply_fsdp, apply_recompute, apply_tp, uses_ddp, uses_fsdp
 from .pipeline import build_schedule, build_stages, check_schedule_supported, split_model
+from .trace import phase
 
 __all__ = ["Engine", "build_engine", "compute_dtype", "uses_loss_parallel", "ADAM_BETAS", "ADAM_EPS"]
 
@@ -118,7 +119,10 @@ class Engine:
             n = tokens.shape[0] // self.plan.micro_batch_size
             for i, (x, y) in enumerate(self._micro_batches(tokens, targets)):
                 with self._sync_context(i == n - 1), self._autocast():
-                    self._loss_fn(self._run_parts[0](x), y).backward()
+                    with phase(f"forward {i}"):  # labels in a profiled step (executor.trace)
+                        loss = self._loss_fn(self._run_parts[0](x), y)
+                    with phase(f"backward {i}"):
+                        loss.backward()
             return
         first = any(s.is_first for s in self._stages)
         last = any(s.is_last for s in self._stages)
@@ -144,12 +148,13 @@ class Engine:
         self._scale = self.dp_size / max(count, 1)
         self._loss_sums = []
         self._forward_backward(tokens, targets)
-        align_grads_(self._params)
-        self.grad_norm = clip_grad_norm_(self._params, max_grad_norm, pp_group=axis_group(self.mesh, "pp"))
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        with phase("optimizer"):
+            align_grads_(self._params)
+            self.grad_norm = clip_grad_norm_(self._params, max_grad_norm, pp_group=axis_group(self.mesh, "pp"))
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
         local = torch.stack(self._loss_sums).double().sum().cpu() if self._loss_sums else torch.zeros((),
                                                                                                       dtype=torch.float64)
         total = self._all_reduce(local.reshape(1))  # last-stage ranks hold sums; tp*cp copies of each

@@ -166,13 +166,13 @@ def summarize(records: Iterable[dict[str, Any]], *, plan: ParallelPlan, model_na
               peak_flops_per_s: float | None, peak_bytes: float, warmup_steps: int = 1,
               history: Iterable[dict[str, Any]] | None = None) -> StepMeasurement:
     """A `StepMeasurement` from per-step records: median step time over the steps after `warmup_steps`
-    (all steps when the run is shorter), throughput, achieved TFLOP/s per GPU and MFU. `losses` and
-    `step_times_s` list every step of the run: `history` (the run directory's metrics.jsonl, which keeps
-    the steps before a resume) when given, else `records`."""
+    (all steps when the run is shorter; a profiled step, `traced`, is left out), throughput, achieved
+    TFLOP/s per GPU and MFU. `losses` and `step_times_s` list every step of the run: `history` (the run
+    directory's metrics.jsonl, which keeps the steps before a resume) when given, else `records`."""
     records = list(records)
     history = list(history) if history is not None else records
-    times = [r["step_time_s"] for r in records]
-    measured = times[warmup_steps:] if len(times) > warmup_steps else times
+    after = records[warmup_steps:] if len(records) > warmup_steps else records
+    measured = [r["step_time_s"] for r in after if not r.get("traced")] or [r["step_time_s"] for r in after]
     step_time_s = statistics.median(measured) if measured else 0.0
     tokens = training.global_batch_size * training.seq_len
     tflops = flops_per_step / step_time_s / world_size / 1e12 if step_time_s > 0 else 0.0

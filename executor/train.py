@@ -6,7 +6,9 @@ step s is a pure function of (seed, s) (executor.data), the learning rate follow
 cosine decay, the engine does gradient accumulation, clipping and AdamW. Rank 0 appends one JSON object
 per step to `<out>/metrics.jsonl` (wall and CPU seconds of its step, the host's load average, ...) and
 writes `<out>/summary.json` (a costmodel `StepMeasurement`) and `<out>/memory.json` (peak resident-set rise
-and peak live tensor bytes, max over ranks; executor.memtrack).
+and peak live tensor bytes, max over ranks; executor.memtrack). With `--trace-step N` every rank writes a
+torch.profiler trace of step N to `<out>/trace/rank<R>.json` (executor.trace); that step is left out of
+the step-time median.
 
 A rank that raises writes `<out>/failures/rank<R>.json` (rank, step, cause) before exiting non-zero, so the
 launcher can name the rank and the cause. After an elastic restart (TORCHELASTIC_RESTART_COUNT > 0), or
@@ -52,6 +54,7 @@ from .metrics import (
     summarize,
     write_json_atomic,
 )
+from .trace import step_trace, trace_step_from_env
 
 __all__ = ["lr_at", "build_arg_parser", "train", "write_failure", "main", "FAILURES_DIRNAME", "MEMORY_FILENAME",
            "ENGINE_FILENAME", "DEFAULT_LR"]
@@ -105,6 +108,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=300.0, help="process-group (collective) timeout, seconds")
     p.add_argument("--corpus", default=None, help="text file to train on (default: the generated corpus)")
     p.add_argument("--log-every", type=int, default=10, help="print a progress line every N steps (0: never)")
+    p.add_argument("--trace-step", type=int, default=None,
+                   help="write a torch.profiler trace of this step to <out>/trace/ (default: $PARAPLAN_TRACE_STEP "
+                        "or none)")
     return p
 
 
@@ -200,6 +206,7 @@ def train(args: argparse.Namespace, *,
                      "seq_len": args.seq_len, "plan": plan.model_dump(mode="json"), "model": model_spec.name,
                      "world_size": world, "corpus": args.corpus}
     records: list[dict[str, Any]] = []
+    trace_step = args.trace_step if getattr(args, "trace_step", None) is not None else trace_step_from_env()
     step = start_step
     tensor_peak_bytes = 0
     try:
@@ -209,8 +216,10 @@ def train(args: argparse.Namespace, *,
             # (not around compiled blocks: torch.compile does not run under a Python dispatch mode)
             tracker = _tensor_tracker(engine) if (step == start_step + 1 and device.type == "cpu"
                                                   and not engine.settings.get("compile")) else None
+            traced = step == trace_step
             t0, cpu0 = time.perf_counter(), time.process_time()
-            with tracker or contextlib.nullcontext():  # warm-up step only: it is not timed
+            with (tracker or contextlib.nullcontext(),  # warm-up step only: it is not timed
+                  step_trace(out, rank=rank, device=device) if traced else contextlib.nullcontext()):
                 loss = engine.train_step(tokens, targets, lr=step_lr, max_grad_norm=args.max_grad_norm)
             if tracker is not None:
                 tensor_peak_bytes = tracker.peak_bytes
@@ -226,6 +235,8 @@ def train(args: argparse.Namespace, *,
                    "mfu": tflops * 1e12 / peak_flops if peak_flops else None,
                    "peak_bytes": memory.peak_bytes(), "time_unix_s": time.time(), "attempt": attempt,
                    "cpu_time_s": cpu_time_s, "load_avg_1m": _load_avg()}
+            if traced:
+                rec["traced"] = True  # profiled: slower, left out of the step-time median
             records.append(rec)
             if writer is not None:
                 writer.write(rec)

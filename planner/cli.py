@@ -236,10 +236,13 @@ def _add_ui(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ui", help="start the Streamlit app (plan, inspect, compare, what-if, run)")
     p.add_argument("--address", default="127.0.0.1", help="address to serve on (default: localhost only)")
     p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--runs", default=None, metavar="DIR",
+                   help="folder the app keeps its runs in (default: $PARAPLAN_RUNS or ./runs)")
     p.set_defaults(handler=_cmd_ui)
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
+    import os
     import subprocess
     from pathlib import Path
 
@@ -251,8 +254,11 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     argv = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.address,
             "--server.port", str(args.port), "--server.fileWatcherType", "none", "--server.headless", "true",
             "--browser.gatherUsageStats", "false"]
+    env = dict(os.environ)
+    if args.runs:
+        env["PARAPLAN_RUNS"] = str(Path(args.runs).resolve())
     print(f"paraplan ui: http://{args.address}:{args.port}", file=sys.stderr)
-    return subprocess.call(argv)
+    return subprocess.call(argv, env=env)
 
 
 # ---------------------------------------------------------------- plan, sweep (owned by planner/)
@@ -274,6 +280,9 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--csv", default=None, metavar="FILE", help="write the ranked plans as CSV")
     p.add_argument("--save", default=None, metavar="PLAN.json", help="write the best plan for the executor")
+    p.add_argument("--all-placements", action="store_true",
+                   help="list plans that differ only in placement with the same figures one by one "
+                        "(default: folded into the first, column 'same as')")
     p.set_defaults(handler=_cmd_plan)
 
 
@@ -285,7 +294,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     model, cluster, training = build_specs(args)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     result = search(model, cluster, training, top_k=args.top_k, progress=progress,
-                    rebalance=args.rebalance, **cost_options(args), **constraints_from_args(args))
+                    rebalance=args.rebalance, fold_equivalent=not args.all_placements, **cost_options(args),
+                    **constraints_from_args(args))
     print(result_json(result) if args.json else format_table(result))
     if not args.json and result.best is not None and model.is_moe:
         from planner.explain import explain_experts
@@ -361,6 +371,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-every", type=int, default=10, help="progress line every N steps")
     p.add_argument("--dry-run", action="store_true",
                    help="print the torchrun command and exit (nothing is written)")
+    p.add_argument("--trace-step", type=int, default=0, metavar="N",
+                   help="write a torch.profiler trace of step N (every rank) to OUT/trace/; "
+                        "that step is left out of the step-time median (default 0: none)")
     p.set_defaults(handler=_cmd_run)
 
 
@@ -379,6 +392,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         log_every=args.log_every, compile=args.compile, overwrite=args.overwrite, rdzv_timeout_s=args.rdzv_timeout)
     for change in setup.changes:
         print(f"paraplan: scaled: {change}", file=sys.stderr)
+    if args.trace_step:
+        import dataclasses
+
+        from executor.trace import TRACE_ENV
+
+        if not 1 <= args.trace_step <= args.steps:
+            raise ValueError(f"--trace-step {args.trace_step}: the run has {args.steps} steps; use 1 to {args.steps}")
+        setup = dataclasses.replace(setup, env={**setup.env, TRACE_ENV: str(args.trace_step)})
     for note in setup.notes:
         print(f"paraplan: note: {note}", file=sys.stderr)
     if args.dry_run:

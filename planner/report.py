@@ -86,6 +86,8 @@ def format_table(result: SearchResult, *, max_rejections: int = 6) -> str:
         })
         if (df["ep"] > 1).any():   # expert parallelism: its all-to-all share of the communication
             table.insert(table.columns.get_loc("comm s") + 1, "all-to-all s", df["ep_comm_s"].map("{:.3f}".format))
+        if df["equivalent"].any():
+            table["same as"] = df["equivalent_placements"].map(lambda s: s or "-")
         lines.append(table.to_string(index=False))
         best = result.plans[0].estimate
         lines.append(f"times assume stack {best.stack}; kernels: "
@@ -108,7 +110,9 @@ def _short_split(text: str) -> str:
 def result_json(result: SearchResult) -> str:
     """The result as JSON: ranked StepEstimates (plan embedded), Pareto fronts, counts, rejections."""
     def est(r: Any) -> dict[str, Any]:
-        return {"rank": r.rank, **json.loads(r.estimate.model_dump_json(exclude={"timeline"}))}
+        return {"rank": r.rank, **json.loads(r.estimate.model_dump_json(exclude={"timeline"})),
+                "equivalent": [json.loads(p.model_dump_json()) for p in r.equivalent],
+                "equivalent_note": r.equivalent_note}
 
     return json.dumps({
         "plans": [est(r) for r in result.plans],
@@ -116,7 +120,7 @@ def result_json(result: SearchResult) -> str:
         "pareto_gpus": [est(r) for r in result.pareto_gpus],
         "rejections": result.rejections, "num_candidates": result.num_candidates,
         "num_valid": result.num_valid, "num_fit": result.num_fit, "num_rescored": result.num_rescored,
-        "elapsed_s": result.elapsed_s, "message": result.message,
+        "elapsed_s": result.elapsed_s, "message": result.message, "num_folded": result.num_folded,
     }, indent=2)
 
 
