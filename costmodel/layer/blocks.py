@@ -8,6 +8,7 @@ from typing import Any
 
 from .compute import attention_core_time_s, block_host_ops, block_host_s, gemm_time_s, memory_time_s
 from .context import Knobs, StepContext, any_set, vmax
+from .context_parallel import cp_attention_s
 from .memory import layer_activation_bytes
 
 __all__ = ["BlockCost", "EndCost", "block_costs", "end_costs", "collective_s", "p2p_time_s", "tp_forward_share",
@@ -45,9 +46,9 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
 
     TP: Megatron's f/g operators, 2 all-reduces forward and 2 backward (all-gather + reduce-scatter
     pairs under sequence parallelism; Korthikanti 2022, sec. 4.2.2), repeated when the forward is
-    recomputed; exposed (not overlapped). CP: ring attention passes K/V around cp ranks, cp-1 steps
-    forward and 2x that backward (K/V + their gradients), hidden behind the attention core (Liu et
-    al. 2023, "Ring Attention")."""
+    recomputed; exposed (not overlapped). CP: the keys' and values' traffic of the variant the
+    executor runs on the device (`context_parallel.cp_attention_s`: all-gather + reduce-scatter, or
+    ring attention hidden behind the attention core's steps)."""
     sh, r, e = ctx.shape, ctx.rates, ctx.act_bytes
     tp, cp = k.tp, k.cp
     b = k.mb
@@ -81,10 +82,7 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
     else:
         tp_s = 0.0 * b
     if any_set(cp > 1):
-        kv = blocks * 2 * e * m * sh.kv_width / tp
-        ring = (cp - 1) * collective_s(ctx, comm, "cp", "send_recv", kv)
-        cp_s = vmax(ring - core_f, 0.0) + vmax(2 * ring - core_bwd_factor * core_f, 0.0)
-        cp_s = cp_s * (1 + (rc == 2))
+        cp_s = cp_attention_s(ctx, k, comm, core_f_s=core_f, core_b_s=core_bwd_factor * core_f, blocks=blocks)
     else:
         cp_s = 0.0 * b
     host = ctx.eff.host_op_s

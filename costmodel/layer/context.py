@@ -13,6 +13,7 @@ import numpy as np
 from ..calibration.constants import efficiency_with_constants
 from ..specs import ClusterSpec, ModelSpec, TrainingSpec
 from .compute import EfficiencyModel, Rates
+from .context_parallel import device_kind
 from .memory import DTYPE_BYTES, optimizer_bytes_per_param, weight_bytes_per_param
 from .params import (
     ModelShape,
@@ -57,6 +58,7 @@ class StepContext:
     hbm_bytes: float
     peak_flops_per_s: float
     memo: dict = field(default_factory=dict, compare=False, repr=False)  # per-context cache (step FLOPs)
+    device: str = "cuda"       # 'cpu' or 'cuda' (context_parallel.device_kind): what the executor runs there
 
     @cached_property
     def eff(self) -> EfficiencyModel:
@@ -91,6 +93,7 @@ def build_context(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec
         layer_params_enc=layer_params(shape), layer_params_dec=layer_params(shape, cross=True),
         vocab_params=shape.vocab * shape.h, replicated_embed_params=embed - shape.vocab * shape.h,
         head_extra_params=lm_head_params(shape), hbm_bytes=gpu.hbm_bytes, peak_flops_per_s=peak,
+        device=device_kind(cluster),
     )
 
 
@@ -99,7 +102,8 @@ class Knobs:
     """One plan (numbers) or many plans (arrays). `pp` is always a plain int; dp, tp, cp are ints
     (plans sharing the degrees, one CommModel) or per-row int arrays (then the comm is a
     `costmodel.network.comm_grouped.GroupedComm`, each row priced by its own group's CommModel).
-    Codes: schedule 0 gpipe / 1 1f1b / 2 interleaved-1f1b / 3 zero-bubble; recompute 0/1/2; sp 0/1."""
+    Codes: schedule 0 gpipe / 1 1f1b / 2 interleaved-1f1b / 3 zero-bubble; recompute 0/1/2; sp 0/1;
+    cp_attn 0 auto / 1 all-gather / 2 ring (context_parallel.CP_ATTENTION_CODES)."""
 
     dp: Num
     tp: Num
@@ -111,6 +115,7 @@ class Knobs:
     zero: Num
     recompute: Num
     sp: Num
+    cp_attn: Num = 0
 
 
 def any_set(flag: Num) -> bool:
