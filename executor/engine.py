@@ -2,9 +2,10 @@
 `Engine.train_step` (micro-batching, forward/backward or the pipeline schedule, global grad-norm
 clipping, AdamW). With one process the same code is the single-process reference.
 
-Loss scaling: every micro-batch's summed token loss is multiplied by dp / N, where N is the number of
-target tokens (targets != -100) in the whole global batch. DDP/FSDP average gradients over dp, so the
-accumulated gradient is exactly d(mean token loss over the global batch)/dw on every plan."""
+Loss scaling: every micro-batch's summed token loss is multiplied by dp*cp / N, where N is the number of
+target tokens (targets != -100) in the whole global batch. DDP/FSDP average gradients over the dp x cp
+replicas (context-parallel ranks each sum the loss of their share of the tokens), so the accumulated
+gradient is exactly d(mean token loss over the global batch)/dw on every plan."""
 
 from __future__ import annotations
 
@@ -25,15 +26,18 @@ from torch.nn.parallel import DistributedDataParallel
 from costmodel.specs import ModelSpec, ParallelPlan, TrainingSpec
 from costmodel.specs.optimizer import ADAMW_WEIGHT_DECAY, adamw_param_groups
 from costmodel.step.checks import check_plan
+from costmodel.step.runnable import executor_problems
 
+from .context_parallel import apply_cp, shard_sequence
 from .grads import align_grads_, clip_grad_norm_
 from .init import init_weights
-from .mesh import axis_group, axis_rank, axis_size, build_mesh
+from .mesh import axis_group, axis_rank, axis_size, build_mesh, replica_mesh
 from .model import IGNORE_INDEX, build_model
 from .parallelize import apply_ddp, apply_fsdp, apply_recompute, apply_tp, uses_ddp, uses_fsdp
-from .pipeline import build_schedule, build_stages, check_schedule_supported, split_model
+from .pipeline import build_schedule, build_stages, split_model
 
-__all__ = ["Engine", "build_engine", "compute_dtype", "uses_loss_parallel", "ADAM_BETAS", "ADAM_EPS"]
+__all__ = ["Engine", "build_engine", "check_executor_plan", "compute_dtype", "uses_loss_parallel", "ADAM_BETAS",
+           "ADAM_EPS"]
 
 ADAM_BETAS = (0.9, 0.95)
 """AdamW betas of GPT-3 (Brown et al. 2020, appendix B)."""
@@ -57,6 +61,7 @@ class Engine:
         self.model_parts = model_parts
         self.optimizer = optimizer
         self.dp_rank, self.dp_size = axis_rank(mesh, "dp"), axis_size(mesh, "dp")
+        self.cp_rank, self.cp_size = axis_rank(mesh, "cp"), axis_size(mesh, "cp")
         self.pp_rank = axis_rank(mesh, "pp")
         self.dtype = dtype
         self._run_parts = run_parts  # model_parts, DDP-wrapped where DDP applies
@@ -137,8 +142,10 @@ class Engine:
         # Target tokens in the global batch: each is counted by tp*pp*cp ranks holding the same rows.
         count = self._all_reduce((targets != IGNORE_INDEX).sum().cpu().to(torch.int64))
         count = int(count) // (self.plan.tp * self.plan.pp * self.plan.cp)
-        self._scale = self.dp_size / max(count, 1)
+        self._scale = self.dp_size * self.cp_size / max(count, 1)   # gradients are averaged over dp x cp
         self._loss_sums = []
+        # context parallelism: this rank's chunks of every sequence (executor.context_parallel)
+        tokens, targets = (shard_sequence(t, self.cp_size, self.cp_rank) for t in (tokens, targets))
         self._forward_backward(tokens, targets)
         align_grads_(self._params)
         clip_grad_norm_(self._params, max_grad_norm, pp_group=axis_group(self.mesh, "pp"))
@@ -148,8 +155,18 @@ class Engine:
         self.optimizer.zero_grad(set_to_none=True)
         local = torch.stack(self._loss_sums).double().sum().cpu() if self._loss_sums else torch.zeros((),
                                                                                                       dtype=torch.float64)
-        total = self._all_reduce(local.reshape(1))  # last-stage ranks hold sums; tp*cp copies of each
-        return float(total) / (self.plan.tp * self.plan.cp) / max(count, 1)
+        total = self._all_reduce(local.reshape(1))  # last-stage ranks hold sums: tp copies, cp shares
+        return float(total) / self.plan.tp / max(count, 1)
+
+
+def check_executor_plan(model_spec: ModelSpec, plan: ParallelPlan, training: TrainingSpec, *,
+                        device: torch.device) -> None:
+    """ValueError (field: fix) for what the executor cannot run on `device`: the rules of
+    `costmodel.step.runnable`, which the planner applies to its output too."""
+    problems = executor_problems(plan, device="cuda" if device.type == "cuda" else "cpu", model=model_spec,
+                                 seq_len=training.seq_len, global_batch=training.global_batch_size)
+    if problems:
+        raise problems[0]
 
 
 def uses_loss_parallel(plan: ParallelPlan) -> bool:
@@ -158,16 +175,16 @@ def uses_loss_parallel(plan: ParallelPlan) -> bool:
     return plan.tp > 1 and plan.pp == 1
 
 
-def _optimizer(params: list[nn.Parameter], plan: ParallelPlan, mesh: DeviceMesh | None, *, lr: float,
+def _optimizer(params: list[nn.Parameter], plan: ParallelPlan, replicas: DeviceMesh | None, *, lr: float,
                weight_decay: float) -> torch.optim.Optimizer:
     """AdamW; decay on matrices only (norms, biases undecayed). ZeRO-1 without TP shards its states
-    with ZeroRedundancyOptimizer; FSDP2 plans shard them with the parameters. Multi-tensor (foreach)
+    with ZeroRedundancyOptimizer over the dp x cp replicas; FSDP2 plans shard them with the parameters. Multi-tensor (foreach)
     kernels everywhere: on CPU torch defaults to a Python loop over the tensors, which with DTensor
     parameters cost ~0.8 ms per tensor here (FSDP2 ZeRO-2, 4 Gloo ranks: 78 -> 16 ms a step)."""
     groups = adamw_param_groups(params, weight_decay=weight_decay)  # the profile times the same groups
     if plan.zero_stage == 1 and uses_ddp(plan):
         return ZeroRedundancyOptimizer(groups, optimizer_class=torch.optim.AdamW,
-                                       process_group=axis_group(mesh, "dp"), lr=lr, betas=ADAM_BETAS,
+                                       process_group=replicas.get_group(), lr=lr, betas=ADAM_BETAS,
                                        eps=ADAM_EPS, foreach=True)
     return torch.optim.AdamW(groups, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, foreach=True)
 
@@ -179,12 +196,10 @@ def build_engine(model_spec: ModelSpec, plan: ParallelPlan, training: TrainingSp
     device, apply the plan (PP split -> TP/SP -> recompute -> FSDP; materialize; deterministic init
     from `seed`, the same weights as the single-process model; DDP), and AdamW."""
     device = torch.device(device)
-    if plan.cp > 1:
-        raise ValueError("cp: context parallelism is not supported by the executor (torch's context_parallel "
-                         "needs CUDA SDPA kernels and does not run on CPU/Gloo); use cp=1")
     check_plan(model_spec, None, training, plan)
-    check_schedule_supported(plan)
+    check_executor_plan(model_spec, plan, training, device=device)
     mesh = mesh if mesh is not None else build_mesh(plan, device_type=device.type)
+    replicas = replica_mesh(mesh, plan)  # dp x cp: the ranks holding the same weights
     dtype = compute_dtype(training, device)
     model = build_model(model_spec, device="meta")
     model_parts, run_parts, ids = [], [], []
@@ -192,20 +207,23 @@ def build_engine(model_spec: ModelSpec, plan: ParallelPlan, training: TrainingSp
         if plan.tp > 1:  # 1. tensor (+ sequence) parallel
             apply_tp(part, mesh["tp"], sequence_parallel=plan.sequence_parallel,
                      loss_parallel=uses_loss_parallel(plan))
-        apply_recompute(part, plan.recompute)  # 2. activation checkpointing per block
-        if uses_fsdp(plan):  # 3. FSDP2 fully_shard or replicate (see dp_wrapper)
-            apply_fsdp(part, plan, mesh["dp"], param_dtype=dtype)
+        if plan.cp > 1:  # context parallel: global positions, CP attention core
+            apply_cp(part, plan, mesh, seq_len=training.seq_len, device=device)
+        # 2. activation checkpointing per block (zero-bubble recomputes each region twice)
+        apply_recompute(part, plan.recompute, split_backward=plan.pp > 1 and plan.schedule == "zero-bubble")
+        if uses_fsdp(plan):  # 3. FSDP2 fully_shard or replicate (see dp_wrapper), over dp x cp
+            apply_fsdp(part, plan, replicas, param_dtype=dtype)
         part.to_empty(device=device)  # 4. materialize, same values on every plan
         init_weights(part, model_spec, seed=seed)
         model_parts.append(part)
         ids.append(stage)
         # 5. DDP (ZeRO-0/1 without TP) wraps the real parameters
-        run_parts.append(apply_ddp(part, axis_group(mesh, "dp"), device=device) if uses_ddp(plan) else part)
+        run_parts.append(apply_ddp(part, replicas.get_group(), device=device) if uses_ddp(plan) else part)
     stages = None
     if plan.pp > 1:
         stages = build_stages(list(zip(ids, run_parts, strict=True)), plan, device=device,
                               group=axis_group(mesh, "pp"))
     params = [p for part in model_parts for p in part.parameters()]
-    optimizer = _optimizer(params, plan, mesh, lr=lr, weight_decay=weight_decay)
+    optimizer = _optimizer(params, plan, replicas, lr=lr, weight_decay=weight_decay)
     return Engine(spec=model_spec, plan=plan, training=training, mesh=mesh, device=device,
                   model_parts=model_parts, run_parts=run_parts, stages=stages, optimizer=optimizer, dtype=dtype)

@@ -34,6 +34,7 @@ from costmodel import (
     StepMeasurement,
     TrainingSpec,
     check_plan,
+    executor_unsupported,
     load_model,
     load_plan,
 )
@@ -42,7 +43,6 @@ from .checkpoint import read_trainer_state, resolve_checkpoint
 from .data import load_corpus
 from .failures import RunFailed, explain_failure
 from .metrics import read_metrics, write_json_atomic
-from .pipeline import check_schedule_supported
 from .scaling import host_capacity, scale_plan
 
 __all__ = ["RunSetup", "RunResult", "RunFailed", "prepare_run", "launch", "run_plan", "plan_unsupported", "free_port"]
@@ -106,18 +106,18 @@ def _positive(name: str, value: float | None) -> None:
         raise ValueError(f"{name}={value} must be > 0")
 
 
-def plan_unsupported(plan: ParallelPlan, *, global_batch: int) -> str | None:
-    """Why the executor cannot run `plan` at `global_batch` rows per step (one line naming the field and
-    the fix), or None: context parallelism, and the pipeline schedules' limits
-    (`pipeline.check_schedule_supported`). The planner may propose such plans; `validate --local`
-    skips them."""
-    if plan.cp > 1:
-        return "cp: context parallelism is not supported by the executor; use cp=1"
-    try:
-        check_schedule_supported(plan, global_batch // (plan.dp * plan.micro_batch_size))
-    except ValueError as exc:
-        return str(exc)
-    return None
+def plan_unsupported(plan: ParallelPlan, *, global_batch: int | None = None, model: ModelSpec | None = None,
+                     seq_len: int | None = None, device: str | None = None) -> str | None:
+    """Why the executor cannot run `plan` (one line naming the field and the fix), or None: the rules
+    of `costmodel.step.runnable` (the model family, tied embeddings with pipelining, the pipeline
+    schedules' micro-batch limits at `global_batch` rows per step, context parallelism's sequence
+    split and attention variant) on `device` ('cpu' or 'cuda'; default: this machine's). A rule whose
+    input is not given is skipped. The planner marks such plans; `validate --local` skips them."""
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return executor_unsupported(plan, device=device, model=model, seq_len=seq_len, global_batch=global_batch)
 
 
 def prepare_run(plan: ParallelPlan | str | os.PathLike[str], *, model: str | ModelSpec, steps: int,
@@ -133,9 +133,6 @@ def prepare_run(plan: ParallelPlan | str | os.PathLike[str], *, model: str | Mod
     from .model import build_model
 
     build_model(model_spec, device="meta")  # raises ValueError for what the executor cannot run
-    check_schedule_supported(plan)
-    if global_batch is not None and global_batch > 0 and (reason := plan_unsupported(plan, global_batch=global_batch)):
-        raise ValueError(reason)
     for name, value in (("steps", steps), ("timeout", timeout_s), ("nnodes", nnodes), ("lr", lr),
                         ("global_batch", global_batch), ("seq_len", seq_len)):
         _positive(name, value)
@@ -169,6 +166,9 @@ def prepare_run(plan: ParallelPlan | str | os.PathLike[str], *, model: str | Mod
     seq_len = seq_len or saved.get("seq_len") or min(model_spec.max_seq_len, 1024)
     training = TrainingSpec(global_batch_size=int(global_batch), seq_len=int(seq_len), dtype=dtype or "fp32")
     check_plan(model_spec, None, training, plan)
+    reason = plan_unsupported(plan, global_batch=int(global_batch), model=model_spec, seq_len=int(seq_len))
+    if reason:
+        raise ValueError(reason)
     load_corpus(corpus, min_tokens=int(seq_len) + 2)
 
     out_dir = Path(out).resolve()

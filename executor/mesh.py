@@ -11,7 +11,12 @@ from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
 from costmodel.specs import ParallelPlan
 
-__all__ = ["mesh_shape", "build_mesh", "axis_size", "axis_rank", "axis_group", "world_size"]
+__all__ = ["mesh_shape", "build_mesh", "axis_size", "axis_rank", "axis_group", "world_size", "replica_mesh",
+           "REPLICA_AXIS"]
+
+REPLICA_AXIS = "dp_cp"
+"""The flattened dp x cp mesh: context-parallel ranks hold the same weights as data-parallel ones, so
+their gradients are reduced (and ZeRO shards spread) over both (torchtitan's dp_shard_cp)."""
 
 
 def world_size() -> int:
@@ -51,3 +56,14 @@ def axis_rank(mesh: DeviceMesh | None, axis: str) -> int:
 def axis_group(mesh: DeviceMesh | None, axis: str) -> dist.ProcessGroup | None:
     """The process group of this rank's `axis` neighbours (None without a mesh)."""
     return None if mesh is None else mesh.get_group(axis)
+
+
+def replica_mesh(mesh: DeviceMesh | None, plan: ParallelPlan) -> DeviceMesh | None:
+    """The 1-D mesh of the ranks holding the same weights: dp, cp, or both flattened (in mesh order,
+    so the flattened rank is the row-major index); None for a single process."""
+    if mesh is None:
+        return None
+    axes = [name for name in mesh.mesh_dim_names if name in ("dp", "cp") and getattr(plan, name) > 1]
+    if len(axes) < 2:
+        return mesh[axes[0] if axes else "dp"]
+    return mesh[tuple(axes)]._flatten(REPLICA_AXIS)
