@@ -241,6 +241,8 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--csv", default=None, metavar="FILE", help="write the ranked plans as CSV")
     p.add_argument("--save", default=None, metavar="PLAN.json", help="write the best plan for the executor")
+    p.add_argument("--runnable-only", action="store_true",
+                   help="keep only plans the executor runs on the cluster's device (others are marked)")
     p.set_defaults(handler=_cmd_plan)
 
 
@@ -251,8 +253,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     model, cluster, training = build_specs(args)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    result = search(model, cluster, training, top_k=args.top_k, progress=progress,
-                    rebalance=args.rebalance, **cost_options(args), **constraints_from_args(args))
+    result = search(model, cluster, training, top_k=args.top_k, progress=progress, rebalance=args.rebalance,
+                    runnable_only=args.runnable_only, **cost_options(args), **constraints_from_args(args))
     print(result_json(result) if args.json else format_table(result))
     if args.csv:
         write_csv_atomic(result.to_frame(), args.csv)

@@ -82,8 +82,14 @@ def format_table(result: SearchResult, *, max_rejections: int = 6) -> str:
             "bubble s": df["bubble_s"].map("{:.3f}".format),
             "comm s": (df["tp_comm_s"] + df["cp_comm_s"] + df["dp_comm_s"] + df["pp_comm_s"]).map("{:.3f}".format),
             "placement": df["placement"], "layers/stage": df["layers_per_stage"].map(_short_split),
+            "runs": df["not_runnable"].map(lambda why: f"no ({why.split(':', 1)[0]})" if why else "yes"),
         })
         lines.append(table.to_string(index=False))
+        reasons: dict[str, list[str]] = {}
+        for r in result.plans:
+            if not r.runnable:
+                reasons.setdefault(r.not_runnable, []).append(f"#{r.rank}")
+        lines += [f"not runnable by the executor: {', '.join(ranks)}: {why}" for why, ranks in reasons.items()]
     lines.append(result.summary())
     if result.rejections:
         top = result.rejections_frame().head(max_rejections)
@@ -101,7 +107,8 @@ def _short_split(text: str) -> str:
 def result_json(result: SearchResult) -> str:
     """The result as JSON: ranked StepEstimates (plan embedded), Pareto fronts, counts, rejections."""
     def est(r: Any) -> dict[str, Any]:
-        return {"rank": r.rank, **json.loads(r.estimate.model_dump_json(exclude={"timeline"}))}
+        return {"rank": r.rank, "runnable": r.runnable, "not_runnable": r.not_runnable,
+                **json.loads(r.estimate.model_dump_json(exclude={"timeline"}))}
 
     return json.dumps({
         "plans": [est(r) for r in result.plans],

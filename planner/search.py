@@ -12,18 +12,25 @@
    order run ahead in batches (`ExactScorer.prefetch`: one numpy sweep per schedule shape), which
    changes the cost, not the figures.
 
-Ranking key: (step_time_s, GPUs used, peak bytes, candidate order), so results are deterministic."""
+Ranking key: (step_time_s, GPUs used, peak bytes, candidate order), so results are deterministic.
+
+Every ranked plan says whether the executor runs it on the cluster's device (`RankedPlan.not_runnable`:
+the first rule of `costmodel.step.runnable` it breaks); `runnable_only=True` skips those plans while
+re-scoring, so the top k are plans `paraplan run` trains (the skipped ones counted as rejections)."""
 
 from __future__ import annotations
 
 import bisect
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from costmodel.specs import ClusterSpec, ModelSpec, TrainingSpec
+from costmodel.specs import ClusterSpec, ModelSpec, ParallelPlan, TrainingSpec
+from costmodel.step.runnable import device_kind, executor_unsupported
 
 from .constraints import Constraints
 from .exact import ExactScorer
@@ -33,9 +40,11 @@ from .result import RankedPlan, SearchResult
 from .scoring import bulk_scores
 from .space import Space, build_space
 
-__all__ = ["search", "search_exhaustive", "OOM_REASON", "MAX_RESCORE"]
+__all__ = ["search", "search_exhaustive", "not_runnable", "OOM_REASON", "NOT_RUNNABLE_REASON", "MAX_RESCORE"]
 
 OOM_REASON = "oom: does not fit in GPU memory"
+NOT_RUNNABLE_REASON = "not runnable by the executor: {field}"
+"""Rejection label of a plan `runnable_only` skips ({field}: the plan field the rule names)."""
 _PARETO_MAX = 64
 _PREFETCH_MIN, _PREFETCH_MAX = 32, 512   # candidates whose simulations run in one batch (doubling)
 MAX_RESCORE = 4096
@@ -55,9 +64,16 @@ def _key(est_time: float, world: int, peak: float, index: int) -> tuple[float, i
     return (est_time, world, peak, index)
 
 
+def not_runnable(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, plan: ParallelPlan) -> str | None:
+    """Why the executor cannot run `plan` on the cluster's device ('field: ...'), or None."""
+    return executor_unsupported(plan, device=device_kind(cluster), model=model, seq_len=training.seq_len,
+                                global_batch=training.global_batch_size)
+
+
 def search(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, top_k: int = 10,
            calibration: Any = None, topology: Any = None, progress: bool = False,
-           rebalance: bool = False, max_rescore: int = MAX_RESCORE, **constraints: Any) -> SearchResult:
+           rebalance: bool = False, max_rescore: int = MAX_RESCORE, runnable_only: bool = False,
+           **constraints: Any) -> SearchResult:
     """The `top_k` fastest plans for `model` on `cluster` that fit in memory.
 
     Keyword constraints fix or bound any knob (`tp=8`, `max_pp=16`, `schedule="1f1b"`,
@@ -65,7 +81,8 @@ def search(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, to
     stages get the balanced split (`planner.balance`); `rebalance` also tries it where they divide.
     At most `max_rescore` candidates are re-scored exactly; `result.complete` says whether the
     lower bound closed before that (then the result equals `search_exhaustive`'s).
-    `progress` shows a tqdm bar on stderr.
+    `progress` shows a tqdm bar on stderr. Each plan carries `not_runnable` (why the executor cannot
+    run it on the cluster's device, or None); `runnable_only` keeps only the plans it runs.
     A malformed request raises ValueError naming the field; an impossible one returns no plans and a
     `message` with numbers."""
     t0 = time.perf_counter()
@@ -93,6 +110,7 @@ def search(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, to
     order = cand[np.lexsort((cand, world[cand], lb[cand]))]
     ranked: list[tuple[tuple, Any]] = []
     exact_oom = 0
+    first_skip = ""
     complete = True
     rescore_bar = tqdm(total=None, desc="re-scoring", unit="plan", disable=not progress, leave=False)
     fetched, chunk = 0, _PREFETCH_MIN
@@ -113,6 +131,11 @@ def search(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, to
         if est is None:
             exact_oom += 1
             continue
+        if runnable_only and (why := not_runnable(model, cluster, training, est.plan)):
+            label = NOT_RUNNABLE_REASON.format(field=why.split(":", 1)[0])
+            rejections[label] = rejections.get(label, 0) + 1
+            first_skip = first_skip or why
+            continue
         bisect.insort(ranked, (_key(est.step_time_s, int(world[i]), est.memory.peak_bytes, int(i)), est),
                       key=lambda kv: kv[0])  # keys are unique (candidate index last)
     rescore_bar.close()
@@ -120,12 +143,20 @@ def search(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, to
     oom = int((~fit).sum()) + exact_oom
     if oom:
         rejections[OOM_REASON] = oom
-    plans = tuple(RankedPlan(rank + 1, est.plan, est) for rank, (_, est) in enumerate(ranked[:top_k]))
+    plans = tuple(RankedPlan(rank + 1, est.plan, est, not_runnable(model, cluster, training, est.plan))
+                  for rank, (_, est) in enumerate(ranked[:top_k]))
     message = ""
-    if not plans:
+    skipped = sum(n for label, n in rejections.items() if label.startswith("not runnable"))
+    if not plans and skipped:
+        message = (f"no plan the executor runs: {skipped} plans that fit break its rules on "
+                   f"{device_kind(cluster)} (e.g. {first_skip}); search without runnable_only to see them")
+    elif not plans:
         message = _no_fit_message(model, cluster, training, cons, space, bulk, scorer)
-    front_mem = _front(scorer, cand, lb, bulk["peak_bytes_lb"], world, mode="memory")
-    front_gpu = _front(scorer, cand, lb, bulk["peak_bytes_lb"], world, mode="gpus")
+    runs = partial(not_runnable, model, cluster, training)
+    front_mem = _front(scorer, cand, lb, bulk["peak_bytes_lb"], world, mode="memory", runs=runs,
+                       runnable_only=runnable_only)
+    front_gpu = _front(scorer, cand, lb, bulk["peak_bytes_lb"], world, mode="gpus", runs=runs,
+                       runnable_only=runnable_only)
     return SearchResult(plans=plans, pareto_memory=front_mem, pareto_gpus=front_gpu, rejections=rejections,
                         num_candidates=space.generated, num_valid=len(space),
                         num_fit=len(cand) - exact_oom, num_rescored=scorer.calls,
@@ -135,10 +166,12 @@ def search(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, to
 
 
 def _front(scorer: ExactScorer, cand: np.ndarray, time_lb: np.ndarray, peak_lb: np.ndarray,
-           world: np.ndarray, *, mode: str) -> tuple[RankedPlan, ...]:
+           world: np.ndarray, *, mode: str, runs: Callable[[ParallelPlan], str | None],
+           runnable_only: bool = False) -> tuple[RankedPlan, ...]:
     """Pareto front of step time vs peak memory (or GPUs used) over the exactly scored candidates:
     the ranked ones plus the front of the bulk figures (which brings in the low-memory and
-    few-GPU extremes), each re-scored exactly."""
+    few-GPU extremes), each re-scored exactly; each marked by `runs` (why the executor cannot run
+    it), and with `runnable_only` over the runnable ones only."""
     if cand.size == 0:
         return ()
     other = peak_lb[cand] if mode == "memory" else world[cand].astype(float)
@@ -146,13 +179,15 @@ def _front(scorer: ExactScorer, cand: np.ndarray, time_lb: np.ndarray, peak_lb: 
     scorer.prefetch(front)
     for i in front:
         scorer.best(int(i))
-    ests = [e for e in scorer.scored() if e is not None]
+    ests = [(e, runs(e.plan)) for e in scorer.scored() if e is not None]
+    if runnable_only:
+        ests = [(e, why) for e, why in ests if why is None]
     if not ests:
         return ()
-    t = np.array([e.step_time_s for e in ests])
-    o = np.array([e.memory.peak_bytes if mode == "memory" else e.num_gpus for e in ests], dtype=float)
+    t = np.array([e.step_time_s for e, _ in ests])
+    o = np.array([e.memory.peak_bytes if mode == "memory" else e.num_gpus for e, _ in ests], dtype=float)
     keep = pareto_indices(t, o)
-    return tuple(RankedPlan(r + 1, ests[j].plan, ests[j]) for r, j in enumerate(keep))
+    return tuple(RankedPlan(r + 1, ests[j][0].plan, ests[j][0], ests[j][1]) for r, j in enumerate(keep))
 
 
 def _no_fit_message(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, cons: Constraints,
@@ -196,4 +231,5 @@ def search_exhaustive(model: ModelSpec, cluster: ClusterSpec, training: Training
         if est is not None:
             ranked.append((_key(est.step_time_s, est.num_gpus, est.memory.peak_bytes, i), est))
     ranked.sort(key=lambda kv: kv[0])
-    return [RankedPlan(r + 1, est.plan, est) for r, (_, est) in enumerate(ranked[:top_k])]
+    return [RankedPlan(r + 1, est.plan, est, not_runnable(model, cluster, training, est.plan))
+            for r, (_, est) in enumerate(ranked[:top_k])]

@@ -89,8 +89,8 @@ def plan_row(plan: ParallelPlan, est: StepEstimate) -> dict[str, Any]:
 
 
 def plan_table(ranked: tuple[RankedPlan, ...] | list[RankedPlan]) -> pd.DataFrame:
-    """The ranked plans as a DataFrame indexed by rank."""
-    rows = [{"rank": r.rank, **plan_row(r.plan, r.estimate)} for r in ranked]
+    """The ranked plans as a DataFrame indexed by rank; `executor`: 'runs', or why it cannot run the plan."""
+    rows = [{"rank": r.rank, **plan_row(r.plan, r.estimate), "executor": r.not_runnable or "runs"} for r in ranked]
     return pd.DataFrame(rows).set_index("rank") if rows else pd.DataFrame(
         columns=["plan", "mfu", "tokens_per_s", "step_time_s", "memory_gib", "headroom_gib"])
 
