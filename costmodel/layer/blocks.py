@@ -8,7 +8,7 @@ from typing import Any
 
 from .compute import attention_core_time_s, block_host_ops, block_host_s, gemm_time_s, memory_time_s
 from .context import Knobs, StepContext, any_set, vmax
-from .context_parallel import cp_attention_s
+from .context_parallel import collective_s, cp_attention_s
 from .memory import layer_activation_bytes
 
 __all__ = ["BlockCost", "EndCost", "block_costs", "end_costs", "collective_s", "p2p_time_s", "tp_forward_share",
@@ -104,11 +104,6 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
                                       act_bytes=e, cross=cross)
     params = (ctx.layer_params_dec if cross else ctx.layer_params_enc) / tp
     return BlockCost(fwd, bwd, recompute, tp_s, cp_s, act, act_full, params)
-
-
-def collective_s(ctx: StepContext, comm: Any, axis: str, op: str, nbytes: Num) -> Num:
-    """Seconds of one collective: the CommModel's time / EfficiencyModel.collective_efficiency."""
-    return comm.time_s(axis, op, nbytes) / ctx.eff.collective_efficiency
 
 
 def p2p_time_s(ctx: StepContext, k: Knobs, comm: Any) -> Num:

@@ -13,7 +13,7 @@ import numpy as np
 from ..calibration.constants import efficiency_with_constants
 from ..specs import ClusterSpec, ModelSpec, TrainingSpec
 from .compute import EfficiencyModel, Rates
-from .context_parallel import device_kind
+from .cp_variant import device_kind
 from .memory import DTYPE_BYTES, optimizer_bytes_per_param, weight_bytes_per_param
 from .params import (
     ModelShape,

@@ -1,5 +1,5 @@
 """Context parallelism's attention traffic for one block and one micro-batch, priced as the executor
-runs it on the device, and which variant that is (`cp_variant`).
+runs it on the device (which variant that is: `costmodel.layer.cp_variant`).
 
 The sequence is split into 2*cp chunks, rank i holding chunks i and 2cp-1-i, so each rank's share
 of causal attention is equal (Llama Team 2024, "The Llama 3 Herd of Models", sec. 3.3.2):
@@ -18,48 +18,23 @@ of causal attention is equal (Llama Team 2024, "The Llama 3 Herd of Models", sec
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from ..specs import ClusterSpec, ParallelPlan
+from .context import vmax
+from .cp_variant import CP_ATTENTION_CODES, auto_cp_variant
 
-__all__ = ["DeviceKind", "device_kind", "auto_cp_variant", "cp_variant", "CP_ATTENTION_CODES", "cp_attention_s",
-           "RING_GRAD_BYTES"]
+__all__ = ["cp_attention_s", "RING_GRAD_BYTES"]
 
 Num = Any
-DeviceKind = Literal["cpu", "cuda"]
 
-CP_ATTENTION_CODES = {"auto": 0, "all-gather": 1, "ring": 2}
-"""`ParallelPlan.cp_attention` as the number `Knobs.cp_attn` holds."""
 RING_GRAD_BYTES = 4
 """torch's ring attention accumulates and passes the key/value gradients in fp32 (convert_to_f32)."""
-
-
-def device_kind(cluster: ClusterSpec | str) -> DeviceKind:
-    """'cpu' for the host preset (one Gloo process per 'GPU') or a CPU device name, else 'cuda'."""
-    name = cluster if isinstance(cluster, str) else cluster.gpu.name
-    return "cpu" if name.lower() == "cpu" else "cuda"
-
-
-def auto_cp_variant(device: DeviceKind) -> str:
-    """What `cp_attention='auto'` runs: torch's ring attention on CUDA, the all-gather elsewhere
-    (torch's context-parallel SDPA dispatches CUDA kernels only)."""
-    return "ring" if device == "cuda" else "all-gather"
-
-
-def cp_variant(plan: ParallelPlan, device: DeviceKind) -> str | None:
-    """The context-parallel attention the executor runs for `plan` on `device`: None without CP,
-    else the plan's `cp_attention`, 'auto' resolved by `auto_cp_variant`."""
-    if plan.cp == 1:
-        return None
-    return auto_cp_variant(device) if plan.cp_attention == "auto" else plan.cp_attention
 
 
 def cp_attention_s(ctx: Any, k: Any, comm: Any, *, core_f_s: Num, core_b_s: Num, blocks: int = 1) -> Num:
     """Exposed CP seconds of one block's forward + backward (+ recomputation) for micro-batch k.mb:
     the variant `k.cp_attn` selects (or `ctx.device`'s for 'auto'). `core_f_s` / `core_b_s`: the
     rank's attention core forward / backward seconds (its 2 chunks against the keys before them)."""
-    from .blocks import collective_s  # blocks imports this module
-
     sh, e, tp, cp, rc = ctx.shape, ctx.act_bytes, k.tp, k.cp, k.recompute
     tokens = k.mb * ctx.seq_len                       # a gathered buffer holds the whole sequence
     kv = blocks * 2 * e * tokens * sh.kv_width / tp
@@ -81,6 +56,9 @@ def cp_attention_s(ctx: Any, k: Any, comm: Any, *, core_f_s: Num, core_b_s: Num,
 
 def _exposed(comm_s: Num, compute_s: Num) -> Num:
     """What a transfer adds when it overlaps `compute_s` of compute: max(comm - compute, 0)."""
-    from .context import vmax
-
     return vmax(comm_s - compute_s, 0.0)
+
+
+def collective_s(ctx: Any, comm: Any, axis: str, op: str, nbytes: Num) -> Num:
+    """Seconds of one collective: the CommModel's time / EfficiencyModel.collective_efficiency."""
+    return comm.time_s(axis, op, nbytes) / ctx.eff.collective_efficiency

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..layer.compute import DEFAULT_EFFICIENCY, EfficiencyModel
-from ..layer.context_parallel import CP_ATTENTION_CODES
+from ..layer.cp_variant import CP_ATTENTION_CODES
 from ..layer.flops import RECOMPUTE_CODES, step_flops
 from ..layer.memory import SCHEDULE_CODES, inflight_chunks
 from ..network.comm import build_comm_model

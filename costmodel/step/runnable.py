@@ -10,7 +10,7 @@ Devices: 'cpu' (Gloo workers, the host preset) and 'cuda' (NCCL, any GPU cluster
 
 from __future__ import annotations
 
-from ..layer.context_parallel import DeviceKind, cp_variant, device_kind
+from ..layer.cp_variant import DeviceKind, cp_variant, device_kind
 from ..specs import ModelSpec, ParallelPlan
 from .checks import PlanError
 
