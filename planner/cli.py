@@ -415,7 +415,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     from costmodel.calibration.fit_data import local_cluster
     from costmodel.calibration.profile_spec import load_profile, save_profile
-    from executor.launch import plan_unsupported, run_plan
+    from executor.launch import run_plan
     from planner.closed_loop.doc import local_markdown, update_part
     from planner.closed_loop.validate import LocalValidation, run_local_validation
 
@@ -439,9 +439,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         from costmodel.calibration.fit_data import cluster_for_device
 
         cluster = cluster_for_device(profile.device, args.procs).model_copy(update={"gpus_per_node": args.procs})
-    report = run_local_validation(cfg, runner=run_plan, cluster=cluster, profile=profile,
-                                  out_dir=out, log=lambda msg: print(msg, file=sys.stderr, flush=True),
-                                  runnable=lambda plan: plan_unsupported(plan, global_batch=args.global_batch) is None)
+    report = run_local_validation(cfg, runner=run_plan, cluster=cluster, profile=profile,  # plans the executor runs
+                                  out_dir=out, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     s = report.summary
     print(f"validate --local: {s['plans_run']} plans run ({s['plans_failed']} failed); step time mean |error| "
           f"{s['step_time_mean_abs_error']:.1%} (max {s['step_time_max_abs_error']:.1%}), Spearman {s['spearman']:.3f}, "
