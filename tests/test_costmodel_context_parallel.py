@@ -81,6 +81,7 @@ def test_executor_rules_name_the_field():
         (ParallelPlan(pp=2, virtual_stages=2, schedule="interleaved-1f1b"), dict(device="cuda", global_batch=3),
          "schedule"),
         (ParallelPlan(pp=2), dict(device="cuda", model=tied), "pp"),
+        (ParallelPlan(dp=2, pp=2, schedule="zero-bubble", zero_stage=3), dict(device="cuda"), "zero_stage"),
         (ParallelPlan(), dict(device="cuda", model=t5), "arch"),
     ]
     for plan, kwargs, field in cases:

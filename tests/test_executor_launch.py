@@ -244,3 +244,19 @@ def test_context_parallel_rules_name_the_field():
     assert plan_unsupported(ParallelPlan(cp=2), seq_len=16, model=odd, device="cuda") is not None   # auto = ring
     assert plan_unsupported(ParallelPlan(cp=2, cp_attention="all-gather"), seq_len=16, model=odd,
                             device="cuda") is None
+
+
+def test_the_readme_example_plan_scales_to_this_machine(tmp_path):
+    """README's example (llama3-70b, 4 DGX-H100 nodes, global batch 256 x 4096): its dp2-tp1-pp4-cp4 plan,
+    the planner's best the executor runs, scaled to 8 processes keeps cp=4 (dp, then pp, are lowered);
+    the real run is in docs/EXECUTOR_ENGINE.md (losses equal to one process)."""
+    from costmodel import get_cluster
+    from planner import search
+
+    training = TrainingSpec(global_batch_size=256, seq_len=4096)
+    best = search(load_model("llama3-70b"), get_cluster("dgx-h100", nodes=4), training, top_k=1, dp=2, tp=1, pp=4,
+                  cp=4, runnable_only=True).best
+    assert best is not None and (best.plan.dp, best.plan.tp, best.plan.pp, best.plan.cp) == (2, 1, 4, 4)
+    setup = prepare_run(best.plan, model="tiny-llama", steps=3, out=tmp_path / "r", scale_to=8)
+    assert (setup.plan.dp, setup.plan.pp, setup.plan.cp, setup.plan.world_size) == (1, 2, 4, 8)
+    assert setup.changes[-1].endswith("(8 processes)") and setup.training.seq_len % (2 * 4) == 0

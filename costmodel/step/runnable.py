@@ -38,8 +38,15 @@ def model_problems(model: ModelSpec) -> list[PlanError]:
 
 
 def schedule_problems(plan: ParallelPlan, n_microbatches: int | None = None) -> list[PlanError]:
-    """torch's pipeline schedules' limits on micro-batches per step and pipeline (`n_microbatches`):
-    1F1B needs at least pp, interleaved 1F1B a multiple of pp."""
+    """torch's pipeline schedules' limits: ZeRO-3 stages under zero-bubble, and on micro-batches per step
+    and pipeline (`n_microbatches`): 1F1B needs at least pp, interleaved 1F1B a multiple of pp."""
+    if plan.pp > 1 and plan.schedule == "zero-bubble" and plan.zero_stage == 3:
+        # torch 2.13's split backward collects a stage's weights before FSDP2's pre-backward hook
+        # gathers the parameters it resharded after forward: the weight pass then finds no weights
+        return [PlanError("zero_stage", "3 cannot run with schedule 'zero-bubble' (torch's split backward looks "
+                                        "for the weights before FSDP2 gathers the parameters it resharded after "
+                                        "forward, and the stage gets no weight gradients); use zero_stage 2 or "
+                                        "schedule '1f1b'")]
     if plan.pp == 1 or n_microbatches is None:
         return []
     if plan.schedule == "1f1b" and n_microbatches < plan.pp:
