@@ -8,7 +8,7 @@ from typing import Any
 
 from .compute import attention_core_time_s, block_host_ops, block_host_s, gemm_time_s, memory_time_s
 from .context import Knobs, StepContext, any_set, vmax
-from .context_parallel import collective_s, cp_attention_s
+from .context_parallel import collective_s, cp_attention_s, cp_host_ops
 from .memory import layer_activation_bytes
 
 __all__ = ["BlockCost", "EndCost", "block_costs", "end_costs", "collective_s", "p2p_time_s", "tp_forward_share",
@@ -89,7 +89,7 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
     if host > 0:
         # Eager frameworks issue every op from the host; the GPU (compute + communication) never runs
         # ahead of it, so a block takes max(GPU time, ops * host_op_s); the slack counts as compute.
-        ops = block_host_ops(ctx.eff, cross=cross, flash=ctx.flash, tp=tp, sp=k.sp)
+        ops = block_host_ops(ctx.eff, cross=cross, flash=ctx.flash, tp=tp, sp=k.sp) + cp_host_ops(ctx, k)
         host_s = block_host_s(ctx.eff, ops, tp=tp, sp=k.sp, recompute=rc, tokens=m)   # measured host factors
         hidden_comm = (tp_s + cp_s) * ctx.eff.host_hides_comm
         gpu_s = fwd + bwd + recompute + hidden_comm

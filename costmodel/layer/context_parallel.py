@@ -23,12 +23,30 @@ from typing import Any
 from .context import vmax
 from .cp_variant import CP_ATTENTION_CODES, auto_cp_variant
 
-__all__ = ["cp_attention_s", "RING_GRAD_BYTES"]
+__all__ = ["cp_attention_s", "cp_ring", "cp_host_ops", "RING_GRAD_BYTES", "GATHER_HOST_OPS"]
 
 Num = Any
 
 RING_GRAD_BYTES = 4
 """torch's ring attention accumulates and passes the key/value gradients in fp32 (convert_to_f32)."""
+GATHER_HOST_OPS = 2
+"""Host ops (in `block_host_ops`' units) the all-gather variant adds to a block's forward: counted with a
+dispatch mode on a small-llama block, its core issues 57 more aten calls per forward + backward
+(stack, gather, reorder, two masks, two SDPA calls, cat) than plain SDPA; the block issues 235 for
+the 3 x 9 op-passes the model counts, so 57 / 235 x 27 / 3 = 2.2 per pass."""
+
+
+def cp_ring(ctx: Any, k: Any) -> Num:
+    """1 where the block runs torch's ring attention (`k.cp_attn`, or 'auto' on the context's device),
+    0 where it runs the all-gather variant."""
+    auto_ring = int(auto_cp_variant(ctx.device) == "ring")
+    return (k.cp_attn == CP_ATTENTION_CODES["ring"]) + (k.cp_attn == CP_ATTENTION_CODES["auto"]) * auto_ring
+
+
+def cp_host_ops(ctx: Any, k: Any) -> Num:
+    """Host ops context parallelism adds to a block's forward (`GATHER_HOST_OPS` for the all-gather
+    variant; torch's ring attention on CUDA, where the host runs ahead of the GPU, is not counted)."""
+    return (k.cp > 1) * (1 - cp_ring(ctx, k)) * GATHER_HOST_OPS
 
 
 def cp_attention_s(ctx: Any, k: Any, comm: Any, *, core_f_s: Num, core_b_s: Num, blocks: int = 1) -> Num:
@@ -40,8 +58,7 @@ def cp_attention_s(ctx: Any, k: Any, comm: Any, *, core_f_s: Num, core_b_s: Num,
     kv = blocks * 2 * e * tokens * sh.kv_width / tp
     gather = (collective_s(ctx, comm, "cp", "all_gather", kv) * (1 + (rc >= 1))
               + collective_s(ctx, comm, "cp", "reduce_scatter", kv))
-    auto_ring = int(auto_cp_variant(ctx.device) == "ring")
-    ring = (k.cp_attn == CP_ATTENTION_CODES["ring"]) + (k.cp_attn == CP_ATTENTION_CODES["auto"]) * auto_ring
+    ring = cp_ring(ctx, k)
     if not (ring if isinstance(ring, (int, bool)) else ring.any()):
         return gather
     kv_rep = blocks * 2 * e * tokens * sh.q_width / tp
