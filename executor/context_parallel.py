@@ -5,7 +5,7 @@ i holds chunks i and 2cp-1-i, side by side, so every rank does the same causal-a
 Team 2024, "The Llama 3 Herd of Models", sec. 3.3.2; torch's head-tail load balancer is the same
 split). Rotary and learned positions use the tokens' global positions (`Transformer.positions`).
 
-Attention, the plan's `cp_attention` as `costmodel.step.runnable.cp_variant` resolves it:
+Attention, the plan's `cp_attention` as `costmodel.layer.cp_variant.cp_variant` resolves it:
 - `AllGatherAttention` (any device, Gloo included): the ranks all-gather the keys and values of
   their kv heads (`gather_kv`, an autograd function whose backward reduce-scatters the gathered
   gradients), and each local query chunk attends to the keys up to its end with a causal mask
@@ -31,8 +31,8 @@ from costmodel.step.runnable import cp_problems, cp_variant
 
 from .model import Attention, Transformer, repeat_kv
 
-__all__ = ["chunk_positions", "shard_sequence", "unshard_sequence", "gather_kv", "attend_chunks", "AllGatherAttention", "RingAttention",
-           "apply_cp", "check_cp"]
+__all__ = ["chunk_positions", "shard_sequence", "unshard_sequence", "gather_kv", "attend_chunks",
+           "AllGatherAttention", "RingAttention", "apply_cp", "check_cp"]
 
 
 def chunk_positions(seq_len: int, cp: int, rank: int, *, device: torch.device | str | None = None) -> torch.Tensor:
@@ -137,7 +137,8 @@ class RingAttention(nn.Module):
         from torch.distributed.tensor.parallel import parallelize_module
 
         # the module-wrapper mode of torch's CP (as torchtitan uses it): SDPA calls of wrapped modules
-        # only; the head-tail load balance is ours (shard_sequence), so torch's causal steps match it
+        # only; the head-tail load balance is ours (shard_sequence), so torch's causal steps match it.
+        # These are process-wide switches of torch's CP module; a worker runs one plan.
         cp_attn._dispatch_mode = cp_attn._DispatchMode.MODULE_WRAPPER
         cp_attn._cp_options.enable_load_balance = True
         cp_attn._enable_context_parallel_dispatcher()

@@ -118,7 +118,7 @@ def cost_options(args: argparse.Namespace) -> dict[str, Any]:
 
 _PLAN_FIELDS = {"dp": "dp", "tp": "tp", "pp": "pp", "cp": "cp", "micro_batch": "micro_batch_size",
                 "virtual_stages": "virtual_stages", "schedule": "schedule", "zero": "zero_stage",
-                "recompute": "recompute", "sequence_parallel": "sequence_parallel"}
+                "recompute": "recompute", "sequence_parallel": "sequence_parallel", "cp_attention": "cp_attention"}
 
 
 def plan_from_args(args: argparse.Namespace, *, world_size: int | None = None) -> ParallelPlan:
@@ -149,6 +149,8 @@ def _add_estimate(sub: argparse._SubParsersAction) -> None:
     add_cluster_args(p)
     add_training_args(p)
     add_plan_args(p, defaults=True)
+    p.add_argument("--cp-attention", default=None, choices=["auto", "all-gather", "ring"],
+                   help="context-parallel attention (default auto: ring attention on GPUs, all-gather on CPU)")
     p.add_argument("--json", action="store_true", help="print the StepEstimate as JSON")
     p.add_argument("--timeline", default=None, metavar="TRACE.json", help="write a Chrome/Perfetto trace")
     p.set_defaults(handler=_cmd_estimate)

@@ -91,3 +91,15 @@ def test_executor_rules_name_the_field():
     # zero-bubble with selective recomputation runs (a replayable checkpoint cache)
     assert executor_unsupported(ParallelPlan(pp=2, schedule="zero-bubble", recompute="selective"),
                                 device="cpu", model=TINY, seq_len=16, global_batch=4) is None
+
+
+def test_cli_estimate_takes_the_variant_and_names_bad_input(capsys):
+    from planner.cli import main
+
+    base = ["estimate", "--model", "llama3-8b", "--cluster", "dgx-h100", "--nodes", "1", "--seq-len", "8192",
+            "--global-batch", "16"]
+    assert main([*base, "--cp", "4", "--dp", "2", "--cp-attention", "all-gather"]) == 0
+    assert "dp2-tp1-pp1-cp4-all-gather-mb1" in capsys.readouterr().out
+    assert main([*base, "--cp-attention", "ring"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cp_attention='ring' needs cp > 1" in err[0]
