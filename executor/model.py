@@ -173,7 +173,9 @@ class Embeddings(nn.Module):
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
         h = self.tok(tokens)
         if self.pos is not None:
-            h = h + self.pos(positions if positions is not None else torch.arange(tokens.shape[1], device=tokens.device))
+            if positions is None:
+                positions = torch.arange(tokens.shape[1], device=tokens.device)
+            h = h + self.pos(positions)
         if self.norm is not None:
             h = self.norm(h)
         return h
