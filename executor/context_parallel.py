@@ -30,6 +30,7 @@ from costmodel.specs import ParallelPlan
 from costmodel.step.runnable import cp_problems, cp_variant
 
 from .model import Attention, Transformer, repeat_kv
+from .moe import MoE
 
 __all__ = ["chunk_positions", "shard_sequence", "unshard_sequence", "gather_kv", "attend_chunks",
            "AllGatherAttention", "RingAttention", "apply_cp", "check_cp"]
@@ -159,7 +160,8 @@ def check_cp(plan: ParallelPlan, *, device: torch.device, seq_len: int | None = 
 
 def apply_cp(part: Transformer, plan: ParallelPlan, mesh: DeviceMesh, *, seq_len: int, device: torch.device) -> str:
     """Give `part` this rank's global positions and the plan's CP attention in every block (after TP:
-    the attention core sees the local heads). Returns the variant ('all-gather' or 'ring')."""
+    the attention core sees the local heads), and its MoE layers the cp group. Returns the variant
+    ('all-gather' or 'ring')."""
     check_cp(plan, device=device, seq_len=seq_len)
     variant = cp_variant(plan, "cuda" if device.type == "cuda" else "cpu")
     cp_mesh = mesh["cp"]
@@ -171,4 +173,6 @@ def apply_cp(part: Transformer, plan: ParallelPlan, mesh: DeviceMesh, *, seq_len
                 raise ValueError("cp: context parallelism needs causal (decoder) attention; use cp=1")
             module.core = (RingAttention(cp_mesh) if variant == "ring"
                            else AllGatherAttention(cp_mesh.get_group(), cp=plan.cp, rank=rank))
+        elif isinstance(module, MoE):   # the sequence-wise balance loss counts the whole sequence
+            module.cp_group = cp_mesh.get_group()
     return variant

@@ -18,35 +18,37 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import FSDPModule
-from torch.distributed.optim import ZeroRedundancyOptimizer
 from torch.distributed.tensor import DTensor
 from torch.distributed.tensor.parallel import loss_parallel
 from torch.nn.parallel import DistributedDataParallel
 
 from costmodel.specs import ModelSpec, ParallelPlan, TrainingSpec
-from costmodel.specs.optimizer import ADAMW_WEIGHT_DECAY, adamw_param_groups
+from costmodel.specs.optimizer import ADAMW_WEIGHT_DECAY
 from costmodel.step.checks import check_plan
 from costmodel.step.runnable import executor_problems
 
+from .compile import apply_compile, async_tp_applies, compile_unsupported, default_compile, enable_async_tp
 from .context_parallel import apply_cp, shard_sequence
+from .expert_parallel import apply_experts
+from .float8 import apply_float8, float8_unsupported
 from .grads import align_grads_, clip_grad_norm_
 from .init import init_weights
-from .mesh import axis_group, axis_rank, axis_size, build_mesh, replica_mesh
+from .mesh import axis_group, axis_rank, axis_size, build_mesh, expert_replica_mesh, replica_mesh
 from .model import IGNORE_INDEX, build_model
+from .moe import set_aux_loss_scale
+from .optim import ADAM_BETAS, ADAM_EPS, adamw_kernel, build_optimizer
 from .parallelize import apply_ddp, apply_fsdp, apply_recompute, apply_tp, uses_ddp, uses_fsdp
 from .pipeline import build_schedule, build_stages, split_model
+from .trace import phase
 
 __all__ = ["Engine", "build_engine", "check_executor_plan", "compute_dtype", "uses_loss_parallel", "ADAM_BETAS",
            "ADAM_EPS"]
 
-ADAM_BETAS = (0.9, 0.95)
-"""AdamW betas of GPT-3 (Brown et al. 2020, appendix B)."""
-ADAM_EPS = 1e-8
-
 
 def compute_dtype(training: TrainingSpec, device: torch.device) -> torch.dtype:
-    """bf16 mixed precision on CUDA devices that support it when asked; fp32 otherwise (CPU: parity)."""
-    if device.type == "cuda" and training.dtype == "bf16" and torch.cuda.is_bf16_supported():
+    """bf16 mixed precision on CUDA devices that support it when asked (also around fp8 matmuls);
+    fp32 otherwise (CPU: parity)."""
+    if device.type == "cuda" and training.dtype in ("bf16", "fp8") and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
 
@@ -56,7 +58,8 @@ class Engine:
 
     def __init__(self, *, spec: ModelSpec, plan: ParallelPlan, training: TrainingSpec, mesh: DeviceMesh | None,
                  device: torch.device, model_parts: list[nn.Module], run_parts: list[nn.Module],
-                 stages: list | None, optimizer: torch.optim.Optimizer, dtype: torch.dtype) -> None:
+                 stages: list | None, optimizer: torch.optim.Optimizer, dtype: torch.dtype,
+                 settings: dict[str, object] | None = None) -> None:
         self.spec, self.plan, self.training, self.mesh, self.device = spec, plan, training, mesh, device
         self.model_parts = model_parts
         self.optimizer = optimizer
@@ -64,6 +67,7 @@ class Engine:
         self.cp_rank, self.cp_size = axis_rank(mesh, "cp"), axis_size(mesh, "cp")
         self.pp_rank = axis_rank(mesh, "pp")
         self.dtype = dtype
+        self.settings = dict(settings or {})  # what build_engine applied for speed (compile, fp8, ...)
         self._run_parts = run_parts  # model_parts, DDP-wrapped where DDP applies
         self._stages = stages
         self._schedule = None if stages is None else build_schedule(
@@ -71,6 +75,7 @@ class Engine:
         self._scale = 1.0
         self._loss_sums: list[torch.Tensor] = []
         self._params = [p for part in model_parts for p in part.parameters()]
+        self.grad_norm = 0.0   # the last step's global gradient norm before clipping
 
     @property
     def local_batch_size(self) -> int:
@@ -119,7 +124,10 @@ class Engine:
             n = tokens.shape[0] // self.plan.micro_batch_size
             for i, (x, y) in enumerate(self._micro_batches(tokens, targets)):
                 with self._sync_context(i == n - 1), self._autocast():
-                    self._loss_fn(self._run_parts[0](x), y).backward()
+                    with phase(f"forward {i}"):  # labels in a profiled step (executor.trace)
+                        loss = self._loss_fn(self._run_parts[0](x), y)
+                    with phase(f"backward {i}"):
+                        loss.backward()
             return
         first = any(s.is_first for s in self._stages)
         last = any(s.is_last for s in self._stages)
@@ -147,12 +155,13 @@ class Engine:
         # context parallelism: this rank's chunks of every sequence (executor.context_parallel)
         tokens, targets = (shard_sequence(t, self.cp_size, self.cp_rank) for t in (tokens, targets))
         self._forward_backward(tokens, targets)
-        align_grads_(self._params)
-        clip_grad_norm_(self._params, max_grad_norm, pp_group=axis_group(self.mesh, "pp"))
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        with phase("optimizer"):
+            align_grads_(self._params)
+            self.grad_norm = clip_grad_norm_(self._params, max_grad_norm, pp_group=axis_group(self.mesh, "pp"))
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
         local = torch.stack(self._loss_sums).double().sum().cpu() if self._loss_sums else torch.zeros((),
                                                                                                       dtype=torch.float64)
         total = self._all_reduce(local.reshape(1))  # last-stage ranks hold sums: tp copies, cp shares
@@ -175,55 +184,62 @@ def uses_loss_parallel(plan: ParallelPlan) -> bool:
     return plan.tp > 1 and plan.pp == 1
 
 
-def _optimizer(params: list[nn.Parameter], plan: ParallelPlan, replicas: DeviceMesh | None, *, lr: float,
-               weight_decay: float) -> torch.optim.Optimizer:
-    """AdamW; decay on matrices only (norms, biases undecayed). ZeRO-1 without TP shards its states
-    with ZeroRedundancyOptimizer over the dp x cp replicas; FSDP2 plans shard them with the parameters.
-    Multi-tensor (foreach) kernels everywhere: on CPU torch defaults to a Python loop over the tensors, which with DTensor
-    parameters cost ~0.8 ms per tensor here (FSDP2 ZeRO-2, 4 Gloo ranks: 78 -> 16 ms a step)."""
-    groups = adamw_param_groups(params, weight_decay=weight_decay)  # the profile times the same groups
-    if plan.zero_stage == 1 and uses_ddp(plan):
-        return ZeroRedundancyOptimizer(groups, optimizer_class=torch.optim.AdamW,
-                                       process_group=replicas.get_group(), lr=lr, betas=ADAM_BETAS,
-                                       eps=ADAM_EPS, foreach=True)
-    return torch.optim.AdamW(groups, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, foreach=True)
-
-
 def build_engine(model_spec: ModelSpec, plan: ParallelPlan, training: TrainingSpec, *,
                  device: torch.device, seed: int = 0, lr: float = 3e-4, weight_decay: float = ADAMW_WEIGHT_DECAY,
-                 mesh: DeviceMesh | None = None) -> Engine:
+                 mesh: DeviceMesh | None = None, compile: bool | None = None) -> Engine:
     """Build the mesh (unless given) over the initialized default process group, the model on the meta
-    device, apply the plan (PP split -> TP/SP -> CP -> recompute -> FSDP; materialize; deterministic init
-    from `seed`, the same weights as the single-process model; DDP), and AdamW."""
+    device, apply the plan (PP split -> fp8 linears -> TP/SP -> CP -> experts -> recompute -> compile per
+    block -> FSDP over the dp x cp replicas; materialize; deterministic init from `seed`, the same weights
+    as the single-process model; DDP), and AdamW. `compile` None compiles on CUDA and not on CPU
+    (`executor.compile.default_compile`)."""
     device = torch.device(device)
     check_plan(model_spec, None, training, plan)
-    check_executor_plan(model_spec, plan, training, device=device)
+    check_executor_plan(model_spec, plan, training, device=device)   # costmodel.step.runnable's rules
+    float8 = training.dtype == "fp8"
+    if float8 and (reason := float8_unsupported(device)):
+        raise ValueError(reason)
+    compile = default_compile(device, plan) if compile is None else bool(compile)
+    if compile and (reason := compile_unsupported(plan)):
+        raise ValueError(reason)
     mesh = mesh if mesh is not None else build_mesh(plan, device_type=device.type)
     replicas = replica_mesh(mesh, plan)  # dp x cp: the ranks holding the same weights
     dtype = compute_dtype(training, device)
+    async_tp = async_tp_applies(plan, device, compiled=compile)
+    if async_tp:
+        enable_async_tp(mesh["tp"])
     model = build_model(model_spec, device="meta")
     model_parts, run_parts, ids = [], [], []
     for stage, part in split_model(model, plan, pp_rank=axis_rank(mesh, "pp")):
+        if float8:  # 0. fp8 linears (torchao), on the meta model like torchtitan's converters
+            apply_float8(part)
         if plan.tp > 1:  # 1. tensor (+ sequence) parallel
             apply_tp(part, mesh["tp"], sequence_parallel=plan.sequence_parallel,
                      loss_parallel=uses_loss_parallel(plan))
         if plan.cp > 1:  # context parallel: global positions, CP attention core
             apply_cp(part, plan, mesh, seq_len=training.seq_len, device=device)
+        apply_experts(part, mesh, plan)  # MoE layers: experts over the EP and TP groups
         # 2. activation checkpointing per block (zero-bubble recomputes each region twice)
         apply_recompute(part, plan.recompute, split_backward=plan.pp > 1 and plan.schedule == "zero-bubble")
-        if uses_fsdp(plan):  # 3. FSDP2 fully_shard or replicate (see dp_wrapper), over dp x cp
-            apply_fsdp(part, plan, replicas, param_dtype=dtype)
-        part.to_empty(device=device)  # 4. materialize, same values on every plan
+        if compile:  # 3. torch.compile per block, after TP and recompute, before FSDP (torchtitan's order)
+            apply_compile(part)
+        if uses_fsdp(plan):  # 4. FSDP2 fully_shard or replicate (see dp_wrapper), over dp x cp
+            apply_fsdp(part, plan, replicas, param_dtype=dtype, expert_mesh=expert_replica_mesh(mesh, plan))
+        part.to_empty(device=device)  # 5. materialize, same values on every plan
         init_weights(part, model_spec, seed=seed)
         model_parts.append(part)
         ids.append(stage)
-        # 5. DDP (ZeRO-0/1 without TP) wraps the real parameters
+        # 6. DDP (ZeRO-0/1 without TP) wraps the real parameters
         run_parts.append(apply_ddp(part, replicas.get_group(), device=device) if uses_ddp(plan) else part)
     stages = None
     if plan.pp > 1:
         stages = build_stages(list(zip(ids, run_parts, strict=True)), plan, device=device,
                               group=axis_group(mesh, "pp"))
     params = [p for part in model_parts for p in part.parameters()]
-    optimizer = _optimizer(params, plan, replicas, lr=lr, weight_decay=weight_decay)
+    # an MoE layer's auxiliary loss per sequence, scaled as the token loss: gradients average over dp x cp
+    set_aux_loss_scale(model_parts, axis_size(mesh, "dp") * axis_size(mesh, "cp") / training.global_batch_size)
+    optimizer = build_optimizer(params, plan, replicas, lr=lr, weight_decay=weight_decay, device=device)
+    settings = {"compile": compile, "float8": float8, "async_tp": async_tp,
+                "optimizer": "fused" if adamw_kernel(device).get("fused") else "foreach"}
     return Engine(spec=model_spec, plan=plan, training=training, mesh=mesh, device=device,
-                  model_parts=model_parts, run_parts=run_parts, stages=stages, optimizer=optimizer, dtype=dtype)
+                  model_parts=model_parts, run_parts=run_parts, stages=stages, optimizer=optimizer, dtype=dtype,
+                  settings=settings)

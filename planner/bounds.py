@@ -68,8 +68,9 @@ def end_ranks_rest_s(ctx: Any, k: Knobs, comm: Any, enc: Any, embed: Any, head: 
     and last rank of the balanced split (n_first, n_last blocks): data-parallel communication and
     optimizer time (the exact step takes the max over all ranks, each priced by
     `costmodel.step.costs.rank_state` from that rank's blocks, forward and backward exactly as
-    `costmodel.estimate` builds them), the step overhead, and the context-parallel gradient
-    all-reduce (increasing in the bytes of the largest rank). Zero for encoder-decoder models."""
+    `costmodel.estimate` builds them; the gradient reduction over the dp x cp replicas and the
+    experts' over their expert-data-parallel group are in it), and the step overhead. Zero for
+    encoder-decoder models."""
     if ctx.shape.n_dec:
         return np.zeros(np.shape(m))
     share = tp_forward_share(k.recompute)
@@ -77,7 +78,7 @@ def end_ranks_rest_s(ctx: Any, k: Knobs, comm: Any, enc: Any, embed: Any, head: 
     rest = []
     for rank, n in ((0, n_first), (k.pp - 1, n_last)):
         first, last = rank == 0, rank == k.pp - 1
-        ext = n * enc.tp_s + first * embed.tp_s + last * head.tp_s + n * enc.cp_s
+        ext = n * enc.tp_s + first * embed.tp_s + last * head.tp_s + n * enc.cp_s + n * enc.ep_s
         fwd = (n * enc.fwd_s + first * embed.fwd_s + last * head.fwd_s + ext * share
                + (k.v - last) * ovh)
         bwd = (n * (enc.bwd_s + enc.recompute_s) + first * embed.bwd_s + last * head.bwd_s
@@ -151,9 +152,9 @@ def split_makespan_lb_s(ctx: Any, k: Knobs, comm: Any, units: tuple, m: np.ndarr
     zb = np.asarray(k.schedule) == 3
     c = np.broadcast_to(p2p_time_s(ctx, k, comm), np.shape(m))
     col = _col
-    # whole per-micro-batch time of a block / the ends (forward + backward + recompute + TP/CP)
-    blk_e = enc.fwd_s + enc.bwd_s + enc.recompute_s + enc.tp_s + enc.cp_s
-    blk_d = dec.fwd_s + dec.bwd_s + dec.recompute_s + dec.tp_s + dec.cp_s if two_kinds else 0.0
+    # whole per-micro-batch time of a block / the ends (forward + backward + recompute + TP/CP/EP)
+    blk_e = enc.fwd_s + enc.bwd_s + enc.recompute_s + enc.tp_s + enc.cp_s + enc.ep_s
+    blk_d = dec.fwd_s + dec.bwd_s + dec.recompute_s + dec.tp_s + dec.cp_s + dec.ep_s if two_kinds else 0.0
     emb_t = embed.fwd_s + embed.bwd_s + embed.tp_s
     head_t = head.fwd_s + head.bwd_s + head.tp_s
 
@@ -178,11 +179,11 @@ def split_makespan_lb_s(ctx: Any, k: Knobs, comm: Any, units: tuple, m: np.ndarr
         span[plain] = no_w_lb_s(t0[plain], busy[plain], c[plain])
     if z is not None:   # ZB-H1 (v = 1): split each rank's time into F, B (input gradient) and W
         share = _at(tp_forward_share(np.asarray(k.recompute)), z)
-        ext_e = _at(enc.tp_s + enc.cp_s, z)
+        ext_e = _at(enc.tp_s + enc.cp_s + enc.ep_s, z)
         f = ne[z] * col(_at(enc.fwd_s, z) + ext_e * share) + col(ovh + 0.0 * share)
         w = ne[z] * col(W_SHARE * _at(enc.bwd_s, z) + 0.0 * share)
         if two_kinds:
-            f = f + nd[z] * col(_at(dec.fwd_s, z) + _at(dec.tp_s + dec.cp_s, z) * share)
+            f = f + nd[z] * col(_at(dec.fwd_s, z) + _at(dec.tp_s + dec.cp_s + dec.ep_s, z) * share)
             w = w + nd[z] * col(W_SHARE * _at(dec.bwd_s, z) + 0.0 * share)
         f[:, 0] += _at(embed.fwd_s, z) + _at(embed.tp_s, z) * share
         f[:, -1] += _at(head.fwd_s, z) + _at(head.tp_s, z) * share - ovh

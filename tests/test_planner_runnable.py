@@ -60,3 +60,33 @@ def test_cli_table_and_json_show_whether_each_plan_runs(tmp_path, capsys):
           "--seq-len", "16", "--cp", "2", "--top-k", "2", "--save", str(tmp_path / "p.json")]
     assert main(ok) == 0 and "no (" not in capsys.readouterr().out
     assert ParallelPlan.model_validate_json((tmp_path / "p.json").read_text()).cp == 2
+
+
+def test_folding_composes_with_runnable_only():
+    """No rule of the executor reads the placement, so the plans folded into a ranked plan (`planner.fold`)
+    share its runnable status, and `runnable_only` (which skips before folding) returns the folded ranking
+    with the classes the executor cannot run dropped."""
+    from planner.report import result_json
+
+    model = load_model("gpt3-1.3b").model_copy(update={"tie_embeddings": False})
+    cluster = get_cluster("dgx-a100", nodes=4)
+    training = TrainingSpec(global_batch_size=8, seq_len=2048)   # dp2 mb4 over pp2: 1 micro-batch, 1F1B cannot
+    cons = dict(tp=8, zero_stage=(0,), recompute=("none",), cp=1, max_micro_batch_size=4, placement="all")
+    folded = search(model, cluster, training, top_k=30, **cons)
+    flat = search(model, cluster, training, top_k=300, fold_equivalent=False, **cons)
+    status = {r.plan: r.not_runnable for r in flat.plans}
+    assert {r.runnable for r in folded.plans if r.equivalent} == {True, False}
+    for r in folded.plans:
+        assert r.not_runnable == status[r.plan]
+        assert all(status[p] == r.not_runnable for p in r.equivalent)
+    df = folded.to_frame()
+    assert list(df["runnable"]) == [r.runnable for r in folded.plans]
+    assert list(df["equivalent"]) == [len(r.equivalent) for r in folded.plans]
+    only = search(model, cluster, training, top_k=10, runnable_only=True, **cons)
+    kept = [r for r in folded.plans if r.runnable][:10]
+    assert len(kept) == 10 and any(r.equivalent for r in kept)
+    assert [(r.plan, r.equivalent) for r in only.plans] == [(r.plan, r.equivalent) for r in kept]
+    assert only.num_folded == sum(len(r.equivalent) for r in kept)
+    first = json.loads(result_json(only))["plans"][0]
+    assert first["runnable"] is True and first["equivalent"] == [json.loads(p.model_dump_json())
+                                                                 for p in kept[0].equivalent]

@@ -52,7 +52,8 @@ FITTABLE: dict[str, Bound] = {
 }
 """Constants `paraplan calibrate` may fit, and the intervals it keeps them in."""
 
-_BOOL_FIELDS = {"overlap_grad_reduce"}
+_BOOL_FIELDS = {"overlap_grad_reduce", "tp_overlap_with_sp", "overlap_param_gather", "zero3_regather_backward",
+                "zero3_regather_recompute", "zero3_reduce_scatter_per_micro_batch", "zero3_nic_bound"}
 
 
 def check_constants(constants: dict[str, Any]) -> dict[str, float]:

@@ -59,12 +59,15 @@ def cluster_for_device(device: str, world_size: int) -> ClusterSpec:
 def measurement_observation(
     m: StepMeasurement, *, label: str, cluster: ClusterSpec | None = None, model: Any = None
 ) -> Observation:
-    """One `StepMeasurement` as an Observation (CPU runs are fp32, GPU runs bf16, as the executor runs)."""
+    """One `StepMeasurement` as an Observation (CPU runs are fp32, GPU runs bf16 under autocast, as the
+    executor runs; a GPU run is priced with the executor's own stack `paraplan`, whose element-wise bytes
+    describe bf16 autocast: CPU runs keep the default stack and the profile's measured host terms)."""
     if m.step_time_s <= 0:
         raise ValueError(f"{label}: step_time_s={m.step_time_s}; the run measured no step")
     spec = model if model is not None else load_model(m.model)
-    dtype = "fp32" if m.device.lower() == "cpu" else "bf16"
-    training = TrainingSpec(global_batch_size=m.global_batch_size, seq_len=m.seq_len, dtype=dtype)
+    cpu = m.device.lower() == "cpu"
+    training = TrainingSpec(global_batch_size=m.global_batch_size, seq_len=m.seq_len, dtype="fp32" if cpu else "bf16",
+                            **({} if cpu else {"stack": "paraplan", "grad_dtype": "fp32"}))
     return Observation(
         label=label,
         model=spec,

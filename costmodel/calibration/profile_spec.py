@@ -19,84 +19,21 @@ from ..atomic import write_text_atomic
 from ..specs import Spec
 from ..specs._base import read_json, validate_spec
 from .constants import check_constants, measured_rate_scale
+from .profile_points import (
+    MEM_OPS,
+    AttentionPoint,
+    CollectivePoint,
+    GemmPoint,
+    HostPoint,
+    MemBwPoint,
+    MemOpPoint,
+    OptimizerPoint,
+)
 
 __all__ = [
-    "GemmPoint", "AttentionPoint", "MemBwPoint", "CollectivePoint", "HostPoint", "CalibrationProfile",
-    "save_profile", "load_profile",
+    "GemmPoint", "AttentionPoint", "MemBwPoint", "MemOpPoint", "OptimizerPoint", "MEM_OPS", "CollectivePoint",
+    "HostPoint", "CalibrationProfile", "save_profile", "load_profile", "profile_provenance",
 ]
-
-
-class GemmPoint(Spec):
-    """C[m,n] = A[m,k] @ B[k,n]: 2mnk FLOPs in `time_s` (best of the profiler's samples)."""
-
-    m: int = Field(gt=0)
-    n: int = Field(gt=0)
-    k: int = Field(gt=0)
-    dtype: str
-    time_s: float = Field(gt=0)
-    flops_per_s: float = Field(gt=0)
-
-
-class AttentionPoint(Spec):
-    """scaled_dot_product_attention forward (causal): 4 * batch * heads * seq^2 * head_dim / 2 FLOPs."""
-
-    batch: int = Field(gt=0)
-    heads: int = Field(gt=0)
-    seq: int = Field(gt=0)
-    head_dim: int = Field(gt=0)
-    dtype: str
-    time_s: float = Field(gt=0)
-    flops_per_s: float = Field(gt=0)
-
-
-class MemBwPoint(Spec):
-    """An elementwise kernel streaming `nbytes` (read + write) in `time_s`."""
-
-    nbytes: float = Field(gt=0)
-    time_s: float = Field(gt=0)
-    bw_bytes_per_s: float = Field(gt=0)
-
-
-class CollectivePoint(Spec):
-    """One collective of a `nbytes` buffer (full size, as CommModel.time_s takes it) over
-    `group_size` ranks: median and spread of the slowest rank's time."""
-
-    op: Literal["all_reduce", "reduce_scatter", "all_gather", "all_to_all", "send_recv"]
-    group_size: int = Field(gt=0)
-    nbytes: float = Field(gt=0)
-    time_s: float = Field(gt=0)
-    time_std_s: float = Field(default=0.0, ge=0)
-    samples_s: tuple[float, ...] = Field(default=(), description="every timing (slowest rank), in run order")
-    cpu_s: float | None = Field(default=None, ge=0, description="median CPU seconds of the busiest rank (process_time)")
-
-
-class HostPoint(Spec):
-    """Host (CPU) seconds of one Transformer block's forward + backward on a few tokens, where compute
-    is negligible: the eager framework's per-block issue cost (costmodel.calibration.profile.host)."""
-
-    tokens: int = Field(gt=0)
-    threads: int = Field(gt=0)
-    block_s: float = Field(gt=0, description="plain block")
-    block_full_recompute_s: float | None = Field(default=None, gt=0)
-    block_selective_recompute_s: float | None = Field(default=None, gt=0)
-    block_tp_s: float | None = Field(default=None, gt=0, description="tensor parallel (DTensor) block")
-    block_tp_sp_s: float | None = Field(default=None, gt=0, description="... with sequence parallelism")
-    tp_group_size: int | None = Field(default=None, gt=1)
-    tp_token_s: float | None = Field(default=None, ge=0, description="extra CPU s per token of a TP block")
-    tp_sp_token_s: float | None = Field(default=None, ge=0, description="... with sequence parallelism")
-    aten_ops_per_block: int = Field(default=0, ge=0, description="aten ops of one plain forward + backward")
-    concurrency_tokens: int | None = Field(default=None, gt=0)
-    block_cpu_s: float | None = Field(default=None, gt=0, description="CPU s per block on concurrency_tokens, alone")
-    concurrent_block_cpu_s: dict[int, float] = Field(
-        default_factory=dict, description="processes -> CPU s per block while that many run at once")
-    fsdp_procs: int | None = Field(default=None, gt=1, description="ranks of the DDP / FSDP2 measurement")
-    ddp_block_s: float | None = Field(default=None, ge=0, description="extra CPU s per block and step, DDP")
-    fsdp_zero2_block_s: float | None = Field(default=None, ge=0, description="extra CPU s per block and step, FSDP2")
-    fsdp_zero3_block_s: float | None = Field(default=None, ge=0, description="... resharding after forward")
-    optimizer_tensor_s: float | None = Field(default=None, ge=0, description="AdamW step CPU s per plain tensor")
-    optimizer_param_s: float | None = Field(default=None, ge=0, description="AdamW step CPU s per parameter")
-    optimizer_tp_tensor_s: float | None = Field(default=None, ge=0, description="... per TP DTensor parameter")
-    optimizer_sharded_tensor_s: float | None = Field(default=None, ge=0, description="... per FSDP2 DTensor parameter")
 
 
 class CalibrationProfile(Spec):
@@ -106,6 +43,8 @@ class CalibrationProfile(Spec):
     device: str = Field(description="'cpu' or the CUDA device name, e.g. 'NVIDIA H200'")
     gpu: str | None = Field(default=None, description="catalog GPU this profile calibrates, e.g. 'cpu', 'h200'")
     torch_version: str
+    cuda_version: str | None = Field(default=None, description="torch.version.cuda of the measuring build")
+    driver_version: str | None = Field(default=None, description="GPU driver (nvidia-smi)")
     backend: Literal["gloo", "nccl"] | None = None
     created_utc: str = ""
     seed: int = 0
@@ -114,6 +53,8 @@ class CalibrationProfile(Spec):
     gemm: tuple[GemmPoint, ...] = ()
     attention: tuple[AttentionPoint, ...] = ()
     mem_bw: tuple[MemBwPoint, ...] = ()
+    mem_ops: tuple[MemOpPoint, ...] = ()
+    optimizer: tuple[OptimizerPoint, ...] = ()
     collectives: tuple[CollectivePoint, ...] = ()
     host: HostPoint | None = Field(default=None, description="eager host cost per block (CPU profiles)")
     # closed loop: constants fitted by `paraplan calibrate`; EfficiencyModel overrides and
@@ -138,6 +79,37 @@ class CalibrationProfile(Spec):
         pts = [(np.log2([p.batch * p.heads, p.seq, p.head_dim]), p.flops_per_s)
                for p in self.attention if p.dtype == dtype]
         return _scaled(_idw(pts, np.log2([batch * heads, seq, head_dim])), self)
+
+    def attention_bwd_flops_per_s(self, batch: int, heads: int, seq: int, head_dim: int, dtype: str) -> float | None:
+        """Achieved FLOP/s of the attention backward (2.5x the forward's FLOPs), interpolated as the
+        forward; None where no backward was measured."""
+        pts = [(np.log2([p.batch * p.heads, p.seq, p.head_dim]), 2.5 * p.flops_per_s * p.time_s / p.bwd_time_s)
+               for p in self.attention if p.dtype == dtype and p.bwd_time_s]
+        return _scaled(_idw(pts, np.log2([batch * heads, seq, head_dim])), self)
+
+    def has_mem_op(self, op: str) -> bool:
+        """Whether memory-bound operator `op` was measured."""
+        return any(p.op == op for p in self.mem_ops)
+
+    def mem_op_bw_bytes_per_s(self, op: str, nbytes: Any) -> Any:
+        """Achieved bytes/s of operator `op` (forward) on `nbytes` per kernel: piecewise-linear in
+        log(bytes)-log(bandwidth) between measured sizes, clamped at the ends; numbers or arrays; None
+        when `op` was not measured."""
+        pts = sorted((p.nbytes, p.bw_bytes_per_s) for p in self.mem_ops if p.op == op)
+        if not pts:
+            return None
+        arr = np.log(np.array(pts))
+        x = np.log(np.maximum(np.asarray(nbytes, dtype=float), 1.0))
+        out = np.exp(np.interp(x, arr[:, 0], arr[:, 1])) * measured_rate_scale(self)
+        return out if isinstance(out, np.ndarray) and out.ndim else float(out)
+
+    def optimizer_param_s(self, impl: str) -> float | None:
+        """Seconds per parameter of one AdamW step of `impl`, at the largest measured size."""
+        pts = [p for p in self.optimizer if p.impl == impl]
+        if not pts:
+            return None
+        best = max(pts, key=lambda p: p.params)
+        return best.time_s / best.params / measured_rate_scale(self)
 
     def mem_bw_bytes_per_s(self) -> float | None:
         """Streaming bandwidth: the measurement at the largest buffer (out of cache)."""
@@ -224,6 +196,17 @@ def _idw(pts: list[tuple[np.ndarray, float]], x: np.ndarray) -> float | None:
     near = np.argsort(d)[:4]
     w = 1.0 / d[near] ** 2
     return float(np.exp(np.sum(w * vals[near]) / w.sum()))
+
+
+def profile_provenance(profile: CalibrationProfile) -> str:
+    """One line saying where and with what a profile was measured."""
+    parts = [profile.device + (f" ({profile.gpu})" if profile.gpu and profile.gpu != profile.device else ""),
+             profile.created_utc[:10] or "undated", f"torch {profile.torch_version}"]
+    if profile.cuda_version:
+        parts.append(f"CUDA {profile.cuda_version}")
+    if profile.driver_version:
+        parts.append(f"driver {profile.driver_version}")
+    return ", ".join(parts)
 
 
 def save_profile(profile: CalibrationProfile, path: str | os.PathLike[str]) -> Path:

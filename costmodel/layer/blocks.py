@@ -6,13 +6,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .compute import attention_core_time_s, block_host_ops, block_host_s, gemm_time_s, memory_time_s
-from .context import Knobs, StepContext, any_set, vmax
-from .context_parallel import collective_s, cp_attention_s, cp_host_ops
+import numpy as np
+
+from .compute import (
+    attention_core_bwd_time_s,
+    attention_core_time_s,
+    block_host_ops,
+    block_host_s,
+    gemm_time_s,
+    memory_time_s,
+)
+from .context import Knobs, StepContext, any_set, collective_s, vmax
+from .context_parallel import cp_attention_s, cp_host_ops
+from .elementwise import elementwise_bytes, profiled_elementwise_s
 from .memory import layer_activation_bytes
+from .moe import moe_costs
 
 __all__ = ["BlockCost", "EndCost", "block_costs", "end_costs", "collective_s", "p2p_time_s", "tp_forward_share",
-           "W_SHARE"]
+           "tp_overlap_hidden_s", "cross_entropy_bytes", "W_SHARE"]
 
 Num = Any
 
@@ -39,6 +50,8 @@ class BlockCost:
     act_bytes: Num
     act_full_bytes: Num  # without any recomputation (the working set while recomputing one block)
     params: Num
+    ep_s: Num = 0.0          # expert-parallel all-to-alls (MoE layers)
+    expert_params: Num = 0.0  # routed-expert parameters among `params` (sharded over ep)
 
 
 def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockCost:
@@ -56,44 +69,88 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
     m = b * s_loc
     blocks = 2 if cross else 1
     heads = sh.a // tp
-    gemm_f = (gemm_time_s(m, (sh.q_width + 2 * sh.kv_width) // tp, sh.h, r)
-              + gemm_time_s(m, sh.h, sh.q_width // tp, r)
-              + gemm_time_s(m, sh.f * (2 if sh.gated else 1) // tp, sh.h, r)
-              + gemm_time_s(m, sh.h, sh.f // tp, r))
+    shapes = [(m, (sh.q_width + 2 * sh.kv_width) // tp, sh.h), (m, sh.h, sh.q_width // tp),
+              (m, sh.f * (2 if sh.gated else 1) // tp, sh.h), (m, sh.h, sh.f // tp)]
     if cross:
-        gemm_f = gemm_f + (gemm_time_s(m, sh.q_width // tp, sh.h, r) + gemm_time_s(m, 2 * sh.kv_width // tp, sh.h, r)
-                           + gemm_time_s(m, sh.h, sh.q_width // tp, r))
-    core_f = blocks * attention_core_time_s(b, heads, s_loc, ctx.seq_len, sh.d, r, flash=ctx.flash, act_bytes=e)
-    seq_shard = 1 + k.sp * (tp - 1)
-    ew_bytes = m * ((10 * e + 2) * sh.h * (blocks if cross else 1) / seq_shard
-                    + (3 if sh.gated else 2) * e * sh.f / tp)
-    ew_f = memory_time_s(ew_bytes, r, kernels=ctx.eff.elementwise_kernels_per_layer + 2 * cross)
+        shapes += [(m, sh.q_width // tp, sh.h), (m, 2 * sh.kv_width // tp, sh.h), (m, sh.h, sh.q_width // tp)]
+    gemm_f = sum(gemm_time_s(mm, n, kk, r) for mm, n, kk in shapes)
+    cal = r.calibration
+    if cal is not None and cal.gemm:
+        # measured GEMMs: the backward's own shapes, input gradient (m x n)(n x k) and weight gradient
+        # (k x m)(m x n), each interpolated in the profile (a wide-m wgrad runs at its own rate)
+        gemm_b = sum(gemm_time_s(mm, kk, n, r) + gemm_time_s(kk, n, mm, r) for mm, n, kk in shapes)
+    else:
+        gemm_b = 2 * gemm_f   # the roofline efficiency is symmetric in (m, n, k): dgrad + wgrad = 2 fwd
+    act_buf = e * m * sh.h
+    per_point = _tp_point(ctx, comm, k.sp, act_buf) if any_set(tp > 1) else 0.0 * b
+    moe = None
+    if sh.moe is not None:   # MoE layers replace the MLP (costmodel.layer.moe)
+        mlp_f = sum(gemm_time_s(mm, n, kk, r) for mm, n, kk in shapes[2:4])
+        moe = moe_costs(ctx, k, comm, cross=cross, tokens=m, dense_gemm_f_s=mlp_f, dense_tp_point_s=per_point)
+        gemm_f = gemm_f + moe.gemm_f_s
+        gemm_b = gemm_b + 2 * moe.gemm_f_s
+    core_f = blocks * attention_core_time_s(b, heads, s_loc, ctx.seq_len, sh.d, r, flash=ctx.flash, act_bytes=e,
+                                            causal=sh.causal)
     core_bwd_factor = 2.5 if ctx.flash else 2.0
-    fwd = gemm_f + core_f + ew_f
-    bwd = 2 * (gemm_f + ew_f) + core_bwd_factor * core_f
+    core_b = core_bwd_factor * core_f
+    if ctx.flash and cal is not None and any(pt.bwd_time_s for pt in cal.attention):
+        core_b = blocks * attention_core_bwd_time_s(b, heads, s_loc, ctx.seq_len, sh.d, r, causal=sh.causal)
+    seq_shard = 1 + k.sp * (tp - 1)
+    eff = ctx.eff
+    kernels = eff.elementwise_kernels_per_layer + 2 * cross
+    if cal is not None and cal.mem_ops:   # each memory-bound operator at its measured bandwidth
+        ew_f = profiled_elementwise_s(ctx.ew_classes, sh, m, cal, tp=tp, seq_shard=seq_shard, act_bytes=e, cross=cross,
+                                      default_bw=r.mem_bw_bytes_per_s) + kernels * eff.kernel_overhead_s
+    else:
+        ew_bytes, _ = elementwise_bytes(ctx.ew_classes, sh, m, tp=tp, seq_shard=seq_shard, act_bytes=e, cross=cross)
+        ew_f = memory_time_s(ew_bytes, r, kernels=kernels)
+    if moe is not None:   # router, permutation and expert activations stream their own bytes
+        ew_f = ew_f + memory_time_s(moe.ew_bytes, r, kernels=0)
+    params = (ctx.layer_params_dec if cross else ctx.layer_params_enc) / tp
+    # the stack's per-micro-batch weight traffic: casting master weights for the forward (autocast) and
+    # folding 16-bit weight gradients into fp32 .grad buffers in the backward
+    weights = params + (moe.params if moe is not None else 0.0)   # this GPU's share of the block's weights
+    cast_f = memory_time_s(weights * eff.weight_cast_bytes, r, kernels=0) if eff.weight_cast_bytes else 0.0
+    accumulate_b = memory_time_s(weights * eff.grad_accumulate_bytes, r, kernels=0) if eff.grad_accumulate_bytes else 0.0
+    if r.dtype == "fp8":
+        # per-tensor scaled fp8 GEMMs (NVIDIA Transformer Engine FP8 primer): each GEMM's input and weight
+        # are cast from 16 bits to fp8 (read 2 + write 1 byte per element) in the forward, each output
+        # gradient in the backward; the casts are memory-bound kernels of their own
+        cast_f = cast_f + memory_time_s(3 * (sum(mm * kk for mm, _, kk in shapes) + params), r, kernels=2 * len(shapes))
+        accumulate_b = accumulate_b + memory_time_s(3 * sum(mm * n for mm, n, _ in shapes), r, kernels=len(shapes))
+    fwd = gemm_f + core_f + ew_f + cast_f
+    bwd = gemm_b + 2 * ew_f + core_b + accumulate_b
     rc = k.recompute
     recompute = (rc == 2) * fwd + (rc == 1) * core_f
     # tensor parallelism: per all-reduce point an AR, or AG + RS under sequence parallelism
-    act_buf = e * m * sh.h
     if any_set(tp > 1):   # per row: a one-rank axis costs 0 (CommModel / GroupedComm)
-        per_point = _tp_point(ctx, comm, k.sp, act_buf)
         points = 3 if cross else 2
         tp_s = per_point * points * (2 + (rc == 2))
+        if eff.tp_overlap_with_sp and any_set(k.sp):
+            # userbuffers exchange the chunks over NVLink peer memory: a TP group inside one server
+            # (the default placement puts TP innermost)
+            in_node = tp <= ctx.gpus_per_node
+            tp_s = tp_s - k.sp * in_node * tp_overlap_hidden_s(tp_s, gemm_f * (3 + (rc == 2)), tp)
     else:
         tp_s = 0.0 * b
+    ep_s = 0.0
+    if moe is not None:
+        tp_s, ep_s = tp_s + moe.tp_s, moe.ep_s
     if any_set(cp > 1):
-        cp_s = cp_attention_s(ctx, k, comm, core_f_s=core_f, core_b_s=core_bwd_factor * core_f, blocks=blocks)
+        cp_s = cp_attention_s(ctx, k, comm, core_f_s=core_f, core_b_s=core_b, blocks=blocks)
     else:
         cp_s = 0.0 * b
-    host = ctx.eff.host_op_s
+    host = eff.host_op_s
     if host > 0:
         # Eager frameworks issue every op from the host; the GPU (compute + communication) never runs
         # ahead of it, so a block takes max(GPU time, ops * host_op_s); the slack counts as compute.
-        ops = block_host_ops(ctx.eff, cross=cross, flash=ctx.flash, tp=tp, sp=k.sp) + cp_host_ops(ctx, k)
-        host_s = block_host_s(ctx.eff, ops, tp=tp, sp=k.sp, recompute=rc, tokens=m)   # measured host factors
-        hidden_comm = (tp_s + cp_s) * ctx.eff.host_hides_comm
+        ops = block_host_ops(eff, cross=cross, flash=ctx.flash, tp=tp, sp=k.sp) + cp_host_ops(ctx, k)
+        if moe is not None:
+            ops = ops + moe.host_ops
+        host_s = block_host_s(eff, ops, tp=tp, sp=k.sp, recompute=rc, tokens=m)   # measured host factors
+        hidden_comm = (tp_s + cp_s + ep_s) * eff.host_hides_comm
         gpu_s = fwd + bwd + recompute + hidden_comm
-        q = ctx.eff.host_overlap_exponent   # smooth max(gpu_s, host_s): the queue is not always full
+        q = eff.host_overlap_exponent   # smooth max(gpu_s, host_s): the queue is not always full
         slack = (gpu_s**q + host_s**q) ** (1.0 / q) - gpu_s
         fwd = fwd + slack / (3 + (rc == 2))
         bwd = bwd + slack * (2 / (3 + (rc == 2)))
@@ -102,8 +159,22 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
                                  act_bytes=e, cross=cross)
     act_full = layer_activation_bytes(sh, b, s_loc, tp=tp, sp=k.sp, recompute_code=0, flash=ctx.flash,
                                       act_bytes=e, cross=cross)
-    params = (ctx.layer_params_dec if cross else ctx.layer_params_enc) / tp
-    return BlockCost(fwd, bwd, recompute, tp_s, cp_s, act, act_full, params)
+    if moe is None:
+        return BlockCost(fwd, bwd, recompute, tp_s, cp_s, act, act_full, params)
+    return BlockCost(fwd, bwd, recompute, tp_s, cp_s, act + moe.act_bytes, act_full + moe.act_full_bytes,
+                     params + moe.params, ep_s, moe.expert_params)
+
+
+def tp_overlap_hidden_s(comm_s: Num, gemm_s: Num, tp: Num) -> Num:
+    """TP communication hidden behind the GEMMs by chunked overlap (Transformer Engine userbuffers with
+    sequence parallelism; Wang et al. 2023, "Overlap Communication with Dependent Computation via
+    Decomposition", ASPLOS): each all-gather / reduce-scatter is split into tp ring steps that run under
+    the GEMM's chunks, so the first of the tp chunks stays exposed and no more than the GEMM time hides:
+    hidden = min(C (tp-1)/tp, G). Only inside a server: the chunks move through NVLink peer memory."""
+    hidden = comm_s * (tp - 1) / vmax(tp, 1)
+    if isinstance(hidden, np.ndarray) or isinstance(gemm_s, np.ndarray):
+        return np.minimum(hidden, gemm_s)
+    return min(hidden, gemm_s)
 
 
 def p2p_time_s(ctx: StepContext, k: Knobs, comm: Any) -> Num:
@@ -150,8 +221,20 @@ def end_costs(ctx: StepContext, k: Knobs, comm: Any) -> tuple[EndCost, EndCost]:
                     ctx.vocab_params / tp + ctx.replicated_embed_params)
     head_gemm = gemm_time_s(m, sh.vocab // tp, sh.h, r)
     loss_bytes = 4 * m * sh.vocab / tp
+    loss_f = memory_time_s(3 * loss_bytes, r, kernels=3)
+    loss_b = memory_time_s(2 * loss_bytes, r, kernels=2)
+    cal = r.calibration
+    if cal is not None and cal.has_mem_op("cross_entropy"):   # the measured fp32 cross-entropy over the vocabulary
+        bw = cal.mem_op_bw_bytes_per_s("cross_entropy", cross_entropy_bytes(m, sh.vocab / tp))
+        loss_f, loss_b = 3 * loss_bytes / bw, 2 * loss_bytes / bw
     norms = ctx.head_extra_params - (0 if sh.tie else ctx.vocab_params)
     head_params = norms + (ctx.vocab_params / tp if (not sh.tie or k.pp > 1) else 0)
-    head = EndCost(vmax(head_gemm + memory_time_s(3 * loss_bytes, r, kernels=3), 8 * host),
-                   vmax(2 * head_gemm + memory_time_s(2 * loss_bytes, r, kernels=2), 16 * host), point, head_params)
+    head = EndCost(vmax(head_gemm + loss_f, 8 * host), vmax(2 * head_gemm + loss_b, 16 * host), point, head_params)
     return embed, head
+
+
+def cross_entropy_bytes(tokens: Num, vocab: Num) -> Num:
+    """Bytes a fused fp32 cross-entropy forward moves over `tokens` x `vocab` logits: read the logits,
+    write and read the fp32 log-probabilities, 3 x 4 bytes per logit (the profiler's `cross_entropy`
+    operator is measured with this count)."""
+    return 3 * 4 * tokens * vocab

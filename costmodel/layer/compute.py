@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 __all__ = ["EfficiencyModel", "DEFAULT_EFFICIENCY", "Rates", "gemm_time_s", "attention_core_time_s",
-           "memory_time_s", "gemm_efficiency", "block_host_ops", "block_host_s"]
+           "attention_core_bwd_time_s", "memory_time_s", "gemm_efficiency", "block_host_ops", "block_host_s", "REFERENCE_MATMUL_EFFICIENCY",
+           "attention_peak_fraction", "DEFAULT_ATTENTION_FRACTION"]
 
 Num = Any
 
@@ -32,11 +33,13 @@ class EfficiencyModel:
     `make validate` (Megatron-LM SC21 Table 1, vTrain multi- and single-node; docs/VALIDATION.md)."""
 
     gemm_max_efficiency: float = 0.70
-    """fraction of dense peak a large, well-shaped GEMM reaches"""
+    """fraction of dense peak a large, well-shaped GEMM reaches on the A100 (the fit's GPU); another GPU
+    scales it by its measured matmul efficiency (`GPUSpec.matmul_efficiency` / REFERENCE_MATMUL_EFFICIENCY)"""
     gemm_half_dim: float = 16.0
     """a GEMM dimension of this size halves the efficiency along it"""
-    attention_efficiency: float = 0.55
-    """fraction of peak of a fused (Flash) attention kernel at long sequences"""
+    attention_efficiency: float = 0.75
+    """share of the attention kernel's published peak fraction on the GPU (`GPUSpec.attention_efficiency`:
+    FlashAttention-2 0.73 on an A100, so 0.55 of dense peak there) reached in training at long sequences"""
     mem_efficiency: float = 0.80
     """fraction of HBM bandwidth reached by memory-bound kernels"""
     kernel_overhead_s: float = 0.0
@@ -93,20 +96,64 @@ class EfficiencyModel:
     """CUDA context, NCCL and allocator reserve per GPU"""
     step_overhead_s: float = 0.0
     """fixed time per optimizer step (data loading, logging, launch of the step)"""
+    # ---- what the software stack does (costmodel.stacks maps a StackSpec onto these; defaults: Megatron-LM)
+    tp_overlap_with_sp: bool = False
+    """TP collectives split into tp chunks and overlapped with the block's GEMMs when sequence parallelism
+    is on (Transformer Engine userbuffers): exposed max(C / tp, C - G (tp-1)/tp) of C comm, G GEMM time"""
+    overlap_param_gather: bool = False
+    """ZeRO-1/2 parameter all-gather overlapped with the next step's forward (Megatron distributed optimizer)"""
+    zero3_regather_backward: bool = True
+    """ZeRO-3: parameters freed after the forward and all-gathered again for the backward"""
+    zero3_regather_recompute: bool = False
+    """ZeRO-3: a recomputed forward all-gathers the parameters once more (module hooks, DeepSpeed)"""
+    zero3_reduce_scatter_per_micro_batch: bool = True
+    """ZeRO-3: gradients reduce-scattered after every micro-batch (else once per step)"""
+    zero3_nic_bound: bool = False
+    """ZeRO-3: every GPU's gathered / reduced bytes cross its own share of the node's NICs when the
+    data-parallel group spans nodes (no hierarchical, node-aggregated collectives)"""
+    weight_cast_bytes: float = 0.0
+    """bytes moved per parameter per forward pass to cast master weights to 16 bits (autocast: 4 + 2)"""
+    grad_accumulate_bytes: float = 0.0
+    """bytes moved per parameter per micro-batch to fold a 16-bit weight gradient into an fp32 .grad"""
+    optimizer_bytes_per_param: float = 0.0
+    """HBM bytes one AdamW step moves per parameter; 0: the fused kernel's traffic (states read and
+    written once, gradient read, 16-bit weight written)"""
+    host_ops_per_gemm: float = 1.0
+    """host ops issued per GEMM (eager autocast adds a cast and views)"""
+    collective_sms: float = 32.0
+    """SMs a NCCL collective occupies while it runs: one CUDA block per channel, at most 32 channels
+    (NCCL's MAXCHANNELS; NCCL_MAX_NCHANNELS / NCCL_MAX_CTAS lower it). Compute overlapped with a
+    collective runs on the other SMs: it loses collective_sms / GPUSpec.sm_count of its throughput"""
 
 
 DEFAULT_EFFICIENCY = EfficiencyModel()
 
+REFERENCE_MATMUL_EFFICIENCY = 0.869
+"""Maximum achievable bf16 matmul FLOP/s of an A100 SXM / its dense peak (271.2 / 312; S. Bekman, Machine
+Learning Engineering, MAMF table): the GPU `gemm_max_efficiency` was fitted on."""
+DEFAULT_ATTENTION_FRACTION = 0.73
+"""Share of dense peak of FlashAttention-2's forward on an A100 (Dao 2023, sec. 4.1), for GPUs without data."""
+
+
+def attention_peak_fraction(table: dict[str, float], kernel: str) -> float:
+    """The share of dense peak `kernel` reaches on a GPU (its `attention_efficiency` table), falling
+    back to FlashAttention-2's entry, then to DEFAULT_ATTENTION_FRACTION."""
+    return float(table.get(kernel) or table.get("flash2") or DEFAULT_ATTENTION_FRACTION)
+
 
 @dataclass(frozen=True)
 class Rates:
-    """Hardware rates for one GPU and dtype, plus the efficiency model and an optional calibration."""
+    """Hardware rates for one GPU and dtype, plus the efficiency model and an optional calibration.
+    `matmul_scale`: the GPU's measured matmul efficiency relative to the A100's; `attention_fraction`:
+    the share of dense peak the stack's attention kernel reaches on this GPU."""
 
     peak_flops_per_s: float
     hbm_bw_bytes_per_s: float
     eff: EfficiencyModel
     dtype: str
     calibration: Any = None
+    matmul_scale: float = 1.0
+    attention_fraction: float = DEFAULT_ATTENTION_FRACTION
 
     @cached_property
     def mem_bw_bytes_per_s(self) -> float:
@@ -148,7 +195,7 @@ def gemm_time_s(m: Num, n: Num, k: Num, rates: Rates, *, count: Num = 1) -> Num:
     """Seconds for `count` GEMMs of (m x k) @ (k x n) in 16-bit: roofline + launch overhead."""
     flops = 2.0 * m * n * k
     eff = rates.eff
-    rate = rates.peak_flops_per_s * gemm_efficiency(m, n, k, eff)
+    rate = rates.peak_flops_per_s * rates.matmul_scale * gemm_efficiency(m, n, k, eff)
     if rates.calibration is not None:
         rate = _pick(_measured(rates.calibration.gemm_flops_per_s, (m, n, k), rates.dtype), rate)
     t_compute = flops / rate
@@ -158,15 +205,20 @@ def gemm_time_s(m: Num, n: Num, k: Num, rates: Rates, *, count: Num = 1) -> Num:
 
 
 def attention_core_time_s(b: Num, heads: Num, s_q: Num, s_kv: Num, head_dim: int, rates: Rates, *,
-                          flash: bool, act_bytes: int = 2) -> Num:
+                          flash: bool, act_bytes: int = 2, causal: bool = False) -> Num:
     """Forward seconds of softmax(Q K^T) V for b sequences and `heads` local heads.
 
-    Flash: fused kernel at peak * attention_efficiency (or the calibrated rate). Otherwise two batched
+    Flash: fused kernel at peak * the kernel's share on this GPU * attention_efficiency (or the
+    calibrated rate, measured causal); a causal flash kernel skips the masked half of the score blocks
+    (Dao 2023, FlashAttention-2, sec. 3.1.1: FLOPs counted as half for causal). Otherwise two batched
     GEMMs plus a memory-bound scale-mask-softmax and dropout over the b*heads*s_q*s_kv scores (read and
-    write 16-bit scores twice, write a 1-byte mask)."""
+    write 16-bit scores twice, write a 1-byte mask), the full square computed whatever the mask."""
     flops = 4.0 * b * heads * s_q * s_kv * head_dim
     if flash:
-        rate = rates.peak_flops_per_s * rates.eff.attention_efficiency * (s_kv / (s_kv + 4 * head_dim))
+        if causal:
+            flops = flops / 2
+        rate = (rates.peak_flops_per_s * rates.attention_fraction * rates.eff.attention_efficiency
+                * (s_kv / (s_kv + 4 * head_dim)))
         if rates.calibration is not None:
             measured = _measured(rates.calibration.attention_flops_per_s, (b, heads, s_kv, head_dim), rates.dtype)
             rate = _pick(measured, rate)
@@ -176,6 +228,21 @@ def attention_core_time_s(b: Num, heads: Num, s_q: Num, s_kv: Num, head_dim: int
     scores = b * heads * s_q * s_kv
     softmax = scores * (4 * act_bytes + 1) / rates.mem_bw_bytes_per_s + 2 * rates.eff.kernel_overhead_s
     return bmm + softmax
+
+
+def attention_core_bwd_time_s(b: Num, heads: Num, s_q: Num, s_kv: Num, head_dim: int, rates: Rates, *,
+                              causal: bool = False) -> Num:
+    """Backward seconds of a fused attention kernel from a profile's measured backward rate: 2.5x the
+    forward's FLOPs (halved when causal) at `CalibrationProfile.attention_bwd_flops_per_s`; where the
+    profile has no backward point, 2.5x the forward time."""
+    flops = 2.5 * 4.0 * b * heads * s_q * s_kv * head_dim / (2 if causal else 1)
+    measured = _measured(rates.calibration.attention_bwd_flops_per_s, (b, heads, s_kv, head_dim), rates.dtype)
+    fallback = 2.5 * attention_core_time_s(b, heads, s_q, s_kv, head_dim, rates, flash=True, causal=causal)
+    rate = _pick(measured, np.nan)
+    out = flops / rate + rates.eff.kernel_overhead_s
+    if isinstance(out, np.ndarray):
+        return np.where(np.isnan(out), fallback, out)
+    return fallback if out != out else out
 
 
 def memory_time_s(nbytes: Num, rates: Rates, *, kernels: Num = 1) -> Num:
@@ -188,7 +255,7 @@ def block_host_ops(eff: EfficiencyModel, *, cross: Num, flash: bool, tp: Num, sp
     core (1 fused kernel, or QK^T, softmax, dropout, PV), the element-wise kernels, and the TP
     communication calls (one per all-reduce point, two under sequence parallelism)."""
     blocks = 2 if cross else 1
-    return ((7 if cross else 4) + blocks * (1 if flash else 4) + eff.elementwise_kernels_per_layer
+    return ((7 if cross else 4) * eff.host_ops_per_gemm + blocks * (1 if flash else 4) + eff.elementwise_kernels_per_layer
             + (2 * blocks + cross) * (1 + sp) * (tp > 1))
 
 

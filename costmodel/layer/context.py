@@ -4,7 +4,7 @@ that let one formula serve numbers and arrays (`vmax`, `any_set`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -12,8 +12,11 @@ import numpy as np
 
 from ..calibration.constants import efficiency_with_constants
 from ..specs import ClusterSpec, ModelSpec, TrainingSpec
-from .compute import EfficiencyModel, Rates
+from ..specs.stack import StackSpec
+from ..stacks import get_stack, stack_efficiency
+from .compute import REFERENCE_MATMUL_EFFICIENCY, EfficiencyModel, Rates, attention_peak_fraction
 from .cp_variant import device_kind
+from .elementwise import MEGATRON_ELEMENTWISE, ElementwiseClass, elementwise_classes
 from .memory import DTYPE_BYTES, optimizer_bytes_per_param, weight_bytes_per_param
 from .params import (
     ModelShape,
@@ -25,7 +28,7 @@ from .params import (
     model_shape,
 )
 
-__all__ = ["StepContext", "Knobs", "build_context", "vmax", "any_set"]
+__all__ = ["StepContext", "Knobs", "build_context", "vmax", "any_set", "collective_s"]
 
 Num = Any
 
@@ -57,12 +60,25 @@ class StepContext:
     head_extra_params: int     # final norms + untied output projection
     hbm_bytes: float
     peak_flops_per_s: float
+    stack: StackSpec | None = None
+    ew_classes: tuple[ElementwiseClass, ...] = ()
+    nic_bw_per_gpu_bytes_per_s: float = 0.0   # one GPU's share of its node's NICs (ClusterSpec)
+    nic_latency_s: float = 0.0
+    gpus_per_node: int = 1
+    sm_count: int | None = None
+    moe_imbalance: float = 1.0  # TrainingSpec.moe_load_imbalance (MoE models)
     memo: dict = field(default_factory=dict, compare=False, repr=False)  # per-context cache (step FLOPs)
     device: str = "cuda"       # 'cpu' or 'cuda' (context_parallel.device_kind): what the executor runs there
 
     @cached_property
     def eff(self) -> EfficiencyModel:
         return self.rates.eff
+
+    @cached_property
+    def comm_contention(self) -> float:
+        """Share of compute throughput lost while a collective overlaps it: the collective's SMs over
+        the GPU's (EfficiencyModel.collective_sms / GPUSpec.sm_count; 0 when the GPU has no SM count)."""
+        return min(1.0, self.eff.collective_sms / self.sm_count) if self.sm_count else 0.0
 
     @cached_property
     def layer_tensors(self) -> tuple[int, int]:
@@ -77,23 +93,45 @@ class StepContext:
 
 def build_context(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *,
                   efficiency: EfficiencyModel, calibration: Any = None) -> StepContext:
-    """The StepContext of a model on a cluster's GPU for a training spec."""
-    efficiency = efficiency_with_constants(efficiency, calibration)  # fitted constants
+    """The StepContext of a model on a cluster's GPU for a training spec: the stack named by
+    `training.stack` sets its constants over `efficiency` (`costmodel.stacks.stack_efficiency`), then a
+    calibration's fitted constants apply; GEMM rates scale by the GPU's measured matmul efficiency
+    relative to the A100 the constants were fitted on, attention by the stack's kernel on this GPU."""
+    stack = get_stack(training.stack)
     shape = model_shape(model)
+    efficiency = stack_efficiency(efficiency, stack)
+    classes = elementwise_classes(stack.kernels.elementwise or MEGATRON_ELEMENTWISE, shape)
+    if stack.kernels.elementwise:
+        efficiency = replace(efficiency, elementwise_kernels_per_layer=sum(c.kernels for c in classes))
+    measured_opt = calibration.optimizer_param_s(stack.kernels.optimizer) if getattr(calibration, "optimizer", ()) else None
+    if measured_opt:   # the profile's AdamW step of the stack's implementation (seconds per parameter)
+        efficiency = replace(efficiency, optimizer_param_s=measured_opt)
+    efficiency = efficiency_with_constants(efficiency, calibration)  # fitted constants
     gpu = cluster.gpu
     peak = gpu.peak_flops(training.dtype)
-    rates = Rates(peak, gpu.hbm_bw_bytes_per_s, efficiency, training.dtype, calibration)
+    kernel = stack.kernels.attention_kernel
+    fp8 = training.dtype == "fp8"
+    matmul = (gpu.fp8_matmul_efficiency if fp8 else None) or gpu.matmul_efficiency or REFERENCE_MATMUL_EFFICIENCY
+    # fp8 training (Transformer Engine, torchao float8) runs the Linear layers' GEMMs in fp8; attention
+    # stays in 16 bits, at the 16-bit peak
+    attention_peak = gpu.peak_flops("bf16") if fp8 else peak
+    rates = Rates(peak, gpu.hbm_bw_bytes_per_s, efficiency, training.dtype, calibration,
+                  matmul_scale=matmul / REFERENCE_MATMUL_EFFICIENCY,
+                  attention_fraction=attention_peak_fraction(gpu.attention_efficiency, kernel) * attention_peak / peak)
     embed = embedding_params(shape)
     return StepContext(
         shape=shape, seq_len=training.seq_len, global_batch=training.global_batch_size,
         act_bytes=DTYPE_BYTES[training.dtype], weight_bytes=weight_bytes_per_param(training.dtype),
         grad_bytes=DTYPE_BYTES[training.grad_dtype or training.dtype],
         opt_bytes=optimizer_bytes_per_param(training.dtype, training.optimizer),
-        flash=training.flash_attention, rates=rates,
+        flash=training.flash_attention and kernel != "unfused", rates=rates,
         layer_params_enc=layer_params(shape), layer_params_dec=layer_params(shape, cross=True),
         vocab_params=shape.vocab * shape.h, replicated_embed_params=embed - shape.vocab * shape.h,
         head_extra_params=lm_head_params(shape), hbm_bytes=gpu.hbm_bytes, peak_flops_per_s=peak,
         device=device_kind(cluster),
+        stack=stack, ew_classes=classes, nic_bw_per_gpu_bytes_per_s=cluster.inter_node_bw_per_gpu_bytes_per_s,
+        nic_latency_s=cluster.inter_node_link.latency_s, gpus_per_node=cluster.gpus_per_node, sm_count=gpu.sm_count,
+        moe_imbalance=training.moe_load_imbalance,
     )
 
 
@@ -103,7 +141,8 @@ class Knobs:
     (plans sharing the degrees, one CommModel) or per-row int arrays (then the comm is a
     `costmodel.network.comm_grouped.GroupedComm`, each row priced by its own group's CommModel).
     Codes: schedule 0 gpipe / 1 1f1b / 2 interleaved-1f1b / 3 zero-bubble; recompute 0/1/2; sp 0/1;
-    cp_attn 0 auto / 1 all-gather / 2 ring (context_parallel.CP_ATTENTION_CODES)."""
+    cp_attn 0 auto / 1 all-gather / 2 ring (context_parallel.CP_ATTENTION_CODES).
+    `ep` (expert parallelism, MoE models) divides dp; like dp, tp and cp an int or a per-row array."""
 
     dp: Num
     tp: Num
@@ -116,6 +155,12 @@ class Knobs:
     recompute: Num
     sp: Num
     cp_attn: Num = 0
+    ep: Num = 1
+
+
+def collective_s(ctx: StepContext, comm: Any, axis: str, op: str, nbytes: Num) -> Num:
+    """Seconds of one collective: the CommModel's time / EfficiencyModel.collective_efficiency."""
+    return comm.time_s(axis, op, nbytes) / ctx.eff.collective_efficiency
 
 
 def any_set(flag: Num) -> bool:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .context import vmax
+from .context import collective_s, vmax
 from .cp_variant import CP_ATTENTION_CODES, auto_cp_variant
 
 __all__ = ["cp_attention_s", "cp_ring", "cp_host_ops", "RING_GRAD_BYTES", "GATHER_HOST_OPS"]
@@ -75,7 +75,3 @@ def _exposed(comm_s: Num, compute_s: Num) -> Num:
     """What a transfer adds when it overlaps `compute_s` of compute: max(comm - compute, 0)."""
     return vmax(comm_s - compute_s, 0.0)
 
-
-def collective_s(ctx: Any, comm: Any, axis: str, op: str, nbytes: Num) -> Num:
-    """Seconds of one collective: the CommModel's time / EfficiencyModel.collective_efficiency."""
-    return comm.time_s(axis, op, nbytes) / ctx.eff.collective_efficiency

@@ -20,6 +20,17 @@ class GPUSpec(Spec):
     peak_flops_per_s: dict[Dtype, float] = Field(description="dense peak FLOP/s by dtype (no sparsity)")
     hbm_bytes: float = Field(gt=0)
     hbm_bw_bytes_per_s: float = Field(gt=0)
+    matmul_efficiency: float | None = Field(
+        default=None, gt=0, le=1,
+        description="maximum achievable 16-bit matmul FLOP/s / dense peak, as measured (MAMF); None = the "
+                    "A100's 0.869, the GPU the cost model's GEMM constants were fitted on")
+    fp8_matmul_efficiency: float | None = Field(
+        default=None, gt=0, le=1, description="the same for fp8 (e4m3) matmuls; None = matmul_efficiency")
+    attention_efficiency: dict[str, float] = Field(
+        default_factory=dict,
+        description="attention kernel (flash2, flash3, cudnn) -> share of dense peak its forward reaches at long "
+                    "sequences, as published; a kernel not listed falls back to flash2, then to 0.73 (FA2 on A100)")
+    sm_count: int | None = Field(default=None, gt=0, description="streaming multiprocessors (compute units), datasheet")
     source: str | None = None
 
     @model_validator(mode="after")
@@ -29,6 +40,9 @@ class GPUSpec(Spec):
         for dtype, flops in self.peak_flops_per_s.items():
             if flops <= 0:
                 raise ValueError(f"GPU {self.name!r}: peak_flops_per_s[{dtype}]={flops} must be > 0")
+        for kernel, share in self.attention_efficiency.items():
+            if not 0 < share <= 1:
+                raise ValueError(f"GPU {self.name!r}: attention_efficiency[{kernel}]={share} must be in (0, 1]")
         return self
 
     def peak_flops(self, dtype: str) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ._base import Spec
 from .hardware import Dtype
@@ -24,6 +24,21 @@ class TrainingSpec(Spec):
         default=None, description="gradient storage dtype; None = same as dtype (Megatron default)"
     )
     flash_attention: bool = True
+    stack: str = Field(default="megatron",
+                       description="software stack that runs the plan (costmodel/data/stacks): megatron, deepspeed, "
+                                   "fsdp, torch-compile, paraplan")
+    moe_load_imbalance: float = Field(
+        default=1.0, ge=1.0, description="tokens the busiest expert-parallel rank receives / the mean "
+        "(1 = perfectly balanced routing); mixture-of-experts models only")
+
+    @field_validator("stack")
+    @classmethod
+    def _known_stack(cls, value: str) -> str:
+        from ..stacks import list_stacks, unknown_stack
+
+        if value not in list_stacks():
+            raise unknown_stack(value)
+        return value
 
     @property
     def tokens_per_step(self) -> int:

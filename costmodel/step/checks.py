@@ -19,8 +19,10 @@ class PlanError(ValueError):
 
 
 def plan_problems(model: ModelSpec, cluster: ClusterSpec | None, training: TrainingSpec,
-                  plan: ParallelPlan) -> list[PlanError]:
-    """Every rule `plan` breaks for this model, cluster and training spec (empty when valid)."""
+                  plan: ParallelPlan, *, auto_split: bool = False) -> list[PlanError]:
+    """Every rule `plan` breaks for this model, cluster and training spec (empty when valid).
+    `auto_split`: stages that do not divide the layers are allowed (the caller balances them,
+    as `costmodel.estimate` does); otherwise such a plan needs `layers_per_stage`."""
     out: list[PlanError] = []
 
     def bad(field: str, message: str) -> None:
@@ -51,6 +53,11 @@ def plan_problems(model: ModelSpec, cluster: ClusterSpec | None, training: Train
                                  "sequence parallelism shards the sequence over the TP group")
     if cp > 1 and model.arch != "decoder":
         bad("cp", f"context parallelism is supported for decoder models only, not {model.arch}")
+    if plan.ep > 1 and not model.is_moe:
+        bad("ep", f"ep={plan.ep} needs a mixture-of-experts model; {model.name} is dense (use ep=1)")
+    elif model.is_moe and model.num_experts % plan.ep:
+        bad("ep", f"ep={plan.ep} does not divide num_experts={model.num_experts} of {model.name}; each "
+                  "expert-parallel rank holds num_experts/ep experts, use an ep that divides it")
     stages = pp * plan.virtual_stages
     layers = model.total_layers
     if stages > layers:
@@ -60,7 +67,7 @@ def plan_problems(model: ModelSpec, cluster: ClusterSpec | None, training: Train
         if sum(plan.layers_per_stage) != layers:
             bad("layers_per_stage", f"layers_per_stage sums to {sum(plan.layers_per_stage)} but "
                                     f"{model.name} has {layers} layers")
-    elif layers % stages:
+    elif layers % stages and not auto_split:
         bad("pp", f"{layers} layers do not split evenly over pp*virtual_stages={stages} stages; "
                   "give layers_per_stage explicitly or pick a divisor")
     if plan.schedule == "interleaved-1f1b" and training.global_batch_size % (dp * mb) == 0:
@@ -72,8 +79,8 @@ def plan_problems(model: ModelSpec, cluster: ClusterSpec | None, training: Train
 
 
 def check_plan(model: ModelSpec, cluster: ClusterSpec | None, training: TrainingSpec,
-               plan: ParallelPlan) -> None:
+               plan: ParallelPlan, *, auto_split: bool = False) -> None:
     """Raise `PlanError` (a ValueError naming the field) for the first rule `plan` breaks."""
-    problems = plan_problems(model, cluster, training, plan)
+    problems = plan_problems(model, cluster, training, plan, auto_split=auto_split)
     if problems:
         raise problems[0]

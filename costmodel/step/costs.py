@@ -21,7 +21,6 @@ from ..layer.blocks import (
     BlockCost,
     EndCost,
     block_costs,
-    collective_s,
     end_costs,
     p2p_time_s,
     tp_forward_share,
@@ -29,7 +28,9 @@ from ..layer.blocks import (
 from ..layer.compute import memory_time_s
 from ..layer.context import Knobs, StepContext, any_set, build_context, vmax
 from ..layer.memory import inflight_chunks, logits_bytes, model_state_bytes
+from ..layer.moe import dispatch_buffer_bytes, expert_shards, expert_state_bytes
 from ..pipeline.ranked import ranked_makespan_s
+from .dp_comm import dp_comm_s
 from .rows import PIPELINE_KNOBS, UNIT_KNOBS, at_rows, distinct_rows, take_knobs, take_units
 
 __all__ = ["StepContext", "Knobs", "BlockCost", "EndCost", "build_context", "block_costs", "end_costs",
@@ -126,6 +127,7 @@ def assemble_step(ctx: StepContext, k: Knobs, comm: Any, m: Num, units: tuple, e
         "compute_s": m * (crit["fwd"] + crit["bwd"]),
         "tp_comm_s": m * crit["tp"],
         "cp_comm_s": m * crit["cp"],
+        "ep_comm_s": m * crit["ep"],
         "dp_comm_s": vmax(r0["dp"], rl["dp"]),
         "pp_comm_s": pp_s,
         "bubble_s": bubble,
@@ -136,7 +138,7 @@ def assemble_step(ctx: StepContext, k: Knobs, comm: Any, m: Num, units: tuple, e
         out.update(parameters_bytes=mem["params_bytes"], gradients_bytes=mem["grads_bytes"],
                    optimizer_bytes=mem["optimizer_bytes"], activations_bytes=mem["activations_bytes"],
                    buffers_bytes=mem["buffers_bytes"])
-    out["step_time_s"] = (out["compute_s"] + out["tp_comm_s"] + out["cp_comm_s"] + out["dp_comm_s"]
+    out["step_time_s"] = (out["compute_s"] + out["tp_comm_s"] + out["cp_comm_s"] + out["ep_comm_s"] + out["dp_comm_s"]
                           + out["pp_comm_s"] + out["bubble_s"] + out["optimizer_s"])
     out["_ranks"] = ranks
     out["_blocks"] = (enc, dec)
@@ -162,7 +164,7 @@ def _pipeline(ctx: StepContext, k: Knobs, comm: Any, m: Num, enc: BlockCost, dec
     if pp > 1:
         classes.append(_rank_times(ctx, k, pp - 1, enc, dec, embed, head, per_rank, first=False, last=True))
     for rs in classes:
-        ext = rs["tp"] + rs["cp"]
+        ext = rs["tp"] + rs["cp"] + rs["ep"]
         rs["f"] = rs["fwd"] + ext * tp_fwd_share + rs["sync_f"] * ovh
         rs["b"] = rs["bwd"] + ext * (1 - tp_fwd_share) + rs["sync_b"] * ovh
         rs["sync"] = (rs["sync_f"] + rs["sync_b"]) * ovh
@@ -198,6 +200,7 @@ def _rank_times(ctx: StepContext, k: Knobs, rank: int, enc: BlockCost, dec: Bloc
         "rank": rank, "n_enc": n_enc, "n_dec": n_dec, "fwd": fwd, "bwd": bwd,
         "tp": n_enc * enc.tp_s + n_dec * dec.tp_s + first * embed.tp_s + last * head.tp_s,
         "cp": n_enc * enc.cp_s + n_dec * dec.cp_s,
+        "ep": n_enc * enc.ep_s + n_dec * dec.ep_s,
         "params": n_enc * enc.params + n_dec * dec.params + first * embed.params + last * head.params,
         "sync_f": multi * (k.v - last), "sync_b": multi * (k.v - first),
         # weight-gradient part W of the backward (zero-bubble), half of the blocks' backward as in
@@ -210,8 +213,8 @@ def _slower(a: dict[str, Num], b: dict[str, Num], keys: tuple[str, ...] | None =
     """The rank dict with the larger per-micro-batch time "T" (elementwise for arrays: only `keys`,
     default every key both have)."""
     key = "T" if "T" in a else "fwd"
-    ta = a[key] if key == "T" else a["fwd"] + a["bwd"] + a["tp"] + a["cp"]
-    tb = b[key] if key == "T" else b["fwd"] + b["bwd"] + b["tp"] + b["cp"]
+    ta = a[key] if key == "T" else a["fwd"] + a["bwd"] + a["tp"] + a["cp"] + a["ep"]
+    tb = b[key] if key == "T" else b["fwd"] + b["bwd"] + b["tp"] + b["cp"] + b["ep"]
     pick_b = tb > ta
     if isinstance(pick_b, np.ndarray):
         return {key2: np.where(pick_b, b[key2], a[key2]) for key2 in (keys or a) if key2 in b}
@@ -252,9 +255,9 @@ def _unit_costs(ctx: StepContext, k: Knobs, comm: Any, memo: dict | None) -> tup
     return units
 
 
-RANK_KEYS = ("rank", "n_enc", "n_dec", "fwd", "bwd", "params", "tp", "cp")
+RANK_KEYS = ("rank", "n_enc", "n_dec", "fwd", "bwd", "params", "tp", "cp", "ep")
 """What `assemble_step` (and the planner) read of an end rank's dict."""
-CRIT_KEYS = ("fwd", "bwd", "tp", "cp", "sync")
+CRIT_KEYS = ("fwd", "bwd", "tp", "cp", "ep", "sync")
 """What `assemble_step` reads of the busiest rank's dict."""
 
 
@@ -280,10 +283,16 @@ def rank_state(ctx: StepContext, k: Knobs, comm: Any, rank: int, m: Num, n_enc: 
     sh, eff, e = ctx.shape, ctx.eff, ctx.act_bytes
     dp, tp, pp, cp = k.dp, k.tp, k.pp, k.cp
     shards = dp * cp
+    experts = n_enc * enc.expert_params + n_dec * dec.expert_params   # routed experts (MoE), sharded over ep
+    moe = any_set(experts)
     out = {"params": params}
     if with_memory:
-        w, g, o = model_state_bytes(params, zero_stage=k.zero, shards=shards, weight_bytes=ctx.weight_bytes,
-                                    grad_bytes=ctx.grad_bytes, optimizer_bytes=ctx.opt_bytes)
+        if moe:
+            w, g, o = expert_state_bytes(params, experts, k, weight_bytes=ctx.weight_bytes, grad_bytes=ctx.grad_bytes,
+                                         optimizer_bytes=ctx.opt_bytes)
+        else:
+            w, g, o = model_state_bytes(params, zero_stage=k.zero, shards=shards, weight_bytes=ctx.weight_bytes,
+                                        grad_bytes=ctx.grad_bytes, optimizer_bytes=ctx.opt_bytes)
         if stored_act_bytes is None:
             chunks = inflight_chunks(k.schedule, rank, pp, m, k.v)
             stored_act_bytes = chunks * (n_enc * enc.act_bytes + n_dec * dec.act_bytes) / k.v
@@ -296,31 +305,19 @@ def rank_state(ctx: StepContext, k: Knobs, comm: Any, rank: int, m: Num, n_enc: 
                    + k.sp * e * tokens * sh.h
                    + (k.zero == 3) * 2 * enc.params * ctx.weight_bytes
                    + eff.framework_bytes)
+        if moe:
+            buffers = buffers + dispatch_buffer_bytes(ctx, k, tokens)
         peak = w + g + o + acts + buffers
         out.update({"params_bytes": w, "grads_bytes": g, "optimizer_bytes": o, "activations_bytes": acts,
                     "buffers_bytes": buffers, "peak": peak})
     if not with_time:
         return out
-    # data-parallel gradient / parameter traffic of this rank, over the dp x cp replicas (the executor
-    # wraps FSDP2/DDP over the flattened dp x cp mesh: context-parallel ranks hold the same weights)
+    # data-parallel gradient / parameter traffic of this rank (costmodel.step.dp_comm), over the dp x cp
+    # replicas (the executor wraps FSDP2/DDP over the flattened dp x cp mesh: context-parallel ranks hold
+    # the same weights); routed experts over their expert-data-parallel group, which spans cp
     zero = k.zero
     replicas = dp * cp
-    dp_s = 0.0 * k.mb
-    if any_set(replicas > 1):   # per row: one replica costs 0, so every term below is 0 there
-        gbytes, wbytes = params * ctx.grad_bytes, params * ctx.weight_bytes
-        window = bwd if eff.overlap_grad_reduce else 0.0 * bwd
-        if any_set(zero == 0):
-            ar = _replica_s(ctx, comm, k, "all_reduce", gbytes)
-            dp_s = dp_s + (zero == 0) * vmax(ar - window, 0.0)
-        if any_set(zero >= 1):
-            rs = _replica_s(ctx, comm, k, "reduce_scatter", gbytes)
-            ag = _replica_s(ctx, comm, k, "all_gather", wbytes)
-            dp_s = dp_s + ((zero == 1) | (zero == 2)) * (vmax(rs - window, 0.0) + ag)
-            if any_set(zero == 3):
-                z3_total = m * (2 * ag + rs)
-                z3_window = m * (fwd + bwd) if eff.overlap_grad_reduce else 0.0 * bwd
-                z3 = vmax(z3_total - z3_window, z3_total / (m * vmax(n_enc + n_dec, 1.0)))
-                dp_s = dp_s + (zero == 3) * z3
+    dp_s = dp_comm_s(ctx, k, comm, m, params, fwd, bwd, n_enc + n_dec, experts=experts if moe else 0.0)
     blocks = n_enc + n_dec
     if eff.host_ddp_block_s or eff.host_fsdp_block_s or eff.host_fsdp_reshard_block_s:
         # the wrapper's host cost per block (+1 unit: embedding / head), collectives' CPU included
@@ -329,27 +326,20 @@ def rank_state(ctx: StepContext, k: Knobs, comm: Any, rank: int, m: Num, n_enc: 
                                                               + (zero != 3) * eff.host_fsdp_block_s)
         dp_s = vmax(dp_s, (replicas > 1) * (blocks + 1) * per_block)
     shard_params = params / (1 + (zero >= 1) * (shards - 1))
+    if moe:
+        shard_params = (params - experts) / (1 + (zero >= 1) * (shards - 1)) + experts / (
+            1 + (zero >= 1) * (expert_shards(k) - 1))
     out["dp"] = dp_s
     out["opt"] = optimizer_time_s(ctx, k, rank, n_enc, n_dec, shard_params)
-    return out
-
-
-def _replica_s(ctx: StepContext, comm: Any, k: Knobs, op: str, nbytes: Num) -> Num:
-    """One data-parallel collective over the dp x cp replicas, priced as its two stages: over the dp
-    axis, then over the cp axis (reduce-scatter / all-gather: on the 1/dp shard the first stage
-    leaves; all-reduce: the whole buffer). Equal to the dp axis's alone when cp = 1."""
-    share = nbytes if op == "all_reduce" else nbytes / k.dp
-    out = collective_s(ctx, comm, "dp", op, nbytes)
-    if any_set(k.cp > 1):
-        out = out + collective_s(ctx, comm, "cp", op, share)
     return out
 
 
 def ddp_wrapped(k: Knobs) -> Num:
     """1 where data parallelism is DDP-style (plain tensors, bucketed all-reduce; ZeroRedundancyOptimizer
     for ZeRO-1): ZeRO-0/1 without TP and PP, as `executor.parallelize.dp_wrapper` applies it; 0 where it is
-    FSDP2-style (per-block sharding or replicate, DTensor parameters)."""
-    return (k.zero <= 1) * (k.tp == 1) * (k.pp == 1)
+    FSDP2-style (per-block sharding or replicate, DTensor parameters; also with ep > 1, whose experts
+    reduce over another group than the rest)."""
+    return (k.zero <= 1) * (k.tp == 1) * (k.pp == 1) * (k.ep == 1)
 
 
 def optimizer_time_s(ctx: StepContext, k: Knobs, rank: Num, n_enc: Num, n_dec: Num, shard_params: Num) -> Num:
@@ -361,9 +351,9 @@ def optimizer_time_s(ctx: StepContext, k: Knobs, rank: Num, n_enc: Num, n_dec: N
     eff = ctx.eff
     if eff.optimizer_param_s:
         out = shard_params * eff.optimizer_param_s
-    else:
-        out = memory_time_s(shard_params * (2 * ctx.opt_bytes + ctx.grad_bytes + ctx.weight_bytes), ctx.rates,
-                            kernels=4)
+    else:   # the stack's AdamW traffic per parameter, or the fused kernel's (m, v, master, gradient, weight)
+        per_param = eff.optimizer_bytes_per_param or (2 * ctx.opt_bytes + ctx.grad_bytes + ctx.weight_bytes)
+        out = memory_time_s(shard_params * per_param, ctx.rates, kernels=4)
     if eff.host_optimizer_tensor_s or eff.host_optimizer_tp_tensor_s or eff.host_optimizer_sharded_tensor_s:
         embed_t, head_t = ctx.end_tensors
         tensors = (n_enc * ctx.layer_tensors[0] + n_dec * ctx.layer_tensors[1]

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..calibration.gpu_profiles import check_profile_gpu, default_gpu_profile, profile_label
 from ..layer.compute import DEFAULT_EFFICIENCY, EfficiencyModel
 from ..layer.cp_variant import CP_ATTENTION_CODES
 from ..layer.flops import RECOMPUTE_CODES, step_flops
@@ -36,8 +37,10 @@ from .costs import (
     step_costs,
 )
 from .simulate import cached_stage_times, prefetch, simulated_costs
+from .split import needs_split, with_balanced_split
 
-__all__ = ["estimate", "knobs_from_plan", "step_context", "comm_model", "MemoComm", "prefetch_simulations"]
+__all__ = ["estimate", "knobs_from_plan", "step_context", "comm_model", "MemoComm", "prefetch_simulations",
+           "resolve_calibration"]
 
 _CTX: dict[tuple, tuple[tuple, StepContext]] = {}
 _COMM: dict[tuple, tuple[tuple, Any]] = {}
@@ -57,18 +60,32 @@ def _remember(cache: dict, key: tuple, keep: tuple, make: Any) -> Any:
     return value
 
 
+def resolve_calibration(cluster: ClusterSpec, calibration: Any) -> Any:
+    """The profile an estimate uses: the one given, else the shipped profile of the cluster's GPU
+    (`costmodel/data/gpu_profiles/<gpu>.json`, none yet), else None. `False` asks for none at all (the
+    stack's analytical efficiencies even where a profile is shipped)."""
+    if calibration is False:
+        return None
+    return calibration if calibration is not None else default_gpu_profile(cluster.gpu.name)
+
+
 def step_context(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *,
                  efficiency: EfficiencyModel = DEFAULT_EFFICIENCY, calibration: Any = None) -> StepContext:
-    """The (memoized) StepContext of a model, cluster and training spec."""
+    """The (memoized) StepContext of a model, cluster and training spec. A profile with measured kernel
+    rates of another GPU than the cluster's is refused (ValueError naming the GPU it was measured on)."""
     keep = (model, cluster, training, efficiency, calibration)
-    return _remember(_CTX, tuple(map(id, keep)), keep, lambda: build_context(
-        model, cluster, training, efficiency=efficiency, calibration=calibration))
+
+    def build() -> StepContext:
+        check_profile_gpu(calibration, cluster.gpu.name)
+        return build_context(model, cluster, training, efficiency=efficiency, calibration=calibration)
+
+    return _remember(_CTX, tuple(map(id, keep)), keep, build)
 
 
 def comm_model(cluster: ClusterSpec, plan: ParallelPlan, *, topology: Any = None, calibration: Any = None) -> Any:
     """The CommModel for `plan`'s degrees and placement, memoized; the topology graph is built once
     per (cluster, calibration) and shared by every degree combination."""
-    fast = (id(cluster), id(topology), id(calibration), plan.tp, plan.cp, plan.dp, plan.pp, plan.placement)
+    fast = (id(cluster), id(topology), id(calibration), plan.tp, plan.cp, plan.dp, plan.pp, plan.ep, plan.placement)
     hit = _FAST_COMM.get(fast)
     if hit is not None and hit[0] is cluster and hit[1] is topology and hit[2] is calibration:
         return hit[3]
@@ -84,7 +101,7 @@ def comm_model(cluster: ClusterSpec, plan: ParallelPlan, *, topology: Any = None
         kw["topology"] = topology
     given_topology = fast[1]
     keep = (cluster, topology, calibration)
-    key = (*map(id, keep), plan.tp, plan.cp, plan.dp, plan.pp, plan.placement)
+    key = (*map(id, keep), plan.tp, plan.cp, plan.dp, plan.pp, plan.ep, plan.placement)
     comm = _remember(_COMM, key, keep, lambda: MemoComm(build_comm_model(cluster, plan, **kw)))
     if len(_FAST_COMM) > 4096:
         _FAST_COMM.clear()
@@ -122,7 +139,7 @@ def knobs_from_plan(plan: ParallelPlan) -> Knobs:
     return Knobs(dp=plan.dp, tp=plan.tp, pp=plan.pp, cp=plan.cp, mb=plan.micro_batch_size,
                  v=plan.virtual_stages, schedule=SCHEDULE_CODES[plan.schedule], zero=plan.zero_stage,
                  recompute=RECOMPUTE_CODES[plan.recompute], sp=int(plan.sequence_parallel),
-                 cp_attn=CP_ATTENTION_CODES[plan.cp_attention])
+                 cp_attn=CP_ATTENTION_CODES[plan.cp_attention], ep=plan.ep)
 
 
 def estimate(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, plan: ParallelPlan, *,
@@ -131,12 +148,19 @@ def estimate(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, pla
     """Predict one optimizer step of `plan`: time breakdown (parts sum to `step_time_s`), memory of
     the most loaded GPU, per-rank memory, and with `timeline=True` the simulated pipeline events.
 
+    When pp * virtual_stages does not divide the layers and the plan gives no `layers_per_stage`, the
+    stages are balanced by their priced time (`costmodel.step.split`); the estimate's plan carries the
+    chosen split.
+
     Raises PlanError (a ValueError naming the field) for an invalid plan; a plan that does not fit
     still gets its estimate (`est.fits` is False; `costmodel.evaluate` turns it into a Rejection)."""
-    check_plan(model, cluster, training, plan)
+    check_plan(model, cluster, training, plan, auto_split=True)
+    calibration = resolve_calibration(cluster, calibration)
     ctx = step_context(model, cluster, training, efficiency=efficiency, calibration=calibration)
     comm = comm_model(cluster, plan, topology=topology, calibration=calibration)
     k = knobs_from_plan(plan)
+    if needs_split(model, plan):
+        plan = with_balanced_split(ctx, k, comm, plan)
     if plan.layers_per_stage is None and not timeline:
         out = step_costs(ctx, k, comm, memo=getattr(comm, "unit_memo", None))
         stage_mem = _closed_form_stage_memory(ctx, k, comm, out)
@@ -145,7 +169,7 @@ def estimate(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, pla
         st = cached_stage_times(ctx, k, comm, plan.schedule, plan.stage_layers(ctx.shape.num_layers))
         out, state, events = simulated_costs(ctx, k, comm, st, timeline=timeline)
         stage_mem = _stage_memory(state, k.pp)
-    return _to_estimate(ctx, plan, out, stage_mem, events)
+    return _to_estimate(ctx, plan, out, stage_mem, events, profile_label(calibration))
 
 
 def _construct(cls: Any, **values: Any) -> Any:
@@ -240,6 +264,7 @@ def prefetch_simulations(model: ModelSpec, cluster: ClusterSpec, training: Train
     `layers_per_stage`) in batches, one numpy sweep per schedule shape, so that the `estimate` calls
     that follow find them memoized. Results are unchanged; invalid plans are skipped (their
     `estimate` raises). Returns how many simulations ran."""
+    calibration = resolve_calibration(cluster, calibration)
     ctx = step_context(model, cluster, training, efficiency=efficiency, calibration=calibration)
     todo = []
     for plan in plans:
@@ -255,7 +280,7 @@ def prefetch_simulations(model: ModelSpec, cluster: ClusterSpec, training: Train
 
 
 def _to_estimate(ctx: StepContext, plan: ParallelPlan, out: dict, stage_mem: tuple,
-                 events: tuple) -> StepEstimate:
+                 events: tuple, gpu_profile: str | None = None) -> StepEstimate:
     """Assemble the StepEstimate (fields computed here are valid by construction)."""
     gpus = plan.world_size
     step = float(out["step_time_s"])
@@ -267,7 +292,7 @@ def _to_estimate(ctx: StepContext, plan: ParallelPlan, out: dict, stage_mem: tup
     per_gpu = step * gpus
     time = _construct(TimeBreakdown,
         compute_s=float(out["compute_s"]), tp_comm_s=float(out["tp_comm_s"]), cp_comm_s=float(out["cp_comm_s"]),
-        dp_comm_s=float(out["dp_comm_s"]), pp_comm_s=float(out["pp_comm_s"]), bubble_s=float(out["bubble_s"]),
+        ep_comm_s=float(out["ep_comm_s"]), dp_comm_s=float(out["dp_comm_s"]), pp_comm_s=float(out["pp_comm_s"]), bubble_s=float(out["bubble_s"]),
         optimizer_s=float(out["optimizer_s"]))
     memory = _construct(MemoryBreakdown,
         parameters_bytes=float(out["parameters_bytes"]), gradients_bytes=float(out["gradients_bytes"]),
@@ -278,5 +303,5 @@ def _to_estimate(ctx: StepContext, plan: ParallelPlan, out: dict, stage_mem: tup
         model_tflops_per_gpu=model_flops / per_gpu / 1e12, hardware_tflops_per_gpu=hw_flops / per_gpu / 1e12,
         mfu=model_flops / per_gpu / ctx.peak_flops_per_s, hfu=hw_flops / per_gpu / ctx.peak_flops_per_s,
         time=time, memory=memory, stage_memory=stage_mem, capacity_bytes=float(ctx.hbm_bytes),
-        timeline=tuple(events))
+        timeline=tuple(events), stack=ctx.stack.name if ctx.stack is not None else "megatron", gpu_profile=gpu_profile)
 

@@ -68,7 +68,7 @@ def evaluate(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, pla
              efficiency: EfficiencyModel = DEFAULT_EFFICIENCY) -> StepEstimate | Rejection:
     """The plan's StepEstimate when it is valid and fits; else a Rejection with code 'invalid'
     (the first broken rule) or 'oom' (needed vs available bytes and what to change)."""
-    problems = plan_problems(model, cluster, training, plan)
+    problems = plan_problems(model, cluster, training, plan, auto_split=True)
     if problems:
         return Rejection(plan=plan, code="invalid", message=str(problems[0]))
     est = estimate(model, cluster, training, plan, calibration=calibration, topology=topology,

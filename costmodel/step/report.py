@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..atomic import write_text_atomic
 from ..specs import StepEstimate
+from ..stacks import DEFAULT_STACK
 
 __all__ = ["format_estimate", "write_text_atomic"]
 
@@ -21,13 +22,16 @@ def format_estimate(est: StepEstimate, *, model: str = "", cluster: str = "") ->
     head = " on ".join(x for x in (model, cluster) if x)
     lines = [
         f"plan {est.plan.short()}" + (f"  ({head}, {est.num_gpus} GPUs)" if head else f"  ({est.num_gpus} GPUs)"),
+        f"assumes stack {est.stack}" + (" (the default)" if est.stack == DEFAULT_STACK else "")
+        + "; kernels: " + (f"measured GPU profile: {est.gpu_profile}" if est.gpu_profile
+                           else "the stack's analytical efficiencies (no GPU profile)"),
         f"step time     {est.step_time_s:10.4f} s     tokens/s {est.tokens_per_s:,.0f}",
         f"TFLOP/s/GPU   model {est.model_tflops_per_gpu:7.1f}   hardware {est.hardware_tflops_per_gpu:7.1f}   "
         f"MFU {est.mfu:6.1%}   HFU {est.hfu:6.1%}",
         "time breakdown (critical path, exposed communication):",
     ]
     parts = [("compute", t.compute_s), ("TP comm", t.tp_comm_s), ("CP comm", t.cp_comm_s),
-             ("DP comm", t.dp_comm_s), ("PP comm", t.pp_comm_s), ("bubble", t.bubble_s),
+             ("EP a2a", t.ep_comm_s), ("DP comm", t.dp_comm_s), ("PP comm", t.pp_comm_s), ("bubble", t.bubble_s),
              ("optimizer", t.optimizer_s)]
     total = t.total_s
     for name, value in parts:
@@ -40,6 +44,9 @@ def format_estimate(est: StepEstimate, *, model: str = "", cluster: str = "") ->
                         ("optimizer", mem.optimizer_bytes), ("activations", mem.activations_bytes),
                         ("buffers", mem.buffers_bytes)):
         lines.append(f"  {name:<12} {value / GIB:8.2f} GiB  {_bar(value, mem.peak_bytes)}")
+    if est.plan.layers_per_stage is not None:
+        lines.append("layers per stage: " + ",".join(map(str, est.plan.layers_per_stage))
+                     + " (embedding on the first, LM head + loss on the last)")
     if len(est.stage_memory) > 1:
         peaks = ", ".join(f"{m.peak_bytes / GIB:.1f}" for m in est.stage_memory)
         lines.append(f"peak GiB per pipeline rank: {peaks}")

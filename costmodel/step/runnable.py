@@ -15,7 +15,7 @@ from ..specs import ModelSpec, ParallelPlan
 from .checks import PlanError
 
 __all__ = ["DeviceKind", "device_kind", "cp_variant", "model_problems", "schedule_problems", "cp_problems",
-           "executor_problems", "executor_unsupported", "RING_HEAD_DIM_MULTIPLE", "RING_MAX_HEAD_DIM"]
+           "expert_problems", "executor_problems", "executor_unsupported", "RING_HEAD_DIM_MULTIPLE", "RING_MAX_HEAD_DIM"]
 
 RING_HEAD_DIM_MULTIPLE = 8
 RING_MAX_HEAD_DIM = 256
@@ -34,6 +34,11 @@ def model_problems(model: ModelSpec) -> list[PlanError]:
                                          "position 'learned' or 'rope'"))
     if model.position == "rope" and model.kv_channels % 2:
         out.append(PlanError("head_dim", f"rotary positions need an even head_dim, got {model.kv_channels}"))
+    if model.is_moe and model.bias:
+        out.append(PlanError("bias", f"the executor's experts have no biases; {model.name} needs bias: false to run"))
+    if model.is_moe and model.capacity_factor is not None:
+        out.append(PlanError("capacity_factor", "the executor runs dropless mixtures of experts (every routed token "
+                                                "is computed, the same on every plan); set capacity_factor: null"))
     return out
 
 
@@ -84,6 +89,21 @@ def cp_problems(plan: ParallelPlan, *, device: DeviceKind, model: ModelSpec | No
     return out
 
 
+def expert_problems(plan: ParallelPlan) -> list[PlanError]:
+    """Expert parallelism as the executor lays it out: the experts split over data-parallel ranks only
+    (`executor.expert_parallel`), their own data-parallel wrapper outside torch's selective checkpoint."""
+    out = []
+    if plan.ep > 1 and plan.dp % plan.ep:
+        out.append(PlanError("ep", f"the executor splits experts over data-parallel ranks only; ep={plan.ep} must "
+                                   f"divide dp={plan.dp} (EP folded over CP is priced by the cost model, not run)"))
+    if plan.ep > 1 and plan.recompute == "selective":
+        # the experts' own FSDP wrapper runs inside the checkpointed block; torch's selective checkpoint
+        # replays its hooks a different number of times in backward and refuses
+        out.append(PlanError("recompute", "'selective' cannot run with ep > 1 (the experts' data-parallel wrapper "
+                                          "sits inside the recomputed block); use recompute 'full' or 'none'"))
+    return out
+
+
 def executor_problems(plan: ParallelPlan, *, device: DeviceKind, model: ModelSpec | None = None,
                       seq_len: int | None = None, global_batch: int | None = None) -> list[PlanError]:
     """Every rule of this module `plan` breaks; a rule whose input is not given (model, sequence
@@ -95,6 +115,7 @@ def executor_problems(plan: ParallelPlan, *, device: DeviceKind, model: ModelSpe
     n = global_batch // (plan.dp * plan.micro_batch_size) if global_batch else None
     out += schedule_problems(plan, n)
     out += cp_problems(plan, device=device, model=model, seq_len=seq_len)
+    out += expert_problems(plan)
     return out
 
 

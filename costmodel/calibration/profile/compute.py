@@ -1,10 +1,9 @@
-"""Compute micro-benchmarks: GEMMs of a model's layer shapes, causal SDPA attention, and elementwise
-streaming bandwidth, measured with torch on one device.
+"""Compute micro-benchmarks: GEMMs of a model's layer shapes (forward and backward) and elementwise
+streaming bandwidth, measured with torch on one device (attention and the other operators:
+`costmodel.calibration.profile.operators`).
 
-GEMM FLOPs are 2mnk; causal attention forward 2 * 2 * b*h*s^2*d / 2 (QK^T and PV, half masked;
-Dao et al. 2022, FlashAttention, sec. 3 counts); an elementwise add streams 3 buffers (2 reads,
-1 write), as the STREAM 'Add' kernel counts them (McCalpin 1995). Each figure is the best of
-`repeats` samples (`timing.time_fn`)."""
+GEMM FLOPs are 2mnk; an elementwise add streams 3 buffers (2 reads, 1 write), as the STREAM 'Add'
+kernel counts them (McCalpin 1995). Each figure is the best of `repeats` samples (`timing.time_fn`)."""
 
 from __future__ import annotations
 
@@ -13,28 +12,37 @@ from collections.abc import Iterator
 import torch
 
 from ...specs import ModelSpec
-from ..profile_spec import AttentionPoint, GemmPoint, MemBwPoint
+from ..profile_spec import GemmPoint, MemBwPoint
 from .timing import time_fn
 
-__all__ = ["TORCH_DTYPES", "gemm_shapes", "measure_gemms", "measure_attention", "measure_mem_bw"]
+__all__ = ["TORCH_DTYPES", "gemm_shapes", "measure_gemms", "measure_mem_bw"]
 
 TORCH_DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16,
                 "fp16": torch.float16}
 
 
-def gemm_shapes(model: ModelSpec, *, tokens: int, max_flop: float) -> list[tuple[int, int, int]]:
+def gemm_shapes(model: ModelSpec, *, tokens: int, max_flop: float, backward: bool = False) -> list[tuple[int, int, int]]:
     """Forward (m, n, k) GEMMs of one Transformer layer plus the logits, for `tokens` rows and a
-    quarter of them; m is lowered so that no GEMM exceeds `max_flop` FLOPs (keeps CPU runs short)."""
+    quarter of them; with `backward`, also each one's input-gradient (m, k, n) and weight-gradient
+    (k, n, m) GEMM. The token dimension is lowered so that no GEMM exceeds `max_flop` FLOPs (keeps CPU
+    runs short)."""
     h, d = model.hidden_size, model.kv_channels
     qkv = (model.num_heads + 2 * model.kv_heads) * d
     ffn = model.ffn_size * (2 if model.gated_mlp else 1)
     nk = [(qkv, h), (h, model.num_heads * d), (ffn, h), (h, model.ffn_size), (model.vocab_size, h)]
     shapes: list[tuple[int, int, int]] = []
+
+    def add(shape: tuple[int, int, int]) -> None:
+        if shape not in shapes:
+            shapes.append(shape)
+
     for m in (tokens, max(1, tokens // 4)):
         for n, k in nk:
             mm = max(1, min(m, int(max_flop // (2 * n * k))))
-            if (mm, n, k) not in shapes:
-                shapes.append((mm, n, k))
+            add((mm, n, k))
+            if backward:
+                add((mm, k, n))   # input gradient: (m x n) @ (n x k)
+                add((k, n, mm))   # weight gradient: (k x m) @ (m x n), the tokens are the reduction
     return shapes
 
 
@@ -47,21 +55,6 @@ def measure_gemms(shapes: list[tuple[int, int, int]], dtype: str, *, device: tor
         b = torch.randn(k, n, generator=gen).to(device=device, dtype=tdt)
         t, _ = time_fn(lambda a=a, b=b: a @ b, device=device, repeats=repeats, max_s=2.0)
         yield GemmPoint(m=m, n=n, k=k, dtype=dtype, time_s=t, flops_per_s=2.0 * m * n * k / t)
-
-
-def measure_attention(model: ModelSpec, *, seqs: list[int], batch: int, dtype: str, device: torch.device,
-                      repeats: int, gen: torch.Generator) -> Iterator[AttentionPoint]:
-    """Time causal `scaled_dot_product_attention` with the model's heads and head_dim per seq length."""
-    tdt = TORCH_DTYPES[dtype]
-    heads, d = model.num_heads, model.kv_channels
-    for s in seqs:
-        q, k, v = (torch.randn(batch, heads, s, d, generator=gen).to(device=device, dtype=tdt) for _ in range(3))
-        def run(q=q, k=k, v=v) -> torch.Tensor:
-            return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
-        t, _ = time_fn(run, device=device, repeats=repeats, max_s=2.0)
-        flops = 4.0 * batch * heads * s * s * d / 2
-        yield AttentionPoint(batch=batch, heads=heads, seq=s, head_dim=d, dtype=dtype, time_s=t,
-                             flops_per_s=flops / t)
 
 
 def measure_mem_bw(sizes_bytes: list[int], *, device: torch.device, repeats: int) -> Iterator[MemBwPoint]:

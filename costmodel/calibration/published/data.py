@@ -56,6 +56,7 @@ class Case:
     plan: ParallelPlan
     metric: str              # 'tflops_per_gpu' or 'step_time_s'
     published: float
+    origin: str = ""         # the publication (source folder) the row comes from: the unit left out by LOSO
 
 
 def find_data_dir(data_dir: str | Path | None = None) -> Path:
@@ -100,7 +101,7 @@ def megatron_table1_cases(data_dir: Path) -> list[Case]:
         plan = ParallelPlan(dp=dp, tp=tp, pp=pp, micro_batch_size=1, virtual_stages=v, schedule=schedule,
                             recompute="full")
         out.append(Case(
-            source="megatron2021", label=row["model_name"],
+            source="megatron2021", label=row["model_name"], origin="megatron2021",
             model=_gpt(row["model_name"], layers, hidden, heads, int(row["vocab_size"]), seq),
             cluster=get_cluster("dgx-a100", nodes=math.ceil(gpus / per_node)),
             training=TrainingSpec(global_batch_size=batch, seq_len=seq, dtype="fp16", flash_attention=False),
@@ -120,7 +121,7 @@ def vtrain_cases(data_dir: Path, *, which: str) -> list[Case]:
         model = _gpt(f"gpt-h{hidden}-l{layers}", layers, hidden, heads, vocab, seq)
         plan = ParallelPlan(dp=dp, tp=tp, pp=pp, micro_batch_size=mb, schedule="1f1b", recompute="full")
         out.append(Case(
-            source=f"vtrain-{which}", label=f"{which}#{i}",
+            source=f"vtrain-{which}", label=f"{which}#{i}", origin="vtrain",
             model=model, cluster=get_cluster("vtrain-a100", nodes=max(1, math.ceil(gpus / 8))),
             training=TrainingSpec(global_batch_size=batch, seq_len=seq, dtype="fp16", flash_attention=False),
             plan=plan, metric="step_time_s", published=float(row["iteration time (ms)"]) / 1e3))
