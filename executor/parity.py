@@ -3,10 +3,11 @@
     torchrun --standalone --nproc-per-node 2 -m executor.parity --cases cases.json --out losses.json
 
 `cases.json` is a list of {"name", "model", "plan", "training", "steps", "seed", "lr"} (and optionally
-"compile" and "grad_norms": true); every case with plan.world_size equal to the launched world size runs in
-turn in the same process group, and rank 0 writes {name: [loss per step]} (or {name: {"losses": [...],
-"grad_norms": [...]}}: the global gradient norm before clipping, which AdamW's invariance to a
-parameter's gradient scale would otherwise hide). `run_losses` with no process group is the single-process
+"compile", "grad_norms": true and "device"); every case with plan.world_size equal to the launched world
+size runs in turn in the same process group, and rank 0 writes {name: [loss per step]} (or {name:
+{"losses": [...], "grad_norms": [...]}}: the global gradient norm before clipping, which AdamW's invariance
+to a parameter's gradient scale would otherwise hide). "device": "cuda" runs a case on this rank's GPU
+(NCCL). `run_losses` with no process group is the single-process
 reference the tests compare against (torchtitan's loss-golden idea)."""
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from costmodel.specs import ModelSpec, ParallelPlan, TrainingSpec
 from .engine import build_engine
 from .model import IGNORE_INDEX
 
-__all__ = ["synthetic_batch", "run_losses", "run_case", "main", "MASK_FRACTION"]
+__all__ = ["synthetic_batch", "run_losses", "run_case", "case_device", "main", "MASK_FRACTION"]
 
 MASK_FRACTION = 0.15
 """Share of positions an encoder predicts (BERT's masked-LM rate, Devlin et al. 2019, sec 3.1)."""
@@ -76,12 +77,23 @@ def run_losses(spec: ModelSpec, plan: ParallelPlan, training: TrainingSpec, *, s
     return losses
 
 
+def case_device(case: dict[str, Any]) -> torch.device:
+    """The case's device: the CPU, or this rank's GPU for "device": "cuda"."""
+    if case.get("device", "cpu") == "cuda":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % max(1, torch.cuda.device_count()))
+    return torch.device("cpu")
+
+
 def run_case(case: dict[str, Any]) -> list[float] | dict[str, list[float]]:
     spec = load_model(case["model"])
+    device = case_device(case)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     norms: list[float] | None = [] if case.get("grad_norms") else None
     losses = run_losses(spec, ParallelPlan.model_validate(case["plan"]), TrainingSpec.model_validate(case["training"]),
                         steps=int(case.get("steps", 10)), seed=int(case.get("seed", 0)),
-                        lr=float(case.get("lr", 1e-3)), compile=case.get("compile"), grad_norms=norms)
+                        lr=float(case.get("lr", 1e-3)), device=device, compile=case.get("compile"),
+                        grad_norms=norms)
     return losses if norms is None else {"losses": losses, "grad_norms": norms}
 
 
@@ -93,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cases = json.loads(Path(args.cases).read_text())
     if "WORLD_SIZE" in os.environ and not dist.is_initialized():
-        dist.init_process_group("gloo", timeout=timedelta(seconds=args.timeout_s))
+        cuda = any(c.get("device") == "cuda" for c in cases)
+        dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo", timeout=timedelta(seconds=args.timeout_s))
     world = dist.get_world_size() if dist.is_initialized() else 1
     results: dict[str, Any] = {}
     for case in cases:

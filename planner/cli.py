@@ -136,7 +136,7 @@ def cost_options(args: argparse.Namespace) -> dict[str, Any]:
 
 _PLAN_FIELDS = {"dp": "dp", "tp": "tp", "pp": "pp", "cp": "cp", "ep": "ep", "micro_batch": "micro_batch_size",
                 "virtual_stages": "virtual_stages", "schedule": "schedule", "zero": "zero_stage",
-                "recompute": "recompute", "sequence_parallel": "sequence_parallel"}
+                "recompute": "recompute", "sequence_parallel": "sequence_parallel", "cp_attention": "cp_attention"}
 
 
 def plan_from_args(args: argparse.Namespace, *, world_size: int | None = None) -> ParallelPlan:
@@ -167,6 +167,8 @@ def _add_estimate(sub: argparse._SubParsersAction) -> None:
     add_cluster_args(p)
     add_training_args(p)
     add_plan_args(p, defaults=True)
+    p.add_argument("--cp-attention", default=None, choices=["auto", "all-gather", "ring"],
+                   help="context-parallel attention (default auto: ring attention on GPUs, all-gather on CPU)")
     p.add_argument("--json", action="store_true", help="print the StepEstimate as JSON")
     p.add_argument("--timeline", default=None, metavar="TRACE.json", help="write a Chrome/Perfetto trace")
     p.set_defaults(handler=_cmd_estimate)
@@ -280,6 +282,8 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--csv", default=None, metavar="FILE", help="write the ranked plans as CSV")
     p.add_argument("--save", default=None, metavar="PLAN.json", help="write the best plan for the executor")
+    p.add_argument("--runnable-only", action="store_true",
+                   help="keep only plans the executor runs on the cluster's device (others are marked)")
     p.add_argument("--all-placements", action="store_true",
                    help="list plans that differ only in placement with the same figures one by one "
                         "(default: folded into the first, column 'same as')")
@@ -293,8 +297,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     model, cluster, training = build_specs(args)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    result = search(model, cluster, training, top_k=args.top_k, progress=progress,
-                    rebalance=args.rebalance, fold_equivalent=not args.all_placements, **cost_options(args),
+    result = search(model, cluster, training, top_k=args.top_k, progress=progress, rebalance=args.rebalance,
+                    runnable_only=args.runnable_only, fold_equivalent=not args.all_placements, **cost_options(args),
                     **constraints_from_args(args))
     print(result_json(result) if args.json else format_table(result))
     if not args.json and result.best is not None and model.is_moe:
@@ -599,7 +603,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     from costmodel.calibration.fit_data import local_cluster
     from costmodel.calibration.profile_spec import load_profile, save_profile
-    from executor.launch import plan_unsupported, run_plan
+    from executor.launch import run_plan
     from planner.closed_loop.doc import local_markdown, update_part
     from planner.closed_loop.validate import LocalValidation, run_local_validation
 
@@ -623,11 +627,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         from costmodel.calibration.fit_data import cluster_for_device
 
         cluster = cluster_for_device(profile.device, args.procs).model_copy(update={"gpus_per_node": args.procs})
-    # the sweep's run directories are its own outputs: a new sweep into --out replaces them
+    # the sweep's run directories are its own outputs: a new sweep into --out replaces them; the plans
+    # are those the executor runs on this device (costmodel.step.runnable)
     report = run_local_validation(cfg, runner=functools.partial(run_plan, overwrite=True), cluster=cluster,
                                   profile=profile,
-                                  out_dir=out, log=lambda msg: print(msg, file=sys.stderr, flush=True),
-                                  runnable=lambda plan: plan_unsupported(plan, global_batch=args.global_batch) is None)
+                                  out_dir=out, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     s = report.summary
     print(f"validate --local: {s['plans_run']} plans run ({s['plans_failed']} failed); step time mean |error| "
           f"{s['step_time_mean_abs_error']:.1%} (max {s['step_time_max_abs_error']:.1%}), Spearman {s['spearman']:.3f}, "

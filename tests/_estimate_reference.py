@@ -85,12 +85,10 @@ def _simulated(ctx: StepContext, k: Knobs, comm: Any, plan: ParallelPlan, *, tim
     # the same breakdown as step_costs: the busiest rank's work, what transfers add, the rest is bubble
     busy_rank = max(range(pp), key=lambda r: (res.busy_s[r], -r))
     crit = ranks[busy_rank]
-    cp_grad = float(comm.time_s("cp", "all_reduce", max(r["cp_params"] for r in ranks) * ctx.grad_bytes)
-                    / ctx.eff.collective_efficiency) if k.cp > 1 else 0.0
     out = {
         "num_micro_batches": m,
         "compute_s": m * crit["comp"], "tp_comm_s": m * crit["tp"],
-        "cp_comm_s": m * crit["cp"] + cp_grad,
+        "cp_comm_s": m * crit["cp"],   # the cp gradient reduction is in dp_comm_s (dp x cp replicas)
         "ep_comm_s": m * crit["ep"],
         "dp_comm_s": max(r["dp"] for r in ranks),
         "pp_comm_s": m * crit["sync"] + (res.makespan_s - span0),

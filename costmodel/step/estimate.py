@@ -14,6 +14,7 @@ import numpy as np
 
 from ..calibration.gpu_profiles import check_profile_gpu, default_gpu_profile, profile_label
 from ..layer.compute import DEFAULT_EFFICIENCY, EfficiencyModel
+from ..layer.cp_variant import CP_ATTENTION_CODES
 from ..layer.flops import RECOMPUTE_CODES, step_flops
 from ..layer.memory import SCHEDULE_CODES, inflight_chunks
 from ..network.comm import build_comm_model
@@ -137,7 +138,8 @@ def knobs_from_plan(plan: ParallelPlan) -> Knobs:
     """The plan's knobs as the numbers `costmodel.step.costs` reads."""
     return Knobs(dp=plan.dp, tp=plan.tp, pp=plan.pp, cp=plan.cp, mb=plan.micro_batch_size,
                  v=plan.virtual_stages, schedule=SCHEDULE_CODES[plan.schedule], zero=plan.zero_stage,
-                 recompute=RECOMPUTE_CODES[plan.recompute], sp=int(plan.sequence_parallel), ep=plan.ep)
+                 recompute=RECOMPUTE_CODES[plan.recompute], sp=int(plan.sequence_parallel),
+                 cp_attn=CP_ATTENTION_CODES[plan.cp_attention], ep=plan.ep)
 
 
 def estimate(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, plan: ParallelPlan, *,

@@ -36,6 +36,7 @@ from costmodel import (
     StepMeasurement,
     TrainingSpec,
     check_plan,
+    executor_unsupported,
     load_model,
     load_plan,
 )
@@ -43,12 +44,10 @@ from costmodel import (
 from ..checkpoint import read_trainer_state, resolve_checkpoint
 from ..compile import compile_unsupported
 from ..data import load_corpus
-from ..expert_parallel import check_expert_plan
 from ..failures import RunFailed, explain_failure
 from ..float8 import float8_unsupported
 from ..lifetime import die_with_parent
 from ..metrics import read_metrics, write_json_atomic
-from ..pipeline import check_schedule_supported
 from ..scaling import host_capacity, scale_plan
 from .rendezvous import check_endpoint, wait_for_endpoint
 from .rundir import check_out_path, hold_run_dir
@@ -106,22 +105,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def plan_unsupported(plan: ParallelPlan, *, global_batch: int) -> str | None:
-    """Why the executor cannot run `plan` at `global_batch` rows per step (one line naming the field and
-    the fix), or None: context parallelism, and the pipeline schedules' limits
-    (`pipeline.check_schedule_supported`). The planner may propose such plans; `validate --local`
-    skips them."""
-    if plan.cp > 1:
-        return "cp: context parallelism is not supported by the executor; use cp=1"
-    try:
-        check_expert_plan(plan)
-    except ValueError as exc:
-        return str(exc)
-    try:
-        check_schedule_supported(plan, global_batch // (plan.dp * plan.micro_batch_size))
-    except ValueError as exc:
-        return str(exc)
-    return None
+def plan_unsupported(plan: ParallelPlan, *, global_batch: int | None = None, model: ModelSpec | None = None,
+                     seq_len: int | None = None, device: str | None = None) -> str | None:
+    """Why the executor cannot run `plan` (one line naming the field and the fix), or None: the rules
+    of `costmodel.step.runnable` (the model family, tied embeddings with pipelining, the pipeline
+    schedules' micro-batch limits at `global_batch` rows per step, context parallelism's sequence
+    split and attention variant, expert parallelism's layout) on `device` ('cpu' or 'cuda'; default:
+    this machine's). A rule whose input is not given is skipped. The planner marks such plans;
+    `validate --local` skips them."""
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return executor_unsupported(plan, device=device, model=model, seq_len=seq_len, global_batch=global_batch)
 
 
 def prepare_run(plan: ParallelPlan | str | os.PathLike[str], *, model: str | ModelSpec, steps: int,
@@ -146,10 +142,6 @@ def prepare_run(plan: ParallelPlan | str | os.PathLike[str], *, model: str | Mod
     from ..model import build_model
 
     build_model(model_spec, device="meta")  # raises ValueError for what the executor cannot run
-    check_schedule_supported(plan)
-    check_expert_plan(plan)
-    if global_batch is not None and (reason := plan_unsupported(plan, global_batch=global_batch)):
-        raise ValueError(reason)
     if dtype == "fp8" and rdzv_endpoint is None and (reason := float8_unsupported()):
         raise ValueError(reason)  # a run on this host; other hosts' workers check their own GPUs
     if node_rank < 0:
@@ -187,6 +179,11 @@ def prepare_run(plan: ParallelPlan | str | os.PathLike[str], *, model: str | Mod
     seq_len = seq_len or saved.get("seq_len") or min(model_spec.max_seq_len, 1024)
     training = TrainingSpec(global_batch_size=int(global_batch), seq_len=int(seq_len), dtype=dtype or "fp32")
     check_plan(model_spec, None, training, plan)
+    # the executor's rules (costmodel.step.runnable) on the plan as it will run: after scaling, with the
+    # model, batch and sequence length settled
+    reason = plan_unsupported(plan, global_batch=int(global_batch), model=model_spec, seq_len=int(seq_len))
+    if reason:
+        raise ValueError(reason)
     if compile and (reason := compile_unsupported(plan)):
         raise ValueError(reason)
     load_corpus(corpus, min_tokens=int(seq_len) + 2)
