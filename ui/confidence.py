@@ -9,8 +9,8 @@ Validated runs (one `Case` each):
 - the closed loop on this machine (`paraplan validate --local`: CPU, paraplan's executor; the model and
   process count its section names; per-plan errors from the CSV it names).
 
-Closeness: the same kind of device first (GPU or CPU), then |log10(params ratio)| + 0.5 |log10(GPUs
-ratio)|; the `k` closest runs give the median and the largest |error|."""
+Closeness: the same kind of device (GPU or CPU), runs on the same GPU before others, then |log10(params
+ratio)| + 0.5 |log10(GPUs ratio)|; the `k` closest runs give the median and the largest |error|."""
 
 from __future__ import annotations
 
@@ -131,8 +131,9 @@ def closest(cases: tuple[Case, ...], *, device: str, params: float, gpus: int, k
     if not pool:
         return None
 
-    def distance(c: Case) -> float:
-        return abs(math.log10(c.params / params)) + 0.5 * abs(math.log10(c.gpus / max(gpus, 1)))
+    def distance(c: Case) -> tuple[bool, float]:   # the same GPU first, then the nearest size and scale
+        other_gpu = not cpu and c.device.lower() not in device.lower()
+        return other_gpu, abs(math.log10(c.params / params)) + 0.5 * abs(math.log10(c.gpus / max(gpus, 1)))
 
     near = tuple(sorted(pool, key=distance)[:k])
     errors = [abs(c.error) for c in near]
