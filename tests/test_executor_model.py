@@ -188,8 +188,10 @@ def test_train_step_rejects_wrong_rows():
 
 
 def test_unsupported_architectures_raise():
-    with pytest.raises(ValueError, match="arch"):
-        build_model(load_model("t5-base"))
+    with pytest.raises(ValueError, match="position"):  # relative biases: encoder-decoder (T5) only
+        build_model(load_model("tiny-llama").model_copy(update={"position": "relative"}))
+    with pytest.raises(ValueError, match="position"):
+        build_model(load_model("tiny-t5").model_copy(update={"position": "learned"}))
 
 
 def test_mesh_follows_placement_innermost_last():

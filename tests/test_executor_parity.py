@@ -1,4 +1,6 @@
-"""The central executor test: every plan's per-step losses match the single-process run.
+"""The central executor test: every plan's per-step losses, and its validation losses on a held-out
+batch after steps 5 and 10 (forward only: the schedule's eval path under pipelining), match the
+single-process run.
 
 Plans run on Gloo across processes (`torchrun -m executor.parity`), several per launch; the reference
 runs in this process with no process group. 10 steps, fp32, within 1e-5 relative."""
@@ -17,16 +19,18 @@ import torch
 
 from costmodel import load_model
 from costmodel.specs import ParallelPlan, TrainingSpec
-from executor.parity import run_losses
+from executor.parity import run_losses, run_with_eval
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 10
+EVAL_EVERY = 5
 RTOL = 1e-5
 TRAINING = {"global_batch_size": 4, "seq_len": 16, "dtype": "fp32"}
 
 
 def _case(name: str, model: str = "tiny-llama", **plan: object) -> dict:
-    return {"name": name, "model": model, "plan": plan, "training": TRAINING, "steps": STEPS, "lr": 1e-3}
+    return {"name": name, "model": model, "plan": plan, "training": TRAINING, "steps": STEPS, "lr": 1e-3,
+            "eval_every": EVAL_EVERY}
 
 
 CASES_2 = [
@@ -47,6 +51,14 @@ CASES_2 = [
     _case("gpt-pp2-uneven", "tiny-gpt", pp=2, layers_per_stage=(3, 1), micro_batch_size=2),
     _case("bert-tp2-sp", "tiny-bert", tp=2, sequence_parallel=True, micro_batch_size=2),
     _case("bert-dp2-zero3", "tiny-bert", dp=2, zero_stage=3, micro_batch_size=2),
+    _case("t5-pp2-1f1b", "tiny-t5", pp=2, schedule="1f1b"),
+    _case("t5-pp2-interleaved-v2", "tiny-t5", pp=2, virtual_stages=2, schedule="interleaved-1f1b"),
+    _case("t5-pp2-uneven-zero-bubble", "tiny-t5", pp=2, layers_per_stage=(3, 1), schedule="zero-bubble",
+          micro_batch_size=2),
+    _case("t5-tp2", "tiny-t5", tp=2),
+    _case("t5-tp2-sp", "tiny-t5", tp=2, sequence_parallel=True, micro_batch_size=2),
+    _case("t5-dp2", "tiny-t5", dp=2),
+    _case("t5-dp2-zero3", "tiny-t5", dp=2, zero_stage=3),
 ]
 CASES_4 = [
     _case("dp2xtp2", dp=2, tp=2),
@@ -54,6 +66,7 @@ CASES_4 = [
     _case("tp2xpp2", tp=2, pp=2, micro_batch_size=2),
     _case("dp2xpp2-1f1b-full", dp=2, pp=2, recompute="full"),
     _case("dp2xtp2-sp-zero3", dp=2, tp=2, zero_stage=3, sequence_parallel=True, micro_batch_size=2),
+    _case("t5-tp2xpp2", "tiny-t5", tp=2, pp=2, micro_batch_size=2),
 ]
 
 
@@ -69,11 +82,12 @@ def _model_file(tmp_path: Path, cases: list[dict]) -> list[dict]:
 
 
 @cache
-def _reference(model: str) -> tuple[float, ...]:
+def _reference(model: str) -> dict[str, list[float]]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return tuple(run_losses(load_model(model), ParallelPlan(), TrainingSpec(**TRAINING), steps=STEPS, lr=1e-3))
+        return run_with_eval(load_model(model), ParallelPlan(), TrainingSpec(**TRAINING), steps=STEPS, lr=1e-3,
+                             eval_every=EVAL_EVERY)
     finally:
         torch.set_num_threads(threads)
 
@@ -94,16 +108,21 @@ def _check(results: dict, cases: list[dict]) -> None:
     for case in cases:
         got = results[case["name"]]
         ref = _reference(case["model"])
-        assert len(got) == STEPS
-        rel = max(abs(a - b) / abs(b) for a, b in zip(got, ref, strict=True))
-        if rel > RTOL:
-            failures.append(f"{case['name']}: max rel diff {rel:.2e}\n  got {got}\n  ref {list(ref)}")
+        assert "error" not in got, f"{case['name']}: {got}"
+        assert len(got["losses"]) == STEPS and len(got["eval_losses"]) == STEPS // EVAL_EVERY
+        for key in ("losses", "eval_losses"):
+            rel = max(abs(a - b) / abs(b) for a, b in zip(got[key], ref[key], strict=True))
+            if rel > RTOL:
+                failures.append(f"{case['name']} {key}: max rel diff {rel:.2e}\n  got {got[key]}\n  ref {ref[key]}")
     assert not failures, "\n".join(failures)
 
 
-def test_reference_losses_move():
-    ref = _reference("tiny-llama")
-    assert len(set(ref)) == STEPS and min(ref) < ref[0]
+@pytest.mark.parametrize("model", ["tiny-llama", "tiny-t5"])
+def test_reference_losses_move(model):
+    ref = _reference(model)
+    assert len(set(ref["losses"])) == STEPS and min(ref["losses"]) < ref["losses"][0]
+    assert ref["losses"] == run_losses(load_model(model), ParallelPlan(), TrainingSpec(**TRAINING), steps=STEPS,
+                                       lr=1e-3)  # evaluating between steps changes no training step
 
 
 @pytest.mark.slow
