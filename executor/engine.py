@@ -27,11 +27,12 @@ from costmodel.step.checks import check_plan
 
 from .compile import apply_compile, async_tp_applies, compile_unsupported, default_compile, enable_async_tp
 from .expert_parallel import apply_experts, check_expert_plan
+from .families import build_model
 from .float8 import apply_float8, float8_unsupported
 from .grads import align_grads_, clip_grad_norm_
 from .init import init_weights
 from .mesh import axis_group, axis_mesh, axis_rank, axis_size, build_mesh
-from .model import IGNORE_INDEX, build_model
+from .model import IGNORE_INDEX
 from .moe import set_aux_loss_scale
 from .optim import ADAM_BETAS, ADAM_EPS, adamw_kernel, build_optimizer
 from .parallelize import apply_ddp, apply_fsdp, apply_recompute, apply_tp, uses_ddp, uses_fsdp

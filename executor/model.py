@@ -1,7 +1,8 @@
 """Reference Transformers in plain torch (no distributed code), built from a costmodel `ModelSpec`.
 
-Three styles share one module tree, so one parallelization plan fits all of them (encoder-decoder
-T5 models are built by `build_model` from `executor/t5.py`, with the same attribute names):
+Three styles share one module tree, so one parallelization plan fits all of them (encoder-decoder T5
+models live in `executor/t5.py`, with the same attribute names; `executor.families.build_model` builds
+either):
 - GPT-2/3 (Radford et al. 2019; Brown et al. 2020): pre-LayerNorm, GELU MLP, learned positions, biases.
 - Llama (Touvron et al. 2023): pre-RMSNorm, rotary positions (Su et al. 2021), SwiGLU MLP
   (Shazeer 2020), grouped-query attention (Ainslie et al. 2023).
@@ -49,6 +50,9 @@ def is_causal(spec: ModelSpec) -> bool:
 
 
 def _check_supported(spec: ModelSpec) -> None:
+    if spec.arch == "encoder-decoder":
+        raise ValueError(f"arch: {spec.name} is an encoder-decoder; build it with executor.families.build_model "
+                         "(executor.t5.T5)")
     if spec.position == "relative":
         raise ValueError(f"position: relative position biases of {spec.name} are implemented for "
                          "encoder-decoder (T5) models only; use position 'learned' or 'rope'")
@@ -211,14 +215,9 @@ class Transformer(nn.Module):
         return self.output(h) if self.output is not None else h
 
 
-def build_model(spec: ModelSpec, *, device: torch.device | str = "meta") -> nn.Module:
-    """The reference model of `spec` on `device` (meta: no memory; initialize with `init_weights`):
-    a `Transformer`, or for encoder-decoder specs a `executor.t5.T5`."""
+def build_model(spec: ModelSpec, *, device: torch.device | str = "meta") -> Transformer:
+    """The reference model of `spec` on `device` (meta: no memory; initialize with `init_weights`)."""
     with torch.device(device):
-        if spec.arch == "encoder-decoder":
-            from .t5 import T5  # t5 builds on this module's blocks
-
-            return T5(spec)
         return Transformer(spec)
 
 

@@ -13,8 +13,9 @@ from costmodel.layer.params import total_params
 from costmodel.specs import ParallelPlan, TrainingSpec
 from costmodel.step.costs import _cross_layers_on_rank
 from executor.data import global_batch, load_corpus
+from executor.families import build_model
 from executor.init import init_weights
-from executor.model import IGNORE_INDEX, build_model
+from executor.model import IGNORE_INDEX
 from executor.parity import synthetic_batch
 from executor.pipeline import split_model
 from executor.span_corruption import (

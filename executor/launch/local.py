@@ -147,7 +147,7 @@ def prepare_run(plan: ParallelPlan | str | os.PathLike[str], *, model: str | Mod
     out_dir = check_out_path(out)
     plan = load_plan(plan) if not isinstance(plan, ParallelPlan) else plan
     model_spec = load_model(model) if isinstance(model, str) else model
-    from ..model import build_model
+    from ..families import build_model
 
     build_model(model_spec, device="meta")  # raises ValueError for what the executor cannot run
     check_schedule_supported(plan)
