@@ -118,9 +118,10 @@ def span_corrupt(windows: torch.Tensor, *, seq_len: int, vocab_size: int, gen: t
     return torch.cat([enc, dec], dim=1), targets
 
 
-def to_text(ids: list[int] | torch.Tensor, *, vocab_size: int) -> str:
-    """A target or a prediction as text, up to its EOS: bytes as UTF-8, sentinel k as `<extra_id_k>`
-    (T5's name) between spaces, PAD dropped - what BLEU and ROUGE compare."""
+def to_text(ids: list[int] | torch.Tensor, *, vocab_size: int, sentinels: bool = True) -> str:
+    """A target or a prediction as text, up to its EOS: bytes as UTF-8, PAD dropped, sentinel k as
+    `<extra_id_k>` (T5's name) between spaces, or with `sentinels=False` as a plain space between the
+    spans (what BLEU and ROUGE compare: the recovered text, not the trivially predicted sentinels)."""
     out: list[str] = []
     raw = bytearray()
     for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids):
@@ -131,7 +132,7 @@ def to_text(ids: list[int] | torch.Tensor, *, vocab_size: int) -> str:
             continue
         out.append(raw.decode("utf-8", errors="replace"))
         raw = bytearray()
-        if i != PAD_ID and i > EOS_ID:
-            out.append(f" <extra_id_{vocab_size - 1 - i}> ")
+        if i > EOS_ID:
+            out.append(f" <extra_id_{vocab_size - 1 - i}> " if sentinels else " ")
     out.append(raw.decode("utf-8", errors="replace"))
     return " ".join("".join(out).split())

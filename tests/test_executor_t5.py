@@ -177,4 +177,5 @@ def test_text_of_targets_names_sentinels_like_t5():
     vocab = SPEC.vocab_size
     ids = [vocab - 1, *b"the cat", vocab - 2, *b"sat", EOS_ID, PAD_ID, 65]
     assert to_text(ids, vocab_size=vocab) == "<extra_id_0> the cat <extra_id_1> sat"
+    assert to_text(ids, vocab_size=vocab, sentinels=False) == "the cat sat"  # what BLEU/ROUGE compare
     assert to_text(torch.tensor([*b"ab", PAD_ID, *b"c"]), vocab_size=vocab) == "abc"  # PAD dropped
