@@ -4,6 +4,7 @@ loss and perplexity that fall as tiny-llama trains, BLEU/ROUGE of T5's greedy ou
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 
@@ -17,6 +18,10 @@ from executor.evaluate import check_eval_args, evaluate, greedy_decode, is_eval_
 from executor.span_corruption import target_length
 from executor.train import DEFAULT_LR, lr_at
 from planner.cli import main
+
+# imported at collection: `launch(stream=sys.stdout)` binds its default stream when the module is first
+# imported; imported inside a capsys test it would keep that test's (later closed) capture stream
+importlib.import_module("executor.launch")
 
 
 def _engine(model: str, *, global_batch: int, seq_len: int):
