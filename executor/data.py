@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from .span_corruption import raw_length, span_corrupt
+
 __all__ = [
     "VOCAB_SIZE", "MASK_ID", "IGNORE_INDEX", "MLM_PROB", "encode", "decode", "generate_corpus",
     "load_corpus", "global_batch", "rank_rows", "BatchSource", "VAL_FRACTION", "split_corpus", "window_length",
@@ -129,11 +131,7 @@ def split_corpus(corpus: torch.Tensor, *, min_tokens: int = 0) -> tuple[torch.Te
 def window_length(seq_len: int, arch: str = "decoder") -> int:
     """Corpus bytes one row of a batch reads: seq_len + 1 (the targets are shifted by one), or T5's raw
     span-corruption window that fills seq_len encoder positions."""
-    if arch == "encoder-decoder":
-        from .span_corruption import raw_length
-
-        return raw_length(seq_len)
-    return seq_len + 1
+    return raw_length(seq_len) if arch == "encoder-decoder" else seq_len + 1
 
 
 def global_batch(corpus: torch.Tensor, *, step: int, seed: int, global_batch_size: int, seq_len: int,
@@ -151,8 +149,6 @@ def global_batch(corpus: torch.Tensor, *, step: int, seed: int, global_batch_siz
     if arch == "decoder":
         return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
     if arch == "encoder-decoder":
-        from .span_corruption import span_corrupt
-
         return span_corrupt(windows, seq_len=seq_len, vocab_size=vocab_size, gen=gen)
     return _mask_for_mlm(windows[:, :-1].contiguous(), gen)
 

@@ -186,6 +186,7 @@ def summarize(records: Iterable[dict[str, Any]], *, plan: ParallelPlan, model_na
         tokens_per_s=tokens / step_time_s if step_time_s > 0 else 0.0,
         peak_bytes=float(peak_bytes), achieved_tflops_per_gpu=tflops, mfu=mfu,
         losses=tuple(float(r["loss"]) for r in history), step_times_s=tuple(float(r["step_time_s"]) for r in history),
-        validation=tuple(ValidationResult(step=r["step"], **{k[4:]: v for k, v in r.items() if k.startswith("val_")})
+        validation=tuple(ValidationResult(step=r["step"], **{k.removeprefix("val_"): v for k, v in r.items()
+                                                             if k.startswith("val_")})
                          for r in history if "val_loss" in r),
     )

@@ -28,6 +28,7 @@ FIRST_SPECIAL_ID = 256
 NOISE_DENSITY = 0.15
 MEAN_SPAN_LENGTH = 3.0
 IGNORE_INDEX = -100
+"""Target of positions without a loss (as `executor.model.IGNORE_INDEX`, `F.cross_entropy`'s default)."""
 
 
 def span_counts(raw_len: int) -> tuple[int, int]:

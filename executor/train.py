@@ -260,7 +260,8 @@ def train(args: argparse.Namespace, *,
             if writer is not None:
                 writer.write(rec)
                 if args.log_every and (step % args.log_every == 0 or step == args.steps):
-                    val = f" val_loss {rec['val_loss']:.4f} val_ppl {rec['val_perplexity']:.2f}" if "val_loss" in rec else ""
+                    val = (f" val_loss {rec['val_loss']:.4f} val_ppl {rec['val_perplexity']:.2f}"
+                           if "val_loss" in rec else "")
                     print(f"[paraplan] step {step}/{args.steps} loss {loss:.4f} lr {step_lr:.2e} "
                           f"{step_time_s * 1e3:.1f} ms {rec['tokens_per_s']:.0f} tok/s{val}", flush=True)
             if fault and fault["rank"] == rank and fault["step"] == step and fault["mode"] in ("raise", "kill"):
