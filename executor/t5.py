@@ -163,8 +163,9 @@ class T5Embeddings(nn.Module):
             raise ValueError(f"tokens: an encoder-decoder batch packs encoder and decoder inputs of equal "
                              f"length side by side; got an odd width {tokens.shape[1]}")
         enc, dec = self.tok(tokens).chunk(2, dim=1)
-        # the local head shard of each table (TP shards heads); a view so it is a fresh stage output
-        enc_table, dec_table = (_local(t.weight).view_as(_local(t.weight)) for t in (self.enc_rel, self.dec_rel))
+        # the local head shard of each table (TP shards heads), copied: FSDP may free the gathered
+        # parameter when this module's forward ends, before the stage (or the next one) reads it
+        enc_table, dec_table = (_local(t.weight).clone() for t in (self.enc_rel, self.dec_rel))
         return enc, dec, enc_table, dec_table
 
 
