@@ -59,6 +59,7 @@ CASES_2 = [
     _case("t5-tp2-sp", "tiny-t5", tp=2, sequence_parallel=True, micro_batch_size=2),
     _case("t5-dp2", "tiny-t5", dp=2),
     _case("t5-dp2-zero3", "tiny-t5", dp=2, zero_stage=3),
+    _case("moe-dp2-ep2", "tiny-moe", dp=2, ep=2),  # evaluation through the experts' all-to-all
 ]
 CASES_4 = [
     _case("dp2xtp2", dp=2, tp=2),
