@@ -30,15 +30,17 @@ from costmodel.step.runnable import executor_problems
 from .compile import apply_compile, async_tp_applies, compile_unsupported, default_compile, enable_async_tp
 from .context_parallel import apply_cp, shard_sequence
 from .expert_parallel import apply_experts
+from .families import build_model
 from .float8 import apply_float8, float8_unsupported
 from .grads import align_grads_, clip_grad_norm_
 from .init import init_weights
 from .mesh import axis_group, axis_rank, axis_size, build_mesh, expert_replica_mesh, replica_mesh
-from .model import IGNORE_INDEX, build_model
+from .model import IGNORE_INDEX
 from .moe import set_aux_loss_scale
 from .optim import ADAM_BETAS, ADAM_EPS, adamw_kernel, build_optimizer
 from .parallelize import apply_ddp, apply_fsdp, apply_recompute, apply_tp, uses_ddp, uses_fsdp
 from .pipeline import build_schedule, build_stages, split_model
+from .t5 import apply_t5_tp
 from .trace import phase
 
 __all__ = ["Engine", "build_engine", "check_executor_plan", "compute_dtype", "uses_loss_parallel", "ADAM_BETAS",
@@ -136,20 +138,28 @@ class Engine:
         # The schedule's first step also calls loss_fn for shape inference: keep the real micro-batches.
         self._loss_sums = self._loss_sums[len(self._loss_sums) - self.local_batch_size // self.plan.micro_batch_size:]
 
+    def _check_batch(self, tokens: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both on the device, after checking [rows, seq] shapes (encoder-decoders: tokens [rows, 2*seq])."""
+        width = 2 * targets.shape[-1] if self.spec.arch == "encoder-decoder" else targets.shape[-1]
+        if targets.ndim != 2 or tokens.shape != (targets.shape[0], width):
+            raise ValueError(f"tokens/targets: need [rows, {width}] tokens for [rows, seq] targets, got "
+                             f"{tuple(tokens.shape)} and {tuple(targets.shape)}")
+        if tokens.shape[0] != self.local_batch_size:
+            raise ValueError(f"tokens: this rank feeds global_batch_size/dp={self.local_batch_size} rows, "
+                             f"got {tokens.shape[0]}")
+        return tokens.to(self.device), targets.to(self.device)
+
+    def _target_count(self, targets: torch.Tensor) -> int:
+        """Target tokens in the global batch: each is counted by tp*pp*cp ranks holding the same rows."""
+        count = self._all_reduce((targets != IGNORE_INDEX).sum().cpu().to(torch.int64))
+        return int(count) // (self.plan.tp * self.plan.pp * self.plan.cp)
+
     def train_step(self, tokens: torch.Tensor, targets: torch.Tensor, *, lr: float,
                    max_grad_norm: float = 1.0) -> float:
         """One optimizer step on this DP rank's rows [global_batch/dp, seq] (int64); returns the mean
         token loss over the whole global batch, the same on every rank."""
-        if tokens.shape != targets.shape or tokens.ndim != 2:
-            raise ValueError(f"tokens/targets: need equal [rows, seq] shapes, got {tuple(tokens.shape)} "
-                             f"and {tuple(targets.shape)}")
-        if tokens.shape[0] != self.local_batch_size:
-            raise ValueError(f"tokens: this rank feeds global_batch_size/dp={self.local_batch_size} rows, "
-                             f"got {tokens.shape[0]}")
-        tokens, targets = tokens.to(self.device), targets.to(self.device)
-        # Target tokens in the global batch: each is counted by tp*pp*cp ranks holding the same rows.
-        count = self._all_reduce((targets != IGNORE_INDEX).sum().cpu().to(torch.int64))
-        count = int(count) // (self.plan.tp * self.plan.pp * self.plan.cp)
+        tokens, targets = self._check_batch(tokens, targets)
+        count = self._target_count(targets)
         self._scale = self.dp_size * self.cp_size / max(count, 1)   # gradients are averaged over dp x cp
         self._loss_sums = []
         # context parallelism: this rank's chunks of every sequence (executor.context_parallel)
@@ -168,6 +178,54 @@ class Engine:
         return float(total) / self.plan.tp / max(count, 1)
 
 
+    @torch.no_grad()
+    def eval_loss(self, tokens: torch.Tensor, targets: torch.Tensor) -> tuple[float, int]:
+        """(summed token loss, target tokens) of a global batch, forward only, the same on every rank;
+        under pipelining the schedule's forward-only `eval` path runs it."""
+        tokens, targets = self._check_batch(tokens, targets)
+        count = self._target_count(targets)
+        self._loss_sums = []
+        tokens, targets = (shard_sequence(t, self.cp_size, self.cp_rank) for t in (tokens, targets))
+        self._forward_only(tokens, targets, logits=False)
+        sums = self._loss_sums[len(self._loss_sums) - self.local_batch_size // self.plan.micro_batch_size:]
+        local = torch.stack(sums).double().sum().cpu() if sums else torch.zeros((), dtype=torch.float64)
+        return float(self._all_reduce(local.reshape(1))) / self.plan.tp, count   # tp copies, cp shares
+
+    @torch.no_grad()
+    def predict(self, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Greedy ids [rows, seq] (argmax of the logits) of this DP rank's rows, on every rank: a
+        pipeline's last stage broadcasts them over the pipeline group."""
+        if self.cp_size > 1:
+            raise ValueError("cp: greedy decoding gathers whole sequences; decode with cp=1")
+        tokens, targets = self._check_batch(tokens, targets)
+        logits = self._forward_only(tokens, targets)
+        pred = torch.empty(targets.shape, dtype=torch.int64, device=self.device)
+        if logits is not None:
+            pred = (logits.full_tensor() if isinstance(logits, DTensor) else logits).argmax(dim=-1)
+        if self._stages is not None:
+            group = axis_group(self.mesh, "pp")
+            dist.broadcast(pred, src=dist.get_global_rank(group, self.plan.pp - 1), group=group)
+        return pred
+
+    def _forward_only(self, tokens: torch.Tensor, targets: torch.Tensor, *, logits: bool = True
+                      ) -> torch.Tensor | None:
+        """The micro-batches' loss sums into `_loss_sums`; with `logits`, the logits of this rank's rows
+        (None on ranks without the last pipeline stage)."""
+        with self._autocast():
+            if self._stages is not None:
+                first = any(s.is_first for s in self._stages)
+                last = any(s.is_last for s in self._stages)
+                return self._schedule.eval(*([tokens] if first else []), target=targets if last else None,
+                                           return_outputs=logits)
+            kept = []
+            for x, y in self._micro_batches(tokens, targets):
+                out = self._run_parts[0](x)
+                self._loss_fn(out, y)
+                if logits:
+                    kept.append(out)
+            return torch.cat(kept) if logits else None
+
+
 def check_executor_plan(model_spec: ModelSpec, plan: ParallelPlan, training: TrainingSpec, *,
                         device: torch.device) -> None:
     """ValueError (field: fix) for what the executor cannot run on `device`: the rules of
@@ -176,7 +234,6 @@ def check_executor_plan(model_spec: ModelSpec, plan: ParallelPlan, training: Tra
                                  seq_len=training.seq_len, global_batch=training.global_batch_size)
     if problems:
         raise problems[0]
-
 
 def uses_loss_parallel(plan: ParallelPlan) -> bool:
     """Vocab-parallel cross-entropy (torch `loss_parallel`) with TP; pipeline stages exchange plain
@@ -213,8 +270,8 @@ def build_engine(model_spec: ModelSpec, plan: ParallelPlan, training: TrainingSp
         if float8:  # 0. fp8 linears (torchao), on the meta model like torchtitan's converters
             apply_float8(part)
         if plan.tp > 1:  # 1. tensor (+ sequence) parallel
-            apply_tp(part, mesh["tp"], sequence_parallel=plan.sequence_parallel,
-                     loss_parallel=uses_loss_parallel(plan))
+            tp = apply_t5_tp if model_spec.arch == "encoder-decoder" else apply_tp
+            tp(part, mesh["tp"], sequence_parallel=plan.sequence_parallel, loss_parallel=uses_loss_parallel(plan))
         if plan.cp > 1:  # context parallel: global positions, CP attention core
             apply_cp(part, plan, mesh, seq_len=training.seq_len, device=device)
         apply_experts(part, mesh, plan)  # MoE layers: experts over the EP and TP groups

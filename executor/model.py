@@ -1,6 +1,8 @@
 """Reference Transformers in plain torch (no distributed code), built from a costmodel `ModelSpec`.
 
-Three styles share one module tree, so one parallelization plan fits all of them:
+Three styles share one module tree, so one parallelization plan fits all of them (encoder-decoder T5
+models live in `executor/t5.py`, with the same attribute names; `executor.families.build_model` builds
+either):
 - GPT-2/3 (Radford et al. 2019; Brown et al. 2020): pre-LayerNorm, GELU MLP, learned positions, biases.
 - Llama (Touvron et al. 2023): pre-RMSNorm, rotary positions (Su et al. 2021), SwiGLU MLP
   (Shazeer 2020), grouped-query attention (Ainslie et al. 2023).
@@ -50,8 +52,12 @@ def is_causal(spec: ModelSpec) -> bool:
 
 
 def _check_supported(spec: ModelSpec) -> None:
-    """ValueError (field: fix) for a model family the executor does not build (the rules live in
-    costmodel.step.runnable, which the planner applies too)."""
+    """ValueError (field: fix) for a model family this module does not build: encoder-decoders are T5
+    (executor.t5, through executor.families.build_model); the other rules live in costmodel.step.runnable,
+    which the planner applies too."""
+    if spec.arch == "encoder-decoder":
+        raise ValueError(f"arch: {spec.name} is an encoder-decoder; build it with executor.families.build_model "
+                         "(executor.t5.T5)")
     problems = model_problems(spec)
     if problems:
         raise problems[0]

@@ -25,6 +25,7 @@ from costmodel.specs import ParallelPlan
 from costmodel.step.runnable import schedule_problems
 
 from .model import Transformer
+from .t5 import T5
 
 __all__ = ["stage_ids", "layer_ranges", "split_model", "build_stages", "build_schedule", "check_schedule_supported"]
 
@@ -56,7 +57,7 @@ def stage_ids(plan: ParallelPlan, pp_rank: int) -> list[int]:
     return [pp_rank + k * plan.pp for k in range(plan.virtual_stages)]
 
 
-def split_model(model: Transformer, plan: ParallelPlan, *, pp_rank: int) -> list[tuple[int, Transformer]]:
+def split_model(model: Transformer | T5, plan: ParallelPlan, *, pp_rank: int) -> list[tuple[int, Transformer | T5]]:
     """This rank's chunks of the (meta-device) model as (stage index, module); names are kept
     (a chunk's `layers` keeps its global keys), the embedding stays on stage 0, the final norm and
     output on the last stage."""
@@ -65,7 +66,7 @@ def split_model(model: Transformer, plan: ParallelPlan, *, pp_rank: int) -> list
     if model.spec.tie_embeddings:
         raise ValueError(f"pp: {model.spec.name} ties its output to the input embedding, which pipeline "
                          "stages cannot share; use pp=1 or a model with tie_embeddings: false")
-    ranges = layer_ranges(plan, model.spec.num_layers)
+    ranges = layer_ranges(plan, model.spec.total_layers)  # encoder-decoder: one stack, encoder first
     last = len(ranges) - 1
     parts = []
     for s in stage_ids(plan, pp_rank):

@@ -373,6 +373,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rdzv-timeout", type=float, default=120.0,
                    help="seconds to wait for node 0's rendezvous and for all nodes to join (multi-node)")
     p.add_argument("--log-every", type=int, default=10, help="progress line every N steps")
+    p.add_argument("--eval-every", type=int, default=10,
+                   help="validation loss/perplexity on the held-out split every N steps and at the end")
+    p.add_argument("--eval-batches", type=int, default=2, help="validation batches per evaluation")
     p.add_argument("--dry-run", action="store_true",
                    help="print the torchrun command and exit (nothing is written)")
     p.add_argument("--trace-step", type=int, default=0, metavar="N",
@@ -393,7 +396,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         lr_decay_steps=args.lr_decay_steps, ckpt_every=args.ckpt_every, resume=args.resume,
         max_restarts=args.max_restarts, timeout_s=args.timeout, scale_to=args.scale_to, nnodes=args.nnodes,
         node_rank=args.node_rank, rdzv_endpoint=args.rdzv_endpoint, dtype=args.dtype, corpus=args.corpus,
-        log_every=args.log_every, compile=args.compile, overwrite=args.overwrite, rdzv_timeout_s=args.rdzv_timeout)
+        log_every=args.log_every, compile=args.compile, overwrite=args.overwrite, rdzv_timeout_s=args.rdzv_timeout,
+        eval_every=args.eval_every, eval_batches=args.eval_batches)
     for change in setup.changes:
         print(f"paraplan: scaled: {change}", file=sys.stderr)
     if args.trace_step:
@@ -422,6 +426,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"paraplan: {setup.plan.short()} on {s.world_size} x {s.device}: {s.steps} steps, "
               f"{s.step_time_s * 1e3:.1f} ms/step, {s.tokens_per_s:.0f} tokens/s{mfu}; "
               f"results in {result.out_dir}")
+        if s.validation:
+            v = s.validation[-1]
+            text = f", BLEU {v.bleu:.1f}, ROUGE-1/2/L {v.rouge1:.1f}/{v.rouge2:.1f}/{v.rouge_l:.1f}" \
+                if v.bleu is not None else ""
+            print(f"paraplan: validation at step {v.step}: loss {v.loss:.4f}, perplexity {v.perplexity:.2f}{text}")
     return 0
 
 

@@ -111,8 +111,10 @@ def test_missing_and_corrupt_plan_files(tmp_path, capsys):
 
 
 def test_unsupported_model_fails_before_launch(tmp_path, capsys):
-    code, _, err = _run([_plan_file(tmp_path), "--model", "t5-base", "--out", str(tmp_path / "r")], capsys)
-    assert code == 2 and "encoder-decoder" in _error_line(err)
+    model = tmp_path / "relative-gpt.json"
+    model.write_text(MODEL.model_copy(update={"position": "relative"}).model_dump_json())
+    code, _, err = _run([_plan_file(tmp_path), "--model", str(model), "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "position" in _error_line(err)
 
 
 def test_missing_corrupt_or_finished_checkpoints(tmp_path, capsys):

@@ -24,14 +24,17 @@ memory-efficient kernel) take head dims that are multiples of 8, up to 256."""
 
 
 def model_problems(model: ModelSpec) -> list[PlanError]:
-    """Model families the executor's reference Transformers do not build."""
+    """Model families the executor's reference models do not build: decoders and encoders (GPT, Llama,
+    BERT style, executor.model) and T5-style encoder-decoders with relative position buckets (executor.t5)."""
     out = []
-    if model.arch == "encoder-decoder":
-        out.append(PlanError("arch", f"{model.name} is an encoder-decoder; the executor runs decoder and encoder "
-                                     "models only (pick a GPT, Llama or BERT style model)"))
-    if model.position == "relative":
-        out.append(PlanError("position", f"relative position biases of {model.name} are not implemented; use "
-                                         "position 'learned' or 'rope'"))
+    if model.arch == "encoder-decoder" and model.position != "relative":
+        out.append(PlanError("position", f"the executor's encoder-decoder (T5) uses relative position buckets; "
+                                         f"{model.name} has position {model.position!r}: use 'relative'"))
+    if model.arch != "encoder-decoder" and model.position == "relative":
+        out.append(PlanError("position", f"relative position biases of {model.name} are implemented for "
+                                         "encoder-decoder (T5) models only; use position 'learned' or 'rope'"))
+    if model.arch == "encoder-decoder" and model.is_moe:
+        out.append(PlanError("experts", f"{model.name}: the executor's encoder-decoder has dense MLPs only"))
     if model.position == "rope" and model.kv_channels % 2:
         out.append(PlanError("head_dim", f"rotary positions need an even head_dim, got {model.kv_channels}"))
     if model.is_moe and model.bias:
@@ -73,6 +76,10 @@ def cp_problems(plan: ParallelPlan, *, device: DeviceKind, model: ModelSpec | No
     if variant is None:
         return []
     out = []
+    if model is not None and model.arch == "encoder-decoder":
+        out.append(PlanError("cp", f"{model.name} is an encoder-decoder; the executor shards decoder and encoder "
+                                   "sequences only (T5's encoder output crosses into every decoder position): "
+                                   "use cp=1"))
     if seq_len is not None and seq_len % (2 * plan.cp):
         out.append(PlanError("cp", f"seq_len={seq_len} is not divisible by 2*cp={2 * plan.cp}: the executor splits "
                                    "the sequence into 2*cp chunks (rank i holds chunks i and 2cp-1-i, balancing "
