@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,fp8]'
+	$(BIN)/pip install --quiet -e '.[dev,fp8,ray,kubernetes]'
 	touch $(STAMP)
 
 run: $(STAMP)

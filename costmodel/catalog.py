@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from .hf_moe import MOE_MODEL_TYPES, moe_model_data
 from .specs import ClusterSpec, GPUSpec, LinkSpec, ModelSpec
 from .specs._base import validate_spec
 
@@ -80,7 +81,8 @@ _HF_ACT = {"gelu": "gelu", "gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "sil
 
 
 def model_from_hf_config(config: dict[str, Any] | str | Path, *, name: str | None = None) -> ModelSpec:
-    """A ModelSpec from a Hugging Face `config.json` (model_type gpt2, llama, mistral, qwen2, bert, t5)."""
+    """A ModelSpec from a Hugging Face `config.json` (model_type gpt2, llama, mistral, qwen2, bert, t5, and the
+    mixtures of experts of `costmodel.hf_moe`: mixtral, qwen2_moe, qwen3_moe, deepseek_v2/v3, gpt_oss)."""
     if not isinstance(config, dict):
         path = Path(config)
         try:
@@ -120,10 +122,13 @@ def model_from_hf_config(config: dict[str, Any] | str | Path, *, name: str | Non
                     max_seq_len=get("n_positions", 512), activation=_HF_ACT.get(act, "relu"),
                     norm="rmsnorm", position="relative", tie_embeddings=get("tie_word_embeddings", True),
                     bias=False)
+    elif mtype in MOE_MODEL_TYPES:
+        data = moe_model_data(mtype, config)
     else:
         raise ValueError(
             f"model_type {mtype or '(missing)'!r} in Hugging Face config is not supported; "
-            "supported: gpt2, llama, mistral, qwen2, bert, roberta, t5 (or write a ModelSpec YAML)")
+            f"supported: gpt2, llama, mistral, qwen2, bert, roberta, t5, {', '.join(MOE_MODEL_TYPES)} "
+            "(or write a ModelSpec YAML)")
     data = {k: v for k, v in data.items() if v is not None}
     return _validate(ModelSpec, {"name": str(name), "source": "Hugging Face config.json", **data},
                      f"Hugging Face config ({mtype})")

@@ -42,11 +42,13 @@ the executor on this project's host, rounded up for Gloo's buffers and the data 
 GUARD_STACK = "paraplan"
 
 
-def default_global_batch(plan: ParallelPlan) -> int:
-    """A run's global batch when none is given: 8 sequences, rounded up to whole micro-batches per DP rank
-    (and to a multiple of pp micro-batches for interleaved 1F1B)."""
+def default_global_batch(plan: ParallelPlan, *, sequences: int = 8) -> int:
+    """A run's global batch when none is given: `sequences` (8: a run on this machine), rounded up to whole
+    micro-batches per DP rank (and to a multiple of pp micro-batches for interleaved 1F1B). Here, not in
+    `executor.launch.settings` (which re-exports it), so the guard resolves a run's batch as the launcher does
+    without importing the launcher."""
     unit = plan.dp * plan.micro_batch_size
-    micro_batches = math.ceil(8 / unit)
+    micro_batches = math.ceil(sequences / unit)
     if plan.schedule == "interleaved-1f1b":
         micro_batches = math.ceil(micro_batches / plan.pp) * plan.pp
     return unit * micro_batches

@@ -61,6 +61,8 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory-margin", type=float, default=None, metavar="SHARE",
                    help="share of each GPU's memory to keep free: a plan fits when its peak <= capacity x "
                         "(1 - margin) (default 0.05)")
+    p.add_argument("--moe-imbalance", type=float, default=None, metavar="RATIO",
+                   help="mixture of experts: tokens the busiest expert-parallel rank gets / the mean (default 1)")
 
 
 def add_plan_args(p: argparse.ArgumentParser, *, defaults: bool) -> None:
@@ -71,6 +73,7 @@ def add_plan_args(p: argparse.ArgumentParser, *, defaults: bool) -> None:
     p.add_argument("--tp", type=int, default=d(1))
     p.add_argument("--pp", type=int, default=d(1))
     p.add_argument("--cp", type=int, default=d(1))
+    p.add_argument("--ep", type=int, default=d(1), help="expert-parallel degree (mixture of experts; divides dp)")
     p.add_argument("--micro-batch", type=int, default=d(1))
     p.add_argument("--virtual-stages", type=int, default=d(1))
     p.add_argument("--schedule", default=d(None), choices=["gpipe", "1f1b", "interleaved-1f1b", "zero-bubble"])
@@ -86,8 +89,9 @@ def build_specs(args: argparse.Namespace) -> tuple[ModelSpec, ClusterSpec, Train
     args.calibration_profile = _calibration(args, procs=cluster.gpus_per_node)
     seq_len = args.seq_len or model.max_seq_len
     global_batch = args.global_batch or 8 * cluster.num_gpus
+    extra = {} if getattr(args, "moe_imbalance", None) is None else {"moe_load_imbalance": args.moe_imbalance}
     training = TrainingSpec(global_batch_size=global_batch, seq_len=seq_len, dtype=args.dtype,
-                            stack=getattr(args, "stack", "megatron"))
+                            stack=getattr(args, "stack", "megatron"), **extra)
     return model, cluster, training
 
 
@@ -140,9 +144,9 @@ def cost_options(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-_PLAN_FIELDS = {"dp": "dp", "tp": "tp", "pp": "pp", "cp": "cp", "micro_batch": "micro_batch_size",
+_PLAN_FIELDS = {"dp": "dp", "tp": "tp", "pp": "pp", "cp": "cp", "ep": "ep", "micro_batch": "micro_batch_size",
                 "virtual_stages": "virtual_stages", "schedule": "schedule", "zero": "zero_stage",
-                "recompute": "recompute", "sequence_parallel": "sequence_parallel"}
+                "recompute": "recompute", "sequence_parallel": "sequence_parallel", "cp_attention": "cp_attention"}
 
 
 def plan_from_args(args: argparse.Namespace, *, world_size: int | None = None) -> ParallelPlan:
@@ -173,6 +177,8 @@ def _add_estimate(sub: argparse._SubParsersAction) -> None:
     add_cluster_args(p)
     add_training_args(p)
     add_plan_args(p, defaults=True)
+    p.add_argument("--cp-attention", default=None, choices=["auto", "all-gather", "ring"],
+                   help="context-parallel attention (default auto: ring attention on GPUs, all-gather on CPU)")
     p.add_argument("--json", action="store_true", help="print the StepEstimate as JSON")
     p.add_argument("--timeline", default=None, metavar="TRACE.json", help="write a Chrome/Perfetto trace")
     p.set_defaults(handler=_cmd_estimate)
@@ -201,8 +207,10 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
 
 def _add_validate_published(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate-published",
-                       help="reproduce published training runs (Megatron-LM SC21, vTrain, MosaicML, torchtitan memory) and report the error")
-    p.add_argument("--data", default=None, help="folder holding megatron2021/ and vtrain/ (default: the copy shipped with paraplan)")
+                       help="reproduce published training runs (Megatron-LM SC21, vTrain, MosaicML, MoE, torchtitan "
+                            "memory) and report the error")
+    p.add_argument("--data", default=None, help="folder holding megatron2021/, vtrain/ and moe2025/ (default: the "
+                                                "copy shipped with paraplan)")
     p.add_argument("--out", default=None, metavar="VALIDATION.md", help="write the report section into this file")
     p.add_argument("--csv", default=None, metavar="FILE", help="write predicted vs published per row as CSV")
     p.add_argument("--loso", action="store_true",
@@ -214,9 +222,13 @@ def _cmd_validate_published(args: argparse.Namespace) -> int:
     from costmodel.calibration.published import run_validation, summary_text, update_validation_doc
     from costmodel.calibration.published.memory import memory_summary_text, run_memory_validation
     from costmodel.calibration.published.memory_doc import update_memory_doc
+    from costmodel.calibration.published.moe import moe_summary_text, run_moe_validation, update_moe_doc
 
     result = run_validation(args.data)
+    moe = run_moe_validation(args.data)   # mixtures of experts: held out, reported on their own
     print(summary_text(result))
+    if not moe.empty:
+        print(moe_summary_text(moe))
     memory = run_memory_validation(args.data)
     print(memory_summary_text(memory))
     loso = None
@@ -231,6 +243,7 @@ def _cmd_validate_published(args: argparse.Namespace) -> int:
         write_text_atomic(args.csv, result.rows.to_csv(index=False))
     if args.out:
         update_validation_doc(args.out, result, loso=loso)
+        update_moe_doc(args.out, moe)
         update_memory_doc(args.out, memory)
         print(f"wrote {args.out}", file=sys.stderr)
     return 0
@@ -241,10 +254,13 @@ def _add_ui(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ui", help="start the Streamlit app (plan, inspect, compare, what-if, run)")
     p.add_argument("--address", default="127.0.0.1", help="address to serve on (default: localhost only)")
     p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--runs", default=None, metavar="DIR",
+                   help="folder the app keeps its runs in (default: $PARAPLAN_RUNS or ./runs)")
     p.set_defaults(handler=_cmd_ui)
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
+    import os
     import subprocess
     from pathlib import Path
 
@@ -256,8 +272,11 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     argv = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.address,
             "--server.port", str(args.port), "--server.fileWatcherType", "none", "--server.headless", "true",
             "--browser.gatherUsageStats", "false"]
+    env = dict(os.environ)
+    if args.runs:
+        env["PARAPLAN_RUNS"] = str(Path(args.runs).resolve())
     print(f"paraplan ui: http://{args.address}:{args.port}", file=sys.stderr)
-    return subprocess.call(argv)
+    return subprocess.call(argv, env=env)
 
 
 # ---------------------------------------------------------------- plan, sweep (owned by planner/)
@@ -279,6 +298,11 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--csv", default=None, metavar="FILE", help="write the ranked plans as CSV")
     p.add_argument("--save", default=None, metavar="PLAN.json", help="write the best plan for the executor")
+    p.add_argument("--runnable-only", action="store_true",
+                   help="keep only plans the executor runs on the cluster's device (others are marked)")
+    p.add_argument("--all-placements", action="store_true",
+                   help="list plans that differ only in placement with the same figures one by one "
+                        "(default: folded into the first, column 'same as')")
     p.set_defaults(handler=_cmd_plan)
 
 
@@ -289,9 +313,14 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     model, cluster, training = build_specs(args)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    result = search(model, cluster, training, top_k=args.top_k, progress=progress,
-                    rebalance=args.rebalance, **cost_options(args), **constraints_from_args(args))
+    result = search(model, cluster, training, top_k=args.top_k, progress=progress, rebalance=args.rebalance,
+                    runnable_only=args.runnable_only, fold_equivalent=not args.all_placements, **cost_options(args),
+                    **constraints_from_args(args))
     print(result_json(result) if args.json else format_table(result))
+    if not args.json and result.best is not None and model.is_moe:
+        from planner.explain import explain_experts
+
+        print(explain_experts(model, cluster, result.best.estimate, topology=getattr(args, "topology_graph", None)))
     if args.csv:
         write_csv_atomic(result.to_frame(), args.csv)
     if args.save and result.best is not None:
@@ -339,7 +368,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None, help="data/init seed (default 0, or the checkpoint's)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-4)")
     p.add_argument("--warmup-steps", type=int, default=None, help="default lr-decay-steps // 10")
-    p.add_argument("--lr-decay-steps", type=int, default=None, help="cosine length (default --steps)")
+    p.add_argument("--lr-decay-steps", type=int, default=None,
+                   help="cosine length (default --steps; a resumed run keeps its checkpoint's)")
     p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16", "fp8"],
                    help="default fp32 on CPU, bf16 on GPUs; fp8 (torchao float8 linears) needs compute capability >= 8.9")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
@@ -347,6 +377,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--corpus", default=None, help="text file to train on (default: the built-in corpus)")
     p.add_argument("--ckpt-every", type=int, default=0, help="checkpoint every N steps and at the end")
     p.add_argument("--resume", default=None, help="run directory or checkpoint to resume from (any plan)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (its metrics and checkpoints are deleted)")
     p.add_argument("--max-restarts", type=int, default=0, help="elastic restarts from the last checkpoint")
     p.add_argument("--timeout", type=float, default=300.0, help="collective timeout in seconds")
     p.add_argument("--scale-to", type=int, default=None, metavar="N",
@@ -354,8 +386,17 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nnodes", type=int, default=1)
     p.add_argument("--node-rank", type=int, default=0)
     p.add_argument("--rdzv-endpoint", default=None, help="HOST:PORT of node 0 (multi-node)")
+    p.add_argument("--rdzv-timeout", type=float, default=120.0,
+                   help="seconds to wait for node 0's rendezvous and for all nodes to join (multi-node)")
     p.add_argument("--log-every", type=int, default=10, help="progress line every N steps")
-    p.add_argument("--dry-run", action="store_true", help="print the torchrun command and exit")
+    p.add_argument("--eval-every", type=int, default=10,
+                   help="validation loss/perplexity on the held-out split every N steps and at the end")
+    p.add_argument("--eval-batches", type=int, default=2, help="validation batches per evaluation")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the torchrun command and exit (nothing is written)")
+    p.add_argument("--trace-step", type=int, default=0, metavar="N",
+                   help="write a torch.profiler trace of step N (every rank) to OUT/trace/; "
+                        "that step is left out of the step-time median (default 0: none)")
     p.add_argument("--force", action="store_true",
                    help="launch even when the predicted memory does not fit this host (skip the memory guard)")
     p.set_defaults(handler=_cmd_run)
@@ -371,7 +412,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         def runnable(plan: Any) -> bool:   # (imports the launcher only when some plan fits)
             from executor.launch import plan_unsupported
 
-            return plan_unsupported(plan, global_batch=check.training.global_batch_size) is None
+            return plan_unsupported(plan, global_batch=check.training.global_batch_size, model=check.model,
+                                    seq_len=check.training.seq_len) is None
 
         return nearest_plan_hint(check, runnable=runnable)
 
@@ -387,10 +429,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
         lr_decay_steps=args.lr_decay_steps, ckpt_every=args.ckpt_every, resume=args.resume,
         max_restarts=args.max_restarts, timeout_s=args.timeout, scale_to=args.scale_to, nnodes=args.nnodes,
         node_rank=args.node_rank, rdzv_endpoint=args.rdzv_endpoint, dtype=args.dtype, corpus=args.corpus,
-        log_every=args.log_every, compile=args.compile, force=args.force, suggest=suggest)
+        log_every=args.log_every, compile=args.compile, overwrite=args.overwrite, rdzv_timeout_s=args.rdzv_timeout,
+        eval_every=args.eval_every, eval_batches=args.eval_batches, force=args.force, suggest=suggest)
     for change in setup.changes:
         print(f"paraplan: scaled: {change}", file=sys.stderr)
+    if args.trace_step:
+        import dataclasses
+
+        from executor.trace import TRACE_ENV
+
+        if not 1 <= args.trace_step <= args.steps:
+            raise ValueError(f"--trace-step {args.trace_step}: the run has {args.steps} steps; use 1 to {args.steps}")
+        setup = dataclasses.replace(setup, env={**setup.env, TRACE_ENV: str(args.trace_step)})
+    for note in setup.notes:
+        print(f"paraplan: note: {note}", file=sys.stderr)
     if args.dry_run:
+        print(f"paraplan: dry run, nothing written: a run first writes {setup.out_dir / 'plan.json'}, which this "
+              f"command reads: {setup.plan.model_dump_json()}", file=sys.stderr)
         print(setup.command_line())
         return 0
     try:
@@ -404,6 +459,121 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"paraplan: {setup.plan.short()} on {s.world_size} x {s.device}: {s.steps} steps, "
               f"{s.step_time_s * 1e3:.1f} ms/step, {s.tokens_per_s:.0f} tokens/s{mfu}; "
               f"results in {result.out_dir}")
+        if s.validation:
+            v = s.validation[-1]
+            text = f", BLEU {v.bleu:.1f}, ROUGE-1/2/L {v.rouge1:.1f}/{v.rouge2:.1f}/{v.rouge_l:.1f}" \
+                if v.bleu is not None else ""
+            print(f"paraplan: validation at step {v.step}: loss {v.loss:.4f}, perplexity {v.perplexity:.2f}{text}")
+    return 0
+
+
+# ---- launch (executor): a plan on a cluster (torchrun, Slurm, Kubernetes, Ray)
+LAUNCH_TARGETS = ["torchrun", "slurm", "kubernetes", "ray"]  # executor.launch.TARGETS (kept light: no torch here)
+
+
+def _add_launch(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("launch", help="write (and --submit) what a cluster needs to run a plan: a torchrun "
+                                      "script, an sbatch script, a Kubernetes manifest or a Ray Train driver")
+    p.add_argument("plan_file", nargs="?", metavar="PLAN.json", help="plan file (e.g. from `paraplan plan --save`)")
+    p.add_argument("--on", choices=LAUNCH_TARGETS, help="where to run it")
+    p.add_argument("--status", metavar="JOBID", default=None, help="print a Slurm job's state (squeue/sacct)")
+    p.add_argument("--nodes", type=int, default=None, help="nodes (default: what the plan fills)")
+    p.add_argument("--gpus-per-node", type=int, default=None, help="default: the cluster preset's")
+    p.add_argument("--cluster", default="dgx-a100", help="cluster preset: GPUs per node, GPU type, network "
+                                                        "(NCCL settings); 'cpu' runs CPU workers over Gloo")
+    p.add_argument("--model", default="tiny-llama", help="catalog name or ModelSpec YAML/JSON")
+    p.add_argument("--steps", type=int, default=50, help="train until this optimizer step")
+    p.add_argument("--out", default=None, help="run directory as the nodes see it (default runs/NAME; "
+                                               "/runs/NAME on Kubernetes)")
+    p.add_argument("--global-batch", type=int, default=None,
+                   help="sequences per step (default: 8 per GPU as in `plan`; 8 with --cluster cpu)")
+    p.add_argument("--seq-len", type=int, default=None,
+                   help="default: the model's context (at most 1024 with --cluster cpu)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-4)")
+    p.add_argument("--warmup-steps", type=int, default=None, help="default lr-decay-steps // 10")
+    p.add_argument("--lr-decay-steps", type=int, default=None, help="cosine length (default --steps)")
+    p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"], help="default bf16 on GPUs")
+    p.add_argument("--ckpt-every", type=int, default=100, help="checkpoint every N steps and at the end")
+    p.add_argument("--max-restarts", type=int, default=3,
+                   help="restarts after a failure, each from the newest checkpoint")
+    p.add_argument("--timeout", type=float, default=1800.0, help="collective timeout in seconds")
+    p.add_argument("--log-every", type=int, default=10, help="progress line every N steps")
+    p.add_argument("--name", default=None, help="job name (default paraplan-MODEL-PLAN)")
+    p.add_argument("--env", action="append", default=None, metavar="NAME=VALUE",
+                   help="extra environment for the workers (repeatable), e.g. NCCL_SOCKET_IFNAME=ib0")
+    p.add_argument("--python", default=None, help="interpreter on the nodes (default: this one; python in a container)")
+    p.add_argument("--rdzv-host", default=None, help="torchrun: the node that hosts the rendezvous (node 0)")
+    p.add_argument("--rdzv-port", type=int, default=29500, help="torchrun: the rendezvous port on node 0")
+    p.add_argument("--partition", default=None, help="Slurm partition")
+    p.add_argument("--account", default=None, help="Slurm account")
+    p.add_argument("--time", default=None, dest="time_limit", help="Slurm time limit, e.g. 24:00:00")
+    p.add_argument("--image", default="paraplan:latest", help="Kubernetes: container image with paraplan installed")
+    p.add_argument("--namespace", default=None, help="Kubernetes namespace")
+    p.add_argument("--pvc", default=None, help="Kubernetes: PersistentVolumeClaim for the run directory")
+    p.add_argument("--kind", default="pytorchjob", choices=["pytorchjob", "jobset"], help="Kubernetes object")
+    p.add_argument("--ray-address", default=None, help="Ray cluster (default: a local instance)")
+    p.add_argument("--ray-cpus", type=int, default=None, help="CPUs of a local Ray instance (default: world size)")
+    p.add_argument("--file", default=None, help="where to write the script or manifest (default: NAME.<ext>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --file")
+    p.add_argument("--submit", action="store_true",
+                   help="also submit it: sbatch, kubectl apply, Ray Train from here, or this node's torchrun")
+    p.set_defaults(handler=_cmd_launch)
+
+
+def _cmd_launch(args: argparse.Namespace) -> int:
+    from executor.launch import (
+        RunFailed,
+        check_submit,
+        job_status,
+        launch_note,
+        prepare_launch,
+        submit_launch,
+        write_launch,
+    )
+
+    if args.status is not None:
+        info = job_status(args.status)
+        extra = info.get("reason") or info.get("exit_code") or ""
+        print(f"job {info['job']}: {info['state']}, elapsed {info['elapsed']}, nodes {info['nodes'] or '-'}"
+              + (f", {extra}" if extra and extra != "None" else "") + f" ({info['source']})")
+        return 0
+    if not args.plan_file or not args.on:
+        raise ValueError("launch: give PLAN.json and --on torchrun|slurm|kubernetes|ray (or --status JOBID)")
+    spec = prepare_launch(
+        args.plan_file, on=args.on, model=args.model, steps=args.steps, out=args.out, nodes=args.nodes,
+        gpus_per_node=args.gpus_per_node, cluster=args.cluster, global_batch=args.global_batch, seq_len=args.seq_len,
+        seed=args.seed, lr=args.lr, warmup_steps=args.warmup_steps, lr_decay_steps=args.lr_decay_steps,
+        dtype=args.dtype, ckpt_every=args.ckpt_every, max_restarts=args.max_restarts, timeout_s=args.timeout,
+        log_every=args.log_every, name=args.name, rdzv_host=args.rdzv_host, rdzv_port=args.rdzv_port, env=args.env,
+        python=args.python, partition=args.partition, account=args.account, time_limit=args.time_limit,
+        image=args.image, namespace=args.namespace, pvc=args.pvc, ray_address=args.ray_address)
+    if args.submit:
+        check_submit(spec)  # before writing: a refused submission leaves nothing behind
+    path = write_launch(spec, args.file, kind=args.kind, overwrite=args.overwrite)
+    print(f"paraplan: wrote {path}: {spec.summary_line()}", file=sys.stderr)
+    if note := launch_note(spec):
+        print(f"paraplan: note: {note}", file=sys.stderr)
+    if not args.submit:
+        usage = {"slurm": f"sbatch {path}", "kubernetes": f"kubectl apply -f {path}",
+                 "ray": f"python {path} --address auto", "torchrun": f"bash {path}  # on each of the {spec.nodes} nodes"}
+        print(usage[spec.target])
+        return 0
+    try:
+        result = submit_launch(spec, path, num_cpus=args.ray_cpus)
+    except (RunFailed, RuntimeError) as exc:
+        print(f"paraplan: error: run failed: {exc}", file=sys.stderr)
+        return 1
+    if "job" in result:
+        print(f"paraplan: submitted Slurm job {result['job']}; follow it with: paraplan launch --status "
+              f"{result['job']}", file=sys.stderr)
+        print(result["job"])
+    elif "applied" in result:
+        print(result["applied"])
+    elif result.get("summary"):
+        s = result["summary"]
+        print(f"paraplan: {spec.plan.short()} on Ray ({s['world_size']} workers): {s['steps']} steps, "
+              f"{s['step_time_s'] * 1e3:.1f} ms/step; results in {spec.out_dir}")
     return 0
 
 
@@ -469,12 +639,13 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    import functools
     import shlex
     from pathlib import Path
 
     from costmodel.calibration.fit_data import local_cluster
     from costmodel.calibration.profile_spec import load_profile, save_profile
-    from executor.launch import plan_unsupported, run_plan
+    from executor.launch import run_plan
     from planner.closed_loop.doc import local_markdown, update_part
     from planner.closed_loop.validate import LocalValidation, run_local_validation
 
@@ -498,9 +669,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         from costmodel.calibration.fit_data import cluster_for_device
 
         cluster = cluster_for_device(profile.device, args.procs).model_copy(update={"gpus_per_node": args.procs})
-    report = run_local_validation(cfg, runner=run_plan, cluster=cluster, profile=profile,
-                                  out_dir=out, log=lambda msg: print(msg, file=sys.stderr, flush=True),
-                                  runnable=lambda plan: plan_unsupported(plan, global_batch=args.global_batch) is None)
+    # the sweep's run directories are its own outputs: a new sweep into --out replaces them; the plans
+    # are those the executor runs on this device (costmodel.step.runnable)
+    report = run_local_validation(cfg, runner=functools.partial(run_plan, overwrite=True), cluster=cluster,
+                                  profile=profile,
+                                  out_dir=out, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     s = report.summary
     print(f"validate --local: {s['plans_run']} plans run ({s['plans_failed']} failed); step time mean |error| "
           f"{s['step_time_mean_abs_error']:.1%} (max {s['step_time_max_abs_error']:.1%}), Spearman {s['spearman']:.3f}, "
@@ -580,7 +753,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_estimate, _add_validate_published, _add_ui, _add_plan, _add_sweep, _add_run, _add_profile, _add_validate, _add_calibrate]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_estimate, _add_validate_published, _add_ui, _add_plan, _add_sweep, _add_run, _add_launch, _add_profile, _add_validate, _add_calibrate]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,11 +17,24 @@ GIB = float(2 ** 30)
 
 @dataclass(frozen=True)
 class RankedPlan:
-    """One plan of the result: its rank (1 = fastest) and the cost model's exact estimate."""
+    """One plan of the result: its rank (1 = fastest), the cost model's exact estimate, and why the
+    executor cannot run it on the cluster's device (`not_runnable`, 'field: ...'; None: it runs;
+    the rules of `costmodel.step.runnable`)."""
 
     rank: int
     plan: ParallelPlan
     estimate: StepEstimate
+    not_runnable: str | None = None
+    """Why the executor cannot run this plan on the cluster's device (None: it can)."""
+    equivalent: tuple[ParallelPlan, ...] = ()
+    """Other placements of this plan with the same figures, folded into it (`planner.fold`)."""
+    equivalent_note: str = ""
+    """Why they change nothing (empty when there are none)."""
+
+    @property
+    def runnable(self) -> bool:
+        """Whether `paraplan run` / the executor can train this plan on the cluster's device."""
+        return self.not_runnable is None
 
     @property
     def label(self) -> str:
@@ -37,13 +50,15 @@ class RankedPlan:
         return self.estimate.memory.peak_bytes
 
 
-def plan_row(estimate: StepEstimate) -> dict[str, Any]:
-    """One flat row: every knob of the plan and every figure of its estimate."""
+def plan_row(estimate: StepEstimate, *, equivalent: tuple[ParallelPlan, ...] = ()) -> dict[str, Any]:
+    """One flat row: every knob of the plan and every figure of its estimate (and the placements of the
+    equivalent plans folded into it)."""
     p, t, m = estimate.plan, estimate.time, estimate.memory
     return {
         "plan": p.short(), "num_gpus": estimate.num_gpus,
-        "dp": p.dp, "tp": p.tp, "pp": p.pp, "cp": p.cp, "micro_batch_size": p.micro_batch_size,
+        "dp": p.dp, "tp": p.tp, "pp": p.pp, "cp": p.cp, "ep": p.ep, "micro_batch_size": p.micro_batch_size,
         "virtual_stages": p.virtual_stages, "schedule": p.schedule, "zero_stage": p.zero_stage,
+        "cp_attention": p.cp_attention,
         "recompute": p.recompute, "sequence_parallel": p.sequence_parallel,
         "placement": "-".join(p.placement),
         "layers_per_stage": "" if p.layers_per_stage is None else ",".join(map(str, p.layers_per_stage)),
@@ -54,13 +69,14 @@ def plan_row(estimate: StepEstimate) -> dict[str, Any]:
         "reserved_bytes": m.reserved_bytes, "peak_stage": m.stage, "peak_moment": m.moment,
         "capacity_bytes": estimate.capacity_bytes, "memory_margin": estimate.memory_margin,
         "usable_bytes": estimate.usable_bytes,
-        "compute_s": t.compute_s, "tp_comm_s": t.tp_comm_s, "cp_comm_s": t.cp_comm_s,
+        "compute_s": t.compute_s, "tp_comm_s": t.tp_comm_s, "cp_comm_s": t.cp_comm_s, "ep_comm_s": t.ep_comm_s,
         "dp_comm_s": t.dp_comm_s, "pp_comm_s": t.pp_comm_s, "bubble_s": t.bubble_s,
         "optimizer_s": t.optimizer_s,
         "parameters_bytes": m.parameters_bytes, "gradients_bytes": m.gradients_bytes,
         "optimizer_bytes": m.optimizer_bytes, "activations_bytes": m.activations_bytes,
         "buffers_bytes": m.buffers_bytes, "temporaries_bytes": m.temporaries_bytes, "context_bytes": m.context_bytes,
         "stack": estimate.stack, "gpu_profile": estimate.gpu_profile or "",
+        "equivalent": len(equivalent), "equivalent_placements": " ".join("-".join(e.placement) for e in equivalent),
     }
 
 
@@ -69,7 +85,9 @@ class SearchResult:
     """Ranked plans (fastest first), Pareto fronts and the accounting of the search.
 
     `rejections` maps a reason (a rule label, or 'oom: does not fit in memory') to the number of
-    candidate plans rejected for it. `message` explains an empty result with numbers."""
+    candidate plans rejected for it. `message` explains an empty result with numbers. Plans that only
+    differ in placement with the same figures are folded into the first (`RankedPlan.equivalent`,
+    counted in `num_folded`; `planner.fold`) unless the search ran with `fold_equivalent=False`."""
 
     plans: tuple[RankedPlan, ...]
     pareto_memory: tuple[RankedPlan, ...] = ()
@@ -85,6 +103,7 @@ class SearchResult:
     timings_s: dict[str, float] = field(default_factory=dict)
     memory_margin: float = MEMORY_SAFETY_MARGIN
     """Share of each GPU's memory kept free: a plan fits when its peak <= capacity x (1 - memory_margin)."""
+    num_folded: int = 0
 
     @property
     def best(self) -> RankedPlan | None:
@@ -109,8 +128,10 @@ class SearchResult:
         return iter(self.plans)
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per ranked plan, a column for every knob and every figure."""
-        rows = [{"rank": r.rank, **plan_row(r.estimate)} for r in self.plans]
+        """One row per ranked plan, a column for every knob and every figure, its folded equivalent
+        placements, and whether the executor runs it (`runnable`, `not_runnable`: the reason)."""
+        rows = [{"rank": r.rank, **plan_row(r.estimate, equivalent=r.equivalent), **_runnable_cols(r)}
+                for r in self.plans]
         return pd.DataFrame(rows, columns=["rank", *COLUMNS])
 
     def pareto_frame(self, against: str = "memory") -> pd.DataFrame:
@@ -118,7 +139,8 @@ class SearchResult:
         if against not in ("memory", "gpus"):
             raise ValueError(f"against={against!r}: use 'memory' or 'gpus'")
         front = self.pareto_memory if against == "memory" else self.pareto_gpus
-        return pd.DataFrame([plan_row(r.estimate) for r in front], columns=COLUMNS)
+        return pd.DataFrame([{**plan_row(r.estimate, equivalent=r.equivalent), **_runnable_cols(r)} for r in front],
+                            columns=COLUMNS)
 
     def rejections_frame(self) -> pd.DataFrame:
         """Rejected candidates by reason, most frequent first."""
@@ -135,6 +157,9 @@ class SearchResult:
             lines.append(f"best: {self.best.plan.short()}  step {e.step_time_s:.3f} s, "
                          f"{e.tokens_per_s:,.0f} tokens/s, MFU {e.mfu:.1%}, peak {e.memory.peak_bytes / GIB:.1f} GiB "
                          f"of {e.usable_bytes / GIB:.1f} GiB usable ({e.memory.describe()})")
+        if self.num_folded:
+            lines.append(f"{self.num_folded} other placement(s) of the ranked plans give the same figures and are "
+                         "folded into them ('same as'; --all-placements / fold_equivalent=False lists them)")
         if not self.complete:
             lines.append("note: stopped re-scoring at the max_rescore limit; the order may differ from "
                          "an exhaustive search")
@@ -143,12 +168,17 @@ class SearchResult:
         return "\n".join(lines)
 
 
+def _runnable_cols(r: RankedPlan) -> dict[str, Any]:
+    return {"runnable": r.runnable, "not_runnable": r.not_runnable or ""}
+
+
 COLUMNS = [
-    "plan", "num_gpus", "dp", "tp", "pp", "cp", "micro_batch_size", "virtual_stages", "schedule",
-    "zero_stage", "recompute", "sequence_parallel", "placement", "layers_per_stage", "step_time_s",
+    "plan", "num_gpus", "dp", "tp", "pp", "cp", "ep", "micro_batch_size", "virtual_stages", "schedule",
+    "zero_stage", "cp_attention", "recompute", "sequence_parallel", "placement", "layers_per_stage", "step_time_s",
     "tokens_per_s", "model_tflops_per_gpu", "hardware_tflops_per_gpu", "mfu", "hfu", "peak_bytes",
     "peak_gib", "allocated_bytes", "reserved_bytes", "peak_stage", "peak_moment", "capacity_bytes",
-    "memory_margin", "usable_bytes", "compute_s", "tp_comm_s", "cp_comm_s", "dp_comm_s", "pp_comm_s",
+    "memory_margin", "usable_bytes", "compute_s", "tp_comm_s", "cp_comm_s", "ep_comm_s", "dp_comm_s", "pp_comm_s",
     "bubble_s", "optimizer_s", "parameters_bytes", "gradients_bytes", "optimizer_bytes",
     "activations_bytes", "buffers_bytes", "temporaries_bytes", "context_bytes", "stack", "gpu_profile",
+    "equivalent", "equivalent_placements", "runnable", "not_runnable",
 ]

@@ -46,7 +46,7 @@ MEMORY_SLACK = 0.10
 """Allowance for the event simulator's peak memory vs the closed form's when bounding a changed split."""
 
 
-_TABLE_KNOBS = ("pp", "schedule", "dp", "tp", "cp", "placement", "mb", "v", "recompute", "sp")
+_TABLE_KNOBS = ("pp", "schedule", "dp", "tp", "cp", "ep", "placement", "mb", "v", "recompute", "sp")
 """Every knob but ZeRO: a table column is one distinct combination of these. Columns are sorted by
 depth, then schedule (`planner.bounds` takes zero-bubble columns as a slice)."""
 
@@ -98,23 +98,23 @@ def zero_table(space: Space) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
 
 
 @lru_cache(maxsize=8192)
-def _group_plan(dp: int, tp: int, pp: int, cp: int, placement: tuple[str, ...]) -> ParallelPlan:
+def _group_plan(dp: int, tp: int, pp: int, cp: int, ep: int, placement: tuple[str, ...]) -> ParallelPlan:
     """The ParallelPlan of a degree group (for its CommModel; cached, plans are frozen)."""
-    return ParallelPlan(dp=dp, tp=tp, pp=pp, cp=cp, placement=placement)
+    return ParallelPlan(dp=dp, tp=tp, pp=pp, cp=cp, ep=ep, placement=placement)
 
 
 def _table_knobs(cluster: ClusterSpec, space: Space, cols: dict[str, np.ndarray], zeros: np.ndarray, *,
                  calibration: Any, topology: Any) -> tuple[Knobs, GroupedComm]:
     """Knobs of the table columns `cols` (every knob a per-column array, ZeRO the (stages, 1) column
     `zeros`, pp to be set per depth) and their GroupedComm: one memoized CommModel per distinct
-    (dp, tp, pp, cp, placement)."""
-    keys = np.stack([cols["pp"], cols["dp"], cols["tp"], cols["cp"], cols["placement"]], axis=1)
+    (dp, tp, pp, cp, ep, placement)."""
+    keys = np.stack([cols["pp"], cols["dp"], cols["tp"], cols["cp"], cols["ep"], cols["placement"]], axis=1)
     uniq, inverse = unique_rows(keys)
-    comms = [comm_model(cluster, _group_plan(dp, tp, pp, cp, space.placements[pl]), topology=topology,
-                        calibration=calibration) for pp, dp, tp, cp, pl in uniq.tolist()]
+    comms = [comm_model(cluster, _group_plan(dp, tp, pp, cp, ep, space.placements[pl]), topology=topology,
+                        calibration=calibration) for pp, dp, tp, cp, ep, pl in uniq.tolist()]
     k = Knobs(dp=cols["dp"], tp=cols["tp"], pp=0, cp=cols["cp"], mb=cols["mb"], v=cols["v"],
               schedule=cols["schedule"], zero=zeros[:, None], recompute=cols["recompute"],
-              sp=cols["sp"].astype(np.int64))
+              sp=cols["sp"].astype(np.int64), ep=cols["ep"])
     return k, GroupedComm(comms, inverse)
 
 

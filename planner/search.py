@@ -12,31 +12,46 @@
    order run ahead in batches (`ExactScorer.prefetch`: one numpy sweep per schedule shape), which
    changes the cost, not the figures.
 
-Ranking key: (step_time_s, GPUs used, peak bytes, candidate order), so results are deterministic."""
+Ranking key: (step_time_s, GPUs used, peak bytes, candidate order), so results are deterministic.
+Plans that differ only in placement and get the same figures are folded into the first in that order
+(`planner.fold`; `fold_equivalent=False` keeps them apart); `top_k` counts the folded classes, in both
+`search` and `search_exhaustive`.
+
+Every ranked plan says whether the executor runs it on the cluster's device (`RankedPlan.not_runnable`:
+the first rule of `costmodel.step.runnable` it breaks); `runnable_only=True` skips those plans while
+re-scoring, so the top k are plans `paraplan run` trains (the skipped ones counted as rejections). No
+rule depends on the placement, so the plans folded into one share its runnable status: skipping before
+folding is the same as folding first and dropping the classes whose representative does not run."""
 
 from __future__ import annotations
 
-import bisect
 import time
+from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from costmodel.specs import MEMORY_SAFETY_MARGIN, ClusterSpec, ModelSpec, TrainingSpec
+from costmodel.specs import MEMORY_SAFETY_MARGIN, ClusterSpec, ModelSpec, ParallelPlan, TrainingSpec
 from costmodel.step.estimate import resolve_calibration
+from costmodel.step.runnable import device_kind, executor_unsupported
 
 from .constraints import Constraints
 from .exact import ExactScorer
 from .explain import LABELS, explain_invalid, explain_oom
+from .fold import EquivalenceFolder
 from .pareto import pareto_indices
 from .result import RankedPlan, SearchResult
 from .scoring import bulk_scores
 from .space import Space, build_space
 
-__all__ = ["search", "search_exhaustive", "OOM_REASON", "MAX_RESCORE"]
+__all__ = ["search", "search_exhaustive", "not_runnable", "OOM_REASON", "NOT_RUNNABLE_REASON", "MAX_RESCORE"]
 
 OOM_REASON = "oom: does not fit in GPU memory"
+NOT_RUNNABLE_REASON = "not runnable by the executor: {field}"
+"""Rejection label of a plan `runnable_only` skips ({field}: the plan field the rule names)."""
 _PARETO_MAX = 64
 _PREFETCH_MIN, _PREFETCH_MAX = 32, 512   # candidates whose simulations run in one batch (doubling)
 MAX_RESCORE = 4096
@@ -56,10 +71,23 @@ def _key(est_time: float, world: int, peak: float, index: int) -> tuple[float, i
     return (est_time, world, peak, index)
 
 
+def not_runnable(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, plan: ParallelPlan) -> str | None:
+    """Why the executor cannot run `plan` on the cluster's device ('field: ...'), or None."""
+    return executor_unsupported(plan, device=device_kind(cluster), model=model, seq_len=training.seq_len,
+                                global_batch=training.global_batch_size)
+
+
+def _marked(plans: tuple[RankedPlan, ...], runs: Callable[[ParallelPlan], str | None]) -> tuple[RankedPlan, ...]:
+    """`plans` with `not_runnable` set by `runs` (a folded class's plans differ only in placement, which no
+    rule of `costmodel.step.runnable` reads: the representative's status is its class's)."""
+    return tuple(replace(r, not_runnable=runs(r.plan)) for r in plans)
+
+
 def search(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, top_k: int = 10,
            calibration: Any = None, topology: Any = None, progress: bool = False,
-           rebalance: bool = False, max_rescore: int = MAX_RESCORE,
-           memory_margin: float = MEMORY_SAFETY_MARGIN, **constraints: Any) -> SearchResult:
+           rebalance: bool = False, max_rescore: int = MAX_RESCORE, fold_equivalent: bool = True,
+           runnable_only: bool = False, memory_margin: float = MEMORY_SAFETY_MARGIN,
+           **constraints: Any) -> SearchResult:
     """The `top_k` fastest plans for `model` on `cluster` that fit in memory.
 
     Keyword constraints fix or bound any knob (`tp=8`, `max_pp=16`, `schedule="1f1b"`,
@@ -69,6 +97,11 @@ def search(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, to
     lower bound closed before that (then the result equals `search_exhaustive`'s).
     `progress` shows a tqdm bar on stderr. A plan fits when its predicted peak (reserved memory + CUDA
     context) is at most the GPU's memory less `memory_margin` (`costmodel.MEMORY_SAFETY_MARGIN`).
+    Plans that differ only in placement and get the same
+    figures are folded into the first (`RankedPlan.equivalent`, with the reason; `planner.fold`);
+    `fold_equivalent=False` lists each of them as its own plan. Each plan carries `not_runnable` (why
+    the executor cannot run it on the cluster's device, or None); `runnable_only` keeps only the plans
+    it runs.
     A malformed request raises ValueError naming the field; an impossible one returns no plans and a
     `message` with numbers."""
     t0 = time.perf_counter()
@@ -96,8 +129,10 @@ def search(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, to
     lb = bulk["step_time_s_lb"]
     cand = np.flatnonzero(fit)
     order = cand[np.lexsort((cand, world[cand], lb[cand]))]
-    ranked: list[tuple[tuple, Any]] = []
+    folder = EquivalenceFolder(gpus_per_node=cluster.gpus_per_node, enabled=fold_equivalent)
+    ranked = folder.ranked  # sorted (key, estimate) of the distinct plans so far
     exact_oom = 0
+    first_skip = ""
     complete = True
     rescore_bar = tqdm(total=None, desc="re-scoring", unit="plan", disable=not progress, leave=False)
     fetched, chunk = 0, _PREFETCH_MIN
@@ -118,33 +153,49 @@ def search(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, to
         if est is None:
             exact_oom += 1
             continue
-        bisect.insort(ranked, (_key(est.step_time_s, int(world[i]), est.memory.peak_bytes, int(i)), est),
-                      key=lambda kv: kv[0])  # keys are unique (candidate index last)
+        if runnable_only and (why := not_runnable(model, cluster, training, est.plan)):
+            label = NOT_RUNNABLE_REASON.format(field=why.split(":", 1)[0])
+            rejections[label] = rejections.get(label, 0) + 1
+            first_skip = first_skip or why
+            continue
+        # keys are unique (candidate index last); an equivalent plan joins its class, not the ranking
+        folder.add(_key(est.step_time_s, int(world[i]), est.memory.peak_bytes, int(i)), est)
     rescore_bar.close()
     t_rescore = time.perf_counter()
     oom = int((~fit).sum()) + exact_oom
     if oom:
         rejections[OOM_REASON] = oom
-    plans = tuple(RankedPlan(rank + 1, est.plan, est) for rank, (_, est) in enumerate(ranked[:top_k]))
+    runs = partial(not_runnable, model, cluster, training)
+    plans = _marked(folder.ranked_plans(top_k), runs)
     message = ""
-    if not plans:
+    skipped = sum(n for label, n in rejections.items() if label.startswith("not runnable"))
+    if not plans and skipped:
+        message = (f"no plan the executor runs: {skipped} plans that fit break its rules on "
+                   f"{device_kind(cluster)} (e.g. {first_skip}); search without runnable_only to see them")
+    elif not plans:
         message = _no_fit_message(model, cluster, training, cons, space, bulk, scorer, memory_margin)
-    front_mem = _front(scorer, cand, lb, bulk["peak_bytes_lb"], world, mode="memory")
-    front_gpu = _front(scorer, cand, lb, bulk["peak_bytes_lb"], world, mode="gpus")
+    front_mem = _front(scorer, cand, lb, bulk["peak_bytes_lb"], world, mode="memory", fold=fold_equivalent,
+                       runs=runs, runnable_only=runnable_only)
+    front_gpu = _front(scorer, cand, lb, bulk["peak_bytes_lb"], world, mode="gpus", fold=fold_equivalent,
+                       runs=runs, runnable_only=runnable_only)
     return SearchResult(plans=plans, pareto_memory=front_mem, pareto_gpus=front_gpu, rejections=rejections,
                         num_candidates=space.generated, num_valid=len(space),
                         num_fit=len(cand) - exact_oom, num_rescored=scorer.calls,
                         elapsed_s=time.perf_counter() - t0, message=message, complete=complete,
                         memory_margin=memory_margin,
                         timings_s={"space_s": t_space - t0, "bulk_s": t_bulk - t_space,
-                                   "rescore_s": t_rescore - t_bulk, "pareto_s": time.perf_counter() - t_rescore})
+                                   "rescore_s": t_rescore - t_bulk, "pareto_s": time.perf_counter() - t_rescore},
+                        num_folded=sum(len(r.equivalent) for r in plans))
 
 
 def _front(scorer: ExactScorer, cand: np.ndarray, time_lb: np.ndarray, peak_lb: np.ndarray,
-           world: np.ndarray, *, mode: str) -> tuple[RankedPlan, ...]:
+           world: np.ndarray, *, mode: str, fold: bool = True, runs: Callable[[ParallelPlan], str | None],
+           runnable_only: bool = False) -> tuple[RankedPlan, ...]:
     """Pareto front of step time vs peak memory (or GPUs used) over the exactly scored candidates:
     the ranked ones plus the front of the bulk figures (which brings in the low-memory and
-    few-GPU extremes), each re-scored exactly."""
+    few-GPU extremes), each re-scored exactly; equivalent plans folded as in the ranking; each
+    marked by `runs` (why the executor cannot run it), and with `runnable_only` over the runnable
+    ones only."""
     if cand.size == 0:
         return ()
     other = peak_lb[cand] if mode == "memory" else world[cand].astype(float)
@@ -153,12 +204,20 @@ def _front(scorer: ExactScorer, cand: np.ndarray, time_lb: np.ndarray, peak_lb: 
     for i in front:
         scorer.best(int(i))
     ests = [e for e in scorer.scored() if e is not None]
+    if runnable_only:
+        ests = [e for e in ests if runs(e.plan) is None]
     if not ests:
         return ()
+    folder = EquivalenceFolder(gpus_per_node=scorer.cluster.gpus_per_node, enabled=fold)
+    for j, e in enumerate(ests):
+        folder.add((e.step_time_s, e.num_gpus, e.memory.peak_bytes, j), e)
+    reps = folder.ranked_plans()
+    ests = [r.estimate for r in reps]
     t = np.array([e.step_time_s for e in ests])
     o = np.array([e.memory.peak_bytes if mode == "memory" else e.num_gpus for e in ests], dtype=float)
     keep = pareto_indices(t, o)
-    return tuple(RankedPlan(r + 1, ests[j].plan, ests[j]) for r, j in enumerate(keep))
+    return tuple(RankedPlan(r + 1, ests[j].plan, ests[j], runs(ests[j].plan), equivalent=reps[j].equivalent,
+                            equivalent_note=reps[j].equivalent_note) for r, j in enumerate(keep))
 
 
 def _check_margin(memory_margin: float) -> None:
@@ -173,8 +232,8 @@ def _no_fit_message(model: ModelSpec, cluster: ClusterSpec, training: TrainingSp
     peak = est.memory.peak_bytes if est is not None else float(bulk["peak_bytes_lb"][i])
 
     # the knobs that minimize memory, for the "how many GPUs would fit" probe (cheap: few groups)
-    lean = Constraints.from_kwargs(**{**{f: getattr(cons, f) for f in ("dp", "tp", "pp", "cp", "max_dp", "max_tp",
-                                                                      "max_pp", "max_cp")},
+    lean = Constraints.from_kwargs(**{**{f: getattr(cons, f) for f in ("dp", "tp", "pp", "cp", "ep", "max_dp",
+                                                                      "max_tp", "max_pp", "max_cp", "max_ep")},
                                       "micro_batch_size": 1, "zero_stage": max(cons.zero_stage or (3,)),
                                       "recompute": "full" if "full" in (cons.recompute or ("full",)) else None,
                                       "schedule": "1f1b", "virtual_stages": 1, "placement": [cons.placement[0]]})
@@ -194,19 +253,19 @@ def _no_fit_message(model: ModelSpec, cluster: ClusterSpec, training: TrainingSp
 
 def search_exhaustive(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, top_k: int = 10,
                       calibration: Any = None, topology: Any = None, rebalance: bool = False,
-                      memory_margin: float = MEMORY_SAFETY_MARGIN, **constraints: Any) -> list[RankedPlan]:
+                      fold_equivalent: bool = True, memory_margin: float = MEMORY_SAFETY_MARGIN,
+                      **constraints: Any) -> list[RankedPlan]:
     """Reference search: every valid candidate through the exact cost model one by one (slow; for
-    tests and small spaces). Returns the ranked plans `search` must return."""
+    tests and small spaces). Returns the ranked plans `search` must return (folded the same way)."""
     _check_request(model, cluster, training, top_k)
     calibration = resolve_calibration(cluster, calibration)
     cons = Constraints.from_kwargs(**constraints)
     space = build_space(model, cluster, training, cons)
     scorer = ExactScorer(model, cluster, training, space, calibration=calibration, topology=topology,
                          rebalance=rebalance, memory_margin=memory_margin)
-    ranked = []
+    folder = EquivalenceFolder(gpus_per_node=cluster.gpus_per_node, enabled=fold_equivalent)
     for i in range(len(space)):
         est = scorer.best(i)
         if est is not None:
-            ranked.append((_key(est.step_time_s, est.num_gpus, est.memory.peak_bytes, i), est))
-    ranked.sort(key=lambda kv: kv[0])
-    return [RankedPlan(r + 1, est.plan, est) for r, (_, est) in enumerate(ranked[:top_k])]
+            folder.add(_key(est.step_time_s, est.num_gpus, est.memory.peak_bytes, i), est)
+    return list(_marked(folder.ranked_plans(top_k), partial(not_runnable, model, cluster, training)))

@@ -102,8 +102,8 @@ def test_grouped_comm_prices_each_row_on_its_own_group() -> None:
     sub = grouped.take(np.array([1, 2]))
     np.testing.assert_allclose(sub.time_s("dp", "all_gather", 1e6),
                                [float(comms[g].time_s("dp", "all_gather", 1e6)) for g in (0, 1)], rtol=1e-12)
-    with pytest.raises(ValueError, match="axis 'ep'"):
-        grouped.time_s("ep", "all_reduce", 1.0)
+    with pytest.raises(ValueError, match="axis 'xp'"):
+        grouped.time_s("xp", "all_reduce", 1.0)
 
 
 def _plans(world: int, placements) -> list[ParallelPlan]:

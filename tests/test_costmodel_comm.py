@@ -16,12 +16,12 @@ def test_interface_links_and_time() -> None:
     cluster = get_cluster("dgx-a100", nodes=2)
     comm = build_comm_model(cluster, ParallelPlan(tp=8, dp=2))
     assert isinstance(comm, CommModel)
-    assert set(comm.links) == {"tp", "cp", "dp", "pp"}
+    assert set(comm.links) == {"tp", "cp", "dp", "pp", "ep", "edp"}
     assert comm.links["tp"].size == 8 and comm.links["dp"].size == 2
     assert float(comm.time_s("tp", "all_reduce", 1e6)) > 0
     assert group_link(cluster, ParallelPlan(tp=8, dp=2), "dp").crosses_nodes
-    with pytest.raises(ValueError, match="axis 'ep'"):
-        comm.time_s("ep", "all_reduce", 1e6)
+    with pytest.raises(ValueError, match="axis 'xp'"):
+        comm.time_s("xp", "all_reduce", 1e6)
 
 
 def test_explicit_topology_is_used_and_placements_are_cached() -> None:

@@ -37,8 +37,8 @@ def _error_line(err: str) -> str:
 
 def test_dry_run_prints_the_torchrun_command(tmp_path, capsys):
     plan = _plan_file(tmp_path, dp=2, tp=2)
-    code, out, _ = _run([plan, "--model", "tiny-llama", "--steps", "7", "--out", str(tmp_path / "r"),
-                         "--dry-run"], capsys)
+    code, out, err = _run([plan, "--model", "tiny-llama", "--steps", "7", "--out", str(tmp_path / "r"),
+                           "--dry-run"], capsys)
     assert code == 0
     argv = shlex.split(out.strip())
     env = {}
@@ -55,6 +55,9 @@ def test_dry_run_prints_the_torchrun_command(tmp_path, capsys):
     assert argv[argv.index("--global-batch") + 1] == "8"  # default: 8 sequences
     assert argv[argv.index("--seq-len") + 1] == "64"  # the model's max_seq_len
     assert not (tmp_path / "r").exists()  # a dry run starts nothing and writes nothing
+    plan_file = argv[argv.index("--plan") + 1]
+    assert f"nothing written: a run first writes {plan_file}" in err  # and says so about the plan it reads
+    assert ParallelPlan.model_validate_json(err.split("which this command reads: ", 1)[1]) == ParallelPlan(dp=2, tp=2)
 
 
 def test_options_pass_through_to_the_worker_and_torchrun(tmp_path):
@@ -69,10 +72,11 @@ def test_options_pass_through_to_the_worker_and_torchrun(tmp_path):
 
 def test_multi_node_options_pass_through(tmp_path):
     setup = prepare_run(_plan_file(tmp_path, dp=4, tp=2), model="tiny-llama", steps=5, out=tmp_path / "r",
-                        nnodes=2, node_rank=1, rdzv_endpoint="node0.example:29500")
+                        nnodes=2, node_rank=1, rdzv_endpoint="localhost:29500", rdzv_timeout_s=30)
     argv = list(setup.command)
     assert argv[argv.index("--nnodes") + 1] == "2" and argv[argv.index("--node-rank") + 1] == "1"
-    assert argv[argv.index("--rdzv-endpoint") + 1] == "node0.example:29500"
+    assert argv[argv.index("--rdzv-endpoint") + 1] == "localhost:29500"
+    assert argv[argv.index("--rdzv-conf") + 1] == "join_timeout=30"
     assert argv[argv.index("--nproc-per-node") + 1] == "4" and "--local-addr" not in argv
 
 
@@ -83,6 +87,8 @@ def test_multi_node_options_pass_through(tmp_path):
     ({}, ["--seq-len", "1000"], "seq_len"),                  # beyond max_seq_len=64
     ({}, ["--steps", "0"], "steps"),
     ({"dp": 2}, ["--nnodes", "2"], "rdzv_endpoint"),
+    ({"cp": 4}, ["--seq-len", "36"], "cp"),                   # 2*cp=8 chunks do not split 36 tokens
+    ({"cp": 2, "cp_attention": "ring"}, [], "cp_attention"),  # torch's ring attention needs CUDA
 ])
 def test_plans_that_do_not_fit_the_model_fail_before_launch(tmp_path, capsys, knobs, extra, field):
     code, _, err = _run([_plan_file(tmp_path, **knobs), "--model", "tiny-llama", "--out", str(tmp_path / "r"),
@@ -105,8 +111,10 @@ def test_missing_and_corrupt_plan_files(tmp_path, capsys):
 
 
 def test_unsupported_model_fails_before_launch(tmp_path, capsys):
-    code, _, err = _run([_plan_file(tmp_path), "--model", "t5-base", "--out", str(tmp_path / "r")], capsys)
-    assert code == 2 and "encoder-decoder" in _error_line(err)
+    model = tmp_path / "relative-gpt.json"
+    model.write_text(MODEL.model_copy(update={"position": "relative"}).model_dump_json())
+    code, _, err = _run([_plan_file(tmp_path), "--model", str(model), "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "position" in _error_line(err)
 
 
 def test_missing_corrupt_or_finished_checkpoints(tmp_path, capsys):
@@ -206,14 +214,11 @@ def test_failure_explanation_names_the_root_cause(tmp_path):
     assert "exited with code 3" in explain_failure(tmp_path / "none", "Failures:\n[0]:\n  rank : 2\n  exitcode : 3\n", 1)
 
 
-def test_zero_bubble_with_selective_recompute_is_refused_before_launch(tmp_path):
-    """torch's selective checkpoint allows one backward per region; zero-bubble splits it in two: the
-    run would fail in every rank after start-up, so prepare_run names the knobs instead."""
+def test_zero_bubble_with_selective_recompute_is_accepted(tmp_path):
+    """The zero-bubble schedule recomputes each selectively checkpointed region twice (input, then weight
+    gradients); the executor's replayable checkpoint cache runs it (loss parity: test_executor_parity)."""
     plan = ParallelPlan(dp=1, tp=1, pp=2, micro_batch_size=1, schedule="zero-bubble", recompute="selective")
-    with pytest.raises(ValueError, match="recompute: 'selective' cannot run with schedule 'zero-bubble'"):
-        prepare_run(plan, model="tiny-llama", steps=2, out=tmp_path / "run", global_batch=4)
-    ok = plan.model_copy(update={"recompute": "full"})
-    assert prepare_run(ok, model="tiny-llama", steps=2, out=tmp_path / "run", global_batch=4).plan == ok
+    assert prepare_run(plan, model="tiny-llama", steps=2, out=tmp_path / "run", global_batch=4).plan == plan
 
 
 def test_plans_the_schedules_cannot_run_are_refused_before_launch(tmp_path):
@@ -228,4 +233,69 @@ def test_plans_the_schedules_cannot_run_are_refused_before_launch(tmp_path):
     assert plan_unsupported(few.model_copy(update={"micro_batch_size": 2}), global_batch=8) is None
     odd = ParallelPlan(dp=1, tp=1, pp=2, virtual_stages=2, micro_batch_size=2, schedule="interleaved-1f1b")
     assert "multiple of pp=2" in plan_unsupported(odd, global_batch=6)
-    assert plan_unsupported(ParallelPlan(dp=2, cp=2), global_batch=8).startswith("cp:")
+    assert plan_unsupported(ParallelPlan(dp=2, cp=2), global_batch=8, seq_len=16, device="cpu") is None
+
+
+def test_context_parallel_rules_name_the_field():
+    """The executor's CP splits the sequence into 2*cp chunks and runs torch's ring attention on CUDA
+    only; `plan_unsupported` (the rules the planner marks plans with) names the field and the fix."""
+    from executor import plan_unsupported
+
+    assert plan_unsupported(ParallelPlan(cp=4), seq_len=36, device="cpu").startswith("cp: seq_len=36")
+    ring = ParallelPlan(cp=2, cp_attention="ring")
+    assert plan_unsupported(ring, seq_len=16, device="cpu").startswith("cp_attention: 'ring'")
+    assert plan_unsupported(ring, seq_len=16, model=MODEL, device="cuda") is None   # head_dim 16
+    odd = MODEL.model_copy(update={"head_dim": 12})
+    assert "multiple of 8" in plan_unsupported(ring, seq_len=16, model=odd, device="cuda")
+    assert plan_unsupported(ParallelPlan(cp=2), seq_len=16, model=odd, device="cuda") is not None   # auto = ring
+    assert plan_unsupported(ParallelPlan(cp=2, cp_attention="all-gather"), seq_len=16, model=odd,
+                            device="cuda") is None
+
+
+def test_the_readme_example_plan_scales_to_this_machine(tmp_path):
+    """README's example (llama3-70b, 4 DGX-H100 nodes, global batch 256 x 4096): its dp2-tp1-pp4-cp4 plan,
+    the planner's best the executor runs, scaled to 8 processes keeps cp=4 (dp, then pp, are lowered);
+    the real run is in docs/EXECUTOR_ENGINE.md (losses equal to one process)."""
+    from costmodel import get_cluster
+    from planner import search
+
+    training = TrainingSpec(global_batch_size=256, seq_len=4096)
+    best = search(load_model("llama3-70b"), get_cluster("dgx-h100", nodes=4), training, top_k=1, dp=2, tp=1, pp=4,
+                  cp=4, runnable_only=True).best
+    assert best is not None and (best.plan.dp, best.plan.tp, best.plan.pp, best.plan.cp) == (2, 1, 4, 4)
+    setup = prepare_run(best.plan, model="tiny-llama", steps=3, out=tmp_path / "r", scale_to=8)
+    assert (setup.plan.dp, setup.plan.pp, setup.plan.cp, setup.plan.world_size) == (1, 2, 4, 8)
+    assert setup.changes[-1].endswith("(8 processes)") and setup.training.seq_len % (2 * 4) == 0
+
+
+@pytest.mark.parametrize("extra, field", [
+    (["--lr", "nan"], "lr=nan"), (["--lr", "inf"], "lr=inf"), (["--lr", "-0.1"], "lr=-0.1"),
+    (["--timeout", "inf"], "timeout=inf"), (["--seed", "-1"], "seed=-1"), (["--seed", str(2**40)], "seed="),
+    (["--warmup-steps", "-2"], "warmup_steps"), (["--lr-decay-steps", "0"], "lr_decay_steps"),
+    (["--log-every", "-1"], "log_every"), (["--scale-to", "0"], "scale_to"),
+    (["--nnodes", "2", "--node-rank", "1", "--rdzv-endpoint", "no-such-node.invalid:29500"], "rdzv_endpoint"),
+    (["--nnodes", "2", "--node-rank", "0", "--rdzv-endpoint", "192.0.2.250:29500"], "rdzv_endpoint"),
+    (["--nnodes", "2", "--node-rank", "1", "--rdzv-endpoint", "127.0.0.1:99999"], "rdzv_endpoint"),
+])
+def test_bad_numbers_and_endpoints_fail_before_launch(tmp_path, capsys, extra, field):
+    code, _, err = _run([_plan_file(tmp_path, dp=2), "--out", str(tmp_path / "r"), *extra], capsys)
+    assert code == 2 and _error_line(err).startswith(f"paraplan: error: {field}")
+    assert not (tmp_path / "r").exists()
+
+
+def test_unreachable_rendezvous_is_one_line_after_the_wait(tmp_path, capsys):
+    from executor.launch import free_port
+
+    port = free_port()  # nothing listens there: node 0 was never started
+    code, _, err = _run([_plan_file(tmp_path, dp=2), "--out", str(tmp_path / "r"), "--nnodes", "2",
+                         "--node-rank", "1", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-timeout", "1"], capsys)
+    assert code == 2 and f"nothing answers at 127.0.0.1:{port} after 1 s" in _error_line(err)
+    assert not (tmp_path / "r").exists()
+
+
+def test_out_must_be_a_directory(tmp_path, capsys):
+    plan = _plan_file(tmp_path)
+    code, _, err = _run([plan, "--out", plan], capsys)
+    assert code == 2 and "is a file" in _error_line(err)
+    code, _, err = _run([plan, "--out", f"{plan}/run"], capsys)
+    assert code == 2 and "is a file" in _error_line(err)

@@ -47,7 +47,7 @@ DEFAULTS: dict[str, Any] = {
 }
 """The problem the app opens with."""
 
-CONSTRAINT_KNOBS = ("dp", "tp", "pp", "cp", "micro_batch_size", "virtual_stages", "schedule", "zero_stage",
+CONSTRAINT_KNOBS = ("dp", "tp", "pp", "cp", "ep", "micro_batch_size", "virtual_stages", "schedule", "zero_stage",
                     "recompute", "sequence_parallel")
 """Plan knobs a user may fix on the Plan page (ParallelPlan field names)."""
 
@@ -172,10 +172,12 @@ def cluster_from_upload(raw: bytes, filename: str, *, nodes: int | None = None) 
 
 
 def training_from_inputs(*, global_batch_size: int, seq_len: int, dtype: str = "bf16",
-                         model: ModelSpec | None = None, stack: str = "megatron") -> TrainingSpec:
+                         model: ModelSpec | None = None, stack: str = "megatron",
+                         moe_load_imbalance: float = 1.0) -> TrainingSpec:
     """A TrainingSpec; with `model`, a sequence longer than the model's maximum is refused here."""
     training = _validate(TrainingSpec, {"global_batch_size": global_batch_size, "seq_len": seq_len,
-                                        "dtype": dtype, "stack": stack}, "training")
+                                        "dtype": dtype, "stack": stack, "moe_load_imbalance": moe_load_imbalance},
+                         "training")
     if model is not None and seq_len > model.max_seq_len:
         raise ValueError(f"training.seq_len: {seq_len} exceeds max_seq_len={model.max_seq_len} of "
                          f"{model.name}; lower the sequence length")

@@ -17,8 +17,10 @@ from .compute import (
     gemm_time_s,
     memory_time_s,
 )
-from .context import Knobs, StepContext, any_set, vmax
+from .context import Knobs, StepContext, any_set, collective_s, vmax
+from .context_parallel import cp_attention_s, cp_host_ops
 from .elementwise import elementwise_bytes, profiled_elementwise_s
+from .moe import moe_costs
 
 __all__ = ["BlockCost", "EndCost", "block_costs", "end_costs", "collective_s", "p2p_time_s", "tp_forward_share",
            "tp_overlap_hidden_s", "cross_entropy_bytes", "W_SHARE"]
@@ -48,6 +50,8 @@ class BlockCost:
     act_bytes: Num
     act_full_bytes: Num  # without any recomputation (the working set while recomputing one block)
     params: Num
+    ep_s: Num = 0.0          # expert-parallel all-to-alls (MoE layers)
+    expert_params: Num = 0.0  # routed-expert parameters among `params` (sharded over ep)
     act_bytes_fsdp: Num = None       # the same where the executor wraps the plan with FSDP2 (another precision
     act_full_bytes_fsdp: Num = None  # mode: StackMemorySpec.fsdp_weights); None: as act_bytes / act_full_bytes
 
@@ -57,9 +61,9 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
 
     TP: Megatron's f/g operators, 2 all-reduces forward and 2 backward (all-gather + reduce-scatter
     pairs under sequence parallelism; Korthikanti 2022, sec. 4.2.2), repeated when the forward is
-    recomputed; exposed (not overlapped). CP: ring attention passes K/V around cp ranks, cp-1 steps
-    forward and 2x that backward (K/V + their gradients), hidden behind the attention core (Liu et
-    al. 2023, "Ring Attention")."""
+    recomputed; exposed (not overlapped). CP: the keys' and values' traffic of the variant the
+    executor runs on the device (`context_parallel.cp_attention_s`: all-gather + reduce-scatter, or
+    ring attention hidden behind the attention core's steps)."""
     sh, r, e = ctx.shape, ctx.rates, ctx.act_bytes
     tp, cp = k.tp, k.cp
     b = k.mb
@@ -79,6 +83,14 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
         gemm_b = sum(gemm_time_s(mm, kk, n, r) + gemm_time_s(kk, n, mm, r) for mm, n, kk in shapes)
     else:
         gemm_b = 2 * gemm_f   # the roofline efficiency is symmetric in (m, n, k): dgrad + wgrad = 2 fwd
+    act_buf = e * m * sh.h
+    per_point = _tp_point(ctx, comm, k.sp, act_buf) if any_set(tp > 1) else 0.0 * b
+    moe = None
+    if sh.moe is not None:   # MoE layers replace the MLP (costmodel.layer.moe)
+        mlp_f = sum(gemm_time_s(mm, n, kk, r) for mm, n, kk in shapes[2:4])
+        moe = moe_costs(ctx, k, comm, cross=cross, tokens=m, dense_gemm_f_s=mlp_f, dense_tp_point_s=per_point)
+        gemm_f = gemm_f + moe.gemm_f_s
+        gemm_b = gemm_b + 2 * moe.gemm_f_s
     core_f = blocks * attention_core_time_s(b, heads, s_loc, ctx.seq_len, sh.d, r, flash=ctx.flash, act_bytes=e,
                                             causal=sh.causal)
     core_bwd_factor = 2.5 if ctx.flash else 2.0
@@ -94,11 +106,14 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
     else:
         ew_bytes, _ = elementwise_bytes(ctx.ew_classes, sh, m, tp=tp, seq_shard=seq_shard, act_bytes=e, cross=cross)
         ew_f = memory_time_s(ew_bytes, r, kernels=kernels)
+    if moe is not None:   # router, permutation and expert activations stream their own bytes
+        ew_f = ew_f + memory_time_s(moe.ew_bytes, r, kernels=0)
     params = (ctx.layer_params_dec if cross else ctx.layer_params_enc) / tp
     # the stack's per-micro-batch weight traffic: casting master weights for the forward (autocast) and
     # folding 16-bit weight gradients into fp32 .grad buffers in the backward
-    cast_f = memory_time_s(params * eff.weight_cast_bytes, r, kernels=0) if eff.weight_cast_bytes else 0.0
-    accumulate_b = memory_time_s(params * eff.grad_accumulate_bytes, r, kernels=0) if eff.grad_accumulate_bytes else 0.0
+    weights = params + (moe.params if moe is not None else 0.0)   # this GPU's share of the block's weights
+    cast_f = memory_time_s(weights * eff.weight_cast_bytes, r, kernels=0) if eff.weight_cast_bytes else 0.0
+    accumulate_b = memory_time_s(weights * eff.grad_accumulate_bytes, r, kernels=0) if eff.grad_accumulate_bytes else 0.0
     if r.dtype == "fp8":
         # per-tensor scaled fp8 GEMMs (NVIDIA Transformer Engine FP8 primer): each GEMM's input and weight
         # are cast from 16 bits to fp8 (read 2 + write 1 byte per element) in the forward, each output
@@ -110,9 +125,7 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
     rc = k.recompute
     recompute = (rc == 2) * fwd + (rc == 1) * core_f
     # tensor parallelism: per all-reduce point an AR, or AG + RS under sequence parallelism
-    act_buf = e * m * sh.h
     if any_set(tp > 1):   # per row: a one-rank axis costs 0 (CommModel / GroupedComm)
-        per_point = _tp_point(ctx, comm, k.sp, act_buf)
         points = 3 if cross else 2
         tp_s = per_point * points * (2 + (rc == 2))
         if eff.tp_overlap_with_sp and any_set(k.sp):
@@ -122,32 +135,39 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
             tp_s = tp_s - k.sp * in_node * tp_overlap_hidden_s(tp_s, gemm_f * (3 + (rc == 2)), tp)
     else:
         tp_s = 0.0 * b
+    ep_s = 0.0
+    if moe is not None:
+        tp_s, ep_s = tp_s + moe.tp_s, moe.ep_s
     if any_set(cp > 1):
-        kv = blocks * 2 * e * m * sh.kv_width / tp
-        ring = (cp - 1) * collective_s(ctx, comm, "cp", "send_recv", kv)
-        cp_s = vmax(ring - core_f, 0.0) + vmax(2 * ring - core_bwd_factor * core_f, 0.0)
-        cp_s = cp_s * (1 + (rc == 2))
+        cp_s = cp_attention_s(ctx, k, comm, core_f_s=core_f, core_b_s=core_b, blocks=blocks)
     else:
         cp_s = 0.0 * b
     host = eff.host_op_s
     if host > 0:
         # Eager frameworks issue every op from the host; the GPU (compute + communication) never runs
         # ahead of it, so a block takes max(GPU time, ops * host_op_s); the slack counts as compute.
-        ops = block_host_ops(eff, cross=cross, flash=ctx.flash, tp=tp, sp=k.sp)
+        ops = block_host_ops(eff, cross=cross, flash=ctx.flash, tp=tp, sp=k.sp) + cp_host_ops(ctx, k)
+        if moe is not None:
+            ops = ops + moe.host_ops
         host_s = block_host_s(eff, ops, tp=tp, sp=k.sp, recompute=rc, tokens=m)   # measured host factors
-        hidden_comm = (tp_s + cp_s) * eff.host_hides_comm
+        hidden_comm = (tp_s + cp_s + ep_s) * eff.host_hides_comm
         gpu_s = fwd + bwd + recompute + hidden_comm
         q = eff.host_overlap_exponent   # smooth max(gpu_s, host_s): the queue is not always full
         slack = (gpu_s**q + host_s**q) ** (1.0 / q) - gpu_s
         fwd = fwd + slack / (3 + (rc == 2))
         bwd = bwd + slack * (2 / (3 + (rc == 2)))
         recompute = recompute + slack * ((rc == 2) / (3 + (rc == 2)))
+    # stored activations as the stack keeps them; an MoE layer's (router, dispatched copies, experts)
+    # replace the dense MLP's (costmodel.layer.moe), in every precision mode
+    moe_act, moe_full = (moe.act_bytes, moe.act_full_bytes) if moe is not None else (0.0, 0.0)
     act, act_full = (_activation_bytes(ctx, k, b, s_loc, code, cross=cross, fsdp=False) for code in (rc, 0))
-    out = BlockCost(fwd, bwd, recompute, tp_s, cp_s, act, act_full, params)
+    out = BlockCost(fwd, bwd, recompute, tp_s, cp_s, act + moe_act, act_full + moe_full, params)
+    if moe is not None:
+        out.params, out.ep_s, out.expert_params = params + moe.params, ep_s, moe.expert_params
     st = ctx.stack
     if st is not None and st.memory.fsdp_weights is not None:   # a second precision mode under FSDP2
-        out.act_bytes_fsdp, out.act_full_bytes_fsdp = (
-            _activation_bytes(ctx, k, b, s_loc, code, cross=cross, fsdp=True) for code in (rc, 0))
+        act_f, full_f = (_activation_bytes(ctx, k, b, s_loc, code, cross=cross, fsdp=True) for code in (rc, 0))
+        out.act_bytes_fsdp, out.act_full_bytes_fsdp = act_f + moe_act, full_f + moe_full
     return out
 
 
@@ -169,11 +189,6 @@ def tp_overlap_hidden_s(comm_s: Num, gemm_s: Num, tp: Num) -> Num:
     if isinstance(hidden, np.ndarray) or isinstance(gemm_s, np.ndarray):
         return np.minimum(hidden, gemm_s)
     return min(hidden, gemm_s)
-
-
-def collective_s(ctx: StepContext, comm: Any, axis: str, op: str, nbytes: Num) -> Num:
-    """Seconds of one collective: the CommModel's time / EfficiencyModel.collective_efficiency."""
-    return comm.time_s(axis, op, nbytes) / ctx.eff.collective_efficiency
 
 
 def p2p_time_s(ctx: StepContext, k: Knobs, comm: Any) -> Num:

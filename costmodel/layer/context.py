@@ -15,6 +15,7 @@ from ..specs import ClusterSpec, ModelSpec, TrainingSpec
 from ..specs.stack import StackMemorySpec, StackSpec
 from ..stacks import get_stack, stack_efficiency
 from .compute import REFERENCE_MATMUL_EFFICIENCY, EfficiencyModel, Rates, attention_peak_fraction
+from .cp_variant import device_kind
 from .elementwise import MEGATRON_ELEMENTWISE, ElementwiseClass, elementwise_classes
 from .memory import DTYPE_BYTES, optimizer_bytes_per_param, weight_bytes_per_param
 from .params import (
@@ -27,7 +28,7 @@ from .params import (
     model_shape,
 )
 
-__all__ = ["StepContext", "Knobs", "build_context", "vmax", "any_set", "ddp_wrapped", "fsdp_wrapped"]
+__all__ = ["StepContext", "Knobs", "build_context", "vmax", "any_set", "collective_s", "ddp_wrapped", "fsdp_wrapped"]
 
 Num = Any
 
@@ -68,8 +69,14 @@ class StepContext:
     dtype: str = "bf16"               # training dtype
     grad_dtype_bytes: int | None = None  # TrainingSpec.grad_dtype's bytes when given (else the stack decides)
     optimizer: str = "adamw"
-    on_cpu: bool = False              # the cluster's "GPU" is this host's CPU (no CUDA context, no caching allocator)
+    moe_imbalance: float = 1.0  # TrainingSpec.moe_load_imbalance (MoE models)
     memo: dict = field(default_factory=dict, compare=False, repr=False)  # per-context cache (step FLOPs)
+    device: str = "cuda"       # 'cpu' or 'cuda' (context_parallel.device_kind): what the executor runs there
+
+    @property
+    def on_cpu(self) -> bool:
+        """The cluster's "GPU" is this host's CPU: no CUDA context, no caching allocator."""
+        return self.device == "cpu"
 
     @cached_property
     def memory(self) -> StackMemorySpec:
@@ -134,10 +141,11 @@ def build_context(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec
         layer_params_enc=layer_params(shape), layer_params_dec=layer_params(shape, cross=True),
         vocab_params=shape.vocab * shape.h, replicated_embed_params=embed - shape.vocab * shape.h,
         head_extra_params=lm_head_params(shape), hbm_bytes=gpu.hbm_bytes, peak_flops_per_s=peak,
+        device=device_kind(cluster),
         stack=stack, ew_classes=classes, nic_bw_per_gpu_bytes_per_s=cluster.inter_node_bw_per_gpu_bytes_per_s,
         nic_latency_s=cluster.inter_node_link.latency_s, gpus_per_node=cluster.gpus_per_node, sm_count=gpu.sm_count,
         dtype=training.dtype, grad_dtype_bytes=DTYPE_BYTES[training.grad_dtype] if training.grad_dtype else None,
-        optimizer=training.optimizer, on_cpu=gpu.name == "cpu",
+        optimizer=training.optimizer, moe_imbalance=training.moe_load_imbalance,
     )
 
 
@@ -146,7 +154,9 @@ class Knobs:
     """One plan (numbers) or many plans (arrays). `pp` is always a plain int; dp, tp, cp are ints
     (plans sharing the degrees, one CommModel) or per-row int arrays (then the comm is a
     `costmodel.network.comm_grouped.GroupedComm`, each row priced by its own group's CommModel).
-    Codes: schedule 0 gpipe / 1 1f1b / 2 interleaved-1f1b / 3 zero-bubble; recompute 0/1/2; sp 0/1."""
+    Codes: schedule 0 gpipe / 1 1f1b / 2 interleaved-1f1b / 3 zero-bubble; recompute 0/1/2; sp 0/1;
+    cp_attn 0 auto / 1 all-gather / 2 ring (context_parallel.CP_ATTENTION_CODES).
+    `ep` (expert parallelism, MoE models) divides dp; like dp, tp and cp an int or a per-row array."""
 
     dp: Num
     tp: Num
@@ -158,6 +168,13 @@ class Knobs:
     zero: Num
     recompute: Num
     sp: Num
+    cp_attn: Num = 0
+    ep: Num = 1
+
+
+def collective_s(ctx: StepContext, comm: Any, axis: str, op: str, nbytes: Num) -> Num:
+    """Seconds of one collective: the CommModel's time / EfficiencyModel.collective_efficiency."""
+    return comm.time_s(axis, op, nbytes) / ctx.eff.collective_efficiency
 
 
 def any_set(flag: Num) -> bool:
@@ -168,10 +185,12 @@ def any_set(flag: Num) -> bool:
 def ddp_wrapped(k: Knobs) -> Num:
     """1 where data parallelism is DDP-style (plain tensors, bucketed all-reduce; ZeroRedundancyOptimizer
     for ZeRO-1): ZeRO-0/1 without TP and PP, as `executor.parallelize.dp_wrapper` applies it; 0 where it is
-    FSDP2-style (per-block sharding or replicate, DTensor parameters)."""
-    return (k.zero <= 1) * (k.tp == 1) * (k.pp == 1)
+    FSDP2-style (per-block sharding or replicate, DTensor parameters; also with ep > 1, whose experts
+    reduce over another group than the rest)."""
+    return (k.zero <= 1) * (k.tp == 1) * (k.pp == 1) * (k.ep == 1)
 
 
 def fsdp_wrapped(k: Knobs) -> Num:
-    """1 where paraplan's executor wraps the plan with FSDP2 (fully_shard or replicate): dp > 1, not DDP."""
-    return (k.dp > 1) * (1 - ddp_wrapped(k))
+    """1 where paraplan's executor wraps the plan with FSDP2 (fully_shard or replicate): more than one dp x cp
+    replica, not DDP."""
+    return (k.dp * k.cp > 1) * (1 - ddp_wrapped(k))

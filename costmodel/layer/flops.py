@@ -6,7 +6,9 @@ multiply-add; attention scores and their product with V are counted in full (no 
 backward pass costs twice the forward. A GPT block of width h on b sequences of length s needs
 24*b*s*h^2 + 4*b*s^2*h forward FLOPs, the LM head 2*b*s*h*V, so with full recomputation one step is
 eq. 3: F = 96*B*s*l*h^2 * (1 + s/(6h) + V/(16*l*h)). GQA shrinks the K/V projections, a gated MLP has
-three matrices. Element-wise work (norms, activations, softmax, loss) is not counted here; the time
+three matrices. An MoE layer's MLP counts its router (2*tokens*h*E), the k experts each token is routed
+to and the shared experts (`moe_mlp_flops`; Megatron-Core's count, plus the router), whatever the load
+balance; partly dense models count each block as the average of their dense and MoE layers. Element-wise work (norms, activations, softmax, loss) is not counted here; the time
 model prices it as memory traffic. All functions are numpy-broadcastable."""
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 from .params import ModelShape
 
 __all__ = [
-    "attention_proj_flops", "attention_core_flops", "mlp_flops", "layer_fwd_flops", "lm_head_fwd_flops",
+    "attention_proj_flops", "attention_core_flops", "mlp_flops", "moe_mlp_flops", "layer_fwd_flops", "lm_head_fwd_flops",
     "recompute_fwd_flops", "step_flops", "megatron_eq3_flops", "RECOMPUTE_CODES",
 ]
 
@@ -39,12 +41,22 @@ def mlp_flops(tokens: Num, h: int, f: int, *, gated: bool) -> Num:
     return (6 if gated else 4) * tokens * h * f
 
 
+def moe_mlp_flops(tokens: Num, shape: ModelShape) -> Num:
+    """An MoE layer's MLP: router 2*tokens*h*E + top-k routed expert MLPs + the shared experts' MLP."""
+    moe = shape.moe
+    return (2 * tokens * shape.h * moe.experts + moe.topk * mlp_flops(tokens, shape.h, moe.f_e, gated=shape.gated)
+            + mlp_flops(tokens, shape.h, moe.shared * moe.f_e, gated=shape.gated))
+
+
 def layer_fwd_flops(shape: ModelShape, b: Num, s: Num, *, cross: bool = False) -> Num:
     """Forward FLOPs of one block on b sequences of s tokens (cross-attention attends to s tokens)."""
     tokens = b * s
     attn = attention_proj_flops(tokens, shape.h, shape.q_width, shape.kv_width) + attention_core_flops(
         b, s, s, shape.q_width)
-    out = attn + mlp_flops(tokens, shape.h, shape.f, gated=shape.gated)
+    mlp = mlp_flops(tokens, shape.h, shape.f, gated=shape.gated)
+    if shape.moe is not None:   # the average block: the MoE layers' share replaces its MLP
+        mlp = mlp + shape.moe.share(shape, cross=cross) * (moe_mlp_flops(tokens, shape) - mlp)
+    out = attn + mlp
     return out + attn if cross else out
 
 

@@ -91,9 +91,10 @@ def weight_grad_pending_bytes(*, h: int, q: int, kv: int, f: int, gated: bool, v
     return pending * act_bytes * tokens * per_token / tp
 
 
-def communicator_count(*, dp: Num, tp: Num, pp: int, cp: Num) -> Num:
-    """Process groups with more than one rank a GPU communicates in."""
-    return (dp > 1) * 1 + (tp > 1) * 1 + (pp > 1) * 1 + (cp > 1) * 1
+def communicator_count(*, dp: Num, tp: Num, pp: int, cp: Num, ep: Num = 1) -> Num:
+    """Process groups with more than one rank a GPU communicates in: the dp x cp replicas (data
+    parallelism), tp, pp, cp (attention) and, with experts, ep and the experts' own data-parallel group."""
+    return (dp * cp > 1) * 1 + (tp > 1) * 1 + (pp > 1) * 1 + (cp > 1) * 1 + (ep > 1) * (1 + (dp * cp > ep))
 
 
 def context_bytes(mem: StackMemorySpec, *, on_cpu: bool, framework_bytes: float, groups: Num) -> Num:

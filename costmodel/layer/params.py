@@ -13,12 +13,31 @@ from dataclasses import dataclass
 from ..specs import ModelSpec
 
 __all__ = [
-    "ModelShape", "model_shape", "attention_params", "mlp_params", "norm_params", "layer_params",
-    "embedding_params", "lm_head_params", "total_params", "layer_tensors", "end_tensors",
+    "ModelShape", "MoEShape", "model_shape", "attention_params", "mlp_params", "norm_params", "layer_params",
+    "embedding_params", "lm_head_params", "total_params", "layer_tensors", "end_tensors", "moe_layer_params",
 ]
 
 T5_RELATIVE_BUCKETS = 32
 """Relative-position buckets of T5's attention bias (Raffel et al. 2020, sec. 2.1)."""
+
+
+@dataclass(frozen=True)
+class MoEShape:
+    """The mixture-of-experts numbers of a ModelSpec (`costmodel.layer.moe` prices them)."""
+
+    experts: int      # routed experts per MoE layer
+    topk: int         # experts per token
+    shared: int       # shared experts (every token)
+    f_e: int          # one expert's MLP width
+    capacity: float   # capacity factor; 0 = dropless
+    layers_enc: int   # MoE layers among the blocks without cross-attention
+    layers_dec: int   # ... and among those with it
+
+    def share(self, shape: ModelShape, *, cross: bool) -> float:
+        """Share of the (cross-attention or other) blocks that are MoE layers: the cost model prices an
+        average block of each kind (`costmodel.layer.moe`)."""
+        n = shape.n_dec if cross else shape.n_enc
+        return (self.layers_dec if cross else self.layers_enc) / n if n else 0.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +62,7 @@ class ModelShape:
     encoder_decoder: bool
     rope: bool = False  # rotary positions (element-wise rotations of Q and K in eager stacks)
     causal: bool = False  # decoder-only: causal self-attention (a flash kernel skips the masked half)
+    moe: MoEShape | None = None
 
     @property
     def q_width(self) -> int:
@@ -72,12 +92,21 @@ def model_shape(model: ModelSpec) -> ModelShape:
         norm_weights=2 if model.norm == "layernorm" else 1, tie=model.tie_embeddings,
         learned_pos=model.position == "learned", relative_pos=model.position == "relative",
         max_seq=model.max_seq_len, encoder_decoder=model.arch == "encoder-decoder",
-        rope=model.position == "rope", causal=model.arch == "decoder",
+        rope=model.position == "rope", causal=model.arch == "decoder", moe=_moe_shape(model),
     )
     if len(_SHAPES) > 256:
         _SHAPES.clear()
     _SHAPES[id(model)] = (model, shape)
     return shape
+
+
+def _moe_shape(model: ModelSpec) -> MoEShape | None:
+    if not model.is_moe:
+        return None
+    flags = model.moe_layers
+    return MoEShape(experts=model.num_experts, topk=model.experts_per_token, shared=model.num_shared_experts,
+                    f_e=model.expert_ffn_size, capacity=model.capacity_factor or 0.0,
+                    layers_enc=sum(flags[:model.num_layers]), layers_dec=sum(flags[model.num_layers:]))
 
 
 def attention_params(h: int, q_width: int, kv_width: int, *, bias: bool) -> int:
@@ -138,8 +167,22 @@ def lm_head_params(shape: ModelShape) -> int:
     return stacks * norm_params(shape.h, shape.norm_weights) + (0 if shape.tie else shape.vocab * shape.h)
 
 
+def moe_layer_params(shape: ModelShape) -> tuple[int, int]:
+    """(router + shared experts, routed experts) parameters of one MoE layer's MLP: an h x E router
+    (no bias), n_shared expert MLPs as one MLP of their summed width, E expert MLPs."""
+    moe = shape.moe
+    router = shape.h * moe.experts
+    shared = mlp_params(shape.h, moe.shared * moe.f_e, gated=shape.gated, bias=shape.bias) if moe.shared else 0
+    return router + shared, moe.experts * mlp_params(shape.h, moe.f_e, gated=shape.gated, bias=shape.bias)
+
+
 def total_params(model: ModelSpec) -> int:
     """All parameters of `model` (embeddings, blocks, head)."""
     s = model_shape(model)
-    return (embedding_params(s) + s.n_enc * layer_params(s) + s.n_dec * layer_params(s, cross=True)
-            + lm_head_params(s))
+    dense = (embedding_params(s) + s.n_enc * layer_params(s) + s.n_dec * layer_params(s, cross=True)
+             + lm_head_params(s))
+    if s.moe is None:
+        return dense
+    per_layer = moe_layer_params(s)   # MoE layers replace their MLP
+    return dense + (s.moe.layers_enc + s.moe.layers_dec) * (per_layer[0] + per_layer[1] - mlp_params(
+        s.h, s.f, gated=s.gated, bias=s.bias))

@@ -11,7 +11,9 @@ GroupLink of several clusters and topologies):
 - double binary tree all-reduce 2 B/bw + 2 ceil(log2 n) alpha (Sanders, Speck & Traeff 2009);
 - hierarchical: reduce-scatter inside each server (k ranks), the B/k shard across the m servers
   (all-reduce: the cheaper of ring and tree; reduce-scatter / all-gather: ring), all-gather inside;
-- send/recv alpha + B/bw; the cheapest algorithm per row (NCCL's tuner).
+- send/recv alpha + B/bw; pairwise all-to-all (n-1) alpha + the slower of the in-server share
+  (k-1)/n * B and the off-server share (n-k)/n * B over their bandwidths ((n-1)/n * B over the
+  flat bandwidth inside one server); the cheapest algorithm per row (NCCL's tuner).
 A one-rank stage costs 0: its coefficients are 0 (0 * B / bw + 0 = 0 exactly), and an algorithm
 a group lacks has latency +inf, so `np.minimum` never picks it."""
 
@@ -27,8 +29,8 @@ from .placement import GroupLink
 
 __all__ = ["LinkTable", "link_table", "VECTOR_OPS"]
 
-VECTOR_OPS = ("all_reduce", "reduce_scatter", "all_gather", "send_recv")
-"""Collectives a LinkTable prices (all-to-all goes through its CommModel)."""
+VECTOR_OPS = ("all_reduce", "reduce_scatter", "all_gather", "send_recv", "all_to_all")
+"""Collectives a LinkTable prices."""
 
 
 _TABLES: dict[tuple[int, ...], tuple[tuple[GroupLink, ...], LinkTable]] = {}
@@ -51,13 +53,15 @@ class LinkTable:
     nbytes)` prices row i on link code[i] (code -1: a one-rank group, 0 s)."""
 
     _FIELDS = ("ar", "ar_lat", "rs", "rs_lat", "tr", "tr_lat", "bw", "lat", "p2p_bw", "hier", "k", "in_c",
-               "in_lat", "in_bw", "x_ar", "x_ar_lat", "x_rs", "x_rs_lat", "x_tr", "x_tr_lat", "x_bw")
+               "in_lat", "in_bw", "x_ar", "x_ar_lat", "x_rs", "x_rs_lat", "x_tr", "x_tr_lat", "x_bw",
+               "a2a_in", "a2a_in_bw", "a2a_x", "a2a_x_bw", "a2a_lat")
 
     def __init__(self, links: Sequence[GroupLink]) -> None:
         # the last entry is a one-rank group (code -1): every term 0, no hierarchical algorithm
         one_rank = dict(ar=0.0, ar_lat=0.0, rs=0.0, rs_lat=0.0, tr=0.0, tr_lat=0.0, bw=1.0, lat=0.0,
                         p2p_bw=math.inf, hier=0.0, k=1.0, in_c=0.0, in_lat=math.inf, in_bw=1.0, x_ar=0.0,
-                        x_ar_lat=0.0, x_rs=0.0, x_rs_lat=0.0, x_tr=0.0, x_tr_lat=0.0, x_bw=1.0)
+                        x_ar_lat=0.0, x_rs=0.0, x_rs_lat=0.0, x_tr=0.0, x_tr_lat=0.0, x_bw=1.0,
+                        a2a_in=0.0, a2a_in_bw=1.0, a2a_x=0.0, a2a_x_bw=1.0, a2a_lat=0.0)
         rows = [self._constants(g) if g.size > 1 else one_rank for g in links] + [one_rank]
         for name in self._FIELDS:
             setattr(self, name, np.array([r[name] for r in rows], dtype=float))
@@ -67,6 +71,13 @@ class LinkTable:
     def _constants(g: GroupLink) -> dict[str, float]:
         """The formula constants of one GroupLink of more than one rank."""
         c = dict(bw=g.bw_bytes_per_s, lat=g.latency_s, p2p_bw=g.bw_bytes_per_s)
+        n, k = g.size, g.ranks_per_server   # pairwise all-to-all (collectives.all_to_all_time_s)
+        c["a2a_lat"] = (n - 1) * g.latency_s
+        if g.crosses_nodes:
+            c.update(a2a_in=(k - 1) / n, a2a_in_bw=g.intra.bw_bytes_per_s if g.intra else g.bw_bytes_per_s,
+                     a2a_x=(n - k) / n, a2a_x_bw=g.inter.bw_bytes_per_s if g.inter else g.bw_bytes_per_s)
+        else:
+            c.update(a2a_in=(n - 1) / n, a2a_in_bw=g.bw_bytes_per_s, a2a_x=0.0, a2a_x_bw=1.0)
         c["ar"], c["ar_lat"] = ring_terms(g.size, g.latency_s, all_reduce=True)
         c["rs"], c["rs_lat"] = ring_terms(g.size, g.latency_s, all_reduce=False)
         c["tr"], c["tr_lat"] = tree_terms(g.size, g.latency_s)
@@ -112,6 +123,8 @@ class _Rows:
         b = np.asarray(nbytes, dtype=float)
         if op == "send_recv":
             return self.lat + b / self.p2p_bw
+        if op == "all_to_all":
+            return np.maximum(self.a2a_in * b / self.a2a_in_bw, self.a2a_x * b / self.a2a_x_bw) + self.a2a_lat
         if op == "all_reduce":
             best = np.minimum(self.ar * b / self.bw + self.ar_lat, self.tr * b / self.bw + self.tr_lat)
         elif op in ("reduce_scatter", "all_gather"):

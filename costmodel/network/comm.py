@@ -22,7 +22,7 @@ import numpy as np
 from ..calibration.profile_spec import CalibrationProfile
 from ..specs import AXES, ClusterSpec, LinkSpec, ParallelPlan
 from .collectives import algorithm_times_s, collective_time_s
-from .placement import GroupLink, axis_stride, place_axis
+from .placement import EXPERT_AXES, GroupLink, axis_stride, expert_axis_key, place_axis
 from .topology import Topology, build_topology
 
 __all__ = [
@@ -31,7 +31,7 @@ __all__ = [
     "send_recv_time_s",
 ]
 
-Axis = Literal["tp", "cp", "dp", "pp"]
+Axis = Literal["tp", "cp", "dp", "pp", "ep", "edp"]
 Collective = Literal["all_reduce", "reduce_scatter", "all_gather", "all_to_all", "send_recv"]
 ArrayLike = float | np.ndarray
 
@@ -80,7 +80,8 @@ def _curve_size(op: str, group_size: int) -> int:
 
 class CommModel:
     """Prices collectives on each mesh axis of a plan placed on a cluster graph. `links[axis]` is the
-    axis's GroupLink (links used, bottleneck bandwidth after sharing, hop latency)."""
+    axis's GroupLink (links used, bottleneck bandwidth after sharing, hop latency); besides the plan's
+    axes, 'ep' (expert-parallel groups) and 'edp' (expert data parallel) split dp."""
 
     def __init__(self, cluster: ClusterSpec, plan: ParallelPlan, *, topology: Topology | None = None,
                  calibration: CalibrationProfile | None = None) -> None:
@@ -93,11 +94,15 @@ class CommModel:
             topology = build_topology(base)
         self.topology = topology
         cache = topology.placement_cache
-        key = (plan.tp, plan.cp, plan.dp, plan.pp, plan.placement)
+        key = (plan.tp, plan.cp, plan.dp, plan.pp, plan.ep, plan.placement)
         if key not in cache:
             links = {}
-            for a in AXES:  # an axis's groups depend only on (stride, degree, world): price each shape once
-                shape = ("axis", a == "pp", axis_stride(plan, a), getattr(plan, a), plan.world_size)
+            for a in AXES + EXPERT_AXES:  # groups depend only on (stride, degree, world): price each shape once
+                if a in EXPERT_AXES:
+                    shape = expert_axis_key(plan, a) if plan.ep > 1 or a == "ep" else (
+                        "axis", False, axis_stride(plan, "dp"), plan.dp, plan.world_size)
+                else:
+                    shape = ("axis", a == "pp", axis_stride(plan, a), getattr(plan, a), plan.world_size)
                 if shape not in cache:
                     cache[shape] = place_axis(topology, plan, a)
                 links[a] = cache[shape]
@@ -107,7 +112,7 @@ class CommModel:
     def time_s(self, axis: Axis, op: Collective, nbytes: ArrayLike) -> ArrayLike:
         """Seconds for one `op` of an `nbytes` buffer (full, unsharded size) on the `axis` group."""
         if axis not in self.links:
-            raise ValueError(f"axis {axis!r} is not one of {AXES}")
+            raise ValueError(f"axis {axis!r} is not one of {AXES + EXPERT_AXES}")
         g = self.links[axis]
         if g.size <= 1:
             return np.zeros_like(np.asarray(nbytes, dtype=float))[()]

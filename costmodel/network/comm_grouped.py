@@ -8,7 +8,7 @@ the placement cache hands out one GroupLink object per axis shape, so each axis 
 distinct GroupLink, not per group or per row; rows whose axis has one rank cost 0 (as in
 `CommModel.time_s`). Links whose CommModel prices by the formulas alone (no measured curve applies)
 are priced together by one `costmodel.network.collectives_rows.LinkTable` expression per call; the others
-(calibrated groups inside a server, all-to-all) one call per GroupLink."""
+(calibrated groups inside a server) one call per GroupLink."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from .comm import CommModel
 
 __all__ = ["GroupedComm", "AXES_PRICED"]
 
-AXES_PRICED = ("tp", "cp", "dp", "pp")
+AXES_PRICED = ("tp", "cp", "dp", "pp", "ep", "edp")
 
 
 class GroupedComm:

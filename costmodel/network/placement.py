@@ -21,7 +21,7 @@ from ..specs import AXES, ParallelPlan
 from .route_table import RouteTable
 from .topology import Topology
 
-__all__ = ["PathStats", "GroupLink", "axis_groups", "price_flows", "walk_flows", "place_axis", "axis_stride",
+__all__ = ["PathStats", "GroupLink", "EXPERT_AXES", "expert_axis_key", "axis_groups", "price_flows", "walk_flows", "place_axis", "axis_stride",
            "candidate_placements"]
 
 Flow = tuple[int, int]
@@ -60,16 +60,42 @@ class GroupLink:
     edges: Sequence[tuple[str, str]] = ()
 
 
+EXPERT_AXES = ("ep", "edp")
+"""Sub-axes of the data- and context-parallel ranks (cp innermost, then dp): 'ep' their innermost ep
+ranks (an expert-parallel group), 'edp' the dp*cp/ep ranks holding the same experts, as Megatron-Core
+(MoE parallel folding: EP over CP x DP) and torchtitan lay them out."""
+
+
 def axis_groups(plan: ParallelPlan, axis: str) -> np.ndarray:
     """Ranks of every `axis` group, shape (num_groups, degree): rank = sum(coord[a] * stride[a]) with
-    strides growing along `plan.placement`."""
+    strides growing along `plan.placement`; 'ep' / 'edp' split each DP group (`EXPERT_AXES`)."""
+    if axis in EXPERT_AXES:
+        return _expert_groups(plan, axis)
     if axis not in AXES:
-        raise ValueError(f"axis {axis!r} is not one of {AXES}")
+        raise ValueError(f"axis {axis!r} is not one of {AXES + EXPERT_AXES}")
     order = list(plan.placement)
     shape = [getattr(plan, a) for a in reversed(order)]  # outermost first (C order)
     ranks = np.arange(plan.world_size).reshape(shape)
     pos = len(order) - 1 - order.index(axis)
     return np.moveaxis(ranks, pos, -1).reshape(-1, getattr(plan, axis))
+
+
+def _expert_groups(plan: ParallelPlan, axis: str) -> np.ndarray:
+    """'ep' / 'edp' groups: each (cp, dp) group of ranks, cp fastest, cut into ep-rank chunks (ep) or
+    taken one rank per chunk (edp)."""
+    order = list(plan.placement)
+    shape = [getattr(plan, a) for a in reversed(order)]
+    ranks = np.arange(plan.world_size).reshape(shape)
+    pos = [len(order) - 1 - order.index(a) for a in ("dp", "cp")]
+    data = np.moveaxis(ranks, pos, [-2, -1]).reshape(-1, plan.dp * plan.cp // plan.ep, plan.ep)
+    return data.reshape(-1, plan.ep) if axis == "ep" else np.swapaxes(data, 1, 2).reshape(-1, plan.edp)
+
+
+def expert_axis_key(plan: ParallelPlan, axis: str) -> tuple:
+    """What an expert axis's groups depend on (its placement-cache key): the strides and degrees of cp
+    and dp, ep and the world size."""
+    return ("expert", axis, axis_stride(plan, "cp"), plan.cp, axis_stride(plan, "dp"), plan.dp, plan.ep,
+            plan.world_size)
 
 
 def price_flows(topo: Topology, flows: list[Flow] | tuple[np.ndarray, np.ndarray]) -> PathStats:
@@ -193,7 +219,8 @@ def place_axis(topo: Topology, plan: ParallelPlan, axis: str) -> GroupLink:
 def axis_stride(plan: ParallelPlan, axis: str) -> int:
     """Rank distance between neighbours of an `axis` group: the product of the degrees of the axes
     placed inside it. The groups of an axis, as a set of rank rows, depend only on (stride, degree,
-    world size), so their GroupLink does too (`CommModel` caches it under that key)."""
+    world size), so their GroupLink does too (`CommModel` caches it under that key; expert axes under
+    `expert_axis_key`)."""
     order = plan.placement
     return prod(getattr(plan, a) for a in order[:order.index(axis)])
 

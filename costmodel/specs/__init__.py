@@ -13,12 +13,13 @@ from .results import (
     StepMeasurement,
     TimeBreakdown,
     TimelineEvent,
+    ValidationResult,
 )
 from .training import TrainingSpec
 
 __all__ = [
     "AXES", "MEMORY_SAFETY_MARGIN", "PEAK_MOMENTS", "Activation", "Arch", "ClusterSpec", "Dtype", "GPUSpec", "LinkSpec", "MemoryBreakdown",
     "ModelSpec", "ParallelPlan", "Recompute", "Rejection", "Schedule", "Spec", "StepEstimate",
-    "StepMeasurement", "TimeBreakdown", "TimelineEvent", "TrainingSpec", "format_validation_error",
+    "StepMeasurement", "TimeBreakdown", "TimelineEvent", "TrainingSpec", "ValidationResult", "format_validation_error",
     "load_plan", "save_plan",
 ]

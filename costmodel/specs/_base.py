@@ -24,9 +24,9 @@ def format_validation_error(exc: ValidationError) -> str:
     """One line per problem: 'field: message'."""
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(x) for x in err["loc"]) or "(plan)"
+        loc = ".".join(str(x) for x in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
-        parts.append(f"{loc}: {msg}")
+        parts.append(f"{loc}: {msg}" if loc else msg)   # a whole-spec rule names its fields itself
     return "; ".join(parts)
 
 

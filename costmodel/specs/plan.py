@@ -13,10 +13,12 @@ from pydantic import Field, model_validator
 from ..atomic import write_text_atomic
 from ._base import Spec, read_json, validate_spec
 
-__all__ = ["ParallelPlan", "Schedule", "Recompute", "AXES", "save_plan", "load_plan"]
+__all__ = ["ParallelPlan", "Schedule", "Recompute", "CpAttention", "AXES", "save_plan", "load_plan"]
 
 Schedule = Literal["gpipe", "1f1b", "interleaved-1f1b", "zero-bubble"]
 Recompute = Literal["none", "selective", "full"]
+CpAttention = Literal["auto", "all-gather", "ring"]
+"""Context-parallel attention: all-gather of K/V (Llama 3), ring attention (torch, CUDA), or by device."""
 AXES = ("tp", "cp", "dp", "pp")
 """Mesh axes; `placement` orders them innermost (fastest-varying rank) first."""
 
@@ -28,8 +30,12 @@ class ParallelPlan(Spec):
     dp: int = Field(default=1, gt=0, description="data-parallel degree")
     tp: int = Field(default=1, gt=0, description="tensor-parallel degree")
     pp: int = Field(default=1, gt=0, description="pipeline-parallel degree (stages)")
-    cp: int = Field(default=1, gt=0, description="context-parallel degree (ring attention)")
-    ep: int = Field(default=1, gt=0, description="expert-parallel degree (reserved; must be 1)")
+    cp: int = Field(default=1, gt=0, description="context-parallel degree (sequence sharded over cp ranks)")
+    cp_attention: CpAttention = Field(
+        default="auto", description="CP attention: 'all-gather' of K/V (any device), 'ring' (CUDA), 'auto' by device"
+    )
+    ep: int = Field(default=1, gt=0, description="expert-parallel degree: the data- and context-parallel "
+                    "ranks split into groups of ep that share out the experts (ep divides dp*cp)")
     micro_batch_size: int = Field(default=1, gt=0, description="sequences per micro-batch")
     virtual_stages: int = Field(default=1, gt=0, description="model chunks per pipeline rank (interleaving)")
     schedule: Schedule = "1f1b"
@@ -45,8 +51,10 @@ class ParallelPlan(Spec):
 
     @model_validator(mode="after")
     def _check(self) -> ParallelPlan:
-        if self.ep != 1:
-            raise ValueError("ep: expert parallelism is not supported yet; use ep=1")
+        if (self.dp * self.cp) % self.ep:
+            raise ValueError(f"ep: ep={self.ep} does not divide dp*cp={self.dp}*{self.cp}; expert-parallel groups "
+                             "are carved out of the data- and context-parallel ranks, so use an ep that divides "
+                             "dp*cp (or raise dp)")
         if self.virtual_stages > 1 and self.schedule != "interleaved-1f1b":
             raise ValueError(
                 f"virtual_stages={self.virtual_stages} needs schedule='interleaved-1f1b' (got {self.schedule!r})"
@@ -55,6 +63,8 @@ class ParallelPlan(Spec):
             raise ValueError("schedule='interleaved-1f1b' needs pp > 1")
         if self.sequence_parallel and self.tp == 1:
             raise ValueError("sequence_parallel=True needs tp > 1 (it shards activations over the TP group)")
+        if self.cp_attention != "auto" and self.cp == 1:
+            raise ValueError(f"cp_attention={self.cp_attention!r} needs cp > 1; use 'auto' with cp=1")
         if sorted(self.placement) != sorted(AXES):
             raise ValueError(f"placement={self.placement} must order each of {AXES} exactly once")
         if self.layers_per_stage is not None:
@@ -77,6 +87,12 @@ class ParallelPlan(Spec):
     def model_parallel_size(self) -> int:
         return self.tp * self.pp * self.cp
 
+    @property
+    def edp(self) -> int:
+        """Expert-data-parallel degree dp*cp/ep: the ranks holding the same experts (Megatron-Core's
+        expert data parallelism, with CP folded in as its MoE parallel folding does)."""
+        return self.dp * self.cp // self.ep
+
     def num_micro_batches(self, global_batch_size: int) -> int:
         """Micro-batches per pipeline per step (gradient accumulation steps)."""
         return global_batch_size // (self.dp * self.micro_batch_size)
@@ -89,10 +105,12 @@ class ParallelPlan(Spec):
         return tuple([num_layers // stages] * stages)
 
     def short(self) -> str:
-        """A compact label, e.g. 'dp8-tp8-pp16-v2-mb1-z1-full-sp'."""
+        """A compact label, e.g. 'dp8-tp8-pp16-v2-mb1-z1-full-sp' ('-ep8' after the degrees with experts)."""
         parts = [f"dp{self.dp}", f"tp{self.tp}", f"pp{self.pp}"]
         if self.cp > 1:
-            parts.append(f"cp{self.cp}")
+            parts.append(f"cp{self.cp}" + ("" if self.cp_attention == "auto" else f"-{self.cp_attention}"))
+        if self.ep > 1:
+            parts.append(f"ep{self.ep}")
         if self.virtual_stages > 1:
             parts.append(f"v{self.virtual_stages}")
         parts.append(f"mb{self.micro_batch_size}")

@@ -30,6 +30,7 @@ class TimeBreakdown(Spec):
     compute_s: float = Field(ge=0, description="forward + backward (+ recompute) on the critical path")
     tp_comm_s: float = Field(default=0.0, ge=0)
     cp_comm_s: float = Field(default=0.0, ge=0)
+    ep_comm_s: float = Field(default=0.0, ge=0, description="expert-parallel token dispatch/combine all-to-alls")
     dp_comm_s: float = Field(default=0.0, ge=0)
     pp_comm_s: float = Field(default=0.0, ge=0)
     bubble_s: float = Field(default=0.0, ge=0, description="pipeline idle time on the critical path")
@@ -37,7 +38,7 @@ class TimeBreakdown(Spec):
 
     @property
     def total_s(self) -> float:
-        return (self.compute_s + self.tp_comm_s + self.cp_comm_s + self.dp_comm_s + self.pp_comm_s
+        return (self.compute_s + self.tp_comm_s + self.cp_comm_s + self.ep_comm_s + self.dp_comm_s + self.pp_comm_s
                 + self.bubble_s + self.optimizer_s)
 
 
@@ -173,6 +174,21 @@ class Rejection(Spec):
     capacity_bytes: float | None = None
 
 
+class ValidationResult(Spec):
+    """A run's evaluation on the held-out split of its corpus after `step` (`executor.evaluate`):
+    mean token loss, perplexity exp(loss), and for seq2seq models BLEU (sacrebleu) and ROUGE F1
+    (rouge-score) of greedy outputs, on a 0-100 scale."""
+
+    step: int = Field(ge=0)
+    loss: float
+    perplexity: float
+    tokens: int = Field(ge=0, description="target tokens scored")
+    bleu: float | None = None
+    rouge1: float | None = None
+    rouge2: float | None = None
+    rouge_l: float | None = None
+
+
 class StepMeasurement(Spec):
     """What the executor measured for a plan (`summary.json`)."""
 
@@ -191,3 +207,4 @@ class StepMeasurement(Spec):
     mfu: float | None = None
     losses: tuple[float, ...] = ()
     step_times_s: tuple[float, ...] = ()
+    validation: tuple[ValidationResult, ...] = ()

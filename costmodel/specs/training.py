@@ -27,6 +27,9 @@ class TrainingSpec(Spec):
     stack: str = Field(default="megatron",
                        description="software stack that runs the plan (costmodel/data/stacks): megatron, deepspeed, "
                                    "fsdp, torch-compile, paraplan")
+    moe_load_imbalance: float = Field(
+        default=1.0, ge=1.0, description="tokens the busiest expert-parallel rank receives / the mean "
+        "(1 = perfectly balanced routing); mixture-of-experts models only")
 
     @field_validator("stack")
     @classmethod

@@ -26,7 +26,7 @@ __all__ = ["estimate_batch", "BATCH_COLUMNS", "plan_columns"]
 
 BATCH_COLUMNS = (
     "step_time_s", "tokens_per_s", "mfu", "hfu", "model_tflops_per_gpu", "hardware_tflops_per_gpu",
-    "compute_s", "tp_comm_s", "cp_comm_s", "dp_comm_s", "pp_comm_s", "bubble_s", "optimizer_s",
+    "compute_s", "tp_comm_s", "cp_comm_s", "ep_comm_s", "dp_comm_s", "pp_comm_s", "bubble_s", "optimizer_s",
     "parameters_bytes", "gradients_bytes", "optimizer_bytes", "activations_bytes", "buffers_bytes",
     "temporaries_bytes", "allocated_bytes", "reserved_bytes", "context_bytes", "peak_bytes", "num_micro_batches",
     "fits", "valid",
@@ -36,7 +36,7 @@ _FROM_STEP = BATCH_COLUMNS[6:BATCH_COLUMNS.index("fits")]
 _ALIASES = {"micro_batch_size": ("micro_batch_size", "mb", "micro_batch"),
             "virtual_stages": ("virtual_stages", "v"), "zero_stage": ("zero_stage", "zero"),
             "sequence_parallel": ("sequence_parallel", "sp")}
-_DEFAULTS = {"dp": 1, "tp": 1, "pp": 1, "cp": 1, "micro_batch_size": 1, "virtual_stages": 1,
+_DEFAULTS = {"dp": 1, "tp": 1, "pp": 1, "cp": 1, "ep": 1, "micro_batch_size": 1, "virtual_stages": 1,
              "schedule": "1f1b", "zero_stage": 0, "recompute": "none", "sequence_parallel": False}
 
 
@@ -58,7 +58,7 @@ def _codes(values: np.ndarray, table: dict[str, int], field: str) -> np.ndarray:
 
 
 def plan_columns(plans: Any) -> dict[str, np.ndarray]:
-    """Plans (DataFrame, dict of arrays, or a list of ParallelPlan) as int64 columns: dp, tp, pp, cp,
+    """Plans (DataFrame, dict of arrays, or a list of ParallelPlan) as int64 columns: dp, tp, pp, cp, ep,
     micro_batch_size, virtual_stages, schedule (code), zero_stage, recompute (code), sequence_parallel."""
     if isinstance(plans, (list, tuple)) and plans and isinstance(plans[0], ParallelPlan):
         plans = {f: np.array([getattr(p, f) for p in plans]) for f in _DEFAULTS}
@@ -90,7 +90,9 @@ def _valid(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, c: di
     dp, tp, pp, cp, mb, v = (c[k] for k in ("dp", "tp", "pp", "cp", "micro_batch_size", "virtual_stages"))
     sched, sp, zero = c["schedule"], c["sequence_parallel"], c["zero_stage"]
     B, s, layers = training.global_batch_size, training.seq_len, model.total_layers
+    ep = c["ep"]
     ok = (model.num_heads % tp == 0) & (model.kv_heads % tp == 0) & (model.ffn_size % tp == 0)
+    ok &= ((dp * cp) % ep == 0) & ((model.num_experts or 1) % ep == 0)   # ep > 1 only on an MoE model
     ok &= dp * tp * pp * cp <= cluster.num_gpus
     ok &= B % (dp * mb) == 0
     ok &= (s <= model.max_seq_len) & (s % cp == 0) & ((sp == 0) | ((s // cp) % tp == 0))
@@ -112,7 +114,7 @@ def estimate_batch(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpe
                    memory_margin: float = MEMORY_SAFETY_MARGIN) -> dict[str, np.ndarray]:
     """Estimate many plans at once; returns one array per name in BATCH_COLUMNS, row i for plan i.
 
-    `plans`: DataFrame or dict of arrays with columns dp, tp, pp and optionally cp, micro_batch_size
+    `plans`: DataFrame or dict of arrays with columns dp, tp, pp and optionally cp, ep, micro_batch_size
     (or mb), virtual_stages, schedule (name or code), zero_stage, recompute (name or code),
     sequence_parallel; missing columns take ParallelPlan's defaults. Rows that break a plan rule get
     valid=False and NaN figures (use `plan_problems` on one plan to learn why). `fits`: the peak is at most
@@ -133,14 +135,14 @@ def estimate_batch(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpe
         bounds = np.flatnonzero(np.diff(pp_valid[order])) + 1
         for rows in np.split(idx_valid[order], bounds):
             pp = int(c["pp"][rows[0]])
-            key = (c["dp"][rows] * 65536 + c["tp"][rows]) * 65536 + c["cp"][rows]
+            key = ((c["dp"][rows] * 65536 + c["tp"][rows]) * 65536 + c["cp"][rows]) * 65536 + c["ep"][rows]
             uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
             comms = [comm_model(cluster, ParallelPlan.model_construct(
                 dp=int(c["dp"][rows[j]]), tp=int(c["tp"][rows[j]]), pp=pp, cp=int(c["cp"][rows[j]]),
-                placement=placement), topology=topology, calibration=calibration) for j in first]
+                ep=int(c["ep"][rows[j]]), placement=placement), topology=topology, calibration=calibration) for j in first]
             k = Knobs(dp=c["dp"][rows], tp=c["tp"][rows], pp=pp, cp=c["cp"][rows], mb=c["micro_batch_size"][rows],
                       v=c["virtual_stages"][rows], schedule=c["schedule"][rows], zero=c["zero_stage"][rows],
-                      recompute=c["recompute"][rows], sp=c["sequence_parallel"][rows])
+                      recompute=c["recompute"][rows], sp=c["sequence_parallel"][rows], ep=c["ep"][rows])
             res = step_costs(ctx, k, GroupedComm(comms, inverse.ravel()))
             for name in _FROM_STEP:
                 out[name][rows] = res[name]

@@ -53,6 +53,11 @@ def plan_problems(model: ModelSpec, cluster: ClusterSpec | None, training: Train
                                  "sequence parallelism shards the sequence over the TP group")
     if cp > 1 and model.arch != "decoder":
         bad("cp", f"context parallelism is supported for decoder models only, not {model.arch}")
+    if plan.ep > 1 and not model.is_moe:
+        bad("ep", f"ep={plan.ep} needs a mixture-of-experts model; {model.name} is dense (use ep=1)")
+    elif model.is_moe and model.num_experts % plan.ep:
+        bad("ep", f"ep={plan.ep} does not divide num_experts={model.num_experts} of {model.name}; each "
+                  "expert-parallel rank holds num_experts/ep experts, use an ep that divides it")
     stages = pp * plan.virtual_stages
     layers = model.total_layers
     if stages > layers:

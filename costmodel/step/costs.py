@@ -21,13 +21,13 @@ from ..layer.blocks import (
     BlockCost,
     EndCost,
     block_costs,
-    collective_s,
     end_costs,
     p2p_time_s,
     tp_forward_share,
 )
 from ..layer.compute import memory_time_s
 from ..layer.context import Knobs, StepContext, any_set, build_context, ddp_wrapped, vmax
+from ..layer.moe import expert_shards
 from ..pipeline.ranked import ranked_makespan_s
 from .dp_comm import dp_comm_s
 from .memory import PARTS, rank_memory
@@ -72,7 +72,7 @@ def step_costs(ctx: StepContext, k: Knobs, comm: Any, *, memo: dict | None = Non
     enc, dec, embed, head = _unit_costs(ctx, k, comm, memo) if units is None else units
     key = None
     if memo is not None and not isinstance(k.mb, np.ndarray):
-        key = ("pipe", id(ctx), k.mb, k.sp, k.recompute, k.v, k.schedule)   # ZeRO does not change it
+        key = ("pipe", id(ctx), k.mb, k.sp, k.recompute, k.v, k.schedule, k.cp_attn)   # ZeRO does not change it
         hit = memo.get(key)
     if key is None or hit is None or hit[0] is not ctx:
         distinct = None if rows_distinct else distinct_rows(k, comm, *PIPELINE_KNOBS, repeats=2)   # not ZeRO, dp links
@@ -104,11 +104,11 @@ def assemble_step(ctx: StepContext, k: Knobs, comm: Any, m: Num, units: tuple, e
                   pp_s: Num, bubble: Num, *, memory_breakdown: bool = True) -> dict[str, Num]:
     """`step_costs`'s result from its pipeline (`ends`: the first and last rank's dicts, or the one
     rank of pp = 1; `crit` the busiest rank's; `pp_s`, `bubble`): memory and data-parallel time of
-    the end ranks (`rank_state`), the cp gradient all-reduce, the breakdown. Any knob may vary along
-    a second axis that broadcasts (the planner's ZeRO stages, a (stages, 1) column). Without
+    the end ranks (`rank_state`, the gradient reduction over the dp x cp replicas included), the
+    breakdown. Any knob may vary along a second axis that broadcasts (the planner's ZeRO stages, a (stages, 1) column). Without
     `memory_breakdown` the memory parts of the busier rank are left out (its `peak_bytes` and each
     rank's in `_ranks` remain)."""
-    eff, cp = ctx.eff, k.cp
+    eff = ctx.eff
     enc, dec = units[0], units[1]
     ranks = []
     for rs in ends:
@@ -116,8 +116,6 @@ def assemble_step(ctx: StepContext, k: Knobs, comm: Any, m: Num, units: tuple, e
                                 rs["params"]))
         ranks[-1].update(rs)
     r0, rl = ranks[0], ranks[-1]
-    cp_grad = (collective_s(ctx, comm, "cp", "all_reduce", vmax(r0["params"], rl["params"]) * ctx.grad_bytes)
-               if any_set(cp > 1) else 0.0)
     mem_last = rl["peak"] > r0["peak"]
     keys = (*PARTS, "allocated", "reserved", "context", "moment", "inflight")
     if isinstance(mem_last, np.ndarray):
@@ -128,7 +126,8 @@ def assemble_step(ctx: StepContext, k: Knobs, comm: Any, m: Num, units: tuple, e
         "num_micro_batches": m + 0 * k.mb,
         "compute_s": m * (crit["fwd"] + crit["bwd"]),
         "tp_comm_s": m * crit["tp"],
-        "cp_comm_s": m * crit["cp"] + cp_grad,
+        "cp_comm_s": m * crit["cp"],
+        "ep_comm_s": m * crit["ep"],
         "dp_comm_s": vmax(r0["dp"], rl["dp"]),
         "pp_comm_s": pp_s,
         "bubble_s": bubble,
@@ -143,7 +142,7 @@ def assemble_step(ctx: StepContext, k: Knobs, comm: Any, m: Num, units: tuple, e
                    peak_moment=mem["moment"], inflight_micro_batches=mem["inflight"],
                    peak_stage=np.where(mem_last, k.pp - 1, 0) if isinstance(mem_last, np.ndarray)
                    else (k.pp - 1 if mem_last else 0))
-    out["step_time_s"] = (out["compute_s"] + out["tp_comm_s"] + out["cp_comm_s"] + out["dp_comm_s"]
+    out["step_time_s"] = (out["compute_s"] + out["tp_comm_s"] + out["cp_comm_s"] + out["ep_comm_s"] + out["dp_comm_s"]
                           + out["pp_comm_s"] + out["bubble_s"] + out["optimizer_s"])
     out["_ranks"] = ranks
     out["_blocks"] = (enc, dec)
@@ -169,7 +168,7 @@ def _pipeline(ctx: StepContext, k: Knobs, comm: Any, m: Num, enc: BlockCost, dec
     if pp > 1:
         classes.append(_rank_times(ctx, k, pp - 1, enc, dec, embed, head, per_rank, first=False, last=True))
     for rs in classes:
-        ext = rs["tp"] + rs["cp"]
+        ext = rs["tp"] + rs["cp"] + rs["ep"]
         rs["f"] = rs["fwd"] + ext * tp_fwd_share + rs["sync_f"] * ovh
         rs["b"] = rs["bwd"] + ext * (1 - tp_fwd_share) + rs["sync_b"] * ovh
         rs["sync"] = (rs["sync_f"] + rs["sync_b"]) * ovh
@@ -205,6 +204,7 @@ def _rank_times(ctx: StepContext, k: Knobs, rank: int, enc: BlockCost, dec: Bloc
         "rank": rank, "n_enc": n_enc, "n_dec": n_dec, "fwd": fwd, "bwd": bwd,
         "tp": n_enc * enc.tp_s + n_dec * dec.tp_s + first * embed.tp_s + last * head.tp_s,
         "cp": n_enc * enc.cp_s + n_dec * dec.cp_s,
+        "ep": n_enc * enc.ep_s + n_dec * dec.ep_s,
         "params": n_enc * enc.params + n_dec * dec.params + first * embed.params + last * head.params,
         "sync_f": multi * (k.v - last), "sync_b": multi * (k.v - first),
         # weight-gradient part W of the backward (zero-bubble), half of the blocks' backward as in
@@ -217,8 +217,8 @@ def _slower(a: dict[str, Num], b: dict[str, Num], keys: tuple[str, ...] | None =
     """The rank dict with the larger per-micro-batch time "T" (elementwise for arrays: only `keys`,
     default every key both have)."""
     key = "T" if "T" in a else "fwd"
-    ta = a[key] if key == "T" else a["fwd"] + a["bwd"] + a["tp"] + a["cp"]
-    tb = b[key] if key == "T" else b["fwd"] + b["bwd"] + b["tp"] + b["cp"]
+    ta = a[key] if key == "T" else a["fwd"] + a["bwd"] + a["tp"] + a["cp"] + a["ep"]
+    tb = b[key] if key == "T" else b["fwd"] + b["bwd"] + b["tp"] + b["cp"] + b["ep"]
     pick_b = tb > ta
     if isinstance(pick_b, np.ndarray):
         return {key2: np.where(pick_b, b[key2], a[key2]) for key2 in (keys or a) if key2 in b}
@@ -238,7 +238,7 @@ def _unit_costs(ctx: StepContext, k: Knobs, comm: Any, memo: dict | None) -> tup
     fixed degrees) scalar knobs reuse earlier results: they depend on (mb, sp, recompute) only."""
     key = None
     if memo is not None and not isinstance(k.mb, np.ndarray):
-        key = (id(ctx), k.mb, k.sp, k.recompute)
+        key = (id(ctx), k.mb, k.sp, k.recompute, k.cp_attn)
         hit = memo.get(key)
         if hit is not None and hit[0] is ctx:
             return hit[1]
@@ -259,9 +259,9 @@ def _unit_costs(ctx: StepContext, k: Knobs, comm: Any, memo: dict | None) -> tup
     return units
 
 
-RANK_KEYS = ("rank", "n_enc", "n_dec", "fwd", "bwd", "params", "tp", "cp")
+RANK_KEYS = ("rank", "n_enc", "n_dec", "fwd", "bwd", "params", "tp", "cp", "ep")
 """What `assemble_step` (and the planner) read of an end rank's dict."""
-CRIT_KEYS = ("fwd", "bwd", "tp", "cp", "sync")
+CRIT_KEYS = ("fwd", "bwd", "tp", "cp", "ep", "sync")
 """What `assemble_step` reads of the busiest rank's dict."""
 
 
@@ -275,33 +275,40 @@ def _expand_pipeline(sub: tuple, inverse: np.ndarray) -> tuple:
             at_rows(bubble, inverse))
 
 
-
-
-
 def rank_state(ctx: StepContext, k: Knobs, comm: Any, rank: int, m: Num, n_enc: Num, n_dec: Num,
                enc: BlockCost, dec: BlockCost, fwd: Num, bwd: Num, params: Num,
                stored_act_bytes: Num = None, *, with_time: bool = True, with_memory: bool = True) -> dict[str, Num]:
-    """Memory of pipeline rank `rank` (with_memory: `costmodel.step.memory.rank_memory`) and (with_time)
-    its exposed data-parallel communication and optimizer time. `stored_act_bytes` overrides the
-    closed-form in-flight activations (e.g. the simulator's peak)."""
+    """Memory of pipeline rank `rank` (with_memory: `costmodel.step.memory.rank_memory`, routed experts'
+    states over their own shards) and (with_time) its exposed data-parallel communication and optimizer
+    time. `stored_act_bytes` overrides the closed-form in-flight activations (e.g. the simulator's peak)."""
     eff = ctx.eff
-    dp, shards = k.dp, k.dp * k.cp
+    dp, cp = k.dp, k.cp
+    shards = dp * cp
+    experts = n_enc * enc.expert_params + n_dec * dec.expert_params   # routed experts (MoE), sharded over ep
+    moe = any_set(experts)
     out = {"params": params}
     if with_memory:
-        out.update(rank_memory(ctx, k, rank, m, n_enc, n_dec, enc, dec, params, stored_act_bytes))
+        out.update(rank_memory(ctx, k, rank, m, n_enc, n_dec, enc, dec, params, stored_act_bytes,
+                               experts=experts if moe else 0.0))
     if not with_time:
         return out
-    # data-parallel gradient / parameter traffic of this rank (costmodel.step.dp_comm)
+    # data-parallel gradient / parameter traffic of this rank (costmodel.step.dp_comm), over the dp x cp
+    # replicas (the executor wraps FSDP2/DDP over the flattened dp x cp mesh: context-parallel ranks hold
+    # the same weights); routed experts over their expert-data-parallel group, which spans cp
     zero = k.zero
-    dp_s = dp_comm_s(ctx, k, comm, m, params, fwd, bwd, n_enc + n_dec)
+    replicas = dp * cp
+    dp_s = dp_comm_s(ctx, k, comm, m, params, fwd, bwd, n_enc + n_dec, experts=experts if moe else 0.0)
     blocks = n_enc + n_dec
     if eff.host_ddp_block_s or eff.host_fsdp_block_s or eff.host_fsdp_reshard_block_s:
         # the wrapper's host cost per block (+1 unit: embedding / head), collectives' CPU included
         ddp = ddp_wrapped(k)
         per_block = ddp * eff.host_ddp_block_s + (1 - ddp) * ((zero == 3) * eff.host_fsdp_reshard_block_s
                                                               + (zero != 3) * eff.host_fsdp_block_s)
-        dp_s = vmax(dp_s, (dp > 1) * (blocks + 1) * per_block)
+        dp_s = vmax(dp_s, (replicas > 1) * (blocks + 1) * per_block)
     shard_params = params / (1 + (zero >= 1) * (shards - 1))
+    if moe:
+        shard_params = (params - experts) / (1 + (zero >= 1) * (shards - 1)) + experts / (
+            1 + (zero >= 1) * (expert_shards(k) - 1))
     out["dp"] = dp_s
     out["opt"] = optimizer_time_s(ctx, k, rank, n_enc, n_dec, shard_params)
     return out
@@ -324,8 +331,9 @@ def optimizer_time_s(ctx: StepContext, k: Knobs, rank: Num, n_enc: Num, n_dec: N
         tensors = (n_enc * ctx.layer_tensors[0] + n_dec * ctx.layer_tensors[1]
                    + (rank == 0) * embed_t + (rank == k.pp - 1) * head_t)
         ddp = ddp_wrapped(k)
-        fsdp = (k.dp > 1) * (1 - ddp)   # FSDP2 / replicate hold DTensor parameters
-        zero1_ddp = (k.dp > 1) * (k.zero == 1) * ddp
+        replicas = k.dp * k.cp > 1   # data parallelism wraps the dp x cp replicas
+        fsdp = replicas * (1 - ddp)   # FSDP2 / replicate hold DTensor parameters
+        zero1_ddp = replicas * (k.zero == 1) * ddp
         per_tensor = ((k.tp > 1) * eff.host_optimizer_tp_tensor_s
                       + (k.tp == 1) * (fsdp * eff.host_optimizer_sharded_tensor_s
                                        + (1 - fsdp) * eff.host_optimizer_tensor_s))

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..calibration.gpu_profiles import check_profile_gpu, default_gpu_profile, profile_label
 from ..layer.compute import DEFAULT_EFFICIENCY, EfficiencyModel
+from ..layer.cp_variant import CP_ATTENTION_CODES
 from ..layer.flops import RECOMPUTE_CODES, step_flops
 from ..layer.memory import SCHEDULE_CODES
 from ..network.comm import build_comm_model
@@ -86,7 +87,7 @@ def step_context(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec,
 def comm_model(cluster: ClusterSpec, plan: ParallelPlan, *, topology: Any = None, calibration: Any = None) -> Any:
     """The CommModel for `plan`'s degrees and placement, memoized; the topology graph is built once
     per (cluster, calibration) and shared by every degree combination."""
-    fast = (id(cluster), id(topology), id(calibration), plan.tp, plan.cp, plan.dp, plan.pp, plan.placement)
+    fast = (id(cluster), id(topology), id(calibration), plan.tp, plan.cp, plan.dp, plan.pp, plan.ep, plan.placement)
     hit = _FAST_COMM.get(fast)
     if hit is not None and hit[0] is cluster and hit[1] is topology and hit[2] is calibration:
         return hit[3]
@@ -102,7 +103,7 @@ def comm_model(cluster: ClusterSpec, plan: ParallelPlan, *, topology: Any = None
         kw["topology"] = topology
     given_topology = fast[1]
     keep = (cluster, topology, calibration)
-    key = (*map(id, keep), plan.tp, plan.cp, plan.dp, plan.pp, plan.placement)
+    key = (*map(id, keep), plan.tp, plan.cp, plan.dp, plan.pp, plan.ep, plan.placement)
     comm = _remember(_COMM, key, keep, lambda: MemoComm(build_comm_model(cluster, plan, **kw)))
     if len(_FAST_COMM) > 4096:
         _FAST_COMM.clear()
@@ -139,7 +140,8 @@ def knobs_from_plan(plan: ParallelPlan) -> Knobs:
     """The plan's knobs as the numbers `costmodel.step.costs` reads."""
     return Knobs(dp=plan.dp, tp=plan.tp, pp=plan.pp, cp=plan.cp, mb=plan.micro_batch_size,
                  v=plan.virtual_stages, schedule=SCHEDULE_CODES[plan.schedule], zero=plan.zero_stage,
-                 recompute=RECOMPUTE_CODES[plan.recompute], sp=int(plan.sequence_parallel))
+                 recompute=RECOMPUTE_CODES[plan.recompute], sp=int(plan.sequence_parallel),
+                 cp_attn=CP_ATTENTION_CODES[plan.cp_attention], ep=plan.ep)
 
 
 def estimate(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, plan: ParallelPlan, *,
@@ -265,7 +267,7 @@ def _to_estimate(ctx: StepContext, plan: ParallelPlan, out: dict, stage_mem: tup
     per_gpu = step * gpus
     time = _construct(TimeBreakdown,
         compute_s=float(out["compute_s"]), tp_comm_s=float(out["tp_comm_s"]), cp_comm_s=float(out["cp_comm_s"]),
-        dp_comm_s=float(out["dp_comm_s"]), pp_comm_s=float(out["pp_comm_s"]), bubble_s=float(out["bubble_s"]),
+        ep_comm_s=float(out["ep_comm_s"]), dp_comm_s=float(out["dp_comm_s"]), pp_comm_s=float(out["pp_comm_s"]), bubble_s=float(out["bubble_s"]),
         optimizer_s=float(out["optimizer_s"]))
     memory = _construct(MemoryBreakdown,
         **{name: float(out[name]) for name, _ in _MEMORY_KEYS}, stage=int(out["peak_stage"]),

@@ -26,6 +26,7 @@ import numpy as np
 from ..layer.activations import head_activation_bytes, precision_mode
 from ..layer.context import Knobs, StepContext, ddp_wrapped, fsdp_wrapped
 from ..layer.memory import inflight_chunks
+from ..layer.moe import dispatch_buffer_bytes, expert_shards
 from ..layer.overheads import (
     communicator_count,
     context_bytes,
@@ -111,28 +112,40 @@ def block_activations(k: Knobs, enc: Any, dec: Any, *, n_dec: int) -> tuple[Num,
 
 
 def _states(ctx: StepContext, k: Knobs, rank: Num, n_enc: Num, n_dec: Num, enc: Any, dec: Any, params: Num,
-            mixed: bool) -> dict[str, Num]:
+            experts: Num, mixed: bool) -> dict[str, Num]:
     """Weights at rest and the copies a micro-batch computes with, master weights + optimizer states,
-    gradients and their bytes per parameter, the largest parameter and the optimizer's state sharding."""
+    gradients and their bytes per parameter, the largest parameter and the parameters the optimizer steps
+    on this rank. Of the `params` parameters, `experts` are routed experts (MoE): ZeRO shards the dense
+    ones over the dp x cp replicas and the experts over their expert-data-parallel group, dp*cp/ep
+    (`costmodel.layer.moe.expert_shards`; Megatron-Core's distributed optimizer per parameter group)."""
     sh, mem = ctx.shape, ctx.memory
-    tp, zero, shards = k.tp, k.zero, k.dp * k.cp
+    tp, zero = k.tp, k.zero
+    dense, groups = params - experts, ((k.dp * k.cp, 1.0), (expert_shards(k), 0.0))
     scheme = weight_scheme(ctx, k)
     first, last = rank == 0, rank == k.pp - 1
+
+    def split(fn: Any, *args: Any, **kw: Any) -> Num:
+        """fn over the dense parameters with their shards + over the experts with theirs."""
+        return sum(fn(dense if is_dense else experts, *args, zero=zero, shards=shards, **kw)
+                   for shards, is_dense in groups)
+
     linear_p = n_enc * enc.params + n_dec * dec.params + last * sh.vocab * sh.h / tp   # autocast casts the head too
     root_p = first * (ctx.vocab_params / tp + ctx.replicated_embed_params) + last * _head_params(ctx, k)
     gb = grad_bytes_per_param(scheme, dtype=ctx.dtype, accumulation=mem.fp32_grad_accumulation,
                               override=ctx.grad_dtype_bytes)
+    state_shards = [1 + (zero >= 1) * (shards - 1) for shards, _ in groups]
     return {
         "scheme": scheme, "grad_bytes": gb,
-        "weights": weights_at_rest_bytes(params, scheme, zero=zero, shards=shards, mixed=mixed),
+        "weights": split(weights_at_rest_bytes, scheme, mixed=mixed),
         "copies": weight_copy_bytes(scheme, zero=zero, params=params, linear_params=linear_p, unit_params=enc.params,
                                     root_params=root_p, prefetch_units=mem.fsdp_prefetch_units,
                                     autocast_cache=mem.autocast_weight_cache, mixed=mixed),
-        "optimizer": (master_weight_bytes(params, scheme, zero=zero, shards=shards, mixed=mixed)
-                      + optimizer_state_bytes(params, ctx.optimizer, zero=zero, shards=shards)),
-        "grads": gradient_bytes(params, gb, zero=zero, shards=shards, scheme=scheme),
+        "optimizer": (split(master_weight_bytes, scheme, mixed=mixed)
+                      + split(lambda p, **kw: optimizer_state_bytes(p, ctx.optimizer, **kw))),
+        "grads": split(gradient_bytes, gb, scheme=scheme),
         "largest": np.maximum(sh.h * max(sh.f, sh.q_width) / tp, (first | last) * sh.vocab * sh.h / tp),
-        "state_shards": 1 + (zero >= 1) * (shards - 1),
+        "state_shards": state_shards[0],
+        "stepped": dense / state_shards[0] + experts / state_shards[1],   # parameters this rank's optimizer updates
     }
 
 
@@ -158,7 +171,7 @@ def _in_flight(ctx: StepContext, k: Knobs, rank: Num, m: Num, n_enc: Num, n_dec:
 
 
 def rank_memory(ctx: StepContext, k: Knobs, rank: Num, m: Num, n_enc: Num, n_dec: Num, enc: Any, dec: Any,
-                params: Num, stored_act_bytes: Num = None) -> dict[str, Num]:
+                params: Num, stored_act_bytes: Num = None, *, experts: Num = 0.0) -> dict[str, Num]:
     """Memory of pipeline rank `rank` holding n_enc + n_dec blocks (and the embedding / head at the ends)
     and `params` parameters: the parts at the peak moment (`PARTS`), `allocated`, `reserved`, `context`,
     `peak` (bytes), `moment` (index into MOMENTS) and `inflight` (micro-batches in flight at the forward
@@ -166,21 +179,23 @@ def rank_memory(ctx: StepContext, k: Knobs, rank: Num, m: Num, n_enc: Num, n_dec
     sh, mem = ctx.shape, ctx.memory
     dp, tp, pp, cp, zero = k.dp, k.tp, k.pp, k.cp, k.zero
     fp32 = ctx.act_bytes >= 4
-    st = _states(ctx, k, rank, n_enc, n_dec, enc, dec, params, mixed=not fp32)
+    st = _states(ctx, k, rank, n_enc, n_dec, enc, dec, params, experts, mixed=not fp32)
+    replicas = dp * cp   # data parallelism wraps the dp x cp replicas
     fl = _in_flight(ctx, k, rank, m, n_enc, n_dec, enc, dec, stored_act_bytes)
     last, tokens = rank == pp - 1, fl["tokens"]
     loss = last * loss_buffer_bytes(mem, tokens=tokens, vocab=sh.vocab, tp=tp, pp=pp, fp32=fp32)
     hole = last * loss_hole_bytes(mem, tokens=tokens, vocab=sh.vocab, tp=tp, pp=pp, fp32=fp32)
     # communication buffers
     fsdp_scheme = st["scheme"] == WEIGHT_SCHEMES["fsdp_mixed_precision"]
-    buckets = (dp > 1) * ((zero == 1) | (zero == 2)) * mem.bucket_bytes
+    buckets = (replicas > 1) * ((zero == 1) | (zero == 2)) * mem.bucket_bytes
     buffers = (pipeline_buffer_bytes(pp=pp, act_bytes=ctx.act_bytes, tokens=tokens, h=sh.h, tp=tp)
                + sequence_parallel_buffer_bytes(sp=k.sp, act_bytes=ctx.act_bytes, tokens=tokens, h=sh.h)
-               + reduce_scatter_buffer_bytes(fsdp=fsdp_scheme * (dp > 1), zero=zero, unit_params=enc.params,
+               + reduce_scatter_buffer_bytes(fsdp=fsdp_scheme * (replicas > 1), zero=zero, unit_params=enc.params,
                                              mixed=not fp32)
+               + dispatch_buffer_bytes(ctx, k, tokens)   # an MoE layer's permuted and received token copies
                + buckets)
     # gradients at the forward moment: persistent buffers (DDP's buckets too), or once a backward ran
-    ddp = (dp > 1) & (ddp_wrapped(k) == 1)
+    ddp = (replicas > 1) & (ddp_wrapped(k) == 1)
     no_sync = ddp * mem.ddp_no_sync_grads * (m > 1)   # torch DDP: .grad accumulates apart under no_sync
     grads, weights = st["grads"], st["weights"]
     grads_f = grads * (((mem.grad_buffer == "persistent") | ddp | (fl["chunks"] < m * k.v)) + no_sync)
@@ -194,7 +209,7 @@ def rank_memory(ctx: StepContext, k: Knobs, rank: Num, m: Num, n_enc: Num, n_dec
     group = params if mem.foreach_group == "all" else st["largest"]
     opt_tmp = optimizer_temporary_bytes(_optimizer_kernel(ctx), group_params=group / st["state_shards"],
                                         scheme=st["scheme"], grad_bytes=st["grad_bytes"],
-                                        local_params=params / st["state_shards"])
+                                        local_params=st["stepped"])
     opt = (weights, grads, st["optimizer"], 0.0 * grads, buckets + 0.0 * grads, opt_tmp)
     totals = [sum(parts) for parts in (fwd, bwd, opt)]
     allocated = np.maximum(np.maximum(totals[0], totals[1]), totals[2])
@@ -204,7 +219,7 @@ def rank_memory(ctx: StepContext, k: Knobs, rank: Num, m: Num, n_enc: Num, n_dec
     out["allocated"] = allocated
     out["reserved"] = reserved_bytes(allocated, (moment == 0) * hole, mem, on_cpu=ctx.on_cpu)
     out["context"] = context_bytes(mem, on_cpu=ctx.on_cpu, framework_bytes=ctx.eff.framework_bytes,
-                                   groups=communicator_count(dp=dp, tp=tp, pp=pp, cp=cp))
+                                   groups=communicator_count(dp=dp, tp=tp, pp=pp, cp=cp, ep=k.ep))
     out["peak"] = out["reserved"] + out["context"]
     out["moment"] = moment
     out["inflight"] = fl["chunks"] / k.v + 0.0 * allocated

@@ -31,7 +31,7 @@ def format_estimate(est: StepEstimate, *, model: str = "", cluster: str = "") ->
         "time breakdown (critical path, exposed communication):",
     ]
     parts = [("compute", t.compute_s), ("TP comm", t.tp_comm_s), ("CP comm", t.cp_comm_s),
-             ("DP comm", t.dp_comm_s), ("PP comm", t.pp_comm_s), ("bubble", t.bubble_s),
+             ("EP a2a", t.ep_comm_s), ("DP comm", t.dp_comm_s), ("PP comm", t.pp_comm_s), ("bubble", t.bubble_s),
              ("optimizer", t.optimizer_s)]
     total = t.total_s
     for name, value in parts:

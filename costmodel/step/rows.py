@@ -15,9 +15,9 @@ from ..layer.context import Knobs
 
 __all__ = ["PIPELINE_KNOBS", "UNIT_KNOBS", "distinct_rows", "take_knobs", "take_unit", "take_units", "RowsOf", "at_rows"]
 
-UNIT_KNOBS = (("tp", "cp", "mb", "sp", "recompute"), ("tp", "cp"))
+UNIT_KNOBS = (("tp", "cp", "ep", "mb", "sp", "recompute"), ("tp", "cp", "ep"))
 """(knobs, comm axes) a block's, the embedding's and the head's costs depend on."""
-PIPELINE_KNOBS = (("dp", "tp", "cp", "mb", "sp", "recompute", "v", "schedule"), ("tp", "cp", "pp"))
+PIPELINE_KNOBS = (("dp", "tp", "cp", "ep", "mb", "sp", "recompute", "v", "schedule"), ("tp", "cp", "ep", "pp"))
 """(knobs, comm axes) the pipeline of a step depends on: not ZeRO, not the data-parallel links."""
 
 

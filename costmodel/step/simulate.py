@@ -42,6 +42,7 @@ class StageTimes:
     comp: np.ndarray
     tp: np.ndarray
     cp: np.ndarray
+    ep: np.ndarray
     sync: np.ndarray
     n_enc: np.ndarray
     n_dec: np.ndarray
@@ -79,6 +80,7 @@ def stage_times(ctx: StepContext, k: Knobs, comm: Any, schedule: str, layers: tu
              + first * embed.bwd_s + last * head.bwd_s)
     tp_s = ne * enc.tp_s + nd * dec.tp_s + first * embed.tp_s + last * head.tp_s
     cp_s = ne * enc.cp_s + nd * dec.cp_s
+    ep_s = ne * enc.ep_s + nd * dec.ep_s     # expert-parallel all-to-alls, exposed like TP/CP
     sync_f = (j < stages - 1) * ctx.eff.p2p_overhead_s     # blocking send of the forward output
     sync_b = (j > 0) * ctx.eff.p2p_overhead_s              # ... and of the input gradient
     zb = k.schedule == 3
@@ -87,10 +89,11 @@ def stage_times(ctx: StepContext, k: Knobs, comm: Any, schedule: str, layers: tu
     enc_act, dec_act, _, _ = block_activations(k, enc, dec, n_dec=sh.n_dec)   # the plan's precision mode
     as_f = np.asarray
     return StageTimes(schedule=schedule, pp=k.pp, v=k.v, m=m,
-                      f=as_f(fwd_c + (tp_s + cp_s) * tp_fwd_share + sync_f, float),
-                      b=as_f(bwd_c + (tp_s + cp_s) * (1 - tp_fwd_share) + sync_b, float),
+                      f=as_f(fwd_c + (tp_s + cp_s + ep_s) * tp_fwd_share + sync_f, float),
+                      b=as_f(bwd_c + (tp_s + cp_s + ep_s) * (1 - tp_fwd_share) + sync_b, float),
                       w=None if w is None else as_f(w, float), act=as_f(ne * enc_act + nd * dec_act, float),
                       comp=as_f(fwd_c + bwd_c, float), tp=as_f(tp_s, float), cp=as_f(cp_s, float),
+                      ep=as_f(ep_s, float),
                       sync=as_f(sync_f + sync_b, float), n_enc=ne, n_dec=nd, p2p_s=p2p,
                       units=(enc, dec, embed, head))
 
@@ -98,8 +101,8 @@ def stage_times(ctx: StepContext, k: Knobs, comm: Any, schedule: str, layers: tu
 def cached_stage_times(ctx: StepContext, k: Knobs, comm: Any, schedule: str, layers: tuple[int, ...]) -> StageTimes:
     """`stage_times`, memoized on the context and comm objects (kept alive with the entry) and the
     knobs: a prefetch and the estimate that follows build them once."""
-    key = (id(ctx), id(comm), k.dp, k.tp, k.pp, k.cp, k.mb, k.v, k.schedule, k.zero, k.recompute, k.sp, schedule,
-           layers)
+    key = (id(ctx), id(comm), k.dp, k.tp, k.pp, k.cp, k.ep, k.mb, k.v, k.schedule, k.zero, k.recompute, k.sp,
+           k.cp_attn, schedule, layers)
     hit = _STAGES.get(key)
     if hit is not None and hit[0] is ctx and hit[1] is comm:
         return hit[2]
@@ -185,12 +188,10 @@ def simulated_costs(ctx: StepContext, k: Knobs, comm: Any, st: StageTimes, *,
     state = {key: np.broadcast_to(np.asarray(val), (pp,)) for key, val in state.items()}
     busy = np.array(busy_s)
     crit = int(np.argmax(busy))
-    comp, tps, cps, sync = (_rank_sums(x, pp, v)[crit] for x in (st.comp, st.tp, st.cp, st.sync))
-    cp_grad = float(comm.time_s("cp", "all_reduce", state["params"].max().item() * ctx.grad_bytes)
-                    / ctx.eff.collective_efficiency) if k.cp > 1 else 0.0
+    comp, tps, cps, eps, sync = (_rank_sums(x, pp, v)[crit] for x in (st.comp, st.tp, st.cp, st.ep, st.sync))
     out: dict[str, Any] = {
         "num_micro_batches": m,
-        "compute_s": m * comp, "tp_comm_s": m * tps, "cp_comm_s": m * cps + cp_grad,
+        "compute_s": m * comp, "tp_comm_s": m * tps, "cp_comm_s": m * cps, "ep_comm_s": m * eps,
         "dp_comm_s": state["dp"].max(),
         "pp_comm_s": m * sync + (makespan - span0),
         "bubble_s": max(span0 - busy_s[crit], 0.0),
@@ -205,6 +206,6 @@ def simulated_costs(ctx: StepContext, k: Knobs, comm: Any, st: StageTimes, *,
         "context_bytes": state["context"][top], "peak_bytes": state["peak"][top], "peak_stage": top,
         "peak_moment": state["moment"][top], "inflight_micro_batches": state["inflight"][top],
     })
-    out["step_time_s"] = sum(out[key] for key in ("compute_s", "tp_comm_s", "cp_comm_s", "dp_comm_s",
+    out["step_time_s"] = sum(out[key] for key in ("compute_s", "tp_comm_s", "cp_comm_s", "ep_comm_s", "dp_comm_s",
                                                   "pp_comm_s", "bubble_s", "optimizer_s"))
     return out, state, events

@@ -1,18 +1,21 @@
-"""Launch a plan for real: validate it, build the `torchrun` command, run it, and explain failures.
+"""Launch a plan on this machine (or one node of a multi-node run): validate it, build the `torchrun`
+command, run it, and explain failures.
 
     from executor import prepare_run, launch
     setup = prepare_run("plan.json", model="tiny-llama", steps=50, out="runs/a")
     result = launch(setup)             # raises RunFailed naming the rank and the cause
 
 Everything that can be checked before a process starts is checked in `prepare_run` (plan file, model,
-plan-vs-model rules via `costmodel.check_plan`, machine capacity, checkpoint to resume from), raising
-`ValueError` with the field and the fix. Single node: torchrun's c10d rendezvous on a free port of
+plan-vs-model rules via `costmodel.check_plan`, machine capacity, checkpoint to resume from, finite
+numbers, the run directory and the rendezvous endpoint), raising `ValueError` with the field and the
+fix; `launch` then holds the run directory (`rundir`) so no other run writes into it. Single node: torchrun's c10d rendezvous on a free port of
 127.0.0.1. Multi-node: `nnodes`, `node_rank` and `rdzv_endpoint` pass through to torchrun. Elastic
 restarts (`max_restarts`) resume every worker from the run's newest checkpoint.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import shutil
@@ -34,19 +37,25 @@ from costmodel import (
     StepMeasurement,
     TrainingSpec,
     check_plan,
+    executor_unsupported,
     load_model,
     load_plan,
 )
 
-from .checkpoint import read_trainer_state, resolve_checkpoint
-from .compile import compile_unsupported
-from .data import load_corpus
-from .failures import RunFailed, explain_failure
-from .float8 import float8_unsupported
-from .memguard import default_global_batch, default_seq_len, refuse_if_too_big
-from .metrics import read_metrics, write_json_atomic
-from .pipeline import check_schedule_supported
-from .scaling import host_capacity, scale_plan
+from ..checkpoint import read_trainer_state, resolve_checkpoint
+from ..compile import compile_unsupported
+from ..data import load_corpus, split_corpus, window_length
+from ..evaluate import DEFAULT_EVAL_BATCHES, DEFAULT_EVAL_EVERY, check_eval_args
+from ..failures import RunFailed, explain_failure
+from ..float8 import float8_unsupported
+from ..lifetime import die_with_parent
+from ..memguard import default_seq_len, refuse_if_too_big
+from ..metrics import read_metrics, write_json_atomic
+from ..scaling import host_capacity, scale_plan
+from ..span_corruption import check_vocab
+from .rendezvous import check_endpoint, wait_for_endpoint
+from .rundir import check_out_path, hold_run_dir
+from .settings import PACKAGE_ROOT, check_numbers, default_global_batch, schedule_note
 
 __all__ = ["RunSetup", "RunResult", "RunFailed", "prepare_run", "launch", "run_plan", "plan_unsupported", "free_port"]
 
@@ -65,6 +74,12 @@ class RunSetup:
     changes: tuple[str, ...] = ()
     resume_from: Path | None = None
     nproc_per_node: int = 1
+    node_rank: int = 0
+    overwrite: bool = False
+    notes: tuple[str, ...] = ()
+    """What the user should know about settings taken from a checkpoint (e.g. the schedule length)."""
+    rdzv_endpoint: str | None = None
+    rdzv_timeout_s: float = 120.0
 
     def command_line(self) -> str:
         """The command as a shell line, with the environment it needs (copy-paste reproducible)."""
@@ -94,23 +109,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def _positive(name: str, value: float | None) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"{name}={value} must be > 0")
+def plan_unsupported(plan: ParallelPlan, *, global_batch: int | None = None, model: ModelSpec | None = None,
+                     seq_len: int | None = None, device: str | None = None) -> str | None:
+    """Why the executor cannot run `plan` (one line naming the field and the fix), or None: the rules
+    of `costmodel.step.runnable` (the model family, tied embeddings with pipelining, the pipeline
+    schedules' micro-batch limits at `global_batch` rows per step, context parallelism's sequence
+    split and attention variant, expert parallelism's layout) on `device` ('cpu' or 'cuda'; default:
+    this machine's). A rule whose input is not given is skipped. The planner marks such plans;
+    `validate --local` skips them."""
+    if device is None:
+        import torch
 
-
-def plan_unsupported(plan: ParallelPlan, *, global_batch: int) -> str | None:
-    """Why the executor cannot run `plan` at `global_batch` rows per step (one line naming the field and
-    the fix), or None: context parallelism, and the pipeline schedules' limits
-    (`pipeline.check_schedule_supported`). The planner may propose such plans; `validate --local`
-    skips them."""
-    if plan.cp > 1:
-        return "cp: context parallelism is not supported by the executor; use cp=1"
-    try:
-        check_schedule_supported(plan, global_batch // (plan.dp * plan.micro_batch_size))
-    except ValueError as exc:
-        return str(exc)
-    return None
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return executor_unsupported(plan, device=device, model=model, seq_len=seq_len, global_batch=global_batch)
 
 
 def prepare_run(plan: ParallelPlan | str | os.PathLike[str], *, model: str | ModelSpec, steps: int,
@@ -119,31 +130,40 @@ def prepare_run(plan: ParallelPlan | str | os.PathLike[str], *, model: str | Mod
                 lr_decay_steps: int | None = None, ckpt_every: int = 0, resume: str | os.PathLike[str] | None = None,
                 max_restarts: int = 0, timeout_s: float = 300.0, scale_to: int | None = None,
                 nnodes: int = 1, node_rank: int = 0, rdzv_endpoint: str | None = None, dtype: str | None = None,
-                corpus: str | None = None, log_every: int = 10, compile: bool | None = None, force: bool = False,
+                corpus: str | None = None, log_every: int = 10, compile: bool | None = None,
+                overwrite: bool = False, rdzv_timeout_s: float = 120.0, eval_every: int = DEFAULT_EVAL_EVERY,
+                eval_batches: int = DEFAULT_EVAL_BATCHES, force: bool = False,
                 suggest: Callable[[Any], str] | None = None) -> RunSetup:
     """Validate a run and build its torchrun command; ValueError (field + fix) on bad input. `compile`:
     torch.compile each block (None: on CUDA, off on CPU). A plan whose predicted memory does not fit this
     host is refused (`executor.memguard`, MemoryRefused naming the nearest plan `suggest` finds) unless `force`."""
+    check_numbers(steps=steps, global_batch=global_batch, seq_len=seq_len, seed=seed, lr=lr,
+                  warmup_steps=warmup_steps, lr_decay_steps=lr_decay_steps, ckpt_every=ckpt_every,
+                  max_restarts=max_restarts, timeout_s=timeout_s, log_every=log_every, nnodes=nnodes)
+    check_numbers(timeout_s=rdzv_timeout_s)
+    check_eval_args(eval_every, eval_batches)
+    if scale_to is not None and scale_to < 1:
+        raise ValueError(f"scale_to={scale_to}: must be at least 1 process")
+    out_dir = check_out_path(out)
     plan = load_plan(plan) if not isinstance(plan, ParallelPlan) else plan
     model_spec = load_model(model) if isinstance(model, str) else model
-    from .model import build_model
+    from ..families import build_model
 
     build_model(model_spec, device="meta")  # raises ValueError for what the executor cannot run
-    check_schedule_supported(plan)
-    if global_batch is not None and global_batch > 0 and (reason := plan_unsupported(plan, global_batch=global_batch)):
-        raise ValueError(reason)
     if dtype == "fp8" and rdzv_endpoint is None and (reason := float8_unsupported()):
         raise ValueError(reason)  # a run on this host; other hosts' workers check their own GPUs
-    for name, value in (("steps", steps), ("timeout", timeout_s), ("nnodes", nnodes), ("lr", lr),
-                        ("global_batch", global_batch), ("seq_len", seq_len)):
-        _positive(name, value)
-    if ckpt_every < 0 or max_restarts < 0 or node_rank < 0:
-        raise ValueError("ckpt_every, max_restarts and node_rank must be >= 0")
+    if node_rank < 0:
+        raise ValueError(f"node_rank={node_rank}: must be >= 0")
     if not 0 <= node_rank < nnodes:
         raise ValueError(f"node_rank={node_rank} must be in [0, nnodes={nnodes})")
     if nnodes > 1 and not rdzv_endpoint:
         raise ValueError("rdzv_endpoint: a multi-node run needs --rdzv-endpoint HOST:PORT of node 0")
+    if rdzv_endpoint is not None:
+        check_endpoint(rdzv_endpoint, hosts_it=node_rank == 0)
     resume_from = resolve_checkpoint(resume) if resume is not None else None
+    if overwrite and resume_from is not None and out_dir in resume_from.resolve().parents:
+        raise ValueError(f"overwrite: --overwrite would delete the checkpoint --resume points at ({resume_from}); "
+                         "drop --overwrite to continue the run, or resume into another --out")
     saved = read_trainer_state(resume_from) if resume_from is not None else {}
     if resume_from is not None and steps <= int(saved["step"]):
         raise ValueError(f"steps={steps}: the checkpoint {resume_from} is already at step {saved['step']}; "
@@ -167,19 +187,27 @@ def prepare_run(plan: ParallelPlan | str | os.PathLike[str], *, model: str | Mod
     seq_len = seq_len or saved.get("seq_len") or default_seq_len(model_spec)
     training = TrainingSpec(global_batch_size=int(global_batch), seq_len=int(seq_len), dtype=dtype or "fp32")
     check_plan(model_spec, None, training, plan)
+    # the executor's rules (costmodel.step.runnable) on the plan as it will run: after scaling, with the
+    # model, batch and sequence length settled
+    reason = plan_unsupported(plan, global_batch=int(global_batch), model=model_spec, seq_len=int(seq_len))
+    if reason:
+        raise ValueError(reason)
     if not force and rdzv_endpoint is None:   # the memory guard for a run on this host, before any process starts
         refuse_if_too_big(model_spec, plan, training, processes=plan.world_size // nnodes, nnodes=nnodes, dtype=dtype,
                           suggest=suggest)
     if compile and (reason := compile_unsupported(plan)):
         raise ValueError(reason)
-    load_corpus(corpus, min_tokens=int(seq_len) + 2)
+    split_corpus(load_corpus(corpus), min_tokens=window_length(int(seq_len), model_spec.arch) + 1)
+    if model_spec.arch == "encoder-decoder":
+        check_vocab(model_spec.vocab_size, int(seq_len))
+    note = schedule_note(saved, steps=steps, lr_decay_steps=lr_decay_steps) if saved else None
 
-    out_dir = Path(out).resolve()
     nproc = plan.world_size // nnodes
     worker = ["-m", "executor.train", "--plan", str(out_dir / "plan.json"), "--model", _model_arg(model, out_dir),
               "--out", str(out_dir), "--steps", str(steps), "--global-batch", str(global_batch),
               "--seq-len", str(seq_len), "--seed", str(seed), "--ckpt-every", str(ckpt_every),
-              "--timeout", str(timeout_s), "--log-every", str(log_every)]
+              "--timeout", str(timeout_s), "--log-every", str(log_every), "--eval-every", str(eval_every),
+              "--eval-batches", str(eval_batches)]
     for flag, value in (("--lr", lr), ("--warmup-steps", warmup_steps), ("--lr-decay-steps", lr_decay_steps),
                         ("--dtype", dtype), ("--corpus", corpus and str(Path(corpus).resolve())),
                         ("--resume", resume_from)):
@@ -189,8 +217,7 @@ def prepare_run(plan: ParallelPlan | str | os.PathLike[str], *, model: str | Mod
         worker.append("--compile" if compile else "--no-compile")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
                 "--max-restarts", str(max_restarts), "--monitor-interval", "0.5"]
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
-                                                       os.environ.get("PYTHONPATH")])),
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")])),
            # torchrun's shared TCPStore outlives an elastic restart without a per-attempt prefix, so the
            # restarted workers read the dead workers' Gloo addresses (connectFullMesh: connection refused,
            # or a hang until the timeout); the rendezvous store is prefixed per round
@@ -202,10 +229,12 @@ def prepare_run(plan: ParallelPlan | str | os.PathLike[str], *, model: str | Mod
             env["GLOO_SOCKET_IFNAME"] = os.environ.get("GLOO_SOCKET_IFNAME", "lo")
     else:
         torchrun += ["--nnodes", str(nnodes), "--node-rank", str(node_rank), "--rdzv-backend", "c10d",
-                     "--rdzv-endpoint", str(rdzv_endpoint), "--rdzv-id", f"paraplan-{out_dir.name}"]
+                     "--rdzv-endpoint", str(rdzv_endpoint), "--rdzv-id", f"paraplan-{out_dir.name}",
+                     "--rdzv-conf", f"join_timeout={math.ceil(rdzv_timeout_s)}"]
     return RunSetup(plan=plan, model=model_spec, training=training, out_dir=out_dir, steps=steps,
                     command=tuple(torchrun + worker), env=env, changes=changes, resume_from=resume_from,
-                    nproc_per_node=nproc)
+                    nproc_per_node=nproc, node_rank=node_rank, overwrite=overwrite,
+                    notes=(note,) if note else (), rdzv_endpoint=rdzv_endpoint, rdzv_timeout_s=rdzv_timeout_s)
 
 
 def _model_arg(model: str | ModelSpec, out_dir: Path) -> str:
@@ -229,22 +258,36 @@ def _raise_on_sigterm() -> Any:
 
 def launch(setup: RunSetup, *, stream: TextIO | None = sys.stdout) -> RunResult:
     """Run `setup` with torchrun and wait. Output goes to `stream` (None: silent) and `<out>/launch.log`.
-    A failed run raises `RunFailed` with the failing rank and its cause."""
+    Node 0 holds the run directory for the whole run (`rundir.hold_run_dir`: a directory in use or holding
+    another run is refused with ValueError before anything starts); other nodes first wait for node 0's
+    rendezvous. A failed run raises `RunFailed` with the failing rank and its cause."""
+    if setup.node_rank > 0:
+        if setup.rdzv_endpoint and not setup.rdzv_endpoint.startswith("$"):
+            wait_for_endpoint(setup.rdzv_endpoint, timeout_s=setup.rdzv_timeout_s)
+        check_out_path(setup.out_dir).mkdir(parents=True, exist_ok=True)
+        return _launch_in(setup, stream=stream)
+    with hold_run_dir(setup.out_dir, resume=setup.resume_from, overwrite=setup.overwrite):
+        return _launch_in(setup, stream=stream)
+
+
+def _launch_in(setup: RunSetup, *, stream: TextIO | None) -> RunResult:
     out = setup.out_dir
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(out / "failures", ignore_errors=True)
+    log_path = out / ("launch.log" if setup.node_rank == 0 else f"launch.node{setup.node_rank}.log")
     write_json_atomic(out / "plan.json", setup.plan.model_dump(mode="json"))
     if "--model" in setup.command and setup.command[setup.command.index("--model") + 1] == str(out / "model.json"):
         write_json_atomic(out / "model.json", setup.model.model_dump(mode="json"))
-    write_json_atomic(out / "run.json", {"command": list(setup.command), "changes": list(setup.changes),
-                                         "resume_from": str(setup.resume_from) if setup.resume_from else None})
+    if setup.node_rank == 0:
+        shutil.rmtree(out / "failures", ignore_errors=True)
+        write_json_atomic(out / "run.json", {"command": list(setup.command), "changes": list(setup.changes),
+                                             "resume_from": str(setup.resume_from) if setup.resume_from else None})
     tail: deque[str] = deque(maxlen=400)
     t0 = time.perf_counter()
     env = {**os.environ, **setup.env}
     previous = _raise_on_sigterm()
-    with open(out / "launch.log", "w") as log:
+    with open(log_path, "w") as log:
+        # torchrun ends with this process even when it is killed outright (its workers end with torchrun)
         proc = subprocess.Popen(setup.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env=env, bufsize=1, errors="replace")
+                                env=env, bufsize=1, errors="replace", preexec_fn=die_with_parent)
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
@@ -266,8 +309,7 @@ def launch(setup: RunSetup, *, stream: TextIO | None = sys.stdout) -> RunResult:
                 signal.signal(signal.SIGTERM, previous)
     elapsed_s = time.perf_counter() - t0
     if returncode != 0:
-        raise RunFailed(explain_failure(out, "".join(tail), returncode), returncode=returncode,
-                        log_path=out / "launch.log")
+        raise RunFailed(explain_failure(out, "".join(tail), returncode), returncode=returncode, log_path=log_path)
     summary_path = out / "summary.json"
     summary = StepMeasurement.model_validate_json(summary_path.read_text()) if summary_path.is_file() else None
     metrics = read_metrics(out / "metrics.jsonl")
