@@ -133,6 +133,7 @@ def assemble_step(ctx: StepContext, k: Knobs, comm: Any, m: Num, units: tuple, e
         "bubble_s": bubble,
         "optimizer_s": vmax(r0["opt"], rl["opt"]) + eff.step_overhead_s,
         "peak_bytes": mem["peak"],
+        "cp_grad_s": cp_grad,
     }
     if memory_breakdown:
         out.update(parameters_bytes=mem["params_bytes"], gradients_bytes=mem["grads_bytes"],

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .catalog import check_dtype
 from .compute import EfficiencyModel, Rates
 from .constants import efficiency_with_constants
 from .memory import DTYPE_BYTES, optimizer_bytes_per_param, weight_bytes_per_param
@@ -79,6 +80,7 @@ def build_context(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec
     efficiency = efficiency_with_constants(efficiency, calibration)  # closed-loop (issue 6): fitted constants
     shape = model_shape(model)
     gpu = cluster.gpu
+    check_dtype(gpu, training.dtype)
     peak = gpu.peak_flops(training.dtype)
     rates = Rates(peak, gpu.hbm_bw_bytes_per_s, efficiency, training.dtype, calibration)
     embed = embedding_params(shape)

@@ -10,7 +10,7 @@ their routes are closed-form (`costmodel.route_table`), with the same figures as
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
@@ -21,10 +21,12 @@ import yaml
 
 from .route_table import RouteTable
 from .specs import ClusterSpec
+from .specs._base import read_text, shown_path
 from .topology_check import validate_topology
 from .topology_graphs import ordered_subgraph as _ordered_subgraph
 from .topology_graphs import routing_weight as _weight
 from .topology_graphs import server_signatures as _signatures
+from .topology_names import PresetGpus, PresetServers, ServerOf
 from .topology_presets import preset_graph
 from .units import parse_bandwidth, parse_latency
 
@@ -53,8 +55,8 @@ class Topology:
         self._index_graph(graph, uniform=False)
 
     @classmethod
-    def _lazy(cls, make_graph: Callable[[], nx.Graph], *, name: str, gpus: tuple[str, ...],
-              servers: tuple[str, ...], gpu_server: np.ndarray, route_table: RouteTable | None) -> Topology:
+    def _lazy(cls, make_graph: Callable[[], nx.Graph], *, name: str, gpus: Sequence[str],
+              servers: Sequence[str], gpu_server: Any, route_table: RouteTable | None) -> Topology:
         """A preset topology whose graph `make_graph()` builds on first use (identical servers)."""
         topo = cls.__new__(cls)
         topo._setup(name, gpus, servers, gpu_server)
@@ -62,12 +64,13 @@ class Topology:
         topo.route_table = route_table
         return topo
 
-    def _setup(self, name: str, gpus: tuple[str, ...], servers: tuple[str, ...], gpu_server: np.ndarray) -> None:
+    def _setup(self, name: str, gpus: Sequence[str], servers: Sequence[str], gpu_server: Any) -> None:
         self.name = name
-        self.gpus: tuple[str, ...] = gpus
-        self.servers: tuple[str, ...] = servers
+        self.gpus: Sequence[str] = gpus
+        """GPU node names by GPU number (a preset's are computed on demand, `topology_names`)."""
+        self.servers: Sequence[str] = servers
         self.gpu_server = gpu_server
-        """Server number of each GPU (index into `servers`)."""
+        """Server number of each GPU (index into `servers`): an array, or a preset's `ServerOf`."""
         self._routes: dict[tuple[int, int], tuple[Edge, ...]] = {}
         self.link_attrs: dict[Edge, tuple[float, float, str]] = {}
         """(bw_bytes_per_s, latency_s, kind) of every directed link a computed route uses."""
@@ -194,9 +197,10 @@ class Topology:
 def _build_cached(cluster_json: str, nodes_per_leaf: int) -> Topology:
     c = ClusterSpec.model_validate_json(cluster_json)
     gpn = c.gpus_per_node
-    servers = tuple(f"n{s}" for s in range(c.num_nodes))
-    gpus = tuple(f"{server}/gpu{j}" for server in servers for j in range(gpn))
-    gpu_server = np.repeat(np.arange(c.num_nodes, dtype=np.int64), gpn)
+    # names and server numbers computed on demand: no per-GPU object for GPUs no plan uses
+    servers = PresetServers(c.num_nodes)
+    gpus = PresetGpus(c.num_nodes, gpn)
+    gpu_server = ServerOf(c.num_gpus, gpn)
     table = RouteTable.for_cluster(c, nodes_per_leaf=nodes_per_leaf, mesh_routes=_mesh_routes(c))
     return Topology._lazy(partial(preset_graph, c, nodes_per_leaf=nodes_per_leaf), name=c.name, gpus=gpus,
                           servers=servers, gpu_server=gpu_server, route_table=table)
@@ -237,13 +241,13 @@ def load_topology(path: str | Path) -> Topology:
     GPUs are numbered in file order; a GPU may name its `nic` (default: the nearest NIC in its server).
     A missing path, a zero bandwidth or an unlinked GPU raises ValueError naming it."""
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"topology file {str(path)!r} does not exist")
+    where = f"topology file {shown_path(path)}"
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(read_text(path, what="topology file"))
     except yaml.YAMLError as exc:
-        raise ValueError(f"topology file {str(path)!r} is neither YAML nor JSON: {exc}") from None
-    where = f"topology file {str(path)!r}"
+        raise ValueError(f"{where} is neither YAML nor JSON: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise ValueError(f"{where} nests too deeply to be a topology") from None
     if not isinstance(data, dict) or not isinstance(data.get("nodes"), list) or not isinstance(data.get("links"), list):
         raise ValueError(f"{where}: needs a mapping with lists 'nodes' and 'links'")
     g = nx.Graph()

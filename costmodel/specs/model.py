@@ -7,6 +7,10 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from ._base import Spec
+from .limits import MAX_HEADS, MAX_LAYERS, MAX_SEQ_LEN, MAX_VOCAB, MAX_WIDTH, Flag, Number, whole_up_to
+
+Blocks = whole_up_to(MAX_LAYERS, "Transformer blocks")
+Width = whole_up_to(MAX_WIDTH, "channels")
 
 __all__ = ["ModelSpec", "Arch", "Activation"]
 
@@ -20,21 +24,21 @@ class ModelSpec(Spec):
 
     name: str = "custom"
     arch: Arch = "decoder"
-    num_layers: int = Field(gt=0)
-    num_decoder_layers: int | None = Field(default=None, ge=0)
-    hidden_size: int = Field(gt=0)
-    num_heads: int = Field(gt=0)
-    num_kv_heads: int | None = Field(default=None, gt=0, description="GQA/MQA key-value heads; None = num_heads")
-    head_dim: int | None = Field(default=None, gt=0, description="None = hidden_size // num_heads")
-    ffn_hidden_size: int | None = Field(default=None, gt=0, description="None = 4 * hidden_size")
+    num_layers: Blocks = Field(gt=0)
+    num_decoder_layers: Blocks | None = Field(default=None, ge=0)
+    hidden_size: Width = Field(gt=0)
+    num_heads: whole_up_to(MAX_HEADS, "attention heads") = Field(gt=0)
+    num_kv_heads: whole_up_to(MAX_HEADS, "attention heads") | None = Field(default=None, gt=0, description="GQA/MQA key-value heads; None = num_heads")
+    head_dim: Width | None = Field(default=None, gt=0, description="None = hidden_size // num_heads")
+    ffn_hidden_size: Width | None = Field(default=None, gt=0, description="None = 4 * hidden_size")
     activation: Activation = "gelu"
-    vocab_size: int = Field(gt=0)
-    max_seq_len: int = Field(gt=0)
+    vocab_size: whole_up_to(MAX_VOCAB, "vocabulary entries") = Field(gt=0)
+    max_seq_len: whole_up_to(MAX_SEQ_LEN, "tokens per sequence") = Field(gt=0)
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     position: Literal["learned", "rope", "relative"] = "learned"
-    tie_embeddings: bool = True
-    bias: bool = True
-    published_params: float | None = Field(default=None, gt=0, description="parameter count as published")
+    tie_embeddings: Flag = True
+    bias: Flag = True
+    published_params: Number | None = Field(default=None, gt=0, description="parameter count as published")
     source: str | None = None
 
     @model_validator(mode="after")
@@ -48,6 +52,9 @@ class ModelSpec(Spec):
             raise ValueError(
                 f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.kv_heads}"
             )
+        if self.total_layers > MAX_LAYERS:
+            raise ValueError(f"num_layers + num_decoder_layers = {self.total_layers:,} exceeds the {MAX_LAYERS:,} "
+                             "Transformer blocks paraplan models (docs/LIMITS.md)")
         if self.arch == "encoder-decoder" and not self.num_decoder_layers:
             raise ValueError("num_decoder_layers must be set (> 0) for arch='encoder-decoder'")
         if self.arch != "encoder-decoder" and self.num_decoder_layers:
