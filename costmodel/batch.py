@@ -19,7 +19,7 @@ from .compute import DEFAULT_EFFICIENCY, EfficiencyModel
 from .estimate import comm_model, step_context
 from .flops import RECOMPUTE_CODES, step_flops
 from .memory import SCHEDULE_CODES
-from .specs import ClusterSpec, ModelSpec, ParallelPlan, TrainingSpec
+from .specs import AXES, ClusterSpec, ModelSpec, ParallelPlan, TrainingSpec
 from .step import Knobs, step_costs
 
 __all__ = ["estimate_batch", "BATCH_COLUMNS", "plan_columns"]
@@ -58,6 +58,12 @@ def plan_columns(plans: Any) -> dict[str, np.ndarray]:
     """Plans (DataFrame, dict of arrays, or a list of ParallelPlan) as int64 columns: dp, tp, pp, cp,
     micro_batch_size, virtual_stages, schedule (code), zero_stage, recompute (code), sequence_parallel."""
     if isinstance(plans, (list, tuple)) and plans and isinstance(plans[0], ParallelPlan):
+        for i, p in enumerate(plans):
+            if not isinstance(p, ParallelPlan):
+                raise ValueError(f"plans[{i}]: expected a ParallelPlan, got {type(p).__name__}")
+            if p.layers_per_stage is not None or p.placement != AXES:
+                raise ValueError(f"plans[{i}]: estimate_batch prices even stage splits in the default placement; "
+                                 "use estimate() for a plan with layers_per_stage or another placement")
         plans = {f: np.array([getattr(p, f) for p in plans]) for f in _DEFAULTS}
     if hasattr(plans, "to_dict") and hasattr(plans, "columns"):
         plans = {c: plans[c].to_numpy() for c in plans.columns}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +95,10 @@ def model_from_hf_config(config: dict[str, Any] | str | Path, *, name: str | Non
         value = config.get(key, defaults.get(field))
         if value is None:
             continue
-        data[field] = _activation(value, key) if field == "activation" else value
+        try:
+            data[field] = _activation(value, key) if field == "activation" else value
+        except ValueError as exc:
+            raise ValueError(f"Hugging Face config ({mtype}): {exc}") from None
     if kind == "gpt2" and data.get("ffn_hidden_size") == 0:
         del data["ffn_hidden_size"]   # n_inner 0/None: 4 * n_embd
     if kind == "t5" and "num_decoder_layers" not in data and "num_layers" in data:
@@ -114,7 +118,6 @@ def _in_config_keys(exc: ValidationError, keys: dict[str, str]) -> str:
     for err in exc.errors():
         field = str(err["loc"][0]) if err["loc"] else ""
         msg = err["msg"].removeprefix("Value error, ")
-        for name, key in sorted(keys.items(), key=lambda kv: -len(kv[0])):
-            msg = msg.replace(f"{name}=", f"{key}=")
+        msg = re.sub(r"\b(" + "|".join(map(re.escape, keys)) + r")\b", lambda mt: keys[mt.group(1)], msg)
         parts.append(f"{keys.get(field, field)}: {msg}" if field else msg)
     return "; ".join(parts)

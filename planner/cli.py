@@ -317,14 +317,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         raise ValueError("--batch-per-gpu: cannot be combined with --global-batch; give one of them")
     if per_gpu is None and args.vary == "nodes" and args.global_batch is None:
         per_gpu = 8
+    df = sweep(model, cluster, training, vary=args.vary, values=values, global_batch_per_gpu=per_gpu,
+               **cost_options(args), **constraints_from_args(args))
     if per_gpu is not None:
         print(f"paraplan: sweep: global batch = {per_gpu} sequences per GPU at every point (weak scaling); "
               "give --global-batch to hold it fixed", file=sys.stderr)
-    df = sweep(model, cluster, training, vary=args.vary, values=values, global_batch_per_gpu=per_gpu,
-               **cost_options(args), **constraints_from_args(args))
     cols = [args.vary, "plan", "num_gpus", "global_batch_size", "step_time_s", "tokens_per_s", "mfu", "peak_gib",
             "message"]
-    print(df[cols].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    print(df[cols].to_string(index=False, na_rep="-", float_format=lambda x: f"{x:.4g}"))
     if args.csv:
         write_csv_atomic(df, args.csv)
     return 0
