@@ -13,7 +13,7 @@ import yaml
 
 from .hf_config import model_from_hf_config
 from .specs import ClusterSpec, GPUSpec, LinkSpec, ModelSpec
-from .specs._base import is_dir, is_file, read_text, shown_path, validate_spec
+from .specs._base import is_dir, is_file, read_yaml, shown_path, validate_spec
 from .specs.limits import shown
 
 __all__ = [
@@ -74,12 +74,7 @@ def load_model(name_or_path: str | Path) -> ModelSpec:
         raise _unknown("model", key, list(models)) if path.suffix == "" else ValueError(
             f"model file {shown_path(key)} does not exist")
     where = f"model file {shown_path(path)}"
-    try:
-        data = yaml.safe_load(read_text(path, what="model file"))
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{where} is neither JSON nor YAML: {str(exc).splitlines()[0]}") from None
-    except RecursionError:
-        raise ValueError(f"{where} nests too deeply to be a spec") from None
+    data = read_yaml(path, what="model file")
     if not isinstance(data, dict):
         raise ValueError(f"{where} must hold a mapping of fields, got {type(data).__name__}")
     if "model_type" in data or "architectures" in data:
@@ -129,10 +124,7 @@ def get_cluster(name: str, *, nodes: int = 1, gpu: str | None = None, **override
             **raw,
         }
     elif path.suffix in (".yaml", ".yml", ".json") and is_file(path):
-        try:
-            data = yaml.safe_load(read_text(path, what="cluster file")) or {}
-        except (yaml.YAMLError, RecursionError):
-            raise ValueError(f"cluster file {shown_path(name)} is neither JSON nor YAML") from None
+        data = read_yaml(path, what="cluster file") or {}
         if not isinstance(data, dict):
             raise ValueError(f"cluster file {shown_path(name)} must hold a mapping of ClusterSpec fields")
         for key, getter in (("gpu", get_gpu), ("intra_node_link", get_link), ("inter_node_link", get_link)):

@@ -17,11 +17,10 @@ from typing import Any
 
 import networkx as nx
 import numpy as np
-import yaml
 
 from .route_table import RouteTable
 from .specs import ClusterSpec
-from .specs._base import read_text, shown_path
+from .specs._base import read_yaml, shown_path
 from .topology_check import validate_topology
 from .topology_graphs import ordered_subgraph as _ordered_subgraph
 from .topology_graphs import routing_weight as _weight
@@ -242,12 +241,7 @@ def load_topology(path: str | Path) -> Topology:
     A missing path, a zero bandwidth or an unlinked GPU raises ValueError naming it."""
     path = Path(path)
     where = f"topology file {shown_path(path)}"
-    try:
-        data = yaml.safe_load(read_text(path, what="topology file"))
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{where} is neither YAML nor JSON: {str(exc).splitlines()[0]}") from None
-    except RecursionError:
-        raise ValueError(f"{where} nests too deeply to be a topology") from None
+    data = read_yaml(path, what="topology file")
     if not isinstance(data, dict) or not isinstance(data.get("nodes"), list) or not isinstance(data.get("links"), list):
         raise ValueError(f"{where}: needs a mapping with lists 'nodes' and 'links'")
     g = nx.Graph()

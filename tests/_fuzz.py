@@ -92,8 +92,27 @@ HUGE = st.sampled_from([2 ** 20, 2 ** 24, 2 ** 30, 10 ** 9, 10 ** 12, 10 ** 18])
 
 
 @st.composite
+def extreme_models(draw: Any) -> dict[str, Any]:
+    """A ModelSpec at or near the limits paraplan models (docs/LIMITS.md): every size valid, the
+    products (parameters, FLOPs, bytes) as large as they get."""
+    heads = draw(st.sampled_from([1, 2 ** 8, 2 ** 16]))
+    head_dim = draw(st.sampled_from([1, 16])) if heads == 2 ** 16 else draw(st.sampled_from([1, 64, 2 ** 12]))
+    return {"name": "extreme", "arch": draw(st.sampled_from(["decoder", "encoder", "encoder-decoder"])),
+            "num_layers": draw(st.sampled_from([1, 2, 512])), "hidden_size": heads * head_dim, "num_heads": heads,
+            "ffn_hidden_size": draw(st.sampled_from([1, 2 ** 20])), "vocab_size": draw(st.sampled_from([1, 2 ** 24])),
+            "max_seq_len": draw(st.sampled_from([1, 2 ** 12, 2 ** 24])),
+            "num_decoder_layers": None, "activation": draw(st.sampled_from(["gelu", "swiglu"]))}
+
+
+@st.composite
 def model_dicts(draw: Any) -> dict[str, Any]:
-    """A ModelSpec as a dict: mostly a plausible Transformer, with hostile fields now and then."""
+    """A ModelSpec as a dict: mostly a plausible Transformer, with hostile fields now and then, and
+    now and then one at the limits."""
+    if draw(st.integers(0, 7)) == 3:
+        data = draw(extreme_models())
+        if data["arch"] == "encoder-decoder":
+            data["num_decoder_layers"] = data["num_layers"]
+        return {k: v for k, v in data.items() if v is not None}
     heads = draw(st.sampled_from([1, 2, 3, 4, 8, 12, 16, 20, 32, 40, 64, 96, 128]))
     head_dim = draw(st.sampled_from([1, 8, 16, 32, 64, 80, 128, 256]))
     kv = draw(st.sampled_from([d for d in (1, 2, 4, 8, 16, heads) if heads % d == 0]))
@@ -108,7 +127,7 @@ def model_dicts(draw: Any) -> dict[str, Any]:
         "ffn_hidden_size": draw(_often(st.one_of(st.none(), st.integers(1, 8).map(lambda k: k * heads * head_dim),
                                                  st.integers(1, 50000)))),
         "activation": draw(_often(st.sampled_from(["gelu", "swiglu", "relu", "geglu"]), st.sampled_from(["tanh", 1]))),
-        "vocab_size": draw(_often(st.one_of(st.integers(1, 300000), st.sampled_from([2 ** 24, 2 ** 25])))),
+        "vocab_size": draw(_often(st.integers(1, 300000), st.sampled_from([2 ** 24, 2 ** 25]), odds=10)),
         "max_seq_len": draw(_often(st.one_of(POW2, st.integers(1, 70000), HUGE))),
         "norm": draw(st.sampled_from(["layernorm", "rmsnorm"])),
         "position": draw(st.sampled_from(["learned", "rope", "relative"])),
@@ -125,19 +144,24 @@ def model_dicts(draw: Any) -> dict[str, Any]:
     return _corrupt(draw, {k: v for k, v in data.items() if v is not None}, odds=6)
 
 
+EXTREME = st.sampled_from([1e-300, 1e-30, 1.0, 1e30, 1e300])
+"""Valid but absurd magnitudes for rates, capacities and bandwidths."""
+
+
 def _gpu_dict(draw: Any) -> dict[str, Any]:
     dtypes = ["bf16", *draw(st.lists(st.sampled_from(["fp32", "tf32", "fp16", "fp8"]), max_size=4, unique=True))]
     if draw(st.integers(0, 8)) == 4:
         dtypes = dtypes[1:] or ["fp32"]
-    rate = _often(st.floats(1e9, 1e16), st.sampled_from([0.0, -1.0, float("inf"), float("nan"), True, 1e-300]))
+    rate = _often(st.floats(1e9, 1e16), st.one_of(EXTREME, st.sampled_from([0.0, -1.0, float("inf"), float("nan"), True])),
+                  odds=6)
     return {"name": "fuzz-gpu", "peak_flops_per_s": {d: draw(rate) for d in dtypes},
-            "hbm_bytes": draw(_often(st.floats(1e6, 1e13), st.sampled_from([0, 1, 1e-300, float("inf")]))),
-            "hbm_bw_bytes_per_s": draw(_often(st.floats(1e6, 1e14)))}
+            "hbm_bytes": draw(_often(st.floats(1e6, 1e13), st.one_of(EXTREME, st.sampled_from([0, float("inf")])), odds=6)),
+            "hbm_bw_bytes_per_s": draw(_often(st.floats(1e6, 1e14), EXTREME, odds=6))}
 
 
 def _link_dict(draw: Any) -> dict[str, Any]:
-    return {"name": "fuzz-link", "bw_bytes_per_s": draw(_often(st.floats(1.0, 1e13), st.sampled_from([0.0, 1e-300, 1e300]))),
-            "latency_s": draw(_often(st.floats(0.0, 1e-2), st.sampled_from([-1e-6, 1e6])))}
+    return {"name": "fuzz-link", "bw_bytes_per_s": draw(_often(st.floats(1.0, 1e13), st.one_of(EXTREME, st.just(0.0)), odds=6)),
+            "latency_s": draw(_often(st.floats(0.0, 1e-2), st.sampled_from([-1e-6, 0.0, 1e-300, 1e6, 1e300]), odds=6))}
 
 
 @st.composite
@@ -168,6 +192,9 @@ def clusters(draw: Any, *, max_nodes: int = 2 ** 17) -> tuple[str, dict[str, Any
 
 @st.composite
 def trainings(draw: Any) -> dict[str, Any]:
+    if draw(st.integers(0, 7)) == 3:   # at the limits
+        return {"global_batch_size": draw(st.sampled_from([1, 2 ** 24])), "seq_len": draw(st.sampled_from([1, 2 ** 12, 2 ** 24])),
+                "dtype": draw(st.sampled_from(["fp32", "bf16"])), "flash_attention": draw(st.booleans())}
     return _corrupt(draw, {"global_batch_size": draw(_often(st.one_of(SMALL, st.integers(1, 5000)), st.one_of(HOSTILE, HUGE))),
             "seq_len": draw(_often(st.one_of(POW2, st.integers(1, 9000)), st.one_of(HOSTILE, HUGE))),
             "dtype": draw(_often(st.sampled_from(["bf16", "bf16", "fp16", "fp32", "tf32", "fp8"]), st.just("fp4"))),
@@ -281,7 +308,7 @@ def api_cases(draw: Any) -> Case:
     data: dict[str, Any] = {"model": model, "cluster": cl, "training": train,
                             "plan": draw(plan_dicts(world=world, layers=layers))}
     if kind in ("estimate", "batch"):   # most plans are picked from the planner's valid space
-        data["pick"] = draw(st.one_of(st.none(), st.integers(0, 2 ** 31), st.integers(0, 2 ** 31)))
+        data["pick"] = draw(_often(st.integers(0, 2 ** 31), st.none(), odds=4))
         data["split"] = draw(st.integers(0, 3)) == 1
         data["per_gpu"] = draw(st.sampled_from([None, None, 1, 2, 8]))
     if kind == "estimate":
@@ -310,7 +337,7 @@ def api_cases(draw: Any) -> Case:
                   "inter_node_bw": st.sampled_from(["400Gbps", "50GB/s", 1e9, "0Gbps", "fast", -1]),
                   "global_batch": st.sampled_from([8, 16, 64, 0, "12", 10 ** 12]),
                   "seq_len": st.sampled_from([128, 512, 2048, 0, 10 ** 9])}.get(vary, st.sampled_from([1, 2]))
-        data.update(vary=vary, values=draw(st.lists(values, min_size=0, max_size=3)),
+        data.update(vary=vary, values=draw(_often(st.lists(values, min_size=1, max_size=3), st.just([]), odds=10)),
                     per_gpu=draw(st.sampled_from([None, None, 1, 8, 0])))
     elif kind == "model_file":
         content = draw(st.one_of(model_dicts().map(json.dumps), hf_configs().map(json.dumps), FILE_TEXT))
@@ -357,6 +384,8 @@ def _run_api(case: Case, tmp: Path) -> Any:
     train = dict(d["training"])
     if d.get("per_gpu") and isinstance(train.get("seq_len"), int):
         train["global_batch_size"] = d["per_gpu"] * cluster.num_gpus
+    if d.get("pick") is not None and isinstance(train.get("seq_len"), int) and not isinstance(train["seq_len"], bool):
+        train["seq_len"] = max(1, min(train["seq_len"], model.max_seq_len))
     training = TrainingSpec.model_validate(train)
     if case.kind == "specs":
         return model, cluster, training, ParallelPlan.model_validate(d["plan"])
@@ -398,7 +427,7 @@ def _pick(d: dict[str, Any], model: ModelSpec, cluster: ClusterSpec, training: T
         return None
     plan = space.plan(d["pick"] % len(space))
     stages, layers = plan.pp * plan.virtual_stages, model.total_layers
-    if d.get("split") and stages > 1:
+    if (d.get("split") or layers % stages) and stages > 1:
         rng = np.random.default_rng(d["pick"])
         cuts = np.sort(rng.integers(0, layers + 1, stages - 1))
         split = tuple(int(x) for x in np.diff(np.concatenate([[0], cuts, [layers]])))

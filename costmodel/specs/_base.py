@@ -9,7 +9,11 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-__all__ = ["Spec", "format_validation_error", "read_json", "validate_spec", "is_file", "is_dir", "shown_path"]
+__all__ = ["Spec", "format_validation_error", "read_json", "read_yaml", "validate_spec", "is_file", "is_dir",
+           "shown_path"]
+
+_MAX_DEPTH = 64
+"""Nesting a spec file may have (specs nest 3 deep); deeper text is refused before it is parsed."""
 
 S = TypeVar("S", bound=BaseModel)
 
@@ -78,6 +82,8 @@ def read_text(path: str | os.PathLike[str], *, what: str, hint: str = "") -> str
 def read_json(path: str | os.PathLike[str], *, what: str, hint: str = "") -> Any:
     """The JSON content of `path`; a missing or malformed file raises ValueError naming it."""
     text = read_text(path, what=what, hint=hint)
+    if _too_deep(text):
+        raise ValueError(f"{what} {shown_path(path)} nests deeper than {_MAX_DEPTH} levels; it is not a spec")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -92,3 +98,42 @@ def validate_spec(cls: type[S], data: Any, *, where: str) -> S:
         return cls.model_validate(data)
     except ValidationError as exc:
         raise ValueError(f"{where}: {format_validation_error(exc)}") from None
+
+
+def _too_deep(text: str) -> bool:
+    """Whether brackets or braces in `text` nest deeper than `_MAX_DEPTH` (a cheap upper bound on the
+    nesting of JSON or YAML flow collections, checked before a parser recurses into them)."""
+    depth = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            if depth > _MAX_DEPTH:
+                return True
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    return False
+
+
+def read_yaml(path: str | os.PathLike[str], *, what: str) -> Any:
+    """The content of a YAML or JSON spec file (JSON parsed as JSON); missing, unreadable, malformed or
+    absurdly nested files raise ValueError naming the file."""
+    import yaml
+
+    text = read_text(path, what=what)
+    where = f"{what} {shown_path(path)}"
+    if "[" in text or "{" in text:
+        if _too_deep(text):
+            raise ValueError(f"{where} nests deeper than {_MAX_DEPTH} levels; it is not a spec")
+    stripped = text.lstrip()
+    if stripped[:1] in ("{", "[") or str(path).endswith(".json"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            if str(path).endswith(".json"):
+                raise ValueError(f"{where} is not valid JSON: {exc}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{where} is neither JSON nor YAML: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise ValueError(f"{where} nests too deeply to be a spec") from None

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from ._base import Spec
-from .limits import MAX_GPUS, MAX_GPUS_PER_NODE, MAX_NICS_PER_NODE, Number, whole_up_to
+from .limits import MAX_GPUS, MAX_GPUS_PER_NODE, MAX_NICS_PER_NODE, number_in, whole_up_to
 
 __all__ = ["GPUSpec", "LinkSpec", "ClusterSpec", "Dtype"]
 
@@ -18,9 +18,9 @@ class GPUSpec(Spec):
     """One accelerator: dense peak FLOP/s per dtype, HBM capacity and bandwidth (vendor datasheets)."""
 
     name: str
-    peak_flops_per_s: dict[Dtype, Number] = Field(description="dense peak FLOP/s by dtype (no sparsity)")
-    hbm_bytes: Number = Field(gt=0)
-    hbm_bw_bytes_per_s: Number = Field(gt=0)
+    peak_flops_per_s: dict[Dtype, number_in("flops")] = Field(description="dense peak FLOP/s by dtype (no sparsity)")
+    hbm_bytes: number_in("bytes") = Field(gt=0)
+    hbm_bw_bytes_per_s: number_in("bw") = Field(gt=0)
     source: str | None = None
 
     @model_validator(mode="after")
@@ -46,8 +46,8 @@ class LinkSpec(Spec):
     """A link class: unidirectional bandwidth available to one endpoint, and per-message latency."""
 
     name: str
-    bw_bytes_per_s: Number = Field(gt=0)
-    latency_s: Number = Field(ge=0)
+    bw_bytes_per_s: number_in("bw") = Field(gt=0)
+    latency_s: number_in("latency") = Field(ge=0)
 
 
 class ClusterSpec(Spec):
@@ -63,7 +63,7 @@ class ClusterSpec(Spec):
     nics_per_node: whole_up_to(MAX_NICS_PER_NODE, "NICs per node") = Field(default=8, gt=0)
     intra_node_topology: Literal["nvswitch", "cube-mesh", "pcie", "none"] = "nvswitch"
     network: Literal["rail-optimized", "fat-tree", "leaf-spine"] = "rail-optimized"
-    oversubscription: Number = Field(default=1.0, ge=1.0, description="leaf/spine oversubscription ratio")
+    oversubscription: number_in("oversubscription") = Field(default=1.0, ge=1.0, description="leaf/spine oversubscription ratio")
     source: str | None = None
 
     @model_validator(mode="after")

@@ -15,6 +15,9 @@ with a message naming the field and the limit, never run until the machine gives
 - `MAX_SEQ_LEN`: 2^24 tokens per sequence (the longest contexts trained are ~10^7).
 - `MAX_GLOBAL_BATCH`: 2^24 sequences per step (8 per GPU on the largest cluster is 2^23).
 - `MAX_NICS_PER_NODE`: 1,024.
+- Hardware figures within physical ranges (`RANGES`): dense peak 10^6-10^20 FLOP/s, memory 10^6-10^16
+  bytes, memory and link bandwidth 10^3-10^16 bytes/s, latency at most 10 s, oversubscription at
+  most 10^4. Outside them a step time overflows what a float holds.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BeforeValidator
 
 __all__ = ["MAX_GPUS", "MAX_GPUS_PER_NODE", "MAX_NICS_PER_NODE", "MAX_LAYERS", "MAX_WIDTH", "MAX_HEADS",
-           "MAX_VOCAB", "MAX_SEQ_LEN", "MAX_GLOBAL_BATCH", "Whole", "Flag", "Number", "whole_up_to", "shown"]
+           "MAX_VOCAB", "MAX_SEQ_LEN", "MAX_GLOBAL_BATCH", "RANGES", "Whole", "Flag", "Number", "number_in", "whole_up_to",
+           "shown"]
 
 MAX_GPUS = 1 << 20
 MAX_GPUS_PER_NODE = 1024
@@ -37,6 +41,9 @@ MAX_HEADS = 1 << 16
 MAX_VOCAB = 1 << 24
 MAX_SEQ_LEN = 1 << 24
 MAX_GLOBAL_BATCH = 1 << 24
+RANGES = {"flops": (1e6, 1e20, "FLOP/s"), "bytes": (1e6, 1e16, "bytes"), "bw": (1e3, 1e16, "bytes/s"),
+          "latency": (0.0, 10.0, "s"), "oversubscription": (1.0, 1e4, "")}
+"""(lowest, highest, unit) of hardware figures paraplan models."""
 
 
 def shown(value: Any, limit: int = 40) -> str:
@@ -90,3 +97,15 @@ def whole_up_to(limit: int, what: str) -> Any:
             raise ValueError(f"{value:,} exceeds the {limit:,} {what} paraplan models (docs/LIMITS.md)")
         return value
     return Annotated[int, BeforeValidator(_whole), AfterValidator(check)]
+
+
+def number_in(kind: str) -> Any:
+    """A `Number` field within `RANGES[kind]`, refused outside it with the range in the message."""
+    lo, hi, unit = RANGES[kind]
+
+    def check(value: float) -> float:
+        if not lo <= value <= hi:
+            raise ValueError(f"{value:g} {unit} is outside the range paraplan models ({lo:g} to {hi:g}{' ' + unit if unit else ''}; "
+                             "docs/LIMITS.md)")
+        return value
+    return Annotated[float, BeforeValidator(_number), AfterValidator(check)]
