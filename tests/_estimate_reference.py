@@ -9,7 +9,14 @@ from typing import Any
 from _pipeline_reference import reference_simulate
 
 from costmodel.checks import check_plan
-from costmodel.estimate import _membreak, _to_estimate, comm_model, knobs_from_plan, step_context, step_end_events
+from costmodel.estimate import (
+    _membreak,
+    _to_estimate,
+    comm_model,
+    knobs_from_plan,
+    step_context,
+    step_end_events,
+)
 from costmodel.specs import ParallelPlan
 from costmodel.step import Knobs, StepContext, block_costs, end_costs, p2p_time_s, rank_state
 

@@ -2,7 +2,7 @@
 cluster, training and plan specs, plan files, model and Hugging Face config files, search constraints
 and sweep values, and command lines built from them.
 
-The property: every call ends, within `LIMIT_S` seconds and `LIMIT_BYTES` of memory above where it
+The property: every call ends, within `LIMIT_S` CPU-seconds and `LIMIT_BYTES` of memory above where it
 started, either in a result whose numbers are finite and non-negative (NaN only where the API
 documents it: a sweep point or an `estimate_batch` row without a plan), or in a ValueError/OSError
 (a pydantic ValidationError is a ValueError) with a one-line message; a command line ends with exit 0
@@ -10,15 +10,16 @@ or 1 and its normal output, or exit 2 and one line 'paraplan: error: ...', never
 cross-checks come with it: `estimate_batch` rows equal `estimate`, and `estimate(timeline=True)`
 equals `estimate()`.
 
-Enforcement: API cases run in this process under a SIGALRM timer, with the resident-set high-water
-mark reset before each call (/proc/self/clear_refs) and read after it; CLI cases run `planner.cli.main`
-in a forked child with RLIMIT_AS (its address space + `LIMIT_BYTES` + slack) and an alarm, its peak
-RSS read from wait4. `tests/test_trust_fuzz.py` runs a bounded profile (`make test`);
+Enforcement: API cases run in this process under a CPU-time timer (ITIMER_PROF), with the
+resident-set high-water mark reset before each call (/proc/self/clear_refs) and read after it; CLI
+cases run `planner.cli.main` in a forked child with RLIMIT_AS (its address space + `LIMIT_BYTES` +
+slack), RLIMIT_CPU and a wall-clock guard against hangs, its CPU time and peak RSS read from wait4. `tests/test_trust_fuzz.py` runs a bounded profile (`make test`);
 `python -m benchmarks fuzz` a long one (>= 10,000 cases) and records the figures."""
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import math
 import os
@@ -27,6 +28,7 @@ import resource
 import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -61,6 +63,9 @@ from planner import Constraints, SearchResult, build_space, search, sweep
 __all__ = ["LIMIT_S", "LIMIT_BYTES", "Case", "Outcome", "Tally", "cases", "run_case"]
 
 LIMIT_S = 10.0
+"""CPU seconds one call may take (CPU, not wall time: the suite shares 2 cores with other jobs)."""
+WALL_GUARD_S = 120.0
+"""Wall seconds after which a CLI case counts as hung."""
 LIMIT_BYTES = 2 << 30
 MAX_MESSAGE = 2000
 
@@ -287,7 +292,7 @@ class Case:
 
     def short(self) -> str:
         text = json.dumps(self.argv if self.argv is not None else self.data, default=repr)
-        return f"{self.kind}: {text[:600]}"
+        return f"{self.kind}: {text if len(text) <= 4000 else text[:4000] + '...'}"
 
 
 @st.composite
@@ -362,10 +367,14 @@ def build_cluster(spec: tuple[str, dict[str, Any]]) -> ClusterSpec:
     return ClusterSpec.model_validate(d)
 
 
-def _run_api(case: Case, tmp: Path) -> Any:
+def _prepare(case: Case, tmp: Path) -> tuple[Callable[[], Any], Callable[[Any], None]]:
+    """(call, check): the API call of `case`, timed and measured, and the cross-checks of its result,
+    run after it (not timed). Files are written and specs built here; a bad spec raises here, as the
+    API refusing it."""
     d = case.data
+    none = lambda result: None  # noqa: E731
     if case.kind == "hf_config":
-        return model_from_hf_config(d["config"])
+        return lambda: model_from_hf_config(d["config"]), none
     if case.kind == "model_file":
         name, content = d["file"]
         path = tmp / name
@@ -375,11 +384,11 @@ def _run_api(case: Case, tmp: Path) -> Any:
             file = path / "config.json" if name == "folder" else path
             file.parent.mkdir(exist_ok=True)
             file.write_text(content, errors="surrogateescape")
-        return load_model(path)
+        return lambda: load_model(path), none
     if case.kind == "plan_file":
         path = tmp / "plan.json"
         path.write_text(d["file"], errors="surrogateescape")
-        return load_plan(path)
+        return lambda: load_plan(path), none
     model, cluster = build_model(d["model"]), build_cluster(d["cluster"])
     train = dict(d["training"])
     if d.get("per_gpu") and isinstance(train.get("seq_len"), int):
@@ -388,32 +397,31 @@ def _run_api(case: Case, tmp: Path) -> Any:
         train["seq_len"] = max(1, min(train["seq_len"], model.max_seq_len))
     training = TrainingSpec.model_validate(train)
     if case.kind == "specs":
-        return model, cluster, training, ParallelPlan.model_validate(d["plan"])
+        return lambda: (model, cluster, training, ParallelPlan.model_validate(d["plan"])), none
     if case.kind == "estimate":
         plan = _pick(d, model, cluster, training) or ParallelPlan.model_validate(d["plan"])
-        est = estimate(model, cluster, training, plan, timeline=d["timeline"])
-        if d["timeline"]:   # the timeline never changes a figure
-            plain = estimate(model, cluster, training, plan)
-            _expect(plain.model_dump(exclude={"timeline"}) == est.model_dump(exclude={"timeline"}),
-                    "estimate(timeline=True) differs from estimate()")
-        return est
+
+        def same_without_timeline(est: StepEstimate) -> None:
+            if d["timeline"]:   # the timeline never changes a figure
+                plain = estimate(model, cluster, training, plan)
+                _expect(plain.model_dump(exclude={"timeline"}) == est.model_dump(exclude={"timeline"}),
+                        "estimate(timeline=True) differs from estimate()")
+        return lambda: estimate(model, cluster, training, plan, timeline=d["timeline"]), same_without_timeline
     if case.kind == "batch":
         plans = [ParallelPlan.model_validate(p) for p in d["plans"]]
         if not d.get("keep_split"):   # estimate_batch prices even splits in the default placement
             plans = [p.model_copy(update={"layers_per_stage": None, "placement": ParallelPlan().placement}) for p in plans]
         picked = _pick(d, model, cluster, training)
-        picked = picked.model_copy(update={"layers_per_stage": None}) if picked is not None else None
-        plans += [picked] if picked is not None else []
-        out = estimate_batch(model, cluster, training, plans)
-        _check_batch(out, plans, model, cluster, training)
-        return {k: v[out["valid"]] for k, v in out.items() if k not in ("valid", "fits")}
+        plans += [picked.model_copy(update={"layers_per_stage": None})] if picked is not None else []
+        return (lambda: estimate_batch(model, cluster, training, plans),
+                lambda out: _check_batch(out, plans, model, cluster, training))
     if case.kind == "search":
         cons = dict(d["constraints"])
         rebalance = cons.pop("rebalance", False)
-        return search(model, cluster, training, top_k=d["top_k"], rebalance=rebalance, **cons)
+        return lambda: search(model, cluster, training, top_k=d["top_k"], rebalance=rebalance, **cons), none
     if case.kind == "sweep":
-        return sweep(model, cluster, training, vary=d["vary"], values=d["values"], global_batch_per_gpu=d["per_gpu"],
-                     max_pp=8)
+        return (lambda: sweep(model, cluster, training, vary=d["vary"], values=d["values"],
+                              global_batch_per_gpu=d["per_gpu"], max_pp=8), none)
     raise AssertionError(case.kind)
 
 
@@ -649,7 +657,8 @@ def _reset_hwm() -> bool:
 
 
 class _Timeout(BaseException):
-    """Raised by the alarm: a BaseException, so no `except Exception` in the code under test eats it."""
+    """Raised by the CPU timer: a BaseException, so no `except Exception` in the code under test eats
+    it (the timer repeats every second, in case one lands in a finalizer that swallows it)."""
 
 
 def _alarm(signum: int, frame: Any) -> None:
@@ -662,20 +671,30 @@ def _message(exc: BaseException) -> str:
 
 def run_api(case: Case, tmp: Path) -> Outcome:
     """Run an API case here, under the time limit, measuring its peak RSS above the start."""
-    base = _rss_bytes()
-    measured = _reset_hwm()
-    old = signal.signal(signal.SIGALRM, _alarm)
-    signal.setitimer(signal.ITIMER_REAL, LIMIT_S)
-    t0 = time.perf_counter()
+    timer = threading.current_thread() is threading.main_thread()   # signals reach the main thread only
+    old = signal.signal(signal.SIGPROF, _alarm) if timer else None
     status, detail = "ok", ""
+    seconds, peak = 0.0, 0
     try:
+        call, check = _prepare(case, tmp)
+        base = _rss_bytes()
+        measured = _reset_hwm()
+        if timer:   # CPU time of this process: a busy shared host does not count against the call
+            signal.setitimer(signal.ITIMER_PROF, LIMIT_S, 1.0)
+        t0 = time.process_time()
         try:
-            result = _run_api(case, tmp)
+            result = call()
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            if timer:
+                signal.setitimer(signal.ITIMER_PROF, 0)
+            seconds = time.process_time() - t0
+            peak = max(0, (_hwm_bytes() or 0) - base) if measured else 0
+        check(result)
+        if case.kind == "batch":   # rows without a valid plan are NaN by design
+            result = {k: v[result["valid"]] for k, v in result.items() if k not in ("valid", "fits")}
         check_numbers(result)
     except _Timeout:
-        status, detail = "defect", f"over {LIMIT_S:.0f} s"
+        status, detail = "defect", f"over {LIMIT_S:.0f} CPU-s"
     except Defect as exc:
         status, detail = "defect", str(exc)
     except (ValueError, OSError) as exc:
@@ -690,11 +709,10 @@ def run_api(case: Case, tmp: Path) -> Outcome:
     except Exception as exc:   # noqa: BLE001 - any other exception is the defect being looked for
         status, detail = "defect", f"{type(exc).__name__}: {exc}\n{''.join(traceback.format_tb(exc.__traceback__)[-3:])}"
     finally:
-        signal.signal(signal.SIGALRM, old)
-    seconds = time.perf_counter() - t0
-    peak = max(0, (_hwm_bytes() or 0) - base) if measured else 0
+        if timer:
+            signal.signal(signal.SIGPROF, old)
     if status != "defect" and seconds > LIMIT_S:
-        status, detail = "defect", f"took {seconds:.1f} s"
+        status, detail = "defect", f"took {seconds:.1f} CPU-s"
     if status != "defect" and peak > LIMIT_BYTES:
         status, detail = "defect", f"peak {peak / 2 ** 30:.2f} GiB above the start"
     return Outcome(status, seconds, peak, detail)
@@ -718,15 +736,18 @@ def run_cli(case: Case, tmp: Path) -> Outcome:
     limit = _vm_size() + LIMIT_BYTES + (1 << 30)
     sys.stdout.flush()
     sys.stderr.flush()
-    t0 = time.perf_counter()
+    gc.freeze()   # the child's collector leaves the parent's objects (and their pages) alone
     pid = os.fork()
     if pid == 0:   # child
         code = 3
         try:
             os.chdir(tmp)
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+            cpu = int(LIMIT_S) + 1   # CPU seconds (SIGXCPU), and a wall-clock guard against hangs
+            resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
+            signal.signal(signal.SIGXCPU, signal.SIG_DFL)
             signal.signal(signal.SIGALRM, signal.SIG_DFL)
-            signal.alarm(int(LIMIT_S) + 1)
+            signal.alarm(int(WALL_GUARD_S))
             with open(out_path, "w") as out, open(err_path, "w") as err:
                 os.dup2(out.fileno(), 1)
                 os.dup2(err.fileno(), 2)
@@ -740,14 +761,16 @@ def run_cli(case: Case, tmp: Path) -> Outcome:
                 sys.stderr.flush()
             code = 4
         os._exit(code)
+    gc.unfreeze()
     _, status, usage = os.wait4(pid, 0)
-    seconds = time.perf_counter() - t0
+    seconds = usage.ru_utime + usage.ru_stime   # the child's CPU time
     peak = max(0, usage.ru_maxrss * 1024 - base)
     out = out_path.read_text(errors="replace") if out_path.exists() else ""
     err = err_path.read_text(errors="replace") if err_path.exists() else ""
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
-        what = "over the time limit" if sig == signal.SIGALRM else f"killed by signal {sig}"
+        what = {signal.SIGXCPU: f"over {LIMIT_S:.0f} CPU-s", signal.SIGKILL: f"over {LIMIT_S:.0f} CPU-s",
+                signal.SIGALRM: f"no answer within {WALL_GUARD_S:.0f} s (a hang)"}.get(sig, f"killed by signal {sig}")
         return Outcome("defect", seconds, peak, what)
     code = os.WEXITSTATUS(status)
     try:
@@ -757,7 +780,7 @@ def run_cli(case: Case, tmp: Path) -> Outcome:
     except Defect as exc:
         return Outcome("defect", seconds, peak, str(exc))
     if seconds > LIMIT_S:
-        return Outcome("defect", seconds, peak, f"took {seconds:.1f} s")
+        return Outcome("defect", seconds, peak, f"took {seconds:.1f} CPU-s")
     if peak > LIMIT_BYTES:
         return Outcome("defect", seconds, peak, f"peak {peak / 2 ** 30:.2f} GiB above the start")
     return Outcome("ok" if code in (0, 1) else "refused", seconds, peak, err.strip()[:300])
