@@ -83,8 +83,8 @@ def main(argv: list[str] | None = None) -> None:
     body = "\n".join([
         "## Bounded time and memory at the edges", "",
         "Reproduce: `python -m benchmarks limits` (part of `make bench`). Each command runs as `paraplan ...` "
-        f"in a subprocess capped at {CAP_BYTES >> 30} GiB of address space; peak RSS is the largest child's so far "
-        "(the child's ru_maxrss from wait4). The limits and the same cases before them: docs/LIMITS.md.", "",
+        f"in a subprocess capped at {CAP_BYTES >> 30} GiB of address space; peak RSS is the child's own "
+        "(ru_maxrss from wait4). The limits and the same cases before them: docs/LIMITS.md.", "",
         "| command | exit | wall | peak RSS | error line |", "|---|---|---|---|---|", *rows, "",
         f"Machine: {platform.machine()}, Python {platform.python_version()}, load average {load:.1f} at start "
         "(2 cores shared with other jobs; wall times vary with the load)."])
