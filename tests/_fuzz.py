@@ -537,9 +537,10 @@ def cli_cases(draw: Any) -> Case:
     if command == "refuse":
         sub = draw(st.sampled_from(["profile", "validate", "calibrate", "validate-published"]))
         bad = {"profile": [["--repeats", "0"], ["--timeout", "nan"], ["--out", "."], ["--threads", "-2"],
-                           ["--device", "tpu"], ["--tokens", "x"]],
+                           ["--device", "tpu"], ["--tokens", "x"], ["--nprocs", "100000"], ["--tokens", "10000000000"],
+                           ["--sizes", "1KB-1TB"], ["--repeats", "1000000"]],
                "validate": [["--local", "--procs", "0"], ["--local", "--steps", "-1"], ["--local", "--doc", "."],
-                            ["--global-batch", "2"], ["--local", "--seq-len", "0"]],
+                            ["--global-batch", "2"], ["--local", "--seq-len", "0"], ["--local", "--procs", "100000"]],
                "calibrate": [["--holdout", "1.5"], ["--max-evals", "0"], ["--out", "."], ["x.json", "--vtrain"],
                              ["bad.json"]],
                "validate-published": [["--out", "."], ["--csv", "/dev/null/x"], ["--data", "no-such-dir"]]}[sub]

@@ -95,6 +95,11 @@ def test_a_plan_saved_with_pp_and_layers_per_stage_estimates_to_the_planners_fig
     (["estimate", "--plan", "x" * 100_000], ["plan file", "does not exist"]),
     (["estimate", "--model", "m" * 100_000 + ".json"], ["model file", "does not exist"]),
     (["sweep", "--vary", "nodes", "--values", ",".join(["1"] * 65)], ["at most 64"]),
+    (["profile", "--nprocs", "5000", "--out", "p.json"], ["--nprocs", "processes exceed"]),
+    (["profile", "--tokens", "1000000000", "--out", "p.json"], ["tokens=1000000000"]),
+    (["profile", "--sizes", "1KB-64GB", "--out", "p.json"], ["--sizes", "16 GiB"]),
+    (["validate", "--local", "--procs", "500"], ["procs=500"]),
+    (["calibrate", "--holdout", "1.5"], ["--holdout", "between 0 and 1"]),
 ])
 def test_bad_input_is_one_short_line_and_exit_2(args, words, tmp_path):
     line = refused(paraplan(*args, cwd=tmp_path), *words)
