@@ -21,6 +21,7 @@ import numpy as np
 from .route_table import RouteTable
 from .specs import ClusterSpec
 from .specs._base import read_yaml, shown_path
+from .specs.limits import shown
 from .topology_check import validate_topology
 from .topology_graphs import ordered_subgraph as _ordered_subgraph
 from .topology_graphs import routing_weight as _weight
@@ -29,7 +30,10 @@ from .topology_names import PresetGpus, PresetServers, ServerOf
 from .topology_presets import preset_graph
 from .units import parse_bandwidth, parse_latency
 
-__all__ = ["Topology", "build_topology", "load_topology", "validate_topology"]
+__all__ = ["Topology", "build_topology", "load_topology", "validate_topology", "MAX_FILE_NODES"]
+
+MAX_FILE_NODES = 1 << 16
+"""Nodes (GPUs, switches, NICs) a topology file may hold: its routes are walked on the graph."""
 
 Edge = tuple[str, str]
 
@@ -244,15 +248,21 @@ def load_topology(path: str | Path) -> Topology:
     data = read_yaml(path, what="topology file")
     if not isinstance(data, dict) or not isinstance(data.get("nodes"), list) or not isinstance(data.get("links"), list):
         raise ValueError(f"{where}: needs a mapping with lists 'nodes' and 'links'")
+    if len(data["nodes"]) > MAX_FILE_NODES or len(data["links"]) > 4 * MAX_FILE_NODES:
+        raise ValueError(f"{where}: {len(data['nodes']):,} nodes and {len(data['links']):,} links; a topology file "
+                         f"holds at most {MAX_FILE_NODES:,} nodes (larger clusters: a preset with --nodes)")
     g = nx.Graph()
     index = 0
     for i, node in enumerate(data["nodes"]):
         if not isinstance(node, dict) or "id" not in node:
             raise ValueError(f"{where}: nodes[{i}] needs an 'id'")
         kind = node.get("kind", "switch")
-        if kind not in ("gpu", "switch", "nic"):
-            raise ValueError(f"{where}: node {node['id']!r} has kind {kind!r}; use gpu, switch or nic")
-        attrs: dict[str, Any] = {"kind": kind, "server": node.get("server")}
+        if not isinstance(kind, str) or kind not in ("gpu", "switch", "nic"):
+            raise ValueError(f"{where}: node {shown(node['id'])} has kind {shown(kind)}; use gpu, switch or nic")
+        server = node.get("server")
+        if server is not None and not isinstance(server, (str, int)):
+            raise ValueError(f"{where}: node {shown(node['id'])} has server {shown(server)}; give a server name")
+        attrs: dict[str, Any] = {"kind": kind, "server": None if server is None else str(server)}
         if kind == "gpu":
             if attrs["server"] is None:
                 raise ValueError(f"{where}: GPU {node['id']!r} needs a 'server'")
@@ -278,10 +288,14 @@ def load_topology(path: str | Path) -> Topology:
 
 def _assign_nics(g: nx.Graph) -> None:
     """Give each GPU without an explicit `nic` the nearest NIC of its server (if the server has one)."""
+    members: dict[Any, list[str]] = {}
+    for n, e in g.nodes(data=True):
+        if e.get("server") is not None:
+            members.setdefault(e["server"], []).append(n)
     for gpu, d in g.nodes(data=True):
         if d["kind"] != "gpu" or d.get("nic"):
             continue
-        server_nodes = [n for n, e in g.nodes(data=True) if e.get("server") == d["server"]]
+        server_nodes = members.get(d["server"], [])
         sub = g.subgraph(server_nodes)
         nics = [n for n in server_nodes if g.nodes[n]["kind"] == "nic"]
         if not nics:

@@ -41,7 +41,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 # ---------------------------------------------------------------- shared arguments and spec builders
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="gpt3-175b", help="catalog name, ModelSpec YAML/JSON, or HF config.json")
+    p.add_argument("--model", default="gpt3-175b", help="catalog name, ModelSpec YAML/JSON, or a Hugging Face config.json (or its model folder)")
 
 
 def add_cluster_args(p: argparse.ArgumentParser) -> None:

@@ -4,6 +4,7 @@ per-GPU structure for GPUs a plan does not use, bounded simulation, a timeline t
 
 from __future__ import annotations
 
+import json
 import math
 import tracemalloc
 
@@ -191,3 +192,18 @@ def test_an_empty_vocabulary_shard_costs_no_compute():
     model = ModelSpec(num_layers=2, hidden_size=64, num_heads=8, vocab_size=3, max_seq_len=128)
     est = estimate(model, get_cluster("dgx-a100"), TrainingSpec(global_batch_size=8, seq_len=128), ParallelPlan(tp=8))
     assert math.isfinite(est.step_time_s) and est.step_time_s > 0
+
+
+def test_topology_files_are_bounded_and_checked(tmp_path):
+    from costmodel.topology import MAX_FILE_NODES, load_topology
+
+    big = {"nodes": [{"id": f"s{i}", "kind": "switch"} for i in range(MAX_FILE_NODES + 1)], "links": []}
+    (tmp_path / "big.json").write_text(json.dumps(big))
+    with pytest.raises(ValueError, match="holds at most 65,536 nodes"):
+        load_topology(tmp_path / "big.json")
+    (tmp_path / "odd.json").write_text(json.dumps({"nodes": [{"id": "g", "kind": "gpu", "server": [1]}], "links": []}))
+    with pytest.raises(ValueError, match="has server"):
+        load_topology(tmp_path / "odd.json")
+    (tmp_path / "deep.json").write_text("[" * 10_000 + "]" * 10_000)
+    with pytest.raises(ValueError, match="nests deeper than 64 levels"):
+        load_topology(tmp_path / "deep.json")
