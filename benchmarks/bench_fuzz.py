@@ -62,7 +62,7 @@ def main() -> None:
         "## Fuzzing the API and the CLI (hypothesis)", "",
         f"Reproduce: `PARAPLAN_FUZZ_SEED={seed} python -m benchmarks fuzz` (part of `make bench`; without the "
         "seed every run draws new cases). The bounded profile in `make test` is tests/test_planner_fuzz.py "
-        "(500 derandomized cases). What is generated and checked: tests/_fuzz.py.", "",
+        "(380 derandomized cases). What is generated and checked: tests/_fuzz.py.", "",
         "| figure | value |", "|---|---|",
         f"| cases | {tally.cases:,} ({api:,} API, {cli:,} CLI) |",
         f"| by kind | {kinds} |",

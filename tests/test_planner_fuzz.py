@@ -11,14 +11,14 @@ from hypothesis import HealthCheck, given, settings
 PROFILE = dict(deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
 
 
-@settings(max_examples=400, **PROFILE)
+@settings(max_examples=300, **PROFILE)
 @given(api_cases())
 def test_every_api_call_answers_or_refuses_in_bounded_time_and_memory(case: Case):
     outcome = run_case(case)
     assert outcome.status != "defect", f"{outcome.detail}\n{case.short()}"
 
 
-@settings(max_examples=100, **PROFILE)
+@settings(max_examples=80, **PROFILE)
 @given(cli_cases())
 def test_every_command_line_answers_or_refuses_with_one_line(case: Case):
     outcome = run_case(case)
