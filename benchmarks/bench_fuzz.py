@@ -62,14 +62,14 @@ def main() -> None:
         "## Fuzzing the API and the CLI (hypothesis)", "",
         f"Reproduce: `PARAPLAN_FUZZ_SEED={seed} python -m benchmarks fuzz` (part of `make bench`; without the "
         "seed every run draws new cases). The bounded profile in `make test` is tests/test_planner_fuzz.py "
-        "(380 derandomized cases). What is generated and checked: tests/_fuzz.py.", "",
+        "(380 derandomized cases). What is generated and checked: tests/_fuzz.py (cases in tests/_fuzz_cases.py, checks in tests/_fuzz_checks.py).", "",
         "| figure | value |", "|---|---|",
         f"| cases | {tally.cases:,} ({api:,} API, {cli:,} CLI) |",
         f"| by kind | {kinds} |",
         f"| answered / refused with one line / defects | {status['ok']:,} / {status['refused']:,} / {status['defect']:,} |",
         f"| peak memory of one call above its start (RSS high-water mark; CLI: forked child) | "
         f"{tally.peak_bytes / 2 ** 20:,.0f} MiB (limit 2,048 MiB) |",
-        f"| slowest call | {tally.slowest_s:.2f} s (limit 10 s) |",
+        f"| slowest call (CPU time) | {tally.slowest_s:.2f} s (limit 10 s) |",
         f"| whole run | {wall / 60:.1f} min, {rss:,.0f} MiB peak RSS of the benchmark process |",
         "",
         "A case passes when it ends in a result whose numbers are finite and non-negative (NaN only where "
