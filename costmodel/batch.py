@@ -133,8 +133,8 @@ def estimate_batch(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpe
         bounds = np.flatnonzero(np.diff(pp_valid[order])) + 1
         for rows in np.split(idx_valid[order], bounds):
             pp = int(c["pp"][rows[0]])
-            key = (c["dp"][rows] * 65536 + c["tp"][rows]) * 65536 + c["cp"][rows]
-            uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+            key = np.stack([c["dp"][rows], c["tp"][rows], c["cp"][rows]], axis=1)   # degrees up to 2^20 each
+            uniq, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
             comms = [comm_model(cluster, ParallelPlan.model_construct(
                 dp=int(c["dp"][rows[j]]), tp=int(c["tp"][rows[j]]), pp=pp, cp=int(c["cp"][rows[j]]),
                 placement=placement), topology=topology, calibration=calibration) for j in first]
