@@ -4,13 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench validate lint clean
+.PHONY: run test bench bench-gpu validate lint clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,fp8,ray,kubernetes]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -22,8 +22,11 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
+bench-gpu: $(STAMP)
+	$(BIN)/python -m benchmarks gpu
+
 validate: $(STAMP)
-	$(BIN)/paraplan validate-published --out docs/VALIDATION.md
+	$(BIN)/paraplan validate-published --loso --out docs/VALIDATION.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

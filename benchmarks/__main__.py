@@ -14,7 +14,7 @@ import benchmarks
 
 def main(argv: list[str]) -> int:
     names = sorted(m.name for m in pkgutil.iter_modules(benchmarks.__path__) if m.name.startswith("bench_"))
-    wanted = [a.removeprefix("bench_") for a in argv]
+    wanted = [a.removeprefix("bench_").replace("-", "_") for a in argv]  # gpu-speed = bench_gpu_speed
     if wanted:
         names = [n for n in names if n.removeprefix("bench_") in wanted]
     for name in names:

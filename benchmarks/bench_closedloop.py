@@ -1,4 +1,4 @@
-"""Closed loop (issue 6): held-out error of the constants fitted on vTrain's A100 measurements, and
+"""Closed loop: held-out error of the constants fitted on vTrain's A100 measurements, and
 this host's eager-PyTorch host cost per Transformer block (what `paraplan profile` adds for CPU hosts).
 
 For three random 70/30 splits, fit on 70 % and report the mean |error| on the held-out 30 %, before
@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import time
 
-from costmodel.calibrate import VTRAIN_FIT_NAMES, calibrate
-from costmodel.fit_data import vtrain_observations
-from costmodel.published.validate import VALIDATION_EFFICIENCY
+from costmodel.calibration.calibrate import VTRAIN_FIT_NAMES, calibrate
+from costmodel.calibration.fit_data import vtrain_observations
+from costmodel.calibration.published.validate import VALIDATION_EFFICIENCY
 
 SEEDS = (0, 1, 2)
 
 
 def host_cost() -> None:
     from costmodel import load_model
-    from costmodel.profile.host import measure_host
+    from costmodel.calibration.profile.host_point import measure_host
 
     t0 = time.process_time()
     h = measure_host(load_model("small-llama"), repeats=10, procs=(4,))
@@ -46,7 +46,7 @@ def main() -> None:
     host_cost()
     obs = vtrain_observations()
     if not obs:
-        print("closedloop: vTrain data not found (../shared/data/vtrain); skipped")
+        print("closedloop: vTrain data not found; skipped")
         return
     for seed in SEEDS:
         t0 = time.perf_counter()

@@ -26,9 +26,9 @@ import torch
 
 from costmodel import ParallelPlan, get_cluster
 from costmodel.atomic import update_section, write_text_atomic
-from costmodel.calibration import CalibrationProfile, CollectivePoint, load_profile, save_profile
-from costmodel.comm import build_comm_model
-from costmodel.profile.dist_bench import run_collectives
+from costmodel.calibration.profile.dist_bench import run_collectives
+from costmodel.calibration.profile_spec import CalibrationProfile, CollectivePoint, load_profile, save_profile
+from costmodel.network.comm import build_comm_model
 
 __all__ = ["main", "measure", "accuracy_table", "write_section"]
 

@@ -91,7 +91,12 @@ def pipeline_agreement(every_single: int = 7) -> tuple[float, float, int] | None
     """(mean, max) |closed-form / simulated - 1| of step time over the published runs (Megatron Table
     1, vTrain multi, every `every_single`-th vTrain single-node row), and the row count; None
     without the shared data."""
-    from costmodel.published import VALIDATION_EFFICIENCY, find_data_dir, megatron_table1_cases, vtrain_cases
+    from costmodel.calibration.published import (
+        VALIDATION_EFFICIENCY,
+        find_data_dir,
+        megatron_table1_cases,
+        vtrain_cases,
+    )
     data = find_data_dir()
     if data is None:
         return None

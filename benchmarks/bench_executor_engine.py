@@ -1,5 +1,5 @@
 """Executor engine overhead: `Engine.train_step` (1 process, plan dp1-tp1-pp1) against a plain torch
-training loop of the same model, weights, data and optimizer (issue 5's goal: <= 5% slower); then
+training loop of the same model, weights, data and optimizer (goal: <= 5% slower); then
 tokens/s of dp2 on 2 processes (torchrun, Gloo) for the same global batch.
 
     .venv/bin/python -m benchmarks executor_engine

@@ -21,11 +21,11 @@ import numpy as np
 
 from costmodel import ParallelPlan, TrainingSpec, get_cluster, load_model
 from costmodel.atomic import update_section
-from costmodel.estimate import estimate, prefetch_simulations
-from costmodel.estimate_sim import _SIMS
 from costmodel.pipeline import SCHEDULES, simulate_pipeline, uniform_makespan_s
-from costmodel.pipeline_levels import op_graph
-from costmodel.pipeline_schedules import rank_order_arrays
+from costmodel.pipeline.levels import op_graph
+from costmodel.pipeline.schedules import rank_order_arrays
+from costmodel.step.estimate import estimate, prefetch_simulations
+from costmodel.step.simulate import _SIMS
 
 __all__ = ["main", "sims_per_s", "closed_form_per_s", "zero_bubble_error", "rescoring_ms", "search_rescoring_s"]
 
@@ -174,7 +174,7 @@ def search_rescoring_s(name: str, *, repeat: int = 3) -> dict[str, float]:
     """Median CPU seconds of `planner.search` (top 10, default space) and of its exact re-scoring
     (`ExactScorer.prefetch` + `best`, ranking and Pareto fronts), with the simulator's caches (op
     graphs, simulation memo) cleared before each run; the CommModel/context memos stay warm."""
-    from costmodel.estimate_sim import _STAGES
+    from costmodel.step.simulate import _STAGES
     from planner import search
     from planner.exact import ExactScorer
 
@@ -250,7 +250,7 @@ def main() -> None:
         lo, hi = zero_bubble_error(ratio)
         lines.append(f"| {ratio} | {lo:+.2%} | {hi:+.2%} |")
         print(f"   zero-bubble error at p2p={ratio} min(f,b): {lo:+.2%} .. {hi:+.2%}")
-    lines += ["", "Exact re-scoring path (planner, issue 4): one `estimate` of Llama-3 405B on 2048 DGX H100 "
+    lines += ["", "Exact re-scoring path (planner): one `estimate` of Llama-3 405B on 2048 DGX H100 "
               "nodes (global batch 2048, seq 8192, dp=8, tp=8, cp fills the rest, m=256) with an uneven split of the 126 layers, median "
               "CPU ms. *reference*: the sequential simulator run twice (with and without p2p) plus the per-op "
               "activation walk (kept in tests/_estimate_reference.py); *vectorized*: level-by-level numpy sweep, "

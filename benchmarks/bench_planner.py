@@ -22,6 +22,7 @@ CASES = [
     # (label, model, cluster, nodes, global batch, seq len, constraints)
     ("GPT-3 175B, 1,024 A100 (full space)", "gpt3-175b", "dgx-a100", 128, 1536, 2048, {}),
     ("Llama-3 405B, 16,384 H100 (full space)", "llama3-405b", "dgx-h100", 2048, 2048, 8192, {}),
+    ("DeepSeek-V3 (MoE, ep searched), 2,048 H100 (full space)", "deepseek-v3", "dgx-h100", 256, 8192, 4096, {}),
 ]
 
 

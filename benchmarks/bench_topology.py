@@ -54,8 +54,8 @@ def measure(case: str, what: str) -> dict[str, float]:
     """One cold measurement in this (fresh) process: 'fast' (every CommModel, default path),
     'graph' (the full graph built on demand) or 'walk' (every CommModel by graph walk, checked
     equal to the fast path)."""
-    from costmodel.estimate import comm_model
-    from costmodel.topology import Topology, build_topology
+    from costmodel.network.topology import Topology, build_topology
+    from costmodel.step.estimate import comm_model
 
     plans = comm_keys(case)
     _, _, preset, nodes, _, _ = CASES[case]

@@ -3,7 +3,6 @@
     from costmodel import estimate, load_model, get_cluster, TrainingSpec, ParallelPlan
 """
 
-from .batch import estimate_batch
 from .catalog import (
     get_cluster,
     get_gpu,
@@ -15,10 +14,7 @@ from .catalog import (
     load_model,
     model_from_hf_config,
 )
-from .checks import PlanError, check_plan, plan_problems
-from .compute import EfficiencyModel
-from .estimate import estimate
-from .feasibility import evaluate
+from .layer.compute import EfficiencyModel
 from .specs import (
     ClusterSpec,
     GPUSpec,
@@ -36,6 +32,10 @@ from .specs import (
     load_plan,
     save_plan,
 )
+from .step.batch import estimate_batch
+from .step.checks import PlanError, check_plan, plan_problems
+from .step.estimate import estimate
+from .step.feasibility import evaluate
 
 __all__ = [
     "EfficiencyModel", "estimate", "estimate_batch", "evaluate",

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from .hf_config import model_from_hf_config
+from .hf import model_from_hf_config
 from .specs import ClusterSpec, GPUSpec, LinkSpec, ModelSpec
 from .specs._base import is_dir, is_file, read_yaml, shown_path, validate_spec
 from .specs.limits import shown

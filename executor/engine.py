@@ -17,32 +17,34 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import FSDPModule
-from torch.distributed.optim import ZeroRedundancyOptimizer
 from torch.distributed.tensor import DTensor
 from torch.distributed.tensor.parallel import loss_parallel
 from torch.nn.parallel import DistributedDataParallel
 
-from costmodel.checks import check_plan
-from costmodel.profile.optimizer import ADAMW_WEIGHT_DECAY, adamw_param_groups
 from costmodel.specs import ModelSpec, ParallelPlan, TrainingSpec
+from costmodel.specs.optimizer import ADAMW_WEIGHT_DECAY
+from costmodel.step.checks import check_plan
 
+from .compile import apply_compile, async_tp_applies, compile_unsupported, default_compile, enable_async_tp
+from .expert_parallel import apply_experts, check_expert_plan
+from .float8 import apply_float8, float8_unsupported
 from .grads import align_grads_, clip_grad_norm_
 from .init import init_weights
-from .mesh import axis_group, axis_rank, axis_size, build_mesh
+from .mesh import axis_group, axis_mesh, axis_rank, axis_size, build_mesh
 from .model import IGNORE_INDEX, build_model
+from .moe import set_aux_loss_scale
+from .optim import ADAM_BETAS, ADAM_EPS, adamw_kernel, build_optimizer
 from .parallelize import apply_ddp, apply_fsdp, apply_recompute, apply_tp, uses_ddp, uses_fsdp
 from .pipeline import build_schedule, build_stages, check_schedule_supported, split_model
+from .trace import phase
 
 __all__ = ["Engine", "build_engine", "compute_dtype", "uses_loss_parallel", "ADAM_BETAS", "ADAM_EPS"]
 
-ADAM_BETAS = (0.9, 0.95)
-"""AdamW betas of GPT-3 (Brown et al. 2020, appendix B)."""
-ADAM_EPS = 1e-8
-
 
 def compute_dtype(training: TrainingSpec, device: torch.device) -> torch.dtype:
-    """bf16 mixed precision on CUDA devices that support it when asked; fp32 otherwise (CPU: parity)."""
-    if device.type == "cuda" and training.dtype == "bf16" and torch.cuda.is_bf16_supported():
+    """bf16 mixed precision on CUDA devices that support it when asked (also around fp8 matmuls);
+    fp32 otherwise (CPU: parity)."""
+    if device.type == "cuda" and training.dtype in ("bf16", "fp8") and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
 
@@ -52,13 +54,15 @@ class Engine:
 
     def __init__(self, *, spec: ModelSpec, plan: ParallelPlan, training: TrainingSpec, mesh: DeviceMesh | None,
                  device: torch.device, model_parts: list[nn.Module], run_parts: list[nn.Module],
-                 stages: list | None, optimizer: torch.optim.Optimizer, dtype: torch.dtype) -> None:
+                 stages: list | None, optimizer: torch.optim.Optimizer, dtype: torch.dtype,
+                 settings: dict[str, object] | None = None) -> None:
         self.spec, self.plan, self.training, self.mesh, self.device = spec, plan, training, mesh, device
         self.model_parts = model_parts
         self.optimizer = optimizer
         self.dp_rank, self.dp_size = axis_rank(mesh, "dp"), axis_size(mesh, "dp")
         self.pp_rank = axis_rank(mesh, "pp")
         self.dtype = dtype
+        self.settings = dict(settings or {})  # what build_engine applied for speed (compile, fp8, ...)
         self._run_parts = run_parts  # model_parts, DDP-wrapped where DDP applies
         self._stages = stages
         self._schedule = None if stages is None else build_schedule(
@@ -66,6 +70,7 @@ class Engine:
         self._scale = 1.0
         self._loss_sums: list[torch.Tensor] = []
         self._params = [p for part in model_parts for p in part.parameters()]
+        self.grad_norm = 0.0   # the last step's global gradient norm before clipping
 
     @property
     def local_batch_size(self) -> int:
@@ -114,7 +119,10 @@ class Engine:
             n = tokens.shape[0] // self.plan.micro_batch_size
             for i, (x, y) in enumerate(self._micro_batches(tokens, targets)):
                 with self._sync_context(i == n - 1), self._autocast():
-                    self._loss_fn(self._run_parts[0](x), y).backward()
+                    with phase(f"forward {i}"):  # labels in a profiled step (executor.trace)
+                        loss = self._loss_fn(self._run_parts[0](x), y)
+                    with phase(f"backward {i}"):
+                        loss.backward()
             return
         first = any(s.is_first for s in self._stages)
         last = any(s.is_last for s in self._stages)
@@ -140,12 +148,13 @@ class Engine:
         self._scale = self.dp_size / max(count, 1)
         self._loss_sums = []
         self._forward_backward(tokens, targets)
-        align_grads_(self._params)
-        clip_grad_norm_(self._params, max_grad_norm, pp_group=axis_group(self.mesh, "pp"))
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        with phase("optimizer"):
+            align_grads_(self._params)
+            self.grad_norm = clip_grad_norm_(self._params, max_grad_norm, pp_group=axis_group(self.mesh, "pp"))
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
         local = torch.stack(self._loss_sums).double().sum().cpu() if self._loss_sums else torch.zeros((),
                                                                                                       dtype=torch.float64)
         total = self._all_reduce(local.reshape(1))  # last-stage ranks hold sums; tp*cp copies of each
@@ -158,54 +167,61 @@ def uses_loss_parallel(plan: ParallelPlan) -> bool:
     return plan.tp > 1 and plan.pp == 1
 
 
-def _optimizer(params: list[nn.Parameter], plan: ParallelPlan, mesh: DeviceMesh | None, *, lr: float,
-               weight_decay: float) -> torch.optim.Optimizer:
-    """AdamW; decay on matrices only (norms, biases undecayed). ZeRO-1 without TP shards its states
-    with ZeroRedundancyOptimizer; FSDP2 plans shard them with the parameters. Multi-tensor (foreach)
-    kernels everywhere: on CPU torch defaults to a Python loop over the tensors, which with DTensor
-    parameters cost ~0.8 ms per tensor here (FSDP2 ZeRO-2, 4 Gloo ranks: 78 -> 16 ms a step; issue 6)."""
-    groups = adamw_param_groups(params, weight_decay=weight_decay)  # the profile times the same groups
-    if plan.zero_stage == 1 and uses_ddp(plan):
-        return ZeroRedundancyOptimizer(groups, optimizer_class=torch.optim.AdamW,
-                                       process_group=axis_group(mesh, "dp"), lr=lr, betas=ADAM_BETAS,
-                                       eps=ADAM_EPS, foreach=True)
-    return torch.optim.AdamW(groups, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, foreach=True)
-
-
 def build_engine(model_spec: ModelSpec, plan: ParallelPlan, training: TrainingSpec, *,
                  device: torch.device, seed: int = 0, lr: float = 3e-4, weight_decay: float = ADAMW_WEIGHT_DECAY,
-                 mesh: DeviceMesh | None = None) -> Engine:
+                 mesh: DeviceMesh | None = None, compile: bool | None = None) -> Engine:
     """Build the mesh (unless given) over the initialized default process group, the model on the meta
-    device, apply the plan (PP split -> TP/SP -> recompute -> FSDP; materialize; deterministic init
-    from `seed`, the same weights as the single-process model; DDP), and AdamW."""
+    device, apply the plan (PP split -> fp8 linears -> TP/SP -> recompute -> compile per block -> FSDP;
+    materialize; deterministic init from `seed`, the same weights as the single-process model; DDP),
+    and AdamW. `compile` None compiles on CUDA and not on CPU (`executor.compile.default_compile`)."""
     device = torch.device(device)
     if plan.cp > 1:
         raise ValueError("cp: context parallelism is not supported by the executor (torch's context_parallel "
                          "needs CUDA SDPA kernels and does not run on CPU/Gloo); use cp=1")
     check_plan(model_spec, None, training, plan)
     check_schedule_supported(plan)
+    check_expert_plan(plan)
+    float8 = training.dtype == "fp8"
+    if float8 and (reason := float8_unsupported(device)):
+        raise ValueError(reason)
+    compile = default_compile(device, plan) if compile is None else bool(compile)
+    if compile and (reason := compile_unsupported(plan)):
+        raise ValueError(reason)
     mesh = mesh if mesh is not None else build_mesh(plan, device_type=device.type)
     dtype = compute_dtype(training, device)
+    async_tp = async_tp_applies(plan, device, compiled=compile)
+    if async_tp:
+        enable_async_tp(mesh["tp"])
     model = build_model(model_spec, device="meta")
     model_parts, run_parts, ids = [], [], []
     for stage, part in split_model(model, plan, pp_rank=axis_rank(mesh, "pp")):
+        if float8:  # 0. fp8 linears (torchao), on the meta model like torchtitan's converters
+            apply_float8(part)
         if plan.tp > 1:  # 1. tensor (+ sequence) parallel
             apply_tp(part, mesh["tp"], sequence_parallel=plan.sequence_parallel,
                      loss_parallel=uses_loss_parallel(plan))
+        apply_experts(part, mesh, plan)  # MoE layers: experts over the EP and TP groups
         apply_recompute(part, plan.recompute)  # 2. activation checkpointing per block
-        if uses_fsdp(plan):  # 3. FSDP2 fully_shard or replicate (see dp_wrapper)
-            apply_fsdp(part, plan, mesh["dp"], param_dtype=dtype)
-        part.to_empty(device=device)  # 4. materialize, same values on every plan
+        if compile:  # 3. torch.compile per block, after TP and recompute, before FSDP (torchtitan's order)
+            apply_compile(part)
+        if uses_fsdp(plan):  # 4. FSDP2 fully_shard or replicate (see dp_wrapper)
+            apply_fsdp(part, plan, axis_mesh(mesh, "dp"), param_dtype=dtype,
+                       expert_mesh=mesh["edp"] if plan.ep > 1 else None)
+        part.to_empty(device=device)  # 5. materialize, same values on every plan
         init_weights(part, model_spec, seed=seed)
         model_parts.append(part)
         ids.append(stage)
-        # 5. DDP (ZeRO-0/1 without TP) wraps the real parameters
+        # 6. DDP (ZeRO-0/1 without TP) wraps the real parameters
         run_parts.append(apply_ddp(part, axis_group(mesh, "dp"), device=device) if uses_ddp(plan) else part)
     stages = None
     if plan.pp > 1:
         stages = build_stages(list(zip(ids, run_parts, strict=True)), plan, device=device,
                               group=axis_group(mesh, "pp"))
     params = [p for part in model_parts for p in part.parameters()]
-    optimizer = _optimizer(params, plan, mesh, lr=lr, weight_decay=weight_decay)
+    set_aux_loss_scale(model_parts, axis_size(mesh, "dp") / training.global_batch_size)
+    optimizer = build_optimizer(params, plan, mesh, lr=lr, weight_decay=weight_decay, device=device)
+    settings = {"compile": compile, "float8": float8, "async_tp": async_tp,
+                "optimizer": "fused" if adamw_kernel(device).get("fused") else "foreach"}
     return Engine(spec=model_spec, plan=plan, training=training, mesh=mesh, device=device,
-                  model_parts=model_parts, run_parts=run_parts, stages=stages, optimizer=optimizer, dtype=dtype)
+                  model_parts=model_parts, run_parts=run_parts, stages=stages, optimizer=optimizer, dtype=dtype,
+                  settings=settings)

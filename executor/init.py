@@ -7,7 +7,9 @@ A sharded parameter (DTensor: TP, FSDP2, or both) keeps the slice its placements
 
 from __future__ import annotations
 
+import os
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import nn
@@ -34,21 +36,37 @@ def param_seed(seed: int, name: str) -> int:
     return (seed * 0x9E3779B1 + zlib.crc32(name.encode())) % (2**63 - 1)
 
 
+def _full_value(name: str, shape: tuple[int, ...], spec: ModelSpec, seed: int) -> torch.Tensor:
+    cname = canonical_name(name)
+    gen = torch.Generator(device="cpu").manual_seed(param_seed(seed, cname))
+    return param_init(cname, shape, spec, generator=gen)
+
+
 @torch.no_grad()
-def init_weights(part: nn.Module, spec: ModelSpec, *, seed: int) -> None:
+def init_weights(part: nn.Module, spec: ModelSpec, *, seed: int, threads: int | None = None) -> None:
     """Give every parameter of `part` (materialized, possibly sharded) its deterministic value, and
-    recompute its non-persistent buffers."""
-    for name, param in part.named_parameters():
-        cname = canonical_name(name)
-        gen = torch.Generator(device="cpu").manual_seed(param_seed(seed, cname))
-        full = param_init(cname, tuple(param.shape), spec, generator=gen).to(param.dtype)
-        if isinstance(param, DTensor):
-            local = distribute_tensor(full.to(param.device), param.device_mesh, param.placements,
-                                      src_data_rank=None).to_local()
-            param.to_local().copy_(local)
-        else:
-            param.copy_(full)
+    recompute its non-persistent buffers. Values are drawn on the CPU, `threads` parameters at a time
+    (default: the host's cores, at most 16; each has its own generator, so the values do not depend
+    on the threads): one core draws ~50-100 M normals/s, minutes for a 7B model."""
+    threads = threads or min(16, os.cpu_count() or 1)
+    named = list(part.named_parameters())
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for start in range(0, len(named), threads):  # a window at a time: bounded host memory
+            window = named[start:start + threads]
+            fulls = pool.map(lambda item: _full_value(item[0], tuple(item[1].shape), spec, seed), window)
+            for (_, param), full in zip(window, fulls, strict=True):
+                _assign(param, full.to(param.dtype))
     for module in part.modules():
         reset = getattr(module, "reset_buffers", None)
         if callable(reset):
             reset()
+
+
+def _assign(param: torch.Tensor, full: torch.Tensor) -> None:
+    """Copy `full` into `param`, or this rank's slice of it for a DTensor."""
+    if isinstance(param, DTensor):
+        local = distribute_tensor(full.to(param.device), param.device_mesh, param.placements,
+                                  src_data_rank=None).to_local()
+        param.to_local().copy_(local)
+    else:
+        param.copy_(full)

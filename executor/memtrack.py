@@ -1,4 +1,4 @@
-"""Peak bytes of live tensor storage in this process, counted op by op (the memory check of issue 6).
+"""Peak bytes of live tensor storage in this process, counted op by op (the closed loop's memory check).
 
 The executor's `MemoryTracker` reports the resident-set rise on CPU, which also holds libtorch's pages,
 allocator caches and Gloo buffers; the cost model predicts tensor bytes (weights, gradients, optimizer

@@ -2,16 +2,24 @@
 
 `placement` lists axes innermost (fastest-varying rank) first, so the default ("tp", "cp", "dp", "pp")
 gives mesh dims ("pp", "dp", "cp", "tp") from outer to inner: TP ranks are neighbours (same node,
-fastest links), PP ranks are furthest apart - Megatron-LM's rank order (Narayanan et al. 2021, sec 3.3)."""
+fastest links), PP ranks are furthest apart - Megatron-LM's rank order (Narayanan et al. 2021, sec 3.3).
+With expert parallelism the dp dim is two, ("edp", "ep"): the innermost ep data-parallel ranks form an
+expert-parallel group (`executor.expert_parallel`), and "dp" is their flattened product."""
 
 from __future__ import annotations
+
+import weakref
 
 import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
 from costmodel.specs import ParallelPlan
 
-__all__ = ["mesh_shape", "build_mesh", "axis_size", "axis_rank", "axis_group", "world_size"]
+__all__ = ["mesh_shape", "build_mesh", "axis_mesh", "axis_size", "axis_rank", "axis_group", "world_size"]
+
+_FLAT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""Flattened dims of a root mesh ({root: {"dp": mesh}}): torch asks callers to keep them rather than
+slice them from the root."""
 
 
 def world_size() -> int:
@@ -20,9 +28,16 @@ def world_size() -> int:
 
 
 def mesh_shape(plan: ParallelPlan) -> tuple[tuple[str, ...], tuple[int, ...]]:
-    """(dim names outer to inner, sizes) of the plan's mesh."""
-    names = tuple(reversed(plan.placement))
-    return names, tuple(getattr(plan, name) for name in names)
+    """(dim names outer to inner, sizes) of the plan's mesh; dp is ("edp", "ep") when ep > 1."""
+    names, sizes = [], []
+    for name in reversed(plan.placement):
+        if name == "dp" and plan.ep > 1:
+            names += ["edp", "ep"]
+            sizes += [plan.dp // plan.ep, plan.ep]
+        else:
+            names.append(name)
+            sizes.append(getattr(plan, name))
+    return tuple(names), tuple(sizes)
 
 
 def build_mesh(plan: ParallelPlan, *, device_type: str) -> DeviceMesh | None:
@@ -36,18 +51,27 @@ def build_mesh(plan: ParallelPlan, *, device_type: str) -> DeviceMesh | None:
     if ranks == 1:
         return None
     names, sizes = mesh_shape(plan)
-    return init_device_mesh(device_type, sizes, mesh_dim_names=names)
+    mesh = init_device_mesh(device_type, sizes, mesh_dim_names=names)
+    if plan.ep > 1:   # the data-parallel dim, for everything but the experts
+        _FLAT[mesh] = {"dp": mesh["edp", "ep"]._flatten("dp")}
+    return mesh
+
+
+def axis_mesh(mesh: DeviceMesh, axis: str) -> DeviceMesh:
+    """The 1-D mesh of `axis` (a flattened one, "dp" with expert parallelism, as built)."""
+    flat = _FLAT.get(mesh, {})
+    return flat[axis] if axis in flat else mesh[axis]
 
 
 def axis_size(mesh: DeviceMesh | None, axis: str) -> int:
-    return 1 if mesh is None else mesh[axis].size()
+    return 1 if mesh is None else axis_mesh(mesh, axis).size()
 
 
 def axis_rank(mesh: DeviceMesh | None, axis: str) -> int:
     """This rank's coordinate along `axis` (0 without a mesh)."""
-    return 0 if mesh is None else mesh.get_local_rank(axis)
+    return 0 if mesh is None else axis_mesh(mesh, axis).get_local_rank()
 
 
 def axis_group(mesh: DeviceMesh | None, axis: str) -> dist.ProcessGroup | None:
     """The process group of this rank's `axis` neighbours (None without a mesh)."""
-    return None if mesh is None else mesh.get_group(axis)
+    return None if mesh is None else axis_mesh(mesh, axis).get_group()

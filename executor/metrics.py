@@ -3,7 +3,7 @@ final `StepMeasurement` summary.
 
 MFU follows Chowdhery et al. 2022 (PaLM), Appendix B: model FLOPs per token = 6*N + 12*L*H*Q*T, with N the
 matrix-multiply parameters (embedding lookups excluded), recomputation not counted. When the cost model's
-FLOPs counter (`costmodel.flops`) is present it is used instead, so measured and predicted MFU agree.
+FLOPs counter (`costmodel.layer.flops`) is present it is used instead, so measured and predicted MFU agree.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ def model_flops_per_step(model: ModelSpec, training: TrainingSpec) -> float:
     (Narayanan et al. 2021, sec. 5.1) so measured and predicted MFU agree; PaLM's 6N + 12LHQT per token
     when that counter is unavailable."""
     try:
-        from costmodel.flops import step_flops
-        from costmodel.params import model_shape
+        from costmodel.layer.flops import step_flops
+        from costmodel.layer.params import model_shape
 
         model_flops, _ = step_flops(model_shape(model), training.global_batch_size, training.seq_len, 0)
         return float(model_flops)
@@ -163,20 +163,25 @@ class MetricsWriter:
 
 def summarize(records: Iterable[dict[str, Any]], *, plan: ParallelPlan, model_name: str, device_name: str,
               backend: str, world_size: int, training: TrainingSpec, flops_per_step: float,
-              peak_flops_per_s: float | None, peak_bytes: float, warmup_steps: int = 1) -> StepMeasurement:
+              peak_flops_per_s: float | None, peak_bytes: float, warmup_steps: int = 1,
+              history: Iterable[dict[str, Any]] | None = None) -> StepMeasurement:
     """A `StepMeasurement` from per-step records: median step time over the steps after `warmup_steps`
-    (all steps when the run is shorter), throughput, achieved TFLOP/s per GPU and MFU."""
+    (all steps when the run is shorter; a profiled step, `traced`, is left out), throughput, achieved
+    TFLOP/s per GPU and MFU. `losses` and `step_times_s` list every step of the run: `history` (the run
+    directory's metrics.jsonl, which keeps the steps before a resume) when given, else `records`."""
     records = list(records)
-    times = [r["step_time_s"] for r in records]
-    measured = times[warmup_steps:] if len(times) > warmup_steps else times
+    history = list(history) if history is not None else records
+    after = records[warmup_steps:] if len(records) > warmup_steps else records
+    measured = [r["step_time_s"] for r in after if not r.get("traced")] or [r["step_time_s"] for r in after]
     step_time_s = statistics.median(measured) if measured else 0.0
     tokens = training.global_batch_size * training.seq_len
     tflops = flops_per_step / step_time_s / world_size / 1e12 if step_time_s > 0 else 0.0
     mfu = tflops * 1e12 / peak_flops_per_s if peak_flops_per_s and step_time_s > 0 else None
     return StepMeasurement(
         plan=plan, model=model_name, device=device_name, backend=backend,  # type: ignore[arg-type]
-        world_size=world_size, steps=len(records), global_batch_size=training.global_batch_size,
+        world_size=world_size, steps=len(history), global_batch_size=training.global_batch_size,
         seq_len=training.seq_len, step_time_s=step_time_s,
         tokens_per_s=tokens / step_time_s if step_time_s > 0 else 0.0,
         peak_bytes=float(peak_bytes), achieved_tflops_per_gpu=tflops, mfu=mfu,
+        losses=tuple(float(r["loss"]) for r in history), step_times_s=tuple(float(r["step_time_s"]) for r in history),
     )

@@ -6,6 +6,8 @@ Three styles share one module tree, so one parallelization plan fits all of them
   (Shazeer 2020), grouped-query attention (Ainslie et al. 2023).
 - BERT (Devlin et al. 2019): bidirectional encoder, post-LayerNorm blocks, LayerNorm after embeddings,
   trained with a masked-LM loss (targets are -100 where no prediction is asked).
+- Mixtures of experts (Mixtral, DeepSeekMoE, Qwen-MoE): the MLP of the spec's MoE layers is an
+  `executor.moe.MoE` (router, top-k, experts, shared experts).
 
 Layers sit in an `nn.ModuleDict` keyed "0".."L-1" so parameter names survive pipeline splits and
 checkpoints. Build on the meta device (`build_model(spec, device="meta")`), then give real values with
@@ -21,6 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from costmodel.specs import ModelSpec
+
+from .moe import MoE
 
 __all__ = ["Transformer", "TransformerBlock", "Attention", "FeedForward", "Embeddings", "build_model",
            "is_post_norm", "is_causal", "param_init", "IGNORE_INDEX", "NORM_EPS", "ROPE_THETA"]
@@ -52,6 +56,11 @@ def _check_supported(spec: ModelSpec) -> None:
                          "use position 'learned' or 'rope'")
     if spec.position == "rope" and spec.kv_channels % 2:
         raise ValueError(f"head_dim: rotary positions need an even head_dim, got {spec.kv_channels}")
+    if spec.is_moe and spec.bias:
+        raise ValueError(f"bias: the executor's experts have no biases; {spec.name} needs bias: false to run")
+    if spec.is_moe and spec.capacity_factor is not None:
+        raise ValueError("capacity_factor: the executor runs dropless mixtures of experts (every routed token is "
+                         "computed, the same on every plan); set capacity_factor: null")
 
 
 def _norm(spec: ModelSpec) -> nn.Module:
@@ -125,16 +134,23 @@ class FeedForward(nn.Module):
         return self.w2(h)
 
 
+def _moe(spec: ModelSpec) -> MoE:
+    """An MoE layer whose shared experts (if any) are one FeedForward of their summed width."""
+    width = spec.num_shared_experts * spec.expert_ffn_size
+    shared = FeedForward(spec.model_copy(update={"ffn_hidden_size": width})) if width else None
+    return MoE(spec, shared=shared)
+
+
 class TransformerBlock(nn.Module):
     """One layer: attention and MLP with residuals; pre-norm (GPT/Llama) or post-norm (BERT)."""
 
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self, spec: ModelSpec, *, moe: bool = False) -> None:
         super().__init__()
         self.post_norm = is_post_norm(spec)
         self.attention_norm = _norm(spec)
         self.attention = Attention(spec)
         self.ffn_norm = _norm(spec)
-        self.feed_forward = FeedForward(spec)
+        self.feed_forward = _moe(spec) if moe else FeedForward(spec)
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor | None = None) -> torch.Tensor:
         if self.post_norm:
@@ -172,7 +188,8 @@ class Transformer(nn.Module):
         _check_supported(spec)
         self.spec = spec
         self.embed: Embeddings | None = Embeddings(spec)
-        self.layers = nn.ModuleDict({str(i): TransformerBlock(spec) for i in range(spec.num_layers)})
+        self.layers = nn.ModuleDict({str(i): TransformerBlock(spec, moe=moe)
+                                     for i, moe in enumerate(spec.moe_layers[:spec.num_layers])})
         self.norm: nn.Module | None = None if is_post_norm(spec) else _norm(spec)
         self.output: nn.Linear | None = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
         if spec.tie_embeddings:

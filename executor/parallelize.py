@@ -7,6 +7,10 @@
     4. materialize + deterministic init        - (engine: `to_empty`, `init_weights`)
     5. DDP (ZeRO-0/1 without TP/PP)             - `apply_ddp`, wraps real parameters
 
+Mixture-of-experts layers: their TP entries and the sharding of the experts over the EP and TP groups
+are `executor.expert_parallel`'s (applied with TP, step 1); FSDP/replicate wraps the experts over the
+expert-data-parallel mesh before their block (step 3).
+
 TP follows Megatron-LM (Shoeybi et al. 2019, sec 3): column-parallel q/k/v and w1/w3, row-parallel wo
 and w2, vocabulary-parallel embedding; sequence parallelism (Korthikanti et al. 2022, sec 4.2.2)
 shards the norms' activations along the sequence between the TP regions."""
@@ -14,8 +18,10 @@ shards the norms' activations along the sequence between the TP regions."""
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.distributed._composable.replicate_with_fsdp import replicate
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
@@ -35,10 +41,12 @@ from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint
 
 from costmodel.specs import ParallelPlan
 
+from .expert_parallel import moe_tp_plan
 from .model import Transformer
+from .moe import MoE
 
 __all__ = ["apply_tp", "apply_recompute", "apply_fsdp", "apply_ddp", "dp_wrapper", "uses_fsdp", "uses_ddp",
-           "selective_policy"]
+           "selective_policy", "ddp_bucket_cap_mb"]
 
 
 def apply_tp(part: Transformer, tp_mesh: DeviceMesh, *, sequence_parallel: bool, loss_parallel: bool = False
@@ -66,13 +74,17 @@ def apply_tp(part: Transformer, tp_mesh: DeviceMesh, *, sequence_parallel: bool,
             "attention.wk": ColwiseParallel(),
             "attention.wv": ColwiseParallel(),
             "attention.wo": RowwiseParallel(output_layouts=act),
-            "feed_forward": PrepareModuleInput(input_layouts=(act,), desired_input_layouts=(Replicate(),),
-                                               use_local_output=True),
-            "feed_forward.w1": ColwiseParallel(),
-            "feed_forward.w2": RowwiseParallel(output_layouts=act),
         }
-        if block.feed_forward.w3 is not None:
-            plan["feed_forward.w3"] = ColwiseParallel()
+        ffn = block.feed_forward
+        if isinstance(ffn, MoE):
+            plan.update(moe_tp_plan(ffn, act))
+        else:
+            plan["feed_forward"] = PrepareModuleInput(input_layouts=(act,), desired_input_layouts=(Replicate(),),
+                                                      use_local_output=True)
+            plan["feed_forward.w1"] = ColwiseParallel()
+            plan["feed_forward.w2"] = RowwiseParallel(output_layouts=act)
+            if ffn.w3 is not None:
+                plan["feed_forward.w3"] = ColwiseParallel()
         if norm_style is not None:
             plan["attention_norm"] = norm_style
             plan["ffn_norm"] = SequenceParallel(use_local_output=True)
@@ -86,7 +98,11 @@ def apply_tp(part: Transformer, tp_mesh: DeviceMesh, *, sequence_parallel: bool,
     part.reset_buffers()  # re-tie a tied output to the (now sharded) embedding
 
 
-_SAVE_OPS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default}
+_SAVE_OPS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
+             # MoE token exchange (executor.moe): kept, not re-communicated, in the backward pass
+             torch.ops._c10d_functional.all_to_all_single.default,
+             torch.ops._c10d_functional_autograd.all_to_all_single.default,
+             torch.ops._c10d_functional.all_reduce.default}
 
 
 def selective_policy(ctx: object, op: object, *args: object, **kwargs: object) -> CheckpointPolicy:
@@ -117,7 +133,7 @@ def dp_wrapper(plan: ParallelPlan) -> str:
     gives the same losses with less memory)."""
     if plan.dp == 1:
         return "none"
-    plain = plan.tp == 1 and plan.pp == 1
+    plain = plan.tp == 1 and plan.pp == 1 and plan.ep == 1   # experts reduce over their own group: FSDP2
     if plan.zero_stage <= 1 and plain:
         return "ddp"
     if plan.zero_stage == 0:
@@ -135,23 +151,71 @@ def uses_ddp(plan: ParallelPlan) -> bool:
 
 
 def apply_fsdp(part: nn.Module, plan: ParallelPlan, dp_mesh: DeviceMesh, *,
-               param_dtype: torch.dtype = torch.float32) -> None:
+               param_dtype: torch.dtype = torch.float32, expert_mesh: DeviceMesh | None = None) -> None:
     """FSDP2 `fully_shard` (or `replicate`) per block, then the whole part. ZeRO-3 reshards parameters
     after forward; ZeRO-1/2 keep them gathered until backward (sharded gradients and optimizer states,
-    Rajbhandari et al. 2020); `replicate` keeps everything whole and all-reduces gradients (DDP)."""
+    Rajbhandari et al. 2020); `replicate` keeps everything whole and all-reduces gradients (DDP).
+
+    Sharded plans use torchtitan's units: the embedding, each block, and the head (final norm + output
+    layer, never resharded after forward: the backward needs it at once; with tied embeddings one unit
+    holds embedding and head). In the forward each unit explicitly prefetches the next one's all-gather
+    (`set_modules_to_forward_prefetch`), so block i+1's parameters arrive while block i computes (every
+    micro-batch gathers again: FSDP2 reshards after each backward); the backward prefetches one unit
+    ahead by FSDP2's default, and each unit's reduce-scatter runs during the next unit's backward.
+    With `expert_mesh` (expert parallelism) each MoE layer's experts are wrapped first, over it."""
     mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
     if dp_wrapper(plan) == "replicate":
         wrap = partial(replicate, mesh=dp_mesh, mp_policy=mp)
-    else:
-        wrap = partial(fully_shard, mesh=dp_mesh, reshard_after_forward=plan.zero_stage == 3, mp_policy=mp)
+        for block in part.layers.values():
+            _wrap_experts(block, partial(replicate, mesh=expert_mesh, mp_policy=mp), expert_mesh)
+            wrap(block)
+        wrap(part)
+        return
+    reshard = plan.zero_stage == 3
+    wrap = partial(fully_shard, mesh=dp_mesh, mp_policy=mp)
     for block in part.layers.values():
-        wrap(block)
-    wrap(part)
+        _wrap_experts(block, partial(fully_shard, mesh=expert_mesh, mp_policy=mp, reshard_after_forward=reshard),
+                      expert_mesh)
+    head = [m for m in (part.norm, part.output) if m is not None]
+    tied = part.embed is not None and part.output is not None and part.spec.tie_embeddings
+    units: list[nn.Module] = []
+    if part.embed is not None and not tied:
+        units.append(wrap(part.embed, reshard_after_forward=reshard))
+    units += [wrap(block, reshard_after_forward=reshard) for block in part.layers.values()]
+    if part.output is not None:  # a group of modules shares one FSDP state: its first module stands for it
+        units.append(wrap([part.embed, *head] if tied else head, reshard_after_forward=False)[0])
+    wrap(part, reshard_after_forward=reshard)
+    for unit, following in zip(units, units[1:], strict=False):
+        unit.set_modules_to_forward_prefetch([following])
+
+
+DDP_BUCKET_PARAMS = 40_000_000
+"""Gradient elements per DDP bucket (at least; Megatron-LM's default: max(40M, 1M x dp) parameters,
+`DistributedDataParallelConfig.bucket_size`, so that large DP groups do not turn latency-bound)."""
+
+
+def ddp_bucket_cap_mb(dp: int, *, grad_bytes: int = 4) -> float:
+    """DDP `bucket_cap_mb` for `dp` ranks with gradients of `grad_bytes` per element."""
+    return max(DDP_BUCKET_PARAMS, 1_000_000 * dp) * grad_bytes / 2**20
+
+
+def _wrap_experts(block: nn.Module, wrap: Any, expert_mesh: DeviceMesh | None) -> None:
+    """Wrap the routed experts of `block`'s MoE layers over the expert-data-parallel mesh (before the
+    block itself, so the block's unit leaves them out)."""
+    if expert_mesh is None:
+        return
+    for moe in (m for m in block.modules() if isinstance(m, MoE)):
+        wrap(moe.experts)
 
 
 def apply_ddp(part: nn.Module, dp_group: torch.distributed.ProcessGroup, *,
               device: torch.device) -> DistributedDataParallel:
-    """DDP over the data-parallel group (wraps materialized parameters; broadcasts rank 0's)."""
+    """DDP over the data-parallel group (wraps materialized parameters; broadcasts rank 0's). Each
+    bucket's all-reduce starts as soon as its gradients are ready, during the backward (Li et al.
+    2020, "PyTorch Distributed", sec. 3.2.3); gradients are views into the buckets
+    (`gradient_as_bucket_view`), so no second copy of them is kept."""
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(part, process_group=dp_group, device_ids=ids,
-                                   broadcast_buffers=False, find_unused_parameters=False)
+                                   broadcast_buffers=False, find_unused_parameters=False,
+                                   bucket_cap_mb=ddp_bucket_cap_mb(dist.get_world_size(dp_group)),
+                                   gradient_as_bucket_view=True)

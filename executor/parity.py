@@ -2,9 +2,11 @@
 
     torchrun --standalone --nproc-per-node 2 -m executor.parity --cases cases.json --out losses.json
 
-`cases.json` is a list of {"name", "model", "plan", "training", "steps", "seed", "lr"}; every case
-with plan.world_size equal to the launched world size runs in turn in the same process group, and
-rank 0 writes {name: [loss per step]}. `run_losses` with no process group is the single-process
+`cases.json` is a list of {"name", "model", "plan", "training", "steps", "seed", "lr"} (and optionally
+"compile" and "grad_norms": true); every case with plan.world_size equal to the launched world size runs in
+turn in the same process group, and rank 0 writes {name: [loss per step]} (or {name: {"losses": [...],
+"grad_norms": [...]}}: the global gradient norm before clipping, which AdamW's invariance to a
+parameter's gradient scale would otherwise hide). `run_losses` with no process group is the single-process
 reference the tests compare against (torchtitan's loss-golden idea)."""
 
 from __future__ import annotations
@@ -55,11 +57,13 @@ def synthetic_batch(spec: ModelSpec, training: TrainingSpec, *, step: int, seed:
 
 
 def run_losses(spec: ModelSpec, plan: ParallelPlan, training: TrainingSpec, *, steps: int, seed: int = 0,
-               lr: float = 1e-3, device: torch.device | None = None) -> list[float]:
+               lr: float = 1e-3, device: torch.device | None = None, compile: bool | None = None,
+               grad_norms: list[float] | None = None) -> list[float]:
     """Per-step global losses of `plan` in the current process group (or a single process), with a
-    3-step linear lr warm-up to `lr`."""
+    3-step linear lr warm-up to `lr`; `compile` as `build_engine`'s (None: the device's default); each
+    step's gradient norm is appended to `grad_norms` if given."""
     device = device or torch.device("cpu")
-    engine = build_engine(spec, plan, training, device=device, seed=seed, lr=lr)
+    engine = build_engine(spec, plan, training, device=device, seed=seed, lr=lr, compile=compile)
     rows = engine.local_batch_size
     losses = []
     for step in range(steps):
@@ -67,13 +71,18 @@ def run_losses(spec: ModelSpec, plan: ParallelPlan, training: TrainingSpec, *, s
         sl = slice(engine.dp_rank * rows, (engine.dp_rank + 1) * rows)
         warmup_lr = lr * min(1.0, (step + 1) / 3)  # a changing lr checks that every optimizer takes it
         losses.append(engine.train_step(tokens[sl], targets[sl], lr=warmup_lr))
+        if grad_norms is not None:
+            grad_norms.append(engine.grad_norm)
     return losses
 
 
-def run_case(case: dict[str, Any]) -> list[float]:
+def run_case(case: dict[str, Any]) -> list[float] | dict[str, list[float]]:
     spec = load_model(case["model"])
-    return run_losses(spec, ParallelPlan.model_validate(case["plan"]), TrainingSpec.model_validate(case["training"]),
-                      steps=int(case.get("steps", 10)), seed=int(case.get("seed", 0)), lr=float(case.get("lr", 1e-3)))
+    norms: list[float] | None = [] if case.get("grad_norms") else None
+    losses = run_losses(spec, ParallelPlan.model_validate(case["plan"]), TrainingSpec.model_validate(case["training"]),
+                        steps=int(case.get("steps", 10)), seed=int(case.get("seed", 0)),
+                        lr=float(case.get("lr", 1e-3)), compile=case.get("compile"), grad_norms=norms)
+    return losses if norms is None else {"losses": losses, "grad_norms": norms}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 from costmodel import ModelSpec, ParallelPlan
@@ -41,6 +42,8 @@ def _valid_degrees(axis: str, plan: ParallelPlan, model: ModelSpec, global_batch
 def _with(plan: ParallelPlan, axis: str, value: int) -> ParallelPlan:
     data = plan.model_dump()
     data[axis] = value
+    if axis == "dp":
+        data["ep"] = math.gcd(plan.ep, value)   # expert groups stay inside the data-parallel ranks
     if axis == "pp":
         data["layers_per_stage"] = None  # the explicit split belonged to the old stage count
         if value == 1:

@@ -6,11 +6,14 @@ step s is a pure function of (seed, s) (executor.data), the learning rate follow
 cosine decay, the engine does gradient accumulation, clipping and AdamW. Rank 0 appends one JSON object
 per step to `<out>/metrics.jsonl` (wall and CPU seconds of its step, the host's load average, ...) and
 writes `<out>/summary.json` (a costmodel `StepMeasurement`) and `<out>/memory.json` (peak resident-set rise
-and peak live tensor bytes, max over ranks; executor.memtrack).
+and peak live tensor bytes, max over ranks; executor.memtrack). With `--trace-step N` every rank writes a
+torch.profiler trace of step N to `<out>/trace/rank<R>.json` (executor.trace); that step is left out of
+the step-time median.
 
 A rank that raises writes `<out>/failures/rank<R>.json` (rank, step, cause) before exiting non-zero, so the
-launcher can name the rank and the cause. After an elastic restart (TORCHELASTIC_RESTART_COUNT > 0) the
-worker resumes from the newest checkpoint of `<out>`.
+launcher can name the rank and the cause. After an elastic restart (TORCHELASTIC_RESTART_COUNT > 0), or
+always with `--auto-resume` (what cluster launches pass, so a requeued job or a rejoining node continues),
+the worker resumes from the newest complete checkpoint of `<out>`.
 
 Test hook: PARAPLAN_FAULT="rank=R,step=S,mode=raise|kill|ckpt-kill" makes rank R raise, SIGKILL itself
 after step S, or SIGKILL itself while checkpoint S is being written - on the first attempt only.
@@ -27,7 +30,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -40,19 +43,25 @@ from costmodel import TrainingSpec, load_model, load_plan
 
 from .checkpoint import CHECKPOINT_DIRNAME, latest_checkpoint, load_checkpoint, save_checkpoint
 from .data import BatchSource, load_corpus
+from .lifetime import die_with_parent
 from .memtrack import TensorBytesTracker
 from .metrics import (
     MemoryTracker,
     MetricsWriter,
     device_gpu_spec,
     model_flops_per_step,
+    read_metrics,
     summarize,
     write_json_atomic,
 )
+from .trace import step_trace, trace_step_from_env
 
-__all__ = ["lr_at", "build_arg_parser", "train", "main", "FAILURES_DIRNAME", "MEMORY_FILENAME", "DEFAULT_LR"]
+__all__ = ["lr_at", "build_arg_parser", "train", "write_failure", "main", "FAILURES_DIRNAME", "MEMORY_FILENAME",
+           "ENGINE_FILENAME", "DEFAULT_LR"]
 
 FAILURES_DIRNAME = "failures"
+ENGINE_FILENAME = "engine.json"
+"""Run-directory file with what the engine applied: dtype, compiled blocks, fp8, async TP, optimizer kernel."""
 MEMORY_FILENAME = "memory.json"
 """Run-directory file with the peak memory over ranks: resident-set rise and live tensor bytes."""
 DEFAULT_LR = 3e-4
@@ -80,24 +89,34 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--global-batch", type=int, required=True)
     p.add_argument("--seq-len", type=int, required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", default=None, help="compute dtype (default fp32 on CPU, bf16 on CUDA)")
+    p.add_argument("--dtype", default=None, help="compute dtype (default fp32 on CPU, bf16 on CUDA; fp8 on GPUs "
+                   "of compute capability >= 8.9)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile each block (default: on CUDA, off on CPU)")
     p.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default {DEFAULT_LR})")
     p.add_argument("--warmup-steps", type=int, default=None, help="default: lr-decay-steps // 10")
-    p.add_argument("--lr-decay-steps", type=int, default=None, help="cosine length (default: --steps)")
+    p.add_argument("--lr-decay-steps", type=int, default=None,
+                   help="cosine length (default: --steps; a resumed run keeps its checkpoint's)")
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--max-grad-norm", type=float, default=1.0)
     p.add_argument("--ckpt-every", type=int, default=0, help="checkpoint every N steps and at the end (0: off)")
     p.add_argument("--ckpt-keep", type=int, default=2)
     p.add_argument("--resume", default=None, help="checkpoint (or run directory) to start from")
+    p.add_argument("--auto-resume", action="store_true",
+                   help="continue from the newest complete checkpoint in --out when there is one (a job a "
+                        "scheduler restarts or requeues picks up where it stopped)")
     p.add_argument("--timeout", type=float, default=300.0, help="process-group (collective) timeout, seconds")
     p.add_argument("--corpus", default=None, help="text file to train on (default: the generated corpus)")
     p.add_argument("--log-every", type=int, default=10, help="print a progress line every N steps (0: never)")
+    p.add_argument("--trace-step", type=int, default=None,
+                   help="write a torch.profiler trace of this step to <out>/trace/ (default: $PARAPLAN_TRACE_STEP "
+                        "or none)")
     return p
 
 
-def _parse_fault() -> dict[str, Any] | None:
+def _parse_fault(attempt: int) -> dict[str, Any] | None:
     spec = os.environ.get("PARAPLAN_FAULT")
-    if not spec or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+    if not spec or attempt > 0:
         return None
     fields = dict(item.split("=", 1) for item in spec.split(",") if "=" in item)
     return {"rank": int(fields.get("rank", 0)), "step": int(fields.get("step", 1)),
@@ -119,7 +138,7 @@ def _init_distributed(timeout_s: float) -> tuple[torch.device, str]:
 
 
 def _resume_path(args: argparse.Namespace) -> Path | None:
-    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+    if getattr(args, "auto_resume", False) or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
         own = latest_checkpoint(Path(args.out) / CHECKPOINT_DIRNAME)
         if own is not None:
             return own  # an elastic restart continues from this run's newest checkpoint
@@ -129,8 +148,13 @@ def _resume_path(args: argparse.Namespace) -> Path | None:
     return None
 
 
-def train(args: argparse.Namespace) -> dict[str, Any] | None:
-    """Run the training loop on this rank; rank 0 returns the summary (as a dict), other ranks None."""
+def train(args: argparse.Namespace, *,
+          on_checkpoint: Callable[[Path, dict[str, Any]], None] | None = None,
+          attempt: int | None = None) -> dict[str, Any] | None:
+    """Run the training loop on this rank; rank 0 returns the summary (as a dict), other ranks None.
+    `on_checkpoint(path, record)` runs on every rank after each complete checkpoint, with the step's
+    metrics record (Ray Train reports it there). `attempt`: restarts so far (default: torchrun's
+    TORCHELASTIC_RESTART_COUNT)."""
     from .engine import build_engine  # imported late: torch.distributed pieces load only in workers
 
     device, backend = _init_distributed(args.timeout)
@@ -141,8 +165,9 @@ def train(args: argparse.Namespace) -> dict[str, Any] | None:
         raise ValueError(f"plan needs {plan.world_size} processes (dp*tp*pp*cp) but torchrun started {world}")
     dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
     training = TrainingSpec(global_batch_size=args.global_batch, seq_len=args.seq_len, dtype=dtype)
-    fault = _parse_fault()
-    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))  # elastic restarts so far
+    if attempt is None:
+        attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))  # elastic restarts so far
+    fault = _parse_fault(attempt)
 
     memory = MemoryTracker(device)
     memory.start()
@@ -157,7 +182,9 @@ def train(args: argparse.Namespace) -> dict[str, Any] | None:
     decay = args.lr_decay_steps if args.lr_decay_steps is not None else state.get("lr_decay_steps", args.steps)
     warmup = args.warmup_steps if args.warmup_steps is not None else state.get("warmup_steps", decay // 10)
     engine = build_engine(model_spec, plan, training, device=device, seed=seed, lr=lr,
-                          weight_decay=args.weight_decay)
+                          weight_decay=args.weight_decay, compile=args.compile)
+    if rank == 0:
+        write_json_atomic(out / ENGINE_FILENAME, {"dtype": dtype, **engine.settings})
     start_step = 0
     if resume is not None:
         state = load_checkpoint(engine.model_parts, engine.optimizer, resume)
@@ -179,15 +206,20 @@ def train(args: argparse.Namespace) -> dict[str, Any] | None:
                      "seq_len": args.seq_len, "plan": plan.model_dump(mode="json"), "model": model_spec.name,
                      "world_size": world, "corpus": args.corpus}
     records: list[dict[str, Any]] = []
+    trace_step = args.trace_step if getattr(args, "trace_step", None) is not None else trace_step_from_env()
     step = start_step
     tensor_peak_bytes = 0
     try:
         for step in range(start_step + 1, args.steps + 1):
             tokens, targets = (t.to(device, non_blocking=True) for t in source.batch(step))
             step_lr = lr_at(step, lr=lr, warmup_steps=warmup, decay_steps=decay)
-            tracker = _tensor_tracker(engine) if step == start_step + 1 and device.type == "cpu" else None
+            # (not around compiled blocks: torch.compile does not run under a Python dispatch mode)
+            tracker = _tensor_tracker(engine) if (step == start_step + 1 and device.type == "cpu"
+                                                  and not engine.settings.get("compile")) else None
+            traced = step == trace_step
             t0, cpu0 = time.perf_counter(), time.process_time()
-            with tracker or contextlib.nullcontext():  # warm-up step only: it is not timed
+            with (tracker or contextlib.nullcontext(),  # warm-up step only: it is not timed
+                  step_trace(out, rank=rank, device=device) if traced else contextlib.nullcontext()):
                 loss = engine.train_step(tokens, targets, lr=step_lr, max_grad_norm=args.max_grad_norm)
             if tracker is not None:
                 tensor_peak_bytes = tracker.peak_bytes
@@ -203,6 +235,8 @@ def train(args: argparse.Namespace) -> dict[str, Any] | None:
                    "mfu": tflops * 1e12 / peak_flops if peak_flops else None,
                    "peak_bytes": memory.peak_bytes(), "time_unix_s": time.time(), "attempt": attempt,
                    "cpu_time_s": cpu_time_s, "load_avg_1m": _load_avg()}
+            if traced:
+                rec["traced"] = True  # profiled: slower, left out of the step-time median
             records.append(rec)
             if writer is not None:
                 writer.write(rec)
@@ -220,9 +254,11 @@ def train(args: argparse.Namespace) -> dict[str, Any] | None:
                         if fault["rank"] == rank:
                             os.kill(os.getpid(), signal.SIGKILL)
                         time.sleep(60)  # the others wait here until torchrun stops them
-                save_checkpoint(engine.model_parts, engine.optimizer, root=out / CHECKPOINT_DIRNAME,
-                                step=step, trainer_state=trainer_state, keep=args.ckpt_keep,
-                                before_commit=hook)
+                saved = save_checkpoint(engine.model_parts, engine.optimizer, root=out / CHECKPOINT_DIRNAME,
+                                        step=step, trainer_state=trainer_state, keep=args.ckpt_keep,
+                                        before_commit=hook)
+                if on_checkpoint is not None:
+                    on_checkpoint(saved, rec)
     finally:
         if writer is not None:
             writer.close()
@@ -237,7 +273,8 @@ def train(args: argparse.Namespace) -> dict[str, Any] | None:
     summary = summarize(records, plan=plan, model_name=model_spec.name,
                         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                         backend=backend, world_size=world, training=training, flops_per_step=flops_per_step,
-                        peak_flops_per_s=peak_flops, peak_bytes=peak[0].item())
+                        peak_flops_per_s=peak_flops, peak_bytes=peak[0].item(),
+                        history=read_metrics(out / "metrics.jsonl"))
     data = summary.model_dump(mode="json")
     write_json_atomic(out / "summary.json", data)
     return data
@@ -259,7 +296,8 @@ def _load_avg() -> float | None:
         return None
 
 
-def _write_failure(out: str, exc: BaseException) -> None:
+def write_failure(out: str, exc: BaseException) -> None:
+    """Record this rank's failure as `<out>/failures/rank<R>.json` (the launcher names rank and cause)."""
     rank = int(os.environ.get("RANK", "0"))
     tb = traceback.extract_tb(exc.__traceback__)
     where = f"{Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else "?"
@@ -275,6 +313,7 @@ def _write_failure(out: str, exc: BaseException) -> None:
 @record
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_arg_parser().parse_args(argv)
+    die_with_parent()  # torchrun's agent killed outright: this worker ends too (executor.lifetime)
     if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>` prints every thread's stack (diagnosing a hang)
         faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
@@ -282,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         # no destroy_process_group here: peers may be blocked in a collective; exiting lets torchrun
         # notice the failure and stop them
-        _write_failure(args.out, exc)
+        write_failure(args.out, exc)
         print(f"[paraplan] rank {os.environ.get('RANK', '0')} failed: {type(exc).__name__}: {exc}",
               file=sys.stderr, flush=True)
         raise

@@ -4,7 +4,7 @@ the k-th best, so tighter bounds mean fewer event simulations.
 
 Where the layers do not divide pp*v (or `rebalance` asks for it) the exact scorer
 (`planner.exact.ExactScorer`) prices `planner.balance.balanced_split`'s split with the event
-simulation of `costmodel.pipeline_sim`. That split depends only on (pp, v, recompute, micro-batch),
+simulation of `costmodel.pipeline.sim`. That split depends only on (pp, v, recompute, micro-batch),
 so its per-rank block counts are known here; with the per-block costs of the bulk pass they give
 every rank's per-micro-batch forward/backward exactly as `costmodel.estimate` builds its stages,
 and from those a provable bound on the simulated makespan (`pipeline_lb_s`) plus what the step adds
@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from costmodel.blocks import W_SHARE, tp_forward_share
-from costmodel.step import Knobs, collective_s, p2p_time_s, rank_state
-from costmodel.step_rows import PIPELINE_KNOBS, distinct_rows, take_knobs, take_units
-from costmodel.step_rows import at_rows as _at
-from costmodel.stepctx import any_set
+from costmodel.layer.blocks import W_SHARE, tp_forward_share
+from costmodel.layer.context import any_set
+from costmodel.step.costs import Knobs, collective_s, p2p_time_s, rank_state
+from costmodel.step.rows import PIPELINE_KNOBS, distinct_rows, take_knobs, take_units
+from costmodel.step.rows import at_rows as _at
 
 from .layouts import Layout, split_layouts, unique_rows
 
@@ -36,7 +36,7 @@ core's L2 cache; the figures do not depend on it)."""
 
 def pipeline_lb_s(f0: np.ndarray, b0: np.ndarray, w0: np.ndarray, busy: np.ndarray, tail: np.ndarray,
                   p2p_s: np.ndarray) -> np.ndarray:
-    """Least makespan of the simulated pipeline (`costmodel.pipeline_sim`), rows x ranks arrays.
+    """Least makespan of the simulated pipeline (`costmodel.pipeline.sim`), rows x ranks arrays.
 
     The simulator runs each rank's ops in a fixed order, an op starting when its rank is free and
     its input arrived; so the makespan is the longest path in the op graph, and any one path bounds
@@ -68,7 +68,7 @@ def end_ranks_rest_s(ctx: Any, k: Knobs, comm: Any, enc: Any, embed: Any, head: 
     """What the exact (simulated) step adds to the pipeline makespan, bounded from below by the first
     and last rank of the balanced split (n_first, n_last blocks): data-parallel communication and
     optimizer time (the exact step takes the max over all ranks, each priced by
-    `costmodel.step.rank_state` from that rank's blocks, forward and backward exactly as
+    `costmodel.step.costs.rank_state` from that rank's blocks, forward and backward exactly as
     `costmodel.estimate` builds them), the step overhead, and the context-parallel gradient
     all-reduce (increasing in the bytes of the largest rank). Zero for encoder-decoder models."""
     if ctx.shape.n_dec:
@@ -79,7 +79,7 @@ def end_ranks_rest_s(ctx: Any, k: Knobs, comm: Any, enc: Any, embed: Any, head: 
     params = []
     for rank, n in ((0, n_first), (k.pp - 1, n_last)):
         first, last = rank == 0, rank == k.pp - 1
-        ext = n * enc.tp_s + first * embed.tp_s + last * head.tp_s + n * enc.cp_s
+        ext = n * enc.tp_s + first * embed.tp_s + last * head.tp_s + n * enc.cp_s + n * enc.ep_s
         fwd = (n * enc.fwd_s + first * embed.fwd_s + last * head.fwd_s + ext * share
                + (k.v - last) * ovh)
         bwd = (n * (enc.bwd_s + enc.recompute_s) + first * embed.bwd_s + last * head.bwd_s
@@ -87,7 +87,7 @@ def end_ranks_rest_s(ctx: Any, k: Knobs, comm: Any, enc: Any, embed: Any, head: 
         p = n * enc.params + first * embed.params + last * head.params
         st = rank_state(ctx, k, comm, rank, m, n, 0.0, enc, enc, fwd, bwd, p, with_memory=False)
         rest.append((st["dp"], st["opt"]))
-        params.append(p)
+        params.append(st["cp_params"])
     out = np.maximum(rest[0][0], rest[1][0]) + np.maximum(rest[0][1], rest[1][1]) + ctx.eff.step_overhead_s
     if any_set(k.cp > 1):   # rows with cp = 1 cost 0
         out = out + collective_s(ctx, comm, "cp", "all_reduce", np.maximum(*params) * ctx.grad_bytes)
@@ -106,9 +106,9 @@ def changed_lb_s(ctx: Any, k: Knobs, comm: Any, units: tuple, m: np.ndarray, lay
                  rows_distinct: bool = False) -> np.ndarray:
     """Lower bound on the exact step time of the balanced split (`layouts[(pp, v, recompute, mb)]`):
     `split_makespan_lb_s` (on the distinct rows of what the pipeline depends on,
-    `costmodel.step.PIPELINE_KNOBS`) plus `end_ranks_rest_s` (every row). Exact step = makespan +
+    `costmodel.step.costs.PIPELINE_KNOBS`) plus `end_ranks_rest_s` (every row). Exact step = makespan +
     cp gradient + max_r dp_r + max_r opt_r + overhead (its bubble is max(span0 - busy, 0) >=
-    span0 - busy), so the sum is a lower bound. `rows_distinct`: as `costmodel.step.step_costs`'s."""
+    span0 - busy), so the sum is a lower bound. `rows_distinct`: as `costmodel.step.costs.step_costs`'s."""
     distinct = None if rows_distinct else distinct_rows(k, comm, *PIPELINE_KNOBS, repeats=2)
     if distinct is None:
         sub, sub_comm, sub_units, sub_m, inverse = k, comm, units, m, None
@@ -157,9 +157,9 @@ def split_makespan_lb_s(ctx: Any, k: Knobs, comm: Any, units: tuple, m: np.ndarr
     zb = np.asarray(k.schedule) == 3
     c = np.broadcast_to(p2p_time_s(ctx, k, comm), np.shape(m))
     col = _col
-    # whole per-micro-batch time of a block / the ends (forward + backward + recompute + TP/CP)
-    blk_e = enc.fwd_s + enc.bwd_s + enc.recompute_s + enc.tp_s + enc.cp_s
-    blk_d = dec.fwd_s + dec.bwd_s + dec.recompute_s + dec.tp_s + dec.cp_s if two_kinds else 0.0
+    # whole per-micro-batch time of a block / the ends (forward + backward + recompute + TP/CP/EP)
+    blk_e = enc.fwd_s + enc.bwd_s + enc.recompute_s + enc.tp_s + enc.cp_s + enc.ep_s
+    blk_d = dec.fwd_s + dec.bwd_s + dec.recompute_s + dec.tp_s + dec.cp_s + dec.ep_s if two_kinds else 0.0
     emb_t = embed.fwd_s + embed.bwd_s + embed.tp_s
     head_t = head.fwd_s + head.bwd_s + head.tp_s
 
@@ -184,11 +184,11 @@ def split_makespan_lb_s(ctx: Any, k: Knobs, comm: Any, units: tuple, m: np.ndarr
         span[plain] = no_w_lb_s(t0[plain], busy[plain], c[plain])
     if z is not None:   # ZB-H1 (v = 1): split each rank's time into F, B (input gradient) and W
         share = _at(tp_forward_share(np.asarray(k.recompute)), z)
-        ext_e = _at(enc.tp_s + enc.cp_s, z)
+        ext_e = _at(enc.tp_s + enc.cp_s + enc.ep_s, z)
         f = ne[z] * col(_at(enc.fwd_s, z) + ext_e * share) + col(ovh + 0.0 * share)
         w = ne[z] * col(W_SHARE * _at(enc.bwd_s, z) + 0.0 * share)
         if two_kinds:
-            f = f + nd[z] * col(_at(dec.fwd_s, z) + _at(dec.tp_s + dec.cp_s, z) * share)
+            f = f + nd[z] * col(_at(dec.fwd_s, z) + _at(dec.tp_s + dec.cp_s + dec.ep_s, z) * share)
             w = w + nd[z] * col(W_SHARE * _at(dec.bwd_s, z) + 0.0 * share)
         f[:, 0] += _at(embed.fwd_s, z) + _at(embed.tp_s, z) * share
         f[:, -1] += _at(head.fwd_s, z) + _at(head.tp_s, z) * share - ovh

@@ -58,6 +58,9 @@ def add_cluster_args(p: argparse.ArgumentParser) -> None:
                    help="cluster graph YAML/JSON (nodes and links); sizes the cluster to it")
     p.add_argument("--calibration", default=None, metavar="PROFILE.json",
                    help="a calibration profile (paraplan profile / calibrate) to use instead of defaults")
+    p.add_argument("--gpu-profile", default=None, metavar="NAME|FILE",
+                   help="a measured GPU profile (shipped name or `paraplan profile --device cuda` file); refused "
+                        "when measured on another GPU than the cluster's")
 
 
 def add_training_args(p: argparse.ArgumentParser) -> None:
@@ -65,6 +68,11 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seq-len", type=positive_int, default=None, help="sequence length (default: model's max)")
     p.add_argument("--dtype", default="bf16", choices=["fp32", "tf32", "bf16", "fp16", "fp8"],
                    help="compute dtype (default bf16); the GPU must have it (fp8: H100, H200, B200, MI300X, L40S)")
+    p.add_argument("--stack", default="megatron", metavar="NAME",
+                   help="software stack that runs the plan (costmodel/data/stacks): megatron (default), deepspeed, "
+                        "fsdp, torch-compile, paraplan")
+    p.add_argument("--moe-imbalance", type=positive_float, default=None, metavar="RATIO",
+                   help="mixture of experts: tokens the busiest expert-parallel rank gets / the mean (default 1)")
 
 
 def add_plan_args(p: argparse.ArgumentParser, *, defaults: bool) -> None:
@@ -78,6 +86,8 @@ def add_plan_args(p: argparse.ArgumentParser, *, defaults: bool) -> None:
     p.add_argument("--tp", type=positive_int, default=None, help=h("tp", "tensor-parallel degree"))
     p.add_argument("--pp", type=positive_int, default=None, help=h("pp", "pipeline stages"))
     p.add_argument("--cp", type=positive_int, default=None, help=h("cp", "context-parallel degree"))
+    p.add_argument("--ep", type=positive_int, default=None,
+                   help=h("ep", "expert-parallel degree (mixture of experts; divides dp*cp)"))
     p.add_argument("--micro-batch", type=positive_int, default=None, help=h("micro_batch", "sequences per micro-batch"))
     p.add_argument("--virtual-stages", type=positive_int, default=None, help=h("virtual_stages", "chunks per pipeline rank"))
     p.add_argument("--schedule", default=None, choices=["gpipe", "1f1b", "interleaved-1f1b", "zero-bubble"],
@@ -96,14 +106,16 @@ def build_specs(args: argparse.Namespace) -> tuple[ModelSpec, ClusterSpec, Train
     args.calibration_profile = _calibration(args, procs=cluster.gpus_per_node)
     seq_len = model.max_seq_len if args.seq_len is None else args.seq_len
     global_batch = 8 * cluster.num_gpus if args.global_batch is None else args.global_batch
-    training = TrainingSpec(global_batch_size=global_batch, seq_len=seq_len, dtype=args.dtype)
+    extra = {} if getattr(args, "moe_imbalance", None) is None else {"moe_load_imbalance": args.moe_imbalance}
+    training = TrainingSpec(global_batch_size=global_batch, seq_len=seq_len, dtype=args.dtype,
+                            stack=getattr(args, "stack", "megatron"), **extra)
     return model, cluster, training
 
 
 def _interconnect(args: argparse.Namespace, cluster: ClusterSpec) -> tuple[ClusterSpec, Any]:
     """Apply --inter-node-bw/--intra-node-bw/--oversubscription, or load --topology (then the cluster
     is sized to the file and the graph is returned for estimate/search's `topology=`)."""
-    from costmodel.whatif import apply_interconnect, cluster_for_topology
+    from costmodel.network.whatif import apply_interconnect, cluster_for_topology
 
     flags = {"inter_node_bw": getattr(args, "inter_node_bw", None),
              "intra_node_bw": getattr(args, "intra_node_bw", None),
@@ -119,12 +131,19 @@ def _interconnect(args: argparse.Namespace, cluster: ClusterSpec) -> tuple[Clust
 
 def _calibration(args: argparse.Namespace, *, procs: int) -> Any:
     """The --calibration profile, loaded and validated, or None. A CPU profile describes `procs` worker
-    processes per host: its measured host terms apply (`costmodel.host_terms.with_host_terms`)."""
+    processes per host: its measured host terms apply (`costmodel.calibration.host_terms.with_host_terms`)."""
     path = getattr(args, "calibration", None)
+    gpu_profile = getattr(args, "gpu_profile", None)
+    if gpu_profile is not None:
+        if path is not None:
+            raise ValueError("--gpu-profile: give either --gpu-profile or --calibration, not both")
+        from costmodel.calibration.gpu_profiles import load_gpu_profile
+
+        return load_gpu_profile(gpu_profile)
     if path is None:
         return None
-    from costmodel.calibration import load_profile
-    from costmodel.host_terms import with_host_terms
+    from costmodel.calibration.host_terms import with_host_terms
+    from costmodel.calibration.profile_spec import load_profile
 
     return with_host_terms(load_profile(path), procs=procs)
 
@@ -135,7 +154,7 @@ def cost_options(args: argparse.Namespace) -> dict[str, Any]:
             "calibration": getattr(args, "calibration_profile", None)}
 
 
-_PLAN_FIELDS = {"dp": "dp", "tp": "tp", "pp": "pp", "cp": "cp", "micro_batch": "micro_batch_size",
+_PLAN_FIELDS = {"dp": "dp", "tp": "tp", "pp": "pp", "cp": "cp", "ep": "ep", "micro_batch": "micro_batch_size",
                 "virtual_stages": "virtual_stages", "schedule": "schedule", "zero": "zero_stage",
                 "recompute": "recompute", "sequence_parallel": "sequence_parallel"}
 
@@ -183,8 +202,8 @@ def _add_estimate(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_estimate(args: argparse.Namespace) -> int:
     from costmodel import estimate
-    from costmodel.feasibility import oom_message
-    from costmodel.report import format_estimate, write_text_atomic
+    from costmodel.step.feasibility import oom_message
+    from costmodel.step.report import format_estimate, write_text_atomic
 
     model, cluster, training = build_specs(args)
     plan = plan_from_args(args, world_size=cluster.num_gpus)
@@ -204,24 +223,39 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
 
 def _add_validate_published(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate-published",
-                       help="reproduce published training runs (Megatron-LM SC21, vTrain) and report the error")
-    p.add_argument("--data", default=None, help="folder holding megatron2021/ and vtrain/ (default ../shared/data)")
+                       help="reproduce published training runs (Megatron-LM SC21, vTrain, MoE) and report the error")
+    p.add_argument("--data", default=None, help="folder holding megatron2021/, vtrain/ and moe2025/ (default: the "
+                                                "copy shipped with paraplan)")
     p.add_argument("--out", type=output_file, default=None, metavar="VALIDATION.md",
                    help="write the report section into this file")
     p.add_argument("--csv", type=output_file, default=None, metavar="FILE", help="write predicted vs published per row as CSV")
+    p.add_argument("--loso", action="store_true",
+                   help="also fit the constants leaving each source out and report that error (several minutes)")
     p.set_defaults(handler=_cmd_validate_published)
 
 
 def _cmd_validate_published(args: argparse.Namespace) -> int:
-    from costmodel.published import run_validation, summary_text, update_validation_doc
+    from costmodel.calibration.published import run_validation, summary_text, update_validation_doc
+    from costmodel.calibration.published.moe import moe_summary_text, run_moe_validation, update_moe_doc
 
     result = run_validation(args.data)
+    moe = run_moe_validation(args.data)   # mixtures of experts: held out, reported on their own
     print(summary_text(result))
+    if not moe.empty:
+        print(moe_summary_text(moe))
+    loso = None
+    if args.loso:
+        from costmodel.calibration.published.loso import leave_one_source_out
+        from costmodel.calibration.published.validate import all_cases
+
+        loso = leave_one_source_out(all_cases(result.data_dir)[0], log=lambda m: print(m, file=sys.stderr, flush=True))
+        print(loso.table.to_string(index=False, float_format=lambda x: f"{x:.1%}"))
     if args.csv:
-        from costmodel.report import write_text_atomic
+        from costmodel.step.report import write_text_atomic
         write_text_atomic(args.csv, result.rows.to_csv(index=False))
     if args.out:
-        update_validation_doc(args.out, result)
+        update_validation_doc(args.out, result, loso=loso)
+        update_moe_doc(args.out, moe)
         print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
@@ -231,10 +265,13 @@ def _add_ui(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ui", help="start the Streamlit app (plan, inspect, compare, what-if, run)")
     p.add_argument("--address", default="127.0.0.1", help="address to serve on (default: localhost only)")
     p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--runs", default=None, metavar="DIR",
+                   help="folder the app keeps its runs in (default: $PARAPLAN_RUNS or ./runs)")
     p.set_defaults(handler=_cmd_ui)
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
+    import os
     import subprocess
     from pathlib import Path
 
@@ -246,8 +283,11 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     argv = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.address,
             "--server.port", str(args.port), "--server.fileWatcherType", "none", "--server.headless", "true",
             "--browser.gatherUsageStats", "false"]
+    env = dict(os.environ)
+    if args.runs:
+        env["PARAPLAN_RUNS"] = str(Path(args.runs).resolve())
     print(f"paraplan ui: http://{args.address}:{args.port}", file=sys.stderr)
-    return subprocess.call(argv)
+    return subprocess.call(argv, env=env)
 
 
 # ---------------------------------------------------------------- plan, sweep (owned by planner/)
@@ -270,6 +310,9 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--csv", type=output_file, default=None, metavar="FILE", help="write the ranked plans as CSV")
     p.add_argument("--save", type=output_file, default=None, metavar="PLAN.json",
                    help="write the best plan for the executor (and for estimate --plan)")
+    p.add_argument("--all-placements", action="store_true",
+                   help="list plans that differ only in placement with the same figures one by one "
+                        "(default: folded into the first, column 'same as')")
     p.set_defaults(handler=_cmd_plan)
 
 
@@ -281,8 +324,13 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     model, cluster, training = build_specs(args)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     result = search(model, cluster, training, top_k=args.top_k, progress=progress,
-                    rebalance=args.rebalance, **cost_options(args), **constraints_from_args(args))
+                    rebalance=args.rebalance, fold_equivalent=not args.all_placements, **cost_options(args),
+                    **constraints_from_args(args))
     print(result_json(result) if args.json else format_table(result))
+    if not args.json and result.best is not None and model.is_moe:
+        from planner.explain import explain_experts
+
+        print(explain_experts(model, cluster, result.best.estimate, topology=getattr(args, "topology_graph", None)))
     if args.csv:
         write_csv_atomic(result.to_frame(), args.csv)
     if args.save and result.best is not None:
@@ -325,6 +373,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     cols = [args.vary, "plan", "num_gpus", "global_batch_size", "step_time_s", "tokens_per_s", "mfu", "peak_gib",
             "message"]
     print(df[cols].to_string(index=False, na_rep="-", float_format=lambda x: f"{x:.4g}"))
+    print(f"times assume stack {training.stack}")
     if args.csv:
         write_csv_atomic(df, args.csv)
     return 0
@@ -342,12 +391,17 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None, help="data/init seed (default 0, or the checkpoint's)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-4)")
     p.add_argument("--warmup-steps", type=int, default=None, help="default lr-decay-steps // 10")
-    p.add_argument("--lr-decay-steps", type=int, default=None, help="cosine length (default --steps)")
-    p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
-                   help="default fp32 on CPU, bf16 on GPUs")
+    p.add_argument("--lr-decay-steps", type=int, default=None,
+                   help="cosine length (default --steps; a resumed run keeps its checkpoint's)")
+    p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16", "fp8"],
+                   help="default fp32 on CPU, bf16 on GPUs; fp8 (torchao float8 linears) needs compute capability >= 8.9")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile each Transformer block (default: on with CUDA, off on CPU)")
     p.add_argument("--corpus", default=None, help="text file to train on (default: the built-in corpus)")
     p.add_argument("--ckpt-every", type=int, default=0, help="checkpoint every N steps and at the end")
     p.add_argument("--resume", default=None, help="run directory or checkpoint to resume from (any plan)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (its metrics and checkpoints are deleted)")
     p.add_argument("--max-restarts", type=int, default=0, help="elastic restarts from the last checkpoint")
     p.add_argument("--timeout", type=float, default=300.0, help="collective timeout in seconds")
     p.add_argument("--scale-to", type=int, default=None, metavar="N",
@@ -355,8 +409,14 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nnodes", type=int, default=1)
     p.add_argument("--node-rank", type=int, default=0)
     p.add_argument("--rdzv-endpoint", default=None, help="HOST:PORT of node 0 (multi-node)")
+    p.add_argument("--rdzv-timeout", type=float, default=120.0,
+                   help="seconds to wait for node 0's rendezvous and for all nodes to join (multi-node)")
     p.add_argument("--log-every", type=int, default=10, help="progress line every N steps")
-    p.add_argument("--dry-run", action="store_true", help="print the torchrun command and exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the torchrun command and exit (nothing is written)")
+    p.add_argument("--trace-step", type=int, default=0, metavar="N",
+                   help="write a torch.profiler trace of step N (every rank) to OUT/trace/; "
+                        "that step is left out of the step-time median (default 0: none)")
     p.set_defaults(handler=_cmd_run)
 
 
@@ -372,10 +432,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
         lr_decay_steps=args.lr_decay_steps, ckpt_every=args.ckpt_every, resume=args.resume,
         max_restarts=args.max_restarts, timeout_s=args.timeout, scale_to=args.scale_to, nnodes=args.nnodes,
         node_rank=args.node_rank, rdzv_endpoint=args.rdzv_endpoint, dtype=args.dtype, corpus=args.corpus,
-        log_every=args.log_every)
+        log_every=args.log_every, compile=args.compile, overwrite=args.overwrite, rdzv_timeout_s=args.rdzv_timeout)
     for change in setup.changes:
         print(f"paraplan: scaled: {change}", file=sys.stderr)
+    if args.trace_step:
+        import dataclasses
+
+        from executor.trace import TRACE_ENV
+
+        if not 1 <= args.trace_step <= args.steps:
+            raise ValueError(f"--trace-step {args.trace_step}: the run has {args.steps} steps; use 1 to {args.steps}")
+        setup = dataclasses.replace(setup, env={**setup.env, TRACE_ENV: str(args.trace_step)})
+    for note in setup.notes:
+        print(f"paraplan: note: {note}", file=sys.stderr)
     if args.dry_run:
+        print(f"paraplan: dry run, nothing written: a run first writes {setup.out_dir / 'plan.json'}, which this "
+              f"command reads: {setup.plan.model_dump_json()}", file=sys.stderr)
         print(setup.command_line())
         return 0
     try:
@@ -392,6 +464,116 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- launch (executor): a plan on a cluster (torchrun, Slurm, Kubernetes, Ray)
+LAUNCH_TARGETS = ["torchrun", "slurm", "kubernetes", "ray"]  # executor.launch.TARGETS (kept light: no torch here)
+
+
+def _add_launch(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("launch", help="write (and --submit) what a cluster needs to run a plan: a torchrun "
+                                      "script, an sbatch script, a Kubernetes manifest or a Ray Train driver")
+    p.add_argument("plan_file", nargs="?", metavar="PLAN.json", help="plan file (e.g. from `paraplan plan --save`)")
+    p.add_argument("--on", choices=LAUNCH_TARGETS, help="where to run it")
+    p.add_argument("--status", metavar="JOBID", default=None, help="print a Slurm job's state (squeue/sacct)")
+    p.add_argument("--nodes", type=int, default=None, help="nodes (default: what the plan fills)")
+    p.add_argument("--gpus-per-node", type=int, default=None, help="default: the cluster preset's")
+    p.add_argument("--cluster", default="dgx-a100", help="cluster preset: GPUs per node, GPU type, network "
+                                                        "(NCCL settings); 'cpu' runs CPU workers over Gloo")
+    p.add_argument("--model", default="tiny-llama", help="catalog name or ModelSpec YAML/JSON")
+    p.add_argument("--steps", type=int, default=50, help="train until this optimizer step")
+    p.add_argument("--out", default=None, help="run directory as the nodes see it (default runs/NAME; "
+                                               "/runs/NAME on Kubernetes)")
+    p.add_argument("--global-batch", type=int, default=None,
+                   help="sequences per step (default: 8 per GPU as in `plan`; 8 with --cluster cpu)")
+    p.add_argument("--seq-len", type=int, default=None,
+                   help="default: the model's context (at most 1024 with --cluster cpu)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-4)")
+    p.add_argument("--warmup-steps", type=int, default=None, help="default lr-decay-steps // 10")
+    p.add_argument("--lr-decay-steps", type=int, default=None, help="cosine length (default --steps)")
+    p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"], help="default bf16 on GPUs")
+    p.add_argument("--ckpt-every", type=int, default=100, help="checkpoint every N steps and at the end")
+    p.add_argument("--max-restarts", type=int, default=3,
+                   help="restarts after a failure, each from the newest checkpoint")
+    p.add_argument("--timeout", type=float, default=1800.0, help="collective timeout in seconds")
+    p.add_argument("--log-every", type=int, default=10, help="progress line every N steps")
+    p.add_argument("--name", default=None, help="job name (default paraplan-MODEL-PLAN)")
+    p.add_argument("--env", action="append", default=None, metavar="NAME=VALUE",
+                   help="extra environment for the workers (repeatable), e.g. NCCL_SOCKET_IFNAME=ib0")
+    p.add_argument("--python", default=None, help="interpreter on the nodes (default: this one; python in a container)")
+    p.add_argument("--rdzv-host", default=None, help="torchrun: the node that hosts the rendezvous (node 0)")
+    p.add_argument("--rdzv-port", type=int, default=29500, help="torchrun: the rendezvous port on node 0")
+    p.add_argument("--partition", default=None, help="Slurm partition")
+    p.add_argument("--account", default=None, help="Slurm account")
+    p.add_argument("--time", default=None, dest="time_limit", help="Slurm time limit, e.g. 24:00:00")
+    p.add_argument("--image", default="paraplan:latest", help="Kubernetes: container image with paraplan installed")
+    p.add_argument("--namespace", default=None, help="Kubernetes namespace")
+    p.add_argument("--pvc", default=None, help="Kubernetes: PersistentVolumeClaim for the run directory")
+    p.add_argument("--kind", default="pytorchjob", choices=["pytorchjob", "jobset"], help="Kubernetes object")
+    p.add_argument("--ray-address", default=None, help="Ray cluster (default: a local instance)")
+    p.add_argument("--ray-cpus", type=int, default=None, help="CPUs of a local Ray instance (default: world size)")
+    p.add_argument("--file", default=None, help="where to write the script or manifest (default: NAME.<ext>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --file")
+    p.add_argument("--submit", action="store_true",
+                   help="also submit it: sbatch, kubectl apply, Ray Train from here, or this node's torchrun")
+    p.set_defaults(handler=_cmd_launch)
+
+
+def _cmd_launch(args: argparse.Namespace) -> int:
+    from executor.launch import (
+        RunFailed,
+        check_submit,
+        job_status,
+        launch_note,
+        prepare_launch,
+        submit_launch,
+        write_launch,
+    )
+
+    if args.status is not None:
+        info = job_status(args.status)
+        extra = info.get("reason") or info.get("exit_code") or ""
+        print(f"job {info['job']}: {info['state']}, elapsed {info['elapsed']}, nodes {info['nodes'] or '-'}"
+              + (f", {extra}" if extra and extra != "None" else "") + f" ({info['source']})")
+        return 0
+    if not args.plan_file or not args.on:
+        raise ValueError("launch: give PLAN.json and --on torchrun|slurm|kubernetes|ray (or --status JOBID)")
+    spec = prepare_launch(
+        args.plan_file, on=args.on, model=args.model, steps=args.steps, out=args.out, nodes=args.nodes,
+        gpus_per_node=args.gpus_per_node, cluster=args.cluster, global_batch=args.global_batch, seq_len=args.seq_len,
+        seed=args.seed, lr=args.lr, warmup_steps=args.warmup_steps, lr_decay_steps=args.lr_decay_steps,
+        dtype=args.dtype, ckpt_every=args.ckpt_every, max_restarts=args.max_restarts, timeout_s=args.timeout,
+        log_every=args.log_every, name=args.name, rdzv_host=args.rdzv_host, rdzv_port=args.rdzv_port, env=args.env,
+        python=args.python, partition=args.partition, account=args.account, time_limit=args.time_limit,
+        image=args.image, namespace=args.namespace, pvc=args.pvc, ray_address=args.ray_address)
+    if args.submit:
+        check_submit(spec)  # before writing: a refused submission leaves nothing behind
+    path = write_launch(spec, args.file, kind=args.kind, overwrite=args.overwrite)
+    print(f"paraplan: wrote {path}: {spec.summary_line()}", file=sys.stderr)
+    if note := launch_note(spec):
+        print(f"paraplan: note: {note}", file=sys.stderr)
+    if not args.submit:
+        usage = {"slurm": f"sbatch {path}", "kubernetes": f"kubectl apply -f {path}",
+                 "ray": f"python {path} --address auto", "torchrun": f"bash {path}  # on each of the {spec.nodes} nodes"}
+        print(usage[spec.target])
+        return 0
+    try:
+        result = submit_launch(spec, path, num_cpus=args.ray_cpus)
+    except (RunFailed, RuntimeError) as exc:
+        print(f"paraplan: error: run failed: {exc}", file=sys.stderr)
+        return 1
+    if "job" in result:
+        print(f"paraplan: submitted Slurm job {result['job']}; follow it with: paraplan launch --status "
+              f"{result['job']}", file=sys.stderr)
+        print(result["job"])
+    elif "applied" in result:
+        print(result["applied"])
+    elif result.get("summary"):
+        s = result["summary"]
+        print(f"paraplan: {spec.plan.short()} on Ray ({s['world_size']} workers): {s['steps']} steps, "
+              f"{s['step_time_s'] * 1e3:.1f} ms/step; results in {spec.out_dir}")
+    return 0
+
+
 # ---------------------------------------------------------------- profile (owned by costmodel/profile)
 def _add_profile(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profile", help="measure this machine (GEMMs, attention, memory, collectives) "
@@ -400,7 +582,9 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="gpt3-125m", help="model whose layer GEMM shapes are measured")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--dtype", action="append", default=None, help="dtype(s) to measure (repeatable)")
-    p.add_argument("--nprocs", default="2", help="local processes for collectives, e.g. 2 or 2,4 (0 = skip)")
+    p.add_argument("--nprocs", default="auto",
+                   help="local processes for collectives, e.g. 2 or 2,4 (0 = skip; auto: 2 on CPU, every GPU when "
+                        "there are several, none on one GPU)")
     p.add_argument("--sizes", default="1KB-64MB",
                    help="collective buffer sizes: a range LO-HI (powers of 4) or a list 1KB,1MB (KB = 1024 B)")
     p.add_argument("--ops", default=None, help="collectives to time, comma-separated (default: all)")
@@ -414,22 +598,24 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
-    from costmodel.calibration import save_profile
-    from costmodel.profile import ProfileConfig, run_profile
-    from costmodel.profile.options import parse_nprocs, parse_ops, parse_sizes
+    from costmodel.calibration.profile import ProfileConfig, run_profile
+    from costmodel.calibration.profile.options import parse_nprocs, parse_ops, parse_sizes
+    from costmodel.calibration.profile_spec import save_profile
 
+    nprocs = None if args.nprocs == "auto" else parse_nprocs(args.nprocs)
     cfg = ProfileConfig(model=args.model, device=args.device, dtypes=tuple(args.dtype) if args.dtype else None,
-                        tokens=args.tokens, threads=args.threads, nprocs=parse_nprocs(args.nprocs), sizes_bytes=parse_sizes(args.sizes),
+                        tokens=args.tokens, threads=args.threads, nprocs=nprocs, sizes_bytes=parse_sizes(args.sizes),
                         ops=parse_ops(args.ops), repeats=args.repeats, seed=args.seed,
                         timeout_s=args.timeout, progress=args.progress)
     profile = run_profile(cfg)
     save_profile(profile, args.out)
     print(f"wrote {args.out}: {profile.device}, torch {profile.torch_version}, {len(profile.gemm)} GEMMs, "
-          f"{len(profile.attention)} attention, {len(profile.collectives)} collective points")
+          f"{len(profile.attention)} attention, {len(profile.mem_ops)} memory-bound operator, "
+          f"{len(profile.optimizer)} optimizer, {len(profile.collectives)} collective points")
     return 0
 
 
-# ---------------------------------------------------------------- validate, calibrate (closed loop, issue 6)
+# ---------------------------------------------------------------- validate, calibrate (closed loop)
 def _add_validate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="run feasible plans for real on this machine and compare with predictions")
     p.add_argument("--local", action="store_true", required=True, help="validate on this machine (required)")
@@ -450,14 +636,15 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    import functools
     import shlex
     from pathlib import Path
 
-    from costmodel.calibration import load_profile, save_profile
-    from costmodel.fit_data import local_cluster
+    from costmodel.calibration.fit_data import local_cluster
+    from costmodel.calibration.profile_spec import load_profile, save_profile
     from executor.launch import plan_unsupported, run_plan
-    from planner.closed_loop import LocalValidation, run_local_validation
-    from planner.closed_loop_doc import local_markdown, update_part
+    from planner.closed_loop.doc import local_markdown, update_part
+    from planner.closed_loop.validate import LocalValidation, run_local_validation
 
     out = Path(args.out)
     model = load_model(args.model)
@@ -467,7 +654,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     if args.profile:
         profile = load_profile(args.profile)
     else:
-        from costmodel.profile import ProfileConfig, run_profile
+        from costmodel.calibration.profile import ProfileConfig, run_profile
 
         print(f"paraplan: profiling this machine for {model.name} (pass --profile to reuse one)", file=sys.stderr)
         profile = run_profile(ProfileConfig(model=model.name, nprocs=(args.procs,) if args.procs > 1 else (),
@@ -476,10 +663,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         save_profile(profile, out / "profile.json")
     cluster = local_cluster(args.procs)
     if profile.device.lower() != "cpu":  # GPUs: the preset of this GPU, one node of --procs GPUs
-        from costmodel.fit_data import cluster_for_device
+        from costmodel.calibration.fit_data import cluster_for_device
 
         cluster = cluster_for_device(profile.device, args.procs).model_copy(update={"gpus_per_node": args.procs})
-    report = run_local_validation(cfg, runner=run_plan, cluster=cluster, profile=profile,
+    # the sweep's run directories are its own outputs: a new sweep into --out replaces them
+    report = run_local_validation(cfg, runner=functools.partial(run_plan, overwrite=True), cluster=cluster,
+                                  profile=profile,
                                   out_dir=out, log=lambda msg: print(msg, file=sys.stderr, flush=True),
                                   runnable=lambda plan: plan_unsupported(plan, global_batch=args.global_batch) is None)
     s = report.summary
@@ -502,8 +691,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calibrate", help="fit the cost model's constants to measured runs (held-out scoring)")
     p.add_argument("summaries", nargs="*", metavar="SUMMARY.json", help="executor summary.json files or run folders")
-    p.add_argument("--vtrain", action="store_true", help="fit on the vTrain A100 measurements (../shared/data/vtrain)")
-    p.add_argument("--data", default=None, help="shared data folder (default ../shared/data)")
+    p.add_argument("--vtrain", action="store_true", help="fit on the vTrain A100 measurements (shipped with paraplan; see docs/VALIDATION.md)")
+    p.add_argument("--data", default=None, help="folder holding vtrain/ (default: the copy shipped with paraplan)")
     p.add_argument("--profile", default=None, metavar="FILE", help="measured profile of the runs' machine to build on")
     p.add_argument("--fit", default=None, metavar="NAMES", help="comma-separated constants to fit (default: by data)")
     p.add_argument("--holdout", type=fraction, default=0.3, help="fraction held out for scoring (default 0.3)")
@@ -517,12 +706,12 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from costmodel.calibrate import VTRAIN_FIT_NAMES, calibrate
-    from costmodel.calibration import load_profile, save_profile
-    from costmodel.fit_data import observations_from_summaries, vtrain_observations
-    from costmodel.published.validate import VALIDATION_EFFICIENCY
-    from costmodel.report import write_text_atomic
-    from planner.closed_loop_doc import fit_markdown, update_part
+    from costmodel.calibration.calibrate import VTRAIN_FIT_NAMES, calibrate
+    from costmodel.calibration.fit_data import observations_from_summaries, vtrain_observations
+    from costmodel.calibration.profile_spec import load_profile, save_profile
+    from costmodel.calibration.published.validate import VALIDATION_EFFICIENCY
+    from costmodel.step.report import write_text_atomic
+    from planner.closed_loop.doc import fit_markdown, update_part
 
     if bool(args.summaries) == bool(args.vtrain):
         raise ValueError("calibrate: give summary.json files or --vtrain (one of the two)")
@@ -531,14 +720,15 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if args.vtrain:
         obs = vtrain_observations(args.data)
         if not obs:
-            print("paraplan: vTrain data not found (expected ../shared/data/vtrain); nothing to fit", file=sys.stderr)
-            return 0
+            print(f"paraplan: --data: no vtrain/ground_truth_*.csv in {args.data}; point it at a folder with vtrain/ "
+                  "or leave it out", file=sys.stderr)
+            return 2
         fit, saved = calibrate(obs, profile=profile, names=names or VTRAIN_FIT_NAMES, efficiency=VALIDATION_EFFICIENCY,
                                test_fraction=args.holdout, seed=args.seed, max_evals=args.max_evals, source="vtrain")
     else:
         obs = observations_from_summaries(args.summaries)
         if profile is not None and profile.device.lower() == "cpu" and obs:
-            from planner.closed_loop import host_constants
+            from planner.closed_loop.validate import host_constants
 
             # the same a-priori host constants as validate --local
             start = host_constants(profile, procs=obs[0].plan.world_size)
@@ -561,7 +751,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_estimate, _add_validate_published, _add_ui, _add_plan, _add_sweep, _add_run, _add_profile, _add_validate, _add_calibrate]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_estimate, _add_validate_published, _add_ui, _add_plan, _add_sweep, _add_run, _add_launch, _add_profile, _add_validate, _add_calibrate]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -92,7 +92,7 @@ def output_file(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-PLAN_DEFAULTS: dict[str, Any] = {"tp": 1, "pp": 1, "cp": 1, "micro_batch": 1, "virtual_stages": 1, "zero": 0,
+PLAN_DEFAULTS: dict[str, Any] = {"tp": 1, "pp": 1, "cp": 1, "ep": 1, "micro_batch": 1, "virtual_stages": 1, "zero": 0,
                                  "recompute": "none", "sequence_parallel": False}
 """What `estimate` uses for a knob that neither the command line nor `--plan FILE` sets (the
 ParallelPlan defaults; dp fills the cluster, the schedule is 1f1b, or interleaved-1f1b with

@@ -105,10 +105,12 @@ class Constraints:
     tp: tuple[int, ...] | None = None
     pp: tuple[int, ...] | None = None
     cp: tuple[int, ...] | None = None
+    ep: tuple[int, ...] | None = None
     max_dp: int | None = None
     max_tp: int | None = None
     max_pp: int | None = None
     max_cp: int | None = None
+    max_ep: int | None = None
     micro_batch_size: tuple[int, ...] | None = None
     max_micro_batch_size: int = 16
     virtual_stages: tuple[int, ...] | None = None
@@ -133,7 +135,7 @@ class Constraints:
                 raise ValueError(f"{key}: unknown search constraint; known: {', '.join(sorted(known))}")
         kw = {k: v for k, v in kwargs.items() if v is not None}
         out: dict[str, Any] = {}
-        for axis in ("dp", "tp", "pp", "cp"):
+        for axis in ("dp", "tp", "pp", "cp", "ep"):
             out[axis] = _ints(axis, kw.get(axis), at_most=(MAX_GPUS, "GPUs"))
             out[f"max_{axis}"] = _bound(f"max_{axis}", kw.get(f"max_{axis}"), at_most=MAX_GPUS)
         out["micro_batch_size"] = _ints("micro_batch_size", kw.get("micro_batch_size"),

@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from costmodel.estimate import estimate, prefetch_simulations
 from costmodel.specs import ClusterSpec, ModelSpec, StepEstimate, TrainingSpec
+from costmodel.step.estimate import estimate, prefetch_simulations
 
 from .balance import balanced_split
 from .space import Space
@@ -37,7 +37,7 @@ class ExactScorer:
 
     def prefetch(self, indices: Iterable[int]) -> int:
         """Run the pipeline simulations the candidates `indices` will need, batched per schedule shape
-        (`costmodel.estimate.prefetch_simulations`), so scoring them one by one later is cheap. Scores
+        (`costmodel.step.estimate.prefetch_simulations`), so scoring them one by one later is cheap. Scores
         nothing (`calls` and `scored()` are unchanged); returns how many simulations ran."""
         plans = [p for i in indices if int(i) not in self._memo
                  for p in self.variants(int(i)) if p.layers_per_stage is not None]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from costmodel.params import model_shape
+from costmodel.layer.params import model_shape
 from costmodel.specs import ModelSpec, ParallelPlan, TrainingSpec
 
 from .balance import balanced_split

@@ -18,7 +18,8 @@ import numpy as np
 
 from costmodel import TrainingSpec, get_cluster, load_model
 from costmodel.atomic import update_section
-from costmodel.flops import megatron_eq3_flops
+from costmodel.calibration.published.data import SOURCES_DIR
+from costmodel.layer.flops import megatron_eq3_flops
 
 from .scoring import bulk_scores
 from .search import search
@@ -26,7 +27,7 @@ from .space import build_space
 
 __all__ = ["RUNS_CSV", "table1_rows", "compare_row", "render_section", "replace_section", "main"]
 
-RUNS_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "megatron2021" / "runs.csv"
+RUNS_CSV = SOURCES_DIR / "megatron2021" / "runs.csv"
 BEGIN, END = "<!-- planner:begin -->", "<!-- planner:end -->"
 # What the paper fixes for its Table 1 runs (see the data README): full recomputation, no ZeRO,
 # no sequence parallelism (2021), interleaved 1F1B where pp > 1; micro-batch and chunks not stated.

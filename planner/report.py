@@ -19,16 +19,16 @@ from .result import GIB, SearchResult
 __all__ = ["add_search_args", "constraints_from_args", "format_table", "result_json", "write_text_atomic",
            "write_csv_atomic"]
 
-_KNOB_ARGS = {"dp": "dp", "tp": "tp", "pp": "pp", "cp": "cp", "micro_batch": "micro_batch_size",
+_KNOB_ARGS = {"dp": "dp", "tp": "tp", "pp": "pp", "cp": "cp", "ep": "ep", "micro_batch": "micro_batch_size",
               "virtual_stages": "virtual_stages", "schedule": "schedule", "zero": "zero_stage",
               "recompute": "recompute", "sequence_parallel": "sequence_parallel"}
-_PLAN_FILE_FIELDS = {"dp", "tp", "pp", "cp", "micro_batch_size", "virtual_stages", "schedule", "zero_stage",
+_PLAN_FILE_FIELDS = {"dp", "tp", "pp", "cp", "ep", "micro_batch_size", "virtual_stages", "schedule", "zero_stage",
                      "recompute", "sequence_parallel"}
 
 
 def add_search_args(p: argparse.ArgumentParser) -> None:
     """Search bounds and options (the knob flags themselves come from cli.add_plan_args)."""
-    for axis in ("dp", "tp", "pp", "cp"):
+    for axis in ("dp", "tp", "pp", "cp", "ep"):
         p.add_argument(f"--max-{axis}", type=int, default=None, help=f"largest {axis} degree to consider")
     p.add_argument("--max-micro-batch", type=int, default=None, help="largest micro-batch size (default 16)")
     p.add_argument("--max-virtual-stages", type=int, default=None, help="largest interleaving depth (default 8)")
@@ -53,7 +53,7 @@ def constraints_from_args(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, arg, None)
         if value is not None:
             out[key] = value
-    for axis in ("dp", "tp", "pp", "cp"):
+    for axis in ("dp", "tp", "pp", "cp", "ep"):
         if getattr(args, f"max_{axis}", None) is not None:
             out[f"max_{axis}"] = getattr(args, f"max_{axis}")
     if args.max_micro_batch is not None:
@@ -80,10 +80,19 @@ def format_table(result: SearchResult, *, max_rejections: int = 6) -> str:
             "tokens/s": df["tokens_per_s"].map("{:,.0f}".format), "MFU": df["mfu"].map("{:.1%}".format),
             "peak GiB": (df["peak_bytes"] / GIB).map("{:.1f}".format),
             "bubble s": df["bubble_s"].map("{:.3f}".format),
-            "comm s": (df["tp_comm_s"] + df["cp_comm_s"] + df["dp_comm_s"] + df["pp_comm_s"]).map("{:.3f}".format),
+            "comm s": (df["tp_comm_s"] + df["cp_comm_s"] + df["ep_comm_s"] + df["dp_comm_s"]
+                       + df["pp_comm_s"]).map("{:.3f}".format),
             "placement": df["placement"], "layers/stage": df["layers_per_stage"].map(_short_split),
         })
+        if (df["ep"] > 1).any():   # expert parallelism: its all-to-all share of the communication
+            table.insert(table.columns.get_loc("comm s") + 1, "all-to-all s", df["ep_comm_s"].map("{:.3f}".format))
+        if df["equivalent"].any():
+            table["same as"] = df["equivalent_placements"].map(lambda s: s or "-")
         lines.append(table.to_string(index=False))
+        best = result.plans[0].estimate
+        lines.append(f"times assume stack {best.stack}; kernels: "
+                     + (f"measured GPU profile ({best.gpu_profile})" if best.gpu_profile
+                        else "the stack's analytical efficiencies (no GPU profile)"))
     lines.append(result.summary())
     if result.rejections:
         top = result.rejections_frame().head(max_rejections)
@@ -101,7 +110,9 @@ def _short_split(text: str) -> str:
 def result_json(result: SearchResult) -> str:
     """The result as JSON: ranked StepEstimates (plan embedded), Pareto fronts, counts, rejections."""
     def est(r: Any) -> dict[str, Any]:
-        return {"rank": r.rank, **json.loads(r.estimate.model_dump_json(exclude={"timeline"}))}
+        return {"rank": r.rank, **json.loads(r.estimate.model_dump_json(exclude={"timeline"})),
+                "equivalent": [json.loads(p.model_dump_json()) for p in r.equivalent],
+                "equivalent_note": r.equivalent_note}
 
     return json.dumps({
         "plans": [est(r) for r in result.plans],
@@ -109,7 +120,7 @@ def result_json(result: SearchResult) -> str:
         "pareto_gpus": [est(r) for r in result.pareto_gpus],
         "rejections": result.rejections, "num_candidates": result.num_candidates,
         "num_valid": result.num_valid, "num_fit": result.num_fit, "num_rescored": result.num_rescored,
-        "elapsed_s": result.elapsed_s, "message": result.message,
+        "elapsed_s": result.elapsed_s, "message": result.message, "num_folded": result.num_folded,
     }, indent=2)
 
 

@@ -22,6 +22,10 @@ class RankedPlan:
     rank: int
     plan: ParallelPlan
     estimate: StepEstimate
+    equivalent: tuple[ParallelPlan, ...] = ()
+    """Other placements of this plan with the same figures, folded into it (`planner.fold`)."""
+    equivalent_note: str = ""
+    """Why they change nothing (empty when there are none)."""
 
     @property
     def label(self) -> str:
@@ -37,12 +41,13 @@ class RankedPlan:
         return self.estimate.memory.peak_bytes
 
 
-def plan_row(estimate: StepEstimate) -> dict[str, Any]:
-    """One flat row: every knob of the plan and every figure of its estimate."""
+def plan_row(estimate: StepEstimate, *, equivalent: tuple[ParallelPlan, ...] = ()) -> dict[str, Any]:
+    """One flat row: every knob of the plan and every figure of its estimate (and the placements of the
+    equivalent plans folded into it)."""
     p, t, m = estimate.plan, estimate.time, estimate.memory
     return {
         "plan": p.short(), "num_gpus": estimate.num_gpus,
-        "dp": p.dp, "tp": p.tp, "pp": p.pp, "cp": p.cp, "micro_batch_size": p.micro_batch_size,
+        "dp": p.dp, "tp": p.tp, "pp": p.pp, "cp": p.cp, "ep": p.ep, "micro_batch_size": p.micro_batch_size,
         "virtual_stages": p.virtual_stages, "schedule": p.schedule, "zero_stage": p.zero_stage,
         "recompute": p.recompute, "sequence_parallel": p.sequence_parallel,
         "placement": "-".join(p.placement),
@@ -51,12 +56,13 @@ def plan_row(estimate: StepEstimate) -> dict[str, Any]:
         "model_tflops_per_gpu": estimate.model_tflops_per_gpu,
         "hardware_tflops_per_gpu": estimate.hardware_tflops_per_gpu, "mfu": estimate.mfu, "hfu": estimate.hfu,
         "peak_bytes": m.peak_bytes, "peak_gib": m.peak_bytes / GIB, "capacity_bytes": estimate.capacity_bytes,
-        "compute_s": t.compute_s, "tp_comm_s": t.tp_comm_s, "cp_comm_s": t.cp_comm_s,
+        "compute_s": t.compute_s, "tp_comm_s": t.tp_comm_s, "cp_comm_s": t.cp_comm_s, "ep_comm_s": t.ep_comm_s,
         "dp_comm_s": t.dp_comm_s, "pp_comm_s": t.pp_comm_s, "bubble_s": t.bubble_s,
         "optimizer_s": t.optimizer_s,
         "parameters_bytes": m.parameters_bytes, "gradients_bytes": m.gradients_bytes,
         "optimizer_bytes": m.optimizer_bytes, "activations_bytes": m.activations_bytes,
-        "buffers_bytes": m.buffers_bytes,
+        "buffers_bytes": m.buffers_bytes, "stack": estimate.stack, "gpu_profile": estimate.gpu_profile or "",
+        "equivalent": len(equivalent), "equivalent_placements": " ".join("-".join(e.placement) for e in equivalent),
     }
 
 
@@ -65,7 +71,9 @@ class SearchResult:
     """Ranked plans (fastest first), Pareto fronts and the accounting of the search.
 
     `rejections` maps a reason (a rule label, or 'oom: does not fit in memory') to the number of
-    candidate plans rejected for it. `message` explains an empty result with numbers."""
+    candidate plans rejected for it. `message` explains an empty result with numbers. Plans that only
+    differ in placement with the same figures are folded into the first (`RankedPlan.equivalent`,
+    counted in `num_folded`; `planner.fold`) unless the search ran with `fold_equivalent=False`."""
 
     plans: tuple[RankedPlan, ...]
     pareto_memory: tuple[RankedPlan, ...] = ()
@@ -79,6 +87,7 @@ class SearchResult:
     message: str = ""
     complete: bool = True
     timings_s: dict[str, float] = field(default_factory=dict)
+    num_folded: int = 0
 
     @property
     def best(self) -> RankedPlan | None:
@@ -104,7 +113,7 @@ class SearchResult:
 
     def to_frame(self) -> pd.DataFrame:
         """One row per ranked plan, a column for every knob and every figure."""
-        rows = [{"rank": r.rank, **plan_row(r.estimate)} for r in self.plans]
+        rows = [{"rank": r.rank, **plan_row(r.estimate, equivalent=r.equivalent)} for r in self.plans]
         return pd.DataFrame(rows, columns=["rank", *COLUMNS])
 
     def pareto_frame(self, against: str = "memory") -> pd.DataFrame:
@@ -112,7 +121,7 @@ class SearchResult:
         if against not in ("memory", "gpus"):
             raise ValueError(f"against={against!r}: use 'memory' or 'gpus'")
         front = self.pareto_memory if against == "memory" else self.pareto_gpus
-        return pd.DataFrame([plan_row(r.estimate) for r in front], columns=COLUMNS)
+        return pd.DataFrame([plan_row(r.estimate, equivalent=r.equivalent) for r in front], columns=COLUMNS)
 
     def rejections_frame(self) -> pd.DataFrame:
         """Rejected candidates by reason, most frequent first."""
@@ -128,6 +137,9 @@ class SearchResult:
             e = self.best.estimate
             lines.append(f"best: {self.best.plan.short()}  step {e.step_time_s:.3f} s, "
                          f"{e.tokens_per_s:,.0f} tokens/s, MFU {e.mfu:.1%}, peak {e.memory.peak_bytes / GIB:.1f} GiB")
+        if self.num_folded:
+            lines.append(f"{self.num_folded} other placement(s) of the ranked plans give the same figures and are "
+                         "folded into them ('same as'; --all-placements / fold_equivalent=False lists them)")
         if not self.complete:
             lines.append("note: stopped re-scoring at the max_rescore limit; the order may differ from "
                          "an exhaustive search")
@@ -137,10 +149,10 @@ class SearchResult:
 
 
 COLUMNS = [
-    "plan", "num_gpus", "dp", "tp", "pp", "cp", "micro_batch_size", "virtual_stages", "schedule",
+    "plan", "num_gpus", "dp", "tp", "pp", "cp", "ep", "micro_batch_size", "virtual_stages", "schedule",
     "zero_stage", "recompute", "sequence_parallel", "placement", "layers_per_stage", "step_time_s",
     "tokens_per_s", "model_tflops_per_gpu", "hardware_tflops_per_gpu", "mfu", "hfu", "peak_bytes",
-    "peak_gib", "capacity_bytes", "compute_s", "tp_comm_s", "cp_comm_s", "dp_comm_s", "pp_comm_s",
+    "peak_gib", "capacity_bytes", "compute_s", "tp_comm_s", "cp_comm_s", "ep_comm_s", "dp_comm_s", "pp_comm_s",
     "bubble_s", "optimizer_s", "parameters_bytes", "gradients_bytes", "optimizer_bytes",
-    "activations_bytes", "buffers_bytes",
+    "activations_bytes", "buffers_bytes", "stack", "gpu_profile", "equivalent", "equivalent_placements",
 ]

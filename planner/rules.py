@@ -1,6 +1,6 @@
 """`costmodel.check_plan`'s rules, vectorized over arrays of plans so the planner filters millions at once.
 
-Each `Rule` mirrors one branch of `costmodel.checks.plan_problems` (same condition, same field);
+Each `Rule` mirrors one branch of `costmodel.step.checks.plan_problems` (same condition, same field);
 tests/test_planner_rules.py checks that `bulk_problems` agrees with `plan_problems` on a grid, so a
 rule changed in one place and not the other fails the suite."""
 
@@ -26,7 +26,7 @@ Check = Callable[[ModelSpec, "ClusterSpec | None", TrainingSpec, Columns], np.nd
 class Rule:
     """One consistency rule: `check` returns True where a plan breaks it.
 
-    `needs` lists the columns it reads (dp tp pp cp mb v schedule sp explicit_split), so the space
+    `needs` lists the columns it reads (dp tp pp cp ep mb v schedule sp explicit_split), so the space
     builder applies it as soon as those columns exist."""
 
     code: str
@@ -62,6 +62,11 @@ def _gpus(_m: ModelSpec, cl: ClusterSpec | None, _t: TrainingSpec, c: Columns) -
     return world > cl.num_gpus if cl is not None else np.zeros(world.shape, dtype=bool)
 
 
+def _ep(c: Columns) -> np.ndarray:
+    """The ep column (1 where the columns have none: plans without expert parallelism)."""
+    return np.asarray(c["ep"]) if "ep" in c else np.ones(np.shape(c["tp"]), dtype=np.int64)
+
+
 def _full(c: Columns, value: bool) -> np.ndarray:
     return np.full(np.shape(c["tp"]), value, dtype=bool)
 
@@ -80,6 +85,12 @@ RULES: tuple[Rule, ...] = (
          lambda _m, _c, t, c: t.seq_len % c["cp"] != 0),
     Rule("cp_arch", "cp", "context parallelism needs a decoder model", ("cp",),
          lambda m, _c, _t, c: (c["cp"] > 1) & (m.arch != "decoder")),
+    Rule("ep_dp", "ep", "ep does not divide dp*cp", ("dp", "cp", "ep"),
+         lambda _m, _c, _t, c: (c["dp"] * c["cp"]) % _ep(c) != 0),
+    Rule("ep_moe", "ep", "ep > 1 needs a mixture-of-experts model", ("ep",),
+         lambda m, _c, _t, c: (_ep(c) > 1) & (not m.is_moe)),
+    Rule("ep_experts", "ep", "ep does not divide num_experts", ("ep",),
+         lambda m, _c, _t, c: _full(c, m.is_moe) & ((m.num_experts or 1) % _ep(c) != 0)),
     Rule("pp_layers", "pp", "pp*virtual_stages exceeds the number of layers", ("pp", "v"),
          lambda m, _c, _t, c: c["pp"] * c["v"] > m.total_layers),
     Rule("pp_uneven", "pp", "layers do not split evenly over the stages", ("pp", "v", "explicit_split"),
@@ -97,7 +108,7 @@ def bulk_problems(model: ModelSpec, cluster: ClusterSpec | None, training: Train
                   columns: Columns, *, rules: tuple[Rule, ...] = RULES) -> dict[str, np.ndarray]:
     """For each rule code, a boolean array: True where the plan breaks that rule.
 
-    `columns` holds integer arrays dp tp pp cp mb v, `schedule` as an index into SCHEDULES, `sp` as
+    `columns` holds integer arrays dp tp pp cp ep mb v, `schedule` as an index into SCHEDULES, `sp` as
     bool, and optionally `explicit_split` (True where layers_per_stage is given with the right sum)."""
     cols = {k: np.asarray(v) for k, v in columns.items()}
     return {rule.code: np.asarray(rule.check(model, cluster, training, cols), dtype=bool) for rule in rules}

@@ -1,7 +1,7 @@
 """The planner's two ways of pricing candidates, both through the cost model (no formula lives here):
 
 - `bulk_scores`: every candidate at once on arrays with the code `costmodel.estimate_batch` runs
-  (closed-form pipeline `costmodel.step.step_costs`, in its phases; even or fractional stage
+  (closed-form pipeline `costmodel.step.costs.step_costs`, in its phases; even or fractional stage
   splits), with lower bounds on what the exact model says for the plan the planner returns. The
   candidates are priced as a table (`zero_table`): one column per distinct combination of every
   knob but ZeRO, one row per ZeRO stage, because ZeRO changes only the model states, the ZeRO-3
@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from costmodel.comm_grouped import GroupedComm
-from costmodel.estimate import comm_model, step_context
+from costmodel.network.comm_grouped import GroupedComm
 from costmodel.specs import ClusterSpec, ModelSpec, ParallelPlan, TrainingSpec
-from costmodel.step import Knobs, assemble_step, pipeline_phase, unit_costs
-from costmodel.step_rows import at_rows as _at
-from costmodel.step_rows import take_knobs, take_units
+from costmodel.step.costs import Knobs, assemble_step, pipeline_phase, unit_costs
+from costmodel.step.estimate import comm_model, step_context
+from costmodel.step.rows import at_rows as _at
+from costmodel.step.rows import take_knobs, take_units
 
 from .bounds import changed_lb_s, split_layouts, unique_rows
 from .space import Space
@@ -46,7 +46,7 @@ MEMORY_SLACK = 0.10
 """Allowance for the event simulator's peak memory vs the closed form's when bounding a changed split."""
 
 
-_TABLE_KNOBS = ("pp", "schedule", "dp", "tp", "cp", "placement", "mb", "v", "recompute", "sp")
+_TABLE_KNOBS = ("pp", "schedule", "dp", "tp", "cp", "ep", "placement", "mb", "v", "recompute", "sp")
 """Every knob but ZeRO: a table column is one distinct combination of these. Columns are sorted by
 depth, then schedule (`planner.bounds` takes zero-bubble columns as a slice)."""
 
@@ -98,23 +98,23 @@ def zero_table(space: Space) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
 
 
 @lru_cache(maxsize=8192)
-def _group_plan(dp: int, tp: int, pp: int, cp: int, placement: tuple[str, ...]) -> ParallelPlan:
+def _group_plan(dp: int, tp: int, pp: int, cp: int, ep: int, placement: tuple[str, ...]) -> ParallelPlan:
     """The ParallelPlan of a degree group (for its CommModel; cached, plans are frozen)."""
-    return ParallelPlan(dp=dp, tp=tp, pp=pp, cp=cp, placement=placement)
+    return ParallelPlan(dp=dp, tp=tp, pp=pp, cp=cp, ep=ep, placement=placement)
 
 
 def _table_knobs(cluster: ClusterSpec, space: Space, cols: dict[str, np.ndarray], zeros: np.ndarray, *,
                  calibration: Any, topology: Any) -> tuple[Knobs, GroupedComm]:
     """Knobs of the table columns `cols` (every knob a per-column array, ZeRO the (stages, 1) column
     `zeros`, pp to be set per depth) and their GroupedComm: one memoized CommModel per distinct
-    (dp, tp, pp, cp, placement)."""
-    keys = np.stack([cols["pp"], cols["dp"], cols["tp"], cols["cp"], cols["placement"]], axis=1)
+    (dp, tp, pp, cp, ep, placement)."""
+    keys = np.stack([cols["pp"], cols["dp"], cols["tp"], cols["cp"], cols["ep"], cols["placement"]], axis=1)
     uniq, inverse = unique_rows(keys)
-    comms = [comm_model(cluster, _group_plan(dp, tp, pp, cp, space.placements[pl]), topology=topology,
-                        calibration=calibration) for pp, dp, tp, cp, pl in uniq.tolist()]
+    comms = [comm_model(cluster, _group_plan(dp, tp, pp, cp, ep, space.placements[pl]), topology=topology,
+                        calibration=calibration) for pp, dp, tp, cp, ep, pl in uniq.tolist()]
     k = Knobs(dp=cols["dp"], tp=cols["tp"], pp=0, cp=cols["cp"], mb=cols["mb"], v=cols["v"],
               schedule=cols["schedule"], zero=zeros[:, None], recompute=cols["recompute"],
-              sp=cols["sp"].astype(np.int64))
+              sp=cols["sp"].astype(np.int64), ep=cols["ep"])
     return k, GroupedComm(comms, inverse)
 
 
@@ -128,7 +128,7 @@ def _bulk_figures(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec
                   table: tuple, rebalance: bool, *, calibration: Any, topology: Any,
                   on_group: Callable[[int], Any] | None) -> dict[str, np.ndarray]:
     """Closed-form figures of every cell of the `zero_table` (ZeRO stages x columns), by
-    `costmodel.step.step_costs`'s code in its phases: block, embedding and head costs for all columns
+    `costmodel.step.costs.step_costs`'s code in its phases: block, embedding and head costs for all columns
     (`unit_costs`), the pipeline per depth pp (`pipeline_phase`), then memory, data-parallel and
     optimizer time of every column at once (`assemble_step`, pp per column, ZeRO a (stages, 1) column
     that broadcasts); a column's dp, tp, cp and placement priced by one `GroupedComm`. Returns
@@ -189,7 +189,7 @@ def _bulk_figures(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec
 
 
 def _at_rows(d: dict[str, Any], rows: slice) -> dict[str, Any]:
-    """A rank dict's per-row values at `rows` (`costmodel.step.RANK_KEYS` / `CRIT_KEYS` and the rest)."""
+    """A rank dict's per-row values at `rows` (`costmodel.step.costs.RANK_KEYS` / `CRIT_KEYS` and the rest)."""
     return {key: _at(value, rows) for key, value in d.items()}
 
 

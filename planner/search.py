@@ -12,11 +12,13 @@
    order run ahead in batches (`ExactScorer.prefetch`: one numpy sweep per schedule shape), which
    changes the cost, not the figures.
 
-Ranking key: (step_time_s, GPUs used, peak bytes, candidate order), so results are deterministic."""
+Ranking key: (step_time_s, GPUs used, peak bytes, candidate order), so results are deterministic.
+Plans that differ only in placement and get the same figures are folded into the first in that order
+(`planner.fold`; `fold_equivalent=False` keeps them apart); `top_k` counts the folded classes, in both
+`search` and `search_exhaustive`."""
 
 from __future__ import annotations
 
-import bisect
 import time
 from typing import Any
 
@@ -24,10 +26,12 @@ import numpy as np
 from tqdm import tqdm
 
 from costmodel.specs import ClusterSpec, ModelSpec, TrainingSpec
+from costmodel.step.estimate import resolve_calibration
 
 from .constraints import Constraints
 from .exact import ExactScorer
 from .explain import LABELS, explain_invalid, explain_oom
+from .fold import EquivalenceFolder
 from .pareto import pareto_indices
 from .result import RankedPlan, SearchResult
 from .scoring import bulk_scores
@@ -57,7 +61,8 @@ def _key(est_time: float, world: int, peak: float, index: int) -> tuple[float, i
 
 def search(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, top_k: int = 10,
            calibration: Any = None, topology: Any = None, progress: bool = False,
-           rebalance: bool = False, max_rescore: int = MAX_RESCORE, **constraints: Any) -> SearchResult:
+           rebalance: bool = False, max_rescore: int = MAX_RESCORE, fold_equivalent: bool = True,
+           **constraints: Any) -> SearchResult:
     """The `top_k` fastest plans for `model` on `cluster` that fit in memory.
 
     Keyword constraints fix or bound any knob (`tp=8`, `max_pp=16`, `schedule="1f1b"`,
@@ -65,11 +70,14 @@ def search(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, to
     stages get the balanced split (`planner.balance`); `rebalance` also tries it where they divide.
     At most `max_rescore` candidates are re-scored exactly; `result.complete` says whether the
     lower bound closed before that (then the result equals `search_exhaustive`'s).
-    `progress` shows a tqdm bar on stderr.
+    `progress` shows a tqdm bar on stderr. Plans that differ only in placement and get the same
+    figures are folded into the first (`RankedPlan.equivalent`, with the reason; `planner.fold`);
+    `fold_equivalent=False` lists each of them as its own plan.
     A malformed request raises ValueError naming the field; an impossible one returns no plans and a
     `message` with numbers."""
     t0 = time.perf_counter()
     _check_request(model, cluster, training, top_k)
+    calibration = resolve_calibration(cluster, calibration)   # a shipped profile of this GPU, if any
     cons = Constraints.from_kwargs(**constraints)
     space = build_space(model, cluster, training, cons)
     t_space = time.perf_counter()
@@ -91,7 +99,8 @@ def search(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, to
     lb = bulk["step_time_s_lb"]
     cand = np.flatnonzero(fit)
     order = cand[np.lexsort((cand, world[cand], lb[cand]))]
-    ranked: list[tuple[tuple, Any]] = []
+    folder = EquivalenceFolder(gpus_per_node=cluster.gpus_per_node, enabled=fold_equivalent)
+    ranked = folder.ranked  # sorted (key, estimate) of the distinct plans so far
     exact_oom = 0
     complete = True
     rescore_bar = tqdm(total=None, desc="re-scoring", unit="plan", disable=not progress, leave=False)
@@ -113,32 +122,33 @@ def search(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, to
         if est is None:
             exact_oom += 1
             continue
-        bisect.insort(ranked, (_key(est.step_time_s, int(world[i]), est.memory.peak_bytes, int(i)), est),
-                      key=lambda kv: kv[0])  # keys are unique (candidate index last)
+        # keys are unique (candidate index last); an equivalent plan joins its class, not the ranking
+        folder.add(_key(est.step_time_s, int(world[i]), est.memory.peak_bytes, int(i)), est)
     rescore_bar.close()
     t_rescore = time.perf_counter()
     oom = int((~fit).sum()) + exact_oom
     if oom:
         rejections[OOM_REASON] = oom
-    plans = tuple(RankedPlan(rank + 1, est.plan, est) for rank, (_, est) in enumerate(ranked[:top_k]))
+    plans = folder.ranked_plans(top_k)
     message = ""
     if not plans:
         message = _no_fit_message(model, cluster, training, cons, space, bulk, scorer)
-    front_mem = _front(scorer, cand, lb, bulk["peak_bytes_lb"], world, mode="memory")
-    front_gpu = _front(scorer, cand, lb, bulk["peak_bytes_lb"], world, mode="gpus")
+    front_mem = _front(scorer, cand, lb, bulk["peak_bytes_lb"], world, mode="memory", fold=fold_equivalent)
+    front_gpu = _front(scorer, cand, lb, bulk["peak_bytes_lb"], world, mode="gpus", fold=fold_equivalent)
     return SearchResult(plans=plans, pareto_memory=front_mem, pareto_gpus=front_gpu, rejections=rejections,
                         num_candidates=space.generated, num_valid=len(space),
                         num_fit=len(cand) - exact_oom, num_rescored=scorer.calls,
                         elapsed_s=time.perf_counter() - t0, message=message, complete=complete,
                         timings_s={"space_s": t_space - t0, "bulk_s": t_bulk - t_space,
-                                   "rescore_s": t_rescore - t_bulk, "pareto_s": time.perf_counter() - t_rescore})
+                                   "rescore_s": t_rescore - t_bulk, "pareto_s": time.perf_counter() - t_rescore},
+                        num_folded=sum(len(r.equivalent) for r in plans))
 
 
 def _front(scorer: ExactScorer, cand: np.ndarray, time_lb: np.ndarray, peak_lb: np.ndarray,
-           world: np.ndarray, *, mode: str) -> tuple[RankedPlan, ...]:
+           world: np.ndarray, *, mode: str, fold: bool = True) -> tuple[RankedPlan, ...]:
     """Pareto front of step time vs peak memory (or GPUs used) over the exactly scored candidates:
     the ranked ones plus the front of the bulk figures (which brings in the low-memory and
-    few-GPU extremes), each re-scored exactly."""
+    few-GPU extremes), each re-scored exactly; equivalent plans folded as in the ranking."""
     if cand.size == 0:
         return ()
     other = peak_lb[cand] if mode == "memory" else world[cand].astype(float)
@@ -149,10 +159,16 @@ def _front(scorer: ExactScorer, cand: np.ndarray, time_lb: np.ndarray, peak_lb: 
     ests = [e for e in scorer.scored() if e is not None]
     if not ests:
         return ()
+    folder = EquivalenceFolder(gpus_per_node=scorer.cluster.gpus_per_node, enabled=fold)
+    for j, e in enumerate(ests):
+        folder.add((e.step_time_s, e.num_gpus, e.memory.peak_bytes, j), e)
+    reps = folder.ranked_plans()
+    ests = [r.estimate for r in reps]
     t = np.array([e.step_time_s for e in ests])
     o = np.array([e.memory.peak_bytes if mode == "memory" else e.num_gpus for e in ests], dtype=float)
     keep = pareto_indices(t, o)
-    return tuple(RankedPlan(r + 1, ests[j].plan, ests[j]) for r, j in enumerate(keep))
+    return tuple(RankedPlan(r + 1, ests[j].plan, ests[j], equivalent=reps[j].equivalent,
+                            equivalent_note=reps[j].equivalent_note) for r, j in enumerate(keep))
 
 
 def _no_fit_message(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, cons: Constraints,
@@ -162,8 +178,8 @@ def _no_fit_message(model: ModelSpec, cluster: ClusterSpec, training: TrainingSp
     peak = est.memory.peak_bytes if est is not None else float(bulk["peak_bytes_lb"][i])
 
     # the knobs that minimize memory, for the "how many GPUs would fit" probe (cheap: few groups)
-    lean = Constraints.from_kwargs(**{**{f: getattr(cons, f) for f in ("dp", "tp", "pp", "cp", "max_dp", "max_tp",
-                                                                      "max_pp", "max_cp")},
+    lean = Constraints.from_kwargs(**{**{f: getattr(cons, f) for f in ("dp", "tp", "pp", "cp", "ep", "max_dp",
+                                                                      "max_tp", "max_pp", "max_cp", "max_ep")},
                                       "micro_batch_size": 1, "zero_stage": max(cons.zero_stage or (3,)),
                                       "recompute": "full" if "full" in (cons.recompute or ("full",)) else None,
                                       "schedule": "1f1b", "virtual_stages": 1, "placement": [cons.placement[0]]})
@@ -182,18 +198,18 @@ def _no_fit_message(model: ModelSpec, cluster: ClusterSpec, training: TrainingSp
 
 def search_exhaustive(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, top_k: int = 10,
                       calibration: Any = None, topology: Any = None, rebalance: bool = False,
-                      **constraints: Any) -> list[RankedPlan]:
+                      fold_equivalent: bool = True, **constraints: Any) -> list[RankedPlan]:
     """Reference search: every valid candidate through the exact cost model one by one (slow; for
-    tests and small spaces). Returns the ranked plans `search` must return."""
+    tests and small spaces). Returns the ranked plans `search` must return (folded the same way)."""
     _check_request(model, cluster, training, top_k)
+    calibration = resolve_calibration(cluster, calibration)
     cons = Constraints.from_kwargs(**constraints)
     space = build_space(model, cluster, training, cons)
     scorer = ExactScorer(model, cluster, training, space, calibration=calibration, topology=topology,
                          rebalance=rebalance)
-    ranked = []
+    folder = EquivalenceFolder(gpus_per_node=cluster.gpus_per_node, enabled=fold_equivalent)
     for i in range(len(space)):
         est = scorer.best(i)
         if est is not None:
-            ranked.append((_key(est.step_time_s, est.num_gpus, est.memory.peak_bytes, i), est))
-    ranked.sort(key=lambda kv: kv[0])
-    return [RankedPlan(r + 1, est.plan, est) for r, (_, est) in enumerate(ranked[:top_k])]
+            folder.add(_key(est.step_time_s, est.num_gpus, est.memory.peak_bytes, i), est)
+    return list(folder.ranked_plans(top_k))

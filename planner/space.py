@@ -1,5 +1,5 @@
-"""The search space as numpy arrays: every factorization of the GPU count into dp x tp x pp x cp, times
-micro-batch sizes, schedules and virtual stages, ZeRO stages, recompute policies, sequence parallel
+"""The search space as numpy arrays: every factorization of the GPU count into dp x tp x pp x cp (with
+ep, a divisor of dp*cp, for mixture-of-experts models), times micro-batch sizes, schedules and virtual stages, ZeRO stages, recompute policies, sequence parallel
 and placement orders, filtered in bulk by `planner.rules` (the same rules as `costmodel.check_plan`).
 
 The space is built in four expansion stages (degrees; schedule x virtual stages; micro-batch; the
@@ -9,7 +9,8 @@ order), so `generated == len(space) + sum(rejected.values())`.
 
 Knob combinations that `ParallelPlan` itself forbids or that change nothing are never generated:
 virtual_stages > 1 only with interleaved-1f1b, a schedule only when pp > 1, ZeRO only when dp > 1,
-sequence parallel only when tp > 1, and one placement per distinct order of the axes of degree > 1."""
+sequence parallel only when tp > 1, ep only as a divisor of dp*cp (and above 1 only for a
+mixture-of-experts model unless asked), and one placement per distinct order of the axes of degree > 1."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from .rules import INTERLEAVED, RULES, Rule
 
 __all__ = ["Space", "build_space", "world_sizes", "KNOBS"]
 
-KNOBS = ("dp", "tp", "pp", "cp", "mb", "v", "schedule", "zero", "recompute", "sp", "placement")
+KNOBS = ("dp", "tp", "pp", "cp", "ep", "mb", "v", "schedule", "zero", "recompute", "sp", "placement")
 _AXIS_INDEX = {"tp": 0, "cp": 1, "dp": 2, "pp": 3}
 
 
@@ -52,7 +53,7 @@ class Space:
         """The `ParallelPlan` of candidate `i` (optionally with an explicit layer split)."""
         c = self.columns
         return ParallelPlan(
-            dp=int(c["dp"][i]), tp=int(c["tp"][i]), pp=int(c["pp"][i]), cp=int(c["cp"][i]),
+            dp=int(c["dp"][i]), tp=int(c["tp"][i]), pp=int(c["pp"][i]), cp=int(c["cp"][i]), ep=int(c["ep"][i]),
             micro_batch_size=int(c["mb"][i]), virtual_stages=int(c["v"][i]),
             schedule=SCHEDULES[int(c["schedule"][i])], zero_stage=int(c["zero"][i]),
             recompute=RECOMPUTES[int(c["recompute"][i])], sequence_parallel=bool(c["sp"][i]),
@@ -62,7 +63,7 @@ class Space:
     def frame(self) -> pd.DataFrame:
         """The candidates as a DataFrame with readable schedule/recompute/placement columns."""
         c = self.columns
-        df = pd.DataFrame({k: c[k] for k in ("dp", "tp", "pp", "cp", "mb", "v", "zero")})
+        df = pd.DataFrame({k: c[k] for k in ("dp", "tp", "pp", "cp", "ep", "mb", "v", "zero")})
         df["schedule"] = np.asarray(SCHEDULES, dtype=object)[c["schedule"]]
         df["recompute"] = np.asarray(RECOMPUTES, dtype=object)[c["recompute"]]
         df["sp"] = c["sp"].astype(bool)
@@ -90,6 +91,21 @@ def _divisors(n: int) -> np.ndarray:
     small = np.arange(1, int(np.sqrt(n)) + 1)
     small = small[n % small == 0]
     return np.unique(np.concatenate([small, n // small]))
+
+
+def _expert_degrees(cols: dict[str, np.ndarray], model: ModelSpec, cons: Constraints) -> dict[str, np.ndarray]:
+    """Each degree row crossed with its ep values: the divisors of dp*cp the constraints allow (only
+    ep = 1 for a dense model unless ep is fixed, so that the rule names the mistake)."""
+    data = cols["dp"] * cols["cp"]
+    if not model.is_moe and cons.ep is None:
+        values = np.ones(1, dtype=np.int64)
+    else:
+        values = np.unique(np.concatenate([_divisors(int(d)) for d in np.unique(data)] or [np.ones(1, np.int64)]))
+        values = values[cons.axis_allowed("ep", values)]
+    out = _cross(cols, "ep", values.astype(np.int64))
+    if cons.ep is not None:   # asked for: the rule 'ep_dp' counts the rows it cannot apply to
+        return out
+    return _take(out, (out["dp"] * out["cp"]) % out["ep"] == 0)
 
 
 def _degrees(worlds: list[int], cons: Constraints) -> dict[str, np.ndarray]:
@@ -163,7 +179,7 @@ def build_space(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec,
     sps = np.array(cons.sequence_parallel if cons.sequence_parallel is not None else (False, True))
     single, multi = _sched_pairs(cons)
 
-    cols = _degrees(world_sizes(cluster, cons), cons)
+    cols = _expert_degrees(_degrees(world_sizes(cluster, cons), cons), model, cons)
     cols["deg"] = np.arange(cols["dp"].shape[0])
     pl_ok = _placement_ok(cols, placements)
     n_pl = pl_ok.sum(axis=1)
@@ -187,7 +203,7 @@ def build_space(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec,
         return [r for r in RULES if set(r.needs) - {"explicit_split"} <= needs
                 and not set(r.needs) - {"explicit_split"} <= done]
 
-    a_cols = {"dp", "tp", "pp", "cp"}
+    a_cols = {"dp", "tp", "pp", "cp", "ep"}
     generated = int((n_sv * len(mbs) * tail).sum())
     cols = apply(cols, stage(a_cols, set()), n_sv * len(mbs) * tail)
     # stage B: schedule x virtual stages (structural: depends on pp > 1)

@@ -12,9 +12,9 @@ import pandas as pd
 from pydantic import ValidationError
 
 from costmodel import get_gpu
+from costmodel.network.units import parse_bandwidth
 from costmodel.specs import ClusterSpec, GPUSpec, ModelSpec, TrainingSpec, format_validation_error
 from costmodel.specs.limits import shown
-from costmodel.units import parse_bandwidth
 
 from .result import COLUMNS, plan_row
 from .search import search

@@ -8,8 +8,10 @@ from typing import Any
 
 from _pipeline_reference import reference_simulate
 
-from costmodel.checks import check_plan
-from costmodel.estimate import (
+from costmodel.specs import ParallelPlan
+from costmodel.step.checks import check_plan
+from costmodel.step.costs import Knobs, StepContext, block_costs, end_costs, p2p_time_s, rank_state
+from costmodel.step.estimate import (
     _membreak,
     _to_estimate,
     comm_model,
@@ -17,8 +19,6 @@ from costmodel.estimate import (
     step_context,
     step_end_events,
 )
-from costmodel.specs import ParallelPlan
-from costmodel.step import Knobs, StepContext, block_costs, end_costs, p2p_time_s, rank_state
 
 __all__ = ["reference_estimate"]
 
@@ -43,7 +43,7 @@ def _simulated(ctx: StepContext, k: Knobs, comm: Any, plan: ParallelPlan, *, tim
     layers = plan.stage_layers(sh.num_layers)
     stages = pp * v
     tp_fwd_share = 1.0 / (2 + (k.recompute == 2))
-    f, b, w, act, comp, tps, cps, syncs, fc, bc = [], [], [], [], [], [], [], [], [], []
+    f, b, w, act, comp, tps, cps, eps, syncs, fc, bc = [], [], [], [], [], [], [], [], [], [], []
     n_enc_st, n_dec_st = [], []
     start = 0
     for j in range(stages):
@@ -57,10 +57,11 @@ def _simulated(ctx: StepContext, k: Knobs, comm: Any, plan: ParallelPlan, *, tim
                  + first * embed.bwd_s + last * head.bwd_s)
         tp_s = ne * enc.tp_s + nd * dec.tp_s + first * embed.tp_s + last * head.tp_s
         cp_s = ne * enc.cp_s + nd * dec.cp_s
+        ep_s = ne * enc.ep_s + nd * dec.ep_s
         sync_f = (j < stages - 1) * ctx.eff.p2p_overhead_s     # blocking send of the forward output
         sync_b = (j > 0) * ctx.eff.p2p_overhead_s              # ... and of the input gradient
-        f.append(fwd_c + (tp_s + cp_s) * tp_fwd_share + sync_f)
-        b.append(bwd_c + (tp_s + cp_s) * (1 - tp_fwd_share) + sync_b)
+        f.append(fwd_c + (tp_s + cp_s + ep_s) * tp_fwd_share + sync_f)
+        b.append(bwd_c + (tp_s + cp_s + ep_s) * (1 - tp_fwd_share) + sync_b)
         syncs.append(sync_f + sync_b)
         w.append(0.5 * (ne * enc.bwd_s + nd * dec.bwd_s + last * head.bwd_s) if k.schedule == 3 else 0.0)
         act.append(ne * enc.act_bytes + nd * dec.act_bytes)
@@ -69,6 +70,7 @@ def _simulated(ctx: StepContext, k: Knobs, comm: Any, plan: ParallelPlan, *, tim
         bc.append(bwd_c)
         tps.append(tp_s)
         cps.append(cp_s)
+        eps.append(ep_s)
         n_enc_st.append(ne)
         n_dec_st.append(nd)
     p2p = float(p2p_time_s(ctx, k, comm)) if pp > 1 else 0.0
@@ -87,16 +89,18 @@ def _simulated(ctx: StepContext, k: Knobs, comm: Any, plan: ParallelPlan, *, tim
         peak_act = res.peak_act_bytes[r] if res.peak_act_bytes is not None else 0.0
         ranks.append(rank_state(ctx, k, comm, r, m, ne, nd, enc, dec, fwd, bwd, params, stored_act_bytes=peak_act))
         ranks[-1].update(comp=sum(comp[j] for j in idx), tp=sum(tps[j] for j in idx), cp=sum(cps[j] for j in idx),
+                         ep=sum(eps[j] for j in idx),
                          sync=sum(syncs[j] for j in idx))
     # the same breakdown as step_costs: the busiest rank's work, what transfers add, the rest is bubble
     busy_rank = max(range(pp), key=lambda r: (res.busy_s[r], -r))
     crit = ranks[busy_rank]
-    cp_grad = float(comm.time_s("cp", "all_reduce", max(r["params"] for r in ranks) * ctx.grad_bytes)
+    cp_grad = float(comm.time_s("cp", "all_reduce", max(r["cp_params"] for r in ranks) * ctx.grad_bytes)
                     / ctx.eff.collective_efficiency) if k.cp > 1 else 0.0
     out = {
         "num_micro_batches": m,
         "compute_s": m * crit["comp"], "tp_comm_s": m * crit["tp"],
         "cp_comm_s": m * crit["cp"] + cp_grad,
+        "ep_comm_s": m * crit["ep"],
         "dp_comm_s": max(r["dp"] for r in ranks),
         "pp_comm_s": m * crit["sync"] + (res.makespan_s - span0),
         "bubble_s": max(span0 - res.busy_s[busy_rank], 0.0),
@@ -108,7 +112,7 @@ def _simulated(ctx: StepContext, k: Knobs, comm: Any, plan: ParallelPlan, *, tim
         "optimizer_bytes": top["optimizer_bytes"], "activations_bytes": top["activations_bytes"],
         "buffers_bytes": top["buffers_bytes"], "peak_bytes": top["peak"],
     })
-    out["step_time_s"] = sum(out[key] for key in ("compute_s", "tp_comm_s", "cp_comm_s", "dp_comm_s",
+    out["step_time_s"] = sum(out[key] for key in ("compute_s", "tp_comm_s", "cp_comm_s", "ep_comm_s", "dp_comm_s",
                                                   "pp_comm_s", "bubble_s", "optimizer_s"))
     out["cp_grad_s"] = cp_grad
     events = (*res.events, *step_end_events(res.events, out, pp=pp)) if timeline else ()

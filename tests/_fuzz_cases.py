@@ -41,6 +41,7 @@ from costmodel import (
     load_plan,
     model_from_hf_config,
 )
+from costmodel.stacks import list_stacks
 from planner import Constraints, build_space, search, sweep
 
 __all__ = ["Case", "api_cases", "cli_cases", "prepare"]
@@ -96,6 +97,7 @@ def api_cases(draw: Any) -> Case:
                            ("max_virtual_stages", st.sampled_from([1, 2, 8, 10 ** 9])),
                            ("allow_fewer_gpus", st.sampled_from([True, False, "yes"])),
                            ("placement", st.sampled_from(["tp-first", "all", [["tp", "dp", "cp", "pp"]], ["bad"]])),
+                           ("ep", st.sampled_from([1, 2, 8, [1, 2], 0, 3])), ("max_ep", st.sampled_from([1, 4, 64, 10 ** 9, 0])),
                            ("rebalance", st.booleans()), ("bogus", st.just(1))):
             if draw(st.integers(0, 6)) == 3:
                 cons[key] = draw(strat)
@@ -253,11 +255,18 @@ def cli_cases(draw: Any) -> Case:
     nodes_max = 16 if command != "estimate" else 2 ** 17
     if draw(st.booleans()):
         argv += ["--nodes", draw(st.one_of(st.integers(1, nodes_max).map(str), word))]
-    flags = ["--global-batch", "--seq-len", "--dp", "--tp", "--pp", "--cp", "--micro-batch", "--virtual-stages"]
+    flags = ["--global-batch", "--seq-len", "--dp", "--tp", "--pp", "--cp", "--ep", "--micro-batch", "--virtual-stages"]
     for flag in draw(st.lists(st.sampled_from(flags), max_size=4, unique=True)):
         argv += [flag, draw(word)]
     if draw(st.integers(0, 3)) == 1:
         argv += ["--dtype", draw(st.sampled_from(["fp8", "fp16", "bf16", "fp32", "tf32", "int4"]))]
+    if draw(st.integers(0, 3)) == 1:
+        argv += ["--stack", draw(st.sampled_from([*list_stacks(), "nope", "x" * 5000]))]
+    if draw(st.integers(0, 5)) == 2:
+        argv += ["--moe-imbalance", draw(st.sampled_from(["1", "1.3", "4", "0.5", "nan", "1e300", "x"]))]
+    if draw(st.integers(0, 7)) == 3:
+        argv += ["--gpu-profile", draw(st.sampled_from(["h100-sxm", "missing.json", "bad.json", "x" * 5000]))]
+        files.setdefault("bad.json", draw(FILE_TEXT))
     if draw(st.integers(0, 3)) == 1:
         argv += ["--schedule", draw(st.sampled_from(["gpipe", "1f1b", "interleaved-1f1b", "zero-bubble", "pipedream"]))]
     if draw(st.integers(0, 4)) == 2:
@@ -277,6 +286,8 @@ def cli_cases(draw: Any) -> Case:
         argv.append("--json")
     if command in ("plan", "sweep"):
         argv += ["--no-progress", "--max-pp", "8"]
+        if draw(st.integers(0, 3)) == 1:
+            argv += ["--max-ep", draw(word)]
         if command == "plan" and draw(st.booleans()):
             argv += ["--top-k", draw(st.sampled_from(["1", "3", "0", "x"]))]
     if command == "sweep":

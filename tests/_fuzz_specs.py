@@ -1,6 +1,7 @@
 """Hypothesis strategies for the fuzz suite (tests/_fuzz.py): model, cluster, training and plan
-specs and Hugging Face configs as raw dicts, mostly plausible, hostile now and then (a wrong type,
-a boolean for a number, NaN, a size beyond every limit), some at the limits paraplan models, and
+specs and Hugging Face configs as raw dicts (dense models and mixtures of experts, with expert
+parallelism, software stacks and MoE load imbalance), mostly plausible, hostile now and then (a wrong
+type, a boolean for a number, NaN, a size beyond every limit), some at the limits paraplan models, and
 broken file contents."""
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from typing import Any
 from hypothesis import strategies as st
 
 from costmodel import list_clusters, list_gpus
+from costmodel.stacks import list_stacks
 
-__all__ = ["HOSTILE", "EXTREME", "FILE_TEXT", "POW2", "model_dicts", "extreme_models", "clusters", "trainings",
-           "plan_dicts", "hf_configs", "often"]
+__all__ = ["HOSTILE", "EXTREME", "FILE_TEXT", "POW2", "model_dicts", "extreme_models", "moe_fields", "clusters",
+           "trainings", "plan_dicts", "hf_configs", "often"]
 
 HOSTILE = st.sampled_from([0, -1, -(2 ** 63), 2 ** 31, 2 ** 63, 10 ** 30, True, False, 1.5, 8.0, float("nan"),
                            float("inf"), -0.0, "8", "", "x" * 300, None, [], {}, [8], "nan"])
@@ -46,11 +48,41 @@ def extreme_models(draw: Any) -> dict[str, Any]:
     products (parameters, FLOPs, bytes) as large as they get."""
     heads = draw(st.sampled_from([1, 2 ** 8, 2 ** 16]))
     head_dim = draw(st.sampled_from([1, 16])) if heads == 2 ** 16 else draw(st.sampled_from([1, 64, 2 ** 12]))
-    return {"name": "extreme", "arch": draw(st.sampled_from(["decoder", "encoder", "encoder-decoder"])),
+    data = {"name": "extreme", "arch": draw(st.sampled_from(["decoder", "encoder", "encoder-decoder"])),
             "num_layers": draw(st.sampled_from([1, 2, 512])), "hidden_size": heads * head_dim, "num_heads": heads,
             "ffn_hidden_size": draw(st.sampled_from([1, 2 ** 20])), "vocab_size": draw(st.sampled_from([1, 2 ** 24])),
             "max_seq_len": draw(st.sampled_from([1, 2 ** 12, 2 ** 24])),
             "num_decoder_layers": None, "activation": draw(st.sampled_from(["gelu", "swiglu"]))}
+    if draw(st.integers(0, 2)) == 1:   # a mixture of experts at the limits
+        experts = draw(st.sampled_from([2, 2 ** 20]))
+        data.update(num_experts=experts, experts_per_token=draw(st.sampled_from([1, experts])),
+                    num_shared_experts=draw(st.sampled_from([0, 2 ** 20])),
+                    expert_ffn_hidden_size=draw(st.sampled_from([1, 2 ** 20])),
+                    capacity_factor=draw(st.sampled_from([None, 1e-6, float(2 ** 20)])))
+    return data
+
+
+@st.composite
+def moe_fields(draw: Any) -> dict[str, Any]:
+    """The mixture-of-experts fields of a ModelSpec: mostly plausible, hostile now and then."""
+    experts = draw(often(st.sampled_from([2, 4, 8, 8, 16, 60, 64, 256]), st.sampled_from([0, 1, 2 ** 21, True, 2.5]),
+                         odds=10))
+    data: dict[str, Any] = {"num_experts": experts,
+                            "experts_per_token": draw(often(st.sampled_from([1, 2, 2, 4, 8]), st.sampled_from([0, 300, None])))}
+    if draw(st.booleans()):
+        data["num_shared_experts"] = draw(often(st.sampled_from([0, 1, 2])))
+    if draw(st.booleans()):
+        data["expert_ffn_hidden_size"] = draw(often(st.sampled_from([64, 512, 1408, 2048])))
+    if draw(st.integers(0, 3)) == 1:
+        data["capacity_factor"] = draw(often(st.sampled_from([0.5, 1.0, 1.25, 2.0]),
+                                             st.sampled_from([0.0, -1.0, 1e300, float("nan"), "1.5"])))
+    if draw(st.integers(0, 3)) == 1:
+        data["moe_layer_freq"] = draw(often(st.sampled_from([1, 2, 3])))
+    if draw(st.integers(0, 3)) == 1:
+        data["first_dense_layers"] = draw(often(st.sampled_from([0, 1, 3])))
+    if draw(st.integers(0, 5)) == 1:
+        data["router_aux_loss_coef"] = draw(often(st.sampled_from([0.0, 0.001, 0.02])))
+    return data
 
 
 @st.composite
@@ -86,6 +118,10 @@ def model_dicts(draw: Any) -> dict[str, Any]:
         data["num_decoder_layers"] = draw(often(st.integers(1, 48)))
     if draw(st.booleans()):
         data["head_dim"] = draw(often(st.just(head_dim)))
+    if draw(st.integers(0, 3)) == 1:
+        data.update(draw(moe_fields()))
+    elif draw(st.integers(0, 30)) == 15:   # an MoE field on a dense model
+        data[draw(st.sampled_from(["experts_per_token", "moe_layer_freq", "capacity_factor"]))] = 2
     if draw(st.integers(0, 20)) == 10:
         data[draw(st.sampled_from(["num_layer", "hidden", "bogus"]))] = 1
     if draw(st.integers(0, 20)) == 10:
@@ -143,8 +179,15 @@ def clusters(draw: Any, *, max_nodes: int = 2 ** 17) -> tuple[str, dict[str, Any
 def trainings(draw: Any) -> dict[str, Any]:
     if draw(st.integers(0, 7)) == 3:   # at the limits
         return {"global_batch_size": draw(st.sampled_from([1, 2 ** 24])), "seq_len": draw(st.sampled_from([1, 2 ** 12, 2 ** 24])),
-                "dtype": draw(st.sampled_from(["fp32", "bf16"])), "flash_attention": draw(st.booleans())}
-    return _corrupt(draw, {"global_batch_size": draw(often(st.one_of(SMALL, st.integers(1, 5000)), st.one_of(HOSTILE, HUGE))),
+                "dtype": draw(st.sampled_from(["fp32", "bf16"])), "flash_attention": draw(st.booleans()),
+                "stack": draw(st.sampled_from(list_stacks())),
+                "moe_load_imbalance": draw(st.sampled_from([1.0, float(2 ** 20)]))}
+    extra: dict[str, Any] = {}
+    if draw(st.integers(0, 2)) == 1:
+        extra["stack"] = draw(often(st.sampled_from(list_stacks()), st.sampled_from(["nope", "", "x" * 300, 7, None])))
+    if draw(st.integers(0, 3)) == 1:
+        extra["moe_load_imbalance"] = draw(often(st.floats(1.0, 4.0), st.sampled_from([0.5, 1e300, float("nan"), 2 ** 21])))
+    return _corrupt(draw, {**extra, "global_batch_size": draw(often(st.one_of(SMALL, st.integers(1, 5000)), st.one_of(HOSTILE, HUGE))),
             "seq_len": draw(often(st.one_of(POW2, st.integers(1, 9000)), st.one_of(HOSTILE, HUGE))),
             "dtype": draw(often(st.sampled_from(["bf16", "bf16", "fp16", "fp32", "tf32", "fp8"]), st.just("fp4"))),
             "optimizer": draw(st.sampled_from(["adamw", "adam", "sgd"])),
@@ -181,16 +224,20 @@ def plan_dicts(draw: Any, *, world: int = 8, layers: int = 24) -> dict[str, Any]
         data["layers_per_stage"] = _split(draw, layers, pp * v)
     if draw(st.integers(0, 5)) == 2:
         data["placement"] = draw(st.permutations(["tp", "cp", "dp", "pp"]))
-    if draw(st.integers(0, 25)) == 12:
-        data["ep"] = 2
+    if draw(st.integers(0, 3)) == 1:   # expert parallelism: a divisor of dp*cp, now and then not
+        groups = dp * cp
+        data["ep"] = draw(often(st.sampled_from([e for e in (1, 2, 4, 8, groups) if groups % e == 0]),
+                                st.sampled_from([3, 2 ** 21, 0, True])))
     return _corrupt(draw, data, odds=8)
 
 
 @st.composite
 def hf_configs(draw: Any) -> dict[str, Any]:
-    """A Hugging Face config.json as a dict (gpt2, llama-style, bert, t5 families), hostile now and then."""
-    mtype = draw(often(st.sampled_from(["gpt2", "llama", "mistral", "qwen2", "bert", "roberta", "t5"]),
-                        st.sampled_from(["mixtral", "", 7, None])))
+    """A Hugging Face config.json as a dict (gpt2, llama-style, bert, t5 families and the mixtures of
+    experts: mixtral, qwen-moe, deepseek, gpt-oss), hostile now and then."""
+    mtype = draw(often(st.sampled_from(["gpt2", "llama", "mistral", "qwen2", "bert", "roberta", "t5", "mixtral",
+                                         "qwen2_moe", "qwen3_moe", "deepseek_v3", "gpt_oss"]),
+                        st.sampled_from(["mamba", "", 7, None])))
     heads = draw(st.sampled_from([1, 2, 4, 8, 12, 16, 32]))
     hd = draw(st.sampled_from([16, 32, 64, 128]))
     n = lambda good: draw(often(good))  # noqa: E731
@@ -211,11 +258,39 @@ def hf_configs(draw: Any) -> dict[str, Any]:
                                          st.sampled_from(["tanh", "quick_gelu", 3])))}
         if mtype != "bert" and mtype != "roberta":
             cfg["num_key_value_heads"] = n(st.sampled_from([d for d in (1, 2, 4, heads) if heads % d == 0]))
+        if mtype in _HF_EXPERTS:
+            cfg.update(_hf_moe(draw, mtype, heads))
     cfg = {"model_type": mtype, **common, **cfg}
     if draw(st.integers(0, 12)) == 6:
         cfg.pop(draw(st.sampled_from(sorted(cfg))))
     cfg = {k: v for k, v in cfg.items() if v is not None or draw(st.booleans())}
     return _corrupt(draw, cfg, odds=6)
+
+
+_HF_EXPERTS = {"mixtral": "num_local_experts", "gpt_oss": "num_local_experts", "qwen2_moe": "num_experts",
+               "qwen3_moe": "num_experts", "deepseek_v3": "n_routed_experts"}
+
+
+def _hf_moe(draw: Any, mtype: str, heads: int) -> dict[str, Any]:
+    """The MoE keys of a Hugging Face config of `mtype` (as each model's configuration_*.py names them)."""
+    n = lambda good: draw(often(good))  # noqa: E731
+    cfg: dict[str, Any] = {_HF_EXPERTS[mtype]: n(st.sampled_from([4, 8, 60, 256])),
+                           "num_experts_per_tok": n(st.sampled_from([1, 2, 4, 8]))}
+    if mtype in ("qwen2_moe", "qwen3_moe"):
+        cfg["moe_intermediate_size"] = n(st.sampled_from([64, 1408]))
+        cfg["shared_expert_intermediate_size"] = draw(often(st.sampled_from([0, 1408, 5632]), st.sampled_from([100, "x"])))
+        cfg["mlp_only_layers"] = draw(often(st.sampled_from([[], [0], [0, 1]]), st.sampled_from([[5], 3, ["a"]])))
+        cfg["decoder_sparse_step"] = draw(often(st.just(1), st.sampled_from([2, 0, "1"])))
+    elif mtype == "deepseek_v3":
+        cfg.update(moe_intermediate_size=n(st.sampled_from([64, 2048])), n_shared_experts=n(st.sampled_from([0, 1, 2])),
+                   first_k_dense_replace=n(st.sampled_from([0, 1, 3])), moe_layer_freq=n(st.sampled_from([1, 2])))
+        if draw(st.booleans()):   # multi-head latent attention
+            cfg.update(kv_lora_rank=n(st.sampled_from([64, 512])), q_lora_rank=draw(st.sampled_from([None, 1536])),
+                       qk_nope_head_dim=n(st.sampled_from([64, 128])), qk_rope_head_dim=n(st.sampled_from([32, 64])),
+                       v_head_dim=n(st.sampled_from([64, 128])))
+            if draw(st.integers(0, 9)) == 4:
+                cfg["num_attention_heads"] = draw(st.sampled_from([10 ** 12, 0, -heads]))
+    return cfg
 
 
 FILE_TEXT = st.one_of(st.just(""), st.just("{"), st.just("[1, 2]"), st.just("null"), st.just("\x00\xff"),

@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import lru_cache
 
-from costmodel.pipeline_schedules import BWD, FWD, rank_orders
-from costmodel.pipeline_sim import (  # the result type and input checks are not what is compared
+from costmodel.pipeline.schedules import BWD, FWD, rank_orders
+from costmodel.pipeline.sim import (  # the result type and input checks are not what is compared
     PipelineResult,
     _times,
 )

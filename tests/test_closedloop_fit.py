@@ -1,4 +1,4 @@
-"""Fitting the cost model's constants (costmodel.fit, costmodel.calibrate) and the constants plumbing."""
+"""Fitting the cost model's constants (costmodel.calibration.fit, costmodel.calibration.calibrate) and the constants plumbing."""
 
 from __future__ import annotations
 
@@ -9,20 +9,20 @@ import numpy as np
 import pytest
 
 from costmodel import ParallelPlan, TrainingSpec, estimate, get_cluster, load_model
-from costmodel.calibrate import calibrate, efficiency_overrides
-from costmodel.calibration import CalibrationProfile, GemmPoint, load_profile
-from costmodel.compute import DEFAULT_EFFICIENCY
-from costmodel.constants import MEASURED_RATE_SCALE, efficiency_with_constants
-from costmodel.fit import (
+from costmodel.calibration.calibrate import calibrate, efficiency_overrides
+from costmodel.calibration.constants import MEASURED_RATE_SCALE, efficiency_with_constants
+from costmodel.calibration.fit import (
     Observation,
     cross_validated,
     error_stats,
     fit_constants,
     holdout_split,
+    minimize_unit_box,
     predict_step_times,
 )
-from costmodel.fit_data import observations_from_summaries
-from costmodel.nelder_mead import nelder_mead
+from costmodel.calibration.fit_data import observations_from_summaries
+from costmodel.calibration.profile_spec import CalibrationProfile, GemmPoint, load_profile
+from costmodel.layer.compute import DEFAULT_EFFICIENCY
 from costmodel.specs import StepMeasurement
 from planner.cli import main
 
@@ -65,11 +65,11 @@ def _synthetic(constants: dict[str, float]) -> list[Observation]:
     return obs
 
 
-def test_nelder_mead_finds_the_minimum_of_a_bowl_inside_the_box() -> None:
+def test_minimizer_finds_the_minimum_of_a_bowl_inside_the_box() -> None:
     target = np.array([0.3, 0.7, 0.55])
-    res = nelder_mead(lambda x: float(((x - target) ** 2).sum()), np.full(3, 0.5), max_evals=400, tol=1e-12)
+    res = minimize_unit_box(lambda x: float(((x - target) ** 2).sum()), np.full(3, 0.5), max_evals=400, tol=1e-12)
     assert np.allclose(res.x, target, atol=1e-3)
-    edge = nelder_mead(lambda x: float(x[0]), np.array([0.5]), max_evals=200)
+    edge = minimize_unit_box(lambda x: float(x[0]), np.array([0.5]), max_evals=200)
     assert edge.x[0] == pytest.approx(0.0, abs=1e-6)  # clipped to the box, not beyond
 
 

@@ -10,17 +10,17 @@ import pandas as pd
 import pytest
 
 from costmodel import ParallelPlan, TrainingSpec, load_model
-from costmodel.calibration import CalibrationProfile, CollectivePoint, HostPoint, save_profile
-from costmodel.compute import DEFAULT_EFFICIENCY, block_host_ops, block_host_s
-from costmodel.constants import efficiency_with_constants
-from costmodel.fit_data import local_cluster
-from costmodel.profile import ProfileConfig, run_profile
+from costmodel.calibration.constants import efficiency_with_constants
+from costmodel.calibration.fit_data import local_cluster
+from costmodel.calibration.profile import ProfileConfig, run_profile
+from costmodel.calibration.profile_spec import CalibrationProfile, CollectivePoint, HostPoint, save_profile
+from costmodel.layer.compute import DEFAULT_EFFICIENCY, block_host_ops, block_host_s
 from costmodel.specs import StepMeasurement
 from planner import search
 from planner.cli import main
-from planner.closed_loop import LocalValidation, host_constants, run_local_validation, select_plans
-from planner.closed_loop_doc import BEGIN, END, update_part
-from planner.closed_loop_metrics import rank_average, regret, spearman
+from planner.closed_loop.doc import BEGIN, END, update_part
+from planner.closed_loop.metrics import rank_average, regret, spearman
+from planner.closed_loop.validate import LocalValidation, host_constants, run_local_validation, select_plans
 
 REQUIRED = [
     "plan",
@@ -218,7 +218,7 @@ def test_work_span_bound_on_an_oversubscribed_host() -> None:
     critical path is the bound."""
     from types import SimpleNamespace
 
-    from planner.closed_loop_host import work_span_step_s
+    from planner.closed_loop.host import work_span_step_s
 
     def est(compute, bubble, comm):
         t = SimpleNamespace(tp_comm_s=0.0, cp_comm_s=0.0, dp_comm_s=comm, pp_comm_s=0.0, bubble_s=bubble)
@@ -280,7 +280,7 @@ def test_tp_host_cost_that_grows_with_tokens() -> None:
 def test_optimizer_host_cost_per_tensor_and_parameter() -> None:
     """The optimizer step: measured seconds per parameter on the rank's shard, plus a per-tensor host cost
     that depends on what the tensors are (plain, TP or FSDP2 DTensors)."""
-    from costmodel.params import end_tensors, layer_tensors, model_shape, total_params
+    from costmodel.layer.params import end_tensors, layer_tensors, model_shape, total_params
 
     model = load_model("tiny-llama")
     shape, layers, params = model_shape(model), model.num_layers, total_params(model)
@@ -298,7 +298,7 @@ def test_optimizer_host_cost_per_tensor_and_parameter() -> None:
 
 
 def test_with_host_terms_applies_the_measured_constants_under_the_profiles_own() -> None:
-    from costmodel.host_terms import with_host_terms
+    from costmodel.calibration.host_terms import with_host_terms
 
     host = HostPoint(tokens=8, threads=1, block_s=3e-3, ddp_block_s=0.004, fsdp_procs=4, fsdp_zero2_block_s=0.01,
                      optimizer_tensor_s=1e-5, optimizer_param_s=2e-9, tp_token_s=3e-5)
@@ -315,8 +315,8 @@ def test_with_host_terms_applies_the_measured_constants_under_the_profiles_own()
 def test_speed_ratio_puts_predictions_at_the_machines_current_speed() -> None:
     """The speed probe times the profile's reference block again; the summary scores the prediction x
     the ratio separately from the a-priori one."""
-    from costmodel.profile.host import speed_probe_s
-    from planner.closed_loop_metrics import summarize_validation
+    from costmodel.calibration.profile.host import speed_probe_s
+    from planner.closed_loop.metrics import summarize_validation
 
     assert 0 < speed_probe_s(load_model("tiny-llama"), tokens=16, layers=1, repeats=2) < 1.0
     rows = pd.DataFrame({"plan": ["a", "b"], "measured_step_time_s": [1.0, 2.0], "predicted_step_time_s": [0.8, 1.6],

@@ -17,7 +17,7 @@ from costmodel import (
     load_model,
     plan_problems,
 )
-from costmodel.batch import BATCH_COLUMNS
+from costmodel.step.batch import BATCH_COLUMNS
 
 FIELDS = {"compute_s": "time", "tp_comm_s": "time", "cp_comm_s": "time", "dp_comm_s": "time",
           "pp_comm_s": "time", "bubble_s": "time", "optimizer_s": "time", "parameters_bytes": "memory",

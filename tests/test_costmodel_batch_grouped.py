@@ -11,10 +11,10 @@ import pytest
 from test_costmodel_calibration import synthetic_profile
 
 from costmodel import ParallelPlan, TrainingSpec, estimate, get_cluster, load_model
-from costmodel.comm_grouped import GroupedComm
-from costmodel.estimate import comm_model, step_context
-from costmodel.step import Knobs, step_costs
-from costmodel.topology import build_topology
+from costmodel.network.comm_grouped import GroupedComm
+from costmodel.network.topology import build_topology
+from costmodel.step.costs import Knobs, step_costs
+from costmodel.step.estimate import comm_model, step_context
 
 NAMES = ("gpipe", "1f1b", "interleaved-1f1b", "zero-bubble")
 RECOMPUTE = ("none", "selective", "full")
@@ -102,8 +102,8 @@ def test_grouped_comm_prices_each_row_on_its_own_group() -> None:
     sub = grouped.take(np.array([1, 2]))
     np.testing.assert_allclose(sub.time_s("dp", "all_gather", 1e6),
                                [float(comms[g].time_s("dp", "all_gather", 1e6)) for g in (0, 1)], rtol=1e-12)
-    with pytest.raises(ValueError, match="axis 'ep'"):
-        grouped.time_s("ep", "all_reduce", 1.0)
+    with pytest.raises(ValueError, match="axis 'xp'"):
+        grouped.time_s("xp", "all_reduce", 1.0)
 
 
 def _plans(world: int, placements) -> list[ParallelPlan]:

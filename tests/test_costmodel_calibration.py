@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from costmodel.calibration import (
+from costmodel.calibration.profile_spec import (
     AttentionPoint,
     CalibrationProfile,
     CollectivePoint,

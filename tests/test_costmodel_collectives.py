@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from costmodel import ParallelPlan, get_cluster
-from costmodel.collectives import algorithm_times_s, collective_time_s
-from costmodel.comm import build_comm_model
-from costmodel.whatif import apply_interconnect
+from costmodel.network.collectives import algorithm_times_s, collective_time_s
+from costmodel.network.comm import build_comm_model
+from costmodel.network.whatif import apply_interconnect
 
 
 def test_ring_all_reduce_matches_formula_on_a_uniform_ring() -> None:

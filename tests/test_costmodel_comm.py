@@ -7,21 +7,21 @@ import pytest
 from test_costmodel_calibration import ALPHA, BW, _ring_ar, synthetic_profile
 
 from costmodel import ParallelPlan, get_cluster
-from costmodel.calibration import CollectivePoint
-from costmodel.comm import CommModel, all_reduce_time_s, build_comm_model, group_link
-from costmodel.topology import build_topology
+from costmodel.calibration.profile_spec import CollectivePoint
+from costmodel.network.comm import CommModel, all_reduce_time_s, build_comm_model, group_link
+from costmodel.network.topology import build_topology
 
 
 def test_interface_links_and_time() -> None:
     cluster = get_cluster("dgx-a100", nodes=2)
     comm = build_comm_model(cluster, ParallelPlan(tp=8, dp=2))
     assert isinstance(comm, CommModel)
-    assert set(comm.links) == {"tp", "cp", "dp", "pp"}
+    assert set(comm.links) == {"tp", "cp", "dp", "pp", "ep", "edp"}
     assert comm.links["tp"].size == 8 and comm.links["dp"].size == 2
     assert float(comm.time_s("tp", "all_reduce", 1e6)) > 0
     assert group_link(cluster, ParallelPlan(tp=8, dp=2), "dp").crosses_nodes
-    with pytest.raises(ValueError, match="axis 'ep'"):
-        comm.time_s("ep", "all_reduce", 1e6)
+    with pytest.raises(ValueError, match="axis 'xp'"):
+        comm.time_s("xp", "all_reduce", 1e6)
 
 
 def test_explicit_topology_is_used_and_placements_are_cached() -> None:

@@ -9,9 +9,9 @@ import pytest
 from _estimate_reference import reference_estimate
 
 from costmodel import ParallelPlan, TrainingSpec, get_cluster, load_model
-from costmodel.checks import plan_problems
-from costmodel.estimate import estimate, prefetch_simulations
-from costmodel.estimate_sim import _SIMS
+from costmodel.step.checks import plan_problems
+from costmodel.step.estimate import estimate, prefetch_simulations
+from costmodel.step.simulate import _SIMS
 
 SCHEDULES = ("gpipe", "1f1b", "interleaved-1f1b", "zero-bubble")
 REL = 1e-12

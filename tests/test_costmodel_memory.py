@@ -7,13 +7,13 @@ import itertools
 import pytest
 
 from costmodel import ParallelPlan, TrainingSpec, estimate, get_cluster, load_model
-from costmodel.memory import (
+from costmodel.layer.memory import (
     inflight_chunks,
     layer_activation_bytes,
     model_state_bytes,
     optimizer_bytes_per_param,
 )
-from costmodel.params import model_shape
+from costmodel.layer.params import model_shape
 
 S, B = 2048, 1
 GPT = model_shape(load_model("gpt3-175b"))
@@ -96,7 +96,7 @@ def test_memory_parts_sum_and_first_stage_holds_most_activations():
 @pytest.mark.parametrize("schedule, v", [("1f1b", 1), ("gpipe", 1), ("zero-bubble", 1), ("interleaved-1f1b", 2),
                                          ("interleaved-1f1b", 5)])
 def test_closed_form_stage_memory_equals_the_simulated_schedule(schedule, v):
-    """The in-flight counts agree with costmodel.pipeline_sim's per-rank peaks for every schedule."""
+    """The in-flight counts agree with costmodel.pipeline.sim's per-rank peaks for every schedule."""
     model = load_model("gpt3-13b")
     cluster = get_cluster("dgx-a100", nodes=4)
     training = TrainingSpec(global_batch_size=64, seq_len=2048)
@@ -112,7 +112,7 @@ def test_closed_form_stage_memory_equals_the_simulated_schedule(schedule, v):
 
 def test_inflight_agrees_with_the_pipeline_closed_forms():
     """Rank 0's in-flight count equals costmodel.pipeline's uniform_peak_in_flight on a grid."""
-    from costmodel.memory import SCHEDULE_CODES
+    from costmodel.layer.memory import SCHEDULE_CODES
     from costmodel.pipeline import uniform_peak_in_flight
 
     for schedule, code in SCHEDULE_CODES.items():

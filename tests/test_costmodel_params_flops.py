@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from costmodel import load_model
-from costmodel.flops import (
+from costmodel.layer.flops import (
     RECOMPUTE_CODES,
     layer_fwd_flops,
     lm_head_fwd_flops,
@@ -13,7 +13,7 @@ from costmodel.flops import (
     recompute_fwd_flops,
     step_flops,
 )
-from costmodel.params import layer_params, model_shape, total_params
+from costmodel.layer.params import layer_params, model_shape, total_params
 
 
 @pytest.mark.parametrize("name, published", [("gpt3-175b", 175.0e9), ("llama2-70b", 69.0e9),

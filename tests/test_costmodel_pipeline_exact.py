@@ -11,9 +11,9 @@ import pytest
 from _pipeline_reference import ref_rank_order_ops, reference_simulate
 
 from costmodel.pipeline import SCHEDULES, simulate_pipeline
-from costmodel.pipeline_levels import op_graph
-from costmodel.pipeline_schedules import rank_order_arrays
-from costmodel.pipeline_sim import simulate_pipelines
+from costmodel.pipeline.levels import op_graph
+from costmodel.pipeline.schedules import rank_order_arrays
+from costmodel.pipeline.sim import simulate_pipelines
 
 
 def shapes(schedule, pps=(1, 2, 3, 4, 5, 8), ms=(1, 2, 3, 4, 6, 8, 12, 16)):

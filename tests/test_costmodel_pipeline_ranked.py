@@ -8,9 +8,9 @@ import itertools
 import numpy as np
 import pytest
 
-from costmodel.pipeline_ranked import ranked_makespan_s
-from costmodel.pipeline_sim import simulate_pipeline
-from costmodel.pipeline_uniform import uniform_makespan_s
+from costmodel.pipeline.ranked import ranked_makespan_s
+from costmodel.pipeline.sim import simulate_pipeline
+from costmodel.pipeline.uniform import uniform_makespan_s
 
 
 def _cases(schedule: str, seed: int, n: int):

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from costmodel import load_model
-from costmodel.calibration import load_profile
-from costmodel.profile import ProfileConfig, catalog_gpu_name, run_profile
-from costmodel.profile.compute import gemm_shapes
-from costmodel.profile.options import parse_nprocs, parse_ops, parse_sizes
+from costmodel.calibration.profile import ProfileConfig, catalog_gpu_name, run_profile
+from costmodel.calibration.profile.compute import gemm_shapes
+from costmodel.calibration.profile.options import parse_nprocs, parse_ops, parse_sizes
+from costmodel.calibration.profile_spec import load_profile
 from planner.cli import main
 
 SMALL = ["--model", "tiny-gpt", "--device", "cpu", "--nprocs", "2", "--sizes", "4KB,256KB",
@@ -93,7 +93,7 @@ def test_profile_writes_a_valid_profile_and_repeats_within_noise(tmp_path) -> No
 def _executor_block_ops(spec) -> int:
     import torch
 
-    from costmodel.profile.host import count_aten_ops
+    from costmodel.calibration.profile.host import count_aten_ops
     from executor.model import TransformerBlock, rope_cache
 
     torch.manual_seed(0)
@@ -109,7 +109,7 @@ def test_reference_block_issues_the_executors_ops(name) -> None:
     as many aten ops per forward + backward as the executor's real block, so its host time is theirs."""
     import torch
 
-    from costmodel.profile.host import RefBlock, count_aten_ops
+    from costmodel.calibration.profile.host import RefBlock, count_aten_ops
 
     spec = load_model(name)
     torch.manual_seed(0)
@@ -120,7 +120,7 @@ def test_reference_block_issues_the_executors_ops(name) -> None:
 
 
 def test_host_cost_is_measured_per_block_where_compute_is_negligible() -> None:
-    from costmodel.profile.host import measure_host
+    from costmodel.calibration.profile.host_point import measure_host
 
     spec = load_model("small-llama")
     host = measure_host(spec, tokens=8, layers=2, repeats=3, tp=False)

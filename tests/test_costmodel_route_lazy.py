@@ -10,10 +10,10 @@ import pytest
 from test_costmodel_route_table import FABRICS, _pair
 
 from costmodel import ParallelPlan, get_cluster
-from costmodel.comm import build_comm_model
-from costmodel.placement import PathStats, price_flows, walk_flows
-from costmodel.route_table import Hops
-from costmodel.topology import Topology, build_topology
+from costmodel.network.comm import build_comm_model
+from costmodel.network.placement import PathStats, price_flows, walk_flows
+from costmodel.network.route_table import Hops
+from costmodel.network.topology import Topology, build_topology
 
 
 @pytest.mark.parametrize(("preset", "nodes", "over", "npl"), FABRICS)

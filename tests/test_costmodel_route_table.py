@@ -1,4 +1,4 @@
-"""Closed-form routes of preset graphs (costmodel.route_table) == the graph walk, on every preset fabric."""
+"""Closed-form routes of preset graphs (costmodel.network.route_table) == the graph walk, on every preset fabric."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from costmodel import ParallelPlan, get_cluster
-from costmodel.comm import build_comm_model
-from costmodel.placement import AXES, axis_stride, place_axis, price_flows, walk_flows
-from costmodel.topology import Topology, build_topology
+from costmodel.network.comm import build_comm_model
+from costmodel.network.placement import AXES, axis_stride, place_axis, price_flows, walk_flows
+from costmodel.network.topology import Topology, build_topology
 
 FABRICS = [
     ("dgx-a100", 4, {}, 1),

@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from costmodel import get_cluster, list_clusters
-from costmodel.topology import build_topology, load_topology
-from costmodel.units import parse_bandwidth, parse_latency
-from costmodel.whatif import apply_interconnect, cluster_for_topology, parse_oversubscription
+from costmodel.network.topology import build_topology, load_topology
+from costmodel.network.units import parse_bandwidth, parse_latency
+from costmodel.network.whatif import apply_interconnect, cluster_for_topology, parse_oversubscription
 
 
 @pytest.mark.parametrize("name", list_clusters())
@@ -150,8 +150,8 @@ def test_interconnect_what_ifs() -> None:
 def test_graph_walk_breaks_ties_the_same_under_any_hash_seed() -> None:
     """Cube-mesh servers have equal-cost two-hop paths; the walk's pick (and so the priced TP ring)
     must not depend on PYTHONHASHSEED (it did while subgraphs iterated a set of node names)."""
-    code = ("from costmodel import ParallelPlan, get_cluster; from costmodel.comm import build_comm_model; "
-            "from costmodel.topology import Topology, build_topology; c = get_cluster('dgx1-v100', nodes=2); "
+    code = ("from costmodel import ParallelPlan, get_cluster; from costmodel.network.comm import build_comm_model; "
+            "from costmodel.network.topology import Topology, build_topology; c = get_cluster('dgx1-v100', nodes=2); "
             "walk = Topology(build_topology(c).graph); "
             "print(build_comm_model(c, ParallelPlan(tp=8, dp=2), topology=walk).links['tp'])")
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from costmodel import ParallelPlan
-from costmodel.comm import build_comm_model
+from costmodel.network.comm import build_comm_model
 from planner.cli import build_parser, build_specs, main
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "topology-two-boxes.yaml"

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from costmodel import ParallelPlan, get_cluster
-from costmodel.collectives import algorithm_times_s
-from costmodel.comm import build_comm_model
-from costmodel.placement import axis_groups, candidate_placements, place_axis
-from costmodel.topology import build_topology
+from costmodel.network.collectives import algorithm_times_s
+from costmodel.network.comm import build_comm_model
+from costmodel.network.placement import axis_groups, candidate_placements, place_axis
+from costmodel.network.topology import build_topology
 
 
 def test_axis_groups_follow_placement_order() -> None:

@@ -22,11 +22,11 @@ from costmodel import (
     load_model,
     model_from_hf_config,
 )
-from costmodel.comm import build_comm_model
-from costmodel.estimate import comm_model, knobs_from_plan, step_context
-from costmodel.estimate_sim import MAX_SIM_OPS, _closed_form, _simulate, cached_stage_times, sim_ops
+from costmodel.network.comm import build_comm_model
+from costmodel.network.topology import build_topology
 from costmodel.specs import format_validation_error
-from costmodel.topology import build_topology
+from costmodel.step.estimate import comm_model, knobs_from_plan, step_context
+from costmodel.step.simulate import MAX_SIM_OPS, _closed_form, _simulate, cached_stage_times, sim_ops
 
 TRAIN = TrainingSpec(global_batch_size=64, seq_len=2048)
 
@@ -95,7 +95,17 @@ LLAMA = {"model_type": "llama", "num_hidden_layers": 4, "hidden_size": 256, "num
     ({"num_hidden_layers": None}, "num_hidden_layers: Field required", "num_layers"),
     ({"num_hidden_layers": "4"}, "num_hidden_layers: must be a whole number", "num_layers"),
     ({"num_attention_heads": 3}, "not divisible by num_attention_heads=3", "num_heads"),
-    ({"model_type": "mixtral"}, "model_type 'mixtral'", None),
+    ({"model_type": "mamba"}, "model_type 'mamba'", None),
+    ({"model_type": "mixtral", "num_local_experts": "8", "num_experts_per_tok": 2},
+     "num_local_experts: must be a whole number", "num_experts"),
+    ({"model_type": "mixtral", "num_local_experts": 8, "num_experts_per_tok": 9},
+     "num_experts_per_tok: 9 exceeds num_local_experts=8", "experts_per_token"),
+    ({"model_type": "deepseek_v3", "n_routed_experts": 8, "num_experts_per_tok": 2, "kv_lora_rank": 64,
+      "num_attention_heads": 10**12}, "num_attention_heads: must be a whole number from 1 to 65,536", None),
+    ({"model_type": "deepseek_v3", "n_routed_experts": 8, "num_experts_per_tok": 2, "kv_lora_rank": 64,
+      "hidden_size": "256"}, "hidden_size: must be a whole number", None),
+    ({"model_type": "qwen2_moe", "num_experts": 8, "num_experts_per_tok": 2, "mlp_only_layers": 3},
+     "mlp_only_layers: must be a list of layer numbers", None),
 ])
 def test_hugging_face_problems_name_the_configs_keys(change, words, internal):
     cfg = {k: v for k, v in {**LLAMA, **change}.items() if v is not None}
@@ -195,7 +205,7 @@ def test_an_empty_vocabulary_shard_costs_no_compute():
 
 
 def test_topology_files_are_bounded_and_checked(tmp_path):
-    from costmodel.topology import MAX_FILE_NODES, load_topology
+    from costmodel.network.topology import MAX_FILE_NODES, load_topology
 
     big = {"nodes": [{"id": f"s{i}", "kind": "switch"} for i in range(MAX_FILE_NODES + 1)], "links": []}
     (tmp_path / "big.json").write_text(json.dumps(big))

@@ -37,6 +37,8 @@ def test_metrics_and_summary_follow_the_contract(uninterrupted):
     assert summary.tokens_per_s == pytest.approx(4 * 32 / summary.step_time_s)
     assert summary.peak_bytes >= max(r["peak_bytes"] for r in records)
     assert records[-1]["loss"] < records[0]["loss"]  # it learns
+    engine = json.loads((uninterrupted.out_dir / "engine.json").read_text())  # what the engine applied
+    assert engine == {"dtype": "fp32", "compile": False, "float8": False, "async_tp": False, "optimizer": "foreach"}
 
 
 def test_losses_match_the_single_process_run(uninterrupted):

@@ -37,8 +37,8 @@ def _error_line(err: str) -> str:
 
 def test_dry_run_prints_the_torchrun_command(tmp_path, capsys):
     plan = _plan_file(tmp_path, dp=2, tp=2)
-    code, out, _ = _run([plan, "--model", "tiny-llama", "--steps", "7", "--out", str(tmp_path / "r"),
-                         "--dry-run"], capsys)
+    code, out, err = _run([plan, "--model", "tiny-llama", "--steps", "7", "--out", str(tmp_path / "r"),
+                           "--dry-run"], capsys)
     assert code == 0
     argv = shlex.split(out.strip())
     env = {}
@@ -55,6 +55,9 @@ def test_dry_run_prints_the_torchrun_command(tmp_path, capsys):
     assert argv[argv.index("--global-batch") + 1] == "8"  # default: 8 sequences
     assert argv[argv.index("--seq-len") + 1] == "64"  # the model's max_seq_len
     assert not (tmp_path / "r").exists()  # a dry run starts nothing and writes nothing
+    plan_file = argv[argv.index("--plan") + 1]
+    assert f"nothing written: a run first writes {plan_file}" in err  # and says so about the plan it reads
+    assert ParallelPlan.model_validate_json(err.split("which this command reads: ", 1)[1]) == ParallelPlan(dp=2, tp=2)
 
 
 def test_options_pass_through_to_the_worker_and_torchrun(tmp_path):
@@ -69,10 +72,11 @@ def test_options_pass_through_to_the_worker_and_torchrun(tmp_path):
 
 def test_multi_node_options_pass_through(tmp_path):
     setup = prepare_run(_plan_file(tmp_path, dp=4, tp=2), model="tiny-llama", steps=5, out=tmp_path / "r",
-                        nnodes=2, node_rank=1, rdzv_endpoint="node0.example:29500")
+                        nnodes=2, node_rank=1, rdzv_endpoint="localhost:29500", rdzv_timeout_s=30)
     argv = list(setup.command)
     assert argv[argv.index("--nnodes") + 1] == "2" and argv[argv.index("--node-rank") + 1] == "1"
-    assert argv[argv.index("--rdzv-endpoint") + 1] == "node0.example:29500"
+    assert argv[argv.index("--rdzv-endpoint") + 1] == "localhost:29500"
+    assert argv[argv.index("--rdzv-conf") + 1] == "join_timeout=30"
     assert argv[argv.index("--nproc-per-node") + 1] == "4" and "--local-addr" not in argv
 
 
@@ -229,3 +233,36 @@ def test_plans_the_schedules_cannot_run_are_refused_before_launch(tmp_path):
     odd = ParallelPlan(dp=1, tp=1, pp=2, virtual_stages=2, micro_batch_size=2, schedule="interleaved-1f1b")
     assert "multiple of pp=2" in plan_unsupported(odd, global_batch=6)
     assert plan_unsupported(ParallelPlan(dp=2, cp=2), global_batch=8).startswith("cp:")
+
+
+@pytest.mark.parametrize("extra, field", [
+    (["--lr", "nan"], "lr=nan"), (["--lr", "inf"], "lr=inf"), (["--lr", "-0.1"], "lr=-0.1"),
+    (["--timeout", "inf"], "timeout=inf"), (["--seed", "-1"], "seed=-1"), (["--seed", str(2**40)], "seed="),
+    (["--warmup-steps", "-2"], "warmup_steps"), (["--lr-decay-steps", "0"], "lr_decay_steps"),
+    (["--log-every", "-1"], "log_every"), (["--scale-to", "0"], "scale_to"),
+    (["--nnodes", "2", "--node-rank", "1", "--rdzv-endpoint", "no-such-node.invalid:29500"], "rdzv_endpoint"),
+    (["--nnodes", "2", "--node-rank", "0", "--rdzv-endpoint", "192.0.2.250:29500"], "rdzv_endpoint"),
+    (["--nnodes", "2", "--node-rank", "1", "--rdzv-endpoint", "127.0.0.1:99999"], "rdzv_endpoint"),
+])
+def test_bad_numbers_and_endpoints_fail_before_launch(tmp_path, capsys, extra, field):
+    code, _, err = _run([_plan_file(tmp_path, dp=2), "--out", str(tmp_path / "r"), *extra], capsys)
+    assert code == 2 and _error_line(err).startswith(f"paraplan: error: {field}")
+    assert not (tmp_path / "r").exists()
+
+
+def test_unreachable_rendezvous_is_one_line_after_the_wait(tmp_path, capsys):
+    from executor.launch import free_port
+
+    port = free_port()  # nothing listens there: node 0 was never started
+    code, _, err = _run([_plan_file(tmp_path, dp=2), "--out", str(tmp_path / "r"), "--nnodes", "2",
+                         "--node-rank", "1", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-timeout", "1"], capsys)
+    assert code == 2 and f"nothing answers at 127.0.0.1:{port} after 1 s" in _error_line(err)
+    assert not (tmp_path / "r").exists()
+
+
+def test_out_must_be_a_directory(tmp_path, capsys):
+    plan = _plan_file(tmp_path)
+    code, _, err = _run([plan, "--out", plan], capsys)
+    assert code == 2 and "is a file" in _error_line(err)
+    code, _, err = _run([plan, "--out", f"{plan}/run"], capsys)
+    assert code == 2 and "is a file" in _error_line(err)

@@ -140,13 +140,19 @@ def test_metrics_writer_truncates_rerun_steps_and_skips_torn_lines(tmp_path):
 
 
 def test_summary_is_a_step_measurement_with_median_after_warmup(tmp_path):
-    records = [{"step": i, "step_time_s": t} for i, t in enumerate([5.0, 1.0, 2.0, 3.0], start=1)]
+    records = [{"step": i, "step_time_s": t, "loss": 9.0 - i} for i, t in enumerate([5.0, 1.0, 2.0, 3.0], start=1)]
     training = TrainingSpec(global_batch_size=4, seq_len=32, dtype="fp32")
     m = summarize(records, plan=ParallelPlan(dp=2), model_name="tiny-llama", device_name="cpu", backend="gloo",
                   world_size=2, training=training, flops_per_step=4e12, peak_flops_per_s=1e12, peak_bytes=123.0)
     assert m.step_time_s == 2.0  # median of 1, 2, 3: the 5 s warm-up step is excluded
     assert m.tokens_per_s == pytest.approx(4 * 32 / 2.0)
     assert m.achieved_tflops_per_gpu == pytest.approx(1.0) and m.mfu == pytest.approx(1.0)
+    assert m.losses == (8.0, 7.0, 6.0, 5.0) and m.step_times_s == (5.0, 1.0, 2.0, 3.0)  # every step listed
+    resumed = summarize(records[2:], plan=ParallelPlan(dp=2), model_name="tiny-llama", device_name="cpu",
+                        backend="gloo", world_size=2, training=training, flops_per_step=4e12,
+                        peak_flops_per_s=1e12, peak_bytes=1.0, history=records)
+    assert resumed.steps == 4 and resumed.losses == m.losses  # the run's steps before the resume count
+    assert resumed.step_time_s == 3.0  # timed over this attempt's steps after its warm-up step
     write_json_atomic(tmp_path / "summary.json", m.model_dump(mode="json"))
     again = StepMeasurement.model_validate(json.loads((tmp_path / "summary.json").read_text()))
     assert again == m

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from costmodel import load_model
-from costmodel.params import total_params
+from costmodel.layer.params import total_params
 from costmodel.specs import ModelSpec, ParallelPlan, TrainingSpec
 from executor.engine import build_engine
 from executor.grads import clip_grad_norm_

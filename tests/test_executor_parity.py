@@ -1,7 +1,7 @@
 """The central executor test: every plan's per-step losses match the single-process run.
 
 Plans run on Gloo across processes (`torchrun -m executor.parity`), several per launch; the reference
-runs in this process with no process group. 10 steps, fp32, within 1e-5 relative (issue 5)."""
+runs in this process with no process group. 10 steps, fp32, within 1e-5 relative."""
 
 from __future__ import annotations
 

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from planner.balance import _balance, balance_layers, stage_costs
+from costmodel.pipeline.balance import _balance
+from planner.balance import balance_layers, stage_costs
 
 
 def _brute_best(costs, stages, first, last, min_layers):

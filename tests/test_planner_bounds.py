@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from costmodel import TrainingSpec, get_cluster, load_model
-from costmodel.pipeline_sim import simulate_pipeline
+from costmodel.pipeline.sim import simulate_pipeline
 from costmodel.specs import ModelSpec
 from planner.bounds import no_w_lb_s, pipeline_lb_s
 from planner.constraints import Constraints

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from costmodel import TrainingSpec, get_cluster, load_model
-from costmodel.estimate_sim import _SIMS
+from costmodel.step.simulate import _SIMS
 from planner import search, search_exhaustive
 from planner.constraints import Constraints
 from planner.exact import ExactScorer

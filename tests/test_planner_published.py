@@ -10,7 +10,7 @@ from planner.published import RUNS_CSV, compare_row, render_section, replace_sec
 ROWS = [r for r in table1_rows() if int(r["num_gpus"]) <= 64]
 
 
-@pytest.mark.skipif(not RUNS_CSV.is_file(), reason="../shared/data/megatron2021/runs.csv is absent")
+@pytest.mark.skipif(not RUNS_CSV.is_file(), reason="megatron2021/runs.csv is not shipped")
 @pytest.mark.parametrize("row", ROWS, ids=[r["model_name"] for r in ROWS])
 def test_top_plan_is_at_least_as_fast_as_published(row):
     out = compare_row(row)

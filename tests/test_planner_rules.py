@@ -71,4 +71,5 @@ def test_every_rule_fires_somewhere_on_the_grid():
         _, cols = _grid_plans(False, model.total_layers)
         masks = bulk_problems(model, get_cluster(cluster_name, nodes=nodes), training, cols)
         seen |= {code for code, mask in masks.items() if mask.any()}
-    assert seen == {r.code for r in RULES}
+    expert_rules = {"ep_dp", "ep_moe", "ep_experts"}   # on their own grid: tests/test_planner_moe.py
+    assert seen == {r.code for r in RULES} - expert_rules

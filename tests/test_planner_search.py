@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from costmodel import TrainingSpec, check_plan, get_cluster, load_model
-from costmodel.estimate import estimate
+from costmodel.step.estimate import estimate
 from planner import search, search_exhaustive
 from planner.search import OOM_REASON
 
@@ -24,6 +24,11 @@ SMALL = [
     # 30 layers: pp=4 and pp=8 need uneven (balanced) splits
     ("megatron-gpt-3.6b", "dgx-a100-40gb", 1, 32, 2048, dict(zero_stage=(1,), recompute=("selective", "full"),
                                                              cp=1, placement=ONE_PLACEMENT)),
+    # mixtures of experts: ep searched over the divisors of dp*cp (60 experts: ep 1-6, 10, 12, ...)
+    ("qwen1.5-moe-a2.7b", "dgx-h100", 2, 64, 4096, dict(zero_stage=(1, 3), recompute=("none", "full"),
+                                                         placement=ONE_PLACEMENT, max_micro_batch_size=2)),
+    ("mixtral-8x7b", "dgx-h100", 4, 64, 4096, dict(zero_stage=(1,), placement=ONE_PLACEMENT,
+                                                    max_micro_batch_size=1, max_virtual_stages=2)),
 ]
 
 
@@ -157,22 +162,22 @@ def test_bulk_pass_of_an_empty_space_is_empty():
 
 def _per_group_reference(model, cluster, training, space, *, calibration=None, topology=None):
     """The bulk pass as it was: one `step_costs` call per (dp, tp, pp, cp, placement) group."""
-    from costmodel.estimate import comm_model, step_context
     from costmodel.specs import ParallelPlan
-    from costmodel.step import Knobs, step_costs
+    from costmodel.step.costs import Knobs, step_costs
+    from costmodel.step.estimate import comm_model, step_context
 
     c = space.columns
     ctx = step_context(model, cluster, training, calibration=calibration)
     out = {k: np.full(len(space), np.nan) for k in ("step_time_s", "peak_bytes")}
-    keys = np.stack([c["dp"], c["tp"], c["pp"], c["cp"], c["placement"]], axis=1)
+    keys = np.stack([c["dp"], c["tp"], c["pp"], c["cp"], c["ep"], c["placement"]], axis=1)
     uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
     inverse = inverse.ravel()
-    for g, (dp, tp, pp, cp, pl) in enumerate(uniq.tolist()):
+    for g, (dp, tp, pp, cp, ep, pl) in enumerate(uniq.tolist()):
         rows = np.flatnonzero(inverse == g)
-        comm = comm_model(cluster, ParallelPlan(dp=dp, tp=tp, pp=pp, cp=cp, placement=space.placements[pl]),
+        comm = comm_model(cluster, ParallelPlan(dp=dp, tp=tp, pp=pp, cp=cp, ep=ep, placement=space.placements[pl]),
                           topology=topology, calibration=calibration)
         k = Knobs(dp=dp, tp=tp, pp=pp, cp=cp, mb=c["mb"][rows], v=c["v"][rows], schedule=c["schedule"][rows],
-                  zero=c["zero"][rows], recompute=c["recompute"][rows], sp=c["sp"][rows].astype(np.int64))
+                  zero=c["zero"][rows], recompute=c["recompute"][rows], sp=c["sp"][rows].astype(np.int64), ep=ep)
         res = step_costs(ctx, k, comm)
         for key in out:
             out[key][rows] = res[key]
@@ -187,14 +192,17 @@ GROUPED = [
     ("megatron-gpt-3.6b", "dgx-a100", 4, 64, 2048, False, True, dict(max_micro_batch_size=2)),
     ("llama2-7b", "dgx-h100", 2, 32, 2048, False, False, dict(max_micro_batch_size=2, allow_fewer_gpus=True,
                                                               zero_stage=(1, 3))),
+    ("deepseek-v2", "dgx-h100", 8, 128, 4096, False, False, dict(max_micro_batch_size=1, zero_stage=(1, 3),
+                                                                 max_virtual_stages=2)),
 ]
 
 
-@pytest.mark.parametrize("case", GROUPED, ids=["llama-cp", "t5", "calibrated", "user-topology-uneven", "fewer-gpus"])
+@pytest.mark.parametrize("case", GROUPED, ids=["llama-cp", "t5", "calibrated", "user-topology-uneven", "fewer-gpus",
+                                               "moe"])
 def test_grouped_bulk_pass_equals_the_per_group_pass(case):
     from test_costmodel_calibration import synthetic_profile
 
-    from costmodel.topology import build_topology
+    from costmodel.network.topology import build_topology
     from planner.constraints import Constraints
     from planner.scoring import bulk_scores
     from planner.space import build_space

@@ -105,7 +105,8 @@ def test_seq_len_follows_a_smaller_model_and_bad_training_input_is_inline():
     assert not at.error, _texts(at.error)
     at.number_input(key="seq_len").set_value(4096)
     _run(at)
-    assert any("seq_len" in e.value and "max_seq_len=2048" in e.value for e in at.error), _texts(at.error)
+    assert any("Sequence length: 4096" in e.value and "Max sequence=2048" in e.value for e in at.error), \
+        _texts(at.error)
 
 
 def test_invalid_uploaded_model_file_shows_an_error_not_a_traceback():
@@ -179,7 +180,7 @@ def test_compare_page_highlights_differences():
     assert len(at.multiselect(key="compare_pick").value) == 2
     assert len(_charts(at)) >= 2
     table = _frame_with(at, at.multiselect(key="compare_pick").value[0])
-    assert {"tp", "pp", "step_time_s", "mfu"} <= set(table.index)
+    assert {"tp", "pp", "placement", "step time", "MFU", "TFLOP/s per GPU"} <= set(table.index)
 
 
 def test_whatif_page_sweeps_and_shows_the_pareto_front():

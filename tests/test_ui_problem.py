@@ -146,7 +146,7 @@ def test_missing_apis_are_reported_not_faked():
 
 
 def _topology_yaml(*, nic_bw: str = "200Gbps", servers: int = 2, gpus: int = 4) -> bytes:
-    """A small cluster graph in costmodel.topology's file format: servers of GPUs on a switch, one NIC
+    """A small cluster graph in costmodel.network.topology's file format: servers of GPUs on a switch, one NIC
     each, and a spine."""
     nodes, links = ["  - {id: spine, kind: switch}"], []
     for s in range(servers):

@@ -10,9 +10,9 @@ import pandas as pd
 from costmodel import MemoryBreakdown, StepEstimate, TimeBreakdown, TimelineEvent
 
 __all__ = [
-    "GIB", "rejections_chart", "timeline_frame", "gantt_chart", "time_breakdown_frame", "time_breakdown_chart",
-    "memory_frame", "memory_chart", "pareto_chart", "sweep_chart", "run_chart", "compare_time_chart",
-    "compare_memory_chart", "predicted_vs_measured_chart",
+    "GIB", "rejections_chart", "timeline_frame", "gantt_chart", "timeline_caption", "time_breakdown_frame",
+    "time_breakdown_chart", "memory_frame", "memory_chart", "pareto_chart", "sweep_chart", "compare_time_chart",
+    "compare_memory_chart",
 ]
 
 GIB = 2**30
@@ -22,7 +22,7 @@ _KIND_ORDER = ["fwd", "bwd", "bwd_input", "bwd_weight", "recompute", "send", "re
 _KIND_COLORS = ["#4c78a8", "#f58518", "#e45756", "#ff9da6", "#b279a2", "#54a24b", "#88d27a", "#9d755d",
                 "#bab0ac"]
 _TIME_PARTS = [("compute_s", "compute"), ("tp_comm_s", "TP comm"), ("cp_comm_s", "CP comm"),
-               ("dp_comm_s", "DP comm"), ("pp_comm_s", "PP comm"), ("bubble_s", "pipeline bubble"),
+               ("ep_comm_s", "EP all-to-all"), ("dp_comm_s", "DP comm"), ("pp_comm_s", "PP comm"), ("bubble_s", "pipeline bubble"),
                ("optimizer_s", "optimizer")]
 _MEM_PARTS = [("parameters_bytes", "parameters"), ("gradients_bytes", "gradients"),
               ("optimizer_bytes", "optimizer states"), ("activations_bytes", "activations"),
@@ -41,8 +41,14 @@ def timeline_frame(events: Sequence[TimelineEvent]) -> pd.DataFrame:
                                        "end_ms", "duration_ms", "label"])
 
 
-def gantt_chart(events: Sequence[TimelineEvent], *, max_labels: int = 400) -> alt.Chart:
-    """Pipeline timeline: one lane per pipeline rank, bars coloured by event kind (fwd/bwd/comm)."""
+def gantt_chart(events: Sequence[TimelineEvent], *, width_px: int = 1000, min_label_px: float = 16.0,
+                title: str = "Pipeline timeline (simulated)") -> alt.Chart:
+    """Pipeline timeline: one lane per pipeline rank, bars coloured by event kind (fwd/bwd/comm).
+
+    Readable at 16-64 micro-batches: a bar carries its micro-batch number only where the bar is at
+    least `min_label_px` wide on a `width_px` chart (so labels never overlap), outlines are dropped
+    when bars are dense, later model chunks of an interleaved schedule are drawn lighter (said in the
+    caption, not in an extra legend), and the time axis zooms with the mouse wheel."""
     df = timeline_frame(events)
     stages = [f"stage {i}" for i in sorted(df["stage_index"].unique())]
     kinds = [k for k in _KIND_ORDER if k in set(df["kind"])]
@@ -50,23 +56,42 @@ def gantt_chart(events: Sequence[TimelineEvent], *, max_labels: int = 400) -> al
     y = alt.Y("stage:N", sort=stages, title=None)
     dense = len(df) > 200  # outlines would hide the bars
     chunks = df["chunk"].nunique() > 1  # interleaved: later model chunks drawn lighter
+    zoom = alt.selection_interval(bind="scales", encodings=["x"])
     bars = alt.Chart(df).mark_bar(stroke=None if dense else "white", strokeWidth=0.3).encode(
         x=alt.X("start_ms:Q", title="time in step (ms)"), x2="end_ms:Q", y=y,
         color=alt.Color("kind:N", scale=alt.Scale(domain=kinds, range=colors), title="event"),
-        opacity=(alt.Opacity("chunk:O", scale=alt.Scale(range=[1.0, 0.55]), title="model chunk") if chunks
+        opacity=(alt.Opacity("chunk:O", scale=alt.Scale(range=[1.0, 0.5]), legend=None) if chunks
                  else alt.value(1.0)),
-        tooltip=["stage", "kind", "micro_batch", "chunk", alt.Tooltip("start_ms:Q", format=".2f"),
-                 alt.Tooltip("duration_ms:Q", format=".3f")],
-    )
+        tooltip=["stage", "kind", "micro_batch", "chunk", alt.Tooltip("start_ms:Q", format=",.2f", title="start (ms)"),
+                 alt.Tooltip("duration_ms:Q", format=",.3f", title="duration (ms)")],
+    ).add_params(zoom)
     chart = bars
-    compute = df[df["kind"].isin(["fwd", "bwd"])]
-    if 0 < len(compute) <= max_labels:
-        compute = compute.assign(mid_ms=(compute["start_ms"] + compute["end_ms"]) / 2)
-        text = alt.Chart(compute).mark_text(fontSize=8, color="white").encode(
-            x="mid_ms:Q", y=y, text="label:N")
+    total_ms = float(df["end_ms"].max() or 1.0) if len(df) else 1.0
+    wide = df[df["kind"].isin(["fwd", "bwd"]) & (df["duration_ms"] / total_ms * width_px >= min_label_px)]
+    if len(wide):
+        wide = wide.assign(mid_ms=(wide["start_ms"] + wide["end_ms"]) / 2)
+        text = alt.Chart(wide).mark_text(fontSize=9, color="white").encode(x="mid_ms:Q", y=y, text="label:N")
         chart = bars + text
-    height = max(18 * len(kinds), 30 * len(stages))  # room for the legend, and a lane per stage
-    return chart.properties(height=height, title="Pipeline timeline (simulated)")
+    height = max(18 * len(kinds), 26 * len(stages), 60)  # room for the legend, and a lane per stage
+    return chart.properties(height=height, title=title)
+
+
+def timeline_caption(events: Sequence[TimelineEvent], *, width_px: int = 1000, min_label_px: float = 16.0) -> str:
+    """What the timeline shows, including what it leaves out at this density."""
+    df = timeline_frame(events)
+    mbs = int(df.loc[df["micro_batch"] >= 0, "micro_batch"].nunique()) if len(df) else 0
+    total_ms = float(df["end_ms"].max() or 1.0) if len(df) else 1.0
+    compute = df[df["kind"].isin(["fwd", "bwd"])]
+    labelled = int((compute["duration_ms"] / total_ms * width_px >= min_label_px).sum())
+    parts = [f"Simulated events of one step per pipeline rank: {mbs} micro-batches"]
+    if labelled < len(compute):
+        parts.append(f"micro-batch numbers on the {labelled} of {len(compute)} compute bars wide enough for them "
+                     "(hover a bar for its number; scroll over the chart to zoom in time)")
+    else:
+        parts.append("micro-batch numbers on the bars")
+    if df["chunk"].nunique() > 1:
+        parts.append("later model chunks of the interleaved schedule are lighter")
+    return "; ".join(parts) + "."
 
 
 def time_breakdown_frame(time: TimeBreakdown) -> pd.DataFrame:
@@ -117,23 +142,38 @@ def memory_chart(est: StepEstimate) -> alt.Chart:
     return (bars + peak + rule).properties(height=280, title="Memory per pipeline stage vs capacity")
 
 
-def pareto_chart(df: pd.DataFrame, *, front: pd.DataFrame | None = None) -> alt.Chart:
-    """Step time vs memory per GPU of every ranked plan; the Pareto front drawn as a line."""
+def pareto_chart(df: pd.DataFrame, *, front: pd.DataFrame | None = None, max_ratio: float = 3.0) -> alt.Chart:
+    """Step time vs memory per GPU of every ranked plan; the Pareto front drawn as a line. The y axis
+    spans the ranked plans (front points slower than `max_ratio` x the best are left off; the
+    chart's title counts them), so plans a few percent apart stay apart."""
     varies = df["num_gpus"].nunique() > 1 if "num_gpus" in df else False
     color = (alt.Color("num_gpus:O", title="GPUs", scale=alt.Scale(scheme="viridis")) if varies
              else alt.value("#4c78a8"))
+    lo = float(df["step_time_s"].min())
+    hi = max(float(df["step_time_s"].max()), lo * 1.02)
+    shown = front
+    hidden = 0
+    if front is not None and not front.empty:
+        shown = front[front["step_time_s"] <= lo * max_ratio]
+        hidden = len(front) - len(shown)
+        hi = max(hi, float(shown["step_time_s"].max()) if len(shown) else hi)
+    pad = (hi - lo) * 0.08
+    y_scale = alt.Scale(domain=[max(0.0, lo - pad), hi + pad], zero=False, nice=False)
+    tooltip = ["plan", "placement", alt.Tooltip("step_time_s:Q", format=",.3f", title="step time (s)"),
+               alt.Tooltip("memory_gib:Q", format=",.1f", title="memory/GPU (GiB)"), "num_gpus"]
     base = alt.Chart(df).mark_circle(size=70, opacity=0.6).encode(
         x=alt.X("memory_gib:Q", title="peak memory per GPU (GiB)"),
-        y=alt.Y("step_time_s:Q", title="step time (s)", scale=alt.Scale(zero=False)),
-        color=color,
-        tooltip=["plan", alt.Tooltip("step_time_s:Q", format=".3f"), alt.Tooltip("memory_gib:Q", format=".1f"),
-                 "num_gpus"],
+        y=alt.Y("step_time_s:Q", title="step time (s)", scale=y_scale),
+        color=color, tooltip=[t for t in tooltip if not isinstance(t, str) or t in df.columns],
     )
-    if front is None or front.empty:
+    if shown is None or shown.empty:
         return base.properties(height=300, title="Step time vs memory")
-    line = alt.Chart(front.sort_values("memory_gib")).mark_line(point=True, color="#e45756").encode(
-        x="memory_gib:Q", y="step_time_s:Q", tooltip=["plan"])
-    return (base + line).properties(height=300, title="Step time vs memory (red: Pareto front)")
+    line = alt.Chart(shown.sort_values("memory_gib")).mark_line(point=True, color="#e45756").encode(
+        x="memory_gib:Q", y=alt.Y("step_time_s:Q", scale=y_scale), tooltip=["plan"])
+    note = (f"{hidden} slower front plan{'s' if hidden > 1 else ''} (> {max_ratio:g}x the best step) off the chart"
+            if hidden else "")
+    return (base + line).properties(height=300, title=alt.TitleParams("Step time vs memory (red: Pareto front)",
+                                                                      subtitle=note))
 
 
 def rejections_chart(rejections: pd.DataFrame) -> alt.Chart:
@@ -145,21 +185,20 @@ def rejections_chart(rejections: pd.DataFrame) -> alt.Chart:
     ).properties(height=max(60, 28 * len(rejections)), title="Why other plans were rejected")
 
 
-def sweep_chart(df: pd.DataFrame, *, x: str, y: str, y_title: str, title: str) -> alt.Chart:
-    """One line of the best plan's figure per swept value (categorical x for names, numeric else)."""
-    x_type = "Q" if pd.api.types.is_numeric_dtype(df[x]) else "N"
-    return alt.Chart(df).mark_line(point=True).encode(
-        x=alt.X(f"{x}:{x_type}", title=x), y=alt.Y(f"{y}:Q", title=y_title),
-        tooltip=[c for c in df.columns if c in (x, y, "plan", "num_gpus", "mfu")],
+def sweep_chart(df: pd.DataFrame, *, x: str, y: str, y_title: str, title: str,
+                order: Sequence | None = None) -> alt.Chart:
+    """The best plan's figure per swept value: a line over numbers; bars over names (GPU types), in
+    `order` (the table's), since a line between categories means nothing."""
+    tooltip = [c for c in df.columns if c in (x, y, "plan", "num_gpus", "mfu")]
+    if pd.api.types.is_numeric_dtype(df[x]):
+        return alt.Chart(df).mark_line(point=True).encode(
+            x=alt.X(f"{x}:Q", title=x), y=alt.Y(f"{y}:Q", title=y_title), tooltip=tooltip,
+        ).properties(height=260, title=title)
+    return alt.Chart(df).mark_bar().encode(
+        x=alt.X(f"{x}:N", title=x, sort=list(order) if order is not None else list(df[x]),
+                axis=alt.Axis(labelAngle=0)),
+        y=alt.Y(f"{y}:Q", title=y_title), tooltip=tooltip,
     ).properties(height=260, title=title)
-
-
-def run_chart(metrics: pd.DataFrame, *, y: str, title: str) -> alt.Chart:
-    """A per-step line (loss or tokens/s) of a running or finished job."""
-    return alt.Chart(metrics).mark_line(point=True).encode(
-        x=alt.X("step:Q", title="step"), y=alt.Y(f"{y}:Q", title=y, scale=alt.Scale(zero=False)),
-        tooltip=["step", alt.Tooltip(f"{y}:Q", format=".4g")],
-    ).properties(height=220, title=title)
 
 
 def compare_time_chart(estimates: dict[str, StepEstimate]) -> alt.Chart:
@@ -185,12 +224,3 @@ def compare_memory_chart(estimates: dict[str, StepEstimate]) -> alt.Chart:
     cap = pd.DataFrame({"capacity_gib": [max(e.capacity_bytes for e in estimates.values()) / GIB]})
     rule = alt.Chart(cap).mark_rule(color="red", strokeDash=[6, 3], size=2).encode(x="capacity_gib:Q")
     return (bars + rule).properties(height=60 + 40 * len(estimates), title="Memory per GPU by part")
-
-
-def predicted_vs_measured_chart(df: pd.DataFrame, *, title: str) -> alt.Chart:
-    """Grouped bars: `metric`, `source` (predicted/measured), `value` columns."""
-    return alt.Chart(df).mark_bar().encode(
-        x=alt.X("source:N", title=None), y=alt.Y("value:Q", title=None), color="source:N",
-        column=alt.Column("metric:N", title=None),
-        tooltip=["metric", "source", alt.Tooltip("value:Q", format=".4g")],
-    ).properties(width=140, height=200, title=title)

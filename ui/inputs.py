@@ -3,19 +3,23 @@
 Each run rebuilds the specs from the widgets through `ui.problem` (the same pydantic models the CLI
 uses); bad input is shown inline with `st.error` and yields no `Problem`, never a traceback.
 
-Streamlit drops a widget's state when a page that does not draw it runs, so every input keeps its
-value under a second key (`_keep_<key>`) and is redrawn from it: switching pages keeps the inputs.
+Every input keeps its value across pages and numbers are checked inline (`ui.fields`).
 Widget keys are the names below (`nodes`, `model_preset`, ...); setting one in the session state
-before the first run presets it (the tests do)."""
+before the first run presets it (the tests do), and so does the URL (`ui.urlstate`: every input here
+has a URL name, e.g. `?model=llama3-70b&nodes=64`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
 
 from costmodel import ClusterSpec, ModelSpec, get_cluster, list_clusters, list_gpus, list_models, load_model
+from costmodel.stacks import DEFAULT_STACK, list_stacks
+from ui import urlstate
+from ui.fields import LIMITS, keep_key, kept, number, uploaded
+from ui.format import ui_words
 from ui.problem import (
     DEFAULTS,
     GBIT,
@@ -31,48 +35,12 @@ from ui.problem import (
     training_from_inputs,
 )
 
-__all__ = ["problem_sidebar", "kept"]
+__all__ = ["problem_sidebar"]
 
 _MODEL_SOURCES = ["Preset", "Custom", "Upload config.json"]
 _CLUSTER_SOURCES = ["Preset", "Upload file"]
 _DTYPES = ["bf16", "fp16", "fp8", "tf32", "fp32"]
 _ANY = "any"
-
-
-def _keep(key: str) -> str:
-    return f"_keep_{key}"
-
-
-def kept(widget: Callable[..., Any], label: str, *args: Any, key: str, default: Any, **kwargs: Any) -> Any:
-    """Draw `widget` (st.number_input, a column's selectbox, ...) whose value survives page switches."""
-    ss = st.session_state
-    if _keep(key) not in ss:
-        ss[_keep(key)] = ss.get(key, default)
-    ss[key] = ss[_keep(key)]
-
-    def _sync() -> None:
-        ss[_keep(key)] = ss[key]
-
-    value = widget(label, *args, key=key, on_change=_sync, **kwargs)
-    ss[_keep(key)] = value
-    return value
-
-
-def _uploaded(label: str, *, key: str, types: list[str]) -> tuple[str, bytes] | None:
-    """A file uploader whose file (name, bytes) survives page switches until the user clears it."""
-    ss = st.session_state
-
-    def _sync() -> None:
-        f = ss.get(key)
-        ss[_keep(key)] = (f.name, f.getvalue()) if f is not None else None
-
-    upload = st.file_uploader(label, type=types, key=key, on_change=_sync)
-    if upload is not None:
-        ss[_keep(key)] = (upload.name, upload.getvalue())
-    stored = ss.get(_keep(key))
-    if upload is None and stored is not None:
-        st.caption(f"Using {stored[0]} (uploaded earlier).")
-    return stored
 
 
 def _model_input() -> ModelSpec | None:
@@ -86,46 +54,50 @@ def _model_input() -> ModelSpec | None:
             c1, c2 = st.columns(2)
             fields: dict[str, Any] = {
                 "name": kept(st.text_input, "Name", key="cm_name", default="custom"),
-                "arch": kept(c1.selectbox, "Architecture", ["decoder", "encoder", "encoder-decoder"], key="cm_arch",
-                             default="decoder"),
-                "activation": kept(c2.selectbox, "Activation", ["swiglu", "gelu", "relu", "geglu"], key="cm_act",
-                                   default="swiglu"),
-                "num_layers": kept(c1.number_input, "Layers", 0, 1024, key="cm_layers", default=32),
-                "hidden_size": kept(c2.number_input, "Hidden size", 0, 131072, step=256, key="cm_hidden",
-                                    default=4096),
-                "num_heads": kept(c1.number_input, "Heads", 1, 1024, key="cm_heads", default=32),
-                "num_kv_heads": kept(c2.number_input, "KV heads (0 = heads)", 0, 1024, key="cm_kv", default=8),
-                "ffn_hidden_size": kept(c1.number_input, "FFN size (0 = 4h)", 0, 524288, key="cm_ffn",
-                                        default=14336),
-                "vocab_size": kept(c2.number_input, "Vocabulary", 1, 1_000_000, key="cm_vocab", default=128256),
-                "max_seq_len": kept(c1.number_input, "Max sequence", 1, 1_048_576, key="cm_maxseq", default=8192),
+                "arch": kept(c1.selectbox, "Architecture", _ARCHS, key="cm_arch", default="decoder"),
+                "activation": kept(c2.selectbox, "Activation", _ACTS, key="cm_act", default="swiglu"),
             }
+            shown = [(c1 if i % 2 == 0 else c2, *f) for i, f in enumerate(_CUSTOM_NUMBERS)]
             if fields["arch"] == "encoder-decoder":
-                fields["num_decoder_layers"] = kept(c2.number_input, "Decoder layers", 1, 1024, key="cm_dec",
-                                                    default=12)
-            return model_from_fields(fields)
-        upload = _uploaded("Hugging Face config.json or ModelSpec YAML/JSON", key="model_upload",
+                shown.append((c2, "Decoder layers", "cm_dec", "num_decoder_layers", 12))
+            bad = False
+            for col, label, key, field_name, default in shown:
+                value = number(col, label, key=key, default=default, limits=LIMITS[key],
+                               step=256 if key == "cm_hidden" else 1)
+                bad |= value is None
+                fields[field_name] = value
+            return None if bad else model_from_fields(fields)
+        upload = uploaded("Hugging Face config.json or ModelSpec YAML/JSON", key="model_upload",
                            types=["json", "yaml", "yml"])
         if upload is None:
             st.info("Upload a config.json to plan for it.")
             return None
         return model_from_upload(upload[1], upload[0])
     except ValueError as exc:
-        st.error(f"Model: {exc}")
+        st.error(f"Model: {ui_words(str(exc))}")
         return None
 
 
-def _link_overrides(base: ClusterSpec) -> tuple[float, float]:
-    """Link bandwidths, defaulting to the preset's (keys include the links so defaults follow them)."""
+def _link_overrides(base: ClusterSpec) -> tuple[float | None, float | None]:
+    """Link bandwidths, defaulting to the preset's; a new preset (other links) resets them."""
+    ss = st.session_state
+    tag = f"{base.intra_node_link.name}_{base.inter_node_link.name}"
+    intra_default = round(float(base.intra_node_link.bw_bytes_per_s / GBYTE), 6)
+    inter_default = round(float(base.inter_node_link.bw_bytes_per_s / GBIT), 6)
+    if ss.get("_link_tag") not in (None, tag):
+        for key in ("intra_bw", "inter_bw"):
+            ss.pop(key, None)
+            ss.pop(keep_key(key), None)
+    ss["_link_tag"] = tag
+    ss["_link_defaults"] = {"intra_bw": intra_default, "inter_bw": inter_default}
     with st.expander("Link bandwidths"):
-        tag = f"{base.intra_node_link.name}_{base.inter_node_link.name}"
-        intra = kept(st.number_input, "Intra-node, GB/s per GPU", min_value=0.1, key=f"intra_bw_{tag}",
-                     default=float(base.intra_node_link.bw_bytes_per_s / GBYTE))
-        inter = kept(st.number_input, "Inter-node, Gb/s per NIC", min_value=0.1, key=f"inter_bw_{tag}",
-                     default=float(base.inter_node_link.bw_bytes_per_s / GBIT))
+        intra = number(st, "Intra-node, GB/s per GPU", key="intra_bw", default=intra_default, kind=float,
+                       step=1.0, limits=LIMITS["bw"])
+        inter = number(st, "Inter-node, Gb/s per NIC", key="inter_bw", default=inter_default, kind=float,
+                       step=1.0, limits=LIMITS["bw"])
         st.caption(f"{base.nics_per_node} NICs per node, {base.gpus_per_node} GPUs per node, "
                    f"{base.network} network")
-    return intra * GBYTE, inter * GBIT
+    return (None if intra is None else intra * GBYTE), (None if inter is None else inter * GBIT)
 
 
 def _cluster_input() -> tuple[ClusterSpec | None, str | None]:
@@ -135,11 +107,11 @@ def _cluster_input() -> tuple[ClusterSpec | None, str | None]:
                   default="Preset")
     try:
         if source == "Upload file":
-            upload = _uploaded("ClusterSpec YAML/JSON, or a topology graph (nodes + links)", key="cluster_upload",
+            upload = uploaded("ClusterSpec YAML/JSON, or a topology graph (nodes + links)", key="cluster_upload",
                                types=["yaml", "yml", "json"])
             if upload is None:
                 st.info("Upload a ClusterSpec file (gpu, num_nodes, gpus_per_node, links) or a topology graph "
-                        "file (nodes and links, as costmodel.topology.load_topology reads).")
+                        "file (nodes and links, as costmodel.network.topology.load_topology reads).")
                 return None, None
             name, raw = upload
             if is_topology_file(raw, name):
@@ -149,60 +121,85 @@ def _cluster_input() -> tuple[ClusterSpec | None, str | None]:
                 st.caption(f"Graph {cluster.name}: {cluster.num_nodes} servers x {cluster.gpus_per_node} GPUs; "
                            "communication is priced on this graph.")
                 return cluster, text
-            nodes = int(kept(st.number_input, "Nodes (if the file has no num_nodes)", min_value=1, max_value=65536,
-                             key="nodes", default=DEFAULTS["nodes"]))
-            return cluster_from_upload(raw, name, nodes=nodes), None
-        nodes = int(kept(st.number_input, "Nodes", min_value=1, max_value=65536, key="nodes",
-                         default=DEFAULTS["nodes"]))
+            nodes = number(st, "Nodes (if the file has no num_nodes)", key="nodes", default=DEFAULTS["nodes"],
+                           limits=LIMITS["nodes"], what="Nodes")
+            return (None, None) if nodes is None else (cluster_from_upload(raw, name, nodes=nodes), None)
+        nodes = number(st, "Nodes", key="nodes", default=DEFAULTS["nodes"], limits=LIMITS["nodes"])
         preset = kept(st.selectbox, "Cluster preset", list_clusters(), key="cluster_preset",
                       default=DEFAULTS["cluster"])
         gpu = kept(st.selectbox, "GPU", [_ANY, *list_gpus()], key="gpu", default=_ANY,
                    format_func=lambda g: "preset's GPU" if g == _ANY else g)
         gpu = None if gpu == _ANY else gpu
-        base = get_cluster(preset, nodes=nodes, gpu=gpu)
+        base = get_cluster(preset, nodes=nodes or 1, gpu=gpu)
         intra, inter = _link_overrides(base)
+        if nodes is None or intra is None or inter is None:
+            return None, None
         return cluster_from_inputs(preset, nodes=nodes, gpu=gpu, intra_bw_bytes_per_s=intra,
                                    inter_bw_bytes_per_s=inter), None
     except ValueError as exc:
-        st.error(f"Cluster: {exc}")
+        st.error(f"Cluster: {ui_words(str(exc))}")
         return None, None
 
 
 def _training_input(model: ModelSpec | None):
     st.subheader("Training")
     ss = st.session_state
-    if model is not None and ss.get("_last_model") != model.name:
-        # a new model: keep the sequence length within its maximum
+    from_link = "seq_len" in ss.get(urlstate.APPLIED_KEYS, ()) and ss.get("_last_model") is None
+    if model is not None and ss.get("_last_model") != model.name and not from_link:
+        # another model: keep the sequence length within its maximum (a link's own value is left as is)
+        current = ss.get(keep_key("seq_len"), ss.get("seq_len", DEFAULTS["seq_len"]))
+        if isinstance(current, int) and current > model.max_seq_len:
+            ss[keep_key("seq_len")] = model.max_seq_len
+            ss["_seq_lowered"] = f"Sequence length lowered from {current:,} to {model.max_seq_len:,}, the maximum of {model.name}."
+    if model is not None:
         ss["_last_model"] = model.name
-        current = ss.get(_keep("seq_len"), ss.get("seq_len", DEFAULTS["seq_len"]))
-        if current > model.max_seq_len:
-            ss[_keep("seq_len")] = model.max_seq_len
     c1, c2 = st.columns(2)
-    gbs = kept(c1.number_input, "Global batch (sequences)", min_value=1, key="global_batch",
-               default=DEFAULTS["global_batch_size"])
-    seq = kept(c2.number_input, "Sequence length", min_value=1, key="seq_len", default=DEFAULTS["seq_len"])
+    gbs = number(c1, "Global batch (sequences)", key="global_batch", default=DEFAULTS["global_batch_size"],
+                 limits=LIMITS["global_batch"], what="Global batch")
+    seq = number(c2, "Sequence length", key="seq_len", default=DEFAULTS["seq_len"], limits=LIMITS["seq_len"])
+    if ss.get("_seq_lowered"):
+        st.caption(ss.pop("_seq_lowered"))
     dtype = kept(st.selectbox, "Compute dtype", _DTYPES, key="dtype", default=DEFAULTS["dtype"])
+    stack = kept(st.selectbox, "Software stack", list_stacks(), key="stack", default=DEFAULT_STACK,
+                 help="what runs the plan: its kernels, overlap and sharding (costmodel/data/stacks); "
+                      "every time shown assumes it")
+    imbalance = 1.0
+    if model is not None and model.is_moe:
+        imbalance = number(st, "MoE load imbalance (busiest expert-parallel rank / mean)", key="moe_imbalance",
+                           default=1.0, kind=float, step=0.05, limits=LIMITS["moe_imbalance"],
+                           help="tokens the busiest expert-parallel rank receives relative to the mean; 1 = balanced")
+    if gbs is None or seq is None or imbalance is None:
+        return None
     try:
-        return training_from_inputs(global_batch_size=int(gbs), seq_len=int(seq), dtype=dtype, model=model)
+        return training_from_inputs(global_batch_size=int(gbs), seq_len=int(seq), dtype=dtype, model=model,
+                                    stack=stack, moe_load_imbalance=float(imbalance))
     except ValueError as exc:
-        st.error(f"Training: {exc}")
+        st.error(f"Training: {ui_words(str(exc))}")
         return None
 
 
-def _constraints_input() -> dict[str, Any]:
-    """Knobs to fix or bound, as `planner.search` keyword arguments (only the ones set)."""
+_KNOB_LABELS = {"tp": "tp", "pp": "pp", "dp": "dp", "cp": "cp", "ep": "ep", "max_tp": "max tp", "max_pp": "max pp",
+                "max_ep": "max ep", "micro_batch_size": "micro-batch"}
+_CHOICES = {"schedule": ["gpipe", "1f1b", "interleaved-1f1b", "zero-bubble"],
+            "recompute": ["none", "selective", "full"], "zero_stage": [0, 1, 2, 3]}
+
+
+def _constraints_input() -> dict[str, Any] | None:
+    """Knobs to fix or bound, as `planner.search` keyword arguments (only the ones set); None when a
+    field is out of range."""
     out: dict[str, Any] = {}
-    with st.expander("Constraints"):
+    bad = False
+    with st.expander("Constraints", expanded=any(st.session_state.get(f"c_{k}") for k in (*_KNOB_LABELS, *_CHOICES))):
         st.caption("Fix a knob or bound it; 0 / empty leaves it to the search.")
         c1, c2 = st.columns(2)
-        for i, knob in enumerate(("tp", "pp", "dp", "cp", "max_tp", "max_pp", "micro_batch_size")):
-            value = kept((c1 if i % 2 == 0 else c2).number_input, knob, min_value=0, key=f"c_{knob}", default=0)
+        for i, (knob, label) in enumerate(_KNOB_LABELS.items()):
+            value = number(c1 if i % 2 == 0 else c2, label, key=f"c_{knob}", default=0, limits=LIMITS["constraint"])
+            bad |= value is None
             if value:
                 out[knob] = int(value)
-        choices = {"schedule": ["gpipe", "1f1b", "interleaved-1f1b", "zero-bubble"],
-                   "recompute": ["none", "selective", "full"], "zero_stage": [0, 1, 2, 3]}
-        for i, (knob, options) in enumerate(choices.items()):
-            picked = kept((c2 if i % 2 == 0 else c1).multiselect, knob, options, key=f"c_{knob}", default=[])
+        for i, (knob, options) in enumerate(_CHOICES.items()):
+            picked = kept((c2 if i % 2 == 0 else c1).multiselect, knob.replace("_", " "), options, key=f"c_{knob}",
+                          default=[])
             if picked:
                 out[knob] = list(picked)
         sp = kept(c2.selectbox, "sequence parallel", [_ANY, "on", "off"], key="c_sequence_parallel", default=_ANY)
@@ -210,47 +207,100 @@ def _constraints_input() -> dict[str, Any]:
             out["sequence_parallel"] = sp == "on"
         if kept(st.checkbox, "allow using fewer GPUs than the cluster has", key="c_allow_fewer_gpus", default=False):
             out["allow_fewer_gpus"] = True
-    return out
+    return None if bad else out
 
 
-_QUERY = {"model": ("model_preset", str), "cluster": ("cluster_preset", str), "nodes": ("nodes", int),
-          "gpu": ("gpu", str), "global_batch": ("global_batch", int), "seq_len": ("seq_len", int),
-          "dtype": ("dtype", str)}
-"""URL query parameters that preset inputs (e.g. `?model=gpt3-175b&cluster=dgx-a100&nodes=16`)."""
+_RUN_SOURCES = ["selected", "custom"]
+_ARCHS = ["decoder", "encoder", "encoder-decoder"]
+_ACTS = ["swiglu", "gelu", "relu", "geglu"]
+_CUSTOM_NUMBERS = [  # label, widget key, ModelSpec field, default
+    ("Layers", "cm_layers", "num_layers", 32), ("Hidden size", "cm_hidden", "hidden_size", 4096),
+    ("Heads", "cm_heads", "num_heads", 32), ("KV heads (0 = heads)", "cm_kv", "num_kv_heads", 8),
+    ("FFN size (0 = 4h)", "cm_ffn", "ffn_hidden_size", 14336), ("Vocabulary", "cm_vocab", "vocab_size", 128256),
+    ("Max sequence", "cm_maxseq", "max_seq_len", 8192),
+]
 
 
-def _apply_query_params() -> None:
-    """Preset inputs from the URL once per session; bad values are ignored with a warning."""
+def _register_url() -> None:
+    P = urlstate.Param
+    urlstate.register(
+        P("model_from", "model_source", "str", "Preset", lambda: _MODEL_SOURCES[:2], "model source"),
+        P("model", "model_preset", "str", DEFAULTS["model"], list_models, "model preset"),
+        P("cluster_from", "cluster_source", "str", "Preset", lambda: _CLUSTER_SOURCES[:1], "cluster source"),
+        P("cluster", "cluster_preset", "str", DEFAULTS["cluster"], list_clusters, "cluster preset"),
+        P("nodes", "nodes", "int", DEFAULTS["nodes"], label="Nodes"),
+        P("gpu", "gpu", "str", _ANY, lambda: [_ANY, *list_gpus()], "GPU"),
+        P("global_batch", "global_batch", "int", DEFAULTS["global_batch_size"], label="Global batch"),
+        P("seq_len", "seq_len", "int", DEFAULTS["seq_len"], label="Sequence length"),
+        P("dtype", "dtype", "str", DEFAULTS["dtype"], lambda: _DTYPES, "Compute dtype"),
+        P("stack", "stack", "str", DEFAULT_STACK, list_stacks, "Software stack"),
+        P("moe_imbalance", "moe_imbalance", "float", 1.0, label="MoE load imbalance"),
+        P("cm_name", "cm_name", "str", "custom", label="custom model name"),
+        P("cm_arch", "cm_arch", "str", "decoder", lambda: _ARCHS, "Architecture"),
+        P("cm_act", "cm_act", "str", "swiglu", lambda: _ACTS, "Activation"),
+        P("cm_dec", "cm_dec", "int", 12, label="Decoder layers"),
+        *(P(key, key, "int", default, label=label) for label, key, _, default in _CUSTOM_NUMBERS),
+        *(P(knob, f"c_{knob}", "int", 0, label=f"constraint {label}") for knob, label in _KNOB_LABELS.items()),
+        *(P(knob, f"c_{knob}", "list", [], (lambda o=options: o), f"constraint {knob}")
+          for knob, options in _CHOICES.items()),
+        P("sp", "c_sequence_parallel", "str", _ANY, lambda: [_ANY, "on", "off"], "sequence parallel"),
+        P("fewer_gpus", "c_allow_fewer_gpus", "bool", False, label="allow fewer GPUs"),
+        P("intra_bw", "intra_bw", "float", None, label="Intra-node GB/s"),  # default: the preset's links
+        P("inter_bw", "inter_bw", "float", None, label="Inter-node Gb/s"),
+        # the pages' own inputs (their widgets read these keys)
+        P("rank", "_url_rank", "int", 1, label="selected plan's rank"),
+        P("table_page", "plan_page", "int", 1, label="page of the ranked plans"),
+        P("axis", "topo_axis", "str", None, lambda: ["tp", "cp", "ep", "dp", "pp"], "topology axis"),
+        P("compare", "_url_compare", "list", [], label="compared ranks"),
+        P("vary", "whatif_vary", "str", "nodes", lambda: ["nodes", "gpu", "inter_node_bw", "global_batch", "seq_len"],
+          "What-if variable"),
+        P("values", "whatif_values", "str", None, label="What-if values"),
+        P("price", "whatif_price", "float", 0.0, label="price per GPU-hour"),
+        P("run_from", "run_source", "str", "selected", lambda: _RUN_SOURCES, "run plan source"),
+        P("run_model", "run_model", "str", "tiny-llama", lambda: ["tiny-llama", "tiny-gpt", "tiny-bert", "small-llama"],
+          "run model"),
+        P("steps", "run_steps", "int", 20, label="run steps"),
+        P("procs", "run_procs", "int", None, label="run processes"),
+        P("run_batch", "run_global_batch", "int", 8, label="run global batch"),
+        P("run_seq", "run_seq_len", "int", None, label="run sequence length"),
+        *(P(f"run_{k}", f"run_{k}", "int", 2 if k == "dp" else 1, label=f"custom plan {k}")
+          for k in ("dp", "tp", "pp", "micro_batch_size")),
+        P("runs", "_url_runs", "list", [], label="runs shown"),
+    )
+
+
+_register_url()
+_SIDEBAR_URL = [n for n, p in urlstate.PARAMS.items() if not p.key.startswith(("_url", "plan_", "topo_", "whatif_", "run_"))]
+URL_RANGES = {"nodes": LIMITS["nodes"], "global_batch": LIMITS["global_batch"], "seq_len": LIMITS["seq_len"]}
+"""Link values outside these get a notice (they still go into their field, with its error)."""
+
+
+def _publish_sidebar() -> None:
     ss = st.session_state
-    if ss.get("_query_applied"):
-        return
-    ss["_query_applied"] = True
-    choices = {"model_preset": list_models(), "cluster_preset": list_clusters(), "gpu": [_ANY, *list_gpus()],
-               "dtype": _DTYPES}
-    for name, (key, cast) in _QUERY.items():
-        if name not in st.query_params:
-            continue
-        raw = st.query_params[name]
-        try:
-            value = cast(raw)
-            if (key in choices and value not in choices[key]) or (cast is int and value < 1):
-                raise ValueError
-        except ValueError:
-            st.warning(f"URL parameter {name}={raw!r} ignored (not a known value).")
-            continue
-        ss[key] = value
-        ss.pop(_keep(key), None)
+    values = {name: ss.get(urlstate.PARAMS[name].key) for name in _SIDEBAR_URL}
+    if values["model_from"] != "Custom":
+        values.update({n: None for n in values if n.startswith("cm_")})
+    if ss.get("cluster_source") != "Preset":
+        values.update(cluster_from=None, cluster=None, gpu=None)
+    for key, default in ss.get("_link_defaults", {}).items():
+        if values.get(key) == default:
+            values[key] = None
+    urlstate.publish(values)
 
 
 def problem_sidebar() -> Problem | None:
     """Render the problem form in the sidebar; the validated Problem, or None (errors shown inline)."""
-    _apply_query_params()
+    urlstate.apply_url(ranges=URL_RANGES)
+    urlstate.show_notices()
     with st.sidebar:
         model = _model_input()
         cluster, topology_text = _cluster_input()
         training = _training_input(model)
         constraints = _constraints_input()
-    if model is None or cluster is None or training is None:
+        if "Upload" in (st.session_state.get("model_source", ""), st.session_state.get("cluster_source", "")):
+            st.caption("Uploaded files are not part of the page's link; the other inputs are.")
+    _publish_sidebar()
+    if model is None or cluster is None or training is None or constraints is None:
         return None
     return Problem(model=model, cluster=cluster, training=training, constraints=constraints,
                    topology_text=topology_text)

@@ -47,7 +47,7 @@ DEFAULTS: dict[str, Any] = {
 }
 """The problem the app opens with."""
 
-CONSTRAINT_KNOBS = ("dp", "tp", "pp", "cp", "micro_batch_size", "virtual_stages", "schedule", "zero_stage",
+CONSTRAINT_KNOBS = ("dp", "tp", "pp", "cp", "ep", "micro_batch_size", "virtual_stages", "schedule", "zero_stage",
                     "recompute", "sequence_parallel")
 """Plan knobs a user may fix on the Plan page (ParallelPlan field names)."""
 
@@ -62,7 +62,7 @@ class Problem:
     training: TrainingSpec
     constraints: dict[str, Any] = field(default_factory=dict)
     topology_text: str | None = None
-    """An uploaded cluster graph (costmodel.topology file format) that replaces the preset's graph."""
+    """An uploaded cluster graph (costmodel.network.topology file format) that replaces the preset's graph."""
 
     def key(self) -> str:
         """A stable JSON key for caching: the specs' JSON, the constraints and the topology file."""
@@ -75,7 +75,7 @@ class Problem:
         }, sort_keys=True)
 
     def topology(self) -> Any:
-        """The uploaded cluster graph as a `costmodel.topology.Topology` (None: the preset's graph)."""
+        """The uploaded cluster graph as a `costmodel.network.topology.Topology` (None: the preset's graph)."""
         return None if self.topology_text is None else topology_from_text(self.topology_text)
 
     @classmethod
@@ -172,10 +172,12 @@ def cluster_from_upload(raw: bytes, filename: str, *, nodes: int | None = None) 
 
 
 def training_from_inputs(*, global_batch_size: int, seq_len: int, dtype: str = "bf16",
-                         model: ModelSpec | None = None) -> TrainingSpec:
+                         model: ModelSpec | None = None, stack: str = "megatron",
+                         moe_load_imbalance: float = 1.0) -> TrainingSpec:
     """A TrainingSpec; with `model`, a sequence longer than the model's maximum is refused here."""
     training = _validate(TrainingSpec, {"global_batch_size": global_batch_size, "seq_len": seq_len,
-                                        "dtype": dtype}, "training")
+                                        "dtype": dtype, "stack": stack, "moe_load_imbalance": moe_load_imbalance},
+                         "training")
     if model is not None and seq_len > model.max_seq_len:
         raise ValueError(f"training.seq_len: {seq_len} exceeds max_seq_len={model.max_seq_len} of "
                          f"{model.name}; lower the sequence length")
@@ -193,8 +195,8 @@ def is_topology_file(raw: bytes, filename: str) -> bool:
 
 @lru_cache(maxsize=8)
 def topology_from_text(text: str) -> Any:
-    """A validated `costmodel.topology.Topology` from the text of a graph file (YAML or JSON)."""
-    from costmodel.topology import load_topology
+    """A validated `costmodel.network.topology.Topology` from the text of a graph file (YAML or JSON)."""
+    from costmodel.network.topology import load_topology
 
     fd, tmp = tempfile.mkstemp(suffix=".yaml", prefix="topology.")
     try:

@@ -75,13 +75,17 @@ class SearchView:
         raise ValueError(f"plan {label!r} is not in the current result; pick one of the ranked plans")
 
 
-def plan_row(plan: ParallelPlan, est: StepEstimate) -> dict[str, Any]:
-    """One table row: the figures first, then the knobs (units in the column names)."""
+def plan_row(plan: ParallelPlan, est: StepEstimate, *, equivalent: tuple[ParallelPlan, ...] = ()
+             ) -> dict[str, Any]:
+    """One table row: the plan and its placement, the figures (units in the column names), the knobs;
+    `same_as` lists the placements folded into it (planner.fold)."""
     return {
-        "plan": plan.short(), "tokens_per_s": est.tokens_per_s, "mfu": est.mfu, "step_time_s": est.step_time_s,
-        "memory_gib": est.memory.peak_bytes / GIB,
+        "plan": plan.short(), "placement": "-".join(plan.placement),
+        "same_as": ", ".join("-".join(e.placement) for e in equivalent),
+        "step_time_s": est.step_time_s, "tokens_per_s": round(est.tokens_per_s), "mfu": est.mfu,
+        "tflops_per_gpu": est.model_tflops_per_gpu, "memory_gib": est.memory.peak_bytes / GIB,
         "headroom_gib": (est.capacity_bytes - est.memory.peak_bytes) / GIB, "num_gpus": est.num_gpus,
-        "dp": plan.dp, "tp": plan.tp, "pp": plan.pp, "cp": plan.cp,
+        "dp": plan.dp, "tp": plan.tp, "pp": plan.pp, "cp": plan.cp, "ep": plan.ep,
         "micro_batch": plan.micro_batch_size, "virtual_stages": plan.virtual_stages,
         "schedule": plan.schedule if plan.pp > 1 else "-", "zero": plan.zero_stage,
         "recompute": plan.recompute, "seq_parallel": plan.sequence_parallel,
@@ -90,13 +94,14 @@ def plan_row(plan: ParallelPlan, est: StepEstimate) -> dict[str, Any]:
 
 def plan_table(ranked: tuple[RankedPlan, ...] | list[RankedPlan]) -> pd.DataFrame:
     """The ranked plans as a DataFrame indexed by rank."""
-    rows = [{"rank": r.rank, **plan_row(r.plan, r.estimate)} for r in ranked]
+    rows = [{"rank": r.rank, **plan_row(r.plan, r.estimate, equivalent=r.equivalent)} for r in ranked]
     return pd.DataFrame(rows).set_index("rank") if rows else pd.DataFrame(
-        columns=["plan", "mfu", "tokens_per_s", "step_time_s", "memory_gib", "headroom_gib"])
+        columns=["plan", "placement", "same_as", "step_time_s", "tokens_per_s", "mfu", "tflops_per_gpu",
+                 "memory_gib", "headroom_gib"])
 
 
 def _front(entries: Any) -> pd.DataFrame:
-    rows = [plan_row(e.plan, e.estimate) for e in entries or ()]
+    rows = [plan_row(e.plan, e.estimate, equivalent=e.equivalent) for e in entries or ()]
     return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["plan", "step_time_s", "memory_gib", "num_gpus"])
 
 
@@ -149,7 +154,7 @@ def torchrun_command(problem: Problem, plan: ParallelPlan, *, steps: int = 1000)
     out = f"runs/{plan.short()}"
     setup = prepare_run(plan, model=model.name if catalog else model, steps=steps, out=out,
                         global_batch=training.global_batch_size, seq_len=training.seq_len,
-                        dtype=training.dtype if training.dtype in ("fp32", "bf16", "fp16") else "bf16",
+                        dtype=training.dtype if training.dtype in ("fp32", "bf16", "fp16", "fp8") else "bf16",
                         nnodes=nnodes, node_rank=0, rdzv_endpoint="$MASTER_ADDR:29500")
     argv = ["python" if i == 0 else str(a).replace(str(setup.out_dir), out) for i, a in enumerate(setup.command)]
     if "--node-rank" in argv:
@@ -244,4 +249,11 @@ def sweep_frame(problem: Problem, *, vary: str, values: list[Any]) -> pd.DataFra
     df["fits"] = df["tokens_per_s"].notna()
     if "peak_gib" in df:
         df["memory_gib"] = df["peak_gib"]
-    return df
+    if "capacity_bytes" in df:
+        df["capacity_gib"] = df["capacity_bytes"] / GIB
+    df["tokens_per_s"] = df["tokens_per_s"].round()
+    # the figures first (GiB, not bytes), then the knobs and the search's accounting
+    first = [vary, "fits", "plan", "placement", "step_time_s", "tokens_per_s", "mfu", "model_tflops_per_gpu",
+             "memory_gib", "capacity_gib", "num_gpus", "cluster_gpus"]
+    rest = [c for c in df.columns if c not in first and not c.endswith("_bytes") and c != "peak_gib"]
+    return df[[c for c in first if c in df.columns] + rest]

@@ -15,10 +15,11 @@ from ui import services
 from ui.problem import Problem
 
 __all__ = ["set_problem", "problem", "search", "estimate", "selected_label", "select", "TOP_K",
-           "require_problem", "require_api", "sweep", "sidebar_problem", "torchrun_script", "topology_frames"]
+           "require_problem", "require_api", "sweep", "sidebar_problem", "torchrun_script", "topology_frames",
+           "current_label", "publish_rank"]
 
-TOP_K = 10
-"""Ranked plans a search keeps."""
+TOP_K = 50
+"""Ranked plans a search keeps (the Plan page pages through them)."""
 
 _PROBLEM = "_problem"
 _SELECTED = "_selected_plan"
@@ -88,6 +89,30 @@ def select(label: str | None) -> None:
     st.session_state[_SELECTED] = label
 
 
+def current_label(labels: list[str]) -> str:
+    """The selected plan among `labels` (the ranked plans' labels): the one picked last, else the rank
+    a link names (`?rank=4`), else the best."""
+    label = selected_label()
+    if label in labels:
+        return label
+    rank = st.session_state.get("_url_rank")
+    if isinstance(rank, int) and 1 <= rank <= len(labels):
+        label = labels[rank - 1]
+    else:
+        label = labels[0]
+    select(label)
+    return label
+
+
+def publish_rank(label: str | None) -> None:
+    """Put the selected plan's rank into the URL (and keep it for the next page's first run)."""
+    from ui import urlstate
+
+    rank = int(label.split()[0].lstrip("#")) if label else None
+    st.session_state["_url_rank"] = rank
+    urlstate.publish({"rank": rank})
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
 def _sweep(key: str, vary: str, values_json: str) -> pd.DataFrame:
     return services.sweep_frame(Problem.from_key(key), vary=vary, values=json.loads(values_json))
@@ -110,7 +135,7 @@ def torchrun_script(value: Problem, plan: ParallelPlan) -> str:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _topology_frames(key: str, plan_json: str, axis: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from costmodel.topology import build_topology
+    from costmodel.network.topology import build_topology
     from ui.topology_view import topology_frames as frames
 
     value = Problem.from_key(key)

@@ -1,6 +1,6 @@
 """The cluster graph with a plan's communication groups and link load, drawn with Altair.
 
-Uses the cost model's own graph (`costmodel.topology`) and rank layout (`costmodel.placement`): rank
+Uses the cost model's own graph (`costmodel.network.topology`) and rank layout (`costmodel.network.placement`): rank
 r runs on GPU r, each axis's groups talk at once (rings for tp/cp/dp, stage i -> i+1 for pp), and a
 link's load is the number of concurrent flows that cross it, as `placement.price_flows` counts them
 (each flow gets 1/load of the link: max-min fair sharing)."""
@@ -15,7 +15,7 @@ import pandas as pd
 
 from costmodel import ParallelPlan
 
-__all__ = ["link_load", "topology_frames", "topology_chart"]
+__all__ = ["link_load", "topology_frames", "topology_chart", "color_legend", "legend_px"]
 
 
 def _flows(groups: np.ndarray, axis: str) -> list[tuple[int, int]]:
@@ -29,7 +29,7 @@ def _flows(groups: np.ndarray, axis: str) -> list[tuple[int, int]]:
 
 def link_load(topo: Any, plan: ParallelPlan, axis: str) -> dict[tuple[str, str], int]:
     """Concurrent flows of `axis` per undirected link (the busier direction)."""
-    from costmodel.placement import axis_groups
+    from costmodel.network.placement import axis_groups
 
     directed: dict[tuple[str, str], int] = {}
     for a, b in _flows(axis_groups(plan, axis), axis):
@@ -72,11 +72,38 @@ def _positions(topo: Any, servers: list[str]) -> dict[str, tuple[float, float]]:
     return pos
 
 
+_ROLES = {"idle": "idle GPU", "switch": "server switch (NVSwitch/PCIe)", "nic": "NIC (server to network)",
+          "network": "network switch (leaf/spine)"}
+_ROLE_COLORS = {"idle GPU": "#d0d0d0", "server switch (NVSwitch/PCIe)": "#6f6f6f",
+                "NIC (server to network)": "#a0522d", "network switch (leaf/spine)": "#2f2f2f"}
+
+
+def _role(d: dict[str, Any]) -> str:
+    if d["kind"] == "gpu":
+        return _ROLES["idle"]
+    if d.get("server") is None:
+        return _ROLES["network"]
+    return _ROLES["nic"] if d["kind"] == "nic" else _ROLES["switch"]
+
+
+def color_legend(nodes: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Legend entries and colours: one per group drawn (in group order), then one per kind of other
+    node drawn (idle GPUs, server switches, NICs, network switches)."""
+
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22",
+               "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2"]
+    drawn = list(dict.fromkeys(nodes["group"]))
+    groups = sorted((gr for gr in drawn if gr not in _ROLE_COLORS), key=lambda gr: int(gr.rsplit(" ", 1)[1]))
+    roles = [r for r in _ROLE_COLORS if r in drawn]
+    colors = [palette[i % len(palette)] for i in range(len(groups))] + [_ROLE_COLORS[r] for r in roles]
+    return groups + roles, colors
+
+
 def topology_frames(topo: Any, plan: ParallelPlan, axis: str, *, max_servers: int = 4
                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Nodes (x, y, kind, rank, group of `axis`) and edges (x, y, x2, y2, load, bandwidth) of the
     servers that hold `axis` group 0's ranks (at most `max_servers`) and the network above them."""
-    from costmodel.placement import axis_groups
+    from costmodel.network.placement import axis_groups
 
     g = topo.graph
     groups = axis_groups(plan, axis)
@@ -89,7 +116,7 @@ def topology_frames(topo: Any, plan: ParallelPlan, axis: str, *, max_servers: in
         d = g.nodes[n]
         rank = d["index"] if d["kind"] == "gpu" and d["index"] < plan.world_size else None
         nodes.append({"id": n, "x": x, "y": y, "kind": d["kind"], "rank": rank,
-                      "group": f"{axis} group {group_of[rank]}" if rank is not None else "idle / network"})
+                      "group": f"{axis} group {group_of[rank]}" if rank is not None else _role(d)})
     load = link_load(topo, plan, axis)
     edges = []
     for u, v, d in g.edges(data=True):
@@ -115,10 +142,26 @@ def topology_chart(nodes: pd.DataFrame, edges: pd.DataFrame, *, title: str) -> a
                  alt.Tooltip("per_flow_gb_per_s:Q", format=".2f", title="GB/s per flow")],
     )
     shapes = alt.Scale(domain=["gpu", "switch", "nic"], range=["circle", "square", "diamond"])
+    domain, colors = color_legend(nodes)
     points = alt.Chart(nodes).mark_point(filled=True, size=160, opacity=1).encode(
         x="x:Q", y=alt.Y("y:Q", scale=alt.Scale(reverse=True)),
-        shape=alt.Shape("kind:N", scale=shapes, title="node"),
-        color=alt.Color("group:N", title="group", scale=alt.Scale(scheme="category10")),
+        shape=alt.Shape("kind:N", scale=shapes, title="node",
+                        legend=alt.Legend(orient="bottom", direction="horizontal",
+                                          labelExpr="{'gpu': 'GPU', 'switch': 'switch', 'nic': 'NIC'}[datum.label]")),
+        color=alt.Color("group:N", title="colour", scale=alt.Scale(domain=domain, range=colors),
+                        legend=alt.Legend(orient="bottom", columns=LEGEND_COLUMNS, symbolLimit=len(domain),
+                                          labelLimit=260)),
         tooltip=["id", "kind", "rank", "group"],
     )
-    return alt.layer(links, points).resolve_scale(color="independent").properties(height=360, title=title)
+    chart = alt.layer(links, points).resolve_scale(color="independent").properties(height=360, title=title)
+    return chart
+
+
+LEGEND_COLUMNS = 3
+
+
+def legend_px(nodes: pd.DataFrame) -> int:
+    """Room under the topology chart for its legends (node kinds, then the colours in rows of 3), so
+    no entry is cut off."""
+    entries = len(color_legend(nodes)[0])
+    return 70 + 22 * -(-entries // LEGEND_COLUMNS)

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from ._base import Spec
-from .limits import MAX_GPUS, MAX_GPUS_PER_NODE, MAX_NICS_PER_NODE, number_in, whole_up_to
+from .limits import MAX_GPUS, MAX_GPUS_PER_NODE, MAX_NICS_PER_NODE, Number, Whole, number_in, whole_up_to
 
 __all__ = ["GPUSpec", "LinkSpec", "ClusterSpec", "Dtype"]
 
@@ -21,6 +21,17 @@ class GPUSpec(Spec):
     peak_flops_per_s: dict[Dtype, number_in("flops")] = Field(description="dense peak FLOP/s by dtype (no sparsity)")
     hbm_bytes: number_in("bytes") = Field(gt=0)
     hbm_bw_bytes_per_s: number_in("bw") = Field(gt=0)
+    matmul_efficiency: Number | None = Field(
+        default=None, gt=0, le=1,
+        description="maximum achievable 16-bit matmul FLOP/s / dense peak, as measured (MAMF); None = the "
+                    "A100's 0.869, the GPU the cost model's GEMM constants were fitted on")
+    fp8_matmul_efficiency: Number | None = Field(
+        default=None, gt=0, le=1, description="the same for fp8 (e4m3) matmuls; None = matmul_efficiency")
+    attention_efficiency: dict[str, Number] = Field(
+        default_factory=dict,
+        description="attention kernel (flash2, flash3, cudnn) -> share of dense peak its forward reaches at long "
+                    "sequences, as published; a kernel not listed falls back to flash2, then to 0.73 (FA2 on A100)")
+    sm_count: Whole | None = Field(default=None, gt=0, description="streaming multiprocessors (compute units), datasheet")
     source: str | None = None
 
     @model_validator(mode="after")
@@ -30,6 +41,9 @@ class GPUSpec(Spec):
         for dtype, flops in self.peak_flops_per_s.items():
             if flops <= 0:
                 raise ValueError(f"GPU {self.name!r}: peak_flops_per_s[{dtype}]={flops} must be > 0")
+        for kernel, share in self.attention_efficiency.items():
+            if not 0 < share <= 1:
+                raise ValueError(f"GPU {self.name!r}: attention_efficiency[{kernel}]={share} must be in (0, 1]")
         return self
 
     def peak_flops(self, dtype: str) -> float:

@@ -11,13 +11,16 @@ with a message naming the field and the limit, never run until the machine gives
   The planner's stage balancing is a dynamic programme over an L x L matrix.
 - `MAX_WIDTH`: 2^20 for hidden, FFN and head sizes (production models stay below 2^16); `MAX_HEADS`
   2^16 attention heads.
+- `MAX_EXPERTS`: 2^20 routed (or shared) experts per MoE layer, and as many per token (production
+  mixtures hold <= 384; He 2024, "Mixture of A Million Experts", routes over 1024^2 = 2^20).
 - `MAX_VOCAB`: 2^24 tokens (production vocabularies hold <= 2^18).
 - `MAX_SEQ_LEN`: 2^24 tokens per sequence (the longest contexts trained are ~10^7).
 - `MAX_GLOBAL_BATCH`: 2^24 sequences per step (8 per GPU on the largest cluster is 2^23).
 - `MAX_NICS_PER_NODE`: 1,024.
 - Hardware figures within physical ranges (`RANGES`): dense peak 10^6-10^20 FLOP/s, memory 10^6-10^16
   bytes, memory and link bandwidth 10^3-10^16 bytes/s, latency at most 10 s, oversubscription at
-  most 10^4. Outside them a step time overflows what a float holds.
+  most 10^4. Outside them a step time overflows what a float holds. A load share (MoE imbalance,
+  capacity factor) at most 2^20 times the mean: a rank cannot take more than every rank's tokens.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BeforeValidator
 
 __all__ = ["MAX_GPUS", "MAX_GPUS_PER_NODE", "MAX_NICS_PER_NODE", "MAX_LAYERS", "MAX_WIDTH", "MAX_HEADS",
-           "MAX_VOCAB", "MAX_SEQ_LEN", "MAX_GLOBAL_BATCH", "RANGES", "Whole", "Flag", "Number", "number_in", "whole_up_to",
+           "MAX_EXPERTS", "MAX_VOCAB", "MAX_SEQ_LEN", "MAX_GLOBAL_BATCH", "RANGES", "Whole", "Flag", "Number", "number_in", "whole_up_to",
            "shown"]
 
 MAX_GPUS = 1 << 20
@@ -38,11 +41,13 @@ MAX_NICS_PER_NODE = 1024
 MAX_LAYERS = 1024
 MAX_WIDTH = 1 << 20
 MAX_HEADS = 1 << 16
+MAX_EXPERTS = 1 << 20
 MAX_VOCAB = 1 << 24
 MAX_SEQ_LEN = 1 << 24
 MAX_GLOBAL_BATCH = 1 << 24
 RANGES = {"flops": (1e6, 1e20, "FLOP/s"), "bytes": (1e6, 1e16, "bytes"), "bw": (1e3, 1e16, "bytes/s"),
-          "latency": (0.0, 10.0, "s"), "oversubscription": (1.0, 1e4, "")}
+          "latency": (0.0, 10.0, "s"), "oversubscription": (1.0, 1e4, ""),
+          "imbalance": (0.0, float(MAX_GPUS), "x the mean")}
 """(lowest, highest, unit) of hardware figures paraplan models."""
 
 

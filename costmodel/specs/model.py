@@ -7,10 +7,23 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from ._base import Spec
-from .limits import MAX_HEADS, MAX_LAYERS, MAX_SEQ_LEN, MAX_VOCAB, MAX_WIDTH, Flag, Number, whole_up_to
+from .limits import (
+    MAX_EXPERTS,
+    MAX_HEADS,
+    MAX_LAYERS,
+    MAX_SEQ_LEN,
+    MAX_VOCAB,
+    MAX_WIDTH,
+    Flag,
+    Number,
+    number_in,
+    whole_up_to,
+)
+from .moe import moe_layer_flags, moe_problems
 
 Blocks = whole_up_to(MAX_LAYERS, "Transformer blocks")
 Width = whole_up_to(MAX_WIDTH, "channels")
+Experts = whole_up_to(MAX_EXPERTS, "experts")
 
 __all__ = ["ModelSpec", "Arch", "Activation"]
 
@@ -39,6 +52,17 @@ class ModelSpec(Spec):
     tie_embeddings: Flag = True
     bias: Flag = True
     published_params: Number | None = Field(default=None, gt=0, description="parameter count as published")
+    # mixture of experts (costmodel.specs.moe): None / 0 = a dense model
+    num_experts: Experts | None = Field(default=None, ge=0, description="routed experts per MoE layer")
+    experts_per_token: Experts | None = Field(default=None, gt=0, description="top-k: experts each token goes to")
+    num_shared_experts: Experts = Field(default=0, ge=0, description="experts every token passes (DeepSeekMoE)")
+    expert_ffn_hidden_size: Width | None = Field(default=None, gt=0, description="one expert's MLP width; "
+                                                 "None = ffn_hidden_size")
+    capacity_factor: number_in("imbalance") | None = Field(default=None, gt=0, description="tokens an expert takes, x its "
+                                           "fair share; None = dropless")
+    moe_layer_freq: Blocks = Field(default=1, gt=0, description="every n-th layer is an MoE layer")
+    first_dense_layers: Blocks = Field(default=0, ge=0, description="leading layers that stay dense (DeepSeek)")
+    router_aux_loss_coef: Number = Field(default=0.0, ge=0, description="weight of the load-balancing loss")
     source: str | None = None
 
     @model_validator(mode="after")
@@ -59,6 +83,9 @@ class ModelSpec(Spec):
             raise ValueError("num_decoder_layers must be set (> 0) for arch='encoder-decoder'")
         if self.arch != "encoder-decoder" and self.num_decoder_layers:
             raise ValueError(f"num_decoder_layers is only valid for arch='encoder-decoder', not {self.arch!r}")
+        problems = moe_problems(self)
+        if problems:
+            raise ValueError(problems[0])
         return self
 
     @property
@@ -77,6 +104,21 @@ class ModelSpec(Spec):
     @property
     def gated_mlp(self) -> bool:
         return self.activation in ("swiglu", "geglu")
+
+    @property
+    def is_moe(self) -> bool:
+        """A mixture-of-experts model (some layers route tokens to experts)."""
+        return bool(self.num_experts)
+
+    @property
+    def expert_ffn_size(self) -> int:
+        """One expert's MLP width."""
+        return self.expert_ffn_hidden_size or self.ffn_size
+
+    @property
+    def moe_layers(self) -> tuple[bool, ...]:
+        """Per layer (encoder, then decoder blocks): whether it is an MoE layer."""
+        return moe_layer_flags(self)
 
     @property
     def total_layers(self) -> int:

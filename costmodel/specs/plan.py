@@ -33,7 +33,8 @@ class ParallelPlan(Spec):
     tp: Degree = Field(default=1, gt=0, description="tensor-parallel degree")
     pp: Degree = Field(default=1, gt=0, description="pipeline-parallel degree (stages)")
     cp: Degree = Field(default=1, gt=0, description="context-parallel degree (ring attention)")
-    ep: Degree = Field(default=1, gt=0, description="expert-parallel degree (reserved; must be 1)")
+    ep: Degree = Field(default=1, gt=0, description="expert-parallel degree: the data- and context-parallel "
+                       "ranks split into groups of ep that share out the experts (ep divides dp*cp)")
     micro_batch_size: whole_up_to(MAX_GLOBAL_BATCH, "sequences per step") = Field(default=1, gt=0, description="sequences per micro-batch")
     virtual_stages: Blocks = Field(default=1, gt=0, description="model chunks per pipeline rank (interleaving)")
     schedule: Schedule = "1f1b"
@@ -52,8 +53,10 @@ class ParallelPlan(Spec):
         if self.world_size > MAX_GPUS:
             raise ValueError(f"dp*tp*pp*cp={self.dp}*{self.tp}*{self.pp}*{self.cp}={self.world_size:,} GPUs exceeds "
                              f"the {MAX_GPUS:,} GPUs paraplan models (docs/LIMITS.md)")
-        if self.ep != 1:
-            raise ValueError("ep: expert parallelism is not supported yet; use ep=1")
+        if (self.dp * self.cp) % self.ep:
+            raise ValueError(f"ep: ep={self.ep} does not divide dp*cp={self.dp}*{self.cp}; expert-parallel groups "
+                             "are carved out of the data- and context-parallel ranks, so use an ep that divides "
+                             "dp*cp (or raise dp)")
         if self.virtual_stages > 1 and self.schedule != "interleaved-1f1b":
             raise ValueError(
                 f"virtual_stages={self.virtual_stages} needs schedule='interleaved-1f1b' (got {self.schedule!r})"
@@ -84,6 +87,12 @@ class ParallelPlan(Spec):
     def model_parallel_size(self) -> int:
         return self.tp * self.pp * self.cp
 
+    @property
+    def edp(self) -> int:
+        """Expert-data-parallel degree dp*cp/ep: the ranks holding the same experts (Megatron-Core's
+        expert data parallelism, with CP folded in as its MoE parallel folding does)."""
+        return self.dp * self.cp // self.ep
+
     def num_micro_batches(self, global_batch_size: int) -> int:
         """Micro-batches per pipeline per step (gradient accumulation steps)."""
         return global_batch_size // (self.dp * self.micro_batch_size)
@@ -96,10 +105,12 @@ class ParallelPlan(Spec):
         return tuple([num_layers // stages] * stages)
 
     def short(self) -> str:
-        """A compact label, e.g. 'dp8-tp8-pp16-v2-mb1-z1-full-sp'."""
+        """A compact label, e.g. 'dp8-tp8-pp16-v2-mb1-z1-full-sp' ('-ep8' after the degrees with experts)."""
         parts = [f"dp{self.dp}", f"tp{self.tp}", f"pp{self.pp}"]
         if self.cp > 1:
             parts.append(f"cp{self.cp}")
+        if self.ep > 1:
+            parts.append(f"ep{self.ep}")
         if self.virtual_stages > 1:
             parts.append(f"v{self.virtual_stages}")
         parts.append(f"mb{self.micro_batch_size}")

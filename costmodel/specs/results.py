@@ -28,6 +28,7 @@ class TimeBreakdown(Spec):
     compute_s: float = Field(ge=0, description="forward + backward (+ recompute) on the critical path")
     tp_comm_s: float = Field(default=0.0, ge=0)
     cp_comm_s: float = Field(default=0.0, ge=0)
+    ep_comm_s: float = Field(default=0.0, ge=0, description="expert-parallel token dispatch/combine all-to-alls")
     dp_comm_s: float = Field(default=0.0, ge=0)
     pp_comm_s: float = Field(default=0.0, ge=0)
     bubble_s: float = Field(default=0.0, ge=0, description="pipeline idle time on the critical path")
@@ -35,7 +36,7 @@ class TimeBreakdown(Spec):
 
     @property
     def total_s(self) -> float:
-        return (self.compute_s + self.tp_comm_s + self.cp_comm_s + self.dp_comm_s + self.pp_comm_s
+        return (self.compute_s + self.tp_comm_s + self.cp_comm_s + self.ep_comm_s + self.dp_comm_s + self.pp_comm_s
                 + self.bubble_s + self.optimizer_s)
 
 
@@ -87,6 +88,9 @@ class StepEstimate(Spec):
     stage_memory: tuple[MemoryBreakdown, ...] = Field(default=(), description="one per pipeline rank")
     capacity_bytes: float = Field(gt=0, description="HBM per GPU")
     timeline: tuple[TimelineEvent, ...] = ()
+    stack: str = Field(default="megatron", description="software stack the estimate assumes (TrainingSpec.stack)")
+    gpu_profile: str | None = Field(default=None, description="measured GPU profile used (provenance); None: the "
+                                                              "stack's analytical kernel efficiencies")
 
     @property
     def fits(self) -> bool:

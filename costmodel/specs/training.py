@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ._base import Spec
 from .hardware import Dtype
-from .limits import MAX_GLOBAL_BATCH, MAX_SEQ_LEN, Flag, whole_up_to
+from .limits import MAX_GLOBAL_BATCH, MAX_SEQ_LEN, Flag, number_in, whole_up_to
 
 __all__ = ["TrainingSpec"]
 
@@ -25,6 +25,21 @@ class TrainingSpec(Spec):
         default=None, description="gradient storage dtype; None = same as dtype (Megatron default)"
     )
     flash_attention: Flag = True
+    stack: str = Field(default="megatron",
+                       description="software stack that runs the plan (costmodel/data/stacks): megatron, deepspeed, "
+                                   "fsdp, torch-compile, paraplan")
+    moe_load_imbalance: number_in("imbalance") = Field(
+        default=1.0, ge=1.0, description="tokens the busiest expert-parallel rank receives / the mean "
+        "(1 = perfectly balanced routing); mixture-of-experts models only")
+
+    @field_validator("stack")
+    @classmethod
+    def _known_stack(cls, value: str) -> str:
+        from ..stacks import list_stacks, unknown_stack
+
+        if value not in list_stacks():
+            raise unknown_stack(value)
+        return value
 
     @property
     def tokens_per_step(self) -> int:

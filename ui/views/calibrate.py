@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import re
-import tempfile
-from pathlib import Path
+import time
 
 import pandas as pd
 import streamlit as st
 
-from ui import calibration, jobs, services
+from ui import calibration, jobs, runs, services
 
 st.title("Calibrate")
 commands = services.cli_subcommands()
@@ -25,7 +24,8 @@ else:
     quick = st.checkbox("Quick: GEMMs, attention and memory only (no collectives), 1 repeat", value=True,
                         key="profile_quick")
     if st.button("Run profiler", disabled=job is not None and job.running, key="profile_start"):
-        out = Path(tempfile.mkdtemp(prefix="paraplan-profile-"))
+        out = runs.runs_root() / "profiles" / f"calibrate-{time.strftime('%Y%m%d-%H%M%S')}"
+        out.mkdir(parents=True, exist_ok=True)
         job = jobs.start_job(calibration.profile_argv(out, quick=quick), out_dir=out)
         st.session_state["_profile_job"] = job
 
@@ -44,7 +44,8 @@ else:
                 st.error("The profiler finished but wrote no profile JSON.")
             else:
                 st.session_state["_calibration_profile"] = str(current.out_dir / "profile.json")
-                st.success("Profile written; the Run page now predicts with it.")
+                st.success(f"Profile written to {current.out_dir / 'profile.json'}; `paraplan estimate|plan "
+                           "--calibration FILE` predicts with it.")
                 calibration.show_profile(profile)
         with st.expander("Profiler log"):
             st.code(current.log_tail() or "(no output yet)")
@@ -55,8 +56,13 @@ st.header("Validation: predicted vs measured")
 report = calibration.find_validation()
 if report.csv is not None:
     df = pd.read_csv(report.csv)
-    st.caption(f"From `{report.csv}`.")
+    st.caption(f"The current closed loop on this project's machine (`paraplan validate --local`), from "
+               f"`docs/{report.csv.name}`, the CSV docs/VALIDATION.md's local section names.")
     calibration.show_validation(df)
+    if report.others:
+        with st.expander(f"Earlier rounds ({len(report.others)} CSVs kept for comparison)"):
+            older = st.selectbox("CSV", [p.name for p in report.others], key="val_older")
+            calibration.show_validation(pd.read_csv(report.csv.parent / older), headline=False)
 if report.markdown is not None:
     with st.expander(f"{report.markdown.name}", expanded=report.csv is None):
         st.markdown(re.sub(r"<!--.*?-->", "", report.markdown.read_text(), flags=re.S))  # section markers
@@ -71,7 +77,7 @@ if "validate" in commands and "--local" in services.cli_options("validate"):
     steps = int(c[2].number_input("Steps per plan", 1, 50, 2, key="val_steps"))
     vjob: jobs.Job | None = st.session_state.get("_validate_job")
     if st.button("Run reduced validation", disabled=vjob is not None and vjob.running, key="val_start"):
-        out = Path(tempfile.mkdtemp(prefix="paraplan-validate-"))
+        out = runs.runs_root() / "validations" / time.strftime("%Y%m%d-%H%M%S")
         argv = jobs.paraplan_argv("validate", "--local", "--procs", str(procs), "--max-plans", str(plans),
                                   "--steps", str(steps), "--out", str(out))
         st.session_state["_validate_job"] = jobs.start_job(argv, out_dir=out)
