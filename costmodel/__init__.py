@@ -36,12 +36,13 @@ from .step.batch import estimate_batch
 from .step.checks import PlanError, check_plan, plan_problems
 from .step.estimate import estimate
 from .step.feasibility import evaluate
+from .step.runnable import device_kind, executor_unsupported
 
 __all__ = [
     "EfficiencyModel", "estimate", "estimate_batch", "evaluate",
     "ClusterSpec", "GPUSpec", "LinkSpec", "MemoryBreakdown", "ModelSpec", "ParallelPlan", "PlanError",
     "Rejection", "StepEstimate", "StepMeasurement", "TimeBreakdown", "TimelineEvent", "TrainingSpec",
-    "check_plan", "format_validation_error", "get_cluster", "get_gpu", "get_link", "list_clusters",
+    "check_plan", "device_kind", "executor_unsupported", "format_validation_error", "get_cluster", "get_gpu", "get_link", "list_clusters",
     "list_gpus", "list_links", "list_models", "load_model", "load_plan", "model_from_hf_config",
     "plan_problems", "save_plan",
 ]

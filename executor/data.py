@@ -7,7 +7,11 @@ resume sees the same global batch, and data-parallel rank r takes rows [r*B/dp, 
 
 Decoders train on next-byte prediction. Encoders (BERT) train on masked-LM (Devlin et al. 2019, §3.1):
 15% of positions are chosen; of those 80% become MASK_ID, 10% a random byte, 10% stay; targets are the
-original bytes there and IGNORE_INDEX (-100) elsewhere.
+original bytes there and IGNORE_INDEX (-100) elsewhere. Encoder-decoders (T5) train on span corruption
+(`executor.span_corruption`).
+
+Every run holds out the last VAL_FRACTION of the corpus (`split_corpus`): training windows lie in the
+first part, validation windows (`executor.evaluate`) in the last, so they never share a byte.
 """
 
 from __future__ import annotations
@@ -19,15 +23,19 @@ from pathlib import Path
 
 import torch
 
+from .span_corruption import raw_length, span_corrupt
+
 __all__ = [
     "VOCAB_SIZE", "MASK_ID", "IGNORE_INDEX", "MLM_PROB", "encode", "decode", "generate_corpus",
-    "load_corpus", "global_batch", "rank_rows", "BatchSource",
+    "load_corpus", "global_batch", "rank_rows", "BatchSource", "VAL_FRACTION", "split_corpus", "window_length",
 ]
 
 VOCAB_SIZE = 256
 MASK_ID = 0  # the NUL byte never occurs in the text corpora we use
 IGNORE_INDEX = -100
 MLM_PROB = 0.15
+VAL_FRACTION = 0.05
+"""Share of the corpus (its end) held out for validation."""
 
 _SUBJECTS = ["the miller", "a young fox", "the old sailor", "my neighbour", "the river", "a quiet child",
              "the baker", "every farmer", "the north wind", "a grey heron", "the teacher", "our captain",
@@ -108,18 +116,40 @@ def load_corpus(path: str | os.PathLike[str] | None = None, *, min_tokens: int =
     return corpus
 
 
+def split_corpus(corpus: torch.Tensor, *, min_tokens: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training, validation) parts: the validation split is the last VAL_FRACTION of the corpus.
+    ValueError when either part holds fewer than `min_tokens` (one window)."""
+    n_val = int(corpus.numel() * VAL_FRACTION)
+    train, val = corpus[:corpus.numel() - n_val], corpus[corpus.numel() - n_val:]
+    if min(train.numel(), val.numel()) < min_tokens:
+        raise ValueError(f"corpus: {corpus.numel()} bytes leave {val.numel()} for validation (the last "
+                         f"{VAL_FRACTION:.0%}) but a window needs {min_tokens}; use a longer corpus or a "
+                         "shorter --seq-len")
+    return train, val
+
+
+def window_length(seq_len: int, arch: str = "decoder") -> int:
+    """Corpus bytes one row of a batch reads: seq_len + 1 (the targets are shifted by one), or T5's raw
+    span-corruption window that fills seq_len encoder positions."""
+    return raw_length(seq_len) if arch == "encoder-decoder" else seq_len + 1
+
+
 def global_batch(corpus: torch.Tensor, *, step: int, seed: int, global_batch_size: int, seq_len: int,
-                 arch: str = "decoder") -> tuple[torch.Tensor, torch.Tensor]:
-    """The whole batch of optimizer step `step`: (tokens, targets), both int64 [global_batch_size, seq_len].
+                 arch: str = "decoder", vocab_size: int = VOCAB_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole batch of optimizer step `step`: (tokens, targets), both int64 [global_batch_size, seq_len]
+    (encoder-decoders: tokens [global_batch_size, 2*seq_len], `executor.span_corruption`).
 
     Rows are windows at offsets drawn from a generator seeded by (seed, step) - no state to carry."""
-    if corpus.numel() < seq_len + 2:
-        raise ValueError(f"seq_len={seq_len} needs a corpus of at least {seq_len + 2} bytes")
+    width = window_length(seq_len, arch)
+    if corpus.numel() < width + 1:
+        raise ValueError(f"seq_len={seq_len} needs a corpus of at least {width + 1} bytes")
     gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
-    offsets = torch.randint(0, corpus.numel() - seq_len - 1, (global_batch_size,), generator=gen)
-    windows = corpus[offsets[:, None] + torch.arange(seq_len + 1)[None, :]]
+    offsets = torch.randint(0, corpus.numel() - width, (global_batch_size,), generator=gen)
+    windows = corpus[offsets[:, None] + torch.arange(width)[None, :]]
     if arch == "decoder":
         return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
+    if arch == "encoder-decoder":
+        return span_corrupt(windows, seq_len=seq_len, vocab_size=vocab_size, gen=gen)
     return _mask_for_mlm(windows[:, :-1].contiguous(), gen)
 
 
@@ -148,19 +178,27 @@ def rank_rows(batch: torch.Tensor, *, dp_rank: int, dp_size: int) -> torch.Tenso
 
 
 class BatchSource:
-    """One rank's view of the data: `batch(step)` -> this DP rank's (tokens, targets) rows."""
+    """One rank's view of the data: `batch(step)` -> this DP rank's (tokens, targets) rows of the
+    corpus's training split (`split_corpus`; `validation` is the held-out part)."""
 
     def __init__(self, corpus: torch.Tensor, *, seed: int, global_batch_size: int, seq_len: int,
-                 arch: str = "decoder", dp_rank: int = 0, dp_size: int = 1) -> None:
+                 arch: str = "decoder", dp_rank: int = 0, dp_size: int = 1, vocab_size: int = VOCAB_SIZE) -> None:
         if global_batch_size % dp_size:
             raise ValueError(f"global_batch_size={global_batch_size} is not divisible by dp={dp_size}")
-        self.corpus = corpus
+        self.corpus, self.validation = split_corpus(corpus, min_tokens=window_length(seq_len, arch) + 1)
         self.seed, self.global_batch_size, self.seq_len, self.arch = seed, global_batch_size, seq_len, arch
-        self.dp_rank, self.dp_size = dp_rank, dp_size
+        self.dp_rank, self.dp_size, self.vocab_size = dp_rank, dp_size, vocab_size
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens, targets = global_batch(self.corpus, step=step, seed=self.seed,
-                                       global_batch_size=self.global_batch_size, seq_len=self.seq_len,
-                                       arch=self.arch)
+        return self._rows(self.corpus, step)
+
+    def validation_batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This DP rank's rows of validation batch `index` (0, 1, ...): windows of the held-out split,
+        drawn like `batch(-1 - index)` (training steps are >= 1), the same at every evaluation."""
+        return self._rows(self.validation, -1 - index)
+
+    def _rows(self, corpus: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens, targets = global_batch(corpus, step=step, seed=self.seed, global_batch_size=self.global_batch_size,
+                                       seq_len=self.seq_len, arch=self.arch, vocab_size=self.vocab_size)
         return (rank_rows(tokens, dp_rank=self.dp_rank, dp_size=self.dp_size),
                 rank_rows(targets, dp_rank=self.dp_rank, dp_size=self.dp_size))

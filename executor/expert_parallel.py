@@ -6,11 +6,12 @@ become DTensors: Shard(0) over the EP group (rank j holds experts j*E/ep .. (j+1
 TP, each expert's w1/w3 sharded on their output and w2 on their input over the TP group. Router and
 shared experts stay dense (replicated over EP; the shared experts TP-split like the dense MLP).
 
-Gradients: the dense parameters average over all dp ranks as before; the experts are data parallel
-only over the dp/ep ranks that hold the same experts ("edp", `apply_fsdp`'s expert mesh). Each EP rank
-sums its experts' gradient over the tokens of its whole EP group (every rank's loss scaled by dp / N),
-so averaging over edp leaves a factor ep, taken out in the backward pass (`GroupedExperts.grad_scale`
-= 1/ep, exact for powers of two)."""
+Gradients: the dense parameters average over all dp x cp replicas as before; the experts are data
+parallel only over the ranks that hold the same experts ("edp", with cp > 1 flattened with "cp":
+`executor.mesh.expert_replica_mesh`, `apply_fsdp`'s expert mesh). Each EP rank sums its experts'
+gradient over the tokens of its whole EP group (every rank's loss scaled by dp*cp / N), so averaging
+over the dp*cp/ep expert replicas leaves a factor ep, taken out in the backward pass
+(`GroupedExperts.grad_scale` = 1/ep, exact for powers of two)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from torch.distributed.tensor import Replicate, Shard, distribute_tensor
 from torch.distributed.tensor.parallel import ColwiseParallel, PrepareModuleInputOutput, RowwiseParallel
 
 from costmodel.specs import ParallelPlan
+from costmodel.step.runnable import expert_problems
 
 from .moe import MoE, moe_modules
 
@@ -27,15 +29,11 @@ __all__ = ["moe_tp_plan", "apply_experts", "expert_mesh", "check_expert_plan"]
 
 
 def check_expert_plan(plan: ParallelPlan) -> None:
-    """ValueError (field + fix) for an expert layout the executor cannot run."""
-    if plan.ep > 1 and plan.dp % plan.ep:
-        raise ValueError(f"ep: the executor splits experts over data-parallel ranks only; ep={plan.ep} must divide "
-                         f"dp={plan.dp} (EP folded over CP is priced by the cost model, not run)")
-    if plan.ep > 1 and plan.recompute == "selective":
-        # the experts' own FSDP wrapper runs inside the checkpointed block; torch's selective checkpoint
-        # replays its hooks a different number of times in backward and refuses
-        raise ValueError("recompute: 'selective' cannot run with ep > 1 (the experts' data-parallel wrapper sits "
-                         "inside the recomputed block); use recompute 'full' or 'none'")
+    """ValueError (field + fix) for an expert layout the executor cannot run (`costmodel.step.runnable`'s
+    rules, which the planner applies too)."""
+    problems = expert_problems(plan)
+    if problems:
+        raise problems[0]
 
 
 def moe_tp_plan(moe: MoE, act: object) -> dict[str, object]:

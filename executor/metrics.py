@@ -21,6 +21,7 @@ import torch
 
 from costmodel import GPUSpec, ModelSpec, ParallelPlan, StepMeasurement, TrainingSpec, get_gpu, list_gpus
 from costmodel.atomic import write_text_atomic
+from costmodel.specs import ValidationResult
 
 __all__ = [
     "matmul_params", "model_flops_per_step", "device_gpu_spec", "MemoryTracker", "MetricsWriter",
@@ -167,7 +168,8 @@ def summarize(records: Iterable[dict[str, Any]], *, plan: ParallelPlan, model_na
               history: Iterable[dict[str, Any]] | None = None) -> StepMeasurement:
     """A `StepMeasurement` from per-step records: median step time over the steps after `warmup_steps`
     (all steps when the run is shorter; a profiled step, `traced`, is left out), throughput, achieved
-    TFLOP/s per GPU and MFU. `losses` and `step_times_s` list every step of the run: `history` (the run
+    TFLOP/s per GPU and MFU, and the validation results of the records that carry them (`val_*` fields,
+    executor.evaluate). `losses` and `step_times_s` list every step of the run: `history` (the run
     directory's metrics.jsonl, which keeps the steps before a resume) when given, else `records`."""
     records = list(records)
     history = list(history) if history is not None else records
@@ -184,4 +186,7 @@ def summarize(records: Iterable[dict[str, Any]], *, plan: ParallelPlan, model_na
         tokens_per_s=tokens / step_time_s if step_time_s > 0 else 0.0,
         peak_bytes=float(peak_bytes), achieved_tflops_per_gpu=tflops, mfu=mfu,
         losses=tuple(float(r["loss"]) for r in history), step_times_s=tuple(float(r["step_time_s"]) for r in history),
+        validation=tuple(ValidationResult(step=r["step"], **{k.removeprefix("val_"): v for k, v in r.items()
+                                                             if k.startswith("val_")})
+                         for r in history if "val_loss" in r),
     )

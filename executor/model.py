@@ -1,6 +1,8 @@
 """Reference Transformers in plain torch (no distributed code), built from a costmodel `ModelSpec`.
 
-Three styles share one module tree, so one parallelization plan fits all of them:
+Three styles share one module tree, so one parallelization plan fits all of them (encoder-decoder T5
+models live in `executor/t5.py`, with the same attribute names; `executor.families.build_model` builds
+either):
 - GPT-2/3 (Radford et al. 2019; Brown et al. 2020): pre-LayerNorm, GELU MLP, learned positions, biases.
 - Llama (Touvron et al. 2023): pre-RMSNorm, rotary positions (Su et al. 2021), SwiGLU MLP
   (Shazeer 2020), grouped-query attention (Ainslie et al. 2023).
@@ -23,11 +25,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from costmodel.specs import ModelSpec
+from costmodel.step.runnable import model_problems
 
 from .moe import MoE
 
-__all__ = ["Transformer", "TransformerBlock", "Attention", "FeedForward", "Embeddings", "build_model",
-           "is_post_norm", "is_causal", "param_init", "IGNORE_INDEX", "NORM_EPS", "ROPE_THETA"]
+__all__ = ["Transformer", "TransformerBlock", "Attention", "AttentionCore", "FeedForward", "Embeddings",
+           "build_model", "repeat_kv", "is_post_norm", "is_causal", "param_init", "IGNORE_INDEX", "NORM_EPS",
+           "ROPE_THETA"]
 
 IGNORE_INDEX = -100
 """Target value of positions that carry no loss (BERT's unmasked tokens), as in `F.cross_entropy`."""
@@ -48,19 +52,15 @@ def is_causal(spec: ModelSpec) -> bool:
 
 
 def _check_supported(spec: ModelSpec) -> None:
+    """ValueError (field: fix) for a model family this module does not build: encoder-decoders are T5
+    (executor.t5, through executor.families.build_model); the other rules live in costmodel.step.runnable,
+    which the planner applies too."""
     if spec.arch == "encoder-decoder":
-        raise ValueError(f"arch: {spec.name} is an encoder-decoder; the executor runs decoder and encoder "
-                         "models only (pick a GPT, Llama or BERT style model)")
-    if spec.position == "relative":
-        raise ValueError(f"position: relative position biases of {spec.name} are not implemented; "
-                         "use position 'learned' or 'rope'")
-    if spec.position == "rope" and spec.kv_channels % 2:
-        raise ValueError(f"head_dim: rotary positions need an even head_dim, got {spec.kv_channels}")
-    if spec.is_moe and spec.bias:
-        raise ValueError(f"bias: the executor's experts have no biases; {spec.name} needs bias: false to run")
-    if spec.is_moe and spec.capacity_factor is not None:
-        raise ValueError("capacity_factor: the executor runs dropless mixtures of experts (every routed token is "
-                         "computed, the same on every plan); set capacity_factor: null")
+        raise ValueError(f"arch: {spec.name} is an encoder-decoder; build it with executor.families.build_model "
+                         "(executor.t5.T5)")
+    problems = model_problems(spec)
+    if problems:
+        raise problems[0]
 
 
 def _norm(spec: ModelSpec) -> nn.Module:
@@ -87,6 +87,27 @@ def _apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
     return x * cos + torch.cat([-x2, x1], dim=-1) * sin
 
 
+def repeat_kv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grouped-query attention: query head i reads key/value head i // (heads / kv_heads)."""
+    rep = q.shape[1] // k.shape[1]
+    if rep > 1:
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    return k, v
+
+
+class AttentionCore(nn.Module):
+    """softmax(q k^T / sqrt(d)) v over [b, heads, s, d] (causal for decoders). Context parallelism
+    swaps this parameter-free module for its own (executor.context_parallel)."""
+
+    def __init__(self, causal: bool) -> None:
+        super().__init__()
+        self.causal = causal
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        k, v = repeat_kv(q, k, v)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+
+
 class Attention(nn.Module):
     """Multi-head / grouped-query self-attention. Head counts are read from the (possibly TP-sharded)
     projections' outputs, so the same code runs on a tensor-parallel shard."""
@@ -100,6 +121,7 @@ class Attention(nn.Module):
         self.wk = nn.Linear(h, spec.kv_heads * d, bias=spec.bias)
         self.wv = nn.Linear(h, spec.kv_heads * d, bias=spec.bias)
         self.wo = nn.Linear(spec.num_heads * d, h, bias=spec.bias)
+        self.core: nn.Module = AttentionCore(self.causal)
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor | None = None) -> torch.Tensor:
         b, s, _ = x.shape
@@ -108,11 +130,7 @@ class Attention(nn.Module):
         v = self.wv(x).view(b, s, -1, self.head_dim)
         if rope is not None:
             q, k = _apply_rope(q, rope), _apply_rope(k, rope)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        rep = q.shape[1] // k.shape[1]
-        if rep > 1:  # GQA: query head i reads key/value head i // rep
-            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        out = self.core(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         return self.wo(out.transpose(1, 2).reshape(b, s, -1))
 
 
@@ -169,10 +187,12 @@ class Embeddings(nn.Module):
         self.pos = nn.Embedding(spec.max_seq_len, spec.hidden_size) if spec.position == "learned" else None
         self.norm = _norm(spec) if is_post_norm(spec) else None
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
         h = self.tok(tokens)
         if self.pos is not None:
-            h = h + self.pos(torch.arange(tokens.shape[1], device=tokens.device))
+            if positions is None:
+                positions = torch.arange(tokens.shape[1], device=tokens.device)
+            h = h + self.pos(positions)
         if self.norm is not None:
             h = self.norm(h)
         return h
@@ -181,7 +201,8 @@ class Embeddings(nn.Module):
 class Transformer(nn.Module):
     """tokens [b, s] (int64) -> logits [b, s, vocab]. A pipeline stage keeps a subset of `layers` and
     sets `embed` (all but the first stage) or `norm`/`output` (all but the last) to None; its forward
-    then takes/returns hidden states [b, s, hidden]."""
+    then takes/returns hidden states [b, s, hidden]. `positions` are the global positions of the
+    tokens a forward sees (None: 0..s-1); context parallelism sets them to this rank's share."""
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
@@ -195,6 +216,7 @@ class Transformer(nn.Module):
         if spec.tie_embeddings:
             self.output.weight = self.embed.tok.weight
         self.register_buffer("rope", rope_cache(spec) if spec.position == "rope" else None, persistent=False)
+        self.positions: torch.Tensor | None = None
 
     def reset_buffers(self) -> None:
         """After `to_empty` from the meta device: re-tie the output to the token embedding (`to_empty`
@@ -205,9 +227,14 @@ class Transformer(nn.Module):
             self.rope = rope_cache(self.spec, device=self.rope.device)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        h = self.embed(tokens) if self.embed is not None else tokens
+        pos = self.positions
+        if pos is not None and pos.numel() != tokens.shape[1]:
+            raise ValueError(f"positions: the model holds {pos.numel()} positions (context parallelism) but got "
+                             f"{tokens.shape[1]} tokens per sequence; feed the sequence length it was built for")
+        h = self.embed(tokens, pos) if self.embed is not None else tokens
+        rope = self.rope if self.rope is None or pos is None else self.rope[pos]
         for layer in self.layers.values():
-            h = layer(h, self.rope)
+            h = layer(h, rope)
         if self.norm is not None:
             h = self.norm(h)
         return self.output(h) if self.output is not None else h

@@ -10,7 +10,10 @@ and Mixtral train), so a token's output never depends on which other tokens shar
 Load balancing: the sequence-wise auxiliary loss of DeepSeek-V3 (sec. 2.1.2), E * sum_i f_i P_i per
 sequence (f_i: share of the sequence's k*s choices on expert i, P_i: its mean probability), summed over
 the sequences and weighted by `router_aux_loss_coef * aux_loss_scale`. It is additive over sequences,
-so every plan (any micro-batch, data- or expert-parallel split) adds the same gradient; it reaches the
+so every plan (any micro-batch, data- or expert-parallel split) adds the same gradient; with context
+parallelism a rank holds a share of every sequence, so f_i is counted over the cp group (one all-reduce)
+and each rank adds its tokens' share of P_i (Megatron-Core reduces its sequence statistics over the CP
+group the same way). It reaches the
 router through `_AuxLoss` (Megatron-Core's MoEAuxLossAutoScaler: the output passes unchanged, the
 loss's gradient 1 is injected in backward) and is not part of the reported loss.
 
@@ -93,7 +96,8 @@ class MoE(nn.Module):
         self.ep_group: dist.ProcessGroup | None = None
         self.ep_size = 1
         self.tp_group: dist.ProcessGroup | None = None
-        self.aux_loss_scale = 0.0   # the engine's loss scale per sequence: dp / global_batch
+        self.cp_group: dist.ProcessGroup | None = None   # context parallelism (executor.context_parallel)
+        self.aux_loss_scale = 0.0   # the engine's loss scale per sequence: dp*cp / global_batch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, s, h = x.shape
@@ -109,7 +113,8 @@ class MoE(nn.Module):
         if self.shared is not None:
             out = out + self.shared(flat)
         if self.training and self.aux_coef and self.aux_loss_scale and torch.is_grad_enabled():
-            aux = _sequence_aux_loss(probs.view(b, s, -1), top_i.view(b, s, -1), self.num_experts)
+            aux = _sequence_aux_loss(probs.view(b, s, -1), top_i.view(b, s, -1), self.num_experts,
+                                     cp_group=self.cp_group)
             out = _AuxLoss.apply(out, aux * (self.aux_coef * self.aux_loss_scale))
         return out.view(b, s, h)
 
@@ -145,14 +150,22 @@ def _all_to_all(x: torch.Tensor, out_split: list[int], in_split: list[int], grou
     return funcol.wait_tensor(out)
 
 
-def _sequence_aux_loss(probs: torch.Tensor, top_i: torch.Tensor, num_experts: int) -> torch.Tensor:
+def _sequence_aux_loss(probs: torch.Tensor, top_i: torch.Tensor, num_experts: int, *,
+                       cp_group: Any = None) -> torch.Tensor:
     """Sum over sequences of E * sum_i f_i P_i (DeepSeek-V3's sequence-wise balance loss); probs
-    [b, s, E], top_i [b, s, k]."""
+    [b, s, E], top_i [b, s, k]. With `cp_group` (context parallelism: this rank holds s of the
+    sequence's cp*s tokens) f_i counts the whole sequence's choices and the result is this rank's
+    share of P_i's sum: the cp ranks' results add up to the whole sequence's loss."""
     b, s, k = top_i.shape
     chosen = torch.zeros(b, num_experts, device=probs.device, dtype=probs.dtype)
     chosen.scatter_add_(1, top_i.reshape(b, s * k), torch.ones(b, s * k, device=probs.device, dtype=probs.dtype))
-    f = chosen * num_experts / (s * k)
-    return (f * probs.mean(dim=1)).sum()
+    if cp_group is None:
+        f = chosen * num_experts / (s * k)
+        return (f * probs.mean(dim=1)).sum()
+    total = s * dist.get_world_size(cp_group)
+    chosen = funcol.wait_tensor(funcol.all_reduce(chosen, "sum", cp_group))   # counts, no gradient
+    f = chosen * num_experts / (total * k)
+    return (f * probs.sum(dim=1) / total).sum()
 
 
 class _AuxLoss(torch.autograd.Function):
@@ -213,7 +226,7 @@ def moe_modules(parts: list[nn.Module]) -> list[MoE]:
 
 
 def set_aux_loss_scale(parts: list[nn.Module], scale: float) -> None:
-    """Tell every MoE layer the engine's per-sequence loss scale (dp / global batch), so that its
+    """Tell every MoE layer the engine's per-sequence loss scale (dp*cp / global batch), so that its
     auxiliary loss enters the gradient as router_aux_loss_coef * mean over the global batch's sequences."""
     for m in moe_modules(parts):
         m.aux_loss_scale = scale

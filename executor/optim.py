@@ -24,7 +24,6 @@ from torch.distributed.optim import ZeroRedundancyOptimizer
 from costmodel.specs import ParallelPlan
 from costmodel.specs.optimizer import adamw_param_groups
 
-from .mesh import axis_group
 from .parallelize import uses_ddp
 
 __all__ = ["ADAM_BETAS", "ADAM_EPS", "adamw_kernel", "local_bytes", "split_groups", "build_optimizer"]
@@ -65,11 +64,11 @@ def split_groups(groups: list[dict[str, Any]], *, max_bytes: int) -> list[dict[s
     return out
 
 
-def build_optimizer(params: list[nn.Parameter], plan: ParallelPlan, mesh: DeviceMesh | None, *, lr: float,
+def build_optimizer(params: list[nn.Parameter], plan: ParallelPlan, replicas: DeviceMesh | None, *, lr: float,
                     weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
     """AdamW with decay on matrices only (`costmodel.specs.optimizer` groups, which the profiler times
-    too). ZeRO-1 without TP shards its states with ZeroRedundancyOptimizer; FSDP2 plans shard them with
-    the parameters."""
+    too). ZeRO-1 without TP shards its states with ZeroRedundancyOptimizer over `replicas` (the dp x cp
+    replica mesh, `executor.mesh.replica_mesh`); FSDP2 plans shard them with the parameters."""
     groups = adamw_param_groups(params, weight_decay=weight_decay)
     kernel = adamw_kernel(device)
     zero1 = plan.zero_stage == 1 and uses_ddp(plan)
@@ -80,6 +79,6 @@ def build_optimizer(params: list[nn.Parameter], plan: ParallelPlan, mesh: Device
         groups = split_groups(groups, max_bytes=max(local_bytes(p) for p in params))
     if zero1:
         return ZeroRedundancyOptimizer(groups, optimizer_class=torch.optim.AdamW,
-                                       process_group=axis_group(mesh, "dp"), lr=lr, betas=ADAM_BETAS,
+                                       process_group=replicas.get_group(), lr=lr, betas=ADAM_BETAS,
                                        eps=ADAM_EPS, **kernel)
     return torch.optim.AdamW(groups, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, **kernel)

@@ -1,11 +1,15 @@
 """Applying a plan to one model part, in torchtitan's fixed order:
 
     1. tensor parallel (+ sequence parallel)   - `apply_tp`, DTensor `parallelize_module`
+       context parallel                         - `executor.context_parallel.apply_cp` (attention core)
     2. activation recomputation                - `apply_recompute`, per block
     3. data parallel: FSDP2 (ZeRO-1/2/3 with TP/PP, ZeRO-2/3), FSDP-based replicate (ZeRO-0 with
        TP/PP) - `apply_fsdp`, on the meta device before materialization
     4. materialize + deterministic init        - (engine: `to_empty`, `init_weights`)
     5. DDP (ZeRO-0/1 without TP/PP)             - `apply_ddp`, wraps real parameters
+
+Data parallelism spans the dp x cp replicas (`executor.mesh.replica_mesh`): context-parallel ranks
+hold the same weights, so their gradients are reduced with the data-parallel ones.
 
 Mixture-of-experts layers: their TP entries and the sharding of the experts over the EP and TP groups
 are `executor.expert_parallel`'s (applied with TP, step 1); FSDP/replicate wraps the experts over the
@@ -17,6 +21,7 @@ shards the norms' activations along the sequence between the TP regions."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from functools import partial
 from typing import Any
 
@@ -111,27 +116,48 @@ def selective_policy(ctx: object, op: object, *args: object, **kwargs: object) -
     return CheckpointPolicy.MUST_SAVE if op in _SAVE_OPS else CheckpointPolicy.PREFER_RECOMPUTE
 
 
-def apply_recompute(part: Transformer, mode: str) -> None:
+class _KeepFirst(dict):
+    """A selective-checkpoint cache entry table that keeps what the forward saved: a second
+    recomputation of the region replays the same saved outputs instead of failing."""
+
+    def __setitem__(self, key: object, value: object) -> None:
+        if key not in self:
+            super().__setitem__(key, value)
+
+
+def _replayable_contexts() -> tuple:
+    """torch's selective checkpoint contexts whose saved outputs serve every recomputation of the
+    region: the zero-bubble schedule runs two backward passes per micro-batch (input gradients, then
+    weight gradients; Qi et al. 2024), each recomputing the checkpointed forward, and torch's cache
+    hands a saved tensor out once. Saved outputs live until the region's graph is freed."""
+    caching, cached = create_selective_checkpoint_contexts(selective_policy)
+    caching.storage = cached.storage = defaultdict(_KeepFirst)
+    return caching, cached
+
+
+def apply_recompute(part: Transformer, mode: str, *, split_backward: bool = False) -> None:
     """Wrap each block with activation checkpointing: 'full' keeps only block inputs; 'selective'
-    uses torch's selective checkpoint contexts with `selective_policy`; 'none' does nothing."""
+    uses torch's selective checkpoint contexts with `selective_policy` (replayable when the schedule
+    splits the backward in two, `split_backward`); 'none' does nothing."""
     if mode == "none":
         return
     if mode not in ("full", "selective"):
         raise ValueError(f"recompute: unknown policy {mode!r}; use 'none', 'selective' or 'full'")
     kwargs: dict[str, object] = {"preserve_rng_state": False}
     if mode == "selective":
-        kwargs["context_fn"] = partial(create_selective_checkpoint_contexts, selective_policy)
+        kwargs["context_fn"] = (_replayable_contexts if split_backward
+                                else partial(create_selective_checkpoint_contexts, selective_policy))
     for key in list(part.layers.keys()):
         part.layers[key] = checkpoint_wrapper(part.layers[key], **kwargs)
 
 
 def dp_wrapper(plan: ParallelPlan) -> str:
-    """How data parallelism is applied: 'none' (dp=1); 'ddp' (ZeRO-0/1 on a plain model: DDP, plus
-    ZeroRedundancyOptimizer for ZeRO-1); 'replicate' (ZeRO-0 with TP or PP: torch's FSDP-based
-    replicate, which takes DTensor parameters and pipeline stages); 'fsdp' (FSDP2: ZeRO-2/3, and
-    ZeRO-1 with TP or PP, where ZeroRedundancyOptimizer/DDP cannot be used - sharding gradients too
-    gives the same losses with less memory)."""
-    if plan.dp == 1:
+    """How data parallelism (over the dp x cp replicas) is applied: 'none' (dp*cp=1); 'ddp' (ZeRO-0/1
+    on a plain model: DDP, plus ZeroRedundancyOptimizer for ZeRO-1); 'replicate' (ZeRO-0 with TP or
+    PP: torch's FSDP-based replicate, which takes DTensor parameters and pipeline stages); 'fsdp'
+    (FSDP2: ZeRO-2/3, and ZeRO-1 with TP or PP, where ZeroRedundancyOptimizer/DDP cannot be used -
+    sharding gradients too gives the same losses with less memory)."""
+    if plan.dp * plan.cp == 1:
         return "none"
     plain = plan.tp == 1 and plan.pp == 1 and plan.ep == 1   # experts reduce over their own group: FSDP2
     if plan.zero_stage <= 1 and plain:
@@ -210,9 +236,9 @@ def _wrap_experts(block: nn.Module, wrap: Any, expert_mesh: DeviceMesh | None) -
 
 def apply_ddp(part: nn.Module, dp_group: torch.distributed.ProcessGroup, *,
               device: torch.device) -> DistributedDataParallel:
-    """DDP over the data-parallel group (wraps materialized parameters; broadcasts rank 0's). Each
-    bucket's all-reduce starts as soon as its gradients are ready, during the backward (Li et al.
-    2020, "PyTorch Distributed", sec. 3.2.3); gradients are views into the buckets
+    """DDP over the data-parallel (dp x cp replica) group (wraps materialized parameters; broadcasts
+    rank 0's). Each bucket's all-reduce starts as soon as its gradients are ready, during the backward
+    (Li et al. 2020, "PyTorch Distributed", sec. 3.2.3); gradients are views into the buckets
     (`gradient_as_bucket_view`), so no second copy of them is kept."""
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(part, process_group=dp_group, device_ids=ids,

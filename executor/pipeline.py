@@ -22,30 +22,21 @@ from torch.distributed.pipelining.schedules import (
 )
 
 from costmodel.specs import ParallelPlan
+from costmodel.step.runnable import schedule_problems
 
 from .model import Transformer
+from .t5 import T5
 
 __all__ = ["stage_ids", "layer_ranges", "split_model", "build_stages", "build_schedule", "check_schedule_supported"]
 
 
 def check_schedule_supported(plan: ParallelPlan, n_microbatches: int | None = None) -> None:
-    """ValueError for a schedule the executor cannot run with the plan's other knobs: torch's selective
-    activation checkpoint allows one backward per checkpointed region, and the zero-bubble schedule
-    splits each backward into an input-gradient and a weight-gradient pass (Qi et al. 2024); with
-    `n_microbatches` (per step and pipeline) also torch's limits on their number: 1F1B needs at least
-    pp, interleaved 1F1B a multiple of pp."""
-    if plan.pp > 1 and plan.schedule == "zero-bubble" and plan.recompute == "selective":
-        raise ValueError("recompute: 'selective' cannot run with schedule 'zero-bubble' (torch's selective "
-                         "checkpoint allows one backward per region; zero-bubble splits it in two); use "
-                         "recompute 'full' or 'none', or another schedule")
-    if plan.pp == 1 or n_microbatches is None:
-        return
-    if plan.schedule == "1f1b" and n_microbatches < plan.pp:
-        raise ValueError(f"micro_batch_size: 1f1b needs at least pp={plan.pp} micro-batches per step, "
-                         f"got {n_microbatches}; lower micro_batch_size or use schedule 'gpipe'")
-    if plan.schedule == "interleaved-1f1b" and n_microbatches % plan.pp:
-        raise ValueError(f"schedule: interleaved-1f1b needs micro-batches per step ({n_microbatches}) to "
-                         f"be a multiple of pp={plan.pp}; change global batch, dp or micro_batch_size")
+    """ValueError for a schedule the executor cannot run with `n_microbatches` per step and pipeline:
+    torch's limits (1F1B needs at least pp, interleaved 1F1B a multiple of pp), the rules of
+    `costmodel.step.runnable.schedule_problems`."""
+    problems = schedule_problems(plan, n_microbatches)
+    if problems:
+        raise problems[0]
 
 
 def layer_ranges(plan: ParallelPlan, num_layers: int) -> list[range]:
@@ -66,7 +57,7 @@ def stage_ids(plan: ParallelPlan, pp_rank: int) -> list[int]:
     return [pp_rank + k * plan.pp for k in range(plan.virtual_stages)]
 
 
-def split_model(model: Transformer, plan: ParallelPlan, *, pp_rank: int) -> list[tuple[int, Transformer]]:
+def split_model(model: Transformer | T5, plan: ParallelPlan, *, pp_rank: int) -> list[tuple[int, Transformer | T5]]:
     """This rank's chunks of the (meta-device) model as (stage index, module); names are kept
     (a chunk's `layers` keeps its global keys), the embedding stays on stage 0, the final norm and
     output on the last stage."""
@@ -75,7 +66,7 @@ def split_model(model: Transformer, plan: ParallelPlan, *, pp_rank: int) -> list
     if model.spec.tie_embeddings:
         raise ValueError(f"pp: {model.spec.name} ties its output to the input embedding, which pipeline "
                          "stages cannot share; use pp=1 or a model with tie_embeddings: false")
-    ranges = layer_ranges(plan, model.spec.num_layers)
+    ranges = layer_ranges(plan, model.spec.total_layers)  # encoder-decoder: one stack, encoder first
     last = len(ranges) - 1
     parts = []
     for s in stage_ids(plan, pp_rank):

@@ -4,11 +4,12 @@ Per rank: init the process group (Gloo on CPU, NCCL + Gloo on CUDA, with a timeo
 the plan, optionally resume from a checkpoint (same or different plan), then train: the global batch of
 step s is a pure function of (seed, s) (executor.data), the learning rate follows linear warm-up and
 cosine decay, the engine does gradient accumulation, clipping and AdamW. Rank 0 appends one JSON object
-per step to `<out>/metrics.jsonl` (wall and CPU seconds of its step, the host's load average, ...) and
-writes `<out>/summary.json` (a costmodel `StepMeasurement`) and `<out>/memory.json` (peak resident-set rise
-and peak live tensor bytes, max over ranks; executor.memtrack). With `--trace-step N` every rank writes a
-torch.profiler trace of step N to `<out>/trace/rank<R>.json` (executor.trace); that step is left out of
-the step-time median.
+per step to `<out>/metrics.jsonl` (wall and CPU seconds of its step, the host's load average, ...; every
+--eval-every steps and at the end the validation loss and perplexity of the held-out split, with BLEU/ROUGE
+at the end for seq2seq models: executor.evaluate) and writes `<out>/summary.json` (a costmodel
+`StepMeasurement`) and `<out>/memory.json` (peak resident-set rise and peak live tensor bytes, max over
+ranks; executor.memtrack). With `--trace-step N` every rank writes a torch.profiler trace of step N to
+`<out>/trace/rank<R>.json` (executor.trace); that step is left out of the step-time median.
 
 A rank that raises writes `<out>/failures/rank<R>.json` (rank, step, cause) before exiting non-zero, so the
 launcher can name the rank and the cause. After an elastic restart (TORCHELASTIC_RESTART_COUNT > 0), or
@@ -43,6 +44,14 @@ from costmodel import TrainingSpec, load_model, load_plan
 
 from .checkpoint import CHECKPOINT_DIRNAME, latest_checkpoint, load_checkpoint, save_checkpoint
 from .data import BatchSource, load_corpus
+from .evaluate import (
+    DEFAULT_EVAL_BATCHES,
+    DEFAULT_EVAL_EVERY,
+    as_record,
+    check_eval_args,
+    evaluate,
+    is_eval_step,
+)
 from .lifetime import die_with_parent
 from .memtrack import TensorBytesTracker
 from .metrics import (
@@ -111,6 +120,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--trace-step", type=int, default=None,
                    help="write a torch.profiler trace of this step to <out>/trace/ (default: $PARAPLAN_TRACE_STEP "
                         "or none)")
+    p.add_argument("--eval-every", type=int, default=DEFAULT_EVAL_EVERY,
+                   help="validation loss every N steps and at the end")
+    p.add_argument("--eval-batches", type=int, default=DEFAULT_EVAL_BATCHES, help="validation batches per evaluation")
     return p
 
 
@@ -160,6 +172,7 @@ def train(args: argparse.Namespace, *,
     device, backend = _init_distributed(args.timeout)
     rank, world = dist.get_rank(), dist.get_world_size()
     out = Path(args.out)
+    check_eval_args(args.eval_every, args.eval_batches)
     model_spec, plan = load_model(args.model), load_plan(args.plan)
     if plan.world_size != world:
         raise ValueError(f"plan needs {plan.world_size} processes (dp*tp*pp*cp) but torchrun started {world}")
@@ -195,7 +208,8 @@ def train(args: argparse.Namespace, *,
                   f"{state['plan'].get('pp')} dp x tp x pp)", flush=True)
     corpus = load_corpus(args.corpus, min_tokens=args.seq_len + 2)
     source = BatchSource(corpus, seed=seed, global_batch_size=args.global_batch, seq_len=args.seq_len,
-                         arch=model_spec.arch, dp_rank=engine.dp_rank, dp_size=engine.dp_size)
+                         arch=model_spec.arch, dp_rank=engine.dp_rank, dp_size=engine.dp_size,
+                         vocab_size=model_spec.vocab_size)
     gpu = device_gpu_spec(device)
     peak_flops = gpu.peak_flops(dtype) if gpu is not None and dtype in gpu.peak_flops_per_s else None
     flops_per_step = model_flops_per_step(model_spec, training)
@@ -237,12 +251,19 @@ def train(args: argparse.Namespace, *,
                    "cpu_time_s": cpu_time_s, "load_avg_1m": _load_avg()}
             if traced:
                 rec["traced"] = True  # profiled: slower, left out of the step-time median
+            if is_eval_step(step, eval_every=args.eval_every, last_step=args.steps):
+                t_eval = time.perf_counter()
+                rec.update(as_record(evaluate(engine, source, num_batches=args.eval_batches,
+                                              generate=model_spec.arch == "encoder-decoder" and step == args.steps)))
+                rec["eval_time_s"] = time.perf_counter() - t_eval
             records.append(rec)
             if writer is not None:
                 writer.write(rec)
                 if args.log_every and (step % args.log_every == 0 or step == args.steps):
+                    val = (f" val_loss {rec['val_loss']:.4f} val_ppl {rec['val_perplexity']:.2f}"
+                           if "val_loss" in rec else "")
                     print(f"[paraplan] step {step}/{args.steps} loss {loss:.4f} lr {step_lr:.2e} "
-                          f"{step_time_s * 1e3:.1f} ms {rec['tokens_per_s']:.0f} tok/s", flush=True)
+                          f"{step_time_s * 1e3:.1f} ms {rec['tokens_per_s']:.0f} tok/s{val}", flush=True)
             if fault and fault["rank"] == rank and fault["step"] == step and fault["mode"] in ("raise", "kill"):
                 if fault["mode"] == "kill":
                     os.kill(os.getpid(), signal.SIGKILL)

@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 
 from costmodel.layer.blocks import W_SHARE, tp_forward_share
-from costmodel.layer.context import any_set
-from costmodel.step.costs import Knobs, collective_s, p2p_time_s, rank_state
+from costmodel.step.costs import Knobs, p2p_time_s, rank_state
 from costmodel.step.rows import PIPELINE_KNOBS, distinct_rows, take_knobs, take_units
 from costmodel.step.rows import at_rows as _at
 
@@ -69,14 +68,14 @@ def end_ranks_rest_s(ctx: Any, k: Knobs, comm: Any, enc: Any, embed: Any, head: 
     and last rank of the balanced split (n_first, n_last blocks): data-parallel communication and
     optimizer time (the exact step takes the max over all ranks, each priced by
     `costmodel.step.costs.rank_state` from that rank's blocks, forward and backward exactly as
-    `costmodel.estimate` builds them), the step overhead, and the context-parallel gradient
-    all-reduce (increasing in the bytes of the largest rank). Zero for encoder-decoder models."""
+    `costmodel.estimate` builds them; the gradient reduction over the dp x cp replicas and the
+    experts' over their expert-data-parallel group are in it), and the step overhead. Zero for
+    encoder-decoder models."""
     if ctx.shape.n_dec:
         return np.zeros(np.shape(m))
     share = tp_forward_share(k.recompute)
     ovh = ctx.eff.p2p_overhead_s
     rest = []
-    params = []
     for rank, n in ((0, n_first), (k.pp - 1, n_last)):
         first, last = rank == 0, rank == k.pp - 1
         ext = n * enc.tp_s + first * embed.tp_s + last * head.tp_s + n * enc.cp_s + n * enc.ep_s
@@ -87,11 +86,7 @@ def end_ranks_rest_s(ctx: Any, k: Knobs, comm: Any, enc: Any, embed: Any, head: 
         p = n * enc.params + first * embed.params + last * head.params
         st = rank_state(ctx, k, comm, rank, m, n, 0.0, enc, enc, fwd, bwd, p, with_memory=False)
         rest.append((st["dp"], st["opt"]))
-        params.append(st["cp_params"])
-    out = np.maximum(rest[0][0], rest[1][0]) + np.maximum(rest[0][1], rest[1][1]) + ctx.eff.step_overhead_s
-    if any_set(k.cp > 1):   # rows with cp = 1 cost 0
-        out = out + collective_s(ctx, comm, "cp", "all_reduce", np.maximum(*params) * ctx.grad_bytes)
-    return out
+    return np.maximum(rest[0][0], rest[1][0]) + np.maximum(rest[0][1], rest[1][1]) + ctx.eff.step_overhead_s
 
 
 def no_w_lb_s(t0: np.ndarray, busy: np.ndarray, p2p_s: np.ndarray) -> np.ndarray:
@@ -107,7 +102,7 @@ def changed_lb_s(ctx: Any, k: Knobs, comm: Any, units: tuple, m: np.ndarray, lay
     """Lower bound on the exact step time of the balanced split (`layouts[(pp, v, recompute, mb)]`):
     `split_makespan_lb_s` (on the distinct rows of what the pipeline depends on,
     `costmodel.step.costs.PIPELINE_KNOBS`) plus `end_ranks_rest_s` (every row). Exact step = makespan +
-    cp gradient + max_r dp_r + max_r opt_r + overhead (its bubble is max(span0 - busy, 0) >=
+    max_r dp_r + max_r opt_r + overhead (its bubble is max(span0 - busy, 0) >=
     span0 - busy), so the sum is a lower bound. `rows_distinct`: as `costmodel.step.costs.step_costs`'s."""
     distinct = None if rows_distinct else distinct_rows(k, comm, *PIPELINE_KNOBS, repeats=2)
     if distinct is None:

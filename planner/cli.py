@@ -156,7 +156,7 @@ def cost_options(args: argparse.Namespace) -> dict[str, Any]:
 
 _PLAN_FIELDS = {"dp": "dp", "tp": "tp", "pp": "pp", "cp": "cp", "ep": "ep", "micro_batch": "micro_batch_size",
                 "virtual_stages": "virtual_stages", "schedule": "schedule", "zero": "zero_stage",
-                "recompute": "recompute", "sequence_parallel": "sequence_parallel"}
+                "recompute": "recompute", "sequence_parallel": "sequence_parallel", "cp_attention": "cp_attention"}
 
 
 def plan_from_args(args: argparse.Namespace, *, world_size: int | None = None) -> ParallelPlan:
@@ -194,6 +194,8 @@ def _add_estimate(sub: argparse._SubParsersAction) -> None:
     add_cluster_args(p)
     add_training_args(p)
     add_plan_args(p, defaults=True)
+    p.add_argument("--cp-attention", default=None, choices=["auto", "all-gather", "ring"],
+                   help="context-parallel attention (default auto: ring attention on GPUs, all-gather on CPU)")
     p.add_argument("--json", action="store_true", help="print the StepEstimate as JSON")
     p.add_argument("--timeline", type=output_file, default=None, metavar="TRACE.json",
                    help="write a Chrome/Perfetto trace (pipeline ops, sends, gradient reduction, optimizer)")
@@ -310,6 +312,8 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--csv", type=output_file, default=None, metavar="FILE", help="write the ranked plans as CSV")
     p.add_argument("--save", type=output_file, default=None, metavar="PLAN.json",
                    help="write the best plan for the executor (and for estimate --plan)")
+    p.add_argument("--runnable-only", action="store_true",
+                   help="keep only plans the executor runs on the cluster's device (others are marked)")
     p.add_argument("--all-placements", action="store_true",
                    help="list plans that differ only in placement with the same figures one by one "
                         "(default: folded into the first, column 'same as')")
@@ -323,8 +327,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     model, cluster, training = build_specs(args)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    result = search(model, cluster, training, top_k=args.top_k, progress=progress,
-                    rebalance=args.rebalance, fold_equivalent=not args.all_placements, **cost_options(args),
+    result = search(model, cluster, training, top_k=args.top_k, progress=progress, rebalance=args.rebalance,
+                    runnable_only=args.runnable_only, fold_equivalent=not args.all_placements, **cost_options(args),
                     **constraints_from_args(args))
     print(result_json(result) if args.json else format_table(result))
     if not args.json and result.best is not None and model.is_moe:
@@ -412,6 +416,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rdzv-timeout", type=float, default=120.0,
                    help="seconds to wait for node 0's rendezvous and for all nodes to join (multi-node)")
     p.add_argument("--log-every", type=int, default=10, help="progress line every N steps")
+    p.add_argument("--eval-every", type=int, default=10,
+                   help="validation loss/perplexity on the held-out split every N steps and at the end")
+    p.add_argument("--eval-batches", type=int, default=2, help="validation batches per evaluation")
     p.add_argument("--dry-run", action="store_true",
                    help="print the torchrun command and exit (nothing is written)")
     p.add_argument("--trace-step", type=int, default=0, metavar="N",
@@ -432,7 +439,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         lr_decay_steps=args.lr_decay_steps, ckpt_every=args.ckpt_every, resume=args.resume,
         max_restarts=args.max_restarts, timeout_s=args.timeout, scale_to=args.scale_to, nnodes=args.nnodes,
         node_rank=args.node_rank, rdzv_endpoint=args.rdzv_endpoint, dtype=args.dtype, corpus=args.corpus,
-        log_every=args.log_every, compile=args.compile, overwrite=args.overwrite, rdzv_timeout_s=args.rdzv_timeout)
+        log_every=args.log_every, compile=args.compile, overwrite=args.overwrite, rdzv_timeout_s=args.rdzv_timeout,
+        eval_every=args.eval_every, eval_batches=args.eval_batches)
     for change in setup.changes:
         print(f"paraplan: scaled: {change}", file=sys.stderr)
     if args.trace_step:
@@ -461,6 +469,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"paraplan: {setup.plan.short()} on {s.world_size} x {s.device}: {s.steps} steps, "
               f"{s.step_time_s * 1e3:.1f} ms/step, {s.tokens_per_s:.0f} tokens/s{mfu}; "
               f"results in {result.out_dir}")
+        if s.validation:
+            v = s.validation[-1]
+            text = f", BLEU {v.bleu:.1f}, ROUGE-1/2/L {v.rouge1:.1f}/{v.rouge2:.1f}/{v.rouge_l:.1f}" \
+                if v.bleu is not None else ""
+            print(f"paraplan: validation at step {v.step}: loss {v.loss:.4f}, perplexity {v.perplexity:.2f}{text}")
     return 0
 
 
@@ -642,7 +655,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     from costmodel.calibration.fit_data import local_cluster
     from costmodel.calibration.profile_spec import load_profile, save_profile
-    from executor.launch import plan_unsupported, run_plan
+    from executor.launch import run_plan
     from planner.closed_loop.doc import local_markdown, update_part
     from planner.closed_loop.validate import LocalValidation, run_local_validation
 
@@ -666,11 +679,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         from costmodel.calibration.fit_data import cluster_for_device
 
         cluster = cluster_for_device(profile.device, args.procs).model_copy(update={"gpus_per_node": args.procs})
-    # the sweep's run directories are its own outputs: a new sweep into --out replaces them
+    # the sweep's run directories are its own outputs: a new sweep into --out replaces them; the plans
+    # are those the executor runs on this device (costmodel.step.runnable)
     report = run_local_validation(cfg, runner=functools.partial(run_plan, overwrite=True), cluster=cluster,
                                   profile=profile,
-                                  out_dir=out, log=lambda msg: print(msg, file=sys.stderr, flush=True),
-                                  runnable=lambda plan: plan_unsupported(plan, global_batch=args.global_batch) is None)
+                                  out_dir=out, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     s = report.summary
     print(f"validate --local: {s['plans_run']} plans run ({s['plans_failed']} failed); step time mean |error| "
           f"{s['step_time_mean_abs_error']:.1%} (max {s['step_time_max_abs_error']:.1%}), Spearman {s['spearman']:.3f}, "

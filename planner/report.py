@@ -83,6 +83,7 @@ def format_table(result: SearchResult, *, max_rejections: int = 6) -> str:
             "comm s": (df["tp_comm_s"] + df["cp_comm_s"] + df["ep_comm_s"] + df["dp_comm_s"]
                        + df["pp_comm_s"]).map("{:.3f}".format),
             "placement": df["placement"], "layers/stage": df["layers_per_stage"].map(_short_split),
+            "runs": df["not_runnable"].map(lambda why: f"no ({why.split(':', 1)[0]})" if why else "yes"),
         })
         if (df["ep"] > 1).any():   # expert parallelism: its all-to-all share of the communication
             table.insert(table.columns.get_loc("comm s") + 1, "all-to-all s", df["ep_comm_s"].map("{:.3f}".format))
@@ -93,6 +94,11 @@ def format_table(result: SearchResult, *, max_rejections: int = 6) -> str:
         lines.append(f"times assume stack {best.stack}; kernels: "
                      + (f"measured GPU profile ({best.gpu_profile})" if best.gpu_profile
                         else "the stack's analytical efficiencies (no GPU profile)"))
+        reasons: dict[str, list[str]] = {}
+        for r in result.plans:
+            if not r.runnable:
+                reasons.setdefault(r.not_runnable, []).append(f"#{r.rank}")
+        lines += [f"not runnable by the executor: {', '.join(ranks)}: {why}" for why, ranks in reasons.items()]
     lines.append(result.summary())
     if result.rejections:
         top = result.rejections_frame().head(max_rejections)
@@ -110,7 +116,8 @@ def _short_split(text: str) -> str:
 def result_json(result: SearchResult) -> str:
     """The result as JSON: ranked StepEstimates (plan embedded), Pareto fronts, counts, rejections."""
     def est(r: Any) -> dict[str, Any]:
-        return {"rank": r.rank, **json.loads(r.estimate.model_dump_json(exclude={"timeline"})),
+        return {"rank": r.rank, "runnable": r.runnable, "not_runnable": r.not_runnable,
+                **json.loads(r.estimate.model_dump_json(exclude={"timeline"})),
                 "equivalent": [json.loads(p.model_dump_json()) for p in r.equivalent],
                 "equivalent_note": r.equivalent_note}
 

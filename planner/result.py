@@ -17,15 +17,24 @@ GIB = float(2 ** 30)
 
 @dataclass(frozen=True)
 class RankedPlan:
-    """One plan of the result: its rank (1 = fastest) and the cost model's exact estimate."""
+    """One plan of the result: its rank (1 = fastest), the cost model's exact estimate, and why the
+    executor cannot run it on the cluster's device (`not_runnable`, 'field: ...'; None: it runs;
+    the rules of `costmodel.step.runnable`)."""
 
     rank: int
     plan: ParallelPlan
     estimate: StepEstimate
+    not_runnable: str | None = None
+    """Why the executor cannot run this plan on the cluster's device (None: it can)."""
     equivalent: tuple[ParallelPlan, ...] = ()
     """Other placements of this plan with the same figures, folded into it (`planner.fold`)."""
     equivalent_note: str = ""
     """Why they change nothing (empty when there are none)."""
+
+    @property
+    def runnable(self) -> bool:
+        """Whether `paraplan run` / the executor can train this plan on the cluster's device."""
+        return self.not_runnable is None
 
     @property
     def label(self) -> str:
@@ -49,6 +58,7 @@ def plan_row(estimate: StepEstimate, *, equivalent: tuple[ParallelPlan, ...] = (
         "plan": p.short(), "num_gpus": estimate.num_gpus,
         "dp": p.dp, "tp": p.tp, "pp": p.pp, "cp": p.cp, "ep": p.ep, "micro_batch_size": p.micro_batch_size,
         "virtual_stages": p.virtual_stages, "schedule": p.schedule, "zero_stage": p.zero_stage,
+        "cp_attention": p.cp_attention,
         "recompute": p.recompute, "sequence_parallel": p.sequence_parallel,
         "placement": "-".join(p.placement),
         "layers_per_stage": "" if p.layers_per_stage is None else ",".join(map(str, p.layers_per_stage)),
@@ -112,8 +122,10 @@ class SearchResult:
         return iter(self.plans)
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per ranked plan, a column for every knob and every figure."""
-        rows = [{"rank": r.rank, **plan_row(r.estimate, equivalent=r.equivalent)} for r in self.plans]
+        """One row per ranked plan, a column for every knob and every figure, its folded equivalent
+        placements, and whether the executor runs it (`runnable`, `not_runnable`: the reason)."""
+        rows = [{"rank": r.rank, **plan_row(r.estimate, equivalent=r.equivalent), **_runnable_cols(r)}
+                for r in self.plans]
         return pd.DataFrame(rows, columns=["rank", *COLUMNS])
 
     def pareto_frame(self, against: str = "memory") -> pd.DataFrame:
@@ -121,7 +133,8 @@ class SearchResult:
         if against not in ("memory", "gpus"):
             raise ValueError(f"against={against!r}: use 'memory' or 'gpus'")
         front = self.pareto_memory if against == "memory" else self.pareto_gpus
-        return pd.DataFrame([plan_row(r.estimate, equivalent=r.equivalent) for r in front], columns=COLUMNS)
+        return pd.DataFrame([{**plan_row(r.estimate, equivalent=r.equivalent), **_runnable_cols(r)} for r in front],
+                            columns=COLUMNS)
 
     def rejections_frame(self) -> pd.DataFrame:
         """Rejected candidates by reason, most frequent first."""
@@ -148,11 +161,16 @@ class SearchResult:
         return "\n".join(lines)
 
 
+def _runnable_cols(r: RankedPlan) -> dict[str, Any]:
+    return {"runnable": r.runnable, "not_runnable": r.not_runnable or ""}
+
+
 COLUMNS = [
     "plan", "num_gpus", "dp", "tp", "pp", "cp", "ep", "micro_batch_size", "virtual_stages", "schedule",
-    "zero_stage", "recompute", "sequence_parallel", "placement", "layers_per_stage", "step_time_s",
+    "zero_stage", "cp_attention", "recompute", "sequence_parallel", "placement", "layers_per_stage", "step_time_s",
     "tokens_per_s", "model_tflops_per_gpu", "hardware_tflops_per_gpu", "mfu", "hfu", "peak_bytes",
     "peak_gib", "capacity_bytes", "compute_s", "tp_comm_s", "cp_comm_s", "ep_comm_s", "dp_comm_s", "pp_comm_s",
     "bubble_s", "optimizer_s", "parameters_bytes", "gradients_bytes", "optimizer_bytes",
-    "activations_bytes", "buffers_bytes", "stack", "gpu_profile", "equivalent", "equivalent_placements",
+    "activations_bytes", "buffers_bytes", "stack", "gpu_profile", "equivalent", "equivalent_placements", "runnable",
+    "not_runnable",
 ]

@@ -15,18 +15,28 @@
 Ranking key: (step_time_s, GPUs used, peak bytes, candidate order), so results are deterministic.
 Plans that differ only in placement and get the same figures are folded into the first in that order
 (`planner.fold`; `fold_equivalent=False` keeps them apart); `top_k` counts the folded classes, in both
-`search` and `search_exhaustive`."""
+`search` and `search_exhaustive`.
+
+Every ranked plan says whether the executor runs it on the cluster's device (`RankedPlan.not_runnable`:
+the first rule of `costmodel.step.runnable` it breaks); `runnable_only=True` skips those plans while
+re-scoring, so the top k are plans `paraplan run` trains (the skipped ones counted as rejections). No
+rule depends on the placement, so the plans folded into one share its runnable status: skipping before
+folding is the same as folding first and dropping the classes whose representative does not run."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from costmodel.specs import ClusterSpec, ModelSpec, TrainingSpec
+from costmodel.specs import ClusterSpec, ModelSpec, ParallelPlan, TrainingSpec
 from costmodel.step.estimate import resolve_calibration
+from costmodel.step.runnable import device_kind, executor_unsupported
 
 from .constraints import Constraints
 from .exact import ExactScorer
@@ -37,9 +47,11 @@ from .result import RankedPlan, SearchResult
 from .scoring import bulk_scores
 from .space import Space, build_space
 
-__all__ = ["search", "search_exhaustive", "OOM_REASON", "MAX_RESCORE"]
+__all__ = ["search", "search_exhaustive", "not_runnable", "OOM_REASON", "NOT_RUNNABLE_REASON", "MAX_RESCORE"]
 
 OOM_REASON = "oom: does not fit in GPU memory"
+NOT_RUNNABLE_REASON = "not runnable by the executor: {field}"
+"""Rejection label of a plan `runnable_only` skips ({field}: the plan field the rule names)."""
 _PARETO_MAX = 64
 _PREFETCH_MIN, _PREFETCH_MAX = 32, 512   # candidates whose simulations run in one batch (doubling)
 MAX_RESCORE = 4096
@@ -59,10 +71,22 @@ def _key(est_time: float, world: int, peak: float, index: int) -> tuple[float, i
     return (est_time, world, peak, index)
 
 
+def not_runnable(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, plan: ParallelPlan) -> str | None:
+    """Why the executor cannot run `plan` on the cluster's device ('field: ...'), or None."""
+    return executor_unsupported(plan, device=device_kind(cluster), model=model, seq_len=training.seq_len,
+                                global_batch=training.global_batch_size)
+
+
+def _marked(plans: tuple[RankedPlan, ...], runs: Callable[[ParallelPlan], str | None]) -> tuple[RankedPlan, ...]:
+    """`plans` with `not_runnable` set by `runs` (a folded class's plans differ only in placement, which no
+    rule of `costmodel.step.runnable` reads: the representative's status is its class's)."""
+    return tuple(replace(r, not_runnable=runs(r.plan)) for r in plans)
+
+
 def search(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, top_k: int = 10,
            calibration: Any = None, topology: Any = None, progress: bool = False,
            rebalance: bool = False, max_rescore: int = MAX_RESCORE, fold_equivalent: bool = True,
-           **constraints: Any) -> SearchResult:
+           runnable_only: bool = False, **constraints: Any) -> SearchResult:
     """The `top_k` fastest plans for `model` on `cluster` that fit in memory.
 
     Keyword constraints fix or bound any knob (`tp=8`, `max_pp=16`, `schedule="1f1b"`,
@@ -72,7 +96,9 @@ def search(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, to
     lower bound closed before that (then the result equals `search_exhaustive`'s).
     `progress` shows a tqdm bar on stderr. Plans that differ only in placement and get the same
     figures are folded into the first (`RankedPlan.equivalent`, with the reason; `planner.fold`);
-    `fold_equivalent=False` lists each of them as its own plan.
+    `fold_equivalent=False` lists each of them as its own plan. Each plan carries `not_runnable` (why
+    the executor cannot run it on the cluster's device, or None); `runnable_only` keeps only the plans
+    it runs.
     A malformed request raises ValueError naming the field; an impossible one returns no plans and a
     `message` with numbers."""
     t0 = time.perf_counter()
@@ -102,6 +128,7 @@ def search(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, to
     folder = EquivalenceFolder(gpus_per_node=cluster.gpus_per_node, enabled=fold_equivalent)
     ranked = folder.ranked  # sorted (key, estimate) of the distinct plans so far
     exact_oom = 0
+    first_skip = ""
     complete = True
     rescore_bar = tqdm(total=None, desc="re-scoring", unit="plan", disable=not progress, leave=False)
     fetched, chunk = 0, _PREFETCH_MIN
@@ -122,6 +149,11 @@ def search(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, to
         if est is None:
             exact_oom += 1
             continue
+        if runnable_only and (why := not_runnable(model, cluster, training, est.plan)):
+            label = NOT_RUNNABLE_REASON.format(field=why.split(":", 1)[0])
+            rejections[label] = rejections.get(label, 0) + 1
+            first_skip = first_skip or why
+            continue
         # keys are unique (candidate index last); an equivalent plan joins its class, not the ranking
         folder.add(_key(est.step_time_s, int(world[i]), est.memory.peak_bytes, int(i)), est)
     rescore_bar.close()
@@ -129,12 +161,19 @@ def search(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, to
     oom = int((~fit).sum()) + exact_oom
     if oom:
         rejections[OOM_REASON] = oom
-    plans = folder.ranked_plans(top_k)
+    runs = partial(not_runnable, model, cluster, training)
+    plans = _marked(folder.ranked_plans(top_k), runs)
     message = ""
-    if not plans:
+    skipped = sum(n for label, n in rejections.items() if label.startswith("not runnable"))
+    if not plans and skipped:
+        message = (f"no plan the executor runs: {skipped} plans that fit break its rules on "
+                   f"{device_kind(cluster)} (e.g. {first_skip}); search without runnable_only to see them")
+    elif not plans:
         message = _no_fit_message(model, cluster, training, cons, space, bulk, scorer)
-    front_mem = _front(scorer, cand, lb, bulk["peak_bytes_lb"], world, mode="memory", fold=fold_equivalent)
-    front_gpu = _front(scorer, cand, lb, bulk["peak_bytes_lb"], world, mode="gpus", fold=fold_equivalent)
+    front_mem = _front(scorer, cand, lb, bulk["peak_bytes_lb"], world, mode="memory", fold=fold_equivalent,
+                       runs=runs, runnable_only=runnable_only)
+    front_gpu = _front(scorer, cand, lb, bulk["peak_bytes_lb"], world, mode="gpus", fold=fold_equivalent,
+                       runs=runs, runnable_only=runnable_only)
     return SearchResult(plans=plans, pareto_memory=front_mem, pareto_gpus=front_gpu, rejections=rejections,
                         num_candidates=space.generated, num_valid=len(space),
                         num_fit=len(cand) - exact_oom, num_rescored=scorer.calls,
@@ -145,10 +184,13 @@ def search(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, to
 
 
 def _front(scorer: ExactScorer, cand: np.ndarray, time_lb: np.ndarray, peak_lb: np.ndarray,
-           world: np.ndarray, *, mode: str, fold: bool = True) -> tuple[RankedPlan, ...]:
+           world: np.ndarray, *, mode: str, fold: bool = True, runs: Callable[[ParallelPlan], str | None],
+           runnable_only: bool = False) -> tuple[RankedPlan, ...]:
     """Pareto front of step time vs peak memory (or GPUs used) over the exactly scored candidates:
     the ranked ones plus the front of the bulk figures (which brings in the low-memory and
-    few-GPU extremes), each re-scored exactly; equivalent plans folded as in the ranking."""
+    few-GPU extremes), each re-scored exactly; equivalent plans folded as in the ranking; each
+    marked by `runs` (why the executor cannot run it), and with `runnable_only` over the runnable
+    ones only."""
     if cand.size == 0:
         return ()
     other = peak_lb[cand] if mode == "memory" else world[cand].astype(float)
@@ -157,6 +199,8 @@ def _front(scorer: ExactScorer, cand: np.ndarray, time_lb: np.ndarray, peak_lb: 
     for i in front:
         scorer.best(int(i))
     ests = [e for e in scorer.scored() if e is not None]
+    if runnable_only:
+        ests = [e for e in ests if runs(e.plan) is None]
     if not ests:
         return ()
     folder = EquivalenceFolder(gpus_per_node=scorer.cluster.gpus_per_node, enabled=fold)
@@ -167,7 +211,7 @@ def _front(scorer: ExactScorer, cand: np.ndarray, time_lb: np.ndarray, peak_lb: 
     t = np.array([e.step_time_s for e in ests])
     o = np.array([e.memory.peak_bytes if mode == "memory" else e.num_gpus for e in ests], dtype=float)
     keep = pareto_indices(t, o)
-    return tuple(RankedPlan(r + 1, ests[j].plan, ests[j], equivalent=reps[j].equivalent,
+    return tuple(RankedPlan(r + 1, ests[j].plan, ests[j], runs(ests[j].plan), equivalent=reps[j].equivalent,
                             equivalent_note=reps[j].equivalent_note) for r, j in enumerate(keep))
 
 
@@ -212,4 +256,4 @@ def search_exhaustive(model: ModelSpec, cluster: ClusterSpec, training: Training
         est = scorer.best(i)
         if est is not None:
             folder.add(_key(est.step_time_s, est.num_gpus, est.memory.peak_bytes, i), est)
-    return list(folder.ranked_plans(top_k))
+    return list(_marked(folder.ranked_plans(top_k), partial(not_runnable, model, cluster, training)))

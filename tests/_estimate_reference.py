@@ -94,12 +94,10 @@ def _simulated(ctx: StepContext, k: Knobs, comm: Any, plan: ParallelPlan, *, tim
     # the same breakdown as step_costs: the busiest rank's work, what transfers add, the rest is bubble
     busy_rank = max(range(pp), key=lambda r: (res.busy_s[r], -r))
     crit = ranks[busy_rank]
-    cp_grad = float(comm.time_s("cp", "all_reduce", max(r["cp_params"] for r in ranks) * ctx.grad_bytes)
-                    / ctx.eff.collective_efficiency) if k.cp > 1 else 0.0
     out = {
         "num_micro_batches": m,
         "compute_s": m * crit["comp"], "tp_comm_s": m * crit["tp"],
-        "cp_comm_s": m * crit["cp"] + cp_grad,
+        "cp_comm_s": m * crit["cp"],   # the cp gradient reduction is in dp_comm_s (dp x cp replicas)
         "ep_comm_s": m * crit["ep"],
         "dp_comm_s": max(r["dp"] for r in ranks),
         "pp_comm_s": m * crit["sync"] + (res.makespan_s - span0),
@@ -114,6 +112,5 @@ def _simulated(ctx: StepContext, k: Knobs, comm: Any, plan: ParallelPlan, *, tim
     })
     out["step_time_s"] = sum(out[key] for key in ("compute_s", "tp_comm_s", "cp_comm_s", "ep_comm_s", "dp_comm_s",
                                                   "pp_comm_s", "bubble_s", "optimizer_s"))
-    out["cp_grad_s"] = cp_grad
     events = (*res.events, *step_end_events(res.events, out, pp=pp)) if timeline else ()
     return out, tuple(_membreak(r) for r in ranks), events

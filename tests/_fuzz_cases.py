@@ -98,7 +98,7 @@ def api_cases(draw: Any) -> Case:
                            ("allow_fewer_gpus", st.sampled_from([True, False, "yes"])),
                            ("placement", st.sampled_from(["tp-first", "all", [["tp", "dp", "cp", "pp"]], ["bad"]])),
                            ("ep", st.sampled_from([1, 2, 8, [1, 2], 0, 3])), ("max_ep", st.sampled_from([1, 4, 64, 10 ** 9, 0])),
-                           ("rebalance", st.booleans()), ("bogus", st.just(1))):
+                           ("rebalance", st.booleans()), ("runnable_only", st.booleans()), ("bogus", st.just(1))):
             if draw(st.integers(0, 6)) == 3:
                 cons[key] = draw(strat)
         data["constraints"] = cons
@@ -176,10 +176,11 @@ def prepare(case: Case, tmp: Path) -> tuple[Callable[[], Any], Callable[[Any], N
         return lambda: estimate(model, cluster, training, plan, timeline=d["timeline"]), same_without_timeline
     if case.kind == "batch":
         plans = [ParallelPlan.model_validate(p) for p in d["plans"]]
-        if not d.get("keep_split"):   # estimate_batch prices even splits in the default placement
-            plans = [p.model_copy(update={"layers_per_stage": None, "placement": ParallelPlan().placement}) for p in plans]
+        if not d.get("keep_split"):   # estimate_batch prices even splits in the default placement, CP attention 'auto'
+            plans = [p.model_copy(update={"layers_per_stage": None, "placement": ParallelPlan().placement,
+                                          "cp_attention": "auto"}) for p in plans]
         picked = _pick(d, model, cluster, training)
-        plans += [picked.model_copy(update={"layers_per_stage": None})] if picked is not None else []
+        plans += [picked.model_copy(update={"layers_per_stage": None, "cp_attention": "auto"})] if picked is not None else []
         return (lambda: estimate_batch(model, cluster, training, plans),
                 lambda out: check_batch(out, plans, model, cluster, training))
     if case.kind == "search":
@@ -260,6 +261,10 @@ def cli_cases(draw: Any) -> Case:
         argv += [flag, draw(word)]
     if draw(st.integers(0, 3)) == 1:
         argv += ["--dtype", draw(st.sampled_from(["fp8", "fp16", "bf16", "fp32", "tf32", "int4"]))]
+    if command == "estimate" and draw(st.integers(0, 5)) == 2:
+        argv += ["--cp-attention", draw(st.sampled_from(["auto", "all-gather", "ring", "ulysses"]))]
+    if command == "plan" and draw(st.integers(0, 5)) == 2:
+        argv.append("--runnable-only")
     if draw(st.integers(0, 3)) == 1:
         argv += ["--stack", draw(st.sampled_from([*list_stacks(), "nope", "x" * 5000]))]
     if draw(st.integers(0, 5)) == 2:

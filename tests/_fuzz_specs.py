@@ -1,6 +1,6 @@
 """Hypothesis strategies for the fuzz suite (tests/_fuzz.py): model, cluster, training and plan
 specs and Hugging Face configs as raw dicts (dense models and mixtures of experts, with expert
-parallelism, software stacks and MoE load imbalance), mostly plausible, hostile now and then (a wrong
+parallelism, context-parallel attention, software stacks and MoE load imbalance), mostly plausible, hostile now and then (a wrong
 type, a boolean for a number, NaN, a size beyond every limit), some at the limits paraplan models, and
 broken file contents."""
 
@@ -224,6 +224,8 @@ def plan_dicts(draw: Any, *, world: int = 8, layers: int = 24) -> dict[str, Any]
         data["layers_per_stage"] = _split(draw, layers, pp * v)
     if draw(st.integers(0, 5)) == 2:
         data["placement"] = draw(st.permutations(["tp", "cp", "dp", "pp"]))
+    if cp > 1 and draw(st.integers(0, 3)) == 1:
+        data["cp_attention"] = draw(often(st.sampled_from(["auto", "all-gather", "ring"]), st.just("ulysses")))
     if draw(st.integers(0, 3)) == 1:   # expert parallelism: a divisor of dp*cp, now and then not
         groups = dp * cp
         data["ep"] = draw(often(st.sampled_from([e for e in (1, 2, 4, 8, groups) if groups % e == 0]),

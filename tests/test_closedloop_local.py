@@ -16,6 +16,7 @@ from costmodel.calibration.profile import ProfileConfig, run_profile
 from costmodel.calibration.profile_spec import CalibrationProfile, CollectivePoint, HostPoint, save_profile
 from costmodel.layer.compute import DEFAULT_EFFICIENCY, block_host_ops, block_host_s
 from costmodel.specs import StepMeasurement
+from costmodel.step.runnable import executor_unsupported
 from planner import search
 from planner.cli import main
 from planner.closed_loop.doc import BEGIN, END, update_part
@@ -48,16 +49,20 @@ def test_spearman_regret_and_ranks() -> None:
 
 
 def test_select_plans_keeps_the_planners_best_and_spreads_the_rest(profile) -> None:
+    """The planner's best, the best plan of each context-parallel degree (cp2, cp4), a spread of the
+    rest; only plans the executor runs on this device (the rules of costmodel.step.runnable)."""
     model, cluster = load_model("tiny-llama"), local_cluster(4)
     training = TrainingSpec(global_batch_size=8, seq_len=64, dtype="fp32")
     calib = profile.model_copy(update={"constants": host_constants(profile, procs=4, cores=2)})
     picked = select_plans(model, cluster, training, calibration=calib, max_plans=7, top_plans=2)
-    best = search(model, cluster, training, top_k=1, calibration=calib, cp=1).best
+    best = search(model, cluster, training, top_k=1, calibration=calib, runnable_only=True).best
     assert len(picked) == 7 and picked[0][1] == best.plan
     ranks = [r for r, _ in picked]
     assert ranks == sorted(ranks) and ranks[:2] == [1, 2] and ranks[-1] > 50
     assert len({p.short() + str(p.layers_per_stage) for _, p in picked}) == 7
-    assert all(p.world_size == 4 and p.cp == 1 for _, p in picked)
+    assert all(p.world_size == 4 for _, p in picked) and {2, 4} <= {p.cp for _, p in picked}
+    assert all(executor_unsupported(p, device="cpu", model=model, seq_len=64, global_batch=8) is None
+               for _, p in picked)
 
 
 def test_host_constants_share_the_cores() -> None:

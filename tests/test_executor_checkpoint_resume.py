@@ -1,4 +1,4 @@
-"""Resume across processes: a dp2 run checkpointed at step 5 and resumed (on dp2, and resharded onto tp2)
+"""Resume across processes: a dp2 run checkpointed at step 5 and resumed (on dp2, and resharded onto tp2, pp2, cp2)
 gives the losses of the uninterrupted run for steps 6-10; the run's metrics/summary follow the contract."""
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ def test_losses_match_the_single_process_run(uninterrupted):
     {"pp": 2, "virtual_stages": 2, "schedule": "interleaved-1f1b"},  # two model chunks per rank
     {"dp": 2, "zero_stage": 3},  # FSDP2: parameters and Adam states sharded
     {"dp": 2, "zero_stage": 1},  # ZeroRedundancyOptimizer: each rank loads the states it owns
-], ids=["dp2-to-dp2", "dp2-to-tp2", "dp2-to-pp2-interleaved", "dp2-to-fsdp2", "dp2-to-zero1"])
+    {"cp": 2},  # context parallel: the same weights, each rank half of every sequence
+], ids=["dp2-to-dp2", "dp2-to-tp2", "dp2-to-pp2-interleaved", "dp2-to-fsdp2", "dp2-to-zero1", "dp2-to-cp2"])
 def test_resume_from_step_5_reproduces_steps_6_to_10(uninterrupted, tmp_path, knobs):
     ckpt = uninterrupted.out_dir / "checkpoints" / "step-00000005"
     assert ckpt.is_dir()

@@ -87,6 +87,8 @@ def test_multi_node_options_pass_through(tmp_path):
     ({}, ["--seq-len", "1000"], "seq_len"),                  # beyond max_seq_len=64
     ({}, ["--steps", "0"], "steps"),
     ({"dp": 2}, ["--nnodes", "2"], "rdzv_endpoint"),
+    ({"cp": 4}, ["--seq-len", "36"], "cp"),                   # 2*cp=8 chunks do not split 36 tokens
+    ({"cp": 2, "cp_attention": "ring"}, [], "cp_attention"),  # torch's ring attention needs CUDA
 ])
 def test_plans_that_do_not_fit_the_model_fail_before_launch(tmp_path, capsys, knobs, extra, field):
     code, _, err = _run([_plan_file(tmp_path, **knobs), "--model", "tiny-llama", "--out", str(tmp_path / "r"),
@@ -109,8 +111,10 @@ def test_missing_and_corrupt_plan_files(tmp_path, capsys):
 
 
 def test_unsupported_model_fails_before_launch(tmp_path, capsys):
-    code, _, err = _run([_plan_file(tmp_path), "--model", "t5-base", "--out", str(tmp_path / "r")], capsys)
-    assert code == 2 and "encoder-decoder" in _error_line(err)
+    model = tmp_path / "relative-gpt.json"
+    model.write_text(MODEL.model_copy(update={"position": "relative"}).model_dump_json())
+    code, _, err = _run([_plan_file(tmp_path), "--model", str(model), "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "position" in _error_line(err)
 
 
 def test_missing_corrupt_or_finished_checkpoints(tmp_path, capsys):
@@ -210,14 +214,11 @@ def test_failure_explanation_names_the_root_cause(tmp_path):
     assert "exited with code 3" in explain_failure(tmp_path / "none", "Failures:\n[0]:\n  rank : 2\n  exitcode : 3\n", 1)
 
 
-def test_zero_bubble_with_selective_recompute_is_refused_before_launch(tmp_path):
-    """torch's selective checkpoint allows one backward per region; zero-bubble splits it in two: the
-    run would fail in every rank after start-up, so prepare_run names the knobs instead."""
+def test_zero_bubble_with_selective_recompute_is_accepted(tmp_path):
+    """The zero-bubble schedule recomputes each selectively checkpointed region twice (input, then weight
+    gradients); the executor's replayable checkpoint cache runs it (loss parity: test_executor_parity)."""
     plan = ParallelPlan(dp=1, tp=1, pp=2, micro_batch_size=1, schedule="zero-bubble", recompute="selective")
-    with pytest.raises(ValueError, match="recompute: 'selective' cannot run with schedule 'zero-bubble'"):
-        prepare_run(plan, model="tiny-llama", steps=2, out=tmp_path / "run", global_batch=4)
-    ok = plan.model_copy(update={"recompute": "full"})
-    assert prepare_run(ok, model="tiny-llama", steps=2, out=tmp_path / "run", global_batch=4).plan == ok
+    assert prepare_run(plan, model="tiny-llama", steps=2, out=tmp_path / "run", global_batch=4).plan == plan
 
 
 def test_plans_the_schedules_cannot_run_are_refused_before_launch(tmp_path):
@@ -232,7 +233,39 @@ def test_plans_the_schedules_cannot_run_are_refused_before_launch(tmp_path):
     assert plan_unsupported(few.model_copy(update={"micro_batch_size": 2}), global_batch=8) is None
     odd = ParallelPlan(dp=1, tp=1, pp=2, virtual_stages=2, micro_batch_size=2, schedule="interleaved-1f1b")
     assert "multiple of pp=2" in plan_unsupported(odd, global_batch=6)
-    assert plan_unsupported(ParallelPlan(dp=2, cp=2), global_batch=8).startswith("cp:")
+    assert plan_unsupported(ParallelPlan(dp=2, cp=2), global_batch=8, seq_len=16, device="cpu") is None
+
+
+def test_context_parallel_rules_name_the_field():
+    """The executor's CP splits the sequence into 2*cp chunks and runs torch's ring attention on CUDA
+    only; `plan_unsupported` (the rules the planner marks plans with) names the field and the fix."""
+    from executor import plan_unsupported
+
+    assert plan_unsupported(ParallelPlan(cp=4), seq_len=36, device="cpu").startswith("cp: seq_len=36")
+    ring = ParallelPlan(cp=2, cp_attention="ring")
+    assert plan_unsupported(ring, seq_len=16, device="cpu").startswith("cp_attention: 'ring'")
+    assert plan_unsupported(ring, seq_len=16, model=MODEL, device="cuda") is None   # head_dim 16
+    odd = MODEL.model_copy(update={"head_dim": 12})
+    assert "multiple of 8" in plan_unsupported(ring, seq_len=16, model=odd, device="cuda")
+    assert plan_unsupported(ParallelPlan(cp=2), seq_len=16, model=odd, device="cuda") is not None   # auto = ring
+    assert plan_unsupported(ParallelPlan(cp=2, cp_attention="all-gather"), seq_len=16, model=odd,
+                            device="cuda") is None
+
+
+def test_the_readme_example_plan_scales_to_this_machine(tmp_path):
+    """README's example (llama3-70b, 4 DGX-H100 nodes, global batch 256 x 4096): its dp2-tp1-pp4-cp4 plan,
+    the planner's best the executor runs, scaled to 8 processes keeps cp=4 (dp, then pp, are lowered);
+    the real run is in docs/EXECUTOR_ENGINE.md (losses equal to one process)."""
+    from costmodel import get_cluster
+    from planner import search
+
+    training = TrainingSpec(global_batch_size=256, seq_len=4096)
+    best = search(load_model("llama3-70b"), get_cluster("dgx-h100", nodes=4), training, top_k=1, dp=2, tp=1, pp=4,
+                  cp=4, runnable_only=True).best
+    assert best is not None and (best.plan.dp, best.plan.tp, best.plan.pp, best.plan.cp) == (2, 1, 4, 4)
+    setup = prepare_run(best.plan, model="tiny-llama", steps=3, out=tmp_path / "r", scale_to=8)
+    assert (setup.plan.dp, setup.plan.pp, setup.plan.cp, setup.plan.world_size) == (1, 2, 4, 8)
+    assert setup.changes[-1].endswith("(8 processes)") and setup.training.seq_len % (2 * 4) == 0
 
 
 @pytest.mark.parametrize("extra, field", [

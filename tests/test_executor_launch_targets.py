@@ -177,3 +177,15 @@ def test_the_cli_offers_the_executors_targets_and_the_api_is_exported():
 
     assert tuple(LAUNCH_TARGETS) == TARGETS
     assert executor.prepare_launch is prepare_launch and callable(executor.job_status)
+
+
+def test_the_executors_rules_are_those_of_the_target_clusters_device(tmp_path):
+    """A launch is checked with `costmodel.step.runnable` on the target's device, not this host's: torch's
+    ring attention (CUDA only) is accepted for a GPU cluster and refused for the CPU preset."""
+    ring = ParallelPlan(dp=2, cp=2, cp_attention="ring")
+    spec = prepare_launch(ring, on="slurm", model="tiny-llama", cluster="dgx-h100", steps=10, global_batch=8,
+                          seq_len=64, out=str(tmp_path / "run"))
+    assert spec.plan == ring and spec.gpu is not None
+    with pytest.raises(ValueError, match="cp_attention: 'ring' runs torch's ring attention"):
+        prepare_launch(ring, on="slurm", model="tiny-llama", cluster="cpu", steps=10, global_batch=8, seq_len=64,
+                       out=str(tmp_path / "cpu"))

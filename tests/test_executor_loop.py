@@ -19,6 +19,7 @@ from executor.data import (
     global_batch,
     load_corpus,
     rank_rows,
+    split_corpus,
 )
 from executor.metrics import (
     MemoryTracker,
@@ -81,7 +82,7 @@ def test_decoder_batch_is_next_byte_and_a_function_of_seed_and_step():
 
 def test_dp_ranks_take_contiguous_slices_of_the_same_global_batch():
     corpus = load_corpus()
-    x, y = global_batch(corpus, step=1, seed=0, global_batch_size=8, seq_len=8)
+    x, y = global_batch(split_corpus(corpus)[0], step=1, seed=0, global_batch_size=8, seq_len=8)
     parts = [BatchSource(corpus, seed=0, global_batch_size=8, seq_len=8, dp_rank=r, dp_size=4).batch(1)
              for r in range(4)]
     assert torch.equal(torch.cat([p[0] for p in parts]), x)

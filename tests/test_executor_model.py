@@ -10,6 +10,7 @@ from costmodel import load_model
 from costmodel.layer.params import total_params
 from costmodel.specs import ModelSpec, ParallelPlan, TrainingSpec
 from executor.engine import build_engine
+from executor.families import build_model as build_families_model
 from executor.grads import clip_grad_norm_
 from executor.init import canonical_name, init_weights
 from executor.mesh import mesh_shape
@@ -169,7 +170,8 @@ def test_micro_batch_size_does_not_change_losses():
 
 
 @pytest.mark.parametrize(("plan", "field"), [
-    (ParallelPlan(cp=2), "cp"),
+    (ParallelPlan(cp=3), "cp"),                       # 3 does not divide the 16 tokens
+    (ParallelPlan(cp=2, cp_attention="ring"), "cp_attention"),   # torch's ring attention needs CUDA
     (ParallelPlan(dp=2), "dp"),
     (ParallelPlan(tp=3), "tp"),
     (ParallelPlan(pp=8), "pp"),
@@ -188,8 +190,12 @@ def test_train_step_rejects_wrong_rows():
 
 
 def test_unsupported_architectures_raise():
-    with pytest.raises(ValueError, match="arch"):
-        build_model(load_model("t5-base"))
+    with pytest.raises(ValueError, match="position"):  # relative biases: encoder-decoder (T5) only
+        build_model(load_model("tiny-llama").model_copy(update={"position": "relative"}))
+    with pytest.raises(ValueError, match="arch"):  # encoder-decoders: executor.families / executor.t5
+        build_model(load_model("tiny-t5"))
+    with pytest.raises(ValueError, match="position"):
+        build_families_model(load_model("tiny-t5").model_copy(update={"position": "learned"}))
 
 
 def test_mesh_follows_placement_innermost_last():

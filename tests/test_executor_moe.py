@@ -1,7 +1,8 @@
 """The mixture-of-experts layer (executor.moe) and expert parallelism: the layer against a per-token
 loop, the auxiliary loss, and every EP plan's losses and gradient norms against the single-process run.
 
-Plans run with the parity harness (`executor.parity`, tests/test_executor_parity.py's launcher), 5 steps
+Context parallelism with experts (cp alone, and ep x cp x dp) is in the same cases. Plans run with the
+parity harness (`executor.parity`, tests/test_executor_parity.py's launcher), 5 steps
 of tiny-moe (4 experts, top-2, a shared expert, one dense first layer, auxiliary loss 0.01). The
 gradient norm before clipping is compared too: AdamW's updates are invariant to a constant factor on
 one parameter's gradient (e.g. the experts' 1/ep), which the losses alone would not show."""
@@ -34,11 +35,14 @@ def _case(name: str, **plan: object) -> dict:
             "grad_norms": True}
 
 
-CASES_2 = [_case("dp2-ep2", dp=2, ep=2), _case("dp2-ep2-zero3-full", dp=2, ep=2, zero_stage=3, recompute="full")]
+CASES_2 = [_case("dp2-ep2", dp=2, ep=2), _case("dp2-ep2-zero3-full", dp=2, ep=2, zero_stage=3, recompute="full"),
+           _case("cp2", cp=2)]   # the balance loss counts each sequence over the cp ranks
 CASES_4 = [
     _case("dp4-ep2", dp=4, ep=2, zero_stage=1),
     _case("dp2-ep2-tp2-sp", dp=2, ep=2, tp=2, sequence_parallel=True),
     _case("dp2-ep2-pp2", dp=2, ep=2, pp=2),
+    # experts over ep within dp, their replicas edp x cp; the dense weights' dp x cp
+    _case("dp2-ep2-cp2-zero3", dp=2, ep=2, cp=2, zero_stage=3),
 ]
 
 

@@ -54,13 +54,14 @@ def test_confidence_comes_from_the_closest_validated_runs():
     from costmodel import load_model
 
     cases = load_cases()
-    assert {c.source for c in cases} >= {"megatron2021", "vtrain-multi", "closed loop"}
+    assert {c.source for c in cases} >= {"megatron2021", "megatron2021-zero3", "vtrain-multi", "mosaicml-fsdp",
+                                         "h200-executor", "closed loop"}
     gpu = closest(cases, device="a100-80gb", params=model_params(load_model("gpt3-13b")), gpus=256, k=5)
     assert gpu is not None and len(gpu.cases) == 5 and all(c.device == "A100" for c in gpu.cases)
     errors = sorted(abs(c.error) for c in gpu.cases)
     assert gpu.typical_abs_error == errors[2] and gpu.max_abs_error == errors[-1]
     assert "No validated run" not in gpu.text()
-    other = closest(cases, device="h100-sxm", params=7e9, gpus=64)
-    assert "No validated run on h100-sxm" in other.text()
+    other = closest(cases, device="mi300x", params=7e9, gpus=64)
+    assert "No validated run on mi300x" in other.text()
     cpu = closest(cases, device="cpu", params=model_params(load_model("tiny-llama")), gpus=2)
     assert all(c.device == "CPU" for c in cpu.cases) and "CPU" in cpu.text()

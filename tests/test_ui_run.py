@@ -68,6 +68,8 @@ def test_run_page_runs_a_custom_plan_into_the_runs_folder_and_compares(tmp_path,
     assert list(table["metric"])[:2] == ["step time", "tokens/s"]
     assert table["error_pct"].notna().all()
     assert len(at.get("vega_lite_chart")) >= 5  # curves, predicted vs measured, simulated + measured step, memory
+    validation = next(d.value for d in at.dataframe if "perplexity" in d.value.columns)
+    assert list(validation["step"]) == [4] and (validation["perplexity"] > 1).all()  # the held-out split, at the end
     assert (job.out_dir / "trace" / "rank0.json").is_file() and (job.out_dir / "request.json").is_file()
     assert at.query_params.get("runs") == job.out_dir.name  # the shown run is in the link
 

@@ -1,16 +1,16 @@
 """How far to trust a predicted number: the cost model's error on the validated runs closest to the
-prediction (device, software stack, model size, GPU count), read from docs/VALIDATION.md's tables and
-the closed loop's CSV next to it - never a figure made up here.
+prediction (device, software stack, model size, GPU count), read from the files `make validate` and
+`paraplan validate --local` write into docs/ - never a figure made up here.
 
 Validated runs (one `Case` each):
-- Narayanan et al. 2021, Table 1 (A100, Megatron-LM; TFLOP/s per GPU, 10 runs, 1.7B-1T parameters);
-- vTrain multi-node (A100, Megatron-DeepSpeed; iteration time, 124 runs);
+- every priced row of the published sets (`docs/validation_published.csv`, written with
+  docs/VALIDATION.md: Narayanan et al. 2021 Tables 1-2, vTrain, MosaicML, the H200 executor runs, ...),
+  with its step-time error;
 - the closed loop on this machine (`paraplan validate --local`: CPU, paraplan's executor; the model and
   process count its section names; per-plan errors from the CSV it names).
-The vTrain single-node table lists only its largest errors, so it is not used row by row.
 
-Closeness: the same kind of device first (GPU or CPU), then |log10(params ratio)| + 0.5 |log10(GPUs
-ratio)|; the `k` closest runs give the median and the largest |error|."""
+Closeness: the same kind of device (GPU or CPU), runs on the same GPU before others, then |log10(params
+ratio)| + 0.5 |log10(GPUs ratio)|; the `k` closest runs give the median and the largest |error|."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from ui.format import percent
 __all__ = ["Case", "Confidence", "load_cases", "closest", "model_params", "DOCS"]
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-_VOCAB_GPT = 50257  # GPT-2/3 vocabulary of the vTrain runs (VALIDATION.md's assumptions)
+PUBLISHED_CSV = "validation_published.csv"
 
 
 @dataclass(frozen=True)
@@ -90,52 +90,16 @@ def model_params(model: object) -> float:
     return float(total_params(model))
 
 
-def _pct(text: str) -> float:
-    return float(text.strip().rstrip("%")) / 100.0
-
-
-def _tables(markdown: str) -> dict[str, list[list[str]]]:
-    """Markdown tables under each '### ' heading: heading -> rows of cells (header and rule dropped)."""
-    out: dict[str, list[list[str]]] = {}
-    heading = ""
-    for line in markdown.splitlines():
-        if line.startswith("#"):
-            heading = line.lstrip("#").strip()
-        elif line.startswith("|") and heading:
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            out.setdefault(heading, []).append(cells)
-    return {h: rows[2:] for h, rows in out.items() if len(rows) > 2}
-
-
-def _gpt_params(name: str) -> float:
-    """'GPT-1.7B' -> 1.7e9; 'gpt-h3072-l30' -> 12 l h^2 + V h (Kaplan et al. 2020, with the embedding)."""
-    m = re.match(r"GPT-([\d.]+)B$", name)
-    if m:
-        return float(m.group(1)) * 1e9
-    m = re.match(r"gpt-h(\d+)-l(\d+)$", name)
-    if m:
-        h, layers = int(m.group(1)), int(m.group(2))
-        return 12.0 * layers * h * h + _VOCAB_GPT * h
-    raise ValueError(f"unknown model name {name!r}")
-
-
 @lru_cache(maxsize=4)
 def _load(path: str, mtime: float) -> tuple[Case, ...]:
     doc = Path(path)
     text = doc.read_text()
     cases: list[Case] = []
-    for heading, rows in _tables(text).items():
-        if heading.startswith("Narayanan et al. 2021, Table 1"):
-            stack, source = "Megatron-LM (Narayanan et al. 2021)", "megatron2021"
-        elif heading.startswith("vTrain multi-node"):
-            stack, source = "Megatron-DeepSpeed (vTrain)", "vtrain-multi"
-        else:
-            continue
-        for cells in rows:
-            if len(cells) < 6:
-                continue
-            cases.append(Case(source, "A100", stack, cells[0], _gpt_params(cells[0]), int(cells[1]), cells[2],
-                              _pct(cells[-1])))
+    published = doc.parent / PUBLISHED_CSV
+    if published.is_file():
+        df = pd.read_csv(published).dropna(subset=["step_error", "params", "gpus"])
+        cases += [Case(str(r.set), str(r.gpu).upper().split("-")[0], str(r.stack), str(r.model), float(r.params),
+                       int(r.gpus), str(r.plan), float(r.step_error)) for r in df.itertuples()]
     m = re.search(r"Model `([\w.-]+)`, (\d+) Gloo processes on CPU.*?Per-plan CSV: `([\w.-]+)`", text, re.S)
     if m:
         from costmodel import load_model
@@ -151,11 +115,12 @@ def _load(path: str, mtime: float) -> tuple[Case, ...]:
 
 
 def load_cases(docs: Path = DOCS) -> tuple[Case, ...]:
-    """Every validated run docs/VALIDATION.md (and the CSV it names) holds; () without the file."""
+    """Every validated run docs/VALIDATION.md and the CSVs beside it hold; () without the doc."""
     doc = docs / "VALIDATION.md"
     if not doc.is_file():
         return ()
-    return _load(str(doc), doc.stat().st_mtime)
+    rows = docs / PUBLISHED_CSV
+    return _load(str(doc), doc.stat().st_mtime + (rows.stat().st_mtime if rows.is_file() else 0.0))
 
 
 def closest(cases: tuple[Case, ...], *, device: str, params: float, gpus: int, k: int = 8) -> Confidence | None:
@@ -166,8 +131,9 @@ def closest(cases: tuple[Case, ...], *, device: str, params: float, gpus: int, k
     if not pool:
         return None
 
-    def distance(c: Case) -> float:
-        return abs(math.log10(c.params / params)) + 0.5 * abs(math.log10(c.gpus / max(gpus, 1)))
+    def distance(c: Case) -> tuple[bool, float]:   # the same GPU first, then the nearest size and scale
+        other_gpu = not cpu and c.device.lower() not in device.lower()
+        return other_gpu, abs(math.log10(c.params / params)) + 0.5 * abs(math.log10(c.gpus / max(gpus, 1)))
 
     near = tuple(sorted(pool, key=distance)[:k])
     errors = [abs(c.error) for c in near]

@@ -46,6 +46,12 @@ def overlay_runs(paths: list[Path], *, key: str) -> None:
                                             ("memory_mib", "Memory (resident-set rise, rank 0)", "MiB")), strict=True):
         if y in df:
             show_chart(run_charts.overlay_chart(df, y=y, y_title=unit, title=title), where=col)
+    if "val_loss" in df and df["val_loss"].notna().any():  # every --eval-every steps and at the end
+        val = df.dropna(subset=["val_loss"])
+        cols = st.columns(3)
+        for col, (y, title) in zip(cols, (("val_loss", "Validation loss (held-out split)"),
+                                          ("val_perplexity", "Validation perplexity")), strict=False):
+            show_chart(run_charts.overlay_chart(val, y=y, y_title=y.removeprefix("val_"), title=title), where=col)
 
 
 def stage_lanes(plan: ParallelPlan, ranks: list[int]) -> dict[int, str]:
@@ -89,6 +95,10 @@ def show_run(info: runs.RunInfo, *, running: bool = False) -> None:
             log = info.path / "job.log"
             st.error(f"This run did not finish ({info.status}); see {log}.")
         return
+    if info.summary.validation:
+        st.markdown("**Validation** on the held-out split (`--eval-every` steps and the last)")
+        val = pd.DataFrame([v.model_dump() for v in info.summary.validation]).dropna(axis=1, how="all")
+        st.dataframe(val, hide_index=True, key="run_validation")
     profile = Path(req.get("profile") or runs.profile_path(info.path.parent, info.summary.model, info.summary.world_size))
     try:
         measured, predicted = _predicted(str(info.path), str(profile),

@@ -33,7 +33,7 @@ __all__ = ["LOCAL_MODELS", "RUNS_ENV", "default_procs", "compile_default", "runs
            "job_argv", "check_run", "new_run_dir", "write_request", "RunInfo", "list_runs", "delete_run",
            "LocalPrediction", "predict", "comparison_table", "TRACE_STEP_LAST"]
 
-LOCAL_MODELS = ["tiny-llama", "tiny-gpt", "tiny-bert", "small-llama"]
+LOCAL_MODELS = ["tiny-llama", "tiny-gpt", "tiny-bert", "tiny-t5", "small-llama"]
 """Catalog models small enough to train on this machine's CPUs in seconds."""
 RUNS_ENV = "PARAPLAN_RUNS"
 REQUEST = "request.json"

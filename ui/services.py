@@ -93,8 +93,9 @@ def plan_row(plan: ParallelPlan, est: StepEstimate, *, equivalent: tuple[Paralle
 
 
 def plan_table(ranked: tuple[RankedPlan, ...] | list[RankedPlan]) -> pd.DataFrame:
-    """The ranked plans as a DataFrame indexed by rank."""
-    rows = [{"rank": r.rank, **plan_row(r.plan, r.estimate, equivalent=r.equivalent)} for r in ranked]
+    """The ranked plans as a DataFrame indexed by rank; `executor`: 'runs', or why it cannot run the plan."""
+    rows = [{"rank": r.rank, **plan_row(r.plan, r.estimate, equivalent=r.equivalent),
+             "executor": r.not_runnable or "runs"} for r in ranked]
     return pd.DataFrame(rows).set_index("rank") if rows else pd.DataFrame(
         columns=["plan", "placement", "same_as", "step_time_s", "tokens_per_s", "mfu", "tflops_per_gpu",
                  "memory_gib", "headroom_gib"])

@@ -17,6 +17,7 @@ from .compute import (
     memory_time_s,
 )
 from .context import Knobs, StepContext, any_set, collective_s, vmax
+from .context_parallel import cp_attention_s, cp_host_ops
 from .elementwise import elementwise_bytes, profiled_elementwise_s
 from .memory import layer_activation_bytes
 from .moe import moe_costs
@@ -58,9 +59,9 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
 
     TP: Megatron's f/g operators, 2 all-reduces forward and 2 backward (all-gather + reduce-scatter
     pairs under sequence parallelism; Korthikanti 2022, sec. 4.2.2), repeated when the forward is
-    recomputed; exposed (not overlapped). CP: ring attention passes K/V around cp ranks, cp-1 steps
-    forward and 2x that backward (K/V + their gradients), hidden behind the attention core (Liu et
-    al. 2023, "Ring Attention")."""
+    recomputed; exposed (not overlapped). CP: the keys' and values' traffic of the variant the
+    executor runs on the device (`context_parallel.cp_attention_s`: all-gather + reduce-scatter, or
+    ring attention hidden behind the attention core's steps)."""
     sh, r, e = ctx.shape, ctx.rates, ctx.act_bytes
     tp, cp = k.tp, k.cp
     b = k.mb
@@ -136,17 +137,14 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
     if moe is not None:
         tp_s, ep_s = tp_s + moe.tp_s, moe.ep_s
     if any_set(cp > 1):
-        kv = blocks * 2 * e * m * sh.kv_width / tp
-        ring = (cp - 1) * collective_s(ctx, comm, "cp", "send_recv", kv)
-        cp_s = vmax(ring - core_f, 0.0) + vmax(2 * ring - core_bwd_factor * core_f, 0.0)
-        cp_s = cp_s * (1 + (rc == 2))
+        cp_s = cp_attention_s(ctx, k, comm, core_f_s=core_f, core_b_s=core_b, blocks=blocks)
     else:
         cp_s = 0.0 * b
     host = eff.host_op_s
     if host > 0:
         # Eager frameworks issue every op from the host; the GPU (compute + communication) never runs
         # ahead of it, so a block takes max(GPU time, ops * host_op_s); the slack counts as compute.
-        ops = block_host_ops(eff, cross=cross, flash=ctx.flash, tp=tp, sp=k.sp)
+        ops = block_host_ops(eff, cross=cross, flash=ctx.flash, tp=tp, sp=k.sp) + cp_host_ops(ctx, k)
         if moe is not None:
             ops = ops + moe.host_ops
         host_s = block_host_s(eff, ops, tp=tp, sp=k.sp, recompute=rc, tokens=m)   # measured host factors

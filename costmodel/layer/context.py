@@ -16,6 +16,7 @@ from ..specs import ClusterSpec, ModelSpec, TrainingSpec
 from ..specs.stack import StackSpec
 from ..stacks import get_stack, stack_efficiency
 from .compute import REFERENCE_MATMUL_EFFICIENCY, EfficiencyModel, Rates, attention_peak_fraction
+from .cp_variant import device_kind
 from .elementwise import MEGATRON_ELEMENTWISE, ElementwiseClass, elementwise_classes
 from .memory import DTYPE_BYTES, optimizer_bytes_per_param, weight_bytes_per_param
 from .params import (
@@ -68,6 +69,7 @@ class StepContext:
     sm_count: int | None = None
     moe_imbalance: float = 1.0  # TrainingSpec.moe_load_imbalance (MoE models)
     memo: dict = field(default_factory=dict, compare=False, repr=False)  # per-context cache (step FLOPs)
+    device: str = "cuda"       # 'cpu' or 'cuda' (context_parallel.device_kind): what the executor runs there
 
     @cached_property
     def eff(self) -> EfficiencyModel:
@@ -128,6 +130,7 @@ def build_context(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec
         layer_params_enc=layer_params(shape), layer_params_dec=layer_params(shape, cross=True),
         vocab_params=shape.vocab * shape.h, replicated_embed_params=embed - shape.vocab * shape.h,
         head_extra_params=lm_head_params(shape), hbm_bytes=gpu.hbm_bytes, peak_flops_per_s=peak,
+        device=device_kind(cluster),
         stack=stack, ew_classes=classes, nic_bw_per_gpu_bytes_per_s=cluster.inter_node_bw_per_gpu_bytes_per_s,
         nic_latency_s=cluster.inter_node_link.latency_s, gpus_per_node=cluster.gpus_per_node, sm_count=gpu.sm_count,
         moe_imbalance=training.moe_load_imbalance,
@@ -139,7 +142,8 @@ class Knobs:
     """One plan (numbers) or many plans (arrays). `pp` is always a plain int; dp, tp, cp are ints
     (plans sharing the degrees, one CommModel) or per-row int arrays (then the comm is a
     `costmodel.network.comm_grouped.GroupedComm`, each row priced by its own group's CommModel).
-    Codes: schedule 0 gpipe / 1 1f1b / 2 interleaved-1f1b / 3 zero-bubble; recompute 0/1/2; sp 0/1.
+    Codes: schedule 0 gpipe / 1 1f1b / 2 interleaved-1f1b / 3 zero-bubble; recompute 0/1/2; sp 0/1;
+    cp_attn 0 auto / 1 all-gather / 2 ring (context_parallel.CP_ATTENTION_CODES).
     `ep` (expert parallelism, MoE models) divides dp; like dp, tp and cp an int or a per-row array."""
 
     dp: Num
@@ -152,6 +156,7 @@ class Knobs:
     zero: Num
     recompute: Num
     sp: Num
+    cp_attn: Num = 0
     ep: Num = 1
 
 

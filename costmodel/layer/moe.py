@@ -1,5 +1,6 @@
 """Mixture-of-experts layers on one GPU: parameters, time, activations and buffers (`moe_costs`), and
-the model states and data-parallel traffic of the experts (`expert_state_bytes`, `dp_collective_s`).
+the model states of the experts (`expert_state_bytes`; their data-parallel traffic over the
+expert-data-parallel group is `costmodel.step.dp_comm`'s).
 
 An MoE layer replaces a block's MLP with a router (an h x E GEMM, softmax and top-k), the routed
 experts and optional shared experts (Shazeer et al. 2017; Lepikhin et al. 2021, GShard; Dai et al.
@@ -34,7 +35,7 @@ from .memory import model_state_bytes
 from .params import ModelShape, mlp_params, moe_layer_params
 
 __all__ = ["MoETerms", "moe_layer_params", "block_params", "routed_share", "moe_costs", "dispatch_buffer_bytes",
-           "expert_state_bytes", "expert_shards", "dp_collective_s", "moe_host_ops"]
+           "expert_state_bytes", "expert_shards", "moe_host_ops"]
 
 Num = Any
 
@@ -158,9 +159,3 @@ def expert_state_bytes(params: Num, experts: Num, k: Knobs, *, weight_bytes: int
                             grad_bytes=grad_bytes, optimizer_bytes=optimizer_bytes)
     return dense[0] + exp[0], dense[1] + exp[1], dense[2] + exp[2]
 
-
-def dp_collective_s(ctx: StepContext, comm: Any, op: str, dense_bytes: Num, expert_bytes: Num) -> Num:
-    """One data-parallel collective of a rank's gradients or weights: the dense part over the DP group,
-    the routed experts' over the expert-data-parallel group ('edp': the dp*cp/ep ranks holding the same
-    experts), one after the other."""
-    return collective_s(ctx, comm, "dp", op, dense_bytes) + collective_s(ctx, comm, "edp", op, expert_bytes)

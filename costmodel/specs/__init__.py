@@ -11,12 +11,13 @@ from .results import (
     StepMeasurement,
     TimeBreakdown,
     TimelineEvent,
+    ValidationResult,
 )
 from .training import TrainingSpec
 
 __all__ = [
     "AXES", "Activation", "Arch", "ClusterSpec", "Dtype", "GPUSpec", "LinkSpec", "MemoryBreakdown",
     "ModelSpec", "ParallelPlan", "Recompute", "Rejection", "Schedule", "Spec", "StepEstimate",
-    "StepMeasurement", "TimeBreakdown", "TimelineEvent", "TrainingSpec", "format_validation_error",
+    "StepMeasurement", "TimeBreakdown", "TimelineEvent", "TrainingSpec", "ValidationResult", "format_validation_error",
     "load_plan", "save_plan",
 ]

@@ -14,10 +14,12 @@ from ..atomic import write_text_atomic
 from ._base import Spec, read_json, shown_path, validate_spec
 from .limits import MAX_GLOBAL_BATCH, MAX_GPUS, MAX_LAYERS, Flag, _whole, whole_up_to
 
-__all__ = ["ParallelPlan", "Schedule", "Recompute", "AXES", "save_plan", "load_plan"]
+__all__ = ["ParallelPlan", "Schedule", "Recompute", "CpAttention", "AXES", "save_plan", "load_plan"]
 
 Schedule = Literal["gpipe", "1f1b", "interleaved-1f1b", "zero-bubble"]
 Recompute = Literal["none", "selective", "full"]
+CpAttention = Literal["auto", "all-gather", "ring"]
+"""Context-parallel attention: all-gather of K/V (Llama 3), ring attention (torch, CUDA), or by device."""
 AXES = ("tp", "cp", "dp", "pp")
 """Mesh axes; `placement` orders them innermost (fastest-varying rank) first."""
 
@@ -32,7 +34,10 @@ class ParallelPlan(Spec):
     dp: Degree = Field(default=1, gt=0, description="data-parallel degree")
     tp: Degree = Field(default=1, gt=0, description="tensor-parallel degree")
     pp: Degree = Field(default=1, gt=0, description="pipeline-parallel degree (stages)")
-    cp: Degree = Field(default=1, gt=0, description="context-parallel degree (ring attention)")
+    cp: Degree = Field(default=1, gt=0, description="context-parallel degree (sequence sharded over cp ranks)")
+    cp_attention: CpAttention = Field(
+        default="auto", description="CP attention: 'all-gather' of K/V (any device), 'ring' (CUDA), 'auto' by device"
+    )
     ep: Degree = Field(default=1, gt=0, description="expert-parallel degree: the data- and context-parallel "
                        "ranks split into groups of ep that share out the experts (ep divides dp*cp)")
     micro_batch_size: whole_up_to(MAX_GLOBAL_BATCH, "sequences per step") = Field(default=1, gt=0, description="sequences per micro-batch")
@@ -65,6 +70,8 @@ class ParallelPlan(Spec):
             raise ValueError("schedule='interleaved-1f1b' needs pp > 1")
         if self.sequence_parallel and self.tp == 1:
             raise ValueError("sequence_parallel=True needs tp > 1 (it shards activations over the TP group)")
+        if self.cp_attention != "auto" and self.cp == 1:
+            raise ValueError(f"cp_attention={self.cp_attention!r} needs cp > 1; use 'auto' with cp=1")
         if sorted(self.placement) != sorted(AXES):
             raise ValueError(f"placement={self.placement} must order each of {AXES} exactly once")
         if self.layers_per_stage is not None:
@@ -108,7 +115,7 @@ class ParallelPlan(Spec):
         """A compact label, e.g. 'dp8-tp8-pp16-v2-mb1-z1-full-sp' ('-ep8' after the degrees with experts)."""
         parts = [f"dp{self.dp}", f"tp{self.tp}", f"pp{self.pp}"]
         if self.cp > 1:
-            parts.append(f"cp{self.cp}")
+            parts.append(f"cp{self.cp}" + ("" if self.cp_attention == "auto" else f"-{self.cp_attention}"))
         if self.ep > 1:
             parts.append(f"ep{self.ep}")
         if self.virtual_stages > 1:

@@ -136,6 +136,21 @@ class Rejection(Spec):
     capacity_bytes: float | None = None
 
 
+class ValidationResult(Spec):
+    """A run's evaluation on the held-out split of its corpus after `step` (`executor.evaluate`):
+    mean token loss, perplexity exp(loss), and for seq2seq models BLEU (sacrebleu) and ROUGE F1
+    (rouge-score) of greedy outputs, on a 0-100 scale."""
+
+    step: int = Field(ge=0)
+    loss: float
+    perplexity: float
+    tokens: int = Field(ge=0, description="target tokens scored")
+    bleu: float | None = None
+    rouge1: float | None = None
+    rouge2: float | None = None
+    rouge_l: float | None = None
+
+
 class StepMeasurement(Spec):
     """What the executor measured for a plan (`summary.json`)."""
 
@@ -154,3 +169,4 @@ class StepMeasurement(Spec):
     mfu: float | None = None
     losses: tuple[float, ...] = ()
     step_times_s: tuple[float, ...] = ()
+    validation: tuple[ValidationResult, ...] = ()

@@ -61,9 +61,10 @@ def plan_columns(plans: Any) -> dict[str, np.ndarray]:
         for i, p in enumerate(plans):
             if not isinstance(p, ParallelPlan):
                 raise ValueError(f"plans[{i}]: expected a ParallelPlan, got {type(p).__name__}")
-            if p.layers_per_stage is not None or p.placement != AXES:
-                raise ValueError(f"plans[{i}]: estimate_batch prices even stage splits in the default placement; "
-                                 "use estimate() for a plan with layers_per_stage or another placement")
+            if p.layers_per_stage is not None or p.placement != AXES or p.cp_attention != "auto":
+                raise ValueError(f"plans[{i}]: estimate_batch prices even stage splits in the default placement "
+                                 "with the device's CP attention; use estimate() for a plan with layers_per_stage, "
+                                 "another placement or cp_attention")
         plans = {f: np.array([getattr(p, f) for p in plans]) for f in _DEFAULTS}
     if hasattr(plans, "to_dict") and hasattr(plans, "columns"):
         plans = {c: plans[c].to_numpy() for c in plans.columns}

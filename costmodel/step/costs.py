@@ -21,7 +21,6 @@ from ..layer.blocks import (
     BlockCost,
     EndCost,
     block_costs,
-    collective_s,
     end_costs,
     p2p_time_s,
     tp_forward_share,
@@ -73,7 +72,7 @@ def step_costs(ctx: StepContext, k: Knobs, comm: Any, *, memo: dict | None = Non
     enc, dec, embed, head = _unit_costs(ctx, k, comm, memo) if units is None else units
     key = None
     if memo is not None and not isinstance(k.mb, np.ndarray):
-        key = ("pipe", id(ctx), k.mb, k.sp, k.recompute, k.v, k.schedule)   # ZeRO does not change it
+        key = ("pipe", id(ctx), k.mb, k.sp, k.recompute, k.v, k.schedule, k.cp_attn)   # ZeRO does not change it
         hit = memo.get(key)
     if key is None or hit is None or hit[0] is not ctx:
         distinct = None if rows_distinct else distinct_rows(k, comm, *PIPELINE_KNOBS, repeats=2)   # not ZeRO, dp links
@@ -105,11 +104,11 @@ def assemble_step(ctx: StepContext, k: Knobs, comm: Any, m: Num, units: tuple, e
                   pp_s: Num, bubble: Num, *, memory_breakdown: bool = True) -> dict[str, Num]:
     """`step_costs`'s result from its pipeline (`ends`: the first and last rank's dicts, or the one
     rank of pp = 1; `crit` the busiest rank's; `pp_s`, `bubble`): memory and data-parallel time of
-    the end ranks (`rank_state`), the cp gradient all-reduce, the breakdown. Any knob may vary along
-    a second axis that broadcasts (the planner's ZeRO stages, a (stages, 1) column). Without
+    the end ranks (`rank_state`, the gradient reduction over the dp x cp replicas included), the
+    breakdown. Any knob may vary along a second axis that broadcasts (the planner's ZeRO stages, a (stages, 1) column). Without
     `memory_breakdown` the memory parts of the busier rank are left out (its `peak_bytes` and each
     rank's in `_ranks` remain)."""
-    eff, cp = ctx.eff, k.cp
+    eff = ctx.eff
     enc, dec = units[0], units[1]
     ranks = []
     for rs in ends:
@@ -117,8 +116,6 @@ def assemble_step(ctx: StepContext, k: Knobs, comm: Any, m: Num, units: tuple, e
                                 rs["params"]))
         ranks[-1].update(rs)
     r0, rl = ranks[0], ranks[-1]
-    cp_grad = (collective_s(ctx, comm, "cp", "all_reduce", vmax(r0["cp_params"], rl["cp_params"]) * ctx.grad_bytes)
-               if any_set(cp > 1) else 0.0)
     mem_last = rl["peak"] > r0["peak"]
     parts = ("params_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes", "buffers_bytes")
     if isinstance(mem_last, np.ndarray):
@@ -129,14 +126,13 @@ def assemble_step(ctx: StepContext, k: Knobs, comm: Any, m: Num, units: tuple, e
         "num_micro_batches": m + 0 * k.mb,
         "compute_s": m * (crit["fwd"] + crit["bwd"]),
         "tp_comm_s": m * crit["tp"],
-        "cp_comm_s": m * crit["cp"] + cp_grad,
+        "cp_comm_s": m * crit["cp"],
         "ep_comm_s": m * crit["ep"],
         "dp_comm_s": vmax(r0["dp"], rl["dp"]),
         "pp_comm_s": pp_s,
         "bubble_s": bubble,
         "optimizer_s": vmax(r0["opt"], rl["opt"]) + eff.step_overhead_s,
         "peak_bytes": mem["peak"],
-        "cp_grad_s": cp_grad,
     }
     if memory_breakdown:
         out.update(parameters_bytes=mem["params_bytes"], gradients_bytes=mem["grads_bytes"],
@@ -238,7 +234,7 @@ def _unit_costs(ctx: StepContext, k: Knobs, comm: Any, memo: dict | None) -> tup
     fixed degrees) scalar knobs reuse earlier results: they depend on (mb, sp, recompute) only."""
     key = None
     if memo is not None and not isinstance(k.mb, np.ndarray):
-        key = (id(ctx), k.mb, k.sp, k.recompute)
+        key = (id(ctx), k.mb, k.sp, k.recompute, k.cp_attn)
         hit = memo.get(key)
         if hit is not None and hit[0] is ctx:
             return hit[1]
@@ -289,9 +285,7 @@ def rank_state(ctx: StepContext, k: Knobs, comm: Any, rank: int, m: Num, n_enc: 
     shards = dp * cp
     experts = n_enc * enc.expert_params + n_dec * dec.expert_params   # routed experts (MoE), sharded over ep
     moe = any_set(experts)
-    # parameters whose gradients the CP group all-reduces: with ep > 1 the experts reduce over their own
-    # expert-data-parallel group, which spans the CP ranks
-    out = {"params": params, "cp_params": params - (k.ep > 1) * experts if moe else params}
+    out = {"params": params}
     if with_memory:
         if moe:
             w, g, o = expert_state_bytes(params, experts, k, weight_bytes=ctx.weight_bytes, grad_bytes=ctx.grad_bytes,
@@ -318,8 +312,11 @@ def rank_state(ctx: StepContext, k: Knobs, comm: Any, rank: int, m: Num, n_enc: 
                     "buffers_bytes": buffers, "peak": peak})
     if not with_time:
         return out
-    # data-parallel gradient / parameter traffic of this rank (costmodel.step.dp_comm)
+    # data-parallel gradient / parameter traffic of this rank (costmodel.step.dp_comm), over the dp x cp
+    # replicas (the executor wraps FSDP2/DDP over the flattened dp x cp mesh: context-parallel ranks hold
+    # the same weights); routed experts over their expert-data-parallel group, which spans cp
     zero = k.zero
+    replicas = dp * cp
     dp_s = dp_comm_s(ctx, k, comm, m, params, fwd, bwd, n_enc + n_dec, experts=experts if moe else 0.0)
     blocks = n_enc + n_dec
     if eff.host_ddp_block_s or eff.host_fsdp_block_s or eff.host_fsdp_reshard_block_s:
@@ -327,7 +324,7 @@ def rank_state(ctx: StepContext, k: Knobs, comm: Any, rank: int, m: Num, n_enc: 
         ddp = ddp_wrapped(k)
         per_block = ddp * eff.host_ddp_block_s + (1 - ddp) * ((zero == 3) * eff.host_fsdp_reshard_block_s
                                                               + (zero != 3) * eff.host_fsdp_block_s)
-        dp_s = vmax(dp_s, (dp > 1) * (blocks + 1) * per_block)
+        dp_s = vmax(dp_s, (replicas > 1) * (blocks + 1) * per_block)
     shard_params = params / (1 + (zero >= 1) * (shards - 1))
     if moe:
         shard_params = (params - experts) / (1 + (zero >= 1) * (shards - 1)) + experts / (
@@ -362,8 +359,9 @@ def optimizer_time_s(ctx: StepContext, k: Knobs, rank: Num, n_enc: Num, n_dec: N
         tensors = (n_enc * ctx.layer_tensors[0] + n_dec * ctx.layer_tensors[1]
                    + (rank == 0) * embed_t + (rank == k.pp - 1) * head_t)
         ddp = ddp_wrapped(k)
-        fsdp = (k.dp > 1) * (1 - ddp)   # FSDP2 / replicate hold DTensor parameters
-        zero1_ddp = (k.dp > 1) * (k.zero == 1) * ddp
+        replicas = k.dp * k.cp > 1   # data parallelism wraps the dp x cp replicas
+        fsdp = replicas * (1 - ddp)   # FSDP2 / replicate hold DTensor parameters
+        zero1_ddp = replicas * (k.zero == 1) * ddp
         per_tensor = ((k.tp > 1) * eff.host_optimizer_tp_tensor_s
                       + (k.tp == 1) * (fsdp * eff.host_optimizer_sharded_tensor_s
                                        + (1 - fsdp) * eff.host_optimizer_tensor_s))

@@ -14,9 +14,11 @@
   prefetching the traffic hides behind the rank's compute, never below one block's share. When the
   stack's collectives are not aggregated per node (`zero3_nic_bound`) and the group spans nodes, every
   GPU's bytes cross its own share of the node's NICs: (n-1)/n B / (NIC bandwidth per GPU).
-Mixture-of-experts ranks reduce their routed experts' gradients over the expert-data-parallel group
-(`edp`, the dp*cp/ep ranks holding the same experts; costmodel.layer.moe) and the rest over dp.
-All formulas run on numbers and numpy arrays."""
+The group is the dp x cp replicas: context-parallel ranks hold the same weights and see other tokens,
+so the executor wraps FSDP2/DDP over the flattened dp x cp mesh (`replica_collective_s`; no separate
+cp all-reduce). Mixture-of-experts ranks reduce their routed experts' gradients over the
+expert-data-parallel group (`edp`, the dp*cp/ep ranks holding the same experts, which spans cp;
+costmodel.layer.moe) and the rest over the dp x cp replicas. All formulas run on numbers and numpy arrays."""
 
 from __future__ import annotations
 
@@ -24,9 +26,9 @@ from typing import Any
 
 from ..layer.blocks import collective_s
 from ..layer.context import Knobs, StepContext, any_set, vmax
-from ..layer.moe import dp_collective_s, expert_shards
+from ..layer.moe import expert_shards
 
-__all__ = ["dp_comm_s", "zero3_gathers", "sharded_collective_s"]
+__all__ = ["dp_comm_s", "zero3_gathers", "sharded_collective_s", "replica_collective_s"]
 
 Num = Any
 
@@ -38,15 +40,27 @@ def zero3_gathers(ctx: StepContext, recompute: Num) -> Num:
     return 1 + eff.zero3_regather_backward + eff.zero3_regather_recompute * (recompute == 2)
 
 
+def replica_collective_s(ctx: StepContext, k: Knobs, comm: Any, op: str, nbytes: Num) -> Num:
+    """One data-parallel collective over the dp x cp replicas, priced as its two stages: over the dp
+    axis, then over the cp axis (reduce-scatter / all-gather: on the 1/dp shard the first stage
+    leaves; all-reduce: the whole buffer). Equal to the dp axis's alone where cp = 1."""
+    out = collective_s(ctx, comm, "dp", op, nbytes)
+    if any_set(k.cp > 1):   # per row: a one-rank cp axis costs 0
+        share = nbytes if op == "all_reduce" else nbytes / k.dp
+        out = out + collective_s(ctx, comm, "cp", op, share)
+    return out
+
+
 def sharded_collective_s(ctx: StepContext, k: Knobs, comm: Any, op: str, nbytes: Num, *, blocks: Num) -> Num:
     """One pass of a ZeRO-3 `op` over a rank's `nbytes`, as one collective per block: the topology's
     time for the bytes plus (blocks - 1) more latency terms; with `zero3_nic_bound` and a group that
     spans nodes, at least the bytes through one GPU's NIC share."""
-    t = collective_s(ctx, comm, "dp", op, nbytes) + vmax(blocks - 1, 0.0) * collective_s(ctx, comm, "dp", op, 1.0)
+    t = (replica_collective_s(ctx, k, comm, op, nbytes)
+         + vmax(blocks - 1, 0.0) * replica_collective_s(ctx, k, comm, op, 1.0))
     if not ctx.eff.zero3_nic_bound:
         return t
-    n = k.dp
-    crosses = (n > 1) & (k.tp * k.cp * n > ctx.gpus_per_node)
+    n = k.dp * k.cp   # the replica group
+    crosses = (n > 1) & (k.tp * n > ctx.gpus_per_node)
     nic = ((n - 1) / vmax(n, 1) * nbytes / (ctx.nic_bw_per_gpu_bytes_per_s * ctx.eff.collective_efficiency)
            + (n - 1) * ctx.nic_latency_s * vmax(blocks, 1.0))
     return t + crosses * vmax(nic - t, 0.0)
@@ -57,19 +71,20 @@ def dp_comm_s(ctx: StepContext, k: Knobs, comm: Any, m: Num, params: Num, fwd: N
     """Exposed DP seconds per step of a rank holding `params` parameters (`experts` of them routed
     experts) in `blocks` blocks, whose micro-batch forward and backward (+ recompute) take `fwd` and `bwd`
     seconds, over `m` micro-batches."""
-    eff, zero, dp = ctx.eff, k.zero, k.dp
+    eff, zero, replicas = ctx.eff, k.zero, k.dp * k.cp
     out = 0.0 * k.mb
     moe = any_set(experts)
-    # per row: a one-rank dp (and expert-data-parallel) axis costs 0, so every term below is 0 there
-    if not (any_set(dp > 1) or (moe and any_set(expert_shards(k) > 1))):
+    # per row: one replica (and a one-rank expert-data-parallel group) costs 0, so every term below is 0 there
+    if not (any_set(replicas > 1) or (moe and any_set(expert_shards(k) > 1))):
         return out
     dense = params - experts
     gbytes, wbytes = dense * ctx.grad_bytes, dense * ctx.weight_bytes
 
     def coll(op: str, per_param_bytes: int) -> Num:   # experts reduce over the expert-data-parallel group
+        out = replica_collective_s(ctx, k, comm, op, dense * per_param_bytes)
         if moe:
-            return dp_collective_s(ctx, comm, op, dense * per_param_bytes, experts * per_param_bytes)
-        return collective_s(ctx, comm, "dp", op, params * per_param_bytes)
+            out = out + collective_s(ctx, comm, "edp", op, experts * per_param_bytes)
+        return out
     chunks = vmax(blocks, 1.0)
     window = bwd if eff.overlap_grad_reduce else 0.0 * bwd
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..calibration.gpu_profiles import check_profile_gpu, default_gpu_profile, profile_label
 from ..layer.compute import DEFAULT_EFFICIENCY, EfficiencyModel
+from ..layer.cp_variant import CP_ATTENTION_CODES
 from ..layer.flops import RECOMPUTE_CODES, step_flops
 from ..layer.memory import SCHEDULE_CODES, inflight_chunks
 from ..network.comm import build_comm_model
@@ -139,7 +140,8 @@ def knobs_from_plan(plan: ParallelPlan) -> Knobs:
     """The plan's knobs as the numbers `costmodel.step.costs` reads."""
     return Knobs(dp=plan.dp, tp=plan.tp, pp=plan.pp, cp=plan.cp, mb=plan.micro_batch_size,
                  v=plan.virtual_stages, schedule=SCHEDULE_CODES[plan.schedule], zero=plan.zero_stage,
-                 recompute=RECOMPUTE_CODES[plan.recompute], sp=int(plan.sequence_parallel), ep=plan.ep)
+                 recompute=RECOMPUTE_CODES[plan.recompute], sp=int(plan.sequence_parallel),
+                 cp_attn=CP_ATTENTION_CODES[plan.cp_attention], ep=plan.ep)
 
 
 def estimate(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, plan: ParallelPlan, *,
@@ -180,13 +182,13 @@ def estimate(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, pla
 
 
 def step_end_events(pipeline: tuple[TimelineEvent, ...], out: dict[str, Any], *, pp: int) -> list[TimelineEvent]:
-    """What follows the pipeline on every rank: the exposed gradient reduction ('dp_comm': data
-    parallel, with context parallelism's gradient all-reduce, as Megatron reduces over the dp x cp
-    group) and the optimizer step (with the per-step overhead), as `out`'s breakdown counts them on
-    the critical path. They start where the pipeline's last op ends, so the trace ends at
-    `step_time_s` wherever the simulated and the closed-form pipeline agree (uniform stages)."""
+    """What follows the pipeline on every rank: the exposed gradient reduction ('dp_comm': over the
+    dp x cp replicas, as `dp_comm_s` counts it) and the optimizer step (with the per-step overhead), as
+    `out`'s breakdown counts them on the critical path. They start where the pipeline's last op ends,
+    so the trace ends at `step_time_s` wherever the simulated and the closed-form pipeline agree
+    (uniform stages)."""
     start = max((e.end_s for e in pipeline), default=0.0)
-    dp_s = float(out["dp_comm_s"]) + float(out.get("cp_grad_s", 0.0))
+    dp_s = float(out["dp_comm_s"])
     opt_s = float(out["optimizer_s"])
     events = []
     for rank in range(pp):

@@ -132,7 +132,7 @@ def cached_stage_times(ctx: StepContext, k: Knobs, comm: Any, schedule: str, lay
     """`stage_times`, memoized on the context and comm objects (kept alive with the entry) and the
     knobs: a prefetch and the estimate that follows build them once."""
     key = (id(ctx), id(comm), k.dp, k.tp, k.pp, k.cp, k.ep, k.mb, k.v, k.schedule, k.zero, k.recompute, k.sp,
-           schedule, layers)
+           k.cp_attn, schedule, layers)
     hit = _STAGES.get(key)
     if hit is not None and hit[0] is ctx and hit[1] is comm:
         return hit[2]
@@ -249,16 +249,13 @@ def simulated_costs(ctx: StepContext, k: Knobs, comm: Any, st: StageTimes, *,
     busy = np.array(busy_s)
     crit = int(np.argmax(busy))
     comp, tps, cps, eps, sync = (_rank_sums(x, pp, v)[crit] for x in (st.comp, st.tp, st.cp, st.ep, st.sync))
-    cp_grad = float(comm.time_s("cp", "all_reduce", state["cp_params"].max().item() * ctx.grad_bytes)
-                    / ctx.eff.collective_efficiency) if k.cp > 1 else 0.0
     out: dict[str, Any] = {
         "num_micro_batches": m,
-        "compute_s": m * comp, "tp_comm_s": m * tps, "cp_comm_s": m * cps + cp_grad, "ep_comm_s": m * eps,
+        "compute_s": m * comp, "tp_comm_s": m * tps, "cp_comm_s": m * cps, "ep_comm_s": m * eps,
         "dp_comm_s": state["dp"].max(),
         "pp_comm_s": m * sync + (makespan - span0),
         "bubble_s": max(span0 - busy_s[crit], 0.0),
         "optimizer_s": state["opt"].max() + ctx.eff.step_overhead_s,
-        "cp_grad_s": cp_grad,
     }
     top = int(np.argmax(state["peak"]))
     out.update({

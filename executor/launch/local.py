@@ -36,20 +36,21 @@ from costmodel import (
     StepMeasurement,
     TrainingSpec,
     check_plan,
+    executor_unsupported,
     load_model,
     load_plan,
 )
 
 from ..checkpoint import read_trainer_state, resolve_checkpoint
 from ..compile import compile_unsupported
-from ..data import load_corpus
-from ..expert_parallel import check_expert_plan
+from ..data import load_corpus, split_corpus, window_length
+from ..evaluate import DEFAULT_EVAL_BATCHES, DEFAULT_EVAL_EVERY, check_eval_args
 from ..failures import RunFailed, explain_failure
 from ..float8 import float8_unsupported
 from ..lifetime import die_with_parent
 from ..metrics import read_metrics, write_json_atomic
-from ..pipeline import check_schedule_supported
 from ..scaling import host_capacity, scale_plan
+from ..span_corruption import check_vocab
 from .rendezvous import check_endpoint, wait_for_endpoint
 from .rundir import check_out_path, hold_run_dir
 from .settings import PACKAGE_ROOT, check_numbers, default_global_batch, schedule_note
@@ -106,22 +107,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def plan_unsupported(plan: ParallelPlan, *, global_batch: int) -> str | None:
-    """Why the executor cannot run `plan` at `global_batch` rows per step (one line naming the field and
-    the fix), or None: context parallelism, and the pipeline schedules' limits
-    (`pipeline.check_schedule_supported`). The planner may propose such plans; `validate --local`
-    skips them."""
-    if plan.cp > 1:
-        return "cp: context parallelism is not supported by the executor; use cp=1"
-    try:
-        check_expert_plan(plan)
-    except ValueError as exc:
-        return str(exc)
-    try:
-        check_schedule_supported(plan, global_batch // (plan.dp * plan.micro_batch_size))
-    except ValueError as exc:
-        return str(exc)
-    return None
+def plan_unsupported(plan: ParallelPlan, *, global_batch: int | None = None, model: ModelSpec | None = None,
+                     seq_len: int | None = None, device: str | None = None) -> str | None:
+    """Why the executor cannot run `plan` (one line naming the field and the fix), or None: the rules
+    of `costmodel.step.runnable` (the model family, tied embeddings with pipelining, the pipeline
+    schedules' micro-batch limits at `global_batch` rows per step, context parallelism's sequence
+    split and attention variant, expert parallelism's layout) on `device` ('cpu' or 'cuda'; default:
+    this machine's). A rule whose input is not given is skipped. The planner marks such plans;
+    `validate --local` skips them."""
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return executor_unsupported(plan, device=device, model=model, seq_len=seq_len, global_batch=global_batch)
 
 
 def prepare_run(plan: ParallelPlan | str | os.PathLike[str], *, model: str | ModelSpec, steps: int,
@@ -131,25 +129,23 @@ def prepare_run(plan: ParallelPlan | str | os.PathLike[str], *, model: str | Mod
                 max_restarts: int = 0, timeout_s: float = 300.0, scale_to: int | None = None,
                 nnodes: int = 1, node_rank: int = 0, rdzv_endpoint: str | None = None, dtype: str | None = None,
                 corpus: str | None = None, log_every: int = 10, compile: bool | None = None,
-                overwrite: bool = False, rdzv_timeout_s: float = 120.0) -> RunSetup:
+                overwrite: bool = False, rdzv_timeout_s: float = 120.0, eval_every: int = DEFAULT_EVAL_EVERY,
+                eval_batches: int = DEFAULT_EVAL_BATCHES) -> RunSetup:
     """Validate a run and build its torchrun command; ValueError (field + fix) on bad input. `compile`:
     torch.compile each block (None: on CUDA, off on CPU)."""
     check_numbers(steps=steps, global_batch=global_batch, seq_len=seq_len, seed=seed, lr=lr,
                   warmup_steps=warmup_steps, lr_decay_steps=lr_decay_steps, ckpt_every=ckpt_every,
                   max_restarts=max_restarts, timeout_s=timeout_s, log_every=log_every, nnodes=nnodes)
     check_numbers(timeout_s=rdzv_timeout_s)
+    check_eval_args(eval_every, eval_batches)
     if scale_to is not None and scale_to < 1:
         raise ValueError(f"scale_to={scale_to}: must be at least 1 process")
     out_dir = check_out_path(out)
     plan = load_plan(plan) if not isinstance(plan, ParallelPlan) else plan
     model_spec = load_model(model) if isinstance(model, str) else model
-    from ..model import build_model
+    from ..families import build_model
 
     build_model(model_spec, device="meta")  # raises ValueError for what the executor cannot run
-    check_schedule_supported(plan)
-    check_expert_plan(plan)
-    if global_batch is not None and (reason := plan_unsupported(plan, global_batch=global_batch)):
-        raise ValueError(reason)
     if dtype == "fp8" and rdzv_endpoint is None and (reason := float8_unsupported()):
         raise ValueError(reason)  # a run on this host; other hosts' workers check their own GPUs
     if node_rank < 0:
@@ -187,16 +183,24 @@ def prepare_run(plan: ParallelPlan | str | os.PathLike[str], *, model: str | Mod
     seq_len = seq_len or saved.get("seq_len") or min(model_spec.max_seq_len, 1024)
     training = TrainingSpec(global_batch_size=int(global_batch), seq_len=int(seq_len), dtype=dtype or "fp32")
     check_plan(model_spec, None, training, plan)
+    # the executor's rules (costmodel.step.runnable) on the plan as it will run: after scaling, with the
+    # model, batch and sequence length settled
+    reason = plan_unsupported(plan, global_batch=int(global_batch), model=model_spec, seq_len=int(seq_len))
+    if reason:
+        raise ValueError(reason)
     if compile and (reason := compile_unsupported(plan)):
         raise ValueError(reason)
-    load_corpus(corpus, min_tokens=int(seq_len) + 2)
+    split_corpus(load_corpus(corpus), min_tokens=window_length(int(seq_len), model_spec.arch) + 1)
+    if model_spec.arch == "encoder-decoder":
+        check_vocab(model_spec.vocab_size, int(seq_len))
     note = schedule_note(saved, steps=steps, lr_decay_steps=lr_decay_steps) if saved else None
 
     nproc = plan.world_size // nnodes
     worker = ["-m", "executor.train", "--plan", str(out_dir / "plan.json"), "--model", _model_arg(model, out_dir),
               "--out", str(out_dir), "--steps", str(steps), "--global-batch", str(global_batch),
               "--seq-len", str(seq_len), "--seed", str(seed), "--ckpt-every", str(ckpt_every),
-              "--timeout", str(timeout_s), "--log-every", str(log_every)]
+              "--timeout", str(timeout_s), "--log-every", str(log_every), "--eval-every", str(eval_every),
+              "--eval-batches", str(eval_batches)]
     for flag, value in (("--lr", lr), ("--warmup-steps", warmup_steps), ("--lr-decay-steps", lr_decay_steps),
                         ("--dtype", dtype), ("--corpus", corpus and str(Path(corpus).resolve())),
                         ("--resume", resume_from)):

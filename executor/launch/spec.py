@@ -25,6 +25,7 @@ from costmodel import (
     ParallelPlan,
     TrainingSpec,
     check_plan,
+    device_kind,
     get_cluster,
     list_models,
     load_model,
@@ -212,9 +213,11 @@ def prepare_launch(plan: ParallelPlan | str | os.PathLike[str], *, on: str, mode
     # defaults: those of `paraplan plan` on GPUs (8 sequences per GPU, the model's context), those of
     # `paraplan run` on CPUs (8 sequences, at most 1024 tokens)
     global_batch = global_batch or default_global_batch(plan, sequences=8 * plan.world_size if gpu else 8)
-    if reason := plan_unsupported(plan, global_batch=global_batch):
-        raise ValueError(reason)
     seq_len = seq_len or (model_spec.max_seq_len if gpu else min(model_spec.max_seq_len, 1024))
+    # the executor's rules (costmodel.step.runnable) on the target cluster's device
+    if reason := plan_unsupported(plan, global_batch=global_batch, model=model_spec, seq_len=seq_len,
+                                  device=device_kind(cluster_spec)):
+        raise ValueError(reason)
     training = TrainingSpec(global_batch_size=global_batch, seq_len=seq_len,
                             dtype=dtype or ("bf16" if gpu else "fp32"))
     check_plan(model_spec, None, training, plan)

@@ -19,8 +19,8 @@ from .metrics import summarize_validation
 
 __all__ = ["PLAN_KNOBS", "CSV_COLUMNS", "ValidationReport", "per_repeat_summaries", "cv_peak_bytes"]
 
-PLAN_KNOBS = ("dp", "tp", "pp", "micro_batch_size", "schedule", "virtual_stages", "zero_stage",
-              "recompute", "sequence_parallel")
+PLAN_KNOBS = ("dp", "tp", "pp", "cp", "cp_attention", "micro_batch_size", "schedule", "virtual_stages",
+              "zero_stage", "recompute", "sequence_parallel")
 """The plan fields that get a column of their own in the validation CSV."""
 
 CSV_COLUMNS = (

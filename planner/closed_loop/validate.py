@@ -1,9 +1,10 @@
 """`validate --local`: run feasible plans of a small model on this machine, predict each with the cost
 model calibrated by this machine's profile, and compare (the closed loop).
 
-1. `select_plans`: the planner's space for `procs` processes (cp = 1: the executor has no context
-   parallelism) is ranked exactly by `planner.search`; we keep the planner's top plans and plans
-   evenly spaced over the rest of the ranking, so the sweep spans fast and slow plans.
+1. `select_plans`: the planner's space for `procs` processes, the plans the executor runs on this
+   device (`costmodel.step.runnable`), is ranked exactly by `planner.search`; we keep the planner's top
+   plans, the best plan of each context-parallel degree, and plans evenly spaced over the rest of the
+   ranking, so the sweep spans fast and slow plans and prices context parallelism too.
 2. Each plan runs for `steps` optimizer steps through the injected `runner` (the CLI passes
    `executor.launch.run_plan`; this module never imports the executor, DESIGN.md) and its
    `StepMeasurement` (median step time after warm-up, peak memory over ranks) is read back.
@@ -105,11 +106,13 @@ def select_plans(
     runnable: Callable[[ParallelPlan], bool] | None = None,
     predictor: Callable[[ParallelPlan], tuple[float, Any]] | None = None,
 ) -> list[tuple[int, ParallelPlan]]:
-    """(planner rank, plan) of up to `max_plans` feasible plans: the planner's `top_plans` best, then
-    evenly spaced over the rest of its exact ranking (distinct plan labels only). `runnable` drops plans
-    the executor cannot run; `predictor` (e.g. `LocalPredictor`) re-ranks the search's plans by its step
-    time - on a host with more workers than cores the planner's ranking is then the work-span bound's."""
-    result = search(model, cluster, training, top_k=10_000, calibration=calibration, cp=1)
+    """(planner rank, plan) of up to `max_plans` feasible plans: the planner's `top_plans` best, the best
+    of each context-parallel degree > 1, then evenly spaced over the rest of its exact ranking (distinct
+    plan labels only). `runnable` drops plans the executor cannot run (default: the rules of
+    `costmodel.step.runnable` on the cluster's device); `predictor` (e.g. `LocalPredictor`) re-ranks the
+    search's plans by its step time - on a host with more workers than cores the planner's ranking is
+    then the work-span bound's."""
+    result = search(model, cluster, training, top_k=10_000, calibration=calibration, runnable_only=runnable is None)
     seen: dict[str, tuple[float, ParallelPlan]] = {}
     for rp in result.plans:
         key = rp.plan.short() + str(rp.plan.layers_per_stage)
@@ -121,10 +124,14 @@ def select_plans(
             f"no feasible plan for {model.name} on {cluster.num_gpus} processes: {result.message}"
         )
     head = ranked[: min(top_plans, max_plans)]
-    rest = ranked[len(head) :]
+    for cp in sorted({plan.cp for _, plan in ranked} - {1}):   # the best plan of each CP degree
+        best = next(item for item in ranked if item[1].cp == cp)
+        if best not in head and len(head) < max_plans:
+            head.append(best)
+    rest = [item for item in ranked if item not in head]
     k = min(max_plans - len(head), len(rest))
     picks = [rest[int(round(i))] for i in np.linspace(0, len(rest) - 1, k)] if k > 0 else []
-    return head + picks
+    return sorted(head + picks, key=lambda item: item[0])
 
 
 def _speed_ratio(profile: CalibrationProfile, model: ModelSpec) -> float:

@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ...atomic import update_section
+from ...atomic import update_section, write_text_atomic
 from .data import ASSUMPTIONS
 from .mosaicml import MOSAICML_ASSUMPTIONS
 from .table2 import TABLE2_ASSUMPTIONS
@@ -136,7 +136,17 @@ def render_section(result: ValidationResult, *, loso: Any = None) -> str:
     return "\n".join(lines)
 
 
+ROWS_CSV = "validation_published.csv"
+"""Every priced row of the published sets, written next to the doc (what the app's confidence reads)."""
+ROWS_COLUMNS = ("set", "label", "model", "params", "gpu", "gpus", "stack", "plan", "metric", "published", "predicted",
+                "error", "step_error")
+
+
 def update_validation_doc(path: str | Path, result: ValidationResult, *, loso: Any = None) -> None:
-    """Replace (or append) the published section of `path`, keeping the rest of the file."""
+    """Replace (or append) the published section of `path`, keeping the rest of the file, and write every
+    row to `ROWS_CSV` beside it."""
     section = render_section(result, loso=loso)
     update_section(path, "published", section[len(BEGIN):-len(END)], title="Validation")
+    if not result.rows.empty:
+        rows = result.rows[[c for c in ROWS_COLUMNS if c in result.rows]]
+        write_text_atomic(Path(path).parent / ROWS_CSV, rows.to_csv(index=False, float_format="%.6g"))

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from ...layer.compute import DEFAULT_EFFICIENCY, EfficiencyModel
+from ...layer.params import total_params
 from ...step.estimate import estimate
 from .data import ASSUMPTIONS, Case, find_data_dir, megatron_table1_cases, vtrain_cases
 from .h200 import h200_cases
@@ -69,7 +70,8 @@ def predict_case(case: Case, *, efficiency: EfficiencyModel = VALIDATION_EFFICIE
     step_error = case.published / pred - 1 if case.metric == "tflops_per_gpu" else pred / case.published - 1
     return {
         "set": case.source, "origin": case.origin, "stack": est.stack, "label": case.label, "model": case.model.name,
-        "gpus": case.plan.world_size, "cluster": case.cluster.name,
+        "gpus": case.plan.world_size, "cluster": case.cluster.name, "gpu": case.cluster.gpu.name,
+        "params": float(total_params(case.model)),
         "plan": est.plan.short(), "global_batch": case.training.global_batch_size, "metric": case.metric,
         "published": case.published, "predicted": pred, "error": pred / case.published - 1,
         "step_error": step_error,
