@@ -82,12 +82,13 @@ def test_executor_rules_name_the_field():
          "schedule"),
         (ParallelPlan(pp=2), dict(device="cuda", model=tied), "pp"),
         (ParallelPlan(dp=2, pp=2, schedule="zero-bubble", zero_stage=3), dict(device="cuda"), "zero_stage"),
-        (ParallelPlan(), dict(device="cuda", model=t5.model_copy(update={"position": "learned"})), "position"),
+        (ParallelPlan(cp=2), dict(device="cuda", model=t5, seq_len=16), "cp"),   # T5 runs, but not sharded
     ]
     for plan, kwargs, field in cases:
         problems = executor_problems(plan, **kwargs)
         assert [p.field for p in problems][:1] == [field], (plan.short(), problems)
         assert executor_unsupported(plan, **kwargs).startswith(f"{field}: ")
+    assert executor_unsupported(ParallelPlan(dp=2, tp=2), device="cpu", model=t5, seq_len=16) is None
     # zero-bubble with selective recomputation runs (a replayable checkpoint cache)
     assert executor_unsupported(ParallelPlan(pp=2, schedule="zero-bubble", recompute="selective"),
                                 device="cpu", model=TINY, seq_len=16, global_batch=4) is None
