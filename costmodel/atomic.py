@@ -7,7 +7,36 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["write_text_atomic", "write_bytes_atomic", "update_section"]
+__all__ = ["write_text_atomic", "write_bytes_atomic", "update_section", "check_output_path"]
+
+_NAME_MAX, _PATH_MAX = 255, 4096   # POSIX limits of Linux file systems (bytes)
+
+
+def _short(path: str, limit: int = 60) -> str:
+    return path if len(path) <= limit else path[:limit - 3] + "..."
+
+
+def check_output_path(path: str | os.PathLike[str]) -> Path:
+    """`path` if a file can be written there atomically: not an existing folder, no part of it an
+    existing file, no name longer than the file system takes. Else ValueError saying which (a folder
+    that does not exist yet is fine: the write creates it)."""
+    text = os.fspath(path)
+    if not text or text.endswith(os.sep):
+        raise ValueError(f"{_short(text)!r} is not a file name; give one, e.g. out.json")
+    if len(os.fsencode(text)) > _PATH_MAX or any(len(os.fsencode(p)) > _NAME_MAX for p in Path(text).parts):
+        raise ValueError(f"{_short(text)!r}: file name too long (at most {_NAME_MAX} bytes a name, "
+                         f"{_PATH_MAX} a path)")
+    target = Path(text)
+    if target.is_dir():
+        raise ValueError(f"{_short(text)!r} is a folder; give a file name inside it, e.g. {_short(text)}/out.json")
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{_short(text)!r}: {_short(str(parent))!r} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise ValueError(f"{_short(text)!r}: folder {_short(str(parent))!r} is not writable")
+            break
+    return target
 
 
 def _umask_mode() -> int:

@@ -4,19 +4,20 @@ user spec files and Hugging Face `config.json` files on disk (no download)."""
 from __future__ import annotations
 
 import difflib
-import json
+import os
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .hf_moe import MOE_MODEL_TYPES, moe_model_data
+from .hf import model_from_hf_config
 from .specs import ClusterSpec, GPUSpec, LinkSpec, ModelSpec
-from .specs._base import validate_spec
+from .specs._base import is_dir, is_file, read_yaml, shown_path, validate_spec
+from .specs.limits import shown
 
 __all__ = [
-    "load_model", "get_gpu", "get_link", "get_cluster", "list_models", "list_gpus", "list_clusters",
+    "check_dtype", "load_model", "get_gpu", "get_link", "get_cluster", "list_models", "list_gpus", "list_clusters",
     "list_links", "model_from_hf_config",
 ]
 
@@ -29,9 +30,9 @@ def _yaml(name: str) -> dict[str, Any]:
 
 
 def _unknown(kind: str, name: str, known: list[str]) -> ValueError:
-    close = difflib.get_close_matches(name.lower(), known, n=3, cutoff=0.5)
+    close = difflib.get_close_matches(name.lower()[:64], known, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    return ValueError(f"unknown {kind} {name!r}{hint} (known: {', '.join(sorted(known))})")
+    return ValueError(f"unknown {kind} {shown(name)}{hint} (known: {', '.join(sorted(known))})")
 
 
 def list_models() -> list[str]:
@@ -55,93 +56,49 @@ def _validate(cls: type, data: dict[str, Any], what: str) -> Any:
 
 
 def load_model(name_or_path: str | Path) -> ModelSpec:
-    """A catalog model by name, or a ModelSpec YAML/JSON file, or a Hugging Face `config.json`."""
+    """A catalog model by name, or a ModelSpec YAML/JSON file, or a Hugging Face `config.json` (or
+    the model folder holding it)."""
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise ValueError(f"model: expected a catalog name or a file path, got {type(name_or_path).__name__}")
     key = str(name_or_path)
     models = _yaml("models.yaml")["models"]
     if key.lower() in models:
         return _validate(ModelSpec, {"name": key.lower(), **models[key.lower()]}, f"catalog model {key!r}")
     path = Path(key)
-    if not path.is_file():
+    if is_dir(path):
+        if not is_file(path / "config.json"):
+            raise ValueError(f"model folder {shown_path(key)} holds no config.json; give a catalog name, a "
+                             "ModelSpec YAML/JSON file or a Hugging Face model folder")
+        path = path / "config.json"
+    elif not is_file(path):
         raise _unknown("model", key, list(models)) if path.suffix == "" else ValueError(
-            f"model file {key!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"model file {key!r} is neither JSON nor YAML: {exc}") from None
+            f"model file {shown_path(key)} does not exist")
+    where = f"model file {shown_path(path)}"
+    data = read_yaml(path, what="model file")
     if not isinstance(data, dict):
-        raise ValueError(f"model file {key!r} must hold a mapping of fields, got {type(data).__name__}")
+        raise ValueError(f"{where} must hold a mapping of fields, got {type(data).__name__}")
     if "model_type" in data or "architectures" in data:
-        return model_from_hf_config(data, name=path.stem if path.stem != "config" else path.parent.name)
+        return model_from_hf_config(data, name=path.stem if path.stem != "config" else path.resolve().parent.name)
     data.setdefault("name", path.stem)
-    return _validate(ModelSpec, data, f"model file {key!r}")
+    return _validate(ModelSpec, data, where)
 
 
-_HF_ACT = {"gelu": "gelu", "gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "silu": "swiglu",
-           "swish": "swiglu", "relu": "relu", "gated-gelu": "geglu", "gated-silu": "swiglu"}
-
-
-def model_from_hf_config(config: dict[str, Any] | str | Path, *, name: str | None = None) -> ModelSpec:
-    """A ModelSpec from a Hugging Face `config.json` (model_type gpt2, llama, mistral, qwen2, bert, t5, and the
-    mixtures of experts of `costmodel.hf_moe`: mixtral, qwen2_moe, qwen3_moe, deepseek_v2/v3, gpt_oss)."""
-    if not isinstance(config, dict):
-        path = Path(config)
-        try:
-            config = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"Hugging Face config {str(path)!r} cannot be read as JSON: {exc}") from None
-        name = name or path.parent.name or "hf-model"
-    mtype = str(config.get("model_type", "")).lower()
-    name = name or config.get("_name_or_path") or mtype or "hf-model"
-    get = config.get
-    if mtype in ("gpt2", "gpt_neo", "gpt_bigcode"):
-        data = dict(arch="decoder", num_layers=get("n_layer"), hidden_size=get("n_embd"),
-                    num_heads=get("n_head"), ffn_hidden_size=get("n_inner") or None,
-                    vocab_size=get("vocab_size"), max_seq_len=get("n_positions", get("n_ctx", 1024)),
-                    activation="gelu", norm="layernorm", position="learned",
-                    tie_embeddings=get("tie_word_embeddings", True), bias=True)
-    elif mtype in ("llama", "mistral", "qwen2", "qwen3"):
-        data = dict(arch="decoder", num_layers=get("num_hidden_layers"), hidden_size=get("hidden_size"),
-                    num_heads=get("num_attention_heads"), num_kv_heads=get("num_key_value_heads"),
-                    head_dim=get("head_dim"), ffn_hidden_size=get("intermediate_size"),
-                    vocab_size=get("vocab_size"), max_seq_len=get("max_position_embeddings", 4096),
-                    activation=_HF_ACT.get(get("hidden_act", "silu"), "swiglu"), norm="rmsnorm",
-                    position="rope", tie_embeddings=get("tie_word_embeddings", False),
-                    bias=bool(get("attention_bias", False)))
-    elif mtype in ("bert", "roberta"):
-        data = dict(arch="encoder", num_layers=get("num_hidden_layers"), hidden_size=get("hidden_size"),
-                    num_heads=get("num_attention_heads"), ffn_hidden_size=get("intermediate_size"),
-                    vocab_size=get("vocab_size"), max_seq_len=get("max_position_embeddings", 512),
-                    activation=_HF_ACT.get(get("hidden_act", "gelu"), "gelu"), norm="layernorm",
-                    position="learned", tie_embeddings=True, bias=True)
-    elif mtype in ("t5", "mt5"):
-        act = get("feed_forward_proj", "relu")
-        data = dict(arch="encoder-decoder", num_layers=get("num_layers"),
-                    num_decoder_layers=get("num_decoder_layers") or get("num_layers"),
-                    hidden_size=get("d_model"), num_heads=get("num_heads"), head_dim=get("d_kv"),
-                    ffn_hidden_size=get("d_ff"), vocab_size=get("vocab_size"),
-                    max_seq_len=get("n_positions", 512), activation=_HF_ACT.get(act, "relu"),
-                    norm="rmsnorm", position="relative", tie_embeddings=get("tie_word_embeddings", True),
-                    bias=False)
-    elif mtype in MOE_MODEL_TYPES:
-        data = moe_model_data(mtype, config)
-    else:
-        raise ValueError(
-            f"model_type {mtype or '(missing)'!r} in Hugging Face config is not supported; "
-            f"supported: gpt2, llama, mistral, qwen2, bert, roberta, t5, {', '.join(MOE_MODEL_TYPES)} "
-            "(or write a ModelSpec YAML)")
-    data = {k: v for k, v in data.items() if v is not None}
-    return _validate(ModelSpec, {"name": str(name), "source": "Hugging Face config.json", **data},
-                     f"Hugging Face config ({mtype})")
+def _name(name: Any, kind: str) -> str:
+    if not isinstance(name, str):
+        raise ValueError(f"{kind}: expected a name (text), got {type(name).__name__}")
+    return name
 
 
 def get_gpu(name: str) -> GPUSpec:
+    name = _name(name, "gpu")
     gpus = _yaml("hardware.yaml")["gpus"]
     if name.lower() not in gpus:
         raise _unknown("GPU", name, list(gpus))
-    return _validate(GPUSpec, {"name": name.lower(), **gpus[name.lower()]}, f"GPU {name!r}")
+    return _validate(GPUSpec, {"name": name.lower(), **gpus[name.lower()]}, f"GPU {shown(name)}")
 
 
 def get_link(name: str) -> LinkSpec:
+    name = _name(name, "link")
     links = _yaml("hardware.yaml")["links"]
     if name.lower() not in links:
         raise _unknown("link", name, list(links))
@@ -152,6 +109,9 @@ def get_cluster(name: str, *, nodes: int = 1, gpu: str | None = None, **override
     """A cluster preset with `nodes` nodes. `gpu` swaps the GPU type; other keyword arguments override
     ClusterSpec fields (e.g. `inter_node_link=LinkSpec(...)`, `oversubscription=2.0`). A path to a
     YAML/JSON ClusterSpec file is accepted too."""
+    name = _name(name, "cluster")
+    if isinstance(nodes, bool) or not isinstance(nodes, int):
+        raise ValueError(f"nodes: must be a whole number, got {shown(nodes)}")
     clusters = _yaml("hardware.yaml")["clusters"]
     path = Path(name)
     if name.lower() in clusters:
@@ -163,10 +123,10 @@ def get_cluster(name: str, *, nodes: int = 1, gpu: str | None = None, **override
             "inter_node_link": get_link(raw.pop("inter_node_link")),
             **raw,
         }
-    elif path.suffix in (".yaml", ".yml", ".json") and path.is_file():
-        data = yaml.safe_load(path.read_text()) or {}
+    elif path.suffix in (".yaml", ".yml", ".json") and is_file(path):
+        data = read_yaml(path, what="cluster file") or {}
         if not isinstance(data, dict):
-            raise ValueError(f"cluster file {name!r} must hold a mapping of ClusterSpec fields")
+            raise ValueError(f"cluster file {shown_path(name)} must hold a mapping of ClusterSpec fields")
         for key, getter in (("gpu", get_gpu), ("intra_node_link", get_link), ("inter_node_link", get_link)):
             if isinstance(data.get(key), str):
                 data[key] = getter(data[key])
@@ -181,4 +141,14 @@ def get_cluster(name: str, *, nodes: int = 1, gpu: str | None = None, **override
     if gpu is not None:
         data["gpu"] = get_gpu(gpu)
     data.update(overrides)
-    return _validate(ClusterSpec, data, f"cluster {name!r}")
+    return _validate(ClusterSpec, data, f"cluster {shown(name)}")
+
+
+def check_dtype(gpu: GPUSpec, dtype: str) -> None:
+    """Raise ValueError when `gpu` has no `dtype` rate, naming the catalog GPUs that have one."""
+    if dtype in gpu.peak_flops_per_s:
+        return
+    gpus = _yaml("hardware.yaml")["gpus"]
+    having = [name for name, spec in gpus.items() if dtype in spec.get("peak_flops_per_s", {})]
+    raise ValueError(f"dtype: {gpu.name} has no {dtype} (it computes in {', '.join(gpu.peak_flops_per_s)}); "
+                     f"use one of those, or a GPU with {dtype}: {', '.join(having) or 'none in the catalog'}")

@@ -19,6 +19,7 @@ import yaml
 
 from .layer.compute import EfficiencyModel
 from .specs._base import validate_spec
+from .specs.limits import shown
 from .specs.stack import StackSpec
 
 __all__ = ["DEFAULT_STACK", "STACKS_DIR", "get_stack", "list_stacks", "stack_efficiency", "unknown_stack",
@@ -45,7 +46,7 @@ def list_stacks() -> tuple[str, ...]:
 
 def unknown_stack(name: str) -> ValueError:
     """The one-line error for a stack name that is not in the catalog."""
-    return ValueError(f"unknown stack {name!r}; known: {', '.join(list_stacks())}")
+    return ValueError(f"unknown stack {shown(name)}; known: {', '.join(list_stacks())}")
 
 
 @cache

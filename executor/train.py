@@ -211,7 +211,7 @@ def train(args: argparse.Namespace, *,
                          arch=model_spec.arch, dp_rank=engine.dp_rank, dp_size=engine.dp_size,
                          vocab_size=model_spec.vocab_size)
     gpu = device_gpu_spec(device)
-    peak_flops = gpu.peak_flops(dtype) if gpu is not None else None
+    peak_flops = gpu.peak_flops(dtype) if gpu is not None and dtype in gpu.peak_flops_per_s else None
     flops_per_step = model_flops_per_step(model_spec, training)
     tokens_per_step = args.global_batch * args.seq_len
     writer = MetricsWriter(out / "metrics.jsonl", resume_step=start_step) if rank == 0 else None

@@ -5,6 +5,7 @@ Bad input ends with a one-line `paraplan: error: ...` naming the field, and exit
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -22,6 +23,17 @@ from costmodel import (
     load_plan,
 )
 
+from .cli_args import (
+    CliUsageError,
+    Parser,
+    default_help,
+    fraction,
+    nonnegative_int,
+    output_file,
+    positive_float,
+    positive_int,
+)
+
 __all__ = ["main", "build_parser"]
 
 Handler = Callable[[argparse.Namespace], int]
@@ -29,12 +41,12 @@ Handler = Callable[[argparse.Namespace], int]
 
 # ---------------------------------------------------------------- shared arguments and spec builders
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="gpt3-175b", help="catalog name, ModelSpec YAML/JSON, or HF config.json")
+    p.add_argument("--model", default="gpt3-175b", help="catalog name, ModelSpec YAML/JSON, or a Hugging Face config.json (or its model folder)")
 
 
 def add_cluster_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster", default="dgx-a100", help="cluster preset or ClusterSpec YAML/JSON file")
-    p.add_argument("--nodes", type=int, default=1, help="number of nodes")
+    p.add_argument("--nodes", type=positive_int, default=1, help="number of nodes")
     p.add_argument("--gpu", default=None, help="swap the preset's GPU type (e.g. h100-sxm)")
     p.add_argument("--inter-node-bw", default=None, metavar="BW",
                    help="what-if NIC bandwidth per NIC, e.g. 400Gbps or 50GB/s")
@@ -52,34 +64,42 @@ def add_cluster_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_training_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--global-batch", type=int, default=None, help="sequences per step (default: 8 per GPU)")
-    p.add_argument("--seq-len", type=int, default=None, help="sequence length (default: model's max)")
-    p.add_argument("--dtype", default="bf16", choices=["fp32", "tf32", "bf16", "fp16", "fp8"])
+    p.add_argument("--global-batch", type=positive_int, default=None, help="sequences per step (default: 8 per GPU)")
+    p.add_argument("--seq-len", type=positive_int, default=None, help="sequence length (default: model's max)")
+    p.add_argument("--dtype", default="bf16", choices=["fp32", "tf32", "bf16", "fp16", "fp8"],
+                   help="compute dtype (default bf16); the GPU must have it (fp8: H100, H200, B200, MI300X, L40S)")
     p.add_argument("--stack", default="megatron", metavar="NAME",
                    help="software stack that runs the plan (costmodel/data/stacks): megatron (default), deepspeed, "
                         "fsdp, torch-compile, paraplan")
     p.add_argument("--memory-margin", type=float, default=None, metavar="SHARE",
                    help="share of each GPU's memory to keep free: a plan fits when its peak <= capacity x "
                         "(1 - margin) (default 0.05)")
-    p.add_argument("--moe-imbalance", type=float, default=None, metavar="RATIO",
+    p.add_argument("--moe-imbalance", type=positive_float, default=None, metavar="RATIO",
                    help="mixture of experts: tokens the busiest expert-parallel rank gets / the mean (default 1)")
 
 
 def add_plan_args(p: argparse.ArgumentParser, *, defaults: bool) -> None:
-    """Plan knobs. With defaults=False every knob defaults to None (= free, for the planner)."""
-    d = (lambda v: v) if defaults else (lambda v: None)
+    """Plan knobs; every one defaults to None, so that only a flag the user gives sets it. With
+    defaults=True (estimate) a knob set by neither a flag nor `--plan FILE` takes the ParallelPlan
+    default (the help says which); with defaults=False (plan, sweep) it is free for the planner."""
+    h = default_help if defaults else (lambda name, text="": text or "free unless given")
     p.add_argument("--plan", default=None, help="a plan JSON file (knobs given on the line override it)")
-    p.add_argument("--dp", type=int, default=None)
-    p.add_argument("--tp", type=int, default=d(1))
-    p.add_argument("--pp", type=int, default=d(1))
-    p.add_argument("--cp", type=int, default=d(1))
-    p.add_argument("--ep", type=int, default=d(1), help="expert-parallel degree (mixture of experts; divides dp)")
-    p.add_argument("--micro-batch", type=int, default=d(1))
-    p.add_argument("--virtual-stages", type=int, default=d(1))
-    p.add_argument("--schedule", default=d(None), choices=["gpipe", "1f1b", "interleaved-1f1b", "zero-bubble"])
-    p.add_argument("--zero", type=int, default=d(0), choices=[0, 1, 2, 3], help="ZeRO stage")
-    p.add_argument("--recompute", default=d("none"), choices=["none", "selective", "full"])
-    p.add_argument("--sequence-parallel", action=argparse.BooleanOptionalAction, default=d(False))
+    p.add_argument("--dp", type=positive_int, default=None,
+                   help="data-parallel degree" + ("; default: fills the cluster, or the --plan file's" if defaults else ""))
+    p.add_argument("--tp", type=positive_int, default=None, help=h("tp", "tensor-parallel degree"))
+    p.add_argument("--pp", type=positive_int, default=None, help=h("pp", "pipeline stages"))
+    p.add_argument("--cp", type=positive_int, default=None, help=h("cp", "context-parallel degree"))
+    p.add_argument("--ep", type=positive_int, default=None,
+                   help=h("ep", "expert-parallel degree (mixture of experts; divides dp*cp)"))
+    p.add_argument("--micro-batch", type=positive_int, default=None, help=h("micro_batch", "sequences per micro-batch"))
+    p.add_argument("--virtual-stages", type=positive_int, default=None, help=h("virtual_stages", "chunks per pipeline rank"))
+    p.add_argument("--schedule", default=None, choices=["gpipe", "1f1b", "interleaved-1f1b", "zero-bubble"],
+                   help=("default 1f1b (interleaved-1f1b with --virtual-stages), or the --plan file's"
+                         if defaults else "free unless given"))
+    p.add_argument("--zero", type=int, default=None, choices=[0, 1, 2, 3], help=h("zero", "ZeRO stage"))
+    p.add_argument("--recompute", default=None, choices=["none", "selective", "full"], help=h("recompute"))
+    p.add_argument("--sequence-parallel", action=argparse.BooleanOptionalAction, default=None,
+                   help=h("sequence_parallel"))
 
 
 def build_specs(args: argparse.Namespace) -> tuple[ModelSpec, ClusterSpec, TrainingSpec]:
@@ -87,8 +107,8 @@ def build_specs(args: argparse.Namespace) -> tuple[ModelSpec, ClusterSpec, Train
     cluster = get_cluster(args.cluster, nodes=args.nodes, gpu=args.gpu)
     cluster, args.topology_graph = _interconnect(args, cluster)
     args.calibration_profile = _calibration(args, procs=cluster.gpus_per_node)
-    seq_len = args.seq_len or model.max_seq_len
-    global_batch = args.global_batch or 8 * cluster.num_gpus
+    seq_len = model.max_seq_len if args.seq_len is None else args.seq_len
+    global_batch = 8 * cluster.num_gpus if args.global_batch is None else args.global_batch
     extra = {} if getattr(args, "moe_imbalance", None) is None else {"moe_load_imbalance": args.moe_imbalance}
     training = TrainingSpec(global_batch_size=global_batch, seq_len=seq_len, dtype=args.dtype,
                             stack=getattr(args, "stack", "megatron"), **extra)
@@ -150,12 +170,19 @@ _PLAN_FIELDS = {"dp": "dp", "tp": "tp", "pp": "pp", "cp": "cp", "ep": "ep", "mic
 
 
 def plan_from_args(args: argparse.Namespace, *, world_size: int | None = None) -> ParallelPlan:
-    """A ParallelPlan from `--plan FILE` and/or the knob flags; dp defaults to fill `world_size`."""
+    """A ParallelPlan from `--plan FILE` and/or the knob flags: the file's every field, then each flag
+    the user gave; what neither sets takes the ParallelPlan default, and dp fills `world_size`. A flag
+    that changes the stage count (pp, virtual stages) drops the file's layers_per_stage (even split)."""
     base = load_plan(args.plan).model_dump() if args.plan else {}
+    stages = (base.get("pp", 1), base.get("virtual_stages", 1))
     for arg, field in _PLAN_FIELDS.items():
         value = getattr(args, arg, None)
         if value is not None:
             base[field] = value
+    if base.get("layers_per_stage") is not None and (base.get("pp", 1), base.get("virtual_stages", 1)) != stages:
+        base["layers_per_stage"] = None
+        print("paraplan: note: --pp/--virtual-stages change the plan file's stage count; its layers_per_stage "
+              "is dropped (even split)", file=sys.stderr)
     if base.get("virtual_stages", 1) > 1 and "schedule" not in base:
         base["schedule"] = "interleaved-1f1b"
     if base.get("dp") is None and world_size is not None:
@@ -180,7 +207,8 @@ def _add_estimate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cp-attention", default=None, choices=["auto", "all-gather", "ring"],
                    help="context-parallel attention (default auto: ring attention on GPUs, all-gather on CPU)")
     p.add_argument("--json", action="store_true", help="print the StepEstimate as JSON")
-    p.add_argument("--timeline", default=None, metavar="TRACE.json", help="write a Chrome/Perfetto trace")
+    p.add_argument("--timeline", type=output_file, default=None, metavar="TRACE.json",
+                   help="write a Chrome/Perfetto trace (pipeline ops, sends, gradient reduction, optimizer)")
     p.set_defaults(handler=_cmd_estimate)
 
 
@@ -211,8 +239,9 @@ def _add_validate_published(sub: argparse._SubParsersAction) -> None:
                             "memory) and report the error")
     p.add_argument("--data", default=None, help="folder holding megatron2021/, vtrain/ and moe2025/ (default: the "
                                                 "copy shipped with paraplan)")
-    p.add_argument("--out", default=None, metavar="VALIDATION.md", help="write the report section into this file")
-    p.add_argument("--csv", default=None, metavar="FILE", help="write predicted vs published per row as CSV")
+    p.add_argument("--out", type=output_file, default=None, metavar="VALIDATION.md",
+                   help="write the report section into this file")
+    p.add_argument("--csv", type=output_file, default=None, metavar="FILE", help="write predicted vs published per row as CSV")
     p.add_argument("--loso", action="store_true",
                    help="also fit the constants leaving each source out and report that error (several minutes)")
     p.set_defaults(handler=_cmd_validate_published)
@@ -294,10 +323,11 @@ def add_search_request_args(p: argparse.ArgumentParser) -> None:
 def _add_plan(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plan", help="search every parallel plan and print the fastest that fit")
     add_search_request_args(p)
-    p.add_argument("--top-k", type=int, default=10, help="plans to show (default 10)")
+    p.add_argument("--top-k", type=positive_int, default=10, help="plans to show (default 10)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--csv", default=None, metavar="FILE", help="write the ranked plans as CSV")
-    p.add_argument("--save", default=None, metavar="PLAN.json", help="write the best plan for the executor")
+    p.add_argument("--csv", type=output_file, default=None, metavar="FILE", help="write the ranked plans as CSV")
+    p.add_argument("--save", type=output_file, default=None, metavar="PLAN.json",
+                   help="write the best plan for the executor (and for estimate --plan)")
     p.add_argument("--runnable-only", action="store_true",
                    help="keep only plans the executor runs on the cluster's device (others are marked)")
     p.add_argument("--all-placements", action="store_true",
@@ -336,7 +366,11 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     add_search_request_args(p)
     p.add_argument("--vary", required=True, choices=list(VARIABLES), help="the input to vary")
     p.add_argument("--values", required=True, help="comma-separated values, e.g. 8,16,32 or h100-sxm,h200")
-    p.add_argument("--csv", default=None, metavar="FILE", help="write the sweep as CSV")
+    p.add_argument("--batch-per-gpu", type=positive_int, default=None, metavar="N",
+                   help="sequences per GPU at every point (weak scaling). Default with --vary nodes and no "
+                        "--global-batch: 8 per GPU, so the global batch grows with the cluster; with "
+                        "--global-batch the global batch stays fixed (strong scaling)")
+    p.add_argument("--csv", type=output_file, default=None, metavar="FILE", help="write the sweep as CSV")
     p.set_defaults(handler=_cmd_sweep)
 
 
@@ -346,10 +380,19 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     model, cluster, training = build_specs(args)
     values = [v.strip() for v in args.values.split(",") if v.strip()]
-    df = sweep(model, cluster, training, vary=args.vary, values=values, **cost_options(args),
-               **constraints_from_args(args))
-    cols = [args.vary, "plan", "num_gpus", "step_time_s", "tokens_per_s", "mfu", "peak_gib", "message"]
-    print(df[cols].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    per_gpu = args.batch_per_gpu
+    if per_gpu is not None and args.global_batch is not None:
+        raise ValueError("--batch-per-gpu: cannot be combined with --global-batch; give one of them")
+    if per_gpu is None and args.vary == "nodes" and args.global_batch is None:
+        per_gpu = 8
+    df = sweep(model, cluster, training, vary=args.vary, values=values, global_batch_per_gpu=per_gpu,
+               **cost_options(args), **constraints_from_args(args))
+    if per_gpu is not None:
+        print(f"paraplan: sweep: global batch = {per_gpu} sequences per GPU at every point (weak scaling); "
+              "give --global-batch to hold it fixed", file=sys.stderr)
+    cols = [args.vary, "plan", "num_gpus", "global_batch_size", "step_time_s", "tokens_per_s", "mfu", "peak_gib",
+            "message"]
+    print(df[cols].to_string(index=False, na_rep="-", float_format=lambda x: f"{x:.4g}"))
     print(f"times assume stack {training.stack}")
     if args.csv:
         write_csv_atomic(df, args.csv)
@@ -581,7 +624,7 @@ def _cmd_launch(args: argparse.Namespace) -> int:
 def _add_profile(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profile", help="measure this machine (GEMMs, attention, memory, collectives) "
                                        "and write a calibration profile")
-    p.add_argument("--out", default="profile.json", help="CalibrationProfile JSON to write (atomically)")
+    p.add_argument("--out", type=output_file, default="profile.json", help="CalibrationProfile JSON to write (atomically)")
     p.add_argument("--model", default="gpt3-125m", help="model whose layer GEMM shapes are measured")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--dtype", action="append", default=None, help="dtype(s) to measure (repeatable)")
@@ -591,11 +634,11 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sizes", default="1KB-64MB",
                    help="collective buffer sizes: a range LO-HI (powers of 4) or a list 1KB,1MB (KB = 1024 B)")
     p.add_argument("--ops", default=None, help="collectives to time, comma-separated (default: all)")
-    p.add_argument("--tokens", type=int, default=None, help="GEMM rows (tokens) per layer GEMM")
-    p.add_argument("--threads", type=int, default=None, help="torch threads for the compute kernels (default: torch's)")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds before a collective run is ended")
+    p.add_argument("--tokens", type=positive_int, default=None, help="GEMM rows (tokens) per layer GEMM")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch threads for the compute kernels (default: torch's)")
+    p.add_argument("--repeats", type=positive_int, default=5)
+    p.add_argument("--seed", type=nonnegative_int, default=0)
+    p.add_argument("--timeout", type=positive_float, default=120.0, help="seconds before a collective run is ended")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     p.set_defaults(handler=_cmd_profile)
 
@@ -623,18 +666,18 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="run feasible plans for real on this machine and compare with predictions")
     p.add_argument("--local", action="store_true", required=True, help="validate on this machine (required)")
     p.add_argument("--model", default="small-llama", help="small catalog model to run (default small-llama)")
-    p.add_argument("--procs", type=int, default=4, help="processes (Gloo on CPU; GPUs when present)")
-    p.add_argument("--max-plans", type=int, default=10, help="plans to run (planner's top 3 + a spread)")
-    p.add_argument("--steps", type=int, default=4, help="optimizer steps per run (the first is warm-up)")
-    p.add_argument("--repeats", type=int, default=1, help="runs per plan (min-max shows machine noise)")
-    p.add_argument("--global-batch", type=int, default=8)
-    p.add_argument("--seq-len", type=int, default=128,
+    p.add_argument("--procs", type=positive_int, default=4, help="processes (Gloo on CPU; GPUs when present)")
+    p.add_argument("--max-plans", type=positive_int, default=10, help="plans to run (planner's top 3 + a spread)")
+    p.add_argument("--steps", type=positive_int, default=4, help="optimizer steps per run (the first is warm-up)")
+    p.add_argument("--repeats", type=positive_int, default=1, help="runs per plan (min-max shows machine noise)")
+    p.add_argument("--global-batch", type=positive_int, default=8)
+    p.add_argument("--seq-len", type=positive_int, default=128,
                    help="sequence length (default 128: a 10-plan sweep of small-llama stays within 15 min on 2 cores)")
     p.add_argument("--profile", default=None, metavar="FILE",
                    help="CalibrationProfile of this machine (default: measure one into OUT/profile.json)")
     p.add_argument("--no-cv", action="store_true", help="skip the leave-one-out calibrated predictions")
     p.add_argument("--out", default="runs/validate-local", help="folder for validation.csv, summary.json, runs/")
-    p.add_argument("--doc", default=None, metavar="VALIDATION.md", help="also write the report section here")
+    p.add_argument("--doc", type=output_file, default=None, metavar="VALIDATION.md", help="also write the report section here")
     p.set_defaults(handler=_cmd_validate)
 
 
@@ -698,12 +741,13 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None, help="folder holding vtrain/ (default: the copy shipped with paraplan)")
     p.add_argument("--profile", default=None, metavar="FILE", help="measured profile of the runs' machine to build on")
     p.add_argument("--fit", default=None, metavar="NAMES", help="comma-separated constants to fit (default: by data)")
-    p.add_argument("--holdout", type=float, default=0.3, help="fraction held out for scoring (default 0.3)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-evals", type=int, default=200, help="cost-model evaluations of the fit set per try")
-    p.add_argument("--out", default="calib.json", help="calibration profile to write (estimate/search calibration=)")
-    p.add_argument("--csv", default=None, metavar="FILE", help="per-run predictions before/after as CSV")
-    p.add_argument("--doc", default=None, metavar="VALIDATION.md", help="also write the report section here")
+    p.add_argument("--holdout", type=fraction, default=0.3, help="fraction held out for scoring (default 0.3)")
+    p.add_argument("--seed", type=nonnegative_int, default=0)
+    p.add_argument("--max-evals", type=positive_int, default=200, help="cost-model evaluations of the fit set per try")
+    p.add_argument("--out", type=output_file, default="calib.json",
+                   help="calibration profile to write (estimate/search calibration=)")
+    p.add_argument("--csv", type=output_file, default=None, metavar="FILE", help="per-run predictions before/after as CSV")
+    p.add_argument("--doc", type=output_file, default=None, metavar="VALIDATION.md", help="also write the report section here")
     p.set_defaults(handler=_cmd_calibrate)
 
 
@@ -757,7 +801,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_estimate
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="paraplan", description=__doc__.splitlines()[0])
+    parser = Parser(prog="paraplan", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for add in SUBCOMMANDS:
         add(sub)
@@ -765,18 +809,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return int(args.handler(args) or 0)
     except ValidationError as exc:
         print(f"paraplan: error: {format_validation_error(exc)}", file=sys.stderr)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, CliUsageError) as exc:
         print(f"paraplan: error: {exc}", file=sys.stderr)
+    except BrokenPipeError:   # e.g. `paraplan plan ... | head`: the reader left; say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except OSError as exc:
+        print(f"paraplan: error: {_os_error(exc)}", file=sys.stderr)
+    except MemoryError:
+        print("paraplan: error: out of memory; ask for a smaller model, cluster or batch (docs/LIMITS.md)",
+              file=sys.stderr)
     except KeyboardInterrupt:
         print("paraplan: interrupted", file=sys.stderr)
         return 130
     return 2
+
+
+def _os_error(exc: OSError) -> str:
+    """'FILE: reason' with a long file name cut short."""
+    name = exc.filename
+    if name is None:
+        return str(exc)
+    name = str(name)
+    name = name if len(name) <= 60 else name[:57] + "..."
+    return f"{name!r}: {exc.strerror or exc}"
 
 
 if __name__ == "__main__":

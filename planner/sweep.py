@@ -3,6 +3,7 @@ global batch, sequence length), one `search` per point, as a DataFrame."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 from costmodel import get_gpu
 from costmodel.network.units import parse_bandwidth
 from costmodel.specs import ClusterSpec, GPUSpec, ModelSpec, TrainingSpec, format_validation_error
+from costmodel.specs.limits import shown
 
 from .result import COLUMNS, plan_row
 from .search import search
@@ -35,12 +37,15 @@ def _training(training: TrainingSpec, **update: Any) -> TrainingSpec:
 
 
 def _int(value: Any, what: str) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"values: {what} must be positive integers, got {value!r}")
     try:
         out = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"values: {what} must be integers, got {value!r}") from None
-    if out != float(value) or out < 1:
-        raise ValueError(f"values: {what} must be positive integers, got {value!r}")
+        exact = out == float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"values: {what} must be integers, got {shown(value)}") from None
+    if not exact or out < 1:
+        raise ValueError(f"values: {what} must be positive integers, got {shown(value)}")
     return out
 
 
@@ -74,21 +79,38 @@ VARIABLES: dict[str, Callable[[ModelSpec, ClusterSpec, TrainingSpec, Any], tuple
 (bytes/s or text such as '400Gbps'), global batch (sequences), sequence length."""
 
 
+MAX_POINTS = 64
+"""Values one sweep takes (each runs a whole search)."""
+
+
 def sweep(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *, vary: str,
           values: Iterable[Any], calibration: Any = None, topology: Any = None,
-          **constraints: Any) -> pd.DataFrame:
+          global_batch_per_gpu: int | None = None, **constraints: Any) -> pd.DataFrame:
     """The best plan per value of `vary` as a DataFrame: one row per point, the varied value, every knob
     and figure of the best plan (NaN/empty when nothing fits), and `message` saying why not.
 
-    `vary` is one of `VARIABLES`; `constraints` are `search`'s keyword constraints."""
-    if vary not in VARIABLES:
-        raise ValueError(f"vary={vary!r}: must be one of {', '.join(VARIABLES)}")
-    values = list(values)
+    `vary` is one of `VARIABLES`; `constraints` are `search`'s keyword constraints. With
+    `global_batch_per_gpu`, every point trains that many sequences per GPU of its cluster (weak
+    scaling: the global batch grows with the nodes); without it every point keeps
+    `training.global_batch_size` (strong scaling). The `global_batch_size` column says which ran."""
+    if not isinstance(vary, str) or vary not in VARIABLES:
+        raise ValueError(f"vary={shown(vary)}: must be one of {', '.join(VARIABLES)}")
+    if isinstance(values, (str, bytes)):
+        values = values.split(",") if isinstance(values, str) else [values]
+    values = list(itertools.islice(values, MAX_POINTS + 1))
     if not values:
         raise ValueError("values: give at least one value to sweep over")
+    if len(values) > MAX_POINTS:
+        raise ValueError(f"values: at most {MAX_POINTS} points per sweep (each runs a whole search)")
+    if global_batch_per_gpu is not None:
+        if vary == "global_batch":
+            raise ValueError("global_batch_per_gpu: cannot be combined with vary='global_batch'")
+        _int(global_batch_per_gpu, "global_batch_per_gpu")
     rows = []
     for value in values:
         m, c, t = VARIABLES[vary](model, cluster, training, value)
+        if global_batch_per_gpu is not None:
+            t = _training(t, global_batch_size=global_batch_per_gpu * c.num_gpus)
         result = search(m, c, t, top_k=1, calibration=calibration, topology=topology, **constraints)
         row: dict[str, Any] = {vary: value if not isinstance(value, GPUSpec) else value.name,
                                "cluster_gpus": c.num_gpus, "global_batch_size": t.global_batch_size,

@@ -11,7 +11,14 @@ from _pipeline_reference import reference_simulate
 from costmodel.specs import ParallelPlan
 from costmodel.step.checks import check_plan
 from costmodel.step.costs import Knobs, StepContext, block_costs, end_costs, p2p_time_s, rank_state
-from costmodel.step.estimate import _membreak, _to_estimate, comm_model, knobs_from_plan, step_context
+from costmodel.step.estimate import (
+    _membreak,
+    _to_estimate,
+    comm_model,
+    knobs_from_plan,
+    step_context,
+    step_end_events,
+)
 
 __all__ = ["reference_estimate"]
 
@@ -36,7 +43,7 @@ def _simulated(ctx: StepContext, k: Knobs, comm: Any, plan: ParallelPlan, *, tim
     layers = plan.stage_layers(sh.num_layers)
     stages = pp * v
     tp_fwd_share = 1.0 / (2 + (k.recompute == 2))
-    f, b, w, act, comp, tps, cps, eps, syncs = [], [], [], [], [], [], [], [], []
+    f, b, w, act, comp, tps, cps, eps, syncs, fc, bc = [], [], [], [], [], [], [], [], [], [], []
     n_enc_st, n_dec_st = [], []
     start = 0
     for j in range(stages):
@@ -59,6 +66,8 @@ def _simulated(ctx: StepContext, k: Knobs, comm: Any, plan: ParallelPlan, *, tim
         w.append(0.5 * (ne * enc.bwd_s + nd * dec.bwd_s + last * head.bwd_s) if k.schedule == 3 else 0.0)
         act.append(ne * enc.act_bytes + nd * dec.act_bytes)
         comp.append(fwd_c + bwd_c)
+        fc.append(fwd_c)
+        bc.append(bwd_c)
         tps.append(tp_s)
         cps.append(cp_s)
         eps.append(ep_s)
@@ -75,8 +84,8 @@ def _simulated(ctx: StepContext, k: Knobs, comm: Any, plan: ParallelPlan, *, tim
         first, last = r == 0, r == pp - 1
         ne, nd = sum(n_enc_st[j] for j in idx), sum(n_dec_st[j] for j in idx)
         params = ne * enc.params + nd * dec.params + first * embed.params + last * head.params
-        fwd = sum(f[j] for j in idx)
-        bwd = sum(b[j] for j in idx)
+        fwd = sum(fc[j] for j in idx)   # compute only: the window that hides the gradient reduction,
+        bwd = sum(bc[j] for j in idx)   # as step_costs' closed form has it
         peak_act = res.peak_act_bytes[r] if res.peak_act_bytes is not None else 0.0
         ranks.append(rank_state(ctx, k, comm, r, m, ne, nd, enc, dec, fwd, bwd, params, stored_act_bytes=peak_act))
         ranks[-1].update(comp=sum(comp[j] for j in idx), tp=sum(tps[j] for j in idx), cp=sum(cps[j] for j in idx),
@@ -106,4 +115,5 @@ def _simulated(ctx: StepContext, k: Knobs, comm: Any, plan: ParallelPlan, *, tim
     })
     out["step_time_s"] = sum(out[key] for key in ("compute_s", "tp_comm_s", "cp_comm_s", "ep_comm_s", "dp_comm_s",
                                                   "pp_comm_s", "bubble_s", "optimizer_s"))
-    return out, tuple(_membreak(r, i) for i, r in enumerate(ranks)), res.events
+    events = (*res.events, *step_end_events(res.events, out, pp=pp)) if timeline else ()
+    return out, tuple(_membreak(r, i) for i, r in enumerate(ranks)), events

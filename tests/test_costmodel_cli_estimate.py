@@ -32,7 +32,7 @@ def test_estimate_json_and_timeline(tmp_path, capsys):
 @pytest.mark.parametrize("extra, field", [
     (["--cluster", "dgx-z100"], "unknown cluster"),
     (["--tp", "7"], "tp"),
-    (["--global-batch", "-4"], "global_batch_size"),
+    (["--global-batch", "-4"], "--global-batch"),
     (["--dp", "64"], "dp: the plan needs"),
     (["--model", "no-such-model"], "unknown model"),
 ])

@@ -95,7 +95,7 @@ def test_hugging_face_moe_configs_import():
     with pytest.raises(ValueError, match="mlp_only_layers"):
         model_from_hf_config({**{k: v for k, v in v3.items() if k != "model_type"}, "model_type": "qwen3_moe",
                               "num_experts": 8, "moe_intermediate_size": 64, "mlp_only_layers": [5]})
-    with pytest.raises(ValueError, match="experts_per_token: 9 exceeds num_experts=8"):
+    with pytest.raises(ValueError, match="num_experts_per_tok: 9 exceeds num_local_experts=8"):   # the config's keys
         model_from_hf_config({"model_type": "mixtral", "num_hidden_layers": 2, "hidden_size": 64,
                               "num_attention_heads": 4, "intermediate_size": 64, "vocab_size": 256,
                               "num_local_experts": 8, "num_experts_per_tok": 9})

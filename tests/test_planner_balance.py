@@ -6,7 +6,10 @@ import itertools
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from costmodel.pipeline.balance import _balance
 from planner.balance import balance_layers, stage_costs
 
 
@@ -52,3 +55,23 @@ def test_bad_requests_name_the_problem():
         balance_layers(np.ones(4), 5)
     with pytest.raises(ValueError, match="num_stages"):
         balance_layers(np.ones(4), 0)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(costs=st.lists(st.sampled_from([0.0, 1.0, 1.0, 1.0, 1.3, 2.5]) | st.floats(0, 10), min_size=1, max_size=48),
+       stages=st.integers(1, 48), min_layers=st.integers(0, 2), first=st.sampled_from([0.0, 0.05, 1.0, 7.5]),
+       last=st.sampled_from([0.0, 0.65, 2.0, 11.0]))
+def test_the_fast_rows_give_the_dp_split_bit_for_bit(costs, stages, min_layers, first, last):
+    """`_balance` finds each DP row by bisection where the previous row is non-decreasing; forcing
+    the plain O(L^2) DP gives the same split on every input, ties included (uniform costs)."""
+    stages = min(stages, len(costs))
+    if min_layers * stages > len(costs):
+        min_layers = 0
+    args = (tuple(costs), stages, first, last, min_layers)
+    assert _balance(*args) == _balance(*args, dp_only=True)
+
+
+def test_a_thousand_layers_balance_with_the_optimal_slowest_stage():
+    split = balance_layers(np.ones(1000), 64, first_extra=0.05, last_extra=0.65)   # 0.1 s; the O(L^2) DP 8 s
+    assert sum(split) == 1000 and len(split) == 64
+    assert max(stage_costs(split, np.ones(1000), first_extra=0.05, last_extra=0.65)) == 16.0   # ceil(1000/64)

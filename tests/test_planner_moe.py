@@ -111,4 +111,4 @@ def test_bad_hugging_face_moe_config_is_one_line(tmp_path, capsys):
                                 "num_local_experts": 4, "num_experts_per_tok": 5}))
     assert main(["estimate", "--model", str(path), "--cluster", "dgx-h100", "--seq-len", "64"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "experts_per_token: 5 exceeds num_experts=4" in err and "\n" not in err
+    assert "num_experts_per_tok: 5 exceeds num_local_experts=4" in err and "\n" not in err

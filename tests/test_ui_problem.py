@@ -38,7 +38,7 @@ def test_hf_config_upload_gives_the_same_spec_as_the_catalog_loader():
     (b"[1, 2]", "must hold a mapping"),
     (b"\xff\xfe\x00", "not a text file"),
     (json.dumps({"model_type": "mamba"}).encode(), "model_type 'mamba'"),
-    (json.dumps({**LLAMA_CONFIG, "num_attention_heads": 30}).encode(), "num_heads"),
+    (json.dumps({**LLAMA_CONFIG, "num_attention_heads": 30}).encode(), "num_attention_heads=30"),
 ])
 def test_bad_uploaded_model_files_name_the_problem(raw, fragment):
     with pytest.raises(ValueError, match=fragment):

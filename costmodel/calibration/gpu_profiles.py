@@ -10,6 +10,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from ..specs._base import is_file
+from ..specs.limits import shown
 from .profile_spec import CalibrationProfile, load_profile, profile_provenance
 
 __all__ = ["PROFILES_DIR", "list_gpu_profiles", "load_gpu_profile", "check_profile_gpu", "default_gpu_profile",
@@ -25,13 +27,15 @@ def list_gpu_profiles(directory: Path | None = None) -> tuple[str, ...]:
 
 def load_gpu_profile(name_or_path: str, *, directory: Path | None = None) -> CalibrationProfile:
     """A shipped profile by name, or a profile JSON file; ValueError naming the known ones otherwise."""
+    if not isinstance(name_or_path, (str, Path)):
+        raise ValueError(f"gpu profile: expected a name or a file, got {type(name_or_path).__name__}")
     path = Path(name_or_path)
-    if path.suffix == ".json" or path.is_file():
+    if path.suffix == ".json" or is_file(path):
         return load_profile(path)
     known = list_gpu_profiles(directory)
     if name_or_path not in known:
         names = ", ".join(known) if known else "none shipped yet"
-        raise ValueError(f"gpu profile: unknown GPU profile {name_or_path!r}; known: {names} (or give a profile "
+        raise ValueError(f"gpu profile: unknown GPU profile {shown(name_or_path)}; known: {names} (or give a profile "
                          "file measured with `paraplan profile --device cuda --out FILE`)")
     return load_profile((directory or PROFILES_DIR) / f"{name_or_path}.json")
 

@@ -17,7 +17,7 @@ from pydantic import Field, field_validator
 
 from ..atomic import write_text_atomic
 from ..specs import Spec
-from ..specs._base import read_json, validate_spec
+from ..specs._base import read_json, shown_path, validate_spec
 from .constants import check_constants, measured_rate_scale
 from .profile_points import (
     MEM_OPS,
@@ -217,4 +217,4 @@ def save_profile(profile: CalibrationProfile, path: str | os.PathLike[str]) -> P
 def load_profile(path: str | os.PathLike[str]) -> CalibrationProfile:
     """Read a profile JSON; a missing, malformed or invalid file raises ValueError naming it."""
     data = read_json(path, what="calibration file", hint="create it with `paraplan profile`")
-    return validate_spec(CalibrationProfile, data, where=f"calibration file {str(path)!r}")
+    return validate_spec(CalibrationProfile, data, where=f"calibration file {shown_path(path)}")

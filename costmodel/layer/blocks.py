@@ -153,7 +153,9 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
         hidden_comm = (tp_s + cp_s + ep_s) * eff.host_hides_comm
         gpu_s = fwd + bwd + recompute + hidden_comm
         q = eff.host_overlap_exponent   # smooth max(gpu_s, host_s): the queue is not always full
-        slack = (gpu_s**q + host_s**q) ** (1.0 / q) - gpu_s
+        top = vmax(gpu_s, host_s)   # scaled by the larger, so that no power overflows
+        unit = top + (top == 0)
+        slack = top * ((gpu_s / unit) ** q + (host_s / unit) ** q) ** (1.0 / q) - gpu_s
         fwd = fwd + slack / (3 + (rc == 2))
         bwd = bwd + slack * (2 / (3 + (rc == 2)))
         recompute = recompute + slack * ((rc == 2) / (3 + (rc == 2)))

@@ -199,7 +199,11 @@ def gemm_time_s(m: Num, n: Num, k: Num, rates: Rates, *, count: Num = 1) -> Num:
     rate = rates.peak_flops_per_s * rates.matmul_scale * gemm_efficiency(m, n, k, eff)
     if rates.calibration is not None:
         rate = _pick(_measured(rates.calibration.gemm_flops_per_s, (m, n, k), rates.dtype), rate)
-    t_compute = flops / rate
+    if isinstance(flops, np.ndarray) or isinstance(rate, np.ndarray):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t_compute = np.where(flops > 0, flops / rate, 0.0)
+    else:   # an empty GEMM (e.g. a vocabulary smaller than tp leaves a rank no columns) costs no compute
+        t_compute = flops / rate if flops > 0 else 0.0
     t_memory = 2.0 * (m * k + k * n + m * n) / rates.mem_bw_bytes_per_s
     t = np.maximum(t_compute, t_memory) if isinstance(t_compute, np.ndarray) else max(t_compute, t_memory)
     return count * (t + eff.kernel_overhead_s)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..calibration.constants import efficiency_with_constants
+from ..catalog import check_dtype
 from ..specs import ClusterSpec, ModelSpec, TrainingSpec
 from ..specs.stack import StackMemorySpec, StackSpec
 from ..stacks import get_stack, stack_efficiency
@@ -121,6 +122,7 @@ def build_context(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec
         efficiency = replace(efficiency, optimizer_param_s=measured_opt)
     efficiency = efficiency_with_constants(efficiency, calibration)  # fitted constants
     gpu = cluster.gpu
+    check_dtype(gpu, training.dtype)
     peak = gpu.peak_flops(training.dtype)
     kernel = stack.kernels.attention_kernel
     fp8 = training.dtype == "fp8"

@@ -16,44 +16,52 @@ Edge = tuple[str, str]
 
 
 class LinkNames:
-    """Naming methods of `RouteTable` (they read its sizes, `hub`, `rails`, `mesh`, `_switch_of`
-    and `routes`; the table's constructor sets `_node_names`, `_link_ends` and `_names`)."""
+    """Naming methods of `RouteTable` (they read its sizes, `hub`, `rails`, `mesh`, `_switch_of`,
+    `_base_list` and `routes`; the table's constructor sets `_names`). Names are computed from link
+    and node numbers for the links asked about only: a 2^20-GPU table names no link up front."""
 
-    @property
-    def node_names(self) -> list[str]:
-        """Names of the nodes links join, numbered: GPUs (S*G), server hubs (S), NICs (S*N), network
-        switches (W), the spine."""
-        if self._node_names is None:
-            s, g, n = self.num_servers, self.gpus_per_node, self.nics_per_node
-            self._node_names = ([f"n{i}/gpu{j}" for i in range(s) for j in range(g)]
-                                + [f"n{i}/{self.hub}" for i in range(s)]
-                                + [f"n{i}/nic{k}" for i in range(s) for k in range(n)]
-                                + [f"rail{w}" if self.rails else f"leaf{w}" for w in range(self.num_switches)]
-                                + ["spine"])
-        return self._node_names
+    def node_name(self, node: int) -> str:
+        """Name of node number `node`: GPUs (S*G), server hubs (S), NICs (S*N), network switches (W),
+        the spine, numbered in that order."""
+        s, g, n, w = self.num_servers, self.gpus_per_node, self.nics_per_node, self.num_switches
+        if node < s * g:
+            return f"n{node // g}/gpu{node % g}"
+        node -= s * g
+        if node < s:
+            return f"n{node}/{self.hub}"
+        node -= s
+        if node < s * n:
+            return f"n{node // n}/nic{node % n}"
+        node -= s * n
+        if node < w:
+            return f"rail{node}" if self.rails else f"leaf{node}"
+        return "spine"
 
-    def _ends(self) -> tuple[np.ndarray, np.ndarray]:
-        """Node numbers (see `node_names`) of every link's two ends, (from, to), indexed by link id."""
-        if self._link_ends is None:
-            s, g, n, w = self.num_servers, self.gpus_per_node, self.nics_per_node, self.num_switches
-            gpu = np.arange(s * g)
-            hub_of_gpu = s * g + gpu // g
-            nic = np.arange(s * n)
-            nic_node = s * g + s + nic
-            nic_of_gpu = s * g + s + (gpu // g) * n + (gpu % g) * n // g
-            switch = s * g + s + s * n + self._switch_of(nic // n, nic % n)
-            net = s * g + s + s * n + np.arange(w)
-            spine = np.full(w, s * g + s + s * n + w)
-            pairs = [(gpu, hub_of_gpu), (gpu, nic_of_gpu), (nic_node, s * g + nic // n), (nic_node, switch),
-                     (net, spine)]
-            src = [a for x, y in pairs for a in (x, y)]  # even blocks run x -> y, odd ones y -> x
-            dst = [b for x, y in pairs for b in (y, x)]
-            if self.mesh is not None:  # GPU -> GPU, id s*G*G + i*G + j
-                pair = np.arange(s * g * g)
-                src.append(pair // (g * g) * g + pair // g % g)
-                dst.append(pair // (g * g) * g + pair % g)
-            self._link_ends = np.concatenate(src), np.concatenate(dst)
-        return self._link_ends
+    def _ends_of(self, links: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Node numbers (see `node_name`) of the two ends (from, to) of every link id in `links`."""
+        s, g, n, w = self.num_servers, self.gpus_per_node, self.nics_per_node, self.num_switches
+        links = np.asarray(links, dtype=np.int64)
+        base = np.asarray(self._base_list, dtype=np.int64)
+        block = np.searchsorted(base, links, side="right") - 1
+        i = links - base[block]
+        hub0, nic0, sw0 = s * g, s * g + s, s * g + s + s * n
+        nic_node = nic0 + i
+        pairs = [  # (x, y) of block pair 2k (x -> y) and 2k+1 (y -> x), given i within the block
+            (i, hub0 + i // g),                                       # GPU - hub
+            (i, nic0 + (i // g) * n + (i % g) * n // g),              # GPU - its NIC
+            (nic_node, hub0 + i // n),                                # NIC - hub
+            (nic_node, sw0 + self._switch_of(i // n, i % n)),         # NIC - network switch
+            (sw0 + i, np.full_like(i, sw0 + w)),                      # switch - spine
+        ]
+        src, dst = np.empty_like(links), np.empty_like(links)
+        for k, (x, y) in enumerate(pairs):
+            for b, (a_, b_) in ((2 * k, (x, y)), (2 * k + 1, (y, x))):
+                sel = block == b
+                src[sel], dst[sel] = np.broadcast_to(a_, i.shape)[sel], np.broadcast_to(b_, i.shape)[sel]
+        sel = block == 10   # GPU -> GPU of a cube-mesh server: i = server*G*G + local_a*G + local_b
+        src[sel] = (i // (g * g) * g + i // g % g)[sel]
+        dst[sel] = (i // (g * g) * g + i % g)[sel]
+        return src, dst
 
     def link_name(self, link: int) -> Edge:
         """The (from, to) node names of directed link id `link`."""
@@ -66,11 +74,10 @@ class LinkNames:
         names = self._names
         missing = set(ids).difference(names)
         if missing:
-            new = list(missing)
-            a, b = self._ends()
-            nodes = self.node_names
-            names.update(zip(new, zip(map(nodes.__getitem__, a[new].tolist()),
-                                      map(nodes.__getitem__, b[new].tolist()), strict=True), strict=True))
+            new = sorted(missing)
+            a, b = self._ends_of(np.array(new, dtype=np.int64))
+            node = self.node_name
+            names.update(zip(new, zip(map(node, a.tolist()), map(node, b.tolist()), strict=True), strict=True))
         return names
 
     def route_edges(self, src: np.ndarray, dst: np.ndarray) -> tuple[Edge, ...]:

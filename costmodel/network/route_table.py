@@ -14,6 +14,7 @@ graph walk prices them."""
 
 from __future__ import annotations
 
+import bisect
 from typing import Any
 
 import numpy as np
@@ -49,39 +50,39 @@ class RouteTable(LinkNames):
         """Local GPU->GPU link numbers (i*G + j) of each pair's route, -1 padded: shape (G, G, hops)."""
         self.rails = c.network == "rail-optimized"
         self.nodes_per_leaf = nodes_per_leaf
+        self._nic_bw, self._over = c.inter_node_link.bw_bytes_per_s, c.oversubscription
         if self.rails:
             self.num_switches = n
             self.has_spine = n > 1
-            up_bw = np.full(n, s * c.inter_node_link.bw_bytes_per_s / c.oversubscription)
         else:
             leaves = (s + nodes_per_leaf - 1) // nodes_per_leaf
             self.num_switches = leaves
             self.has_spine = leaves > 1
-            members = np.minimum(nodes_per_leaf, s - np.arange(leaves) * nodes_per_leaf)
-            up_bw = members * n * c.inter_node_link.bw_bytes_per_s / c.oversubscription
         sg, sn, w = s * g, s * n, self.num_switches
         sizes = [sg, sg, sg, sg, sn, sn, sn, sn, w, w, sg * g if self.mesh is not None else 0]
         self._base = np.concatenate([[0], np.cumsum(sizes)])
         self._base_list: list[int] = self._base.tolist()
         intra, nic = c.intra_node_link, c.inter_node_link
         self.kind_names = [intra.name, "pcie", nic.name, "uplink"]
-        # (bw_bytes_per_s, latency_s, kind code) of every block; 8-9 (uplinks) carry up_bw per switch;
-        # cube-mesh: a GPU's NVLink bandwidth is split over its direct peers (costmodel.network.presets)
+        # (bw_bytes_per_s, latency_s, kind code) of every block; 8-9 (uplinks) carry `up_bw_bytes_per_s`
+        # of their switch; cube-mesh: a GPU's NVLink bandwidth is split over its direct peers
+        # (costmodel.network.presets). Blocks are uniform, so no per-link array is stored.
         peers = 1 if self.mesh is None else int(((self.mesh[0] >= 0).sum(axis=1) == 1).sum())
         self.block_spec = [(intra.bw_bytes_per_s, intra.latency_s / 2, 0)] * 2 \
             + [(nic.bw_bytes_per_s, 0.0, 1)] * 4 + [(nic.bw_bytes_per_s, nic.latency_s / 2, 2)] * 2 \
             + [(float("nan"), 0.0, 3)] * 2 + [(intra.bw_bytes_per_s / peers, intra.latency_s, 0)]
-        self.up_bw = up_bw.astype(float)
-        spec = self.block_spec
-        bw = [up_bw if k in (8, 9) else np.full(sz, b) for k, (sz, (b, _, _)) in enumerate(zip(sizes, spec, strict=True))]
-        lat = [np.full(sz, la) for sz, (_, la, _) in zip(sizes, spec, strict=True)]
-        kind = [np.full(sz, k) for sz, (_, _, k) in zip(sizes, spec, strict=True)]
-        self.bw = np.concatenate(bw).astype(float)
-        self.lat = np.concatenate(lat).astype(float)
-        self.kind = np.concatenate(kind).astype(np.int64)
-        self._node_names: list[str] | None = None
         self._names: dict[int, Edge] = {}
-        self._link_ends: tuple[np.ndarray, np.ndarray] | None = None
+
+    def up_bw_bytes_per_s(self, switch: Any) -> Any:
+        """Spine uplink bandwidth of network switch `switch` (an int or an array): a rail carries one
+        NIC of every server, a leaf `nodes_per_leaf` servers' NICs (fewer on the last leaf), divided
+        by the oversubscription."""
+        if self.rails:
+            members = self.num_servers * np.ones_like(np.asarray(switch, dtype=float))
+        else:
+            first = np.asarray(switch, dtype=np.int64) * self.nodes_per_leaf
+            members = np.minimum(self.nodes_per_leaf, self.num_servers - first) * self.nics_per_node
+        return members * self._nic_bw / self._over
 
     @classmethod
     def for_cluster(cls, cluster: Any, *, nodes_per_leaf: int, mesh_routes: Any = None) -> RouteTable | None:
@@ -243,7 +244,7 @@ class RouteTable(LinkNames):
             most = max(most, top)
             if b == 8 or b == 9:
                 hit = np.flatnonzero(load)
-                bw = min(bw, float(np.min(self.up_bw[hit] / load[hit])))
+                bw = min(bw, float(np.min(self.up_bw_bytes_per_s(hit) / load[hit])))
                 kinds.add(self.kind_names[3])
             else:
                 bw = min(bw, self.block_spec[b][0] / top)
@@ -252,7 +253,11 @@ class RouteTable(LinkNames):
 
     def link_attrs(self, link: int) -> tuple[float, float, str]:
         """(bw_bytes_per_s, latency_s, kind) of directed link id `link`."""
-        return float(self.bw[link]), float(self.lat[link]), self.kind_names[int(self.kind[link])]
+        block = bisect.bisect_right(self._base_list, link) - 1
+        bw, lat, kind = self.block_spec[block]
+        if block in (8, 9):
+            bw = float(self.up_bw_bytes_per_s(link - self._base_list[block]))
+        return float(bw), float(lat), self.kind_names[kind]
 
 
 def _mesh_table(mesh_routes: Any, g: int) -> np.ndarray:

@@ -10,25 +10,30 @@ their routes are closed-form (`costmodel.network.route_table`), with the same fi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
 import networkx as nx
 import numpy as np
-import yaml
 
 from ..specs import ClusterSpec
+from ..specs._base import read_yaml, shown_path
+from ..specs.limits import shown
 from .graphs import ordered_subgraph as _ordered_subgraph
 from .graphs import routing_weight as _weight
 from .graphs import server_signatures as _signatures
 from .presets import preset_graph
 from .route_table import RouteTable
 from .topology_check import validate_topology
+from .topology_names import PresetGpus, PresetServers, ServerOf
 from .units import parse_bandwidth, parse_latency
 
-__all__ = ["Topology", "build_topology", "load_topology", "validate_topology"]
+__all__ = ["Topology", "build_topology", "load_topology", "validate_topology", "MAX_FILE_NODES"]
+
+MAX_FILE_NODES = 1 << 16
+"""Nodes (GPUs, switches, NICs) a topology file may hold: its routes are walked on the graph."""
 
 Edge = tuple[str, str]
 
@@ -53,8 +58,8 @@ class Topology:
         self._index_graph(graph, uniform=False)
 
     @classmethod
-    def _lazy(cls, make_graph: Callable[[], nx.Graph], *, name: str, gpus: tuple[str, ...],
-              servers: tuple[str, ...], gpu_server: np.ndarray, route_table: RouteTable | None) -> Topology:
+    def _lazy(cls, make_graph: Callable[[], nx.Graph], *, name: str, gpus: Sequence[str],
+              servers: Sequence[str], gpu_server: Any, route_table: RouteTable | None) -> Topology:
         """A preset topology whose graph `make_graph()` builds on first use (identical servers)."""
         topo = cls.__new__(cls)
         topo._setup(name, gpus, servers, gpu_server)
@@ -62,12 +67,13 @@ class Topology:
         topo.route_table = route_table
         return topo
 
-    def _setup(self, name: str, gpus: tuple[str, ...], servers: tuple[str, ...], gpu_server: np.ndarray) -> None:
+    def _setup(self, name: str, gpus: Sequence[str], servers: Sequence[str], gpu_server: Any) -> None:
         self.name = name
-        self.gpus: tuple[str, ...] = gpus
-        self.servers: tuple[str, ...] = servers
+        self.gpus: Sequence[str] = gpus
+        """GPU node names by GPU number (a preset's are computed on demand, `topology_names`)."""
+        self.servers: Sequence[str] = servers
         self.gpu_server = gpu_server
-        """Server number of each GPU (index into `servers`)."""
+        """Server number of each GPU (index into `servers`): an array, or a preset's `ServerOf`."""
         self._routes: dict[tuple[int, int], tuple[Edge, ...]] = {}
         self.link_attrs: dict[Edge, tuple[float, float, str]] = {}
         """(bw_bytes_per_s, latency_s, kind) of every directed link a computed route uses."""
@@ -194,9 +200,10 @@ class Topology:
 def _build_cached(cluster_json: str, nodes_per_leaf: int) -> Topology:
     c = ClusterSpec.model_validate_json(cluster_json)
     gpn = c.gpus_per_node
-    servers = tuple(f"n{s}" for s in range(c.num_nodes))
-    gpus = tuple(f"{server}/gpu{j}" for server in servers for j in range(gpn))
-    gpu_server = np.repeat(np.arange(c.num_nodes, dtype=np.int64), gpn)
+    # names and server numbers computed on demand: no per-GPU object for GPUs no plan uses
+    servers = PresetServers(c.num_nodes)
+    gpus = PresetGpus(c.num_nodes, gpn)
+    gpu_server = ServerOf(c.num_gpus, gpn)
     table = RouteTable.for_cluster(c, nodes_per_leaf=nodes_per_leaf, mesh_routes=_mesh_routes(c))
     return Topology._lazy(partial(preset_graph, c, nodes_per_leaf=nodes_per_leaf), name=c.name, gpus=gpus,
                           servers=servers, gpu_server=gpu_server, route_table=table)
@@ -237,24 +244,25 @@ def load_topology(path: str | Path) -> Topology:
     GPUs are numbered in file order; a GPU may name its `nic` (default: the nearest NIC in its server).
     A missing path, a zero bandwidth or an unlinked GPU raises ValueError naming it."""
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"topology file {str(path)!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"topology file {str(path)!r} is neither YAML nor JSON: {exc}") from None
-    where = f"topology file {str(path)!r}"
+    where = f"topology file {shown_path(path)}"
+    data = read_yaml(path, what="topology file")
     if not isinstance(data, dict) or not isinstance(data.get("nodes"), list) or not isinstance(data.get("links"), list):
         raise ValueError(f"{where}: needs a mapping with lists 'nodes' and 'links'")
+    if len(data["nodes"]) > MAX_FILE_NODES or len(data["links"]) > 4 * MAX_FILE_NODES:
+        raise ValueError(f"{where}: {len(data['nodes']):,} nodes and {len(data['links']):,} links; a topology file "
+                         f"holds at most {MAX_FILE_NODES:,} nodes (larger clusters: a preset with --nodes)")
     g = nx.Graph()
     index = 0
     for i, node in enumerate(data["nodes"]):
         if not isinstance(node, dict) or "id" not in node:
             raise ValueError(f"{where}: nodes[{i}] needs an 'id'")
         kind = node.get("kind", "switch")
-        if kind not in ("gpu", "switch", "nic"):
-            raise ValueError(f"{where}: node {node['id']!r} has kind {kind!r}; use gpu, switch or nic")
-        attrs: dict[str, Any] = {"kind": kind, "server": node.get("server")}
+        if not isinstance(kind, str) or kind not in ("gpu", "switch", "nic"):
+            raise ValueError(f"{where}: node {shown(node['id'])} has kind {shown(kind)}; use gpu, switch or nic")
+        server = node.get("server")
+        if server is not None and not isinstance(server, (str, int)):
+            raise ValueError(f"{where}: node {shown(node['id'])} has server {shown(server)}; give a server name")
+        attrs: dict[str, Any] = {"kind": kind, "server": None if server is None else str(server)}
         if kind == "gpu":
             if attrs["server"] is None:
                 raise ValueError(f"{where}: GPU {node['id']!r} needs a 'server'")
@@ -280,10 +288,14 @@ def load_topology(path: str | Path) -> Topology:
 
 def _assign_nics(g: nx.Graph) -> None:
     """Give each GPU without an explicit `nic` the nearest NIC of its server (if the server has one)."""
+    members: dict[Any, list[str]] = {}
+    for n, e in g.nodes(data=True):
+        if e.get("server") is not None:
+            members.setdefault(e["server"], []).append(n)
     for gpu, d in g.nodes(data=True):
         if d["kind"] != "gpu" or d.get("nic"):
             continue
-        server_nodes = [n for n, e in g.nodes(data=True) if e.get("server") == d["server"]]
+        server_nodes = members.get(d["server"], [])
         sub = g.subgraph(server_nodes)
         nics = [n for n in server_nodes if g.nodes[n]["kind"] == "nic"]
         if not nics:

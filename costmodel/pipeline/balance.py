@@ -8,7 +8,8 @@ layers off the first and last stages for the same reason):
     best[s][j] = min_{i<j} max(best[s-1][i], cost(i, j) + extra_s)
 
 where cost(i, j) is the cost of blocks i..j-1 and extra_s the embedding (first stage) or head+loss
-(last stage) cost. Each DP row is one vectorized numpy min-max over an L x L matrix.
+(last stage) cost. Each DP row is found in O(L log L) by bisection where the previous row is
+non-decreasing, else by a vectorized numpy min-max over an L x L matrix (the same rows, bit for bit).
 
 It lives in the cost model because both `costmodel.estimate` (which balances a plan whose stages do not
 divide the layers, `costmodel.step.split`) and the planner (`planner.balance` re-exports it) use it."""
@@ -60,27 +61,28 @@ def balance_layers(layer_costs: Sequence[float] | np.ndarray, num_stages: int, *
 
 
 @lru_cache(maxsize=4096)
-def _balance(costs: tuple[float, ...], stages: int, first: float, last: float, min_layers: int) -> tuple[int, ...]:
+def _balance(costs: tuple[float, ...], stages: int, first: float, last: float, min_layers: int, *,
+             dp_only: bool = False) -> tuple[int, ...]:
+    """The DP, one stage count at a time. A stage's row is found by `_stage_fast` (O(L log L): the
+    previous row is non-decreasing in the blocks it covers and a segment's cost non-increasing in
+    its start, so each cell's best split sits at their crossing) wherever the previous row is
+    non-decreasing, else by `_stage_dp` (the plain O(L^2) min over all starts); both give the same
+    row and the same choices, bit for bit (tests/test_planner_balance.py). `dp_only` forces the DP."""
     n = len(costs)
     prefix = np.concatenate([[0.0], np.cumsum(costs)])
-    seg = prefix[None, :] - prefix[:, None]  # seg[i, j] = cost of blocks i..j-1 (j >= i)
     idx = np.arange(n + 1)
-    gap = idx[None, :] - idx[:, None]
-    valid = gap >= max(min_layers, 0)
-    inf = np.inf
     # best[j]: min over splits of blocks 0..j-1 into s stages of the max stage cost
-    best = np.where(idx >= min_layers, prefix + first, inf)
+    best = np.where(idx >= min_layers, prefix + first, np.inf)
     choice = [np.zeros(n + 1, dtype=np.int64)]
     for s in range(1, stages):
         extra = last if s == stages - 1 else 0.0
-        cand = np.maximum(best[:, None], seg + extra)
-        cand = np.where(valid, cand, inf)
-        # prefer the largest i among ties (earlier stages take more blocks, the last stage fewer)
-        flipped = cand[::-1, :]
-        arg = n - np.argmin(flipped, axis=0)
-        new = cand[arg, idx]
+        lo = s * min_layers   # best[i] is finite from here on
+        window = best[lo:]
+        if not dp_only and bool(np.all(window[1:] >= window[:-1])):
+            arg, best = _stage_fast(best, prefix, extra, lo=lo, gap=min_layers)
+        else:
+            arg, best = _stage_dp(best, prefix, extra, gap=min_layers)
         choice.append(arg)
-        best = new
     if stages == 1:
         return (n,)
     # walk back from j = n
@@ -92,6 +94,53 @@ def _balance(costs: tuple[float, ...], stages: int, first: float, last: float, m
         j = i
     split.append(j)
     return tuple(reversed(split))
+
+
+def _stage_dp(best: np.ndarray, prefix: np.ndarray, extra: float, *, gap: int) -> tuple[np.ndarray, np.ndarray]:
+    """(choice, new row): new[j] = min over i <= j - gap of max(best[i], cost(i, j) + extra), the
+    largest such i among ties (earlier stages take more blocks, the last stage fewer)."""
+    n = prefix.size - 1
+    idx = np.arange(n + 1)
+    seg = prefix[None, :] - prefix[:, None]  # seg[i, j] = cost of blocks i..j-1 (j >= i)
+    cand = np.maximum(best[:, None], seg + extra)
+    cand = np.where(idx[None, :] - idx[:, None] >= max(gap, 0), cand, np.inf)
+    arg = n - np.argmin(cand[::-1, :], axis=0)
+    return arg, cand[arg, idx]
+
+
+def _stage_fast(best: np.ndarray, prefix: np.ndarray, extra: float, *, lo: int, gap: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """`_stage_dp`'s result when best[lo:] is non-decreasing (finite from `lo`): for each j, over
+    the starts i in [lo, j - gap], max(best[i], cost(i, j) + extra) falls then rises; the crossing
+    c = first i with best[i] >= cost(i, j) + extra is found by a bisection run for every j at once,
+    the minimum is at c - 1 or c, and the largest i attaining it is c - 1, or the last i >= c whose
+    best[i] equals it. The same float expressions as `_stage_dp`, so the same values and ties."""
+    n = prefix.size - 1
+    j = np.arange(n + 1)
+    hi = j - gap
+    left, right = np.full(n + 1, lo), np.maximum(hi + 1, lo)   # search [left, right)
+    pj = prefix[j]
+    while True:
+        live = left < right
+        if not live.any():
+            break
+        mid = np.where(live, (left + right) // 2, lo)
+        cond = best[mid] >= (pj - prefix[mid]) + extra
+        right = np.where(live & cond, mid, right)
+        left = np.where(live & ~cond, mid + 1, left)
+    c = left
+    inf = np.inf
+    has_left = (c - 1 >= lo) & (c - 1 <= hi)
+    has_right = c <= hi
+    cl, cr = np.clip(c - 1, 0, n), np.clip(c, 0, n)
+    val_left = np.where(has_left, np.maximum(best[cl], (pj - prefix[cl]) + extra), inf)
+    val_right = np.where(has_right, np.maximum(best[cr], (pj - prefix[cr]) + extra), inf)
+    new = np.minimum(val_left, val_right)
+    # largest start attaining the minimum: right of the crossing the value is best[i] (non-decreasing)
+    last_equal = lo + np.searchsorted(best[lo:], new, side="right") - 1
+    arg = np.where(has_right & (val_right == new), np.minimum(last_equal, hi), c - 1)
+    arg = np.where(np.isinf(new), n, arg)   # no valid start: what the plain DP's argmin gives
+    return arg.astype(np.int64), new
 
 
 def layer_weights(model: ModelSpec, training: TrainingSpec, plan: ParallelPlan) -> tuple[np.ndarray, float, float]:

@@ -7,7 +7,23 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from ._base import Spec
+from .limits import (
+    MAX_EXPERTS,
+    MAX_HEADS,
+    MAX_LAYERS,
+    MAX_SEQ_LEN,
+    MAX_VOCAB,
+    MAX_WIDTH,
+    Flag,
+    Number,
+    number_in,
+    whole_up_to,
+)
 from .moe import moe_layer_flags, moe_problems
+
+Blocks = whole_up_to(MAX_LAYERS, "Transformer blocks")
+Width = whole_up_to(MAX_WIDTH, "channels")
+Experts = whole_up_to(MAX_EXPERTS, "experts")
 
 __all__ = ["ModelSpec", "Arch", "Activation"]
 
@@ -21,32 +37,32 @@ class ModelSpec(Spec):
 
     name: str = "custom"
     arch: Arch = "decoder"
-    num_layers: int = Field(gt=0)
-    num_decoder_layers: int | None = Field(default=None, ge=0)
-    hidden_size: int = Field(gt=0)
-    num_heads: int = Field(gt=0)
-    num_kv_heads: int | None = Field(default=None, gt=0, description="GQA/MQA key-value heads; None = num_heads")
-    head_dim: int | None = Field(default=None, gt=0, description="None = hidden_size // num_heads")
-    ffn_hidden_size: int | None = Field(default=None, gt=0, description="None = 4 * hidden_size")
+    num_layers: Blocks = Field(gt=0)
+    num_decoder_layers: Blocks | None = Field(default=None, ge=0)
+    hidden_size: Width = Field(gt=0)
+    num_heads: whole_up_to(MAX_HEADS, "attention heads") = Field(gt=0)
+    num_kv_heads: whole_up_to(MAX_HEADS, "attention heads") | None = Field(default=None, gt=0, description="GQA/MQA key-value heads; None = num_heads")
+    head_dim: Width | None = Field(default=None, gt=0, description="None = hidden_size // num_heads")
+    ffn_hidden_size: Width | None = Field(default=None, gt=0, description="None = 4 * hidden_size")
     activation: Activation = "gelu"
-    vocab_size: int = Field(gt=0)
-    max_seq_len: int = Field(gt=0)
+    vocab_size: whole_up_to(MAX_VOCAB, "vocabulary entries") = Field(gt=0)
+    max_seq_len: whole_up_to(MAX_SEQ_LEN, "tokens per sequence") = Field(gt=0)
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     position: Literal["learned", "rope", "relative"] = "learned"
-    tie_embeddings: bool = True
-    bias: bool = True
-    published_params: float | None = Field(default=None, gt=0, description="parameter count as published")
+    tie_embeddings: Flag = True
+    bias: Flag = True
+    published_params: Number | None = Field(default=None, gt=0, description="parameter count as published")
     # mixture of experts (costmodel.specs.moe): None / 0 = a dense model
-    num_experts: int | None = Field(default=None, ge=0, description="routed experts per MoE layer")
-    experts_per_token: int | None = Field(default=None, gt=0, description="top-k: experts each token goes to")
-    num_shared_experts: int = Field(default=0, ge=0, description="experts every token passes (DeepSeekMoE)")
-    expert_ffn_hidden_size: int | None = Field(default=None, gt=0, description="one expert's MLP width; "
-                                               "None = ffn_hidden_size")
-    capacity_factor: float | None = Field(default=None, gt=0, description="tokens an expert takes, x its "
-                                          "fair share; None = dropless")
-    moe_layer_freq: int = Field(default=1, gt=0, description="every n-th layer is an MoE layer")
-    first_dense_layers: int = Field(default=0, ge=0, description="leading layers that stay dense (DeepSeek)")
-    router_aux_loss_coef: float = Field(default=0.0, ge=0, description="weight of the load-balancing loss")
+    num_experts: Experts | None = Field(default=None, ge=0, description="routed experts per MoE layer")
+    experts_per_token: Experts | None = Field(default=None, gt=0, description="top-k: experts each token goes to")
+    num_shared_experts: Experts = Field(default=0, ge=0, description="experts every token passes (DeepSeekMoE)")
+    expert_ffn_hidden_size: Width | None = Field(default=None, gt=0, description="one expert's MLP width; "
+                                                 "None = ffn_hidden_size")
+    capacity_factor: number_in("imbalance") | None = Field(default=None, gt=0, description="tokens an expert takes, x its "
+                                           "fair share; None = dropless")
+    moe_layer_freq: Blocks = Field(default=1, gt=0, description="every n-th layer is an MoE layer")
+    first_dense_layers: Blocks = Field(default=0, ge=0, description="leading layers that stay dense (DeepSeek)")
+    router_aux_loss_coef: Number = Field(default=0.0, ge=0, description="weight of the load-balancing loss")
     source: str | None = None
 
     @model_validator(mode="after")
@@ -60,6 +76,9 @@ class ModelSpec(Spec):
             raise ValueError(
                 f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.kv_heads}"
             )
+        if self.total_layers > MAX_LAYERS:
+            raise ValueError(f"num_layers + num_decoder_layers = {self.total_layers:,} exceeds the {MAX_LAYERS:,} "
+                             "Transformer blocks paraplan models (docs/LIMITS.md)")
         if self.arch == "encoder-decoder" and not self.num_decoder_layers:
             raise ValueError("num_decoder_layers must be set (> 0) for arch='encoder-decoder'")
         if self.arch != "encoder-decoder" and self.num_decoder_layers:

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from ..atomic import write_text_atomic
-from ._base import Spec, read_json, validate_spec
+from ._base import Spec, read_json, shown_path, validate_spec
+from .limits import MAX_GLOBAL_BATCH, MAX_GPUS, MAX_LAYERS, Flag, _whole, whole_up_to
 
 __all__ = ["ParallelPlan", "Schedule", "Recompute", "CpAttention", "AXES", "save_plan", "load_plan"]
 
@@ -22,27 +23,30 @@ CpAttention = Literal["auto", "all-gather", "ring"]
 AXES = ("tp", "cp", "dp", "pp")
 """Mesh axes; `placement` orders them innermost (fastest-varying rank) first."""
 
+Degree = whole_up_to(MAX_GPUS, "GPUs")
+Blocks = whole_up_to(MAX_LAYERS, "Transformer blocks")
+
 
 class ParallelPlan(Spec):
     """Degrees and knobs of one way to train a model. Rules that need the model or cluster live in
     `costmodel.check_plan`; this class checks what the plan alone can."""
 
-    dp: int = Field(default=1, gt=0, description="data-parallel degree")
-    tp: int = Field(default=1, gt=0, description="tensor-parallel degree")
-    pp: int = Field(default=1, gt=0, description="pipeline-parallel degree (stages)")
-    cp: int = Field(default=1, gt=0, description="context-parallel degree (sequence sharded over cp ranks)")
+    dp: Degree = Field(default=1, gt=0, description="data-parallel degree")
+    tp: Degree = Field(default=1, gt=0, description="tensor-parallel degree")
+    pp: Degree = Field(default=1, gt=0, description="pipeline-parallel degree (stages)")
+    cp: Degree = Field(default=1, gt=0, description="context-parallel degree (sequence sharded over cp ranks)")
     cp_attention: CpAttention = Field(
         default="auto", description="CP attention: 'all-gather' of K/V (any device), 'ring' (CUDA), 'auto' by device"
     )
-    ep: int = Field(default=1, gt=0, description="expert-parallel degree: the data- and context-parallel "
-                    "ranks split into groups of ep that share out the experts (ep divides dp*cp)")
-    micro_batch_size: int = Field(default=1, gt=0, description="sequences per micro-batch")
-    virtual_stages: int = Field(default=1, gt=0, description="model chunks per pipeline rank (interleaving)")
+    ep: Degree = Field(default=1, gt=0, description="expert-parallel degree: the data- and context-parallel "
+                       "ranks split into groups of ep that share out the experts (ep divides dp*cp)")
+    micro_batch_size: whole_up_to(MAX_GLOBAL_BATCH, "sequences per step") = Field(default=1, gt=0, description="sequences per micro-batch")
+    virtual_stages: Blocks = Field(default=1, gt=0, description="model chunks per pipeline rank (interleaving)")
     schedule: Schedule = "1f1b"
-    zero_stage: Literal[0, 1, 2, 3] = Field(default=0, description="0 = DDP, 1/2 = sharded optimizer(+grads), 3 = FSDP")
+    zero_stage: Annotated[Literal[0, 1, 2, 3], BeforeValidator(_whole)] = Field(default=0, description="0 = DDP, 1/2 = sharded optimizer(+grads), 3 = FSDP")
     recompute: Recompute = "none"
-    sequence_parallel: bool = False
-    layers_per_stage: tuple[int, ...] | None = Field(
+    sequence_parallel: Flag = False
+    layers_per_stage: tuple[Blocks, ...] | None = Field(
         default=None, description="transformer blocks per (virtual) stage, pp*virtual_stages entries"
     )
     placement: tuple[Literal["tp", "cp", "dp", "pp"], ...] = Field(
@@ -51,6 +55,9 @@ class ParallelPlan(Spec):
 
     @model_validator(mode="after")
     def _check(self) -> ParallelPlan:
+        if self.world_size > MAX_GPUS:
+            raise ValueError(f"dp*tp*pp*cp={self.dp}*{self.tp}*{self.pp}*{self.cp}={self.world_size:,} GPUs exceeds "
+                             f"the {MAX_GPUS:,} GPUs paraplan models (docs/LIMITS.md)")
         if (self.dp * self.cp) % self.ep:
             raise ValueError(f"ep: ep={self.ep} does not divide dp*cp={self.dp}*{self.cp}; expert-parallel groups "
                              "are carved out of the data- and context-parallel ranks, so use an ep that divides "
@@ -135,4 +142,4 @@ def load_plan(path: str | os.PathLike[str]) -> ParallelPlan:
     data = read_json(path, what="plan file")
     if isinstance(data, dict) and "plan" in data and isinstance(data["plan"], dict):
         data = data["plan"]  # accept a StepEstimate/search-result record that embeds a plan
-    return validate_spec(ParallelPlan, data, where=f"plan file {str(path)!r}")
+    return validate_spec(ParallelPlan, data, where=f"plan file {shown_path(path)}")

@@ -18,7 +18,7 @@ from ..layer.compute import DEFAULT_EFFICIENCY, EfficiencyModel
 from ..layer.flops import RECOMPUTE_CODES, step_flops
 from ..layer.memory import SCHEDULE_CODES
 from ..network.comm_grouped import GroupedComm
-from ..specs import MEMORY_SAFETY_MARGIN, ClusterSpec, ModelSpec, ParallelPlan, TrainingSpec
+from ..specs import AXES, MEMORY_SAFETY_MARGIN, ClusterSpec, ModelSpec, ParallelPlan, TrainingSpec
 from .costs import Knobs, step_costs
 from .estimate import comm_model, resolve_calibration, step_context
 
@@ -61,6 +61,13 @@ def plan_columns(plans: Any) -> dict[str, np.ndarray]:
     """Plans (DataFrame, dict of arrays, or a list of ParallelPlan) as int64 columns: dp, tp, pp, cp, ep,
     micro_batch_size, virtual_stages, schedule (code), zero_stage, recompute (code), sequence_parallel."""
     if isinstance(plans, (list, tuple)) and plans and isinstance(plans[0], ParallelPlan):
+        for i, p in enumerate(plans):
+            if not isinstance(p, ParallelPlan):
+                raise ValueError(f"plans[{i}]: expected a ParallelPlan, got {type(p).__name__}")
+            if p.layers_per_stage is not None or p.placement != AXES or p.cp_attention != "auto":
+                raise ValueError(f"plans[{i}]: estimate_batch prices even stage splits in the default placement "
+                                 "with the device's CP attention; use estimate() for a plan with layers_per_stage, "
+                                 "another placement or cp_attention")
         plans = {f: np.array([getattr(p, f) for p in plans]) for f in _DEFAULTS}
     if hasattr(plans, "to_dict") and hasattr(plans, "columns"):
         plans = {c: plans[c].to_numpy() for c in plans.columns}
@@ -135,8 +142,8 @@ def estimate_batch(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpe
         bounds = np.flatnonzero(np.diff(pp_valid[order])) + 1
         for rows in np.split(idx_valid[order], bounds):
             pp = int(c["pp"][rows[0]])
-            key = ((c["dp"][rows] * 65536 + c["tp"][rows]) * 65536 + c["cp"][rows]) * 65536 + c["ep"][rows]
-            uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+            key = np.stack([c["dp"][rows], c["tp"][rows], c["cp"][rows], c["ep"][rows]], axis=1)   # up to 2^20 each
+            uniq, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
             comms = [comm_model(cluster, ParallelPlan.model_construct(
                 dp=int(c["dp"][rows[j]]), tp=int(c["tp"][rows[j]]), pp=pp, cp=int(c["cp"][rows[j]]),
                 ep=int(c["ep"][rows[j]]), placement=placement), topology=topology, calibration=calibration) for j in first]

@@ -1,9 +1,10 @@
 """`estimate`: the predicted step time and memory of one plan (`StepEstimate`).
 
 Even stage splits use the closed-form pipeline of `costmodel.step.costs` (the same code `estimate_batch`
-runs on arrays); explicit `layers_per_stage` or `timeline=True` run the event simulation of
-`costmodel.pipeline.sim` on per-(virtual-)stage times built from the same block costs
-(`costmodel.step.simulate`; `prefetch_simulations` batches those simulations for many plans)."""
+runs on arrays); explicit `layers_per_stage` run the event simulation of `costmodel.pipeline.sim` on
+per-(virtual-)stage times built from the same block costs (`costmodel.step.simulate`;
+`prefetch_simulations` batches those simulations for many plans). `timeline=True` adds the simulated
+events and never changes a figure: an even split keeps its closed-form numbers."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from ..specs import (
     ParallelPlan,
     StepEstimate,
     TimeBreakdown,
+    TimelineEvent,
     TrainingSpec,
 )
 from .checks import check_plan
@@ -38,11 +40,11 @@ from .costs import (
     rank_state,
     step_costs,
 )
-from .simulate import cached_stage_times, prefetch, simulated_costs
+from .simulate import cached_stage_times, check_timeline, prefetch, simulated_costs
 from .split import needs_split, with_balanced_split
 
 __all__ = ["estimate", "knobs_from_plan", "step_context", "comm_model", "MemoComm", "prefetch_simulations",
-           "resolve_calibration"]
+           "resolve_calibration", "step_end_events"]
 
 _CTX: dict[tuple, tuple[tuple, StepContext]] = {}
 _COMM: dict[tuple, tuple[tuple, Any]] = {}
@@ -161,21 +163,45 @@ def estimate(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, pla
     if not 0 <= memory_margin < 1:
         raise ValueError(f"memory_margin={memory_margin}: give a share of the GPU's memory in [0, 1), e.g. 0.05")
     check_plan(model, cluster, training, plan, auto_split=True)
+    if timeline:   # refuse a trace too large to draw before pricing anything
+        check_timeline(plan.schedule, plan.pp, plan.virtual_stages, plan.num_micro_batches(training.global_batch_size))
     calibration = resolve_calibration(cluster, calibration)
     ctx = step_context(model, cluster, training, efficiency=efficiency, calibration=calibration)
     comm = comm_model(cluster, plan, topology=topology, calibration=calibration)
     k = knobs_from_plan(plan)
     if needs_split(model, plan):
         plan = with_balanced_split(ctx, k, comm, plan)
-    if plan.layers_per_stage is None and not timeline:
+    events: tuple = ()
+    if plan.layers_per_stage is None:
         out = step_costs(ctx, k, comm, memo=getattr(comm, "unit_memo", None))
         stage_mem = _closed_form_stage_memory(ctx, k, comm, out)
-        events: tuple = ()
+        if timeline:   # the simulated schedule draws the step; the figures stay the closed form's
+            st = cached_stage_times(ctx, k, comm, plan.schedule, plan.stage_layers(ctx.shape.num_layers))
+            events = simulated_costs(ctx, k, comm, st, timeline=True)[2]
     else:
         st = cached_stage_times(ctx, k, comm, plan.schedule, plan.stage_layers(ctx.shape.num_layers))
         out, state, events = simulated_costs(ctx, k, comm, st, timeline=timeline)
         stage_mem = _stage_memory(state, k.pp)
+    if timeline:
+        events = (*events, *step_end_events(events, out, pp=plan.pp))
     return _to_estimate(ctx, plan, out, stage_mem, events, profile_label(calibration), memory_margin)
+
+
+def step_end_events(pipeline: tuple[TimelineEvent, ...], out: dict[str, Any], *, pp: int) -> list[TimelineEvent]:
+    """What follows the pipeline on every rank: the exposed gradient reduction ('dp_comm': over the
+    dp x cp replicas, as `dp_comm_s` counts it) and the optimizer step (with the per-step overhead), as
+    `out`'s breakdown counts them on the critical path. They start where the pipeline's last op ends,
+    so the trace ends at `step_time_s` wherever the simulated and the closed-form pipeline agree
+    (uniform stages)."""
+    start = max((e.end_s for e in pipeline), default=0.0)
+    dp_s = float(out["dp_comm_s"])
+    opt_s = float(out["optimizer_s"])
+    events = []
+    for rank in range(pp):
+        if dp_s > 0:
+            events.append(TimelineEvent(stage=rank, kind="dp_comm", start_s=start, end_s=start + dp_s))
+        events.append(TimelineEvent(stage=rank, kind="optimizer", start_s=start + dp_s, end_s=start + dp_s + opt_s))
+    return events
 
 
 def _construct(cls: Any, **values: Any) -> Any:

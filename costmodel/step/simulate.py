@@ -5,7 +5,13 @@ over stages and ranks.
 The simulation is memoized on its inputs (plans that differ only in ZeRO stage share stage times),
 and `prefetch` runs the simulations of many plans at once, one numpy sweep per schedule shape, into
 that memo, so a planner can re-score candidates one by one at the batch's cost. Either way the
-numbers are the ones a single `simulate_pipeline` call gives."""
+numbers are the ones a single `simulate_pipeline` call gives.
+
+Time and memory stay bounded: a step of more than `MAX_SIM_OPS` ops (forward, backward and, under
+zero-bubble, weight-gradient ops of every micro-batch on every stage; ~200 bytes each) is not simulated
+op by op but priced by the closed form `pipeline_ranked.ranked_makespan_s` on the first rank, the
+slowest middle rank and the last rank (what even splits use), with in-flight activations from
+`memory.inflight_chunks`; a timeline is drawn for at most `MAX_TIMELINE_OPS` ops."""
 
 from __future__ import annotations
 
@@ -16,15 +22,39 @@ from typing import Any
 import numpy as np
 
 from ..layer.blocks import W_SHARE, tp_forward_share
+from ..layer.memory import SCHEDULE_CODES, inflight_chunks
+from ..pipeline.ranked import ranked_makespan_s
 from ..pipeline.sim import simulate_pipeline, simulate_pipelines
 from .costs import BlockCost, EndCost, Knobs, StepContext, block_costs, end_costs, p2p_time_s, rank_state
 from .memory import block_activations
 
-__all__ = ["StageTimes", "stage_times", "cached_stage_times", "simulated_costs", "prefetch"]
+__all__ = ["StageTimes", "stage_times", "cached_stage_times", "simulated_costs", "prefetch", "sim_ops",
+           "check_timeline", "MAX_SIM_OPS", "MAX_TIMELINE_OPS"]
 
 _SIMS: dict[tuple, tuple] = {}
 _STAGES: dict[tuple, tuple] = {}
 _MAX_SIMS = 4096
+MAX_SIM_OPS = 1 << 20
+"""Ops above which a step is priced in closed form instead of simulated (~300 MB, ~1.5 s on one core)."""
+MAX_TIMELINE_OPS = 1 << 16
+"""Ops a timeline may draw (~2 events each, ~1.2 kB per event in memory, ~150 B in the trace file)."""
+_SWEEP_VALUES = 1 << 23
+"""Op-times a batched sweep holds at once (ops x columns): bounds `prefetch`'s memory."""
+
+
+def sim_ops(schedule: str, pp: int, v: int, m: int) -> int:
+    """Ops the simulator runs for one step: a forward and a backward (zero-bubble: and a weight
+    gradient) per micro-batch and (virtual) stage."""
+    return (3 if schedule == "zero-bubble" else 2) * pp * v * m
+
+
+def check_timeline(schedule: str, pp: int, v: int, m: int) -> None:
+    """Raise ValueError naming the knobs when a timeline of this step would exceed `MAX_TIMELINE_OPS`."""
+    ops = sim_ops(schedule, pp, v, m)
+    if ops > MAX_TIMELINE_OPS:
+        raise ValueError(f"timeline: {m:,} micro-batches x {pp * v} stages are {ops:,} ops, more than the "
+                         f"{MAX_TIMELINE_OPS:,} a timeline draws; raise micro_batch_size or dp, or lower the "
+                         "global batch (the estimate without --timeline is not limited)")
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,6 +70,8 @@ class StageTimes:
     w: np.ndarray | None
     act: np.ndarray
     comp: np.ndarray
+    fwd_compute: np.ndarray
+    bwd_compute: np.ndarray
     tp: np.ndarray
     cp: np.ndarray
     ep: np.ndarray
@@ -92,8 +124,8 @@ def stage_times(ctx: StepContext, k: Knobs, comm: Any, schedule: str, layers: tu
                       f=as_f(fwd_c + (tp_s + cp_s + ep_s) * tp_fwd_share + sync_f, float),
                       b=as_f(bwd_c + (tp_s + cp_s + ep_s) * (1 - tp_fwd_share) + sync_b, float),
                       w=None if w is None else as_f(w, float), act=as_f(ne * enc_act + nd * dec_act, float),
-                      comp=as_f(fwd_c + bwd_c, float), tp=as_f(tp_s, float), cp=as_f(cp_s, float),
-                      ep=as_f(ep_s, float),
+                      comp=as_f(fwd_c + bwd_c, float), fwd_compute=as_f(fwd_c, float), bwd_compute=as_f(bwd_c, float),
+                      tp=as_f(tp_s, float), cp=as_f(cp_s, float), ep=as_f(ep_s, float),
                       sync=as_f(sync_f + sync_b, float), n_enc=ne, n_dec=nd, p2p_s=p2p,
                       units=(enc, dec, embed, head))
 
@@ -119,6 +151,12 @@ def _simulate(st: StageTimes, *, timeline: bool) -> tuple[float, tuple, tuple, f
     hit = _SIMS.get(key) if key is not None else None
     if hit is not None:
         return hit
+    if timeline:
+        check_timeline(st.schedule, st.pp, st.v, st.m)
+    elif sim_ops(st.schedule, st.pp, st.v, st.m) > MAX_SIM_OPS:
+        out = _closed_form(st)
+        _store(key, out)
+        return out
     res = simulate_pipeline(schedule=st.schedule, pp=st.pp, num_micro_batches=st.m, virtual_stages=st.v,
                             fwd_s=st.f, bwd_s=st.b, bwd_weight_s=st.w, p2p_s=st.p2p_s, act_bytes=st.act,
                             with_events=timeline, with_no_p2p=st.p2p_s > 0)
@@ -133,6 +171,25 @@ def _summary(res: Any, st: StageTimes) -> tuple:
     return (res.makespan_s, res.busy_s, res.peak_act_bytes, span0, res.events)
 
 
+def _closed_form(st: StageTimes) -> tuple:
+    """`_simulate`'s summary without simulating: `ranked_makespan_s` on rank 0, the slowest middle
+    rank and the last rank (per-rank sums over chunks), busy time m (f + b) per rank, and peak
+    activations of `inflight_chunks` chunks of the rank's mean chunk (exact for uniform stages)."""
+    pp, v, m = st.pp, st.v, st.m
+    f, b = _rank_sums(st.f, pp, v), _rank_sums(st.b, pp, v)
+    w = _rank_sums(st.w, pp, v) if st.w is not None else np.zeros(pp)
+    mid = 1 + int(np.argmax((f + b)[1:-1])) if pp > 2 else 0
+    code = SCHEDULE_CODES[st.schedule]
+    args = dict(first=(float(f[0]), float(b[0])), middle=(float(f[mid]), float(b[mid])),
+                last=(float(f[-1]), float(b[-1])), bwd_weight=(float(w[0]), float(w[mid]), float(w[-1])))
+    span = float(ranked_makespan_s(code, pp, m, v, p2p_s=st.p2p_s, **args))
+    span0 = float(ranked_makespan_s(code, pp, m, v, p2p_s=0.0, **args)) if st.p2p_s > 0 else span
+    busy = tuple((m * (f + b)).tolist())
+    act = _rank_sums(st.act, pp, v) / v
+    peaks = tuple(float(inflight_chunks(code, r, pp, m, v) * act[r]) for r in range(pp))
+    return (max(span, max(busy)), busy, peaks, max(span0, max(busy)), ())
+
+
 def _store(key: tuple, value: tuple) -> None:
     if len(_SIMS) >= _MAX_SIMS:
         _SIMS.clear()
@@ -144,21 +201,24 @@ def prefetch(items: Iterable[StageTimes], *, max_columns: int = 64) -> int:
     `max_columns` at once); returns how many were simulated."""
     groups: dict[tuple, dict[tuple, StageTimes]] = {}
     for st in items:
+        if sim_ops(st.schedule, st.pp, st.v, st.m) > MAX_SIM_OPS:
+            continue   # priced in closed form when asked for (`_simulate`)
         key = st.key()
         if key not in _SIMS:
             groups.setdefault((st.schedule, st.pp, st.m, st.v, st.w is None), {})[key] = st
     done = 0
     for (schedule, pp, m, v, no_w), todo in groups.items():
         keys, sts = list(todo), list(todo.values())
-        for lo in range(0, len(sts), max_columns):
-            part = sts[lo:lo + max_columns]
+        step = max(1, min(max_columns, _SWEEP_VALUES // sim_ops(schedule, pp, v, m)))
+        for lo in range(0, len(sts), step):
+            part = sts[lo:lo + step]
             results = simulate_pipelines(
                 schedule=schedule, pp=pp, num_micro_batches=m, virtual_stages=v,
                 fwd_s=np.array([s.f for s in part]), bwd_s=np.array([s.b for s in part]),
                 bwd_weight_s=None if no_w else np.array([s.w for s in part]),
                 p2p_s=np.array([[s.p2p_s] * (pp * v - 1) for s in part]).reshape(len(part), pp * v - 1),
                 act_bytes=np.array([s.act for s in part]), with_no_p2p=True)
-            for key, st, res in zip(keys[lo:lo + max_columns], part, results, strict=True):
+            for key, st, res in zip(keys[lo:lo + step], part, results, strict=True):
                 _store(key, _summary(res, st))
             done += len(part)
     return done
@@ -183,8 +243,10 @@ def simulated_costs(ctx: StepContext, k: Knobs, comm: Any, st: StageTimes, *,
     first, last = ranks == 0, ranks == pp - 1
     ne, nd = _rank_sums(st.n_enc, pp, v), _rank_sums(st.n_dec, pp, v)
     params = ne * enc.params + nd * dec.params + first * embed.params + last * head.params
-    state = rank_state(ctx, k, comm, ranks, m, ne, nd, enc, dec, _rank_sums(st.f, pp, v),
-                       _rank_sums(st.b, pp, v), params, stored_act_bytes=np.array(peak_act, dtype=float))
+    # the compute-only forward and backward, as `step_costs` passes them: the window that hides the
+    # gradient reduction is the same on both paths
+    state = rank_state(ctx, k, comm, ranks, m, ne, nd, enc, dec, _rank_sums(st.fwd_compute, pp, v),
+                       _rank_sums(st.bwd_compute, pp, v), params, stored_act_bytes=np.array(peak_act, dtype=float))
     state = {key: np.broadcast_to(np.asarray(val), (pp,)) for key, val in state.items()}
     busy = np.array(busy_s)
     crit = int(np.argmax(busy))

@@ -84,6 +84,11 @@ class LocalValidation:
                 raise ValueError(f"{name}={getattr(self, name)}: must be >= 1")
         if self.steps < 2:
             raise ValueError(f"steps={self.steps}: need >= 2 (the first step is warm-up and not timed)")
+        from costmodel.calibration.profile.options import max_local_procs
+
+        if self.procs > max_local_procs():
+            raise ValueError(f"procs={self.procs}: exceeds the {max_local_procs()} processes this machine runs "
+                             "(4 per CPU core)")
         if self.seq_len is not None and not 0 < self.seq_len <= self.model.max_seq_len:
             raise ValueError(
                 f"seq_len={self.seq_len}: must be in 1..{self.model.max_seq_len} (max_seq_len of {self.model.name})"

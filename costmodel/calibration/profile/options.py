@@ -3,11 +3,21 @@ Message sizes use binary units (1KB = 1024 B), as nccl-tests and the Gloo benchm
 
 from __future__ import annotations
 
+import os
 import re
 
 from .dist_bench import OPS
 
-__all__ = ["parse_size", "parse_sizes", "parse_nprocs", "parse_ops"]
+__all__ = ["parse_size", "parse_sizes", "parse_nprocs", "parse_ops", "max_local_procs", "MAX_SIZE_BYTES"]
+
+MAX_SIZE_BYTES = 16 << 30
+"""Largest collective buffer measured (nccl-tests go to 8 GiB by default)."""
+
+
+def max_local_procs() -> int:
+    """Processes one machine may start for a measurement: 4 per CPU core, at least 8 (each is a full
+    torch process; more would swap rather than measure)."""
+    return max(8, 4 * (os.cpu_count() or 1))
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
           "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
@@ -21,6 +31,8 @@ def parse_size(text: str, *, what: str = "--sizes") -> int:
     value = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
     if value <= 0:
         raise ValueError(f"{what}: size {text!r} must be positive")
+    if value > MAX_SIZE_BYTES:
+        raise ValueError(f"{what}: size {text!r} exceeds the {MAX_SIZE_BYTES >> 30} GiB a collective is measured at")
     return value
 
 
@@ -49,6 +61,9 @@ def parse_nprocs(text: str) -> tuple[int, ...]:
         return ()
     if any(v < 2 for v in values):
         raise ValueError(f"--nprocs: {text!r} - each process count must be >= 2 (or 0 to skip)")
+    if max(values) > max_local_procs():
+        raise ValueError(f"--nprocs: {max(values)} processes exceed the {max_local_procs()} this machine runs "
+                         "(4 per CPU core)")
     return tuple(sorted(set(values)))
 
 

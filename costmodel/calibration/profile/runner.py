@@ -76,8 +76,12 @@ class ProfileConfig:
             raise ValueError(f"sizes: {self.sizes_bytes} must all be positive byte counts")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads={self.threads} must be >= 1 (or None for torch's default)")
-        if self.repeats < 1:
-            raise ValueError(f"repeats={self.repeats} must be >= 1")
+        if not 1 <= self.repeats <= 1000:
+            raise ValueError(f"repeats={self.repeats} must be in 1..1000")
+        if self.tokens is not None and not 1 <= self.tokens <= 1 << 20:
+            raise ValueError(f"tokens={self.tokens} must be in 1..{1 << 20} (GEMM rows; more would not fit in memory)")
+        if self.threads is not None and self.threads > 1024:
+            raise ValueError(f"threads={self.threads} must be at most 1024")
 
 
 def catalog_gpu_name(device_name: str) -> str | None:

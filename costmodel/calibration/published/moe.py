@@ -116,7 +116,7 @@ _READING = [
     "- DeepSeek-V3 on 1,024 GPUs is predicted slower than measured: its EP-64 all-to-alls cross servers, and",
     "  the model prices them exposed, one copy per routed expert, while the run uses node-limited routing",
     "  (each token reaches at most 4 servers), deduplicated dispatch and overlap of the all-to-alls with",
-    "  computation; MLA is approximated (`costmodel.hf_moe`).",
+    "  computation; MLA is approximated (`costmodel.hf.moe`).",
 ]
 
 
