@@ -197,7 +197,8 @@ def test_whatif_page_sweeps_and_shows_the_pareto_front():
     assert any("'many'" in e.value for e in at.error), _texts(at.error)
 
 
-def test_run_and_calibrate_pages_render():
+def test_run_and_calibrate_pages_render(tmp_path, monkeypatch):
+    monkeypatch.setenv("PARAPLAN_RUNS", str(tmp_path))   # not the working directory's own runs/
     for page in ("views/run.py", "views/calibrate.py"):
         at = _app(page)
         assert not at.error, (page, _texts(at.error))

@@ -106,7 +106,8 @@ def estimate_metrics(est: StepEstimate | Rejection, *, plan: ParallelPlan | None
                      f"{format.percent(est.memory_margin, digits=0)} safety margin")
     c[5].metric("GPUs", f"{est.num_gpus:,}", help=(plan or est.plan).short())
     if conf is not None:
-        st.caption(f"Step time and tokens/s: {conf.text()}. Memory: no validated GPU memory figures yet.")
+        st.caption(f"Step time and tokens/s: {conf.text()}. Memory: the model's error on published per-GPU peaks "
+                   "(torchtitan's Llama 3.1 runs, paraplan's H200 runs) is in docs/VALIDATION.md, memory section.")
 
 
 def show_chart(chart: Any, *, where: Any = None, pad_px: int = 110, height: int | None = None) -> None:

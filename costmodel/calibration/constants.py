@@ -45,7 +45,7 @@ FITTABLE: dict[str, Bound] = {
     "host_op_s": Bound(1e-7, 1e-2, log=True),
     "host_hides_comm": Bound(0.0, 1.0),
     "host_overlap_exponent": Bound(1.0, 32.0, log=True),
-    "collective_efficiency": Bound(0.02, 1.5, log=True),
+    "collective_efficiency": Bound(0.02, 1.0, log=True),   # a share of the link model's bandwidth
     "p2p_overhead_s": Bound(1e-7, 1.0, log=True),
     "step_overhead_s": Bound(1e-6, 10.0, log=True),
     MEASURED_RATE_SCALE: Bound(0.01, 4.0, log=True),
