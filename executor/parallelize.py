@@ -50,8 +50,8 @@ from .expert_parallel import moe_tp_plan
 from .model import Transformer
 from .moe import MoE
 
-__all__ = ["apply_tp", "apply_recompute", "apply_fsdp", "apply_ddp", "dp_wrapper", "uses_fsdp", "uses_ddp",
-           "selective_policy", "ddp_bucket_cap_mb"]
+__all__ = ["apply_tp", "apply_tp_head", "mlp_tp_plan", "apply_recompute", "apply_fsdp", "apply_ddp", "dp_wrapper",
+           "uses_fsdp", "uses_ddp", "selective_policy", "ddp_bucket_cap_mb"]
 
 
 def apply_tp(part: Transformer, tp_mesh: DeviceMesh, *, sequence_parallel: bool, loss_parallel: bool = False
@@ -81,26 +81,38 @@ def apply_tp(part: Transformer, tp_mesh: DeviceMesh, *, sequence_parallel: bool,
             "attention.wo": RowwiseParallel(output_layouts=act),
         }
         ffn = block.feed_forward
-        if isinstance(ffn, MoE):
-            plan.update(moe_tp_plan(ffn, act))
-        else:
-            plan["feed_forward"] = PrepareModuleInput(input_layouts=(act,), desired_input_layouts=(Replicate(),),
-                                                      use_local_output=True)
-            plan["feed_forward.w1"] = ColwiseParallel()
-            plan["feed_forward.w2"] = RowwiseParallel(output_layouts=act)
-            if ffn.w3 is not None:
-                plan["feed_forward.w3"] = ColwiseParallel()
+        plan.update(moe_tp_plan(ffn, act) if isinstance(ffn, MoE) else mlp_tp_plan(ffn, act))
         if norm_style is not None:
             plan["attention_norm"] = norm_style
             plan["ffn_norm"] = SequenceParallel(use_local_output=True)
         parallelize_module(block, tp_mesh, plan)
+    apply_tp_head(part, tp_mesh, sequence_parallel=sequence_parallel, loss_parallel=loss_parallel)
+    part.reset_buffers()  # re-tie a tied output to the (now sharded) embedding
+
+
+def mlp_tp_plan(ffn: nn.Module, act: Any, *, prefix: str = "feed_forward") -> dict[str, Any]:
+    """Megatron's MLP split (Shoeybi et al. 2019, sec. 3): w1 (and the gate w3) by columns, w2 by rows
+    back to the blocks' activation layout `act`."""
+    plan: dict[str, Any] = {
+        prefix: PrepareModuleInput(input_layouts=(act,), desired_input_layouts=(Replicate(),), use_local_output=True),
+        f"{prefix}.w1": ColwiseParallel(),
+        f"{prefix}.w2": RowwiseParallel(output_layouts=act),
+    }
+    if ffn.w3 is not None:
+        plan[f"{prefix}.w3"] = ColwiseParallel()
+    return plan
+
+
+def apply_tp_head(part: nn.Module, tp_mesh: DeviceMesh, *, sequence_parallel: bool, loss_parallel: bool) -> None:
+    """The final norm (sequence parallel with SP) and the output layer (vocab columns; a vocab-sharded
+    DTensor for `loss_parallel`, else gathered to a plain replicated tensor)."""
+    act = Shard(1) if sequence_parallel else Replicate()
     if part.norm is not None and sequence_parallel:
         parallelize_module(part.norm, tp_mesh, SequenceParallel(use_local_output=True))
     if part.output is not None:
         parallelize_module(part.output, tp_mesh, ColwiseParallel(
             input_layouts=act, output_layouts=Shard(-1) if loss_parallel else Replicate(),
             use_local_output=not loss_parallel))
-    part.reset_buffers()  # re-tie a tied output to the (now sharded) embedding
 
 
 _SAVE_OPS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,

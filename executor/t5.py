@@ -52,6 +52,7 @@ from costmodel.layer.params import T5_RELATIVE_BUCKETS
 from costmodel.specs import ModelSpec
 
 from .model import FeedForward, _norm
+from .parallelize import apply_tp_head, mlp_tp_plan
 
 __all__ = ["T5", "T5Block", "T5Attention", "T5Embeddings", "relative_position_bucket", "position_bias",
            "apply_t5_tp", "RELATIVE_MAX_DISTANCE"]
@@ -249,13 +250,8 @@ def apply_t5_tp(part: T5, tp_mesh: DeviceMesh, *, sequence_parallel: bool, loss_
         plan: dict[str, object] = {
             "attention": PrepareModuleInput(input_layouts=(act, None), desired_input_layouts=(Replicate(), None),
                                             use_local_output=True),
-            "feed_forward": PrepareModuleInput(input_layouts=(act,), desired_input_layouts=(Replicate(),),
-                                               use_local_output=True),
-            "feed_forward.w1": ColwiseParallel(),
-            "feed_forward.w2": RowwiseParallel(output_layouts=act),
+            **mlp_tp_plan(block.feed_forward, act),
         }
-        if block.feed_forward.w3 is not None:
-            plan["feed_forward.w3"] = ColwiseParallel()
         attentions = ["attention"]
         if block.cross_attention is not None:
             attentions.append("cross_attention")
@@ -270,11 +266,6 @@ def apply_t5_tp(part: T5, tp_mesh: DeviceMesh, *, sequence_parallel: bool, loss_
                 if getattr(block, norm) is not None:
                     plan[norm] = SequenceParallel(use_local_output=True)
         parallelize_module(block, tp_mesh, plan)
-    if part.norm is not None and sequence_parallel:
-        parallelize_module(part.norm, tp_mesh, SequenceParallel(use_local_output=True))
-    if part.output is not None:
-        parallelize_module(part.output, tp_mesh, ColwiseParallel(
-            input_layouts=act, output_layouts=Shard(-1) if loss_parallel else Replicate(),
-            use_local_output=not loss_parallel))
+    apply_tp_head(part, tp_mesh, sequence_parallel=sequence_parallel, loss_parallel=loss_parallel)
     part.seq_shards = tp_mesh.size() if sequence_parallel else 1
     part.reset_buffers()

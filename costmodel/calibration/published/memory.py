@@ -18,7 +18,7 @@ from ...stacks import get_stack
 from ...step.costs import step_costs
 from ...step.estimate import comm_model, estimate, knobs_from_plan, step_context
 from .data import _read, find_data_dir
-from .h200 import LLAMA32_1B
+from .h200 import h200_runs
 
 __all__ = ["MemoryCase", "MEMORY_SETS", "memory_cases", "run_memory_validation", "memory_summary_text"]
 
@@ -72,18 +72,9 @@ def h200_memory_cases(data_dir: Path) -> list[MemoryCase]:
     """paraplan's executor on one H200 (h200_executor/runs.csv): its allocated peak. The runs used the
     executor's earlier multi-tensor AdamW over whole parameter groups on CUDA; it now runs the fused kernel
     (the stack file), so each row is priced as it ran: stack `paraplan` with that optimizer (`legacy`)."""
-    cluster = get_cluster("dgx-h200", nodes=1, gpus_per_node=1)
-    out = []
-    for row in _read(data_dir / "h200_executor" / "runs.csv"):
-        name = row["model"]
-        model = LLAMA32_1B if name.startswith("llama-3.2-1b") else load_model(name)
-        plan = ParallelPlan(micro_batch_size=int(row["micro_batch"]), recompute=row["recompute"])
-        training = TrainingSpec(global_batch_size=int(row["global_batch"]), seq_len=int(row["seq_len"]),
-                                stack="paraplan")
-        out.append(MemoryCase("h200-executor", f"{model.name} s{row['seq_len']} {plan.short()}", model, cluster,
-                              training, plan, "allocated", float(row["measured_executor_peak_gib"]),
-                              plain_loop_gib=float(row["measured_plain_peak_gib"])))
-    return out
+    return [MemoryCase("h200-executor", r.label, r.model, r.cluster, r.training, r.plan, "allocated",
+                       float(r.row["measured_executor_peak_gib"]), plain_loop_gib=float(r.row["measured_plain_peak_gib"]))
+            for r in h200_runs(data_dir)]
 
 
 def legacy_executor_allocated_bytes(case: MemoryCase) -> float:
