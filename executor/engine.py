@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from costmodel.specs import ModelSpec, ParallelPlan, TrainingSpec
 from costmodel.specs.optimizer import ADAMW_WEIGHT_DECAY
 from costmodel.step.checks import check_plan
-from costmodel.step.runnable import executor_problems
+from costmodel.step.runnable import dtype_problem, executor_problems
 
 from .compile import apply_compile, async_tp_applies, compile_unsupported, default_compile, enable_async_tp
 from .context_parallel import apply_cp, shard_sequence
@@ -48,9 +48,17 @@ __all__ = ["Engine", "build_engine", "check_executor_plan", "compute_dtype", "us
 
 
 def compute_dtype(training: TrainingSpec, device: torch.device) -> torch.dtype:
-    """bf16 mixed precision on CUDA devices that support it when asked (also around fp8 matmuls);
-    fp32 otherwise (CPU: parity)."""
-    if device.type == "cuda" and training.dtype in ("bf16", "fp8") and torch.cuda.is_bf16_supported():
+    """The autocast dtype: on CUDA bf16 when asked (also around fp8 matmuls), fp32 for fp32, and a
+    ValueError for what the executor does not train there (fp16; bf16 on a GPU without it,
+    `costmodel.step.runnable.dtype_problem`). On CPU fp32 whatever the spec says (losses compared with
+    the single process at 1e-5; `prepare_run` refuses an explicit other dtype there)."""
+    if device.type != "cuda":
+        return torch.float32
+    if problem := dtype_problem(training.dtype, "cuda"):
+        raise problem
+    if training.dtype in ("bf16", "fp8"):
+        if not torch.cuda.is_bf16_supported():
+            raise ValueError(f"dtype: {torch.cuda.get_device_name(device)} has no bf16; use --dtype fp32")
         return torch.bfloat16
     return torch.float32
 

@@ -41,6 +41,7 @@ import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from costmodel import TrainingSpec, load_model, load_plan
+from costmodel.step.runnable import dtype_problem
 
 from .checkpoint import CHECKPOINT_DIRNAME, latest_checkpoint, load_checkpoint, save_checkpoint
 from .data import BatchSource, load_corpus
@@ -177,6 +178,8 @@ def train(args: argparse.Namespace, *,
     if plan.world_size != world:
         raise ValueError(f"plan needs {plan.world_size} processes (dp*tp*pp*cp) but torchrun started {world}")
     dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
+    if problem := dtype_problem(dtype, "cuda" if device.type == "cuda" else "cpu"):
+        raise problem   # e.g. a remote node's workers asked for bf16 on CPUs
     training = TrainingSpec(global_batch_size=args.global_batch, seq_len=args.seq_len, dtype=dtype)
     if attempt is None:
         attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))  # elastic restarts so far

@@ -536,12 +536,16 @@ def _add_launch(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-4)")
     p.add_argument("--warmup-steps", type=int, default=None, help="default lr-decay-steps // 10")
     p.add_argument("--lr-decay-steps", type=int, default=None, help="cosine length (default --steps)")
-    p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"], help="default bf16 on GPUs")
+    p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16", "fp8"],
+                   help="default bf16 on GPUs, fp32 on CPUs; fp8 (torchao float8 linears) needs compute capability >= 8.9")
     p.add_argument("--ckpt-every", type=int, default=100, help="checkpoint every N steps and at the end")
     p.add_argument("--max-restarts", type=int, default=3,
                    help="restarts after a failure, each from the newest checkpoint")
     p.add_argument("--timeout", type=float, default=1800.0, help="collective timeout in seconds")
     p.add_argument("--log-every", type=int, default=10, help="progress line every N steps")
+    p.add_argument("--eval-every", type=int, default=10,
+                   help="validation loss/perplexity on the held-out split every N steps and at the end")
+    p.add_argument("--eval-batches", type=int, default=2, help="validation batches per evaluation")
     p.add_argument("--name", default=None, help="job name (default paraplan-MODEL-PLAN)")
     p.add_argument("--env", action="append", default=None, metavar="NAME=VALUE",
                    help="extra environment for the workers (repeatable), e.g. NCCL_SOCKET_IFNAME=ib0")
@@ -588,7 +592,8 @@ def _cmd_launch(args: argparse.Namespace) -> int:
         gpus_per_node=args.gpus_per_node, cluster=args.cluster, global_batch=args.global_batch, seq_len=args.seq_len,
         seed=args.seed, lr=args.lr, warmup_steps=args.warmup_steps, lr_decay_steps=args.lr_decay_steps,
         dtype=args.dtype, ckpt_every=args.ckpt_every, max_restarts=args.max_restarts, timeout_s=args.timeout,
-        log_every=args.log_every, name=args.name, rdzv_host=args.rdzv_host, rdzv_port=args.rdzv_port, env=args.env,
+        log_every=args.log_every, eval_every=args.eval_every, eval_batches=args.eval_batches, name=args.name,
+        rdzv_host=args.rdzv_host, rdzv_port=args.rdzv_port, env=args.env,
         python=args.python, partition=args.partition, account=args.account, time_limit=args.time_limit,
         image=args.image, namespace=args.namespace, pvc=args.pvc, ray_address=args.ray_address)
     if args.submit:

@@ -70,3 +70,32 @@ def test_cli_stack_option(capsys) -> None:
     assert main(["estimate", "--model", "gpt3-125m", "--stack", "nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown stack 'nope'" in err[0] and "torch-compile" in err[0]
+
+
+def test_full_precision_drops_the_stacks_16_bit_casts() -> None:
+    """Autocast runs only for 16-bit dtypes: in fp32 the executor's stack has no weight or input casts, one
+    host op per GEMM, and adds fp32 gradients only from the second micro-batch on."""
+    from costmodel.layer.context import FP32_GRAD_ADD_BYTES, stack_kernels
+    from costmodel.layer.params import model_shape
+
+    shape, stack = model_shape(load_model("small-llama")), get_stack("paraplan")
+    half, half_classes = stack_kernels(DEFAULT_EFFICIENCY, stack, shape, "bf16")
+    full, full_classes = stack_kernels(DEFAULT_EFFICIENCY, stack, shape, "fp32")
+    assert half.weight_cast_bytes > 0 and half.host_ops_per_gemm > 1 and any(c.kind == "cast" for c in half_classes)
+    assert full.weight_cast_bytes == 0 and full.host_ops_per_gemm == 1 and not any(c.kind == "cast" for c in full_classes)
+    assert full.grad_accumulate_bytes == FP32_GRAD_ADD_BYTES
+    assert full.elementwise_kernels_per_layer < half.elementwise_kernels_per_layer
+
+
+def test_cpu_host_terms_give_back_the_measured_block() -> None:
+    """host_op_s is the profile's host time of the executor's block over the ops the cost model counts for
+    that block (stack paraplan, fp32), so pricing the executor's block returns the measured seconds."""
+    from costmodel.calibration.host_terms import _block_terms, executor_efficiency
+    from costmodel.calibration.profile_spec import HostPoint
+    from costmodel.layer.compute import block_host_ops
+
+    host = HostPoint(tokens=8, threads=1, block_s=0.002, aten_ops_per_block=225)
+    per_op = _block_terms(host, 1.0, "small-llama")["host_op_s"]
+    ops = block_host_ops(executor_efficiency("small-llama"), cross=False, flash=True, tp=1, sp=0)
+    assert 3 * ops * per_op == pytest.approx(0.002)
+    assert executor_efficiency("small-llama") != DEFAULT_EFFICIENCY and executor_efficiency(None) == DEFAULT_EFFICIENCY

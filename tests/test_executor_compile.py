@@ -12,7 +12,7 @@ import torch
 
 from costmodel import ParallelPlan, TrainingSpec, load_model, save_plan
 from executor.compile import apply_compile, async_tp_applies, compile_unsupported, default_compile
-from executor.engine import build_engine
+from executor.engine import build_engine, compute_dtype
 from executor.float8 import float8_unsupported
 from executor.launch import prepare_run
 from executor.model import build_model
@@ -93,6 +93,22 @@ def test_fp8_on_cpu_is_refused_with_one_line(tmp_path, capsys):
     code = main(["run", plan, "--dtype", "fp8", "--steps", "1", "--out", str(tmp_path / "r"), "--dry-run"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("paraplan: error: dtype: fp8"), err
+
+
+@pytest.mark.parametrize("dtype, says", [("fp16", "the executor does not train fp16"),
+                                         ("bf16", "bf16 mixed precision runs on CUDA GPUs")])
+def test_a_dtype_the_executor_would_not_train_in_is_refused(tmp_path, capsys, dtype, says):
+    """No silent fallback: fp16 (no loss scaling) anywhere, bf16 on a CPU host; a GPU refuses fp16 at build."""
+    if CUDA:
+        pytest.skip("this host has a GPU; the CPU refusal is checked on CPU-only hosts")
+    plan = str(save_plan(ParallelPlan(), tmp_path / "plan.json"))
+    code = main(["run", plan, "--dtype", dtype, "--steps", "1", "--out", str(tmp_path / "r"), "--dry-run"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith(f"paraplan: error: dtype: {says}"), err
+    assert not (tmp_path / "r").exists()
+    assert compute_dtype(TRAINING.model_copy(update={"dtype": dtype}), torch.device("cpu")) == torch.float32  # API
+    with pytest.raises(ValueError, match="^dtype: the executor does not train fp16"):
+        compute_dtype(TRAINING.model_copy(update={"dtype": "fp16"}), torch.device("cuda", 0))
 
 
 @pytest.mark.skipif(not HAS_TORCHAO, reason="torchao is not installed (pip install 'paraplan[fp8]')")

@@ -121,6 +121,9 @@ def test_ray_driver_compiles_and_carries_the_spec(tmp_path):
     (["--on", "slurm", "--lr", "nan"], "lr"),
     (["--on", "slurm", "--env", "NOEQUALS"], "env"),
     (["--on", "ray", "--steps", "-3"], "steps"),
+    (["--on", "slurm", "--dtype", "fp16"], "dtype"),                               # no loss scaling
+    (["--on", "slurm", "--cluster", "cpu", "--nodes", "4", "--gpus-per-node", "4", "--dtype", "bf16"], "dtype"),
+    (["--on", "slurm", "--eval-every", "0"], "eval_every"),
 ])
 def test_bad_launches_end_in_one_line_and_write_nothing(tmp_path, capsys, argv, field):
     plan = save_plan(ParallelPlan(dp=8, tp=2), tmp_path / "plan.json")
@@ -189,3 +192,17 @@ def test_the_executors_rules_are_those_of_the_target_clusters_device(tmp_path):
     with pytest.raises(ValueError, match="cp_attention: 'ring' runs torch's ring attention"):
         prepare_launch(ring, on="slurm", model="tiny-llama", cluster="cpu", steps=10, global_batch=8, seq_len=64,
                        out=str(tmp_path / "cpu"))
+
+
+def test_the_workers_get_the_dtype_and_the_validation_settings(tmp_path):
+    spec = prepare_launch(ParallelPlan(dp=8, tp=2), on="slurm", cluster="dgx-h100", dtype="fp8", eval_every=25,
+                          eval_batches=4, out=str(tmp_path / "run"))
+    args = spec.worker_args(plan_path="p.json", model_path="m")
+    assert args[args.index("--dtype") + 1] == "fp8"
+    assert args[args.index("--eval-every") + 1] == "25" and args[args.index("--eval-batches") + 1] == "4"
+
+
+def test_t5_launches_like_the_decoders(tmp_path):
+    """Every family `paraplan run` trains can be launched (the encoder-decoder is built by executor.families)."""
+    spec = prepare_launch(ParallelPlan(dp=2), on="torchrun", cluster="cpu", model="tiny-t5", out=str(tmp_path / "run"))
+    assert spec.model == "tiny-t5" and spec.world_size == 2

@@ -228,7 +228,7 @@ def predict(run_dir: Path, profile: Path) -> tuple[StepMeasurement, LocalPredict
     cluster = local_cluster(measured.world_size) if cpu else cluster_for_device(
         measured.device, measured.world_size).model_copy(update={"gpus_per_node": measured.world_size})
     training = TrainingSpec(global_batch_size=measured.global_batch_size, seq_len=measured.seq_len,
-                            dtype="fp32" if cpu else "bf16", stack="megatron" if cpu else "paraplan")
+                            dtype="fp32" if cpu else "bf16", stack="paraplan")
     model = load_model(measured.model)
     predictor = LocalPredictor(prof, model=model, cluster=cluster, training=training, procs=measured.world_size)
     step_s, _ = predictor(measured.plan)

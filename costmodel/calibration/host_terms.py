@@ -32,7 +32,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..layer.compute import DEFAULT_EFFICIENCY, block_host_ops
+from ..catalog import list_models, load_model
+from ..layer.compute import DEFAULT_EFFICIENCY, EfficiencyModel, block_host_ops
+from ..layer.context import stack_kernels
+from ..layer.params import model_shape
+from ..stacks import get_stack
 from .constants import MEASURED_RATE_SCALE
 
 __all__ = ["host_constants", "with_constants", "with_host_terms", "cpu_inflation", "step_sync_s", "STEP_SCALAR_ALL_REDUCES"]
@@ -62,7 +66,7 @@ def host_constants(profile: Any, *, procs: int, cores: int | None = None) -> dic
     if procs * worker_threads >= cores:
         out["overlap_grad_reduce"] = 0.0
     if host is not None:
-        out.update(_block_terms(host, host_share))
+        out.update(_block_terms(host, host_share, getattr(profile, "model", None)))
         for name, value in (("host_ddp_block_s", host.ddp_block_s), ("host_fsdp_block_s", host.fsdp_zero2_block_s),
                             ("host_fsdp_reshard_block_s", host.fsdp_zero3_block_s)):
             if value is not None:
@@ -80,9 +84,19 @@ def host_constants(profile: Any, *, procs: int, cores: int | None = None) -> dic
     return out
 
 
-def _block_terms(host: Any, host_share: float) -> dict[str, float]:
-    """host_op_s and the measured TP / SP / recompute host factors of a HostPoint."""
-    eff = DEFAULT_EFFICIENCY
+def executor_efficiency(model: str | None) -> EfficiencyModel:
+    """The constants of the block a CPU profile times: the executor's (stack `paraplan`) in fp32 for the
+    profile's model (its element-wise kernels depend on RoPE, GQA and gating), so that host seconds per
+    block / the ops counted here, times the ops counted for a plan, gives back the measured block."""
+    if model is None or model not in list_models():
+        return DEFAULT_EFFICIENCY
+    eff, _ = stack_kernels(DEFAULT_EFFICIENCY, get_stack("paraplan"), model_shape(load_model(model)), "fp32")
+    return eff
+
+
+def _block_terms(host: Any, host_share: float, model: str | None = None) -> dict[str, float]:
+    """host_op_s and the measured TP / SP / recompute host factors of a HostPoint timed on `model`."""
+    eff = executor_efficiency(model)
     ops = {name: block_host_ops(eff, cross=False, flash=True, tp=tp, sp=sp)
            for name, tp, sp in (("plain", 1, 0), ("tp", 2, 0), ("tp_sp", 2, 1))}
     per_op = host.block_s / (3 * ops["plain"])

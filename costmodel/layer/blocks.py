@@ -17,7 +17,7 @@ from .compute import (
     gemm_time_s,
     memory_time_s,
 )
-from .context import Knobs, StepContext, any_set, collective_s, vmax
+from .context import FULL_PRECISION, Knobs, StepContext, any_set, collective_s, vmax
 from .context_parallel import cp_attention_s, cp_host_ops
 from .elementwise import elementwise_bytes, profiled_elementwise_s
 from .moe import moe_costs
@@ -113,7 +113,10 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
     # folding 16-bit weight gradients into fp32 .grad buffers in the backward
     weights = params + (moe.params if moe is not None else 0.0)   # this GPU's share of the block's weights
     cast_f = memory_time_s(weights * eff.weight_cast_bytes, r, kernels=0) if eff.weight_cast_bytes else 0.0
-    accumulate_b = memory_time_s(weights * eff.grad_accumulate_bytes, r, kernels=0) if eff.grad_accumulate_bytes else 0.0
+    accumulate = eff.grad_accumulate_bytes
+    if accumulate and ctx.dtype in FULL_PRECISION:   # the first micro-batch's gradient becomes .grad as it is
+        accumulate = accumulate * vmax(1.0 - k.dp * b / ctx.global_batch, 0.0)
+    accumulate_b = memory_time_s(weights * accumulate, r, kernels=0) if eff.grad_accumulate_bytes else 0.0
     if r.dtype == "fp8":
         # per-tensor scaled fp8 GEMMs (NVIDIA Transformer Engine FP8 primer): each GEMM's input and weight
         # are cast from 16 bits to fp8 (read 2 + write 1 byte per element) in the forward, each output

@@ -29,7 +29,7 @@ from .params import (
     model_shape,
 )
 
-__all__ = ["StepContext", "Knobs", "build_context", "vmax", "any_set", "collective_s", "ddp_wrapped", "fsdp_wrapped"]
+__all__ = ["StepContext", "Knobs", "build_context", "stack_kernels", "FULL_PRECISION", "FP32_GRAD_ADD_BYTES", "vmax", "any_set", "collective_s", "ddp_wrapped", "fsdp_wrapped"]
 
 Num = Any
 
@@ -105,6 +105,33 @@ class StepContext:
         return end_tensors(self.shape)
 
 
+FULL_PRECISION = ("fp32", "tf32")
+"""Training dtypes without autocast: no 16-bit copies of weights, inputs or gradients exist."""
+FP32_GRAD_ADD_BYTES = 12.0
+"""Bytes per parameter of adding a later micro-batch's fp32 weight gradient into .grad in place (read
+both, write one; torch's AccumulateGrad keeps the first micro-batch's gradient as .grad)."""
+
+
+def stack_kernels(efficiency: EfficiencyModel, stack: StackSpec, shape: ModelShape,
+                  dtype: str) -> tuple[EfficiencyModel, tuple[ElementwiseClass, ...]]:
+    """(efficiency, element-wise kernel classes) of `stack` for a step in `dtype`: the constants its file
+    states over `efficiency` (`costmodel.stacks.stack_efficiency`) and its kernels for this model. In full
+    precision (fp32, tf32) autocast does not run, so what a stack states for its 16-bit casts drops out:
+    no weight casts, no input casts (classes of kind 'cast'), one host op per GEMM, and weight gradients
+    land in fp32 .grad directly (`FP32_GRAD_ADD_BYTES` for later micro-batches). PyTorch AMP docs,
+    "Automatic Mixed Precision package - torch.amp": autocast casts per op and only inside its region."""
+    efficiency = stack_efficiency(efficiency, stack)
+    ops = stack.kernels.elementwise or MEGATRON_ELEMENTWISE
+    if dtype in FULL_PRECISION:
+        ops = {name: op for name, op in ops.items() if op.kind != "cast"}
+        efficiency = replace(efficiency, weight_cast_bytes=0.0, host_ops_per_gemm=1.0,
+                             grad_accumulate_bytes=FP32_GRAD_ADD_BYTES if efficiency.grad_accumulate_bytes else 0.0)
+    classes = elementwise_classes(ops, shape)
+    if stack.kernels.elementwise:
+        efficiency = replace(efficiency, elementwise_kernels_per_layer=sum(c.kernels for c in classes))
+    return efficiency, classes
+
+
 def build_context(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec, *,
                   efficiency: EfficiencyModel, calibration: Any = None) -> StepContext:
     """The StepContext of a model on a cluster's GPU for a training spec: the stack named by
@@ -113,10 +140,7 @@ def build_context(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec
     relative to the A100 the constants were fitted on, attention by the stack's kernel on this GPU."""
     stack = get_stack(training.stack)
     shape = model_shape(model)
-    efficiency = stack_efficiency(efficiency, stack)
-    classes = elementwise_classes(stack.kernels.elementwise or MEGATRON_ELEMENTWISE, shape)
-    if stack.kernels.elementwise:
-        efficiency = replace(efficiency, elementwise_kernels_per_layer=sum(c.kernels for c in classes))
+    efficiency, classes = stack_kernels(efficiency, stack, shape, training.dtype)
     measured_opt = calibration.optimizer_param_s(stack.kernels.optimizer) if getattr(calibration, "optimizer", ()) else None
     if measured_opt:   # the profile's AdamW step of the stack's implementation (seconds per parameter)
         efficiency = replace(efficiency, optimizer_param_s=measured_opt)

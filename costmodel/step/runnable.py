@@ -15,12 +15,33 @@ from ..specs import ModelSpec, ParallelPlan
 from .checks import PlanError
 
 __all__ = ["DeviceKind", "device_kind", "cp_variant", "model_problems", "schedule_problems", "cp_problems",
-           "expert_problems", "executor_problems", "executor_unsupported", "RING_HEAD_DIM_MULTIPLE", "RING_MAX_HEAD_DIM"]
+           "expert_problems", "executor_problems", "executor_unsupported", "dtype_problem", "EXECUTOR_DTYPES",
+           "RING_HEAD_DIM_MULTIPLE", "RING_MAX_HEAD_DIM"]
 
 RING_HEAD_DIM_MULTIPLE = 8
 RING_MAX_HEAD_DIM = 256
 """Head dims torch's ring attention runs: its CUDA SDPA kernels (FlashAttention-2, Dao 2023, and the
 memory-efficient kernel) take head dims that are multiples of 8, up to 256."""
+
+EXECUTOR_DTYPES: dict[str, tuple[str, ...]] = {"cpu": ("fp32",), "cuda": ("fp32", "bf16", "fp8")}
+"""Training dtypes the executor runs per device: fp32 on CPU (losses compared with the single process at
+1e-5); on CUDA also bf16 autocast and fp8 linears (torchao, compute capability >= 8.9, checked on the GPU)."""
+
+
+def dtype_problem(dtype: str, device: DeviceKind) -> PlanError | None:
+    """Why the executor cannot train in `dtype` on `device`, or None. fp16 is refused everywhere: fp16
+    mixed precision needs dynamic loss scaling (Micikevicius et al. 2018, "Mixed Precision Training",
+    sec. 3.2), which the executor does not implement; bf16 keeps fp32's exponent range and needs none."""
+    if dtype in EXECUTOR_DTYPES[device]:
+        return None
+    if dtype == "fp16":
+        return PlanError("dtype", "the executor does not train fp16 (it would need loss scaling); use bf16 on "
+                                  "GPUs that have it (A100 and newer) or fp32")
+    if device == "cpu":
+        return PlanError("dtype", f"{dtype} mixed precision runs on CUDA GPUs; on CPU the executor trains fp32 "
+                                  "(drop --dtype or pass --dtype fp32)")
+    return PlanError("dtype", f"{dtype!r} is not a training dtype of the executor; use one of "
+                              f"{', '.join(EXECUTOR_DTYPES[device])}")
 
 
 def model_problems(model: ModelSpec) -> list[PlanError]:

@@ -41,6 +41,7 @@ from costmodel import (
     load_model,
     load_plan,
 )
+from costmodel.step.runnable import dtype_problem
 
 from ..checkpoint import read_trainer_state, resolve_checkpoint
 from ..compile import compile_unsupported
@@ -109,6 +110,13 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def _local_device() -> str:
+    """'cuda' when this machine's workers get GPUs, else 'cpu'."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def plan_unsupported(plan: ParallelPlan, *, global_batch: int | None = None, model: ModelSpec | None = None,
                      seq_len: int | None = None, device: str | None = None) -> str | None:
     """Why the executor cannot run `plan` (one line naming the field and the fix), or None: the rules
@@ -117,11 +125,7 @@ def plan_unsupported(plan: ParallelPlan, *, global_batch: int | None = None, mod
     split and attention variant, expert parallelism's layout) on `device` ('cpu' or 'cuda'; default:
     this machine's). A rule whose input is not given is skipped. The planner marks such plans;
     `validate --local` skips them."""
-    if device is None:
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return executor_unsupported(plan, device=device, model=model, seq_len=seq_len, global_batch=global_batch)
+    return executor_unsupported(plan, device=device or _local_device(), model=model, seq_len=seq_len, global_batch=global_batch)
 
 
 def prepare_run(plan: ParallelPlan | str | os.PathLike[str], *, model: str | ModelSpec, steps: int,
@@ -150,8 +154,13 @@ def prepare_run(plan: ParallelPlan | str | os.PathLike[str], *, model: str | Mod
     from ..families import build_model
 
     build_model(model_spec, device="meta")  # raises ValueError for what the executor cannot run
-    if dtype == "fp8" and rdzv_endpoint is None and (reason := float8_unsupported()):
-        raise ValueError(reason)  # a run on this host; other hosts' workers check their own GPUs
+    if dtype is not None and rdzv_endpoint is None:   # a run on this host; other hosts' workers check their own
+        if problem := dtype_problem(dtype, _local_device()):
+            raise problem
+        if dtype == "fp8" and (reason := float8_unsupported()):
+            raise ValueError(reason)
+    elif dtype == "fp16":
+        raise dtype_problem(dtype, "cuda")
     if node_rank < 0:
         raise ValueError(f"node_rank={node_rank}: must be >= 0")
     if not 0 <= node_rank < nnodes:

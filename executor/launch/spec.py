@@ -31,7 +31,9 @@ from costmodel import (
     load_model,
     load_plan,
 )
+from costmodel.step.runnable import dtype_problem
 
+from ..evaluate import DEFAULT_EVAL_BATCHES, DEFAULT_EVAL_EVERY, check_eval_args
 from ..pipeline import check_schedule_supported
 from .local import plan_unsupported
 from .settings import check_numbers, default_global_batch
@@ -74,6 +76,8 @@ class LaunchSpec(BaseModel):
     max_restarts: int = Field(default=3, ge=0)
     timeout_s: float = Field(default=1800.0, gt=0)
     log_every: int = Field(default=10, ge=0)
+    eval_every: int = Field(default=DEFAULT_EVAL_EVERY, gt=0, description="validation every N steps and at the end")
+    eval_batches: int = Field(default=DEFAULT_EVAL_BATCHES, gt=0, description="validation batches per evaluation")
     rdzv_host: str | None = Field(default=None, description="torchrun target: the node hosting the rendezvous")
     rdzv_port: int = Field(default=RDZV_PORT, gt=0, lt=65536)
     env: dict[str, str] = Field(default_factory=dict)
@@ -102,7 +106,8 @@ class LaunchSpec(BaseModel):
         args = ["-m", "executor.train", "--plan", plan_path, "--model", model_path, "--out", out_dir or self.out_dir,
                 "--steps", str(self.steps), "--global-batch", str(self.global_batch), "--seq-len", str(self.seq_len),
                 "--seed", str(self.seed), "--ckpt-every", str(self.ckpt_every), "--timeout", f"{self.timeout_s:g}",
-                "--log-every", str(self.log_every), "--auto-resume"]
+                "--log-every", str(self.log_every), "--eval-every", str(self.eval_every),
+                "--eval-batches", str(self.eval_batches), "--auto-resume"]
         for flag, value in (("--lr", self.lr), ("--warmup-steps", self.warmup_steps),
                             ("--lr-decay-steps", self.lr_decay_steps), ("--dtype", self.dtype)):
             if value is not None:
@@ -181,7 +186,8 @@ def prepare_launch(plan: ParallelPlan | str | os.PathLike[str], *, on: str, mode
                    global_batch: int | None = None, seq_len: int | None = None, seed: int = 0,
                    lr: float | None = None, warmup_steps: int | None = None, lr_decay_steps: int | None = None,
                    dtype: str | None = None, ckpt_every: int = 100, max_restarts: int = 3,
-                   timeout_s: float = 1800.0, log_every: int = 10, name: str | None = None,
+                   timeout_s: float = 1800.0, log_every: int = 10, eval_every: int = DEFAULT_EVAL_EVERY,
+                   eval_batches: int = DEFAULT_EVAL_BATCHES, name: str | None = None,
                    rdzv_host: str | None = None, rdzv_port: int = RDZV_PORT,
                    env: list[str] | dict[str, str] | None = None, python: str | None = None,
                    **target_options: str | None) -> LaunchSpec:
@@ -193,6 +199,7 @@ def prepare_launch(plan: ParallelPlan | str | os.PathLike[str], *, on: str, mode
     check_numbers(steps=steps, global_batch=global_batch, seq_len=seq_len, seed=seed, lr=lr,
                   warmup_steps=warmup_steps, lr_decay_steps=lr_decay_steps, ckpt_every=ckpt_every,
                   max_restarts=max_restarts, timeout_s=timeout_s, log_every=log_every, nnodes=nodes)
+    check_eval_args(eval_every, eval_batches)
     if gpus_per_node is not None and gpus_per_node < 1:
         raise ValueError(f"gpus_per_node={gpus_per_node}: must be at least 1")
     if not 0 < rdzv_port < 65536:
@@ -201,7 +208,7 @@ def prepare_launch(plan: ParallelPlan | str | os.PathLike[str], *, on: str, mode
     cluster_spec = cluster if isinstance(cluster, ClusterSpec) else get_cluster(cluster)
     catalog = isinstance(model, str) and model in list_models()
     model_spec = load_model(model) if isinstance(model, str) else model
-    from ..model import build_model
+    from ..families import build_model
 
     build_model(model_spec, device="meta")  # what the executor cannot build is refused here
     check_schedule_supported(plan)
@@ -218,6 +225,8 @@ def prepare_launch(plan: ParallelPlan | str | os.PathLike[str], *, on: str, mode
     if reason := plan_unsupported(plan, global_batch=global_batch, model=model_spec, seq_len=seq_len,
                                   device=device_kind(cluster_spec)):
         raise ValueError(reason)
+    if dtype is not None and (problem := dtype_problem(dtype, device_kind(cluster_spec))):
+        raise problem
     training = TrainingSpec(global_batch_size=global_batch, seq_len=seq_len,
                             dtype=dtype or ("bf16" if gpu else "fp32"))
     check_plan(model_spec, None, training, plan)
@@ -234,7 +243,8 @@ def prepare_launch(plan: ParallelPlan | str | os.PathLike[str], *, on: str, mode
         procs_per_node=per_node, gpu=gpu, cluster=cluster_spec.name, out_dir=out_dir, steps=steps,
         global_batch=global_batch, seq_len=seq_len, seed=seed, lr=lr, warmup_steps=warmup_steps,
         lr_decay_steps=lr_decay_steps, dtype=dtype, ckpt_every=ckpt_every, max_restarts=max_restarts,
-        timeout_s=timeout_s, log_every=log_every, rdzv_host=rdzv_host, rdzv_port=rdzv_port,
+        timeout_s=timeout_s, log_every=log_every, eval_every=eval_every,
+        eval_batches=eval_batches, rdzv_host=rdzv_host, rdzv_port=rdzv_port,
         env={**TORCHRUN_ENV, **network_env(cluster_spec), **_parse_env(env)},
         python=python or (sys.executable if on in ("torchrun", "slurm", "ray") else "python"), **options)
 

@@ -52,10 +52,13 @@ class LocalPredictor:
     `estimate` with the profile's host terms (`with_host_terms`); with more workers than cores the
     work-span bound (`work_span_step_s`) of the plan priced with a core per worker, its communication's
     CPU from the profile's CPU-time curves. `predictor(plan) -> (step_time_s, estimate)`; the estimate
-    (memory, breakdown) is the plain one with the shared-core constants."""
+    (memory, breakdown) is the plain one with the shared-core constants. Whatever stack `training` names,
+    the executor's (`paraplan`) is priced: it is what runs here."""
 
     def __init__(self, profile: Any, *, model: Any, cluster: Any, training: Any, procs: int,
                  cores: int | None = None) -> None:
+        # the executor is the software stack that runs here: its kernels, casts and optimizer (stack paraplan)
+        training = training.model_copy(update={"stack": "paraplan"})
         self.profile, self.model, self.cluster, self.training, self.procs = profile, model, cluster, training, procs
         self.cores = cores or os.cpu_count() or 1
         self.constants = host_constants(profile, procs=procs, cores=self.cores)
@@ -71,8 +74,7 @@ class LocalPredictor:
     def memory(self, plan: Any) -> Any:
         """The executor's memory for `plan` (its `MemoryBreakdown`): the cost model with stack `paraplan`, what
         the executor allocates on this device (on a CPU its fp32 tables; `allocated_bytes` = live tensor bytes)."""
-        training = self.training.model_copy(update={"stack": "paraplan"})
-        return estimate(self.model, self.cluster, training, plan, calibration=self.calibration).memory
+        return estimate(self.model, self.cluster, self.training, plan, calibration=self.calibration).memory
 
     def __call__(self, plan: Any) -> tuple[float, Any]:
         args = (self.model, self.cluster, self.training, plan)

@@ -242,7 +242,7 @@ def run_local_validation(
     out = Path(out_dir)
     seq_len = cfg.seq_len or cfg.model.max_seq_len
     dtype = "fp32" if profile.device.lower() == "cpu" else "bf16"  # what the executor runs on the device
-    training = TrainingSpec(global_batch_size=cfg.global_batch, seq_len=seq_len, dtype=dtype)
+    training = TrainingSpec(global_batch_size=cfg.global_batch, seq_len=seq_len, dtype=dtype, stack="paraplan")
     predictor = LocalPredictor(profile, model=cfg.model, cluster=cluster, training=training, procs=cfg.procs)
     consts, calib = predictor.constants, predictor.calibration
     plans = select_plans(
