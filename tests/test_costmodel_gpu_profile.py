@@ -68,6 +68,21 @@ def test_the_cost_model_prices_each_operator_from_the_profile() -> None:
     assert none.gpu_profile is None and none.step_time_s != a.step_time_s
 
 
+def test_element_wise_backward_is_priced_from_its_measured_ratio() -> None:
+    """A norm whose measured backward takes 10x its forward (autograd's several kernels) costs that
+    much in the step's backward; without a measured backward the 2x streaming rule stays."""
+    model, cluster = load_model("gpt3-1.3b"), get_cluster("dgx-h200", nodes=1, gpus_per_node=1)
+    training, plan = TrainingSpec(global_batch_size=16, seq_len=2048, stack="paraplan"), ParallelPlan(micro_batch_size=4)
+    base = _h200_profile()
+    slow_norm = base.model_copy(update={"mem_ops": tuple(
+        p.model_copy(update={"bwd_time_s": 10 * p.time_s}) if p.op == "norm" else p for p in base.mem_ops)})
+    assert base.mem_op_bwd_ratio("norm", 1e7) is None and slow_norm.mem_op_bwd_ratio("norm", 1e7) == pytest.approx(10)
+    assert slow_norm.mem_op_bwd_ratio("add", 1e7) is None
+    a = estimate(model, cluster, training, plan, calibration=base)
+    b = estimate(model, cluster, training, plan, calibration=slow_norm)
+    assert b.time.compute_s > a.time.compute_s   # only the norms' backward changed
+
+
 def test_a_profile_of_another_gpu_is_refused(tmp_path, capsys) -> None:
     model, training = load_model("gpt3-1.3b"), TrainingSpec(global_batch_size=16, seq_len=2048)
     with pytest.raises(ValueError, match="measured on NVIDIA H200 .*cluster's GPU is a100-80gb"):

@@ -103,6 +103,18 @@ class CalibrationProfile(Spec):
         out = np.exp(np.interp(x, arr[:, 0], arr[:, 1])) * measured_rate_scale(self)
         return out if isinstance(out, np.ndarray) and out.ndim else float(out)
 
+    def mem_op_bwd_ratio(self, op: str, nbytes: Any) -> Any:
+        """Backward seconds over forward seconds of operator `op` on `nbytes` per kernel (autograd's
+        backward of the same torch op, timed by the profiler): piecewise-linear in log(bytes) between
+        measured sizes, clamped at the ends; None when its backward was not measured."""
+        pts = sorted((p.nbytes, p.bwd_time_s / p.time_s) for p in self.mem_ops
+                     if p.op == op and p.bwd_time_s and p.time_s > 0)
+        if not pts:
+            return None
+        arr = np.array(pts)
+        out = np.interp(np.log(np.maximum(np.asarray(nbytes, dtype=float), 1.0)), np.log(arr[:, 0]), arr[:, 1])
+        return out if isinstance(out, np.ndarray) and out.ndim else float(out)
+
     def optimizer_param_s(self, impl: str) -> float | None:
         """Seconds per parameter of one AdamW step of `impl`, at the largest measured size."""
         pts = [p for p in self.optimizer if p.impl == impl]

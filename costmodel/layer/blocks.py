@@ -19,7 +19,7 @@ from .compute import (
 )
 from .context import FULL_PRECISION, Knobs, StepContext, any_set, collective_s, vmax
 from .context_parallel import cp_attention_s, cp_host_ops
-from .elementwise import elementwise_bytes, profiled_elementwise_s
+from .elementwise import BACKWARD_PER_FORWARD, elementwise_bytes, profiled_elementwise_s
 from .moe import moe_costs
 
 __all__ = ["BlockCost", "EndCost", "block_costs", "end_costs", "collective_s", "p2p_time_s", "tp_forward_share",
@@ -100,14 +100,18 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
     seq_shard = 1 + k.sp * (tp - 1)
     eff = ctx.eff
     kernels = eff.elementwise_kernels_per_layer + 2 * cross
-    if cal is not None and cal.mem_ops:   # each memory-bound operator at its measured bandwidth
-        ew_f = profiled_elementwise_s(ctx.ew_classes, sh, m, cal, tp=tp, seq_shard=seq_shard, act_bytes=e, cross=cross,
-                                      default_bw=r.mem_bw_bytes_per_s) + kernels * eff.kernel_overhead_s
+    if cal is not None and cal.mem_ops:   # each memory-bound operator at its measured bandwidth and backward
+        ew_args = dict(tp=tp, seq_shard=seq_shard, act_bytes=e, cross=cross, default_bw=r.mem_bw_bytes_per_s)
+        ew_f = profiled_elementwise_s(ctx.ew_classes, sh, m, cal, **ew_args) + kernels * eff.kernel_overhead_s
+        ew_b = (profiled_elementwise_s(ctx.ew_classes, sh, m, cal, backward=True, **ew_args)
+                + BACKWARD_PER_FORWARD * kernels * eff.kernel_overhead_s)
     else:
         ew_bytes, _ = elementwise_bytes(ctx.ew_classes, sh, m, tp=tp, seq_shard=seq_shard, act_bytes=e, cross=cross)
         ew_f = memory_time_s(ew_bytes, r, kernels=kernels)
+        ew_b = BACKWARD_PER_FORWARD * ew_f
     if moe is not None:   # router, permutation and expert activations stream their own bytes
-        ew_f = ew_f + memory_time_s(moe.ew_bytes, r, kernels=0)
+        moe_ew = memory_time_s(moe.ew_bytes, r, kernels=0)
+        ew_f, ew_b = ew_f + moe_ew, ew_b + BACKWARD_PER_FORWARD * moe_ew
     params = (ctx.layer_params_dec if cross else ctx.layer_params_enc) / tp
     # the stack's per-micro-batch weight traffic: casting master weights for the forward (autocast) and
     # folding 16-bit weight gradients into fp32 .grad buffers in the backward
@@ -124,7 +128,7 @@ def block_costs(ctx: StepContext, k: Knobs, comm: Any, *, cross: bool) -> BlockC
         cast_f = cast_f + memory_time_s(3 * (sum(mm * kk for mm, _, kk in shapes) + params), r, kernels=2 * len(shapes))
         accumulate_b = accumulate_b + memory_time_s(3 * sum(mm * n for mm, n, _ in shapes), r, kernels=len(shapes))
     fwd = gemm_f + core_f + ew_f + cast_f
-    bwd = gemm_b + 2 * ew_f + core_b + accumulate_b
+    bwd = gemm_b + ew_b + core_b + accumulate_b
     rc = k.recompute
     recompute = (rc == 2) * fwd + (rc == 1) * core_f
     # tensor parallelism: per all-reduce point an AR, or AG + RS under sequence parallelism

@@ -19,7 +19,7 @@ from typing import Any
 from ..specs.stack import ElementwiseOp
 from .params import ModelShape
 
-__all__ = ["ElementwiseClass", "elementwise_classes", "elementwise_bytes", "profiled_elementwise_s",
+__all__ = ["ElementwiseClass", "elementwise_classes", "elementwise_bytes", "profiled_elementwise_s", "BACKWARD_PER_FORWARD",
            "MEGATRON_ELEMENTWISE"]
 
 Num = Any
@@ -82,16 +82,29 @@ def elementwise_bytes(classes: tuple[ElementwiseClass, ...], shape: ModelShape, 
     return total, kernels + 2 * cross
 
 
+BACKWARD_PER_FORWARD = 2.0
+"""Backward seconds per forward second of an element-wise kernel whose backward was not measured: it
+reads the output gradient and the saved input and writes the input gradient (twice the forward's traffic)."""
+
+
 def profiled_elementwise_s(classes: tuple[ElementwiseClass, ...], shape: ModelShape, tokens: Num, calibration: Any, *,
-                           tp: Num, seq_shard: Num, act_bytes: int, cross: bool, default_bw: float) -> Num:
-    """Forward seconds of the element-wise kernels priced per operator from a profile: each class's
-    bytes at the bandwidth its operator reached on that many bytes per kernel
-    (`CalibrationProfile.mem_op_bw_bytes_per_s`), classes whose operator was not measured at
-    `default_bw`."""
+                           tp: Num, seq_shard: Num, act_bytes: int, cross: bool, default_bw: float,
+                           backward: bool = False) -> Num:
+    """Forward (or, with `backward`, backward) seconds of the element-wise kernels priced per operator
+    from a profile: each class's bytes at the bandwidth its operator reached on that many bytes per
+    kernel (`CalibrationProfile.mem_op_bw_bytes_per_s`), classes whose operator was not measured at
+    `default_bw`. The backward is the forward times the operator's measured backward / forward ratio
+    (`mem_op_bwd_ratio`: autograd's backward of a norm is several kernels), `BACKWARD_PER_FORWARD`
+    where the profile has none."""
     total = 0.0 * tokens
     for c in classes:
         nbytes = _class_bytes(c, shape, tokens, tp=tp, seq_shard=seq_shard, act_bytes=act_bytes, cross=cross)
-        bw = calibration.mem_op_bw_bytes_per_s(c.kind, nbytes / max(c.kernels, 1)) \
-            if calibration.has_mem_op(c.kind) else None
-        total = total + nbytes / (default_bw if bw is None else bw)
+        per_kernel = nbytes / max(c.kernels, 1)
+        measured = calibration.has_mem_op(c.kind)
+        bw = calibration.mem_op_bw_bytes_per_s(c.kind, per_kernel) if measured else None
+        seconds = nbytes / (default_bw if bw is None else bw)
+        if backward:
+            ratio = calibration.mem_op_bwd_ratio(c.kind, per_kernel) if measured else None
+            seconds = seconds * (BACKWARD_PER_FORWARD if ratio is None else ratio)
+        total = total + seconds
     return total
