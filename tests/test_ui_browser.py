@@ -6,6 +6,7 @@ to 2 processes, tiny model), and read predicted vs measured with the error in %.
 from __future__ import annotations
 
 import re
+import subprocess
 
 import pytest
 
@@ -31,13 +32,14 @@ def _overlap(a, b) -> bool:  # noqa: ANN001 (selenium elements)
 @pytest.mark.skipif(REASON is not None, reason=f"browser test needs Debian's chromium: {REASON}")
 def test_select_row_4_inspect_share_and_run_it_in_chromium(tmp_path):
     from selenium.webdriver.common.by import By
-    from test_ui_run import _quick_profile
 
     from ui import runs
 
-    # this machine's profile for the run, measured beforehand (short): the browser test stays quick; the
-    # Run page measuring it first is tested headless (test_ui_run.py)
-    _quick_profile(runs.profile_path(tmp_path / "runs", "tiny-llama", 2), "tiny-llama")
+    # this machine's profile for the run, measured beforehand with the Run page's own settings (the
+    # page measuring it when it is missing is tested headless, test_ui_run.py): ~30 s
+    path = runs.profile_path(tmp_path / "runs", "tiny-llama", 2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(runs.profile_argv(path, model="tiny-llama", procs=2), check=True, capture_output=True, timeout=600)
     with screenshot.serve(log_path=tmp_path / "server.log", runs_dir=tmp_path / "runs") as url, \
             screenshot.chrome() as driver:
         screenshot.open_page(driver, f"{url}/?nodes=1", wait_for=('[data-testid="stDataFrame"]',
