@@ -299,3 +299,25 @@ def test_out_must_be_a_directory(tmp_path, capsys):
     assert code == 2 and "is a file" in _error_line(err)
     code, _, err = _run([plan, "--out", f"{plan}/run"], capsys)
     assert code == 2 and "is a file" in _error_line(err)
+
+
+def test_a_one_host_run_that_lost_its_port_race_starts_again_on_another(tmp_path):
+    """A port picked free can be taken before torchrun (or rank 0's store) binds it; such a start-up failure
+    of a run placed on 127.0.0.1 is retried on a fresh port (launch, PORT_ATTEMPTS), nothing else is."""
+    from executor.failures import RunFailed
+    from executor.launch.local import PORT_ATTEMPTS, _lost_port_race, _on_new_port
+
+    setup = prepare_run(ParallelPlan(dp=2), model="tiny-llama", steps=1, out=tmp_path / "r")
+    # the message of a real failure (CI, 2026-12-04), as explain_failure words it
+    lost = RunFailed("run failed: rank 0 failed: DistNetworkError: The server socket has failed to listen on any "
+                     "local network address. port: 33947, useIpv6: false, code: -98, name: EADDRINUSE, message: "
+                     "address already in use (at rendezvous.py:199)", returncode=1)
+    assert PORT_ATTEMPTS > 1 and _lost_port_race(setup, lost)
+    assert not _lost_port_race(setup, RunFailed("run failed: rank 1 failed: OutOfMemoryError", returncode=1))
+    moved = _on_new_port(setup)
+    i = setup.command.index("--rdzv-endpoint") + 1
+    assert moved.command[i] != setup.command[i] and moved.command[i].startswith("127.0.0.1:")
+    assert moved.command[:i] == setup.command[:i] and moved.command[i + 1:] == setup.command[i + 1:]
+    remote = prepare_run(ParallelPlan(dp=2), model="tiny-llama", steps=1, out=tmp_path / "n", nnodes=2,
+                         rdzv_endpoint="127.0.0.1:29999", scale_to=4)
+    assert not _lost_port_race(remote, lost)   # a multi-node endpoint is the user's, not ours to move

@@ -27,7 +27,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -276,7 +276,35 @@ def launch(setup: RunSetup, *, stream: TextIO | None = sys.stdout) -> RunResult:
         check_out_path(setup.out_dir).mkdir(parents=True, exist_ok=True)
         return _launch_in(setup, stream=stream)
     with hold_run_dir(setup.out_dir, resume=setup.resume_from, overwrite=setup.overwrite):
-        return _launch_in(setup, stream=stream)
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            try:
+                return _launch_in(setup, stream=stream)
+            except RunFailed as exc:
+                if attempt == PORT_ATTEMPTS or not _lost_port_race(setup, exc):
+                    raise
+                setup = _on_new_port(setup)
+                if stream is not None:
+                    stream.write(f"paraplan: a port of this host's rendezvous was taken meanwhile; starting again "
+                                 f"({attempt + 1}/{PORT_ATTEMPTS})\n")
+        raise AssertionError("unreachable")
+
+
+PORT_ATTEMPTS = 3
+"""Starts of a one-host run whose rendezvous lost its port: the port is free when picked and taken by
+another process before torchrun (or its rank 0's store) binds it; nothing has trained yet."""
+
+
+def _lost_port_race(setup: RunSetup, exc: RunFailed) -> bool:
+    """Whether a run this process placed on 127.0.0.1 failed binding a port (EADDRINUSE), at start-up."""
+    return setup.rdzv_endpoint is None and ("EADDRINUSE" in str(exc) or "address already in use" in str(exc))
+
+
+def _on_new_port(setup: RunSetup) -> RunSetup:
+    """`setup` with its local rendezvous endpoint on another free port."""
+    command = list(setup.command)
+    i = command.index("--rdzv-endpoint") + 1
+    command[i] = f"127.0.0.1:{free_port()}"
+    return replace(setup, command=tuple(command))
 
 
 def _launch_in(setup: RunSetup, *, stream: TextIO | None) -> RunResult:
