@@ -52,8 +52,9 @@ def test_select_row_4_inspect_share_and_run_it_in_chromium(tmp_path):
         assert screenshot.save_png(driver, tmp_path / "plan.png").stat().st_size > 10_000
 
         driver.find_element(By.PARTIAL_LINK_TEXT, f"Inspect {label}").click()
-        body = screenshot.wait_for_text(driver, "Pipeline timeline", timeout_s=120)
-        assert label in body and "Downloads" in body
+        # the page renders top-down: wait for its last section, then read the whole page
+        body = screenshot.wait_for_text(driver, "Downloads", timeout_s=120)
+        assert label in body and "Pipeline timeline" in body
         shared = driver.current_url
         assert "/detail" in shared and "rank=4" in shared and "nodes=1" in shared
 
