@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["write_text_atomic", "write_bytes_atomic", "update_section", "check_output_path"]
+__all__ = ["write_text_atomic", "write_bytes_atomic", "update_section", "check_output_path", "blocking_parent"]
 
 _NAME_MAX, _PATH_MAX = 255, 4096   # POSIX limits of Linux file systems (bytes)
 
@@ -29,14 +29,24 @@ def check_output_path(path: str | os.PathLike[str]) -> Path:
     target = Path(text)
     if target.is_dir():
         raise ValueError(f"{_short(text)!r} is a folder; give a file name inside it, e.g. {_short(text)}/out.json")
-    for parent in target.parents:
+    if blocked := blocking_parent(target):
+        parent, why = blocked
+        raise ValueError(f"{_short(text)!r}: {_short(str(parent))!r} is a file, not a folder" if why == "file"
+                         else f"{_short(text)!r}: folder {_short(str(parent))!r} is not writable")
+    return target
+
+
+def blocking_parent(path: Path) -> tuple[Path, str] | None:
+    """(the nearest existing ancestor of `path`, 'file' or 'unwritable') when it keeps `path` from being
+    created (a file where a folder must be, or a folder this process cannot write into); None otherwise."""
+    for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():
-                raise ValueError(f"{_short(text)!r}: {_short(str(parent))!r} is a file, not a folder")
+                return parent, "file"
             if not os.access(parent, os.W_OK | os.X_OK):
-                raise ValueError(f"{_short(text)!r}: folder {_short(str(parent))!r} is not writable")
-            break
-    return target
+                return parent, "unwritable"
+            return None
+    return None
 
 
 def _umask_mode() -> int:

@@ -226,5 +226,5 @@ def test_run_page_predicts_exactly_what_validate_local_predicts(tmp_path):
     row = pd.read_csv(tmp_path / "val" / "validation.csv").iloc[0]
     measured, predicted = runs.predict(Path(row["run_dir"]), profile)
     assert predicted.step_time_s == pytest.approx(row["predicted_step_time_s"], rel=1e-12)
-    assert predicted.memory.allocated_bytes == pytest.approx(row["predicted_peak_bytes"], rel=1e-12)
+    assert predicted.estimate.memory.allocated_bytes == pytest.approx(row["predicted_peak_bytes"], rel=1e-12)
     assert measured.step_time_s == pytest.approx(row["measured_step_time_s"], rel=1e-12)

@@ -187,7 +187,7 @@ def _timelines(info: runs.RunInfo, predicted: runs.LocalPrediction) -> None:
                 if cpu else " (CUDA allocator)"), unit_bytes=2**20 if cpu else format.GIB, unit="MiB" if cpu else "GiB"))
         peak = float(measured.memory["allocated_bytes"].max())
         st.caption(f"Peak during the step: {format.gib(peak)} (max over ranks); the cost model's peak of live "
-                   f"tensors per rank (executor, stack paraplan): {format.gib(predicted.memory.allocated_bytes)}.")
+                   f"tensors per rank (executor, stack paraplan): {format.gib(est.memory.allocated_bytes)}.")
 
 
 def _lane_order(lane: str) -> tuple:

@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from costmodel import MemoryBreakdown, ParallelPlan, StepEstimate, StepMeasurement, TrainingSpec, load_model
+from costmodel import ParallelPlan, StepEstimate, StepMeasurement, TrainingSpec, load_model
 from costmodel.atomic import write_text_atomic
 from ui.charts import GIB
 from ui.jobs import paraplan_argv
@@ -199,14 +199,13 @@ def delete_run(root: Path, name: str) -> None:
 
 @dataclass(frozen=True)
 class LocalPrediction:
-    """The closed loop's prediction of a finished run: step time (work-span bound when it applies), the
-    executor's memory (stack `paraplan`; `allocated_bytes` = live tensor bytes, what validate compares) and
-    the estimate (breakdown, simulated timeline)."""
+    """The closed loop's prediction of a finished run: step time (work-span bound when it applies) and the
+    estimate of the executor's stack (`paraplan`: breakdown, simulated timeline, memory, whose
+    `allocated_bytes` are the live tensor bytes validate compares)."""
 
     step_time_s: float
     estimate: StepEstimate
     profile: Path
-    memory: MemoryBreakdown
 
 
 def predict(run_dir: Path, profile: Path) -> tuple[StepMeasurement, LocalPrediction]:
@@ -228,12 +227,13 @@ def predict(run_dir: Path, profile: Path) -> tuple[StepMeasurement, LocalPredict
     cluster = local_cluster(measured.world_size) if cpu else cluster_for_device(
         measured.device, measured.world_size).model_copy(update={"gpus_per_node": measured.world_size})
     training = TrainingSpec(global_batch_size=measured.global_batch_size, seq_len=measured.seq_len,
-                            dtype="fp32" if cpu else "bf16", stack="paraplan")
+                            dtype="fp32" if cpu else "bf16")
     model = load_model(measured.model)
     predictor = LocalPredictor(prof, model=model, cluster=cluster, training=training, procs=measured.world_size)
     step_s, _ = predictor(measured.plan)
-    est = estimate(model, cluster, training, measured.plan, calibration=predictor.calibration, timeline=True)
-    return measured, LocalPrediction(step_s, est, profile, predictor.memory(measured.plan))
+    est = estimate(model, cluster, predictor.training, measured.plan, calibration=predictor.calibration,
+                   timeline=True)
+    return measured, LocalPrediction(step_s, est, profile)
 
 
 def comparison_table(measured: StepMeasurement, predicted: LocalPrediction, *,
@@ -243,7 +243,7 @@ def comparison_table(measured: StepMeasurement, predicted: LocalPrediction, *,
     predicts), else with the resident-set rise."""
     tokens = measured.global_batch_size * measured.seq_len
     mem_measured = tensor_peak_bytes or measured.peak_bytes
-    mem_predicted = predicted.memory.allocated_bytes
+    mem_predicted = predicted.estimate.memory.allocated_bytes
     unit, scale = ("GiB", GIB) if max(mem_measured, mem_predicted) >= GIB else ("MiB", 2**20)
     rows = [("step time", "s", measured.step_time_s, predicted.step_time_s),
             ("tokens/s", "tokens/s", measured.tokens_per_s, tokens / predicted.step_time_s),

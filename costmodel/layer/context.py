@@ -29,7 +29,8 @@ from .params import (
     model_shape,
 )
 
-__all__ = ["StepContext", "Knobs", "build_context", "stack_kernels", "FULL_PRECISION", "FP32_GRAD_ADD_BYTES", "vmax", "any_set", "collective_s", "ddp_wrapped", "fsdp_wrapped"]
+__all__ = ["StepContext", "Knobs", "build_context", "stack_kernels", "FULL_PRECISION", "FP32_GRAD_ADD_BYTES", "vmax",
+           "any_set", "collective_s", "ddp_wrapped", "fsdp_wrapped"]
 
 Num = Any
 

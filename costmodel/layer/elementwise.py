@@ -19,8 +19,8 @@ from typing import Any
 from ..specs.stack import ElementwiseOp
 from .params import ModelShape
 
-__all__ = ["ElementwiseClass", "elementwise_classes", "elementwise_bytes", "profiled_elementwise_s", "BACKWARD_PER_FORWARD",
-           "MEGATRON_ELEMENTWISE"]
+__all__ = ["ElementwiseClass", "elementwise_classes", "elementwise_bytes", "profiled_elementwise_s",
+           "BACKWARD_PER_FORWARD", "MEGATRON_ELEMENTWISE"]
 
 Num = Any
 

@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -22,7 +21,7 @@ from typing import Any, TextIO
 from costmodel.atomic import write_text_atomic
 
 from ..failures import RunFailed, explain_failure
-from ..lifetime import die_with_parent
+from ..lifetime import run_child
 from .rendezvous import is_local_host, wait_for_endpoint
 from .rundir import hold_run_dir, previous_run
 from .spec import LaunchSpec
@@ -128,23 +127,9 @@ def _run_script(spec: LaunchSpec, path: Path, *, stream: TextIO | None) -> int:
     host = spec.rdzv_host or "127.0.0.1"
     if spec.nodes > 1 and not is_local_host(host):
         wait_for_endpoint(f"{host}:{spec.rdzv_port}", timeout_s=120.0)
-    tail: deque[str] = deque(maxlen=400)
-    proc = subprocess.Popen(["bash", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            errors="replace", bufsize=1, preexec_fn=die_with_parent)
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            tail.append(line)
-            if stream is not None:
-                stream.write(line)
-                stream.flush()
-        code = proc.wait()
-    except BaseException:
-        proc.terminate()
-        proc.wait(timeout=30)
-        raise
+    code, tail = run_child(["bash", str(path)], stream=stream)
     if code != 0:
-        raise RunFailed(explain_failure(Path(spec.out_dir), "".join(tail), code), returncode=code)
+        raise RunFailed(explain_failure(Path(spec.out_dir), tail, code), returncode=code)
     return code
 
 

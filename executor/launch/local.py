@@ -21,11 +21,9 @@ import shlex
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -49,7 +47,7 @@ from ..data import load_corpus, split_corpus, window_length
 from ..evaluate import DEFAULT_EVAL_BATCHES, DEFAULT_EVAL_EVERY, check_eval_args
 from ..failures import RunFailed, explain_failure
 from ..float8 import float8_unsupported
-from ..lifetime import die_with_parent
+from ..lifetime import run_child
 from ..memguard import default_seq_len, refuse_if_too_big
 from ..metrics import read_metrics, write_json_atomic
 from ..scaling import host_capacity, scale_plan
@@ -125,7 +123,8 @@ def plan_unsupported(plan: ParallelPlan, *, global_batch: int | None = None, mod
     split and attention variant, expert parallelism's layout) on `device` ('cpu' or 'cuda'; default:
     this machine's). A rule whose input is not given is skipped. The planner marks such plans;
     `validate --local` skips them."""
-    return executor_unsupported(plan, device=device or _local_device(), model=model, seq_len=seq_len, global_batch=global_batch)
+    return executor_unsupported(plan, device=device or _local_device(), model=model, seq_len=seq_len,
+                                global_batch=global_batch)
 
 
 def prepare_run(plan: ParallelPlan | str | os.PathLike[str], *, model: str | ModelSpec, steps: int,
@@ -154,13 +153,13 @@ def prepare_run(plan: ParallelPlan | str | os.PathLike[str], *, model: str | Mod
     from ..families import build_model
 
     build_model(model_spec, device="meta")  # raises ValueError for what the executor cannot run
-    if dtype is not None and rdzv_endpoint is None:   # a run on this host; other hosts' workers check their own
-        if problem := dtype_problem(dtype, _local_device()):
+    if dtype is not None:
+        # a run on this host is checked against its device; the workers of a multi-node run check their
+        # own (here only what no device trains, fp16, is refused)
+        if problem := dtype_problem(dtype, _local_device() if rdzv_endpoint is None else "cuda"):
             raise problem
-        if dtype == "fp8" and (reason := float8_unsupported()):
+        if dtype == "fp8" and rdzv_endpoint is None and (reason := float8_unsupported()):
             raise ValueError(reason)
-    elif dtype == "fp16":
-        raise dtype_problem(dtype, "cuda")
     if node_rank < 0:
         raise ValueError(f"node_rank={node_rank}: must be >= 0")
     if not 0 <= node_rank < nnodes:
@@ -317,36 +316,18 @@ def _launch_in(setup: RunSetup, *, stream: TextIO | None) -> RunResult:
         shutil.rmtree(out / "failures", ignore_errors=True)
         write_json_atomic(out / "run.json", {"command": list(setup.command), "changes": list(setup.changes),
                                              "resume_from": str(setup.resume_from) if setup.resume_from else None})
-    tail: deque[str] = deque(maxlen=400)
     t0 = time.perf_counter()
-    env = {**os.environ, **setup.env}
     previous = _raise_on_sigterm()
-    with open(log_path, "w") as log:
-        # torchrun ends with this process even when it is killed outright (its workers end with torchrun)
-        proc = subprocess.Popen(setup.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env=env, bufsize=1, errors="replace", preexec_fn=die_with_parent)
-        try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                log.write(line)
-                tail.append(line)
-                if stream is not None:
-                    stream.write(line)
-                    stream.flush()
-            returncode = proc.wait()
-        except BaseException:
-            proc.terminate()  # torchrun forwards SIGTERM to its workers
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            raise
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+    try:
+        with open(log_path, "w") as log:
+            # torchrun ends with this process even when it is killed outright (its workers end with torchrun)
+            returncode, tail = run_child(setup.command, stream=stream, log=log, env={**os.environ, **setup.env})
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     elapsed_s = time.perf_counter() - t0
     if returncode != 0:
-        raise RunFailed(explain_failure(out, "".join(tail), returncode), returncode=returncode, log_path=log_path)
+        raise RunFailed(explain_failure(out, tail, returncode), returncode=returncode, log_path=log_path)
     summary_path = out / "summary.json"
     summary = StepMeasurement.model_validate_json(summary_path.read_text()) if summary_path.is_file() else None
     metrics = read_metrics(out / "metrics.jsonl")

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from costmodel.atomic import blocking_parent
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not on Linux/macOS: no locking
@@ -34,13 +36,10 @@ def check_out_path(out: str | os.PathLike[str]) -> Path:
     path = Path(out).expanduser().resolve()
     if path.exists() and not path.is_dir():
         raise ValueError(f"out: {str(path)!r} is a file; give a directory for the run (e.g. runs/NAME)")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"out: {str(parent)!r} is a file, so {str(path)!r} cannot be a directory")
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise ValueError(f"out: cannot create {str(path)!r}: {str(parent)!r} is not writable")
-            break
+    if blocked := blocking_parent(path):
+        parent, why = blocked
+        raise ValueError(f"out: {str(parent)!r} is a file, so {str(path)!r} cannot be a directory" if why == "file"
+                         else f"out: cannot create {str(path)!r}: {str(parent)!r} is not writable")
     return path
 
 
